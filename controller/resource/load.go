@@ -1,0 +1,229 @@
+package resource
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Set is every resource read from a set of files, indexed by kind.
+type Set struct {
+	MeshExternalServices   []*MeshExternalService
+	HostnameGenerators     []*HostnameGenerator
+	MeshTrafficPermissions []*MeshTrafficPermission
+	Dataplanes             []*Dataplane
+	Meshes                 []*Mesh
+	Secrets                []*Secret
+	// Files lists the files read, in order.
+	Files []string
+}
+
+// Objects returns every resource in report order (kind, mesh, name).
+func (s *Set) Objects() []Object {
+	var out []Object
+	for _, r := range s.Meshes {
+		out = append(out, r)
+	}
+	for _, r := range s.Secrets {
+		out = append(out, r)
+	}
+	for _, r := range s.HostnameGenerators {
+		out = append(out, r)
+	}
+	for _, r := range s.MeshExternalServices {
+		out = append(out, r)
+	}
+	for _, r := range s.MeshTrafficPermissions {
+		out = append(out, r)
+	}
+	for _, r := range s.Dataplanes {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Mesh returns the named Mesh resource, or nil when the mesh is implicit.
+func (s *Set) Mesh(name string) *Mesh {
+	for _, m := range s.Meshes {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// Secret returns the mesh's secret of that name, or nil.
+func (s *Set) Secret(mesh, name string) *Secret {
+	for _, sec := range s.Secrets {
+		if sec.Mesh == mesh && sec.Name == name {
+			return sec
+		}
+	}
+	return nil
+}
+
+// MeshExternalService returns the mesh's MES of that name, or nil.
+func (s *Set) MeshExternalService(mesh, name string) *MeshExternalService {
+	for _, m := range s.MeshExternalServices {
+		if m.Mesh == mesh && m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// Add puts obj into the set. It refuses a second resource with the same kind, mesh and name.
+func (s *Set) Add(obj Object) *FieldError {
+	m := obj.GetMeta()
+	for _, o := range s.Objects() {
+		om := o.GetMeta()
+		if om.Kind == m.Kind && om.Mesh == m.Mesh && om.Name == m.Name {
+			return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d", m.Kind, m.Mesh, m.Name, om.Source.File, om.Source.Line)
+		}
+	}
+	switch r := obj.(type) {
+	case *MeshExternalService:
+		s.MeshExternalServices = append(s.MeshExternalServices, r)
+	case *HostnameGenerator:
+		s.HostnameGenerators = append(s.HostnameGenerators, r)
+	case *MeshTrafficPermission:
+		s.MeshTrafficPermissions = append(s.MeshTrafficPermissions, r)
+	case *Dataplane:
+		s.Dataplanes = append(s.Dataplanes, r)
+	case *Mesh:
+		s.Meshes = append(s.Meshes, r)
+	case *Secret:
+		s.Secrets = append(s.Secrets, r)
+	}
+	return nil
+}
+
+// Options tune how resources are read.
+type Options struct {
+	// Zone is the local zone name put into kuma.io/zone (Kuma's default zone is "default").
+	Zone string
+}
+
+// IsResourceFile reports whether a file in a drop directory is read:
+// *.yaml and *.yml, but not hidden files or editors' temporary files.
+func IsResourceFile(path string) bool {
+	base := filepath.Base(path)
+	if strings.HasPrefix(base, ".") || strings.HasPrefix(base, "#") || strings.HasSuffix(base, "~") {
+		return false
+	}
+	ext := strings.ToLower(filepath.Ext(base))
+	return ext == ".yaml" || ext == ".yml"
+}
+
+// ExpandPaths turns files and directories (walked recursively) into the
+// sorted list of resource files.
+func ExpandPaths(paths []string) ([]string, error) {
+	var files []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			if !seen[p] {
+				files = append(files, p)
+				seen[p] = true
+			}
+			continue
+		}
+		var found []string
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				if path != p && strings.HasPrefix(d.Name(), ".") {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if IsResourceFile(path) && !seen[path] {
+				found = append(found, path)
+				seen[path] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		sort.Strings(found)
+		files = append(files, found...)
+	}
+	return files, nil
+}
+
+// Load reads every resource file under paths. It returns what it could read
+// and all problems; a broken document or file affects only itself.
+func Load(paths []string, opts Options) (*Set, []*FieldError, error) {
+	files, err := ExpandPaths(paths)
+	if err != nil {
+		return nil, nil, err
+	}
+	set := &Set{}
+	var errs []*FieldError
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, &FieldError{File: f, Line: 0, Message: fmt.Sprintf("cannot read: %v", err)})
+			continue
+		}
+		set.Files = append(set.Files, f)
+		objs, perrs := ParseBytes(f, data)
+		errs = append(errs, perrs...)
+		for _, o := range objs {
+			if e := set.Add(o); e != nil {
+				errs = append(errs, e)
+			}
+		}
+	}
+	set.ComputeLabels(opts)
+	return set, errs, nil
+}
+
+// ComputeLabels adds the labels a Kuma zone control plane adds to what users
+// apply, only where absent: kuma.io/mesh, kuma.io/origin=zone, kuma.io/zone
+// (not for origin=global), kuma.io/env and k8s.kuma.io/namespace. This is why
+// the seed's HostnameGenerator (selecting kuma.io/origin: zone) matches the
+// seed's MeshExternalServices.
+func (s *Set) ComputeLabels(opts Options) {
+	zone := opts.Zone
+	if zone == "" {
+		zone = "default"
+	}
+	for _, o := range s.Objects() {
+		m := o.GetMeta()
+		if m.Labels == nil {
+			m.Labels = map[string]string{}
+		}
+		if m.Kind != KindMesh {
+			setIfAbsent(m.Labels, LabelMesh, m.Mesh)
+		}
+		setIfAbsent(m.Labels, LabelOrigin, "zone")
+		if m.Labels[LabelOrigin] != "global" {
+			setIfAbsent(m.Labels, LabelZone, zone)
+		}
+		if m.Source.Style == StyleKubernetes {
+			setIfAbsent(m.Labels, LabelEnv, "kubernetes")
+			if m.Namespace != "" {
+				setIfAbsent(m.Labels, LabelNamespace, m.Namespace)
+			}
+		} else {
+			setIfAbsent(m.Labels, LabelEnv, "universal")
+		}
+	}
+}
+
+func setIfAbsent(m map[string]string, k, v string) {
+	if _, ok := m[k]; !ok {
+		m[k] = v
+	}
+}

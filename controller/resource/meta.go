@@ -1,0 +1,214 @@
+package resource
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Style is the document style a resource was written in.
+type Style string
+
+const (
+	StyleKubernetes Style = "kubernetes"
+	StyleUniversal  Style = "universal"
+)
+
+// Source says where a resource came from.
+type Source struct {
+	File  string `json:"file"`
+	Line  int    `json:"line"`
+	Index int    `json:"index"` // 0-based document index in the file
+	Style Style  `json:"style"`
+}
+
+// Meta is what every resource has besides its spec.
+type Meta struct {
+	Kind      Kind              `json:"kind"`
+	Name      string            `json:"name"`
+	Mesh      string            `json:"mesh,omitempty"`
+	Namespace string            `json:"namespace,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// CreationTime is metadata.creationTimestamp / creationTime when given (RFC 3339), else "".
+	CreationTime string `json:"creationTime,omitempty"`
+	Source       Source `json:"source"`
+
+	// root is the document node; specPrefix maps a model path (e.g.
+	// "networking.address") to the document path for this style ("spec.networking.address").
+	root       *yaml.Node
+	specPrefix string
+	nameField  string
+	meshField  string
+}
+
+func (m *Meta) GetMeta() *Meta { return m }
+
+// Key identifies a resource: kind, mesh and name.
+func (m *Meta) Key() string { return string(m.Kind) + " " + m.Mesh + "/" + m.Name }
+
+// DisplayName is label kuma.io/display-name, else the name.
+func (m *Meta) DisplayName() string {
+	if v := m.Labels[LabelDisplayName]; v != "" {
+		return v
+	}
+	return m.Name
+}
+
+// FieldError is one problem with one resource field, printed as
+// FILE:LINE: KIND MESH/NAME: FIELD.PATH: message.
+type FieldError struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Kind    Kind   `json:"kind,omitempty"`
+	Mesh    string `json:"mesh,omitempty"`
+	Name    string `json:"name,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	b.WriteByte(':')
+	b.WriteString(strconv.Itoa(e.Line))
+	b.WriteString(": ")
+	if e.Kind != "" {
+		b.WriteString(string(e.Kind))
+		b.WriteByte(' ')
+		b.WriteString(e.Mesh)
+		b.WriteByte('/')
+		b.WriteString(e.Name)
+		b.WriteString(": ")
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Message)
+	return b.String()
+}
+
+// Errorf makes a FieldError for field (a model path such as
+// "spec.endpoints[1].port" or "name") of this resource, with the line of the
+// closest node that exists in the document.
+func (m *Meta) Errorf(field, format string, args ...any) *FieldError {
+	return &FieldError{
+		File: m.Source.File, Line: m.LineOf(field),
+		Kind: m.Kind, Mesh: m.Mesh, Name: m.Name,
+		Field: field, Message: fmt.Sprintf(format, args...),
+	}
+}
+
+// LineOf returns the line of the deepest existing node on the path of field.
+// Paths use dots and [i] indexes; map keys with dots may be written as
+// labels["kuma.io/origin"].
+func (m *Meta) LineOf(field string) int {
+	if m.root == nil {
+		return m.Source.Line
+	}
+	doc := m.docPath(field)
+	node := m.root
+	line := node.Line
+	for _, step := range splitPath(doc) {
+		next, keyLine := child(node, step)
+		if next == nil {
+			if keyLine > 0 {
+				line = keyLine
+			}
+			break
+		}
+		node = next
+		line = keyLine
+		if line == 0 {
+			line = node.Line
+		}
+	}
+	return line
+}
+
+// docPath turns a model path into the document's own path for this style.
+func (m *Meta) docPath(field string) string {
+	switch {
+	case field == "name":
+		return m.nameField
+	case field == "mesh":
+		return m.meshField
+	case field == "labels" || strings.HasPrefix(field, "labels[") || strings.HasPrefix(field, "labels."):
+		if m.Source.Style == StyleKubernetes {
+			return "metadata." + field
+		}
+		return field
+	case field == "namespace":
+		return "metadata.namespace"
+	}
+	return m.specPrefix + field
+}
+
+type pathStep struct {
+	key   string
+	index int // -1 when key
+}
+
+func splitPath(p string) []pathStep {
+	var steps []pathStep
+	for len(p) > 0 {
+		switch p[0] {
+		case '.':
+			p = p[1:]
+		case '[':
+			end := strings.IndexByte(p, ']')
+			if end < 0 {
+				return steps
+			}
+			inner := p[1:end]
+			p = p[end+1:]
+			if n, err := strconv.Atoi(inner); err == nil {
+				steps = append(steps, pathStep{index: n})
+			} else {
+				steps = append(steps, pathStep{key: strings.Trim(inner, `"'`), index: -1})
+			}
+		default:
+			end := strings.IndexAny(p, ".[")
+			if end < 0 {
+				end = len(p)
+			}
+			steps = append(steps, pathStep{key: p[:end], index: -1})
+			p = p[end:]
+		}
+	}
+	return steps
+}
+
+// child finds step in node; it returns the value node and the line of its key
+// (for mappings) or item.
+func child(node *yaml.Node, step pathStep) (*yaml.Node, int) {
+	for node != nil && (node.Kind == yaml.DocumentNode || node.Kind == yaml.AliasNode) {
+		if node.Kind == yaml.DocumentNode {
+			if len(node.Content) == 0 {
+				return nil, 0
+			}
+			node = node.Content[0]
+		} else {
+			node = node.Alias
+		}
+	}
+	if node == nil {
+		return nil, 0
+	}
+	if step.index >= 0 {
+		if node.Kind == yaml.SequenceNode && step.index < len(node.Content) {
+			return node.Content[step.index], node.Content[step.index].Line
+		}
+		return nil, 0
+	}
+	if node.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			if node.Content[i].Value == step.key {
+				return node.Content[i+1], node.Content[i].Line
+			}
+		}
+	}
+	return nil, 0
+}

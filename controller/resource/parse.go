@@ -1,0 +1,482 @@
+package resource
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const (
+	kumaAPIVersion = "kuma.io/v1alpha1"
+	k8sCoreVersion = "v1"
+)
+
+var lineRE = regexp.MustCompile(`line (\d+)`)
+
+// ParseBytes reads every YAML document in data. It returns the resources it
+// could read and one error per problem; a broken document does not hide the
+// good ones before it.
+func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
+	var objs []Object
+	var errs []*FieldError
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for idx := 0; ; idx++ {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			errs = append(errs, &FieldError{File: file, Line: lineFromYAMLError(err.Error(), 1), Message: "invalid YAML: " + trimYAMLError(err.Error())})
+			break // the decoder cannot resynchronise after a syntax error
+		}
+		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
+			continue // empty document, e.g. a trailing ---
+		}
+		obj, derrs := parseDocument(file, idx, &doc)
+		errs = append(errs, derrs...)
+		if obj != nil {
+			objs = append(objs, obj)
+		}
+	}
+	return objs, errs
+}
+
+func trimYAMLError(s string) string {
+	s = strings.TrimPrefix(s, "yaml: ")
+	return lineRE.ReplaceAllString(strings.TrimPrefix(s, "unmarshal errors:\n  "), "line $1")
+}
+
+func lineFromYAMLError(s string, def int) int {
+	if m := lineRE.FindStringSubmatch(s); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+func scalar(m *yaml.Node, key string) (string, *yaml.Node) {
+	n, _ := child(m, pathStep{key: key, index: -1})
+	if n == nil || n.Kind != yaml.ScalarNode {
+		return "", n
+	}
+	return n.Value, n
+}
+
+func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError) {
+	root := doc.Content[0]
+	fail := func(line int, format string, args ...any) []*FieldError {
+		return []*FieldError{{File: file, Line: line, Message: fmt.Sprintf(format, args...)}}
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, fail(root.Line, "document %d is not a mapping: expected a resource with apiVersion/kind or type", idx+1)
+	}
+	meta := Meta{Source: Source{File: file, Line: root.Line, Index: idx}, root: doc}
+	var body *yaml.Node // the node decoded into the typed spec
+
+	if apiVersion, avNode := scalar(root, "apiVersion"); avNode != nil {
+		meta.Source.Style = StyleKubernetes
+		kind, _ := scalar(root, "kind")
+		meta.Kind = Kind(kind)
+		if kind == "" {
+			return nil, fail(root.Line, "kind: must be set")
+		}
+		md, _ := child(root, pathStep{key: "metadata", index: -1})
+		if md == nil || md.Kind != yaml.MappingNode {
+			return nil, fail(root.Line, "%s: metadata: must be set", kind)
+		}
+		meta.Name, _ = scalar(md, "name")
+		meta.Namespace, _ = scalar(md, "namespace")
+		meta.CreationTime, _ = scalar(md, "creationTimestamp")
+		if ln, _ := child(md, pathStep{key: "labels", index: -1}); ln != nil {
+			if err := ln.Decode(&meta.Labels); err != nil {
+				return nil, fail(ln.Line, "%s %s: metadata.labels: %s", kind, meta.Name, trimYAMLError(err.Error()))
+			}
+		}
+		meta.nameField, meta.meshField = "metadata.name", `metadata.labels["kuma.io/mesh"]`
+		meta.specPrefix = ""
+		wantVersion := kumaAPIVersion
+		if meta.Kind == KindSecret {
+			wantVersion = k8sCoreVersion
+		}
+		if !knownKind(meta.Kind) {
+			return nil, fail(root.Line, "unsupported kind %q (meshext reads %s)", kind, kindList())
+		}
+		if apiVersion != wantVersion {
+			return nil, fail(avNode.Line, "%s %s: apiVersion: must be %q, got %q", kind, meta.Name, wantVersion, apiVersion)
+		}
+		if meta.Kind != KindMesh {
+			meta.Mesh = meta.Labels[LabelMesh]
+			if meta.Mesh == "" {
+				meta.Mesh = DefaultMesh
+			}
+		}
+		if meta.Kind == KindDataplane || meta.Kind == KindMesh {
+			meta.specPrefix = "spec."
+		}
+		body, _ = child(root, pathStep{key: "spec", index: -1})
+	} else {
+		meta.Source.Style = StyleUniversal
+		typ, tNode := scalar(root, "type")
+		if tNode == nil {
+			return nil, fail(root.Line, "resource has neither apiVersion/kind (Kubernetes style) nor type (universal style)")
+		}
+		meta.Kind = Kind(typ)
+		if !knownKind(meta.Kind) {
+			return nil, fail(tNode.Line, "unsupported type %q (meshext reads %s)", typ, kindList())
+		}
+		meta.Name, _ = scalar(root, "name")
+		meta.Mesh, _ = scalar(root, "mesh")
+		meta.CreationTime, _ = scalar(root, "creationTime")
+		if ln, _ := child(root, pathStep{key: "labels", index: -1}); ln != nil {
+			if err := ln.Decode(&meta.Labels); err != nil {
+				return nil, fail(ln.Line, "%s %s: labels: %s", typ, meta.Name, trimYAMLError(err.Error()))
+			}
+		}
+		meta.nameField, meta.meshField = "name", "mesh"
+		if meta.Kind == KindMesh {
+			meta.Mesh = ""
+		} else if meta.Mesh == "" {
+			meta.Mesh = DefaultMesh
+		}
+		switch meta.Kind {
+		case KindDataplane, KindMesh, KindSecret:
+			body = root // fields sit at the top level
+		default:
+			body, _ = child(root, pathStep{key: "spec", index: -1})
+		}
+	}
+	if meta.Kind == KindMesh {
+		meta.Mesh = meta.Name
+	}
+	if meta.Name == "" {
+		return nil, []*FieldError{meta.Errorf("name", "must be set")}
+	}
+	if meta.Labels == nil {
+		meta.Labels = map[string]string{}
+	}
+
+	obj, errs := decodeBody(&meta, root, body)
+	return obj, errs
+}
+
+func knownKind(k Kind) bool {
+	for _, kk := range Kinds {
+		if kk == k {
+			return true
+		}
+	}
+	return false
+}
+
+func kindList() string {
+	names := make([]string, len(Kinds))
+	for i, k := range Kinds {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
+}
+
+// decodeBody decodes the spec part into the typed resource and reports unknown fields.
+func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
+	var errs []*FieldError
+	decode := func(node *yaml.Node, into any, field string) {
+		if node == nil {
+			return
+		}
+		errs = append(errs, checkFields(meta, node, reflect.TypeOf(into).Elem(), field)...)
+		if err := node.Decode(into); err != nil {
+			var te *yaml.TypeError
+			if errors.As(err, &te) {
+				for _, e := range te.Errors {
+					line := lineFromYAMLError(e, node.Line)
+					msg := strings.TrimSpace(lineRE.ReplaceAllString(e, ""))
+					msg = strings.TrimPrefix(msg, ": ")
+					errs = append(errs, &FieldError{File: meta.Source.File, Line: line,
+						Kind: meta.Kind, Mesh: meta.Mesh, Name: meta.Name, Field: pathAtLine(node, field, line), Message: msg})
+				}
+				return
+			}
+			errs = append(errs, meta.Errorf(field, "%s", trimYAMLError(err.Error())))
+		}
+	}
+	topKeys := map[string]bool{"status": true}
+	if meta.Source.Style == StyleKubernetes {
+		for _, k := range []string{"apiVersion", "kind", "metadata", "spec"} {
+			topKeys[k] = true
+		}
+	} else {
+		for _, k := range []string{"type", "name", "mesh", "labels", "creationTime", "modificationTime"} {
+			topKeys[k] = true
+		}
+	}
+
+	var obj Object
+	switch meta.Kind {
+	case KindMeshExternalService:
+		r := &MeshExternalService{Meta: *meta}
+		if body == nil {
+			errs = append(errs, r.Errorf("spec", "must be set"))
+		}
+		decode(body, &r.Spec, "spec")
+		topKeys["spec"] = true
+		r.Spec.applyDefaults()
+		obj = r
+	case KindHostnameGenerator:
+		r := &HostnameGenerator{Meta: *meta}
+		if body == nil {
+			errs = append(errs, r.Errorf("spec", "must be set"))
+		}
+		decode(body, &r.Spec, "spec")
+		topKeys["spec"] = true
+		obj = r
+	case KindMeshTrafficPermission:
+		r := &MeshTrafficPermission{Meta: *meta}
+		if body == nil {
+			errs = append(errs, r.Errorf("spec", "must be set"))
+		}
+		decode(body, &r.Spec, "spec")
+		topKeys["spec"] = true
+		obj = r
+	case KindDataplane:
+		r := &Dataplane{Meta: *meta}
+		if meta.Source.Style == StyleKubernetes {
+			topKeys["spec"] = true
+			if body == nil {
+				errs = append(errs, r.Errorf("networking", "must be set"))
+			} else {
+				var spec struct {
+					Networking *yaml.Node `yaml:"networking"`
+				}
+				errs = append(errs, checkFields(meta, body, reflect.TypeOf(struct {
+					Networking DataplaneNetworking `yaml:"networking"`
+				}{}), "")...)
+				_ = body.Decode(&spec)
+				decode(spec.Networking, &r.Networking, "networking")
+			}
+		} else {
+			topKeys["networking"] = true
+			n, _ := child(root, pathStep{key: "networking", index: -1})
+			if n == nil {
+				errs = append(errs, r.Errorf("networking", "must be set"))
+			}
+			decode(n, &r.Networking, "networking")
+		}
+		obj = r
+	case KindMesh:
+		r := &Mesh{Meta: *meta}
+		if body != nil {
+			n, _ := child(body, pathStep{key: "routing", index: -1})
+			if n != nil {
+				r.Routing = &MeshRouting{}
+				decode(n, r.Routing, "routing")
+			}
+		}
+		topKeys = nil // a Mesh has many Kuma fields meshext does not use
+		obj = r
+	case KindSecret:
+		r := &Secret{Meta: *meta}
+		var enc string
+		if meta.Source.Style == StyleKubernetes {
+			typ, _ := scalar(root, "type")
+			topKeys["type"], topKeys["data"] = true, true
+			if typ != SecretK8sType {
+				errs = append(errs, &FieldError{File: meta.Source.File, Line: root.Line, Kind: meta.Kind, Mesh: meta.Mesh, Name: meta.Name,
+					Field: "type", Message: fmt.Sprintf("must be %q, got %q", SecretK8sType, typ)})
+			}
+			if meta.Namespace != SystemNamespace {
+				errs = append(errs, r.Errorf("namespace", "a Secret must be in namespace %q", SystemNamespace))
+			}
+			d, _ := child(root, pathStep{key: "data", index: -1})
+			enc, _ = scalar(d, "value")
+			if d == nil || enc == "" {
+				errs = append(errs, r.Errorf("data.value", "must be set (base64)"))
+			}
+		} else {
+			topKeys["data"] = true
+			enc, _ = scalar(root, "data")
+			if enc == "" {
+				errs = append(errs, r.Errorf("data", "must be set (base64)"))
+			}
+		}
+		if enc != "" {
+			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+			if err != nil {
+				errs = append(errs, r.Errorf("data", "not valid base64: %v", err))
+			}
+			r.Data = b
+		}
+		obj = r
+	}
+	if topKeys != nil {
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			k := root.Content[i]
+			if !topKeys[k.Value] {
+				errs = append(errs, &FieldError{File: meta.Source.File, Line: k.Line, Kind: meta.Kind, Mesh: meta.Mesh, Name: meta.Name,
+					Field: k.Value, Message: "unknown field"})
+			}
+		}
+	}
+	return obj, errs
+}
+
+// checkFields reports mapping keys that have no field in t, so that a typo
+// such as `protocl` is an error instead of a silently ignored line.
+func checkFields(meta *Meta, node *yaml.Node, t reflect.Type, path string) []*FieldError {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if node.Kind == yaml.AliasNode {
+		node = node.Alias
+	}
+	var errs []*FieldError
+	switch t.Kind() {
+	case reflect.Struct:
+		if node.Kind != yaml.MappingNode {
+			return nil // the decoder reports the type mismatch
+		}
+		fields := map[string]reflect.Type{}
+		inline := false
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("yaml")
+			name, opts, _ := strings.Cut(tag, ",")
+			if name == "-" {
+				continue
+			}
+			if strings.Contains(opts, "inline") {
+				inline = true
+				continue
+			}
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			fields[name] = f.Type
+		}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			k, v := node.Content[i], node.Content[i+1]
+			sub := joinPath(path, k.Value)
+			ft, ok := fields[k.Value]
+			if !ok {
+				if !inline {
+					errs = append(errs, &FieldError{File: meta.Source.File, Line: k.Line, Kind: meta.Kind, Mesh: meta.Mesh, Name: meta.Name,
+						Field: sub, Message: "unknown field"})
+				}
+				continue
+			}
+			errs = append(errs, checkFields(meta, v, ft, sub)...)
+		}
+	case reflect.Slice:
+		if node.Kind != yaml.SequenceNode {
+			return nil
+		}
+		for i, item := range node.Content {
+			errs = append(errs, checkFields(meta, item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return errs
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	if strings.ContainsAny(key, "./") {
+		return fmt.Sprintf("%s[%q]", path, key)
+	}
+	return path + "." + key
+}
+
+// applyDefaults fills in Kuma's schema defaults, as Kuma does before validation.
+func (s *MeshExternalServiceSpec) applyDefaults() {
+	if s.Match.Type == "" {
+		s.Match.Type = MatchTypeHostnameGenerator
+	}
+	if s.Match.Protocol == "" {
+		s.Match.Protocol = ProtocolTCP
+	}
+	if s.TLS != nil {
+		if s.TLS.Version == nil {
+			s.TLS.Version = &TLSVersion{}
+		}
+		if s.TLS.Version.Min == "" {
+			s.TLS.Version.Min = TLSAuto
+		}
+		if s.TLS.Version.Max == "" {
+			s.TLS.Version.Max = TLSAuto
+		}
+		if s.TLS.Verification == nil {
+			s.TLS.Verification = &Verification{}
+		}
+		if s.TLS.Verification.Mode == "" {
+			s.TLS.Verification.Mode = ModeSecured
+		}
+		for i := range s.TLS.Verification.SubjectAltNames {
+			if s.TLS.Verification.SubjectAltNames[i].Type == "" {
+				s.TLS.Verification.SubjectAltNames[i].Type = SANExact
+			}
+		}
+	}
+}
+
+// sortObjects orders resources by kind, mesh and name for stable output.
+func sortObjects(objs []Object) {
+	rank := map[Kind]int{}
+	for i, k := range Kinds {
+		rank[k] = i
+	}
+	sort.SliceStable(objs, func(i, j int) bool {
+		a, b := objs[i].GetMeta(), objs[j].GetMeta()
+		if rank[a.Kind] != rank[b.Kind] {
+			return rank[a.Kind] < rank[b.Kind]
+		}
+		if a.Mesh != b.Mesh {
+			return a.Mesh < b.Mesh
+		}
+		return a.Name < b.Name
+	})
+}
+
+// pathAtLine finds the path of the value that starts on line, for errors the
+// YAML decoder reports by line only.
+func pathAtLine(node *yaml.Node, path string, line int) string {
+	switch node.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			k, v := node.Content[i], node.Content[i+1]
+			sub := joinPath(path, k.Value)
+			if v.Line == line && (v.Kind == yaml.ScalarNode || k.Line == line) {
+				if v.Kind == yaml.ScalarNode {
+					return sub
+				}
+			}
+			if p := pathAtLine(v, sub, line); p != "" && p != sub {
+				return p
+			}
+			if k.Line == line {
+				return sub
+			}
+		}
+	case yaml.SequenceNode:
+		for i, item := range node.Content {
+			sub := fmt.Sprintf("%s[%d]", path, i)
+			if p := pathAtLine(item, sub, line); p != "" && p != sub {
+				return p
+			}
+			if item.Line == line && item.Kind == yaml.ScalarNode {
+				return sub
+			}
+		}
+	}
+	return path
+}

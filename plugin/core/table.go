@@ -1,0 +1,189 @@
+package core
+
+import (
+	"strings"
+	"sync/atomic"
+)
+
+// Reason says where a Decision came from.
+type Reason uint8
+
+const (
+	// ReasonPolicy: a MeshTrafficPermission from[] entry matched (Decision.Policy names it).
+	ReasonPolicy Reason = iota
+	// ReasonMeshDefault: no policy matched; the mesh default applied
+	// (Allow, or Deny when defaultForbidMeshExternalServiceAccess is set).
+	ReasonMeshDefault
+	// ReasonForeignMesh: the source belongs to another mesh than the MES; always Deny.
+	ReasonForeignMesh
+)
+
+func (r Reason) String() string {
+	switch r {
+	case ReasonPolicy:
+		return "policy"
+	case ReasonMeshDefault:
+		return "mesh-default"
+	case ReasonForeignMesh:
+		return "foreign-mesh"
+	}
+	return "unknown"
+}
+
+// Decision is the authorization outcome for one (source, MES) pair.
+type Decision struct {
+	Action Action
+	// Policy is the deciding MeshTrafficPermission's name; empty unless Reason is ReasonPolicy.
+	Policy string
+	Reason Reason
+}
+
+// Allowed reports whether traffic passes (Allow and AllowWithShadowDeny).
+func (d Decision) Allowed() bool { return d.Action != Deny }
+
+// PolicyOrReason names what decided, for logs, metadata and reply bodies.
+func (d Decision) PolicyOrReason() string {
+	if d.Reason == ReasonPolicy {
+		return d.Policy
+	}
+	return d.Reason.String()
+}
+
+// Entry is one compiled MES. It is immutable once its Table is built.
+type Entry struct {
+	Service Service
+	// owner is the decision for the Config's Source, precomputed so the
+	// common request (no client certificate) costs one map lookup.
+	owner Decision
+	// rules are the from[] entries that can apply to this MES, most
+	// specific first (see precedence in compile.go).
+	rules []rule
+	// fallback applies when no rule matches.
+	fallback Decision
+}
+
+// Table maps request hosts to MES and decides access. Build it with Compile;
+// it is never mutated afterwards, so any number of goroutines may read it.
+type Table struct {
+	hosts    map[string]*Entry
+	entries  []*Entry
+	dflt     *Entry
+	source   Identity
+	hostKeys int
+}
+
+// Len is the number of compiled services.
+func (t *Table) Len() int { return len(t.entries) }
+
+// HostKeys is the number of host keys (names, VIPs, with and without port).
+func (t *Table) HostKeys() int { return t.hostKeys }
+
+// Entries lists the compiled services in Config order. Callers must not modify them.
+func (t *Table) Entries() []*Entry { return t.entries }
+
+// Source is the listener owner's identity from the Config.
+func (t *Table) Source() Identity { return t.source }
+
+// maxAuthority bounds the normalisation buffer: a DNS name (253) plus a
+// port, with room for IPv6 brackets.
+const maxAuthority = 272
+
+// Lookup finds the MES a request's host (the :authority / Host value, with
+// or without port, any case, optional trailing dot, VIP literal) names. It
+// returns the DefaultService entry when nothing matches, nil when there is
+// no default either. It does not allocate.
+func (t *Table) Lookup(authority string) *Entry {
+	if e, ok := t.hosts[authority]; ok {
+		return e
+	}
+	var buf [maxAuthority]byte
+	if n := normalizeAuthority(authority, &buf); n > 0 {
+		if e, ok := t.hosts[string(buf[:n])]; ok {
+			return e
+		}
+	}
+	return t.dflt
+}
+
+// Decide returns the decision for the listener owner (the Config's Source).
+func (e *Entry) Decide() Decision { return e.owner }
+
+// DecideFor returns the decision for another source, e.g. a SPIFFE
+// identity taken from a validated client certificate. It does not allocate.
+func (e *Entry) DecideFor(id *Identity) Decision {
+	if id.Mesh != e.Service.Mesh {
+		return Decision{Action: Deny, Reason: ReasonForeignMesh}
+	}
+	for i := range e.rules {
+		if e.rules[i].matches(id) {
+			return e.rules[i].decision
+		}
+	}
+	return e.fallback
+}
+
+// ParseSPIFFE reads a Kuma SPIFFE ID spiffe://<mesh>/<service>. The
+// returned identity's strings alias uri (no copy).
+func ParseSPIFFE(uri string) (Identity, bool) {
+	const scheme = "spiffe://"
+	if len(uri) <= len(scheme) || !strings.EqualFold(uri[:len(scheme)], scheme) {
+		return Identity{}, false
+	}
+	rest := uri[len(scheme):]
+	slash := strings.IndexByte(rest, '/')
+	if slash <= 0 || slash == len(rest)-1 {
+		return Identity{}, false
+	}
+	mesh, svc := rest[:slash], rest[slash+1:]
+	if strings.IndexByte(svc, '/') >= 0 {
+		return Identity{}, false
+	}
+	return Identity{Mesh: mesh, Service: svc}, true
+}
+
+// Holder publishes the current Table to request handlers: Store on config
+// update, Load per request, both lock-free.
+type Holder struct{ p atomic.Pointer[Table] }
+
+// Load returns the current table (nil before the first Store).
+func (h *Holder) Load() *Table { return h.p.Load() }
+
+// Store swaps in a new table.
+func (h *Holder) Store(t *Table) { h.p.Store(t) }
+
+// normalizeAuthority lower-cases authority into buf, drops one trailing dot
+// from the host part and keeps the port. It returns the length written, or
+// 0 when the input is empty, too long or has an empty host.
+func normalizeAuthority(a string, buf *[maxAuthority]byte) int {
+	if len(a) == 0 || len(a) > maxAuthority {
+		return 0
+	}
+	// Split host and port without allocating. Bracketed IPv6 first; an
+	// unbracketed value with more than one colon is a bare IPv6 address.
+	hostEnd := len(a)
+	if a[0] == '[' {
+		if j := strings.IndexByte(a, ']'); j > 0 {
+			hostEnd = j + 1
+		}
+	} else if i := strings.LastIndexByte(a, ':'); i >= 0 && strings.IndexByte(a, ':') == i {
+		hostEnd = i
+	}
+	host, port := a[:hostEnd], a[hostEnd:]
+	if len(host) > 1 && host[len(host)-1] == '.' {
+		host = host[:len(host)-1]
+	}
+	if len(host) == 0 {
+		return 0
+	}
+	n := 0
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[n] = c
+		n++
+	}
+	n += copy(buf[n:], port)
+	return n
+}
