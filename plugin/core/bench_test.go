@@ -1,0 +1,104 @@
+package core
+
+import (
+	"fmt"
+	"testing"
+)
+
+// benchTable builds n MES, each with one generated hostname, a VIP and a
+// port, plus a mesh-wide and a per-MES policy so decisions walk real rules.
+func benchTable(b *testing.B, n int) (tab *Table, canonical, mixed []string) {
+	b.Helper()
+	cfg := &Config{Source: Identity{Mesh: "default", Service: "web", Tags: map[string]string{"team": "a"}}}
+	cfg.Meshes = []Mesh{{Name: "default", DefaultForbidMeshExternalServiceAccess: true}}
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("svc-%d", i)
+		cfg.Services = append(cfg.Services, Service{
+			Name: name, Mesh: "default", Cluster: "mes_" + name, Protocol: "http", Port: 443,
+			Hostnames: []string{name + ".extsvc.mesh.local"},
+			VIP:       fmt.Sprintf("242.%d.%d.%d", (i>>16)&255, (i>>8)&255, i&255),
+		})
+		canonical = append(canonical, name+".extsvc.mesh.local:443")
+		// Upper case and a trailing dot force the normalising second lookup.
+		mixed = append(mixed, "SVC-"+fmt.Sprint(i)+".Extsvc.Mesh.Local.:443")
+	}
+	cfg.Policies = []Policy{
+		{Name: "mesh-allow", Mesh: "default", TargetRef: TargetRef{Kind: KindMesh}, From: []From{{TargetRef: TargetRef{Kind: KindMeshSubset, Tags: map[string]string{"team": "a"}}, Default: Conf{Action: Allow}}}},
+		{Name: "deny-0", Mesh: "default", TargetRef: TargetRef{Kind: KindMeshExternalService, Name: "svc-0"}, From: []From{{TargetRef: TargetRef{Kind: KindMeshService, Name: "web"}, Default: Conf{Action: Deny}}}},
+	}
+	tab, err := Compile(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tab, canonical, mixed
+}
+
+// runDecision looks up auth round-robin. With hot == 0 it cycles through
+// every host (each lookup touches cold memory at 100k); with hot > 0 only
+// the first hot hosts are requested, the usual shape of real egress traffic.
+func runDecision(b *testing.B, tab *Table, auth []string, hot int) {
+	if hot > 0 && hot < len(auth) {
+		auth = auth[:hot]
+	}
+	b.ReportAllocs()
+	denied := 0
+	for i := 0; b.Loop(); i++ {
+		e := tab.Lookup(auth[i%len(auth)])
+		if e == nil {
+			b.Fatal("miss")
+		}
+		if !e.Decide().Allowed() {
+			denied++
+		}
+	}
+	if denied == 0 {
+		b.Fatal("expected svc-0 to be denied")
+	}
+}
+
+// BenchmarkDecision is the per-request work of both adapters: host lookup
+// plus the decision for the listener owner. access=all cycles through every
+// hostname; access=hot1k through 1,000 of them; case=mixed needs the
+// normalising second lookup.
+func BenchmarkDecision(b *testing.B) {
+	for _, n := range []int{10, 1000, 100000} {
+		tab, canonical, mixed := benchTable(b, n)
+		b.Run(fmt.Sprintf("hosts=%d/access=all", n), func(b *testing.B) { runDecision(b, tab, canonical, 0) })
+		if n > 1000 {
+			b.Run(fmt.Sprintf("hosts=%d/access=hot1k", n), func(b *testing.B) { runDecision(b, tab, canonical, 1000) })
+		}
+		b.Run(fmt.Sprintf("hosts=%d/access=all/case=mixed", n), func(b *testing.B) { runDecision(b, tab, mixed, 0) })
+	}
+}
+
+// BenchmarkDecisionSPIFFE adds parsing a client-certificate SPIFFE ID and
+// walking the rules (no precomputed owner decision).
+func BenchmarkDecisionSPIFFE(b *testing.B) {
+	for _, n := range []int{10, 1000, 100000} {
+		tab, auth, _ := benchTable(b, n)
+		b.Run(fmt.Sprintf("hosts=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				id, ok := ParseSPIFFE("spiffe://default/web")
+				if !ok {
+					b.Fatal("parse")
+				}
+				e := tab.Lookup(auth[i%len(auth)])
+				if e == nil {
+					b.Fatal("miss")
+				}
+				_ = e.DecideFor(&id)
+			}
+		})
+	}
+}
+
+func BenchmarkCompile(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				benchTable(b, n)
+			}
+		})
+	}
+}
