@@ -1,0 +1,489 @@
+// Package dns is meshext's embedded DNS server. It answers the hostnames the
+// HostnameGenerators produce with their VIPs, says NXDOMAIN for other names
+// inside those zones, serves optional static overrides from a hosts file, and
+// forwards everything else to upstream resolvers. Envoy's DNS clusters and
+// the user's clients can both point at it.
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// Defaults; Kuma and Istio both hand out VIP answers with a 30 s TTL.
+const (
+	DefaultTTL            = 30 * time.Second
+	DefaultForwardTimeout = 2 * time.Second
+)
+
+// Config configures a Server. Only Listen is required.
+type Config struct {
+	// Listen is host:port for both UDP and TCP. Port 0 picks one free port
+	// that both transports share (tests).
+	Listen string
+	// Upstreams are resolvers ("host" or "host:port", port 53 by default)
+	// asked, in order, about names outside our zones. Empty means such
+	// names get SERVFAIL.
+	Upstreams []string
+	// Zones we answer authoritatively (NXDOMAIN for unknown names) in
+	// addition to the zones derived from the records: each record's parent
+	// domain when it has at least two labels (mes-tcp.svc.meshext.local →
+	// svc.meshext.local). A one-label parent such as "local" is never derived,
+	// so a template like "{{.DisplayName}}.com" cannot black-hole a public TLD.
+	Zones []string
+	// HostsFile is an optional /etc/hosts-format file of static overrides.
+	// Its names win over VIP records and forwarding.
+	HostsFile string
+	// TTL of every answer we make (and of the SOA minimum for negative
+	// answers). Zero means DefaultTTL.
+	TTL time.Duration
+	// ForwardTimeout bounds each upstream attempt, so a query waits at most
+	// len(Upstreams) × ForwardTimeout. Zero means DefaultForwardTimeout.
+	ForwardTimeout time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats are cumulative counters of how queries were answered.
+type Stats struct {
+	Answered      uint64 // from VIP records or the hosts file (including NODATA)
+	NXDomain      uint64 // unknown names inside our zones
+	Forwarded     uint64 // answered by an upstream
+	ForwardFailed uint64 // every upstream failed or none configured: SERVFAIL
+}
+
+// snapshot is the immutable record set a query reads; SetRecords and
+// ReloadHosts swap a whole new one in.
+type snapshot struct {
+	records map[string]netip.Addr
+	hosts   map[string][]netip.Addr
+	zones   []string // lower case, no trailing dot
+}
+
+// Server is the embedded DNS server. Create it with New, then Start.
+type Server struct {
+	cfg       Config
+	ttl       uint32
+	upstreams []string
+	zones     []string // configured zones, normalised
+	log       *slog.Logger
+
+	snap atomic.Pointer[snapshot]
+	mu   sync.Mutex // serialises writers of snap
+
+	udp, tcp *mdns.Server
+	addr     string
+
+	answered, nxdomain, forwarded, forwardFailed atomic.Uint64
+}
+
+// New validates cfg and loads the hosts file; it does not listen yet.
+func New(cfg Config) (*Server, error) {
+	if cfg.Listen == "" {
+		return nil, errors.New("dns: listen address is required")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("dns: listen address %q: %w", cfg.Listen, err)
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.TTL < time.Second || cfg.TTL > 24*time.Hour {
+		return nil, fmt.Errorf("dns: TTL %s outside 1s..24h", cfg.TTL)
+	}
+	if cfg.ForwardTimeout == 0 {
+		cfg.ForwardTimeout = DefaultForwardTimeout
+	}
+	if cfg.ForwardTimeout < 0 {
+		return nil, fmt.Errorf("dns: negative forward timeout %s", cfg.ForwardTimeout)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, ttl: uint32(cfg.TTL / time.Second), log: cfg.Logger}
+	for _, u := range cfg.Upstreams {
+		hp, err := normalizeUpstream(u)
+		if err != nil {
+			return nil, err
+		}
+		s.upstreams = append(s.upstreams, hp)
+	}
+	for _, z := range cfg.Zones {
+		n, err := normalizeName(z)
+		if err != nil {
+			return nil, fmt.Errorf("dns: zone: %w", err)
+		}
+		s.zones = append(s.zones, n)
+	}
+	snap := &snapshot{records: map[string]netip.Addr{}, hosts: map[string][]netip.Addr{}}
+	if cfg.HostsFile != "" {
+		h, err := ParseHostsFile(cfg.HostsFile)
+		if err != nil {
+			return nil, err
+		}
+		snap.hosts = h
+	}
+	snap.zones = s.zonesFor(snap.records)
+	s.snap.Store(snap)
+	return s, nil
+}
+
+// ParseUpstreams splits a comma-separated --dns-upstream value into
+// resolver addresses, adding port 53 where none is given.
+func ParseUpstreams(csv string) ([]string, error) {
+	var out []string
+	for _, part := range strings.Split(csv, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		hp, err := normalizeUpstream(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, hp)
+	}
+	return out, nil
+}
+
+// SystemUpstreams returns the nameservers of a resolv.conf file (usually
+// /etc/resolv.conf), leaving out listen so the server never forwards to itself.
+func SystemUpstreams(resolvConf, listen string) ([]string, error) {
+	cc, err := mdns.ClientConfigFromFile(resolvConf)
+	if err != nil {
+		return nil, fmt.Errorf("dns: %s: %w", resolvConf, err)
+	}
+	var out []string
+	for _, ns := range cc.Servers {
+		hp := net.JoinHostPort(ns, cc.Port)
+		if hp == listen {
+			continue
+		}
+		out = append(out, hp)
+	}
+	return out, nil
+}
+
+func normalizeUpstream(u string) (string, error) {
+	u = strings.TrimSpace(u)
+	host, port, err := net.SplitHostPort(u)
+	if err != nil { // no port: the whole thing must be an IP
+		host, port = strings.Trim(u, "[]"), "53"
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return "", fmt.Errorf("dns: upstream %q: want an IP address with optional :port", u)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("dns: upstream %q: bad port", u)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// zonesFor is the configured zones plus the derived ones (see Config.Zones).
+func (s *Server) zonesFor(records map[string]netip.Addr) []string {
+	seen := map[string]bool{}
+	var zones []string
+	add := func(z string) {
+		if !seen[z] {
+			seen[z] = true
+			zones = append(zones, z)
+		}
+	}
+	for _, z := range s.zones {
+		add(z)
+	}
+	for name := range records {
+		if _, parent, ok := strings.Cut(name, "."); ok && strings.Contains(parent, ".") {
+			add(parent)
+		}
+	}
+	return zones
+}
+
+// SetRecords atomically replaces the VIP records (hostname → VIP). Names are
+// matched case-insensitively with or without a trailing dot. On an invalid
+// entry nothing changes and the error names it.
+func (s *Server) SetRecords(records map[string]netip.Addr) error {
+	next := make(map[string]netip.Addr, len(records))
+	for name, addr := range records {
+		n, err := normalizeName(name)
+		if err != nil {
+			return fmt.Errorf("dns: record: %w", err)
+		}
+		if !addr.IsValid() {
+			return fmt.Errorf("dns: record %q: invalid address", name)
+		}
+		next[n] = addr.Unmap().WithZone("")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.snap.Load()
+	s.snap.Store(&snapshot{records: next, hosts: old.hosts, zones: s.zonesFor(next)})
+	return nil
+}
+
+// Records returns a copy of the current VIP records.
+func (s *Server) Records() map[string]netip.Addr {
+	cur := s.snap.Load().records
+	out := make(map[string]netip.Addr, len(cur))
+	for k, v := range cur {
+		out[k] = v
+	}
+	return out
+}
+
+// Zones returns the zones currently answered authoritatively.
+func (s *Server) Zones() []string {
+	return append([]string(nil), s.snap.Load().zones...)
+}
+
+// ReloadHosts re-reads Config.HostsFile; on error the old overrides stay.
+func (s *Server) ReloadHosts() error {
+	if s.cfg.HostsFile == "" {
+		return nil
+	}
+	h, err := ParseHostsFile(s.cfg.HostsFile)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.snap.Load()
+	s.snap.Store(&snapshot{records: old.records, hosts: h, zones: old.zones})
+	return nil
+}
+
+// Stats returns the counters so far.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Answered:      s.answered.Load(),
+		NXDomain:      s.nxdomain.Load(),
+		Forwarded:     s.forwarded.Load(),
+		ForwardFailed: s.forwardFailed.Load(),
+	}
+}
+
+// Start binds UDP and TCP on the same port and serves in the background
+// until Close.
+func (s *Server) Start() error {
+	if s.udp != nil {
+		return errors.New("dns: already started")
+	}
+	host, port, _ := net.SplitHostPort(s.cfg.Listen)
+	// With port 0 the kernel picks the UDP port; TCP may find it taken by
+	// someone else, so try a few times (bounded).
+	attempts := 1
+	if port == "0" {
+		attempts = 10
+	}
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for i := 0; i < attempts; i++ {
+		pc, err = net.ListenPacket("udp", s.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("dns: listen udp %s: %w", s.cfg.Listen, err)
+		}
+		tcpAddr := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
+		ln, err = net.Listen("tcp", tcpAddr)
+		if err == nil {
+			break
+		}
+		pc.Close()
+		err = fmt.Errorf("dns: listen tcp %s: %w", tcpAddr, err)
+	}
+	if err != nil {
+		return err
+	}
+	s.addr = ln.Addr().String()
+	s.udp = &mdns.Server{PacketConn: pc, Handler: s}
+	s.tcp = &mdns.Server{Listener: ln, Handler: s}
+	for _, srv := range []*mdns.Server{s.udp, s.tcp} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		errc := make(chan error, 1)
+		go func() { errc <- srv.ActivateAndServe() }()
+		select {
+		case <-started:
+		case err := <-errc:
+			pc.Close()
+			ln.Close()
+			return fmt.Errorf("dns: serve: %w", err)
+		case <-time.After(5 * time.Second):
+			pc.Close()
+			ln.Close()
+			return errors.New("dns: server did not start within 5s")
+		}
+	}
+	s.log.Info("dns server listening", "addr", s.addr, "upstreams", s.upstreams, "hosts_file", s.cfg.HostsFile)
+	return nil
+}
+
+// Run starts the server and closes it when ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return s.Close()
+}
+
+// Addr is the bound host:port (UDP and TCP), valid after Start.
+func (s *Server) Addr() string { return s.addr }
+
+// Close stops both listeners, waiting up to 5 s for in-flight queries.
+func (s *Server) Close() error {
+	if s.udp == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(s.udp.ShutdownContext(ctx), s.tcp.ShutdownContext(ctx))
+}
+
+// ServeDNS answers one query; it implements miekg/dns.Handler.
+func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
+	if r.Opcode != mdns.OpcodeQuery || len(r.Question) != 1 {
+		m := new(mdns.Msg)
+		m.SetRcode(r, mdns.RcodeNotImplemented)
+		if len(r.Question) != 1 {
+			m.SetRcode(r, mdns.RcodeFormatError)
+		}
+		_ = w.WriteMsg(m)
+		return
+	}
+	q := r.Question[0]
+	name := strings.TrimSuffix(strings.ToLower(q.Name), ".")
+	snap := s.snap.Load()
+
+	if q.Qclass == mdns.ClassINET || q.Qclass == mdns.ClassANY {
+		if addrs, ok := snap.hosts[name]; ok {
+			s.answer(w, r, addrs, false, snap)
+			return
+		}
+		if addr, ok := snap.records[name]; ok {
+			s.answer(w, r, []netip.Addr{addr}, true, snap)
+			return
+		}
+		if zone := snap.zoneOf(name); zone != "" {
+			s.nxdomain.Add(1)
+			m := new(mdns.Msg)
+			m.SetRcode(r, mdns.RcodeNameError)
+			m.Authoritative = true
+			m.RecursionAvailable = len(s.upstreams) > 0
+			m.Ns = []mdns.RR{s.soa(zone)}
+			_ = w.WriteMsg(m)
+			return
+		}
+	}
+	s.forward(w, r)
+}
+
+// zoneOf returns the longest of our zones containing name, or "".
+func (sn *snapshot) zoneOf(name string) string {
+	best := ""
+	for _, z := range sn.zones {
+		if (name == z || strings.HasSuffix(name, "."+z)) && len(z) > len(best) {
+			best = z
+		}
+	}
+	return best
+}
+
+// answer writes A/AAAA records for addrs. VIP records (mapV4) also answer
+// AAAA with the IPv4-mapped form ::ffff:a.b.c.d, as Kuma does, so IPv6-first
+// clients still reach an IPv4 VIP; hosts-file names answer only what the
+// file lists, like /etc/hosts.
+func (s *Server) answer(w mdns.ResponseWriter, r *mdns.Msg, addrs []netip.Addr, mapV4 bool, snap *snapshot) {
+	s.answered.Add(1)
+	q := r.Question[0]
+	m := new(mdns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	m.RecursionAvailable = len(s.upstreams) > 0
+	hdr := func(t uint16) mdns.RR_Header {
+		// Echo the question's spelling: resolvers using 0x20 case randomisation compare it.
+		return mdns.RR_Header{Name: q.Name, Rrtype: t, Class: mdns.ClassINET, Ttl: s.ttl}
+	}
+	wantA := q.Qtype == mdns.TypeA || q.Qtype == mdns.TypeANY
+	wantAAAA := q.Qtype == mdns.TypeAAAA || q.Qtype == mdns.TypeANY
+	for _, a := range addrs {
+		a = a.Unmap()
+		switch {
+		case a.Is4() && wantA:
+			m.Answer = append(m.Answer, &mdns.A{Hdr: hdr(mdns.TypeA), A: a.AsSlice()})
+		case a.Is4() && wantAAAA && mapV4:
+			b := a.As16() // As16 of an IPv4 address is its ::ffff: mapped form
+			m.Answer = append(m.Answer, &mdns.AAAA{Hdr: hdr(mdns.TypeAAAA), AAAA: b[:]})
+		case a.Is6() && wantAAAA:
+			m.Answer = append(m.Answer, &mdns.AAAA{Hdr: hdr(mdns.TypeAAAA), AAAA: a.AsSlice()})
+		}
+	}
+	if len(m.Answer) == 0 { // NODATA: the name exists, not this type
+		zone := snap.zoneOf(strings.TrimSuffix(strings.ToLower(q.Name), "."))
+		if zone == "" {
+			zone = strings.TrimSuffix(strings.ToLower(q.Name), ".")
+		}
+		m.Ns = []mdns.RR{s.soa(zone)}
+	}
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		size := mdns.MinMsgSize
+		if o := r.IsEdns0(); o != nil {
+			size = int(o.UDPSize())
+		}
+		m.Truncate(size)
+	}
+	_ = w.WriteMsg(m)
+}
+
+// soa is a synthetic SOA for negative answers; its minimum is our TTL so
+// resolvers cache NXDOMAIN no longer than a positive answer.
+func (s *Server) soa(zone string) mdns.RR {
+	z := mdns.Fqdn(zone)
+	return &mdns.SOA{
+		Hdr:     mdns.RR_Header{Name: z, Rrtype: mdns.TypeSOA, Class: mdns.ClassINET, Ttl: s.ttl},
+		Ns:      "ns." + z,
+		Mbox:    "hostmaster." + z,
+		Serial:  1,
+		Refresh: 3600,
+		Retry:   600,
+		Expire:  86400,
+		Minttl:  s.ttl,
+	}
+}
+
+// forward relays r to the upstreams in order over the transport the client
+// used (a truncated UDP reply goes back as is; the client retries over TCP).
+func (s *Server) forward(w mdns.ResponseWriter, r *mdns.Msg) {
+	network := "udp"
+	if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
+		network = "tcp"
+	}
+	for _, up := range s.upstreams {
+		c := &mdns.Client{Net: network, Timeout: s.cfg.ForwardTimeout}
+		resp, _, err := c.Exchange(r, up)
+		if err != nil {
+			s.log.Debug("dns forward failed", "upstream", up, "name", r.Question[0].Name, "err", err)
+			continue
+		}
+		s.forwarded.Add(1)
+		resp.Id = r.Id
+		_ = w.WriteMsg(resp)
+		return
+	}
+	s.forwardFailed.Add(1)
+	m := new(mdns.Msg)
+	m.SetRcode(r, mdns.RcodeServerFailure)
+	m.RecursionAvailable = len(s.upstreams) > 0
+	_ = w.WriteMsg(m)
+}
