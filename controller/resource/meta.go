@@ -34,6 +34,11 @@ type Meta struct {
 	// CreationTime is metadata.creationTimestamp / creationTime when given (RFC 3339), else "".
 	CreationTime string `json:"creationTime,omitempty"`
 	Source       Source `json:"source"`
+	// Malformed is set when the document had parse errors (unknown fields,
+	// type mismatches, ...). Those errors are reported by Load; the resource is
+	// kept so its file and line stay known, and validate.Validate leaves it out
+	// of the valid set.
+	Malformed bool `json:"malformed,omitempty"`
 
 	// root is the document node; specPrefix maps a model path (e.g.
 	// "networking.address") to the document path for this style ("spec.networking.address").

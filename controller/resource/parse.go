@@ -167,6 +167,9 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 	}
 
 	obj, errs := decodeBody(&meta, root, body)
+	if obj != nil && len(errs) > 0 {
+		obj.GetMeta().Malformed = true
+	}
 	return obj, errs
 }
 
