@@ -219,10 +219,13 @@ func load(spec Spec, dir, appDir, proxyDir string) error {
 
 // explainLoadError adds what the user can do to the kernel's terse errors.
 func explainLoadError(err error) error {
+	var ve *ebpf.VerifierError
 	switch {
+	case errors.As(err, &ve):
+		return fmt.Errorf("%w (the kernel's verifier rejected a program: kernel too old or a program bug)", err)
 	case errors.Is(err, btf.ErrNotSupported):
 		return fmt.Errorf("%w (the kernel cannot load BTF, which the socket-storage map needs)", err)
-	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+	case errors.Is(err, unix.EPERM):
 		return fmt.Errorf("%w (%v; inside a container, seccomp or a read-only cgroup filesystem also cause this)", err, ErrPrivilege)
 	case errors.Is(err, unix.EROFS):
 		return fmt.Errorf("%w (cgroup or BPF filesystem is read-only)", err)

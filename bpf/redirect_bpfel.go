@@ -23,6 +23,12 @@ type redirectConfig struct {
 	BypassUid  uint32
 }
 
+type redirectCookieVal struct {
+	_     structs.HostLayout
+	Orig  redirectOrigDst
+	Tuple redirectTupleKey
+}
+
 type redirectOrigDst struct {
 	_     structs.HostLayout
 	Ip4   uint32

@@ -76,6 +76,13 @@ struct tuple_key {
 	__u16 proxy_port;
 };
 
+// What cookie_orig holds per client socket: the original destination and,
+// once connected, its 4-tuple (so sock_release can delete the bridge entry).
+struct cookie_val {
+	struct orig_dst orig;
+	struct tuple_key tuple;
+};
+
 enum stat_index {
 	STAT_TCP_REDIRECT = 0,
 	STAT_TCP_V4MAPPED,
@@ -108,7 +115,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct orig_dst);
+	__type(value, struct cookie_val);
 } cookie_orig SEC(".maps");
 
 struct {
@@ -169,8 +176,8 @@ static __always_inline int bypassed(struct bpf_sock_addr *ctx, struct config *cf
 static __always_inline int remember(void *ctx, __u32 ip4, __u16 port, __u16 proto)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_dst o = {.ip4 = ip4, .port = port, .proto = proto};
-	if (bpf_map_update_elem(&cookie_orig, &cookie, &o, BPF_ANY)) {
+	struct cookie_val v = {.orig = {.ip4 = ip4, .port = port, .proto = proto}};
+	if (bpf_map_update_elem(&cookie_orig, &cookie, &v, BPF_ANY)) {
 		count(STAT_MAP_ERR);
 		return -1;
 	}
@@ -272,11 +279,11 @@ int meshext_recvmsg4(struct bpf_sock_addr *ctx)
 	if (ctx->user_ip4 != cfg->dns_ip4 || (__u16)ctx->user_port != cfg->dns_port)
 		return 1;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_dst *o = bpf_map_lookup_elem(&cookie_orig, &cookie);
-	if (!o || o->proto != IPPROTO_UDP)
+	struct cookie_val *v = bpf_map_lookup_elem(&cookie_orig, &cookie);
+	if (!v || v->orig.proto != IPPROTO_UDP)
 		return 1;
-	ctx->user_ip4 = o->ip4;
-	ctx->user_port = o->port;
+	ctx->user_ip4 = v->orig.ip4;
+	ctx->user_port = v->orig.port;
 	count(STAT_DNS_REPLY_RESTORED);
 	return 1;
 }
@@ -286,11 +293,11 @@ SEC("cgroup/getpeername4")
 int meshext_getpeername4(struct bpf_sock_addr *ctx)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_dst *o = bpf_map_lookup_elem(&cookie_orig, &cookie);
-	if (!o)
+	struct cookie_val *v = bpf_map_lookup_elem(&cookie_orig, &cookie);
+	if (!v)
 		return 1;
-	ctx->user_ip4 = o->ip4;
-	ctx->user_port = o->port;
+	ctx->user_ip4 = v->orig.ip4;
+	ctx->user_port = v->orig.port;
 	return 1;
 }
 
@@ -298,14 +305,14 @@ SEC("cgroup/getpeername6")
 int meshext_getpeername6(struct bpf_sock_addr *ctx)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_dst *o = bpf_map_lookup_elem(&cookie_orig, &cookie);
-	if (!o)
+	struct cookie_val *v = bpf_map_lookup_elem(&cookie_orig, &cookie);
+	if (!v)
 		return 1;
 	ctx->user_ip6[0] = 0;
 	ctx->user_ip6[1] = 0;
 	ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
-	ctx->user_ip6[3] = o->ip4;
-	ctx->user_port = o->port;
+	ctx->user_ip6[3] = v->orig.ip4;
+	ctx->user_port = v->orig.port;
 	return 1;
 }
 
@@ -318,8 +325,8 @@ int meshext_sockops_active(struct bpf_sock_ops *skops)
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
 	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct orig_dst *o = bpf_map_lookup_elem(&cookie_orig, &cookie);
-	if (!o || o->proto != IPPROTO_TCP)
+	struct cookie_val *v = bpf_map_lookup_elem(&cookie_orig, &cookie);
+	if (!v || v->orig.proto != IPPROTO_TCP)
 		return 1;
 	struct tuple_key key = {
 		.client_ip4 = skops->local_ip4,
@@ -327,11 +334,12 @@ int meshext_sockops_active(struct bpf_sock_ops *skops)
 		.client_port = (__u16)skops->local_port,
 		.proxy_port = bpf_ntohs((__u16)(skops->remote_port >> 16)),
 	};
-	struct orig_dst copy = *o;
+	struct orig_dst copy = v->orig;
 	if (bpf_map_update_elem(&tuple_orig, &key, &copy, BPF_ANY)) {
 		count(STAT_MAP_ERR);
 		return 1;
 	}
+	v->tuple = key;
 	count(STAT_SOCKOPS_TUPLE);
 	return 1;
 }
@@ -416,19 +424,14 @@ SEC("cgroup/sock_release")
 int meshext_sock_release(struct bpf_sock *sk)
 {
 	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct orig_dst *o = bpf_map_lookup_elem(&cookie_orig, &cookie);
-	if (!o)
+	struct cookie_val *v = bpf_map_lookup_elem(&cookie_orig, &cookie);
+	if (!v)
 		return 1;
-	__u16 proto = o->proto;
+	struct tuple_key key = v->tuple;
+	__u16 proto = v->orig.proto;
 	bpf_map_delete_elem(&cookie_orig, &cookie);
-	if (proto != IPPROTO_TCP)
+	if (proto != IPPROTO_TCP || key.client_port == 0)
 		return 1;
-	struct tuple_key key = {
-		.client_ip4 = sk->src_ip4,
-		.proxy_ip4 = sk->dst_ip4,
-		.client_port = (__u16)sk->src_port,
-		.proxy_port = bpf_ntohs(sk->dst_port),
-	};
 	bpf_map_delete_elem(&tuple_orig, &key);
 	return 1;
 }
