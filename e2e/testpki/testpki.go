@@ -352,3 +352,33 @@ func ParseCertPEM(data []byte) (*x509.Certificate, error) {
 		}
 	}
 }
+
+// LoadCA reads a CA certificate and its PKCS#8 (or EC/PKCS#1) private key
+// from PEM files, e.g. ones written by WriteCertPEM and WriteKeyPEM, so a
+// restarted process can keep issuing under the same trust anchor.
+func LoadCA(certPath, keyPath string) (*CA, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("testpki: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("testpki: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("testpki: CA %s / %s: %w", certPath, keyPath, err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("testpki: %s is not a CA certificate", certPath)
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("testpki: %s: key cannot sign", keyPath)
+	}
+	return &CA{Cert: cert, Key: signer, CertPEM: pemCert(pair.Certificate[0])}, nil
+}

@@ -164,3 +164,39 @@ func TestWriteFilesModesAndRoundTrip(t *testing.T) {
 		t.Fatal("SPKI pins must be 64 hex chars and differ between keys")
 	}
 }
+
+func TestLoadCARoundTrip(t *testing.T) {
+	ca, err := NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	if err := ca.WriteCertPEM(crt); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteKeyPEM(key); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadCA(crt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := loaded.Issue(DNSNames("grpcbin.test.k6.io"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(t, ca, leaf, "grpcbin.test.k6.io", 0); err != nil {
+		t.Fatalf("leaf from the reloaded CA is not trusted by the original: %v", err)
+	}
+	notCA, err := ca.Issue(DNSNames("x.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := notCA.WriteFiles(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCA(crt, key); err == nil || !strings.Contains(err.Error(), "not a CA") {
+		t.Fatalf("leaf loaded as CA: err = %v", err)
+	}
+}
