@@ -45,6 +45,8 @@ type Service struct {
 	VIP      netip.Addr
 	// Hostnames are the generated names this service won, sorted by generator.
 	Hostnames []string
+	// Addresses pairs each won hostname with its generator (Kuma's status.addresses[]).
+	Addresses []Address
 	Endpoints []Endpoint
 	TLS       *TLS // nil when tls is absent or tls.enabled is false
 	// Conditions are status conditions (hostname generation, TLS, render).

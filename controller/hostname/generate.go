@@ -1,0 +1,172 @@
+package hostname
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/meshext/meshext/controller/resource"
+)
+
+// Condition reasons, as Kuma writes them in status.hostnameGenerators[].conditions.
+const (
+	ConditionGenerated  = "Generated" // the condition type
+	ReasonGenerated     = "Generated"
+	ReasonCollision     = "Collision"
+	ReasonTemplateError = "TemplateError"
+)
+
+// Age orders resources: older first. A resource's age is its creation time
+// when the document gives one, else the time meshext first saw it (kept in
+// the IPAM state), else only its serial (first-seen order).
+type Age struct {
+	Time   time.Time // zero = unknown: sorts after every known time
+	Serial uint64    // first-seen order; 0 = unknown: sorts last
+}
+
+func (a Age) less(b Age) (less, decided bool) {
+	switch {
+	case !a.Time.IsZero() && b.Time.IsZero():
+		return true, true
+	case a.Time.IsZero() && !b.Time.IsZero():
+		return false, true
+	case !a.Time.Equal(b.Time):
+		return a.Time.Before(b.Time), true
+	}
+	switch {
+	case a.Serial == b.Serial:
+		return false, false
+	case a.Serial == 0:
+		return false, true
+	case b.Serial == 0:
+		return true, true
+	}
+	return a.Serial < b.Serial, true
+}
+
+// CreationTime parses metadata.creationTimestamp / creationTime (RFC 3339);
+// zero when absent or unparseable.
+func CreationTime(m *resource.Meta) time.Time {
+	if m.CreationTime == "" {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, m.CreationTime)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// Status is one generator's outcome for one service (Kuma's
+// status.hostnameGenerators[] entry, with its single Generated condition).
+type Status struct {
+	Generator string // HostnameGenerator name
+	Hostname  string // set when Generated
+	Generated bool
+	Reason    string
+	Message   string
+}
+
+// Result is one service's generated hostnames and per-generator statuses,
+// both sorted by generator name.
+type Result struct {
+	Hostnames []string // distinct, in generator-name order
+	Statuses  []Status
+}
+
+// Input is what Generate needs.
+type Input struct {
+	Generators []*resource.HostnameGenerator
+	Services   []*resource.MeshExternalService
+	// ServiceAge gives each service's age (see Age); nil = creation time only.
+	ServiceAge func(*resource.MeshExternalService) Age
+	// Zone is the local zone name (.Zone when a resource has no kuma.io/zone label).
+	Zone string
+}
+
+// Key identifies a service in Generate's result: "<mesh>/<name>".
+func Key(m *resource.Meta) string { return m.Mesh + "/" + m.Name }
+
+// Generate renders every generator for every MeshExternalService it selects.
+// Collisions are resolved as Kuma does, deterministically: generators with
+// kuma.io/origin=zone first, then older first, then by name; services older
+// first, then by mesh and name; per mesh the first claimant of a hostname
+// keeps it. Unlike Kuma (F10), the collision message names the winner.
+func Generate(in Input) map[string]*Result {
+	gens := append([]*resource.HostnameGenerator(nil), in.Generators...)
+	sort.SliceStable(gens, func(i, j int) bool {
+		a, b := gens[i], gens[j]
+		az, bz := a.Labels[resource.LabelOrigin] == "zone", b.Labels[resource.LabelOrigin] == "zone"
+		if az != bz {
+			return az
+		}
+		if l, ok := (Age{Time: CreationTime(&a.Meta)}).less(Age{Time: CreationTime(&b.Meta)}); ok {
+			return l
+		}
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return a.Mesh < b.Mesh
+	})
+	age := func(s *resource.MeshExternalService) Age {
+		if in.ServiceAge != nil {
+			return in.ServiceAge(s)
+		}
+		return Age{Time: CreationTime(&s.Meta)}
+	}
+	svcs := append([]*resource.MeshExternalService(nil), in.Services...)
+	sort.SliceStable(svcs, func(i, j int) bool {
+		a, b := svcs[i], svcs[j]
+		if l, ok := age(a).less(age(b)); ok {
+			return l
+		}
+		if a.Mesh != b.Mesh {
+			return a.Mesh < b.Mesh
+		}
+		return a.Name < b.Name
+	})
+
+	out := make(map[string]*Result, len(svcs))
+	for _, s := range svcs {
+		out[Key(&s.Meta)] = &Result{}
+	}
+	type claim struct{ mesh, host string }
+	owner := map[claim]*resource.MeshExternalService{}
+	for _, g := range gens {
+		sel := g.Spec.Selector.MeshExternalService
+		if sel == nil {
+			continue
+		}
+		for _, s := range svcs {
+			if !sel.Matches(s.Labels) {
+				continue
+			}
+			r := out[Key(&s.Meta)]
+			st := Status{Generator: g.Name}
+			h, err := Render(g.Spec.Template, DataFor(&s.Meta, in.Zone))
+			switch {
+			case err != nil:
+				st.Reason, st.Message = ReasonTemplateError, err.Error()
+			case owner[claim{s.Mesh, h}] != nil && owner[claim{s.Mesh, h}] != s:
+				w := owner[claim{s.Mesh, h}]
+				st.Reason = ReasonCollision
+				st.Message = fmt.Sprintf("Hostname %q collision with MeshExternalService: %s (%s:%d), which claimed it first", h, w.Name, w.Source.File, w.Source.Line)
+			default:
+				owner[claim{s.Mesh, h}] = s
+				st.Generated, st.Reason, st.Hostname = true, ReasonGenerated, h
+			}
+			r.Statuses = append(r.Statuses, st)
+		}
+	}
+	for _, r := range out {
+		sort.SliceStable(r.Statuses, func(i, j int) bool { return r.Statuses[i].Generator < r.Statuses[j].Generator })
+		seen := map[string]bool{}
+		for _, st := range r.Statuses {
+			if st.Generated && !seen[st.Hostname] {
+				seen[st.Hostname] = true
+				r.Hostnames = append(r.Hostnames, st.Hostname)
+			}
+		}
+	}
+	return out
+}

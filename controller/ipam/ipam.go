@@ -1,0 +1,379 @@
+// Package ipam hands out MeshExternalService VIPs from one CIDR (Kuma's
+// 242.0.0.0/8 by default) and remembers them in a state directory, so a
+// service keeps its VIP across restarts and unrelated changes.
+//
+// Rules:
+//   - A key ("<mesh>/<name>") keeps its VIP for ever, also while the service
+//     is absent: a deleted service's VIP is never handed to another service
+//     (clients may still hold its DNS answer), and a service that comes back
+//     gets its old VIP again. The state file is therefore also the tombstone list.
+//   - Addresses are handed out from a monotonic cursor; after the end of the
+//     CIDR the allocator wraps once to fill holes only a CIDR change can leave.
+//   - The network address (242.0.0.0) and, for IPv4 prefixes up to /30, the
+//     broadcast address are never handed out. Kuma's first VIP is 242.0.0.0;
+//     an all-zeros host address is rejected or treated as "this network" by some
+//     stacks and tools, so meshext starts at .1 deliberately.
+//   - When the CIDR changes, a key whose VIP lies outside the new CIDR gets a
+//     new one (reported in Lease.Moved); keys inside it keep theirs.
+//   - Each key also gets a serial and a first-seen time on its first
+//     allocation: the "age" used to resolve hostname collisions for resources
+//     without a creation time.
+//
+// Writes are atomic (temp file in the same directory, fsync, rename, fsync of
+// the directory) and serialised between processes with flock, so `meshext
+// inspect --state-dir` next to a running `meshext run` is safe.
+package ipam
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	// DefaultCIDR is Kuma's MeshExternalService VIP range.
+	DefaultCIDR = "242.0.0.0/8"
+	// EnvCIDR overrides DefaultCIDR (Kuma's variable name).
+	EnvCIDR = "KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR"
+
+	stateFile = "ipam.json"
+	lockFile  = "ipam.lock"
+	version   = 1
+)
+
+// ResolveCIDR picks the CIDR: flagValue when non-empty, else $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR,
+// else 242.0.0.0/8. A malformed value is an error naming it and its origin.
+func ResolveCIDR(flagValue string) (netip.Prefix, error) {
+	value, origin := flagValue, "flag"
+	if value == "" {
+		if v, ok := os.LookupEnv(EnvCIDR); ok && v != "" {
+			value, origin = v, EnvCIDR
+		}
+	}
+	if value == "" {
+		value, origin = DefaultCIDR, "default"
+	}
+	p, err := netip.ParsePrefix(value)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("MeshExternalServiceCIDR is invalid: %q (from %s): %v", value, origin, err)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("MeshExternalServiceCIDR is invalid: %q (from %s): host bits are set; did you mean %s?", value, origin, p.Masked())
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("MeshExternalServiceCIDR is invalid: %q (from %s): IPv4-mapped IPv6 prefixes are not supported", value, origin)
+	}
+	return p, nil
+}
+
+// Lease is one key's allocation.
+type Lease struct {
+	VIP netip.Addr
+	// Serial is the key's first-seen order (1, 2, ...), stable for ever.
+	Serial uint64
+	// FirstSeen is when the key was first allocated (zero without a state directory,
+	// where "first seen" would only mean "this process started").
+	FirstSeen time.Time
+	// Moved is the previous VIP when this call had to move the key because its VIP
+	// lies outside the current CIDR; invalid otherwise.
+	Moved netip.Addr
+}
+
+type entry struct {
+	VIP       netip.Addr `json:"vip"`
+	Serial    uint64     `json:"serial"`
+	FirstSeen time.Time  `json:"firstSeen,omitzero"`
+	// Previous lists VIPs the key held before CIDR changes; they stay reserved.
+	Previous []netip.Addr `json:"previous,omitempty"`
+}
+
+type state struct {
+	Version int              `json:"version"`
+	CIDR    netip.Prefix     `json:"cidr"`
+	Next    netip.Addr       `json:"next"` // cursor: next candidate address
+	Serial  uint64           `json:"serial"`
+	Entries map[string]entry `json:"entries"`
+}
+
+// Allocator assigns VIPs. It is safe for concurrent use.
+type Allocator struct {
+	mu     sync.Mutex
+	dir    string // "" = in memory
+	prefix netip.Prefix
+	st     state
+	now    func() time.Time
+}
+
+// Open returns an allocator for cidr (see ResolveCIDR for "") persisted in
+// stateDir, which is created when missing (mode 0700). With stateDir "" the
+// state lives in memory: VIPs are then first-fit in the order keys are first
+// assigned.
+func Open(stateDir, cidr string) (*Allocator, error) {
+	p, err := ResolveCIDR(cidr)
+	if err != nil {
+		return nil, err
+	}
+	a := &Allocator{dir: stateDir, prefix: p, now: time.Now}
+	a.st = state{Version: version, CIDR: p, Entries: map[string]entry{}}
+	if stateDir == "" {
+		return a, nil
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("ipam: state directory: %w", err)
+	}
+	unlock, err := a.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := a.load(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// CIDR is the range VIPs are handed out from.
+func (a *Allocator) CIDR() netip.Prefix { return a.prefix }
+
+// Assign returns a lease for every key, allocating for keys seen for the first
+// time (in sorted key order, so the result does not depend on the caller's
+// order) and moving keys whose VIP lies outside the CIDR. Keys not passed keep
+// their VIPs. On exhaustion the keys that could be served are returned along
+// with an error naming the others.
+func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.dir != "" {
+		unlock, err := a.lock()
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		if err := a.load(); err != nil { // another process may have allocated since
+			return nil, err
+		}
+	}
+	sorted := append([]string(nil), keys...)
+	sort.Strings(sorted)
+
+	used := a.usedSet()
+	out := make(map[string]Lease, len(sorted))
+	var failed []string
+	changed := false
+	for _, k := range sorted {
+		if _, dup := out[k]; dup {
+			continue
+		}
+		e, known := a.st.Entries[k]
+		if known && a.prefix.Contains(e.VIP) {
+			out[k] = Lease{VIP: e.VIP, Serial: e.Serial, FirstSeen: e.FirstSeen}
+			continue
+		}
+		vip, ok := a.next(used)
+		if !ok {
+			failed = append(failed, k)
+			continue
+		}
+		used[vip] = true
+		changed = true
+		l := Lease{VIP: vip}
+		if known {
+			l.Moved = e.VIP
+			e.Previous = append(e.Previous, e.VIP)
+		} else {
+			a.st.Serial++
+			e.Serial = a.st.Serial
+			if a.dir != "" {
+				e.FirstSeen = a.now().UTC().Truncate(time.Second)
+			}
+		}
+		e.VIP = vip
+		l.Serial, l.FirstSeen = e.Serial, e.FirstSeen
+		a.st.Entries[k] = e
+		out[k] = l
+	}
+	if changed && a.dir != "" {
+		if err := a.save(); err != nil {
+			return nil, err
+		}
+	}
+	if len(failed) > 0 {
+		return out, &ExhaustedError{CIDR: a.prefix, Reserved: len(used), Keys: failed}
+	}
+	return out, nil
+}
+
+// ExhaustedError says which keys got no VIP.
+type ExhaustedError struct {
+	CIDR     netip.Prefix
+	Reserved int
+	Keys     []string
+}
+
+func (e *ExhaustedError) Error() string {
+	return fmt.Sprintf("MeshExternalServiceCIDR %s is exhausted: all %d usable addresses are held by current or deleted services (VIPs are never reused); cannot assign a VIP to %v; use a larger CIDR", e.CIDR, e.Reserved, e.Keys)
+}
+
+// usedSet is every address reserved in the current CIDR: current and previous
+// VIPs of every key ever seen.
+func (a *Allocator) usedSet() map[netip.Addr]bool {
+	used := map[netip.Addr]bool{}
+	for _, e := range a.st.Entries {
+		for _, v := range append([]netip.Addr{e.VIP}, e.Previous...) {
+			if a.prefix.Contains(v) {
+				used[v] = true
+			}
+		}
+	}
+	return used
+}
+
+// next finds a free address from the cursor to the end of the CIDR, then
+// from the start up to the cursor, and advances the cursor past it.
+func (a *Allocator) next(used map[netip.Addr]bool) (netip.Addr, bool) {
+	first, last := a.firstUsable(), a.lastUsable()
+	if !first.IsValid() {
+		return netip.Addr{}, false
+	}
+	start := a.st.Next
+	if !a.prefix.Contains(start) || start.Less(first) || last.Less(start) {
+		start = first
+	}
+	// The scan is bounded by the number of reserved addresses: every step
+	// past the first either finds a free address or skips a reserved one.
+	for pass := 0; pass < 2; pass++ {
+		from, to := start, last
+		if pass == 1 {
+			from, to = first, start
+		}
+		for ip := from; ; ip = ip.Next() {
+			if !used[ip] {
+				a.st.Next = ip.Next()
+				return ip, true
+			}
+			if ip == to {
+				break
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (a *Allocator) firstUsable() netip.Addr {
+	ip := a.prefix.Addr()
+	if hostBits(a.prefix) >= 2 {
+		ip = ip.Next() // skip the network address
+	}
+	return ip
+}
+
+func (a *Allocator) lastUsable() netip.Addr {
+	last := lastAddr(a.prefix)
+	if a.prefix.Addr().Is4() && hostBits(a.prefix) >= 2 {
+		last = last.Prev() // skip the IPv4 broadcast address
+	}
+	return last
+}
+
+func hostBits(p netip.Prefix) int { return p.Addr().BitLen() - p.Bits() }
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	n := new(big.Int).SetBytes(b)
+	hostMask := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), uint(hostBits(p))), big.NewInt(1))
+	n.Or(n, hostMask)
+	out := n.FillBytes(make([]byte, len(b)))
+	addr, _ := netip.AddrFromSlice(out)
+	return addr
+}
+
+func (a *Allocator) path() string { return filepath.Join(a.dir, stateFile) }
+
+// lock takes an exclusive flock on the state directory's lock file.
+func (a *Allocator) lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(a.dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("ipam: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("ipam: lock %s: %w", f.Name(), err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// load reads the state file; a missing file is an empty state. The cursor
+// is kept only when the CIDR is unchanged.
+func (a *Allocator) load() error {
+	data, err := os.ReadFile(a.path())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	var st state
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("ipam: state file %s is corrupt (%v); move it away to start afresh, which gives every service a new VIP", a.path(), err)
+	}
+	if st.Version != version {
+		return fmt.Errorf("ipam: state file %s has version %d, this meshext reads version %d", a.path(), st.Version, version)
+	}
+	if st.Entries == nil {
+		st.Entries = map[string]entry{}
+	}
+	if st.CIDR != a.prefix {
+		st.Next = netip.Addr{}
+		st.CIDR = a.prefix
+	}
+	a.st = st
+	return nil
+}
+
+// save writes the state atomically: temp file in the same directory, fsync,
+// rename, fsync of the directory.
+func (a *Allocator) save() error {
+	data, err := json.MarshalIndent(a.st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	tmp, err := os.CreateTemp(a.dir, "."+stateFile+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("ipam: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("ipam: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("ipam: fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), a.path()); err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	if d, err := os.Open(a.dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}

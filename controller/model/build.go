@@ -1,0 +1,194 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/meshext/meshext/controller/hostname"
+	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/resource"
+)
+
+// Options tune Build.
+type Options struct {
+	// Zone is the local zone name (.Zone in hostname templates for resources
+	// without a kuma.io/zone label); "" = "default".
+	Zone string
+	// IPAM hands out VIPs; nil = a fresh in-memory allocator (first-fit in
+	// sorted order, CIDR from $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR or 242.0.0.0/8).
+	IPAM *ipam.Allocator
+	// SystemCAPath is the CA bundle used when a service gives no caCert;
+	// "" = $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, else the first
+	// existing OS bundle (see SystemCABundles).
+	SystemCAPath string
+}
+
+// Condition types Build sets on services. Hostname conditions use Kuma's
+// type "Generated", one per HostnameGenerator (Condition.Generator).
+const (
+	ConditionGenerated    = hostname.ConditionGenerated
+	ConditionVIPAllocated = "VIPAllocated"
+	ConditionTLSReady     = "TLSReady"
+	// ConditionReady is False exactly when Broken is set.
+	ConditionReady = "Ready"
+
+	StatusTrue  = "True"
+	StatusFalse = "False"
+)
+
+// Build validates set, then compiles the valid resources: VIPs, hostnames,
+// endpoints and TLS material. It never fails as a whole: a problem with one
+// resource is recorded in Problems (and, for a service, in its Broken field
+// and conditions) and affects only that resource. The output is deterministic
+// for a given set and allocator state.
+func Build(set *resource.Set, opts Options) *World {
+	if opts.Zone == "" {
+		opts.Zone = "default"
+	}
+	valid, problems := validateSet(set)
+	w := &World{Meshes: map[string]*resource.Mesh{}, Problems: problems}
+
+	for _, m := range valid.Meshes {
+		w.Meshes[m.Name] = m
+	}
+	w.Dataplanes = sortedByMeshName(valid.Dataplanes)
+	w.Permissions = sortedByMeshName(valid.MeshTrafficPermissions)
+	mess := sortedByMeshName(valid.MeshExternalServices)
+
+	// VIPs.
+	alloc := opts.IPAM
+	var ipamErr error
+	if alloc == nil {
+		alloc, ipamErr = ipam.Open("", "")
+	}
+	keys := make([]string, len(mess))
+	for i, m := range mess {
+		keys[i] = hostname.Key(&m.Meta)
+	}
+	leases := map[string]ipam.Lease{}
+	if ipamErr == nil {
+		leases, ipamErr = alloc.Assign(keys)
+	}
+
+	// Hostnames.
+	gen := hostname.Generate(hostname.Input{
+		Generators: valid.HostnameGenerators,
+		Services:   mess,
+		Zone:       opts.Zone,
+		ServiceAge: func(m *resource.MeshExternalService) hostname.Age {
+			if t := hostname.CreationTime(&m.Meta); !t.IsZero() {
+				return hostname.Age{Time: t}
+			}
+			l := leases[hostname.Key(&m.Meta)]
+			return hostname.Age{Time: l.FirstSeen, Serial: l.Serial}
+		},
+	})
+
+	sysCA := resolveSystemCA(opts.SystemCAPath)
+	for _, m := range mess {
+		key := hostname.Key(&m.Meta)
+		s := &Service{
+			Mesh: m.Mesh, Name: m.Name, Resource: m,
+			Protocol:  m.Spec.Match.Protocol,
+			Port:      uint32(m.Spec.Match.Port),
+			Endpoints: endpoints(m),
+		}
+		// VIP.
+		if l, ok := leases[key]; ok && l.VIP.IsValid() {
+			s.VIP = l.VIP
+			if l.Moved.IsValid() {
+				s.cond(ConditionVIPAllocated, StatusTrue, "Reallocated", fmt.Sprintf("VIP moved from %s to %s: the old VIP is outside MeshExternalServiceCIDR %s", l.Moved, l.VIP, alloc.CIDR()))
+			} else {
+				s.cond(ConditionVIPAllocated, StatusTrue, "Allocated", "")
+			}
+		} else {
+			msg := "no VIP allocated"
+			if ipamErr != nil {
+				msg = ipamErr.Error()
+			}
+			s.cond(ConditionVIPAllocated, StatusFalse, "AllocationFailed", msg)
+			w.fail(s, m.Errorf("name", "%s", msg))
+		}
+		// Hostnames.
+		if r := gen[key]; r != nil {
+			s.Hostnames = r.Hostnames
+			for _, st := range r.Statuses {
+				status := StatusFalse
+				if st.Generated {
+					status = StatusTrue
+					s.Addresses = append(s.Addresses, Address{Hostname: st.Hostname, Generator: st.Generator})
+				}
+				s.Conditions = append(s.Conditions, Condition{Type: ConditionGenerated, Status: status, Reason: st.Reason, Message: st.Message, Generator: st.Generator})
+				if !st.Generated {
+					w.Problems = append(w.Problems, m.Errorf("name", "HostnameGenerator %s: %s", st.Generator, st.Message))
+				}
+			}
+		}
+		// TLS.
+		if m.Spec.TLS != nil && m.Spec.TLS.Enabled {
+			t, reason, fe := resolveTLS(m, valid, set, sysCA)
+			if fe != nil {
+				s.cond(ConditionTLSReady, StatusFalse, reason, fe.Message)
+				w.fail(s, fe)
+			} else {
+				s.TLS = t
+				s.cond(ConditionTLSReady, StatusTrue, "Resolved", tlsSummary(t))
+			}
+		}
+		if s.Broken == "" {
+			s.cond(ConditionReady, StatusTrue, "Ready", "")
+		} else {
+			s.cond(ConditionReady, StatusFalse, "Broken", s.Broken)
+		}
+		w.Services = append(w.Services, s)
+	}
+	return w
+}
+
+// Address is one generated hostname and the generator that produced it
+// (Kuma's status.addresses[]).
+type Address struct {
+	Hostname  string `json:"hostname"`
+	Generator string `json:"generator"`
+}
+
+func (s *Service) cond(typ, status, reason, msg string) {
+	s.Conditions = append(s.Conditions, Condition{Type: typ, Status: status, Reason: reason, Message: msg})
+}
+
+// fail marks s broken (the first reason wins) and records the problem.
+func (w *World) fail(s *Service, fe *resource.FieldError) {
+	if s.Broken == "" {
+		s.Broken = fe.Error()
+	}
+	w.Problems = append(w.Problems, fe)
+}
+
+func sortedByMeshName[T resource.Object](in []T) []T {
+	out := slices.Clone(in)
+	slices.SortStableFunc(out, func(a, b T) int {
+		am, bm := a.GetMeta(), b.GetMeta()
+		return cmp.Or(strings.Compare(am.Mesh, bm.Mesh), strings.Compare(am.Name, bm.Name))
+	})
+	return out
+}
+
+func endpoints(m *resource.MeshExternalService) []Endpoint {
+	out := make([]Endpoint, 0, len(m.Spec.Endpoints))
+	for _, e := range m.Spec.Endpoints {
+		ep := Endpoint{Address: e.Address, Port: uint32(e.Port)}
+		if e.Priority != nil {
+			ep.Priority = *e.Priority
+		}
+		if path, ok := strings.CutPrefix(e.Address, resource.UnixPrefix); ok {
+			ep.Address, ep.Unix, ep.Port = path, true, 0
+		} else if _, err := netip.ParseAddr(e.Address); err == nil {
+			ep.IsIP = true
+		}
+		out = append(out, ep)
+	}
+	return out
+}
