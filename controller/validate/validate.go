@@ -1,0 +1,151 @@
+// Package validate checks parsed resources with Kuma v2.14's rules and
+// messages (MeshExternalService, HostnameGenerator, admission and label
+// rules) plus the checks Kuma misses (data-source shape, unix socket paths,
+// MeshTrafficPermission, Dataplane ports). Every violation of a resource is
+// reported at once, each with its file, line and field path rooted at the
+// resource as Kuma roots it ("spec.match.port", "networking.outbound[1].port").
+//
+// A resource with violations affects only itself: Validate returns the set of
+// resources that passed. Cross-resource facts that can change without the
+// resource changing (a missing Secret, a missing MeshExternalService behind a
+// Dataplane outbound) are not validation errors; the model reports them.
+package validate
+
+import (
+	"fmt"
+
+	"github.com/meshext/meshext/controller/resource"
+)
+
+// Options tune the checks that depend on where meshext runs.
+type Options struct {
+	// Zone is the local zone name. When set, a resource of origin zone whose
+	// kuma.io/zone label names another zone is rejected, as a Kuma zone
+	// control plane does. Empty skips that check.
+	Zone string
+}
+
+// Validate checks every resource of set. valid holds the resources without
+// violations (and without parse errors, see resource.Meta.Malformed);
+// problems lists every violation, resource by resource in set order.
+func Validate(set *resource.Set) (valid *resource.Set, problems []*resource.FieldError) {
+	return WithOptions(set, Options{})
+}
+
+// WithOptions is Validate with options (the zone-label check).
+func WithOptions(set *resource.Set, opts Options) (valid *resource.Set, problems []*resource.FieldError) {
+	valid = &resource.Set{}
+	if set == nil {
+		return valid, nil
+	}
+	valid.Files = append(valid.Files, set.Files...)
+	for _, o := range set.Objects() {
+		errs := ObjectWithOptions(o, set, opts)
+		problems = append(problems, errs...)
+		if len(errs) > 0 || o.GetMeta().Malformed {
+			continue
+		}
+		switch r := o.(type) {
+		case *resource.MeshExternalService:
+			valid.MeshExternalServices = append(valid.MeshExternalServices, r)
+		case *resource.HostnameGenerator:
+			valid.HostnameGenerators = append(valid.HostnameGenerators, r)
+		case *resource.MeshTrafficPermission:
+			valid.MeshTrafficPermissions = append(valid.MeshTrafficPermissions, r)
+		case *resource.Dataplane:
+			valid.Dataplanes = append(valid.Dataplanes, r)
+		case *resource.Mesh:
+			valid.Meshes = append(valid.Meshes, r)
+		case *resource.Secret:
+			valid.Secrets = append(valid.Secrets, r)
+		}
+	}
+	return valid, problems
+}
+
+// Object returns every violation of one resource. set may be nil; no rule
+// here fails because another resource is missing.
+func Object(o resource.Object, set *resource.Set) []*resource.FieldError {
+	return ObjectWithOptions(o, set, Options{})
+}
+
+// ObjectWithOptions is Object with options.
+func ObjectWithOptions(o resource.Object, set *resource.Set, opts Options) []*resource.FieldError {
+	if o == nil || o.GetMeta() == nil {
+		return nil
+	}
+	v := &violations{meta: o.GetMeta()}
+	// Admission first, as Kuma's webhook runs before the resource validator.
+	admission(v, opts)
+	switch r := o.(type) {
+	case *resource.MeshExternalService:
+		meshExternalService(v, r)
+	case *resource.HostnameGenerator:
+		hostnameGenerator(v, r)
+	case *resource.MeshTrafficPermission:
+		meshTrafficPermission(v, r)
+	case *resource.Dataplane:
+		dataplane(v, r)
+	case *resource.Mesh:
+		// Kuma's Mesh fields meshext reads are booleans; nothing to check.
+	case *resource.Secret:
+		secret(v, r)
+	}
+	return v.list
+}
+
+// violations collects the problems of one resource in the order found.
+type violations struct {
+	meta *resource.Meta
+	list []*resource.FieldError
+}
+
+func (v *violations) add(field, format string, args ...any) {
+	v.list = append(v.list, v.meta.Errorf(field, format, args...))
+}
+
+// mustBeOneOf is Kuma's validators.MakeFieldMustBeOneOfErr message.
+func mustBeOneOf(field string, allowed ...string) string {
+	s := fmt.Sprintf("%q must be one of [", field)
+	for i, a := range allowed {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%q", a)
+	}
+	return s + "]"
+}
+
+const (
+	labelOriginZone   = "zone"
+	labelOriginGlobal = "global"
+)
+
+// admission mirrors what Kuma's admission webhook and zone resource manager
+// reject before the resource validator runs.
+func admission(v *violations, opts Options) {
+	m := v.meta
+	switch m.Kind {
+	case resource.KindMeshExternalService, resource.KindHostnameGenerator:
+		// Kuma keeps these in the system namespace on Kubernetes.
+		if m.Source.Style == resource.StyleKubernetes && m.Namespace != resource.SystemNamespace {
+			v.add("namespace", "resource type %s can be created only in the system namespace:%s", m.Kind, resource.SystemNamespace)
+		}
+	}
+	if m.Kind != resource.KindMesh {
+		if lm, ok := m.Labels[resource.LabelMesh]; ok && lm != m.Mesh {
+			v.add(`labels["kuma.io/mesh"]`, "kuma.io/mesh label must not differ from mesh set on resource")
+		}
+	}
+	// Load computes kuma.io/origin=zone when absent; an explicit value must be
+	// zone (created here) or global (synced from a global control plane).
+	origin, hasOrigin := m.Labels[resource.LabelOrigin]
+	if hasOrigin && origin != labelOriginZone && origin != labelOriginGlobal {
+		v.add(`labels["kuma.io/origin"]`, "the origin label must be set to '%s'", labelOriginZone)
+	}
+	if opts.Zone != "" && (!hasOrigin || origin == labelOriginZone) {
+		if z, ok := m.Labels[resource.LabelZone]; ok && z != opts.Zone {
+			v.add(`labels["kuma.io/zone"]`, "kuma.io/zone label should have %s value", opts.Zone)
+		}
+	}
+}
