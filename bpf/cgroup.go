@@ -94,6 +94,13 @@ func ResolveCgroup(mount, path string) (string, error) {
 	case filepath.IsAbs(path) && (path == mount || strings.HasPrefix(path, mount+"/")):
 		abs = filepath.Clean(path)
 	default:
+		// "/x/y" is taken as /proc/self/cgroup spells it (relative to the
+		// mount) unless it names an existing directory elsewhere.
+		if filepath.IsAbs(path) {
+			if st, err := os.Stat(path); err == nil && st.IsDir() {
+				return "", fmt.Errorf("%s is not a cgroup v2 directory (cgroup v2 is mounted at %s)", path, mount)
+			}
+		}
 		abs = filepath.Join(mount, strings.TrimPrefix(path, "/"))
 	}
 	rel, err := filepath.Rel(mount, abs)

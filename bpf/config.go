@@ -179,15 +179,15 @@ func sortVIPs(v []VIPRoute) {
 
 // Stats are the programs' counters, summed over CPUs.
 type Stats struct {
-	TCPRedirect       uint64 // connect4 rewrites
-	TCPV4Mapped       uint64 // connect6 rewrites of ::ffff:VIP
-	SockopsTuple      uint64 // client 4-tuples published
-	PassiveMoved      uint64 // original destinations moved to accepted sockets
-	GetsockoptHit     uint64 // SO_ORIGINAL_DST answered
-	DNSRedirect       uint64 // UDP/53 sends redirected
-	DNSReplyRestored  uint64 // reply sources restored
-	Bypass            uint64 // sockets skipped by uid/mark
-	MapErrors         uint64 // failed map updates
+	TCPRedirect      uint64 // connect4 rewrites
+	TCPV4Mapped      uint64 // connect6 rewrites of ::ffff:VIP
+	SockopsTuple     uint64 // client 4-tuples published
+	PassiveMoved     uint64 // original destinations moved to accepted sockets
+	GetsockoptHit    uint64 // SO_ORIGINAL_DST answered
+	DNSRedirect      uint64 // UDP/53 sends redirected
+	DNSReplyRestored uint64 // reply sources restored
+	Bypass           uint64 // sockets skipped by uid/mark
+	MapErrors        uint64 // failed map updates
 }
 
 func (s Stats) String() string {

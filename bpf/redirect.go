@@ -35,10 +35,10 @@ const (
 
 // attachment is one program attached to one cgroup, pinned as link_<pin>.
 type attachment struct {
-	pin    string
-	prog   string
-	typ    ebpf.AttachType
-	side   progSide
+	pin  string
+	prog string
+	typ  ebpf.AttachType
+	side progSide
 }
 
 // attachments lists every link; proxy side first, so no connection is
