@@ -1,0 +1,201 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// gRPC settings as in go-control-plane's example server: Envoy multiplexes
+// every xDS stream over one connection, so the stream limit must be far above
+// gRPC's default, and keepalive detects dead proxies.
+const (
+	grpcKeepaliveTime        = 30 * time.Second
+	grpcKeepaliveTimeout     = 5 * time.Second
+	grpcKeepaliveMinTime     = 30 * time.Second
+	grpcMaxConcurrentStreams = 1000000
+	// ShutdownGrace bounds how long Serve waits for open streams on shutdown.
+	ShutdownGrace = 2 * time.Second
+)
+
+// Server is an ADS (and plain CDS/LDS/SDS) management server, SotW and
+// delta, serving one snapshot per Envoy node id.
+type Server struct {
+	log   *slog.Logger
+	cache cachev3.SnapshotCache
+	xds   serverv3.Server
+
+	mu    sync.Mutex
+	nodes map[string]bool
+}
+
+// NewServer makes a server; nodes get configuration once Update names them.
+func NewServer(ctx context.Context, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{log: log, nodes: map[string]bool{}}
+	// ads=true: answer an ADS stream only once every resource it names exists,
+	// so Envoy never gets a partial SDS answer.
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log})
+	s.xds = serverv3.NewServer(ctx, s.cache, s.callbacks())
+	return s
+}
+
+// Update installs a snapshot per node. Nodes absent from nodes that had a
+// snapshot get an empty one. Each type has its own content version, so
+// Envoy's cds/lds version_text changes only when that type changed.
+func (s *Server) Update(ctx context.Context, nodes map[string]*Resources) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for node := range s.nodes {
+		if _, ok := nodes[node]; !ok {
+			if err := s.set(ctx, node, &Resources{}); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for node, res := range nodes {
+		if res == nil {
+			res = &Resources{}
+		}
+		if err := s.set(ctx, node, res); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.nodes[node] = true
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) set(ctx context.Context, node string, res *Resources) error {
+	snap, err := Snapshot(res)
+	if err != nil {
+		return fmt.Errorf("node %q: %w", node, err)
+	}
+	return s.cache.SetSnapshot(ctx, node, snap)
+}
+
+// Snapshot builds a consistent snapshot of res with per-type content versions.
+func Snapshot(res *Resources) (*cachev3.Snapshot, error) {
+	if err := checkResources(res); err != nil {
+		return nil, err
+	}
+	snap := &cachev3.Snapshot{}
+	cv, err := versionOf(res.Clusters)
+	if err != nil {
+		return nil, err
+	}
+	lv, err := versionOf(res.Listeners)
+	if err != nil {
+		return nil, err
+	}
+	sv, err := versionOf(res.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	snap.Resources[types.Cluster] = cachev3.NewResources(cv, toResources(res.Clusters))
+	snap.Resources[types.Listener] = cachev3.NewResources(lv, toResources(res.Listeners))
+	snap.Resources[types.Secret] = cachev3.NewResources(sv, toResources(res.Secrets))
+	if err := snap.Consistent(); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+func toResources[T types.Resource](items []T) []types.Resource {
+	out := make([]types.Resource, len(items))
+	for i, it := range items {
+		out[i] = it
+	}
+	return out
+}
+
+// Serve runs the gRPC server on lis until ctx ends, then stops it,
+// waiting at most ShutdownGrace for open streams.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	g := grpc.NewServer(
+		grpc.MaxConcurrentStreams(grpcMaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcKeepaliveTime, Timeout: grpcKeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcKeepaliveMinTime, PermitWithoutStream: true}),
+	)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		// xDS streams never end by themselves: GracefulStop would wait
+		// forever, so it gets a deadline before the hard Stop.
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(ShutdownGrace):
+			g.Stop()
+		}
+	}()
+	s.log.Info("ADS server listening", "addr", lis.Addr().String())
+	err := g.Serve(lis)
+	<-done
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) callbacks() serverv3.CallbackFuncs {
+	return serverv3.CallbackFuncs{
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			s.noteRequest(id, req.GetNode().GetId(), req.GetTypeUrl(), req.GetErrorDetail().GetMessage())
+			return nil
+		},
+		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			s.noteRequest(id, req.GetNode().GetId(), req.GetTypeUrl(), req.GetErrorDetail().GetMessage())
+			return nil
+		},
+	}
+}
+
+// noteRequest logs NACKs (Envoy rejected what we sent) and nodes we have no
+// configuration for, the two things an operator needs to see.
+func (s *Server) noteRequest(stream int64, node, typeURL, nack string) {
+	if nack != "" {
+		s.log.Warn("Envoy rejected configuration", "node", node, "type", typeURL, "stream", stream, "error", nack)
+	}
+	if node == "" {
+		return
+	}
+	s.mu.Lock()
+	known := s.nodes[node]
+	s.mu.Unlock()
+	if !known {
+		s.log.Warn("xDS request from unknown node id; it gets nothing until a Dataplane names it", "node", node, "type", typeURL)
+	}
+}
+
+// cacheLogger routes go-control-plane's logs to slog, its chatty info at debug.
+type cacheLogger struct{ l *slog.Logger }
+
+func (c cacheLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }

@@ -1,0 +1,152 @@
+package xds
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+type traced struct {
+	w   *FileWriter
+	ops []string
+}
+
+func newTraced(t *testing.T) *traced {
+	tr := &traced{w: &FileWriter{Dir: t.TempDir()}}
+	tr.w.trace = func(op, path string) {
+		rel, _ := filepath.Rel(tr.w.Dir, path)
+		tr.ops = append(tr.ops, op+" "+rel)
+	}
+	return tr
+}
+
+func (tr *traced) write(t *testing.T, res *Resources) []string {
+	t.Helper()
+	tr.ops = nil
+	if _, err := tr.w.Write(map[string]*Resources{"n1": res}); err != nil {
+		t.Fatal(err)
+	}
+	return tr.ops
+}
+
+func TestFileWriterOrderAndSkips(t *testing.T) {
+	tr := newTraced(t)
+	ca := []byte("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+	a := &Resources{
+		Clusters:  []*clusterv3.Cluster{testCluster("a", 1)},
+		Listeners: []*listenerv3.Listener{testListener("la", "a", "a")},
+		Secrets:   []*tlsv3.Secret{caSecret("ca-a", ca)},
+	}
+	steps := []struct {
+		name string
+		res  *Resources
+		want []string
+	}{
+		{"first write: secret, clusters, listeners", a,
+			[]string{"write n1/sds/ca-a.json", "write n1/cds.json", "write n1/lds.json"}},
+		{"unchanged: nothing written", a, nil},
+		{"cluster changed only", &Resources{
+			Clusters: []*clusterv3.Cluster{testCluster("a", 2)}, Listeners: a.Listeners, Secrets: a.Secrets},
+			[]string{"write n1/cds.json"}},
+		{"cluster added with its listener: CDS before LDS", &Resources{
+			Clusters:  []*clusterv3.Cluster{testCluster("a", 2), testCluster("b", 3)},
+			Listeners: []*listenerv3.Listener{testListener("la", "a", "a"), testListener("lb", "b", "b")}, Secrets: a.Secrets},
+			[]string{"write n1/cds.json", "write n1/lds.json"}},
+		{"cluster removed with its listener: LDS before CDS, then the unused secret", &Resources{
+			Clusters: []*clusterv3.Cluster{testCluster("b", 3)}, Listeners: []*listenerv3.Listener{testListener("lb", "b", "b")}},
+			[]string{"write n1/lds.json", "write n1/cds.json", "remove n1/sds/ca-a.json"}},
+		{"replace: union CDS, LDS, final CDS", &Resources{
+			Clusters: []*clusterv3.Cluster{testCluster("c", 4)}, Listeners: []*listenerv3.Listener{testListener("lc", "c", "c")}},
+			[]string{"write n1/cds.json", "write n1/lds.json", "write n1/cds.json"}},
+	}
+	for _, s := range steps {
+		if got := tr.write(t, s.res); !reflect.DeepEqual(got, s.want) {
+			t.Fatalf("%s: wrote %q, want %q", s.name, got, s.want)
+		}
+	}
+	// The end state holds exactly the last resources.
+	resp := readResponse(t, CDSPath(tr.w.Dir, "n1"))
+	if len(resp.Resources) != 1 || !strings.Contains(resp.Resources[0].String(), "c") {
+		t.Fatalf("final cds.json: %v", resp)
+	}
+	want, _ := versionOf([]*clusterv3.Cluster{testCluster("c", 4)})
+	if resp.VersionInfo != want {
+		t.Fatalf("version_info %q, want content version %q", resp.VersionInfo, want)
+	}
+}
+
+func TestFileWriterModesAndNoTempLeftovers(t *testing.T) {
+	w := &FileWriter{Dir: t.TempDir()}
+	res := &Resources{
+		Clusters: []*clusterv3.Cluster{testCluster("a", 1)},
+		Secrets:  []*tlsv3.Secret{caSecret("ca/../x", []byte("pem"))},
+	}
+	if _, err := w.Write(map[string]*Resources{"mesh.dp/../1": res}); err != nil {
+		t.Fatal(err)
+	}
+	for path, mode := range map[string]os.FileMode{
+		CDSPath(w.Dir, "mesh.dp/../1"):               0o644,
+		LDSPath(w.Dir, "mesh.dp/../1"):               0o644,
+		SecretPath(w.Dir, "mesh.dp/../1", "ca/../x"): 0o600,
+	} {
+		if !strings.HasPrefix(path, w.Dir+"/") {
+			t.Fatalf("%s escapes %s", path, w.Dir)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != mode {
+			t.Errorf("%s: mode %v, want %v", path, st.Mode().Perm(), mode)
+		}
+	}
+	err := filepath.Walk(w.Dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && strings.Contains(filepath.Base(p), ".tmp-") {
+			t.Errorf("temp file left behind: %s", p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty node still gets files: Envoy needs them to exist at start.
+	if _, err := w.Write(map[string]*Resources{"empty": nil}); err != nil {
+		t.Fatal(err)
+	}
+	if r := readResponse(t, LDSPath(w.Dir, "empty")); len(r.Resources) != 0 {
+		t.Fatalf("empty node lds: %v", r)
+	}
+	// The node dropped from the map got empty CDS.
+	if r := readResponse(t, CDSPath(w.Dir, "mesh.dp/../1")); len(r.Resources) != 0 {
+		t.Fatalf("dropped node should have empty cds, got %d resources", len(r.Resources))
+	}
+}
+
+func TestFileWriterRejectsDuplicates(t *testing.T) {
+	w := &FileWriter{Dir: t.TempDir()}
+	_, err := w.Write(map[string]*Resources{"n": {Clusters: []*clusterv3.Cluster{testCluster("a", 1), testCluster("a", 2)}}})
+	if err == nil || !strings.Contains(err.Error(), `duplicate cluster "a"`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func readResponse(t *testing.T, path string) *discoveryv3.DiscoveryResponse {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r discoveryv3.DiscoveryResponse
+	if err := protojson.Unmarshal(b, &r); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return &r
+}

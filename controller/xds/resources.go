@@ -1,0 +1,196 @@
+// Package xds delivers rendered Envoy resources to Envoy, either as files in
+// a watched directory (FileWriter) or over an ADS gRPC server backed by
+// go-control-plane's snapshot cache (Server). It knows nothing of meshext's
+// resource model: callers hand it typed Envoy resources per node id.
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Resources is the configuration of one Envoy node.
+type Resources struct {
+	Clusters  []*clusterv3.Cluster
+	Listeners []*listenerv3.Listener
+	Secrets   []*tlsv3.Secret
+}
+
+// Count is the number of resources of every type.
+func (r *Resources) Count() int {
+	if r == nil {
+		return 0
+	}
+	return len(r.Clusters) + len(r.Listeners) + len(r.Secrets)
+}
+
+// Validate checks a resource and every message packed inside it. Envoy's
+// generated validators (PGV) stop at google.protobuf.Any, so a listener whose
+// tcp_proxy lacks stat_prefix would pass Listener.ValidateAll; here each Any
+// is unpacked and validated too.
+func Validate(m proto.Message) error {
+	return validateDeep(m.ProtoReflect(), true)
+}
+
+type allValidator interface{ ValidateAll() error }
+
+func validateDeep(m protoreflect.Message, self bool) error {
+	if self {
+		if v, ok := m.Interface().(allValidator); ok {
+			if err := v.ValidateAll(); err != nil {
+				return err
+			}
+		}
+	}
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("cannot unpack %s: %w", a.GetTypeUrl(), err)
+		}
+		if err := validateDeep(inner.ProtoReflect(), true); err != nil {
+			return fmt.Errorf("%s: %w", a.GetTypeUrl(), err)
+		}
+		return nil
+	}
+	// ValidateAll above already covered this message's nested (non-Any)
+	// messages structurally; descend only to reach the Anys below.
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len() && err == nil; i++ {
+				err = validateDeep(l.Get(i).Message(), false)
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				err = validateDeep(mv.Message(), false)
+				return err == nil
+			})
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			err = validateDeep(v.Message(), false)
+		}
+		return err == nil
+	})
+	return err
+}
+
+// Sanitize validates every resource of next. A resource that fails keeps its
+// previous good version (same type and name in prev) when there is one, and
+// is dropped otherwise, so a bad resource never reaches Envoy and never
+// disturbs the others. prev may be nil. The problems name each rejected resource.
+func Sanitize(prev, next *Resources) (*Resources, []error) {
+	if next == nil {
+		return &Resources{}, nil
+	}
+	if prev == nil {
+		prev = &Resources{}
+	}
+	var problems []error
+	out := &Resources{
+		Clusters:  sanitizeList("cluster", prev.Clusters, next.Clusters, &problems),
+		Listeners: sanitizeList("listener", prev.Listeners, next.Listeners, &problems),
+		Secrets:   sanitizeList("secret", prev.Secrets, next.Secrets, &problems),
+	}
+	return out, problems
+}
+
+type named interface {
+	proto.Message
+	GetName() string
+}
+
+func sanitizeList[T named](kind string, prev, next []T, problems *[]error) []T {
+	var old map[string]T
+	out := make([]T, 0, len(next))
+	for _, r := range next {
+		err := Validate(r)
+		if err == nil {
+			out = append(out, r)
+			continue
+		}
+		if old == nil {
+			old = make(map[string]T, len(prev))
+			for _, p := range prev {
+				old[p.GetName()] = p
+			}
+		}
+		if p, ok := old[r.GetName()]; ok {
+			out = append(out, p)
+			*problems = append(*problems, fmt.Errorf("%s %q is invalid, keeping the previous version: %w", kind, r.GetName(), err))
+		} else {
+			*problems = append(*problems, fmt.Errorf("%s %q is invalid, dropped: %w", kind, r.GetName(), err))
+		}
+	}
+	return out
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// hashOf hashes the deterministic wire form of a message. protojson output
+// is deliberately unstable, so change detection never compares JSON.
+func hashOf(m proto.Message) (string, error) {
+	b, err := deterministic.Marshal(m)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// versionOf is the version of a list of resources: a hash of their names and
+// contents in name order, so equal content always has equal versions.
+func versionOf[T named](items []T) (string, error) {
+	type entry struct{ name, hash string }
+	es := make([]entry, 0, len(items))
+	for _, it := range items {
+		h, err := hashOf(it)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", it.GetName(), err)
+		}
+		es = append(es, entry{it.GetName(), h})
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
+	sum := sha256.New()
+	for _, e := range es {
+		sum.Write([]byte(e.name))
+		sum.Write([]byte{0})
+		sum.Write([]byte(e.hash))
+		sum.Write([]byte{0})
+	}
+	return hex.EncodeToString(sum.Sum(nil))[:16], nil
+}
+
+// checkNames refuses empty and duplicate names, which Envoy would reject as a whole update.
+func checkNames[T named](kind string, items []T) error {
+	seen := make(map[string]bool, len(items))
+	for _, it := range items {
+		n := it.GetName()
+		if n == "" {
+			return fmt.Errorf("%s without a name", kind)
+		}
+		if seen[n] {
+			return fmt.Errorf("duplicate %s %q", kind, n)
+		}
+		seen[n] = true
+	}
+	return nil
+}
+
+func checkResources(r *Resources) error {
+	return errors.Join(
+		checkNames("cluster", r.Clusters),
+		checkNames("listener", r.Listeners),
+		checkNames("secret", r.Secrets),
+	)
+}

@@ -1,0 +1,87 @@
+package xds
+
+import (
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+)
+
+func TestValidateLooksInsideAny(t *testing.T) {
+	good := testListener("l", "c", "out")
+	if err := Validate(good); err != nil {
+		t.Fatalf("valid listener rejected: %v", err)
+	}
+	bad := testListener("l", "c", "") // tcp_proxy.stat_prefix is required
+	if err := bad.ValidateAll(); err != nil {
+		t.Fatalf("precondition: PGV alone should not see inside Any, got %v", err)
+	}
+	err := Validate(bad)
+	if err == nil || !strings.Contains(err.Error(), "StatPrefix") {
+		t.Fatalf("Validate(listener with bad tcp_proxy) = %v, want a StatPrefix error", err)
+	}
+}
+
+func TestValidateTopLevel(t *testing.T) {
+	c := testCluster("", 1)
+	if err := Validate(c); err == nil || !strings.Contains(err.Error(), "Name") {
+		t.Fatalf("cluster without name: got %v", err)
+	}
+}
+
+func TestSanitizeKeepsPreviousGoodVersion(t *testing.T) {
+	prev := &Resources{
+		Clusters:  []*clusterv3.Cluster{testCluster("a", 1), testCluster("b", 2)},
+		Listeners: []*listenerv3.Listener{testListener("la", "a", "a")},
+	}
+	badA := testCluster("a", 3)
+	badA.ConnectTimeout.Seconds = -1 // must be > 0
+	next := &Resources{
+		Clusters:  []*clusterv3.Cluster{badA, testCluster("b", 4), testCluster("new", 5)},
+		Listeners: []*listenerv3.Listener{testListener("la", "a", "a"), testListener("lnew", "new", "")},
+	}
+	got, problems := Sanitize(prev, next)
+	if len(problems) != 2 {
+		t.Fatalf("want 2 problems, got %v", problems)
+	}
+	if len(got.Clusters) != 3 || got.Clusters[0] != prev.Clusters[0] {
+		t.Fatalf("invalid cluster a should be replaced by its previous version, got %v", got.Clusters)
+	}
+	if got.Clusters[1].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue() != 4 {
+		t.Fatalf("valid change to b must pass through")
+	}
+	if len(got.Listeners) != 1 || got.Listeners[0].GetName() != "la" {
+		t.Fatalf("new invalid listener must be dropped, got %v", got.Listeners)
+	}
+	for _, p := range problems {
+		if !strings.Contains(p.Error(), `"a" is invalid, keeping`) && !strings.Contains(p.Error(), `"lnew" is invalid, dropped`) {
+			t.Errorf("unexpected problem %v", p)
+		}
+	}
+}
+
+func TestVersionIsContentHash(t *testing.T) {
+	v1, _ := versionOf([]*clusterv3.Cluster{testCluster("a", 1), testCluster("b", 2)})
+	v2, _ := versionOf([]*clusterv3.Cluster{testCluster("b", 2), testCluster("a", 1)})
+	v3, _ := versionOf([]*clusterv3.Cluster{testCluster("a", 1), testCluster("b", 3)})
+	if v1 != v2 {
+		t.Errorf("order must not change the version: %s vs %s", v1, v2)
+	}
+	if v1 == v3 {
+		t.Errorf("content change must change the version")
+	}
+}
+
+func TestSafeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"default.dp-1": "default.dp-1",
+		"../etc":       ".._etc",
+		"..":           "_..",
+		"a/b c":        "a_b_c",
+	} {
+		if got := SafeName(in); got != want {
+			t.Errorf("SafeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
