@@ -110,6 +110,8 @@ type Allocator struct {
 	prefix netip.Prefix
 	st     state
 	now    func() time.Time
+	// loaded identifies the state file version in st, to skip re-reading an unchanged file.
+	loaded os.FileInfo
 }
 
 // Open returns an allocator for cidr (see ResolveCIDR for "") persisted in
@@ -164,7 +166,7 @@ func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 	sorted := append([]string(nil), keys...)
 	sort.Strings(sorted)
 
-	used := a.usedSet()
+	var used map[netip.Addr]bool // built on the first allocation only
 	out := make(map[string]Lease, len(sorted))
 	var failed []string
 	changed := false
@@ -176,6 +178,9 @@ func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 		if known && a.prefix.Contains(e.VIP) {
 			out[k] = Lease{VIP: e.VIP, Serial: e.Serial, FirstSeen: e.FirstSeen}
 			continue
+		}
+		if used == nil {
+			used = a.usedSet()
 		}
 		vip, ok := a.next(used)
 		if !ok {
@@ -202,6 +207,7 @@ func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 	}
 	if changed && a.dir != "" {
 		if err := a.save(); err != nil {
+			a.loaded = nil // st holds unsaved allocations: re-read the file next time
 			return nil, err
 		}
 	}
@@ -316,10 +322,17 @@ func (a *Allocator) lock() (func(), error) {
 // load reads the state file; a missing file is an empty state. The cursor
 // is kept only when the CIDR is unchanged.
 func (a *Allocator) load() error {
-	data, err := os.ReadFile(a.path())
+	fi, err := os.Stat(a.path())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	if a.loaded != nil && os.SameFile(a.loaded, fi) && a.loaded.ModTime().Equal(fi.ModTime()) && a.loaded.Size() == fi.Size() {
+		return nil // every save renames a new file into place, so same inode = same content
+	}
+	data, err := os.ReadFile(a.path())
 	if err != nil {
 		return fmt.Errorf("ipam: %w", err)
 	}
@@ -338,6 +351,7 @@ func (a *Allocator) load() error {
 		st.CIDR = a.prefix
 	}
 	a.st = st
+	a.loaded = fi
 	return nil
 }
 
@@ -370,6 +384,9 @@ func (a *Allocator) save() error {
 	}
 	if err := os.Rename(tmp.Name(), a.path()); err != nil {
 		return fmt.Errorf("ipam: %w", err)
+	}
+	if fi, err := os.Stat(a.path()); err == nil {
+		a.loaded = fi
 	}
 	if d, err := os.Open(a.dir); err == nil {
 		_ = d.Sync()
