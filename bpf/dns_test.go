@@ -1,0 +1,201 @@
+package bpf
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/miekg/dns"
+)
+
+const testVIP = "242.0.0.7"
+
+// startDNS serves A records for *.svc.meshext.local on 127.0.0.1:0/udp
+// (a stand-in for the embedded DNS) and returns its address.
+func startDNS(t testing.TB) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		for _, qq := range q.Question {
+			if qq.Qtype == dns.TypeA && strings.HasSuffix(qq.Name, ".svc.meshext.local.") {
+				rr, _ := dns.NewRR(qq.Name + " 60 IN A " + testVIP)
+				m.Answer = append(m.Answer, rr)
+			}
+		}
+		if len(m.Answer) == 0 {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("DNS server did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func query(name string) []byte {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	b, _ := m.Pack()
+	return b
+}
+
+func answerA(t testing.TB, b []byte) string {
+	t.Helper()
+	m := new(dns.Msg)
+	if err := m.Unpack(b); err != nil {
+		t.Fatalf("unpack DNS reply: %v", err)
+	}
+	for _, rr := range m.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			return a.A.String()
+		}
+	}
+	return ""
+}
+
+func TestDNSRedirect(t *testing.T) {
+	mount := requireBPF(t)
+	target := startDNS(t)
+	tr := attachForTest(t, mount, Config{DNS: target})
+	const server = "10.53.0.1:53" // no route in the netns: only a redirect can answer
+
+	// Unconnected UDP (sendto/recvfrom): the reply appears to come from
+	// the server the app asked.
+	var pc net.PacketConn
+	var err error
+	inCgroup(t, mount, tr.app, func() { pc, err = net.ListenPacket("udp4", ":0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(server))
+	if _, err := pc.WriteTo(query("mes-http.svc.meshext.local"), dst); err != nil {
+		t.Fatalf("sendto %s from app cgroup: %v", server, err)
+	}
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no DNS reply: %v", err)
+	}
+	if from.String() != server {
+		t.Errorf("reply source %s, want %s", from, server)
+	}
+	if got := answerA(t, buf[:n]); got != testVIP {
+		t.Errorf("answer %q, want %s", got, testVIP)
+	}
+
+	// Connected UDP (connect4): peer and reply source are the server asked.
+	var c net.Conn
+	inCgroup(t, mount, tr.app, func() { c, err = net.Dial("udp4", server) })
+	if err != nil {
+		t.Fatalf("connect UDP %s from app cgroup: %v", server, err)
+	}
+	defer c.Close()
+	if c.RemoteAddr().String() != server {
+		t.Errorf("connected UDP getpeername %s, want %s", c.RemoteAddr(), server)
+	}
+	if _, err := c.Write(query("mes-tcp.svc.meshext.local")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err = c.(*net.UDPConn).ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no DNS reply on connected socket: %v", err)
+	}
+	if from.String() != server {
+		t.Errorf("connected reply source %s, want %s", from, server)
+	}
+	if got := answerA(t, buf[:n]); got != testVIP {
+		t.Errorf("connected answer %q, want %s", got, testVIP)
+	}
+
+	// Outside the app cgroup DNS is left alone.
+	out, err := net.ListenPacket("udp4", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if _, err := out.WriteTo(query("x.svc.meshext.local"), dst); !errors.Is(err, syscall.ENETUNREACH) {
+		t.Errorf("sendto from outside the app cgroup: %v, want ENETUNREACH", err)
+	}
+
+	st, err := tr.r.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DNSRedirect != 2 || st.DNSReplyRestored != 2 {
+		t.Errorf("counters %s: want 2 DNS redirects and 2 restored replies", st)
+	}
+
+	// Turning DNS off live leaves port 53 alone again.
+	if err := tr.r.SetDNS(netip.AddrPort{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.WriteTo(query("mes-http.svc.meshext.local"), dst); !errors.Is(err, syscall.ENETUNREACH) {
+		t.Errorf("sendto after SetDNS(off): %v, want ENETUNREACH", err)
+	}
+}
+
+// TestDNSRedirectGlibcResolver runs glibc's resolver (getent) unchanged in
+// the app cgroup: whatever nameserver /etc/resolv.conf names, its UDP/53
+// query lands on the stand-in DNS and the answer is accepted.
+func TestDNSRedirectGlibcResolver(t *testing.T) {
+	mount := requireBPF(t)
+	getent := testenv.Tool(t, "getent")
+	ipTool := testenv.Tool(t, "ip")
+	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil && strings.Contains(string(b), "use-vc") {
+		t.Skip("/etc/resolv.conf forces DNS over TCP")
+	}
+	target := startDNS(t)
+	tr := attachForTest(t, mount, Config{DNS: target})
+
+	cg, err := os.Open(tr.app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// "hosts" is gethostbyname2; "ahostsv4" is getaddrinfo with
+	// AI_ADDRCONFIG, which sends no query at all unless some non-loopback
+	// IPv4 address is configured, so give the netns one (on lo).
+	if out, err := exec.CommandContext(ctx, ipTool, "addr", "add", "10.99.0.1/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(ipTool, "addr", "del", "10.99.0.1/32", "dev", "lo").Run() })
+	for _, db := range []string{"hosts", "ahostsv4"} {
+		cmd := exec.CommandContext(ctx, getent, db, "mes-http.svc.meshext.local")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("getent %s in the app cgroup: %v\n%s", db, err, out)
+		}
+		if !strings.Contains(string(out), testVIP) {
+			t.Errorf("getent %s printed %q, want %s", db, out, testVIP)
+		}
+	}
+	if st, _ := tr.r.Stats(); st.DNSRedirect == 0 || st.DNSReplyRestored == 0 {
+		t.Errorf("counters %s: want DNS redirects and restored replies", st)
+	}
+}
