@@ -30,7 +30,7 @@ func TestFileDropsReachEnvoy(t *testing.T) {
 	node := "default.dp-files"
 	src := func(secret string) *clusterv3.Cluster {
 		return withCASecret(testCluster("svc-"+secret, 9), secret,
-			fileSource(SecretPath(w.Dir, node, secret), SecretDir(w.Dir, node)))
+			fileSource(SecretPath(w.Dir, secret), SecretDir(w.Dir)))
 	}
 	res := func(secrets map[string][]byte, names ...string) map[string]*Resources {
 		r := &Resources{}

@@ -16,15 +16,16 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// File layout under FileWriter.Dir, one directory per Envoy node id:
+// File layout under FileWriter.Dir:
 //
-//	<Dir>/<node>/cds.json          DiscoveryResponse of Clusters   (0644)
-//	<Dir>/<node>/lds.json          DiscoveryResponse of Listeners  (0644)
-//	<Dir>/<node>/sds/<secret>.json DiscoveryResponse of one Secret (0600: keys)
+//	<Dir>/<node>/cds.json   DiscoveryResponse of the node's Clusters   (0644)
+//	<Dir>/<node>/lds.json   DiscoveryResponse of the node's Listeners  (0644)
+//	<Dir>/sds/<secret>.json DiscoveryResponse of one Secret (0600: keys)
 //
-// A bootstrap points cds_config/lds_config at the first two with
-// watched_directory = <Dir>/<node>, and each SDS secret config at its file
-// with watched_directory = <Dir>/<node>/sds.
+// Secrets are shared by all nodes (clusters, and so their SDS references,
+// are node-independent). A bootstrap points cds_config/lds_config at the
+// first two with watched_directory = <Dir>/<node>; each SDS config names its
+// file with watched_directory = <Dir>/sds (render.Options.SecretsDir).
 
 // NodeDir is the directory holding one node's files.
 func NodeDir(dir, node string) string { return filepath.Join(dir, SafeName(node)) }
@@ -35,12 +36,12 @@ func CDSPath(dir, node string) string { return filepath.Join(NodeDir(dir, node),
 // LDSPath is the listeners file of a node.
 func LDSPath(dir, node string) string { return filepath.Join(NodeDir(dir, node), "lds.json") }
 
-// SecretDir is the directory of a node's SDS files.
-func SecretDir(dir, node string) string { return filepath.Join(NodeDir(dir, node), "sds") }
+// SecretDir is the directory of the SDS files.
+func SecretDir(dir string) string { return filepath.Join(dir, "sds") }
 
-// SecretPath is the SDS file of one secret of a node.
-func SecretPath(dir, node, secret string) string {
-	return filepath.Join(SecretDir(dir, node), SafeName(secret)+".json")
+// SecretPath is the SDS file of one secret.
+func SecretPath(dir, secret string) string {
+	return filepath.Join(SecretDir(dir), SafeName(secret)+".json")
 }
 
 // SafeName maps a node id or secret name to one path element: characters
@@ -76,8 +77,9 @@ const (
 type FileWriter struct {
 	Dir string
 
-	mu    sync.Mutex
-	nodes map[string]*writtenNode
+	mu      sync.Mutex
+	nodes   map[string]*writtenNode
+	secrets map[string]string // secret name -> content hash, as on disk
 	// trace, when set (tests), sees each file written or removed, in order.
 	trace func(op, path string)
 }
@@ -92,7 +94,6 @@ func (w *FileWriter) note(op, path string) {
 type writtenNode struct {
 	cdsVersion, ldsVersion string
 	clusters               []*clusterv3.Cluster
-	secrets                map[string]string // secret name -> content hash
 }
 
 // WriteStats says what a Write changed.
@@ -103,14 +104,28 @@ type WriteStats struct {
 
 // Write brings every node's files to the given resources. Nodes that were
 // written before but are absent now get empty CDS and LDS (their Envoy loses
-// its config, as it would over ADS) and their secrets removed.
+// its config, as it would over ADS). Secrets are written first (a new
+// cluster's SDS file must exist), and unused ones removed last.
 func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.nodes == nil {
 		w.nodes = map[string]*writtenNode{}
+		w.secrets = map[string]string{}
 	}
 	var st WriteStats
+	for node, res := range nodes {
+		if res == nil {
+			res = &Resources{}
+		}
+		if err := checkResources(res); err != nil {
+			return st, fmt.Errorf("node %q: %w", node, err)
+		}
+	}
+	secrets, err := w.writeSecrets(nodes, &st)
+	if err != nil {
+		return st, err
+	}
 	var errs []error
 	for node := range w.nodes {
 		if _, ok := nodes[node]; !ok {
@@ -127,18 +142,72 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 			errs = append(errs, err)
 		}
 	}
-	return st, errors.Join(errs...)
+	if len(errs) > 0 {
+		// Some node may still use an old secret: keep them all.
+		return st, errors.Join(errs...)
+	}
+	for name := range w.secrets {
+		if _, ok := secrets[name]; ok {
+			continue
+		}
+		if err := os.Remove(SecretPath(w.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return st, err
+		}
+		delete(w.secrets, name)
+		st.FilesRemoved++
+		w.note("remove", SecretPath(w.Dir, name))
+	}
+	return st, nil
+}
+
+// writeSecrets writes the secrets that are new or changed and returns the
+// hash of every secret in use. One name must mean one content on all nodes.
+func (w *FileWriter) writeSecrets(nodes map[string]*Resources, st *WriteStats) (map[string]string, error) {
+	if err := os.MkdirAll(SecretDir(w.Dir), 0o755); err != nil {
+		return nil, err
+	}
+	want := map[string]string{}
+	for node, res := range nodes {
+		if res == nil {
+			continue
+		}
+		for _, s := range res.Secrets {
+			h, err := hashOf(s)
+			if err != nil {
+				return nil, err
+			}
+			if old, ok := want[s.GetName()]; ok && old != h {
+				return nil, fmt.Errorf("node %q: secret %q differs from another node's secret of that name", node, s.GetName())
+			}
+			if _, ok := want[s.GetName()]; ok {
+				continue
+			}
+			want[s.GetName()] = h
+			if w.secrets[s.GetName()] == h {
+				continue
+			}
+			data, err := discoveryJSON(h[:16], resourcev3.SecretType, s)
+			if err != nil {
+				return nil, fmt.Errorf("secret %q: %w", s.GetName(), err)
+			}
+			path := SecretPath(w.Dir, s.GetName())
+			if err := writeFileAtomic(path, data, secretFileMode); err != nil {
+				return nil, err
+			}
+			w.secrets[s.GetName()] = h
+			st.FilesWritten++
+			w.note("write", path)
+		}
+	}
+	return want, nil
 }
 
 func (w *FileWriter) writeNode(node string, res *Resources, st *WriteStats) error {
-	if err := checkResources(res); err != nil {
-		return fmt.Errorf("node %q: %w", node, err)
-	}
 	prev := w.nodes[node]
 	if prev == nil {
-		prev = &writtenNode{secrets: map[string]string{}}
+		prev = &writtenNode{}
 	}
-	next := &writtenNode{clusters: res.Clusters, secrets: map[string]string{}}
+	next := &writtenNode{clusters: res.Clusters}
 	var err error
 	if next.cdsVersion, err = versionOf(res.Clusters); err != nil {
 		return err
@@ -146,29 +215,8 @@ func (w *FileWriter) writeNode(node string, res *Resources, st *WriteStats) erro
 	if next.ldsVersion, err = versionOf(res.Listeners); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(SecretDir(w.Dir, node), 0o755); err != nil {
+	if err := os.MkdirAll(NodeDir(w.Dir, node), 0o755); err != nil {
 		return err
-	}
-
-	// Secrets first: a new cluster's SDS config needs its file to exist.
-	for _, s := range res.Secrets {
-		h, err := hashOf(s)
-		if err != nil {
-			return err
-		}
-		next.secrets[s.GetName()] = h
-		if prev.secrets[s.GetName()] == h {
-			continue
-		}
-		data, err := discoveryJSON(h[:16], resourcev3.SecretType, s)
-		if err != nil {
-			return fmt.Errorf("secret %q: %w", s.GetName(), err)
-		}
-		if err := writeFileAtomic(SecretPath(w.Dir, node, s.GetName()), data, secretFileMode); err != nil {
-			return err
-		}
-		w.note("write", SecretPath(w.Dir, node, s.GetName()))
-		st.FilesWritten++
 	}
 
 	cdsChanged := next.cdsVersion != prev.cdsVersion
@@ -235,17 +283,6 @@ func (w *FileWriter) writeNode(node string, res *Resources, st *WriteStats) erro
 		if err := writeLDS(); err != nil {
 			return err
 		}
-	}
-	// Old secrets go last, once no cluster uses them.
-	for name := range prev.secrets {
-		if _, ok := next.secrets[name]; ok {
-			continue
-		}
-		if err := os.Remove(SecretPath(w.Dir, node, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		st.FilesRemoved++
-		w.note("remove", SecretPath(w.Dir, node, name))
 	}
 	w.nodes[node] = next
 	return nil

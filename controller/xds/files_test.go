@@ -51,7 +51,7 @@ func TestFileWriterOrderAndSkips(t *testing.T) {
 		want []string
 	}{
 		{"first write: secret, clusters, listeners", a,
-			[]string{"write n1/sds/ca-a.json", "write n1/cds.json", "write n1/lds.json"}},
+			[]string{"write sds/ca-a.json", "write n1/cds.json", "write n1/lds.json"}},
 		{"unchanged: nothing written", a, nil},
 		{"cluster changed only", &Resources{
 			Clusters: []*clusterv3.Cluster{testCluster("a", 2)}, Listeners: a.Listeners, Secrets: a.Secrets},
@@ -62,7 +62,7 @@ func TestFileWriterOrderAndSkips(t *testing.T) {
 			[]string{"write n1/cds.json", "write n1/lds.json"}},
 		{"cluster removed with its listener: LDS before CDS, then the unused secret", &Resources{
 			Clusters: []*clusterv3.Cluster{testCluster("b", 3)}, Listeners: []*listenerv3.Listener{testListener("lb", "b", "b")}},
-			[]string{"write n1/lds.json", "write n1/cds.json", "remove n1/sds/ca-a.json"}},
+			[]string{"write n1/lds.json", "write n1/cds.json", "remove sds/ca-a.json"}},
 		{"replace: union CDS, LDS, final CDS", &Resources{
 			Clusters: []*clusterv3.Cluster{testCluster("c", 4)}, Listeners: []*listenerv3.Listener{testListener("lc", "c", "c")}},
 			[]string{"write n1/cds.json", "write n1/lds.json", "write n1/cds.json"}},
@@ -93,9 +93,9 @@ func TestFileWriterModesAndNoTempLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, mode := range map[string]os.FileMode{
-		CDSPath(w.Dir, "mesh.dp/../1"):               0o644,
-		LDSPath(w.Dir, "mesh.dp/../1"):               0o644,
-		SecretPath(w.Dir, "mesh.dp/../1", "ca/../x"): 0o600,
+		CDSPath(w.Dir, "mesh.dp/../1"): 0o644,
+		LDSPath(w.Dir, "mesh.dp/../1"): 0o644,
+		SecretPath(w.Dir, "ca/../x"):   0o600,
 	} {
 		if !strings.HasPrefix(path, w.Dir+"/") {
 			t.Fatalf("%s escapes %s", path, w.Dir)
