@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -155,8 +156,9 @@ func StartHTTPBin(opts ...Option) (*Server, error) {
 		Handler:           HTTPBinHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          nil,
-		Protocols:         new(http.Protocols),
+		// Refused handshakes are expected in negative tests: debug level.
+		ErrorLog:  slog.NewLogLogger(o.logger.Handler(), slog.LevelDebug),
+		Protocols: new(http.Protocols),
 	}
 	srv.Protocols.SetHTTP1(true)
 	cfg := o.tlsConfig("h2", "http/1.1")
