@@ -4,7 +4,8 @@
 //
 // It is pure Go (no cgo, no Envoy imports). The controller fills a Config
 // (JSON), the adapters Compile it once per config update into an immutable
-// Table and read it lock-free per request.
+// Table, publish it through an atomic pointer and read it lock-free per
+// request.
 package core
 
 // Config is what the controller renders into the filter's configuration

@@ -279,28 +279,3 @@ func TestConfigJSONRoundTrip(t *testing.T) {
 		t.Fatalf("other source under forbid default: %+v", d)
 	}
 }
-
-func TestHolderSwap(t *testing.T) {
-	var h Holder
-	if h.Load() != nil {
-		t.Fatal("empty holder must load nil")
-	}
-	t1 := mustCompile(t, &Config{Source: web, Services: []Service{svc("a", 80, "", "a.ext")}})
-	t2 := mustCompile(t, &Config{Source: web, Services: []Service{svc("b", 80, "", "b.ext")}})
-	h.Store(t1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; i < 1000; i++ {
-			if tab := h.Load(); tab.Lookup("a.ext") == nil && tab.Lookup("b.ext") == nil {
-				t.Error("reader saw a table with neither service")
-				return
-			}
-		}
-	}()
-	h.Store(t2)
-	<-done
-	if h.Load().Lookup("b.ext") == nil || h.Load().Lookup("a.ext") != nil {
-		t.Fatal("swap not visible")
-	}
-}

@@ -1,9 +1,6 @@
 package core
 
-import (
-	"strings"
-	"sync/atomic"
-)
+import "strings"
 
 // Reason says where a Decision came from.
 type Reason uint8
@@ -159,16 +156,6 @@ func ParseSPIFFE(uri string) (Identity, bool) {
 	}
 	return Identity{Mesh: mesh, Service: svc}, true
 }
-
-// Holder publishes the current Table to request handlers: Store on config
-// update, Load per request, both lock-free.
-type Holder struct{ p atomic.Pointer[Table] }
-
-// Load returns the current table (nil before the first Store).
-func (h *Holder) Load() *Table { return h.p.Load() }
-
-// Store swaps in a new table.
-func (h *Holder) Store(t *Table) { h.p.Store(t) }
 
 // normalizeAuthority lower-cases authority into buf, drops one trailing dot
 // from the host part and keeps the port. It returns the length written, or

@@ -1,0 +1,24 @@
+//go:build dynmod
+
+// Command libmeshext is the meshext filter as an Envoy dynamic module for
+// the stock Envoy binary. Build: make plugin (go build -buildmode=c-shared
+// -tags dynmod). It only registers plugin/dynmod with the SDK; all logic
+// lives in plain, testable packages.
+package main
+
+import (
+	sdk "github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go"
+	_ "github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/abi" // exports the envoy_dynamic_module_on_* hooks
+	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared"
+
+	"github.com/meshext/meshext/plugin/dynmod"
+	"github.com/meshext/meshext/plugin/egress"
+)
+
+func init() {
+	sdk.RegisterHttpFilterConfigFactories(map[string]shared.HttpFilterConfigFactory{
+		egress.FilterName: dynmod.ConfigFactory{},
+	})
+}
+
+func main() {}

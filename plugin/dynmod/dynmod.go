@@ -1,0 +1,189 @@
+// Package dynmod is adapter B: the meshext HTTP filter for stock Envoy's
+// dynamic modules (envoy.filters.http.dynamic_modules). It implements the
+// SDK's pure-Go interfaces only; the cgo ABI package is linked by
+// plugin/cmd/libmeshext alone, so this package tests with plain go test.
+//
+// The SDK snapshot in go.mod predates the SDK's own panic barrier, so every
+// hook recovers: a Go panic crossing into Envoy would abort the process.
+package dynmod
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared"
+
+	"github.com/meshext/meshext/plugin/egress"
+)
+
+// ConfigFactory parses filter_config (JSON, see egress.FilterConfig) into a
+// per-config filter factory. Register it under egress.FilterName.
+type ConfigFactory struct{}
+
+var _ shared.HttpFilterConfigFactory = ConfigFactory{}
+
+// Create compiles the configuration. An error makes Envoy reject the
+// config update (NACK), keeping the previous one.
+func (ConfigFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (f shared.HttpFilterFactory, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			f, err = nil, fmt.Errorf("meshext: panic parsing config: %v", p)
+		}
+	}()
+	live, err := egress.Load(raw)
+	if err != nil {
+		h.Log(shared.LogLevelError, "%v", err)
+		return nil, err
+	}
+	c := live.Current()
+	fac := &Factory{live: live}
+	fac.counters.allowed = defineCounter(h, egress.CounterAllowed)
+	fac.counters.denied = defineCounter(h, egress.CounterDenied)
+	fac.counters.shadow = defineCounter(h, egress.CounterShadowDeny)
+	fac.counters.unknown = defineCounter(h, egress.CounterUnknownHost)
+	fac.counters.errors = defineCounter(h, egress.CounterErrors)
+	h.Log(shared.LogLevelInfo, "meshext: loaded %d services, %d host keys", c.Table.Len(), c.Table.HostKeys())
+	return fac, nil
+}
+
+// CreatePerRoute is not supported: the filter is configured per listener.
+func (ConfigFactory) CreatePerRoute([]byte) (any, error) {
+	return nil, fmt.Errorf("meshext: per-route config is not supported")
+}
+
+// counter is a defined metric; ok is false when the host refused to define it.
+type counter struct {
+	id shared.MetricID
+	ok bool
+}
+
+func defineCounter(h shared.HttpFilterConfigHandle, name string) counter {
+	id, res := h.DefineCounter(name)
+	return counter{id: id, ok: res == shared.MetricsSuccess}
+}
+
+// Factory makes a filter per stream. A config update makes Envoy build a
+// new Factory; with a tableKey the older factories serve the new table too
+// (see egress.FilterConfig.TableKey).
+type Factory struct {
+	live     *egress.Live
+	counters struct{ allowed, denied, shadow, unknown, errors counter }
+}
+
+// Create makes the per-stream filter.
+func (f *Factory) Create(h shared.HttpFilterHandle) shared.HttpFilter {
+	return &filter{f: f, h: h}
+}
+
+// OnDestroy: nothing to release; the table is garbage collected.
+func (f *Factory) OnDestroy() {}
+
+type filter struct {
+	shared.EmptyHttpFilter
+	f *Factory
+	h shared.HttpFilterHandle
+}
+
+func (x *filter) inc(c counter) {
+	if c.ok {
+		x.h.IncrementCounterValue(c.id, 1)
+	}
+}
+
+// OnRequestHeaders decides the request. It runs on the Envoy worker and
+// neither blocks nor allocates on the allow path beyond the SDK's own calls.
+func (x *filter) OnRequestHeaders(headers shared.HeaderMap, _ bool) (status shared.HeadersStatus) {
+	defer func() {
+		if p := recover(); p != nil {
+			status = x.fail(p)
+		}
+	}()
+	cfg := x.f.live.Current()
+	authority := headers.GetOne(":authority").ToUnsafeString()
+	peer := ""
+	if !cfg.IgnoreClientCertificates {
+		peer = x.peerURISAN()
+	}
+	r := cfg.Decide(authority, peer)
+	switch r.Verdict {
+	case egress.NotFound:
+		x.inc(x.f.counters.unknown)
+		x.h.SetMetadata(egress.MetadataNamespace, egress.MetaAction, "NotFound")
+		x.h.SendLocalResponse(404, textPlain, []byte(egress.NotFoundBody(authority)), egress.DetailUnknownHost)
+		return shared.HeadersStatusStop
+	case egress.Reject:
+		x.inc(x.f.counters.denied)
+		x.setMetadata(&r)
+		if isGRPC(headers) {
+			// Envoy 1.39's send_response callback passes grpc_status 0 to
+			// sendLocalReply, so a gRPC client would read a 403 as OK. Send
+			// a trailers-only gRPC response ourselves instead.
+			x.h.SendResponseHeaders(grpcDenied(r.DenyBody()), true)
+			return shared.HeadersStatusStop
+		}
+		x.h.SendLocalResponse(403, textPlain, []byte(r.DenyBody()), egress.DetailDenied)
+		return shared.HeadersStatusStop
+	}
+	if r.Shadow {
+		x.inc(x.f.counters.shadow)
+		x.h.Log(shared.LogLevelInfo, "%s", r.ShadowLog())
+	}
+	x.inc(x.f.counters.allowed)
+	x.setMetadata(&r)
+	headers.Set(cfg.ClusterHeader, r.Entry.Service.Cluster)
+	// The route was chosen before this filter ran; re-pick it so the
+	// cluster_header route sees the header.
+	x.h.ClearRouteCache()
+	return shared.HeadersStatusContinue
+}
+
+var textPlain = [][2]string{{"content-type", "text/plain; charset=utf-8"}}
+
+func isGRPC(h shared.HeaderMap) bool {
+	ct := h.GetOne("content-type").ToUnsafeString()
+	return strings.HasPrefix(ct, "application/grpc")
+}
+
+// grpcDenied is a trailers-only gRPC response: HTTP 200, grpc-status 7
+// (PERMISSION_DENIED), the deny text as grpc-message.
+func grpcDenied(msg string) [][2]string {
+	return [][2]string{
+		{":status", "200"},
+		{"content-type", "application/grpc"},
+		{"grpc-status", strconv.Itoa(egress.GRPCPermissionDenied)},
+		{"grpc-message", egress.GRPCMessage(msg)},
+	}
+}
+
+// peerURISAN is the client certificate's URI SAN when the downstream
+// connection is mutual TLS (the listener must require and validate client
+// certificates against the mesh CA for this to mean anything).
+func (x *filter) peerURISAN() string {
+	if mtls, ok := x.h.GetAttributeBool(shared.AttributeIDConnectionMtls); !ok || !mtls {
+		return ""
+	}
+	v, ok := x.h.GetAttributeString(shared.AttributeIDConnectionUriSanPeerCertificate)
+	if !ok {
+		return ""
+	}
+	return v.ToUnsafeString()
+}
+
+func (x *filter) setMetadata(r *egress.Result) {
+	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaAction, r.ActionName())
+	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaMES, r.Entry.Service.Name)
+	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaMesh, r.Entry.Service.Mesh)
+	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaPolicy, r.Decision.PolicyOrReason())
+	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaSource, r.Source)
+}
+
+// fail answers 500 after a panic; a second panic here is swallowed so
+// nothing ever crosses into Envoy.
+func (x *filter) fail(p any) shared.HeadersStatus {
+	defer func() { _ = recover() }()
+	x.inc(x.f.counters.errors)
+	x.h.Log(shared.LogLevelError, "meshext: panic in request filter: %v", p)
+	x.h.SendLocalResponse(500, textPlain, []byte("meshext: internal filter error\n"), egress.DetailError)
+	return shared.HeadersStatusStop
+}

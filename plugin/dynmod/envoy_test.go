@@ -1,0 +1,318 @@
+package dynmod_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/plugin/core"
+	"github.com/meshext/meshext/plugin/egress"
+	"github.com/meshext/meshext/plugin/envoytest"
+)
+
+// moduleDir returns a directory holding a libmeshext.so built from the
+// current sources ($MESHEXT_MODULE_DIR overrides, e.g. for a prebuilt one).
+func moduleDir(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("MESHEXT_MODULE_DIR"); d != "" {
+		return d
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	if _, err := envoytest.BuildModule(ctx, goBin, testenv.RepoRoot(), dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// syncBuffer collects Envoy's log for failure messages.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func filterConfig(t *testing.T, policies []core.Policy) []byte {
+	t.Helper()
+	svc := func(name, cluster, proto string, port uint32, vip string) core.Service {
+		return core.Service{Name: name, Mesh: "default", Cluster: cluster, Protocol: proto, Port: port, VIP: vip,
+			Hostnames: []string{name + ".extsvc.mesh.local"}}
+	}
+	fc := egress.FilterConfig{Config: core.Config{
+		Source: core.Identity{Mesh: "default", Service: "web", Tags: map[string]string{"team": "a"}},
+		Meshes: []core.Mesh{{Name: "default"}},
+		Services: []core.Service{
+			svc("httpbin", "mes_http", "http", 80, "242.0.0.1"),
+			svc("secret", "mes_http", "http", 80, "242.0.0.2"),
+			svc("shadow", "mes_http", "http", 80, ""),
+			svc("grpc", "mes_grpc", "grpc", 9000, ""),
+			svc("grpc-denied", "mes_grpc", "grpc", 9000, ""),
+		},
+		Policies: policies,
+	}, TableKey: "meshext"}
+	b, err := json.Marshal(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func deny(name, mes string) core.Policy {
+	return core.Policy{Name: name, Mesh: "default", TargetRef: core.TargetRef{Kind: core.KindMeshExternalService, Name: mes},
+		From: []core.From{{TargetRef: core.TargetRef{Kind: core.KindMeshService, Name: "web"}, Default: core.Conf{Action: core.Deny}}}}
+}
+
+var basePolicies = []core.Policy{
+	deny("deny-secret", "secret"),
+	deny("deny-grpc", "grpc-denied"),
+	{Name: "shadow-all", Mesh: "default", TargetRef: core.TargetRef{Kind: core.KindMeshExternalService, Name: "shadow"},
+		From: []core.From{{TargetRef: core.TargetRef{Kind: core.KindMesh}, Default: core.Conf{Action: core.AllowWithShadowDeny}}}},
+}
+
+func TestStockEnvoyDynamicModule(t *testing.T) {
+	envoyBin := testenv.Envoy(t)
+	mods := moduleDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// HTTP upstream: echoes what it saw so tests can tell it was reached.
+	httpUp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upstream path=%s host=%s cluster-header=%q", r.URL.Path, r.Host, r.Header.Get(egress.DefaultClusterHeader))
+	}))
+	defer httpUp.Close()
+
+	// gRPC upstream (h2c): the standard health service.
+	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcSrv := grpc.NewServer()
+	healthpb.RegisterHealthServer(grpcSrv, health.NewServer())
+	go func() { _ = grpcSrv.Serve(grpcLis) }()
+	defer grpcSrv.Stop()
+
+	logs := &syncBuffer{}
+	dir := t.TempDir()
+	accessLog := filepath.Join(dir, "access.log")
+	env, err := envoytest.Start(ctx, dir, envoytest.Options{
+		Envoy:        envoyBin,
+		ModuleDir:    mods,
+		Flavor:       envoytest.DynamicModule,
+		FilterConfig: filterConfig(t, basePolicies),
+		Clusters: []envoytest.Cluster{
+			{Name: "mes_http", Addr: strings.TrimPrefix(httpUp.URL, "http://")},
+			{Name: "mes_grpc", Addr: grpcLis.Addr().String(), HTTP2: true},
+		},
+		Log:       logs,
+		LogLevel:  "info",
+		AccessLog: accessLog,
+	})
+	if err != nil {
+		t.Fatalf("%v\nenvoy log:\n%s", err, logs.String())
+	}
+	defer env.Stop()
+	defer func() {
+		if t.Failed() {
+			t.Logf("envoy log:\n%s", logs.String())
+		}
+	}()
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func(host, path string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+env.Listener+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		// A client must not be able to pick the cluster itself.
+		req.Header.Set(egress.DefaultClusterHeader, "mes_grpc")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s via Host %s: %v", path, host, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	t.Run("allowed", func(t *testing.T) {
+		code, body := get("httpbin.extsvc.mesh.local", "/get")
+		if code != 200 || !strings.Contains(body, "upstream path=/get") || !strings.Contains(body, `cluster-header="mes_http"`) {
+			t.Fatalf("got %d %q", code, body)
+		}
+		// VIP literal with port reaches the same MES.
+		if code, body := get("242.0.0.1:80", "/vip"); code != 200 || !strings.Contains(body, "path=/vip") {
+			t.Fatalf("VIP: got %d %q", code, body)
+		}
+	})
+	t.Run("denied", func(t *testing.T) {
+		code, body := get("secret.extsvc.mesh.local", "/get")
+		if code != 403 || !strings.Contains(body, `"secret"`) || !strings.Contains(body, `"deny-secret"`) {
+			t.Fatalf("got %d %q", code, body)
+		}
+	})
+	t.Run("unknown host", func(t *testing.T) {
+		code, body := get("nothing.example.com", "/")
+		if code != 404 || !strings.Contains(body, "no MeshExternalService matches host") {
+			t.Fatalf("got %d %q", code, body)
+		}
+	})
+	t.Run("shadow deny allows", func(t *testing.T) {
+		if code, body := get("shadow.extsvc.mesh.local", "/s"); code != 200 || !strings.Contains(body, "path=/s") {
+			t.Fatalf("got %d %q", code, body)
+		}
+	})
+	t.Run("forward proxy", func(t *testing.T) {
+		proxyURL, _ := url.Parse("http://" + env.Listener)
+		pc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+		for _, target := range []string{"http://httpbin.extsvc.mesh.local/proxied", "http://HTTPBIN.extsvc.mesh.local.:80/proxied"} {
+			resp, err := pc.Get(target)
+			if err != nil {
+				t.Fatalf("%s: %v", target, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(b), "path=/proxied") {
+				t.Fatalf("%s: got %d %q", target, resp.StatusCode, b)
+			}
+		}
+		resp, err := pc.Get("http://secret.extsvc.mesh.local/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Fatalf("proxied denied MES: got %d", resp.StatusCode)
+		}
+	})
+	t.Run("grpc", func(t *testing.T) {
+		check := func(authority string) error {
+			conn, err := grpc.NewClient(env.Listener, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			resp, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
+			if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("status %v", resp.GetStatus())
+			}
+			return err
+		}
+		if err := check("grpc.extsvc.mesh.local:9000"); err != nil {
+			t.Fatalf("allowed gRPC: %v", err)
+		}
+		err := check("grpc-denied.extsvc.mesh.local:9000")
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "deny-grpc") {
+			t.Fatalf("denied gRPC: want PermissionDenied naming deny-grpc, got %v", err)
+		}
+	})
+	t.Run("counters and metadata", func(t *testing.T) {
+		stats, err := env.Stats(ctx, "meshext_")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("filter counters:\n%s", stats)
+		for _, name := range []string{egress.CounterAllowed, egress.CounterDenied, egress.CounterShadowDeny, egress.CounterUnknownHost} {
+			if !hasPositiveStat(stats, name) {
+				t.Errorf("counter %s missing or zero in:\n%s", name, stats)
+			}
+		}
+		logText := waitForFile(t, accessLog, "403 Deny secret deny-secret web")
+		for _, want := range []string{"200 Allow httpbin mesh-default web", "200 AllowWithShadowDeny shadow shadow-all web", "404 NotFound"} {
+			if !strings.Contains(logText, want) {
+				t.Errorf("access log lacks %q:\n%s", want, logText)
+			}
+		}
+	})
+	t.Run("policy change without restart", func(t *testing.T) {
+		pidBefore := env.PID()
+		if err := env.UpdateFilterConfig(ctx, filterConfig(t, append([]core.Policy{deny("deny-httpbin", "httpbin")}, basePolicies...))); err != nil {
+			t.Fatal(err)
+		}
+		// The client's keep-alive connection was opened under the old
+		// listener config; the shared table must still apply the new policy.
+		code, body := get("httpbin.extsvc.mesh.local", "/get")
+		if code != 403 || !strings.Contains(body, "deny-httpbin") {
+			t.Fatalf("after update: got %d %q", code, body)
+		}
+		if env.PID() != pidBefore || !env.Alive() {
+			t.Fatal("Envoy restarted or died during the update")
+		}
+		// A broken config is rejected and the previous one stays in force.
+		if err := env.UpdateFilterConfig(ctx, []byte(`{"source":{}}`)); err == nil {
+			t.Fatal("invalid filter config was accepted")
+		}
+		if code, _ := get("httpbin.extsvc.mesh.local", "/get"); code != 403 {
+			t.Fatalf("after rejected update: got %d, want the previous config's 403", code)
+		}
+	})
+	if !env.Alive() {
+		t.Fatal("Envoy exited during the test")
+	}
+}
+
+func hasPositiveStat(stats, name string) bool {
+	for _, line := range strings.Split(stats, "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if ok && strings.HasSuffix(k, name) && strings.TrimSpace(v) != "0" {
+			return true
+		}
+	}
+	return false
+}
+
+// waitForFile polls (bounded) until path contains want; Envoy flushes
+// access logs asynchronously.
+func waitForFile(t *testing.T, path, want string) string {
+	t.Helper()
+	var last string
+	for i := 0; i < 100; i++ {
+		b, _ := os.ReadFile(path)
+		last = string(b)
+		if strings.Contains(last, want) {
+			return last
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never contained %q:\n%s", path, want, last)
+	return ""
+}

@@ -1,0 +1,407 @@
+// Package envoytest runs a real Envoy with the meshext filter for tests and
+// benchmarks: a static bootstrap on loopback with ephemeral ports, clusters
+// pointing at test upstreams, and the HTTP listener delivered through a
+// watched LDS file so the filter config can change without a restart.
+//
+// It is a library (not _test code) so the benchmark harness can drive the
+// same setup; see Start and cmd/meshext-filterbench.
+package envoytest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Flavor selects which filter the listener runs.
+type Flavor int
+
+const (
+	// NoFilter: the same listener and routes, no meshext filter; requests
+	// carry the cluster header themselves (the baseline for benchmarks).
+	NoFilter Flavor = iota
+	// DynamicModule: stock Envoy's envoy.filters.http.dynamic_modules with libmeshext.so.
+	DynamicModule
+)
+
+// Cluster is one upstream the listener can route to.
+type Cluster struct {
+	Name  string
+	Addr  string // host:port on loopback
+	HTTP2 bool   // h2c upstream (gRPC)
+}
+
+// Options configures Start.
+type Options struct {
+	Envoy     string // Envoy binary
+	ModuleDir string // directory holding libmeshext.so (DynamicModule)
+	Flavor    Flavor
+	// FilterConfig is the meshext filter JSON (egress.FilterConfig).
+	FilterConfig []byte
+	Clusters     []Cluster
+	// ClusterHeader is the header routes take the cluster from.
+	ClusterHeader string
+	Concurrency   int       // Envoy worker threads; 0 = 1
+	Log           io.Writer // Envoy's stderr; nil = discard
+	// AccessLog, when set, is a file Envoy appends one line per request to:
+	// "<code> <meshext:action> <meshext:mes> <meshext:policy> <meshext:source>".
+	AccessLog string
+	LogLevel  string // default "warning"
+}
+
+// Instance is a running Envoy.
+type Instance struct {
+	// Listener is the HTTP listener's host:port.
+	Listener string
+	// Admin is the admin interface's host:port.
+	Admin string
+
+	opts    Options
+	dir     string
+	cmd     *exec.Cmd
+	done    chan error
+	version int
+}
+
+// Start writes a bootstrap into dir (which must exist and be private to
+// this instance), starts Envoy and waits (bounded) until the listener is
+// up. Stop it with Stop.
+func Start(ctx context.Context, dir string, o Options) (*Instance, error) {
+	if o.Concurrency == 0 {
+		o.Concurrency = 1
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "warning"
+	}
+	if o.ClusterHeader == "" {
+		o.ClusterHeader = "x-meshext-cluster"
+	}
+	in := &Instance{opts: o, dir: dir, done: make(chan error, 1)}
+	ldsDir := filepath.Join(dir, "lds")
+	if err := os.MkdirAll(ldsDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := in.writeLDS(o.FilterConfig); err != nil {
+		return nil, err
+	}
+	boot, err := json.MarshalIndent(in.bootstrap(), "", " ")
+	if err != nil {
+		return nil, err
+	}
+	bootPath := filepath.Join(dir, "bootstrap.json")
+	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
+		return nil, err
+	}
+	adminPath := filepath.Join(dir, "admin.address")
+	in.cmd = exec.Command(o.Envoy, "-c", bootPath, "--disable-hot-restart",
+		"--concurrency", strconv.Itoa(o.Concurrency), "--admin-address-path", adminPath,
+		"--file-flush-interval-msec", "100",
+		"-l", o.LogLevel, "--log-format", "[%Y-%m-%d %T.%e][%l] %v")
+	in.cmd.Env = append(os.Environ(), "GODEBUG=cgocheck=0")
+	if o.ModuleDir != "" {
+		in.cmd.Env = append(in.cmd.Env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH="+o.ModuleDir)
+	}
+	in.cmd.Stdout = o.Log
+	in.cmd.Stderr = o.Log
+	if err := in.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start envoy: %w", err)
+	}
+	go func() { in.done <- in.cmd.Wait() }()
+
+	// Bounded wait: admin address file, then the listener's bound port.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := in.exited(); err != nil {
+			return nil, err
+		}
+		if b, err := os.ReadFile(adminPath); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			in.Admin = strings.TrimSpace(string(b))
+			if addr, err := in.listenerAddr(ctx); err == nil && addr != "" {
+				in.Listener = addr
+				return in, nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			in.Stop()
+			return nil, fmt.Errorf("envoy not ready within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// exited returns an error when Envoy has already exited.
+func (in *Instance) exited() error {
+	select {
+	case err := <-in.done:
+		in.done <- err
+		return fmt.Errorf("envoy exited: %v", err)
+	default:
+		return nil
+	}
+}
+
+// PID is Envoy's process id.
+func (in *Instance) PID() int { return in.cmd.Process.Pid }
+
+// Alive reports whether Envoy is still running.
+func (in *Instance) Alive() bool { return in.exited() == nil }
+
+// Stop kills Envoy and waits for it (bounded).
+func (in *Instance) Stop() {
+	if in.cmd == nil || in.cmd.Process == nil {
+		return
+	}
+	_ = in.cmd.Process.Kill()
+	select {
+	case <-in.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// UpdateFilterConfig rewrites the LDS file with a new filter config and
+// waits (bounded) until Envoy has applied it, without restarting Envoy.
+func (in *Instance) UpdateFilterConfig(ctx context.Context, cfg []byte) error {
+	before, err := in.Stat(ctx, "listener_manager.lds.update_success")
+	if err != nil {
+		return err
+	}
+	rejectedBefore, err := in.Stat(ctx, "listener_manager.lds.update_rejected")
+	if err != nil {
+		return err
+	}
+	if err := in.writeLDS(cfg); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if err := in.exited(); err != nil {
+			return err
+		}
+		if rej, err := in.Stat(ctx, "listener_manager.lds.update_rejected"); err == nil && rej > rejectedBefore {
+			return fmt.Errorf("LDS update rejected by Envoy")
+		}
+		n, err := in.Stat(ctx, "listener_manager.lds.update_success")
+		if err == nil && n > before {
+			// A changed filter chain is drained and replaced; re-read the port.
+			if addr, err := in.listenerAddr(ctx); err == nil && addr != "" {
+				in.Listener = addr
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("LDS update not applied within 20s")
+}
+
+// Stat reads one counter or gauge from the admin interface.
+func (in *Instance) Stat(ctx context.Context, name string) (int64, error) {
+	body, err := in.adminGet(ctx, "/stats?filter=^"+strings.ReplaceAll(name, ".", `\.`)+"$")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(body, "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if ok && k == name {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, nil // not yet created
+}
+
+// Stats returns the admin /stats text filtered by a regex.
+func (in *Instance) Stats(ctx context.Context, filter string) (string, error) {
+	return in.adminGet(ctx, "/stats?filter="+filter)
+}
+
+func (in *Instance) adminGet(ctx context.Context, path string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.Admin+path, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("admin %s: %s", path, resp.Status)
+	}
+	return string(b), err
+}
+
+// listenerAddr asks the admin interface where the "meshext" listener is bound.
+func (in *Instance) listenerAddr(ctx context.Context) (string, error) {
+	body, err := in.adminGet(ctx, "/listeners?format=json")
+	if err != nil {
+		return "", err
+	}
+	var l struct {
+		ListenerStatuses []struct {
+			Name         string `json:"name"`
+			LocalAddress struct {
+				SocketAddress struct {
+					Address   string `json:"address"`
+					PortValue int    `json:"port_value"`
+				} `json:"socket_address"`
+			} `json:"local_address"`
+		} `json:"listener_statuses"`
+	}
+	if err := json.Unmarshal([]byte(body), &l); err != nil {
+		return "", err
+	}
+	for _, s := range l.ListenerStatuses {
+		if s.Name == "meshext" && s.LocalAddress.SocketAddress.PortValue != 0 {
+			a := s.LocalAddress.SocketAddress
+			return fmt.Sprintf("%s:%d", a.Address, a.PortValue), nil
+		}
+	}
+	return "", nil
+}
+
+type obj = map[string]any
+
+func (in *Instance) bootstrap() obj {
+	var clusters []any
+	for _, c := range in.opts.Clusters {
+		host, port, _ := strings.Cut(c.Addr, ":")
+		p, _ := strconv.Atoi(port)
+		cl := obj{
+			"name":            c.Name,
+			"type":            "STATIC",
+			"connect_timeout": "2s",
+			"load_assignment": obj{"cluster_name": c.Name, "endpoints": []any{obj{"lb_endpoints": []any{
+				obj{"endpoint": obj{"address": obj{"socket_address": obj{"address": host, "port_value": p}}}},
+			}}}},
+		}
+		if c.HTTP2 {
+			cl["typed_extension_protocol_options"] = obj{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": obj{
+				"@type":                "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+				"explicit_http_config": obj{"http2_protocol_options": obj{}},
+			}}
+		}
+		clusters = append(clusters, cl)
+	}
+	return obj{
+		"node":             obj{"id": "meshext-envoytest", "cluster": "meshext"},
+		"admin":            obj{"address": obj{"socket_address": obj{"address": "127.0.0.1", "port_value": 0}}},
+		"static_resources": obj{"clusters": clusters},
+		"dynamic_resources": obj{"lds_config": obj{
+			"resource_api_version": "V3",
+			"path_config_source": obj{
+				"path":              filepath.Join(in.dir, "lds", "lds.json"),
+				"watched_directory": obj{"path": filepath.Join(in.dir, "lds")},
+			},
+		}},
+	}
+}
+
+// writeLDS writes the listener atomically (temp file in the same
+// directory, then rename) as Envoy's file subscription requires.
+func (in *Instance) writeLDS(filterConfig []byte) error {
+	in.version++
+	var filters []any
+	if in.opts.Flavor == DynamicModule {
+		filters = append(filters, DynamicModuleFilter(filterConfig))
+	}
+	filters = append(filters, obj{"name": "envoy.filters.http.router", "typed_config": obj{
+		"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+	hcm := obj{
+		"@type":       "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+		"stat_prefix": "meshext",
+		"codec_type":  "AUTO",
+		"route_config": obj{"name": "meshext", "virtual_hosts": []any{obj{
+			"name": "all", "domains": []any{"*"},
+			"routes": []any{obj{"match": obj{"prefix": "/"}, "route": obj{"cluster_header": in.opts.ClusterHeader, "timeout": "10s"}}},
+		}}},
+		"http_filters": filters,
+	}
+	if in.opts.AccessLog != "" {
+		hcm["access_log"] = []any{obj{"name": "envoy.access_loggers.file", "typed_config": obj{
+			"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+			"path":  in.opts.AccessLog,
+			"log_format": obj{"text_format_source": obj{"inline_string": "%RESPONSE_CODE% %DYNAMIC_METADATA(meshext:action)% " +
+				"%DYNAMIC_METADATA(meshext:mes)% %DYNAMIC_METADATA(meshext:policy)% %DYNAMIC_METADATA(meshext:source)%\n"}},
+		}}}
+	}
+	listener := obj{
+		"@type":   "type.googleapis.com/envoy.config.listener.v3.Listener",
+		"name":    "meshext",
+		"address": obj{"socket_address": obj{"address": "127.0.0.1", "port_value": 0}},
+		"filter_chains": []any{obj{"filters": []any{obj{
+			"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm,
+		}}}},
+	}
+	doc, err := json.MarshalIndent(obj{"version_info": strconv.Itoa(in.version), "resources": []any{listener}}, "", " ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(in.dir, "lds")
+	tmp, err := os.CreateTemp(dir, ".lds-*.json")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(doc); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, "lds.json"))
+}
+
+// DynamicModuleFilter is the HTTP filter entry (JSON shape of
+// envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter) for
+// the meshext module with the given filter config.
+func DynamicModuleFilter(filterConfig []byte) map[string]any {
+	return obj{
+		"name": "envoy.filters.http.dynamic_modules",
+		"typed_config": obj{
+			"@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+			// Loads ${ENVOY_DYNAMIC_MODULES_SEARCH_PATH}/libmeshext.so; a Go
+			// runtime cannot be unloaded, so the module must never be closed.
+			"dynamic_module_config": obj{"name": "meshext", "do_not_close": true},
+			"filter_name":           "meshext",
+			"filter_config": obj{
+				"@type": "type.googleapis.com/google.protobuf.StringValue",
+				"value": string(filterConfig),
+			},
+		},
+	}
+}
+
+// BuildModule compiles libmeshext.so into dir with the go tool goBin
+// ("go" when empty) from the module rooted at repoRoot.
+func BuildModule(ctx context.Context, goBin, repoRoot, dir string) (string, error) {
+	if goBin == "" {
+		goBin = "go"
+	}
+	out := filepath.Join(dir, "libmeshext.so")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-buildmode=c-shared", "-tags", "dynmod", "-o", out, "./plugin/cmd/libmeshext")
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build libmeshext.so: %v\n%s", err, b)
+	}
+	return out, nil
+}
