@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshext/meshext/e2e/testpki"
+)
+
+// Variants, in the order they are interleaved in every round.
+var variants = []struct{ key, name string }{
+	{"a", "direct to upstream"},
+	{"b", "hand-written Envoy"},
+	{"c", "meshext-rendered Envoy"},
+	{"d", "rendered + Go filter"},
+}
+
+var protos = []struct{ key, name, upstream string }{
+	{"tcp", "TCP (16 KiB echo)", "tcp"},
+	{"http", "HTTP/1.1", "http"},
+	{"grpc", "gRPC over h2c (health Check)", "grpc"},
+	{"tls", "HTTP/1.1 → TLS origination", "https"},
+}
+
+// The server name the test upstream's certificate carries; Envoy verifies it.
+const upstreamServerName = "upstream.bench.meshext.local"
+
+type dpConfig struct {
+	envoy, wrk, h2load string
+	durations          time.Duration
+	rounds             int
+	warmup             time.Duration
+	workDir            string
+	conns              map[string]int // per protocol, the same for every variant
+	streams            int
+	render             renderer
+}
+
+// variantRun is one variant's set-up for one protocol.
+type variantRun struct {
+	target  string
+	https   bool
+	envoy   *envoyProc
+	why     string // non-empty: not available
+	results []loadResult
+	cpu     []float64 // Envoy CPU seconds per run
+	errs    []string
+}
+
+type pki struct {
+	caFile, certFile, keyFile string
+}
+
+func makePKI(dir string) (pki, error) {
+	ca, err := testpki.NewCA(testpki.CommonName("meshext bench CA"))
+	if err != nil {
+		return pki{}, err
+	}
+	leaf, err := ca.Issue(testpki.DNSNames(upstreamServerName), testpki.IPs("127.0.0.1"), testpki.ServerAuth())
+	if err != nil {
+		return pki{}, err
+	}
+	p := pki{filepath.Join(dir, "ca.pem"), filepath.Join(dir, "upstream.pem"), filepath.Join(dir, "upstream-key.pem")}
+	if err := ca.WriteCertPEM(p.caFile); err != nil {
+		return p, err
+	}
+	return p, leaf.WriteFiles(p.certFile, p.keyFile)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// runDataPath measures every protocol and returns the Markdown section.
+func runDataPath(ctx context.Context, cfg dpConfig) string {
+	var md strings.Builder
+	md.WriteString("## 1. Data path\n\n")
+	var missing []string
+	if cfg.envoy == "" {
+		missing = append(missing, "Envoy binary (make envoy)")
+	}
+	if cfg.wrk == "" {
+		missing = append(missing, "wrk (apt-get install wrk)")
+	}
+	if cfg.h2load == "" {
+		missing = append(missing, "h2load (apt-get install nghttp2-client)")
+	}
+	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, c, d in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds. "+
+		"Envoy runs with `--concurrency 1` (one worker); clients use the same connection count for every variant of a protocol. "+
+		"Load is closed-loop, so latencies are at saturation, not at a fixed rate. Envoy CPU = utime+stime delta of the Envoy process from /proc/<pid>/stat during the run "+
+		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. Client, Envoy and upstream share the machine's cores.\n\n",
+		cfg.rounds, cfg.durations, cfg.warmup)
+	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster); (c) %s (`meshext render` of a generated MES + Dataplane outbound); (d) %s (c with the meshext dynamic module in the HTTP filter chain).\n\n",
+		variants[0].name, variants[1].name, variants[2].name, variants[3].name)
+	if len(missing) > 0 {
+		fmt.Fprintf(&md, "not available: missing %s\n\n", strings.Join(missing, ", "))
+		return md.String()
+	}
+	certs, err := makePKI(cfg.workDir)
+	if err != nil {
+		fmt.Fprintf(&md, "not available: test PKI: %v\n\n", err)
+		return md.String()
+	}
+	var summary strings.Builder
+	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (d)/(c) throughput | target ≥ 0.95 |\n|---|---|---|---|---|\n")
+	var detail strings.Builder
+	for _, p := range protos {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "bench: data path %s\n", p.key)
+		runs, cmds, why := measureProto(ctx, cfg, p.key, p.upstream, certs)
+		fmt.Fprintf(&detail, "### %s\n\n", p.name)
+		if why != "" {
+			fmt.Fprintf(&detail, "not available: %s\n\n", why)
+			fmt.Fprintf(&summary, "| %s | n/a | | n/a | |\n", p.name)
+			continue
+		}
+		unit := "req/s"
+		if p.key == "tcp" {
+			unit = "MB/s"
+		}
+		fmt.Fprintf(&detail, "| variant | %s | p50 | p99 | Envoy CPU | Envoy CPU/req | errors |\n|---|---|---|---|---|---|---|\n", unit)
+		med := map[string]float64{}
+		for i, v := range variants {
+			r := runs[i]
+			if r.why != "" {
+				fmt.Fprintf(&detail, "| (%s) %s | not available: %s | | | | | |\n", v.key, v.name, oneLine(r.why))
+				continue
+			}
+			if len(r.results) == 0 {
+				fmt.Fprintf(&detail, "| (%s) %s | failed: %s | | | | | |\n", v.key, v.name, oneLine(strings.Join(r.errs, "; ")))
+				continue
+			}
+			thr, p50, p99, cpu, cpuReq, errs := summarize(r, p.key == "tcp")
+			med[v.key] = thr
+			cpuCell, reqCell := "n/a (no Envoy)", "n/a"
+			if r.envoy != nil {
+				cpuCell = fmt.Sprintf("%.0f %%", cpu*100)
+				reqCell = fmt.Sprintf("%.1f µs", cpuReq*1e6)
+			}
+			thrCell := fmt.Sprintf("%.0f", thr)
+			if p.key == "tcp" {
+				thrCell = fmt.Sprintf("%.1f", thr)
+			}
+			errCell := strconv.FormatInt(errs, 10)
+			if len(r.errs) > 0 {
+				errCell += " (" + oneLine(strings.Join(r.errs, "; ")) + ")"
+			}
+			fmt.Fprintf(&detail, "| (%s) %s | %s | %s | %s | %s | %s | %s |\n", v.key, v.name, thrCell, fmtDur(p50), fmtDur(p99), cpuCell, reqCell, errCell)
+		}
+		detail.WriteString("\nReproduce (the configs are kept in the work directory named at the top; ports were ephemeral):\n\n```\n")
+		fmt.Fprintf(&detail, "# upstream\n%s\n", upstreamCommand(p.upstream, cfg.workDir))
+		for i, v := range variants {
+			if cmds[i] != "" {
+				fmt.Fprintf(&detail, "# (%s) %s\n%s\n", v.key, v.name, cmds[i])
+			}
+		}
+		detail.WriteString("```\n\n")
+		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s |\n", p.name,
+			ratio(med["c"], med["b"]), verdict(med["c"], med["b"], 0.97), ratio(med["d"], med["c"]), verdict(med["d"], med["c"], 0.95))
+	}
+	md.WriteString(summary.String())
+	md.WriteString("\n")
+	md.WriteString(detail.String())
+	return md.String()
+}
+
+func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs pki) ([]*variantRun, []string, string) {
+	cert, key := "", ""
+	if upKind == "https" {
+		cert, key = certs.certFile, certs.keyFile
+	}
+	up, err := startUpstream(upKind, cert, key)
+	if err != nil {
+		return nil, nil, err.Error()
+	}
+	defer up.stop()
+	upHost, upPortS, _ := net.SplitHostPort(up.addr)
+	upPort, _ := strconv.Atoi(upPortS)
+
+	runs := make([]*variantRun, len(variants))
+	cmds := make([]string, len(variants))
+	for i := range runs {
+		runs[i] = &variantRun{}
+	}
+	// (a) direct.
+	runs[0].target, runs[0].https = up.addr, proto == "tls"
+	// (b) hand-written.
+	if port, err := freePort(); err != nil {
+		runs[1].why = err.Error()
+	} else {
+		path := filepath.Join(cfg.workDir, proto+"-b-handwritten.yaml")
+		err := writeHandConfig(path, handParams{Proto: proto, ListenPort: port, UpHost: upHost, UpPort: upPort,
+			CAFile: certs.caFile, ServerName: upstreamServerName})
+		if err == nil {
+			runs[1].envoy, err = startEnvoy(cfg.envoy, path, cfg.workDir, proto+"-b", nil)
+		}
+		if err != nil {
+			runs[1].why = err.Error()
+		} else {
+			runs[1].target = fmt.Sprintf("127.0.0.1:%d", port)
+			cmds[1] = fmt.Sprintf("$(make -s envoy) -c %s --concurrency 1 --disable-hot-restart", path)
+		}
+	}
+	// (c) rendered and (d) rendered + filter.
+	for i, withFilter := range []bool{false, true} {
+		vi := 2 + i
+		rc, err := cfg.render.config(renderRequest{Proto: proto, UpHost: upHost, UpPort: upPort, CAFile: certs.caFile,
+			ServerName: upstreamServerName, WithFilter: withFilter, Dir: filepath.Join(cfg.workDir, proto+"-"+variants[vi].key)})
+		if err != nil {
+			runs[vi].why = err.Error()
+			continue
+		}
+		runs[vi].envoy, err = startEnvoy(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env)
+		if err != nil {
+			runs[vi].why = err.Error()
+			continue
+		}
+		runs[vi].target = rc.Target
+		cmds[vi] = strings.Join(rc.Commands, "\n") + fmt.Sprintf("\n%s$(make -s envoy) -c %s --concurrency 1 --disable-hot-restart", envPrefix(rc.Env), rc.ConfigPath)
+	}
+	defer func() {
+		for _, r := range runs {
+			r.envoy.stop()
+		}
+	}()
+	for i, r := range runs {
+		if r.why != "" {
+			continue
+		}
+		spec := loadSpec{Proto: proto, Target: r.target, HTTPS: r.https, Conns: cfg.conns[proto], Streams: cfg.streams, Duration: cfg.durations, WorkDir: cfg.workDir}
+		cmds[i] = strings.TrimPrefix(cmds[i]+"\n", "\n") + shellJoin(spec.command(cfg.wrk, cfg.h2load))
+		// Readiness: a short load that must complete without errors.
+		if cfg.warmup > 0 {
+			w := spec
+			w.Duration = cfg.warmup
+			if res, err := runLoad(ctx, w, cfg.wrk, cfg.h2load); err != nil {
+				r.why = "warm-up failed: " + err.Error()
+			} else if res.Requests == 0 {
+				r.why = "warm-up completed no requests"
+			}
+		}
+	}
+	for round := 0; round < cfg.rounds && ctx.Err() == nil; round++ {
+		for _, r := range runs {
+			if r.why != "" {
+				continue
+			}
+			spec := loadSpec{Proto: proto, Target: r.target, HTTPS: r.https, Conns: cfg.conns[proto], Streams: cfg.streams, Duration: cfg.durations, WorkDir: cfg.workDir}
+			var t0 int64
+			if r.envoy != nil {
+				t0, _ = cpuTicks(r.envoy.pid())
+			}
+			res, err := runLoad(ctx, spec, cfg.wrk, cfg.h2load)
+			if err != nil {
+				r.errs = append(r.errs, err.Error())
+				continue
+			}
+			if r.envoy != nil {
+				t1, _ := cpuTicks(r.envoy.pid())
+				r.cpu = append(r.cpu, float64(t1-t0)/clockTicks)
+			}
+			r.results = append(r.results, res)
+		}
+	}
+	return runs, cmds, ""
+}
+
+// summarize gives medians over rounds: throughput (req/s or MB/s), p50, p99,
+// Envoy CPU share of one core, Envoy CPU seconds per request, total errors.
+func summarize(r *variantRun, mbps bool) (thr float64, p50, p99 time.Duration, cpu, cpuReq float64, errs int64) {
+	var thrs, cpus, perReq []float64
+	var p50s, p99s []time.Duration
+	for i, res := range r.results {
+		if mbps {
+			thrs = append(thrs, res.MBps)
+		} else {
+			thrs = append(thrs, res.RPS)
+		}
+		p50s = append(p50s, res.P50)
+		p99s = append(p99s, res.P99)
+		errs += res.Errors
+		if i < len(r.cpu) && res.Elapsed > 0 {
+			cpus = append(cpus, r.cpu[i]/res.Elapsed.Seconds())
+			if res.Requests > 0 {
+				perReq = append(perReq, r.cpu[i]/float64(res.Requests))
+			}
+		}
+	}
+	return medianF(thrs), medianD(p50s), medianD(p99s), medianF(cpus), medianF(perReq), errs
+}
+
+func medianF(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianD(v []time.Duration) time.Duration {
+	f := make([]float64, len(v))
+	for i, d := range v {
+		f[i] = float64(d)
+	}
+	return time.Duration(medianF(f))
+}
+
+func upstreamCommand(kind, dir string) string {
+	c := "bin/meshext-bench upstream -kind " + kind
+	if kind == "https" {
+		c += fmt.Sprintf(" -cert %s -key %s", filepath.Join(dir, "upstream.pem"), filepath.Join(dir, "upstream-key.pem"))
+	}
+	return c + " &"
+}
+
+func ratio(a, b float64) string {
+	if a == 0 || b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f", a/b)
+}
+
+func verdict(a, b, target float64) string {
+	if a == 0 || b == 0 {
+		return ""
+	}
+	if a/b >= target {
+		return "met"
+	}
+	return "**missed**"
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "n/a"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%d µs", d.Microseconds())
+	default:
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+	}
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	s = strings.ReplaceAll(s, "|", "/")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+func envPrefix(env []string) string {
+	if len(env) == 0 {
+		return ""
+	}
+	return strings.Join(env, " ") + " "
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/meshext/meshext/e2e/testenv"
+)
+
+// The hand-written baselines must be configs the real Envoy accepts.
+func TestHandwrittenConfigsValidate(t *testing.T) {
+	envoy := testenv.Envoy(t)
+	dir := t.TempDir()
+	certs, err := makePKI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range protos {
+		path := filepath.Join(dir, p.key+".yaml")
+		if err := writeHandConfig(path, handParams{Proto: p.key, ListenPort: 10000, UpHost: "127.0.0.1", UpPort: 10001,
+			CAFile: certs.caFile, ServerName: upstreamServerName}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Errorf("%s: envoy --mode validate: %v\n%s", p.key, err, out)
+		}
+	}
+}
+
+// The TCP load generator against a real echo server on loopback.
+func TestTCPEchoMeasures(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go serveEcho(ln)
+	r, err := tcpEcho(context.Background(), ln.Addr().String(), 2, 1024, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests == 0 || r.Errors != 0 || r.MBps <= 0 || r.P50 <= 0 || r.P99 < r.P50 {
+		t.Errorf("implausible result %+v", r)
+	}
+	if _, err := tcpEcho(context.Background(), "127.0.0.1:1", 1, 1024, 100*time.Millisecond); err == nil {
+		t.Error("echo against a closed port reported success")
+	}
+}

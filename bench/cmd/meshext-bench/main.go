@@ -1,0 +1,181 @@
+// Command meshext-bench measures meshext side by side with its baselines in
+// one run and writes a Markdown report to bench/results/ (see build/bench.sh).
+//
+//	meshext-bench -mode full|quick [-envoy PATH] [-meshext PATH] [-plugin PATH] [-out DIR]
+//	meshext-bench upstream -kind http|https|grpc|tcp   (a stand-in upstream)
+//	meshext-bench tcp-echo -c N -d 5s -size 16384 HOST:PORT  (the TCP load generator)
+//
+// Each section runs on its own: a section whose pieces are missing reports
+// "not available: <why>" and the rest still run.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "upstream" {
+		os.Exit(runUpstream(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "tcp-echo" {
+		os.Exit(runTCPEcho(os.Args[2:]))
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+type options struct {
+	mode      string
+	envoy     string
+	meshext   string
+	plugin    string
+	cpbench   string
+	gobin     string
+	out       string
+	repo      string
+	sections  string
+	keepWork  bool
+	durations time.Duration
+	rounds    int
+}
+
+func run(args []string) int {
+	var o options
+	fs := flag.NewFlagSet("meshext-bench", flag.ContinueOnError)
+	fs.StringVar(&o.mode, "mode", "full", "full (the published report) or quick (a smoke run for CI)")
+	fs.StringVar(&o.envoy, "envoy", "", "Envoy binary (default: $ENVOY_BIN or .tools/envoy)")
+	fs.StringVar(&o.meshext, "meshext", "bin/meshext", "meshext CLI")
+	fs.StringVar(&o.plugin, "plugin", "bin/libmeshext.so", "meshext Envoy dynamic module")
+	fs.StringVar(&o.cpbench, "cpbench", "bin/meshext-cpbench", "control-plane stage benchmark binary (built from bench/cmd/meshext-cpbench)")
+	fs.StringVar(&o.gobin, "go", "go", "go command, for the packages' Go benchmarks")
+	fs.StringVar(&o.out, "out", "bench/results", "report directory")
+	fs.StringVar(&o.repo, "repo", ".", "repository root")
+	fs.StringVar(&o.sections, "sections", "datapath,controlplane,gobench", "comma-separated sections to run")
+	fs.BoolVar(&o.keepWork, "keep", true, "keep the work directory (configs, logs) after the run")
+	fs.DurationVar(&o.durations, "duration", 0, "load duration per run (default: 5s full, 1s quick)")
+	fs.IntVar(&o.rounds, "rounds", 0, "interleaved rounds per protocol (default: 3 full, 1 quick)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: meshext-bench [flags]\n\nRuns the benchmark sections and writes bench/results/<date>-<host>[-quick].md and latest[-quick].md.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if o.mode != "full" && o.mode != "quick" {
+		fmt.Fprintf(os.Stderr, "meshext-bench: -mode must be full or quick, not %q\n", o.mode)
+		return 2
+	}
+	quick := o.mode == "quick"
+	if o.durations == 0 {
+		o.durations = map[bool]time.Duration{false: 5 * time.Second, true: time.Second}[quick]
+	}
+	if o.rounds == 0 {
+		o.rounds = map[bool]int{false: 3, true: 1}[quick]
+	}
+	if o.envoy == "" {
+		o.envoy = os.Getenv("ENVOY_BIN")
+	}
+	if o.envoy == "" {
+		o.envoy = filepath.Join(o.repo, ".tools", "envoy", "envoy", "_bin", "envoy")
+	}
+	o.envoy = existing(o.envoy)
+	o.meshext = existing(o.meshext)
+	o.plugin = existing(o.plugin)
+	o.cpbench = existing(o.cpbench)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	work, err := os.MkdirTemp("", "meshext-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshext-bench:", err)
+		return 1
+	}
+	if !o.keepWork {
+		defer os.RemoveAll(work)
+	}
+	started := time.Now().UTC()
+	host, _ := os.Hostname()
+	var rep strings.Builder
+	fmt.Fprintf(&rep, "# meshext benchmark report (%s mode)\n\n", o.mode)
+	fmt.Fprintf(&rep, "Generated %s on host `%s` by `%s` (work directory with every config and log: `%s`).\n\n",
+		started.Format(time.RFC3339), host, reproduceAll(o.mode), work)
+	rep.WriteString(machineFacts(o))
+	want := map[string]bool{}
+	for _, s := range strings.Split(o.sections, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	if want["datapath"] {
+		conns := map[string]int{"tcp": 8, "http": 16, "grpc": 4, "tls": 16}
+		rep.WriteString(runDataPath(ctx, dpConfig{
+			envoy: o.envoy, wrk: lookPath("wrk"), h2load: lookPath("h2load"),
+			durations: o.durations, rounds: o.rounds, warmup: map[bool]time.Duration{false: time.Second, true: 0}[quick],
+			workDir: work, conns: conns, streams: 8,
+			render: renderer{meshext: o.meshext, plugin: o.plugin},
+		}))
+	}
+	if want["controlplane"] {
+		rep.WriteString(runControlPlane(ctx, cpConfig{quick: quick, cpbench: o.cpbench, meshext: o.meshext, envoy: o.envoy, workDir: work}))
+	}
+	if want["gobench"] {
+		rep.WriteString(runGoBenchmarks(ctx, o.gobin, o.repo, quick))
+	}
+	fmt.Fprintf(&rep, "---\nTotal harness time: %s.\n", time.Since(started).Round(time.Second))
+
+	suffix := ""
+	if quick {
+		suffix = "-quick"
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "meshext-bench:", err)
+		return 1
+	}
+	name := filepath.Join(o.out, fmt.Sprintf("%s-%s%s.md", started.Format("2006-01-02"), host, suffix))
+	latest := filepath.Join(o.out, "latest"+suffix+".md")
+	for _, p := range []string{name, latest} {
+		if err := os.WriteFile(p, []byte(rep.String()), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "meshext-bench:", err)
+			return 1
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s and %s in %s\n", name, latest, time.Since(started).Round(time.Second))
+	return 0
+}
+
+func reproduceAll(mode string) string {
+	if mode == "quick" {
+		return "make bench-quick"
+	}
+	return "make bench"
+}
+
+func existing(p string) string {
+	if p == "" {
+		return ""
+	}
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}
+
+func lookPath(name string) string {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return ""
+	}
+	return p
+}
