@@ -258,14 +258,15 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 			if body == nil {
 				errs = append(errs, r.Errorf("networking", "must be set"))
 			} else {
-				var spec struct {
-					Networking *yaml.Node `yaml:"networking"`
-				}
+				// Unknown keys next to networking; decode checks inside it.
 				errs = append(errs, checkFields(meta, body, reflect.TypeOf(struct {
-					Networking DataplaneNetworking `yaml:"networking"`
+					Networking any `yaml:"networking"`
 				}{}), "")...)
-				_ = body.Decode(&spec)
-				decode(spec.Networking, &r.Networking, "networking")
+				n, _ := child(body, pathStep{key: "networking", index: -1})
+				if n == nil {
+					errs = append(errs, r.Errorf("networking", "must be set"))
+				}
+				decode(n, &r.Networking, "networking")
 			}
 		} else {
 			topKeys["networking"] = true
