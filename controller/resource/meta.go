@@ -116,6 +116,9 @@ func (m *Meta) LineOf(field string) int {
 	doc := m.docPath(field)
 	node := m.root
 	line := node.Line
+	if node.Kind == yaml.DocumentNode && len(node.Content) > 0 {
+		line = node.Content[0].Line // the first key, not the "---" before it
+	}
 	for _, step := range splitPath(doc) {
 		next, keyLine := child(node, step)
 		if next == nil {
