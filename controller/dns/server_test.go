@@ -1,12 +1,16 @@
 package dns
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -495,5 +499,78 @@ func BenchmarkSetRecords10k(b *testing.B) {
 		if err := s.SetRecords(recs); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestFlagsToConfig(t *testing.T) {
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(rc, []byte("nameserver 10.0.0.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := ResolvConf
+	ResolvConf = rc
+	defer func() { ResolvConf = old }()
+
+	var f Flags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	f.Register(fs)
+	if err := fs.Parse([]string{"--dns-listen", "127.0.0.1:0", "--dns-hosts", writeHosts(t, "127.0.0.11 tcpbin.com\n"), "--dns-zones", "mesh, svc.example", "--dns-ttl", "10s"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := f.Config(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Enabled() || cfg.TTL != 10*time.Second || strings.Join(cfg.Zones, " ") != "mesh svc.example" || strings.Join(cfg.Upstreams, " ") != "10.0.0.53:53" {
+		t.Fatalf("config %+v", cfg)
+	}
+	s := start(t, cfg)
+	if got := answers(query(t, "udp", s.Addr(), "tcpbin.com.", mdns.TypeA)); len(got) != 1 || got[0] != "127.0.0.11" {
+		t.Fatalf("hosts entry via flags: %v", got)
+	}
+	f.Upstream = "none"
+	if cfg, err := f.Config(nil); err != nil || len(cfg.Upstreams) != 0 {
+		t.Fatalf("none: %v %v", cfg.Upstreams, err)
+	}
+	f.Upstream = "127.0.0.1:5353,10.1.1.1"
+	if cfg, err := f.Config(nil); err != nil || strings.Join(cfg.Upstreams, " ") != "127.0.0.1:5353 10.1.1.1:53" {
+		t.Fatalf("explicit: %v %v", cfg.Upstreams, err)
+	}
+	f.Upstream = "resolver.example"
+	if _, err := f.Config(nil); err == nil || !strings.Contains(err.Error(), "--dns-upstream") {
+		t.Fatalf("bad upstream: %v", err)
+	}
+}
+
+// TestGoResolverAsClient uses Go's own stub resolver (a different client
+// implementation than miekg/dns) the way an application would.
+func TestGoResolverAsClient(t *testing.T) {
+	s := start(t, Config{})
+	if err := s.SetRecords(seedRecords); err != nil {
+		t.Fatal(err)
+	}
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, s.Addr())
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := r.LookupNetIP(ctx, "ip", "mes-tcp.svc.meshext.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range addrs {
+		got = append(got, a.String())
+	}
+	sort.Strings(got)
+	// A plus the v4-mapped AAAA (which Go unmaps to the same IPv4 address).
+	if len(got) == 0 || got[0] != "242.0.0.1" {
+		t.Fatalf("LookupNetIP = %v", got)
+	}
+	_, err = r.LookupNetIP(ctx, "ip4", "missing.svc.meshext.local")
+	var dnsErr *net.DNSError
+	if !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
+		t.Fatalf("missing name: %v, want not found", err)
 	}
 }
