@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"text/template"
 
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/validate"
 )
 
 // Data is what a template sees: .Name .DisplayName .Namespace .Mesh .Zone,
@@ -59,15 +59,16 @@ func Render(text string, d Data) (string, error) {
 		}
 		return v, nil
 	}
-	t, err := template.New("").Funcs(template.FuncMap{"label": label}).Parse(text)
+	// validate's parser refuses range/template actions and caps the output,
+	// so a generator cannot make the controller loop or allocate unboundedly.
+	t, err := validate.ParseTemplate(text, label)
 	if err != nil {
 		return "", fmt.Errorf("failed compiling gotemplate error=%q", err.Error())
 	}
-	var b strings.Builder
-	if err := t.Execute(&b, d); err != nil {
+	h, err := validate.RenderTemplate(t, validate.TemplateData{Name: d.Name, DisplayName: d.DisplayName, Namespace: d.Namespace, Mesh: d.Mesh, Zone: d.Zone})
+	if err != nil {
 		return "", fmt.Errorf("pre evaluation of template with parameters failed with error=%q", execErrorText(err))
 	}
-	h := b.String()
 	if err := CheckDNSName(h); err != nil {
 		return "", fmt.Errorf("generated hostname %q is not a valid DNS name: %v", h, err)
 	}

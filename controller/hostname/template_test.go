@@ -29,6 +29,7 @@ func TestRender(t *testing.T) {
 		{"consecutive dots", "{{ .Name }}..local", k8s, `is not a valid DNS name`, true},
 		{"underscore", "{{ .Name }}_x.local", k8s, `is not a valid DNS name`, true},
 		{"empty namespace on universal", "{{ .Name }}.{{ .Namespace }}.local", Data{Name: "a", Labels: map[string]string{}}, `generated hostname "a..local"`, true},
+		{"range refused", "{{ range 1000000000 }}a{{ end }}.local", k8s, `range actions are not supported`, true},
 		{"label over 63", strings.Repeat("a", 64) + ".local", k8s, `must be no more than 63 characters`, true},
 		{"name over 253", strings.Repeat(strings.Repeat("a", 60)+".", 5) + "local", k8s, `must be no more than 253 characters`, true},
 	}

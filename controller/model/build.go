@@ -45,10 +45,10 @@ const (
 // and conditions) and affects only that resource. The output is deterministic
 // for a given set and allocator state.
 func Build(set *resource.Set, opts Options) *World {
+	valid, problems := validateSet(set, opts.Zone)
 	if opts.Zone == "" {
 		opts.Zone = "default"
 	}
-	valid, problems := validateSet(set)
 	w := &World{Meshes: map[string]*resource.Mesh{}, Problems: problems}
 
 	for _, m := range valid.Meshes {

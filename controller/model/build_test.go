@@ -414,3 +414,22 @@ func TestVIPExhaustionAndCIDRChange(t *testing.T) {
 		t.Fatalf("exhaustion must only break the service without a VIP")
 	}
 }
+
+// A resource that fails validation is left out and reported; the others build.
+func TestValidationProblemsAreIsolated(t *testing.T) {
+	file := writeYAML(t, t.TempDir(), "mes.yaml", mes("ok", "")+`---
+type: MeshExternalService
+name: bad-port
+mesh: default
+spec:
+  match: {port: 70000}
+  endpoints: [{address: x.example.com, port: 80}]
+`)
+	w := Build(loadPaths(t, file), Options{})
+	if w.Service("default", "bad-port") != nil || w.Service("default", "ok") == nil || w.Service("default", "ok").Broken != "" {
+		t.Fatalf("services: %v", summary(w))
+	}
+	if len(w.Problems) != 1 || !strings.Contains(w.Problems[0].Error(), "mes.yaml:14: MeshExternalService default/bad-port: spec.match.port:") {
+		t.Fatalf("problems: %v", w.Problems)
+	}
+}

@@ -1,15 +1,12 @@
 package model
 
-import "github.com/meshext/meshext/controller/resource"
+import (
+	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/validate"
+)
 
-// validateSet is the hook to controller/validate. Until that package lands it
-// keeps every resource that parsed cleanly.
-func validateSet(set *resource.Set) (*resource.Set, []*resource.FieldError) {
-	valid := &resource.Set{Files: set.Files}
-	for _, o := range set.Objects() {
-		if !o.GetMeta().Malformed {
-			_ = valid.Add(o)
-		}
-	}
-	return valid, nil
+// validateSet runs controller/validate; with a zone it also applies Kuma's
+// admission rule that a zone-origin resource may not name another zone.
+func validateSet(set *resource.Set, zone string) (*resource.Set, []*resource.FieldError) {
+	return validate.WithOptions(set, validate.Options{Zone: zone})
 }
