@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 		inNetns = true
 		setupErr = setupNamespace()
 		code := m.Run()
+		if benchReport != "" {
+			fmt.Print("\n" + benchReport)
+		}
 		if testBPFFS != "" {
 			_ = unix.Unmount(testBPFFS, 0)
 			_ = os.Remove(testBPFFS)
