@@ -1,0 +1,110 @@
+// Package run is the `meshext run` loop: it watches a drop directory of
+// resource files, rebuilds the model and renders Envoy config when they
+// really change, publishes per-node config as file drops and/or over ADS,
+// keeps serving the last good config for whatever bad input touches, feeds
+// the embedded DNS server, and reports status, metrics and health over HTTP.
+package run
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+)
+
+// Delivery modes for Config.XDS.
+const (
+	XDSFile = "file"
+	XDSADS  = "ads"
+	XDSBoth = "both"
+)
+
+// DefaultDebounce groups the bursts of events one save produces.
+const DefaultDebounce = 200 * time.Millisecond
+
+// Config is everything `meshext run` takes.
+type Config struct {
+	// Dir is the drop directory of resource files (*.yaml, *.yml), watched recursively.
+	Dir string
+	// StateDir keeps VIP leases and status.json; "" keeps leases in memory and writes no status file.
+	StateDir string
+	// XDS is XDSFile, XDSADS or XDSBoth.
+	XDS string
+	// XDSDir receives the file drops (XDSFile, XDSBoth).
+	XDSDir string
+	// ADSListen is host:port of the ADS gRPC server (XDSADS, XDSBoth); port 0 picks one.
+	ADSListen string
+	// StatusListen is host:port of /status, /metrics and /healthz; "" disables it.
+	StatusListen string
+	// DNSListen is host:port of the embedded DNS server; "" disables it.
+	DNSListen string
+	// DNSHosts is an optional hosts file of static DNS overrides.
+	DNSHosts string
+	// DNSUpstreams are the resolvers for names outside our zones.
+	DNSUpstreams []string
+	// UpstreamDNS (IP:PORT) is the resolver Envoy's DNS clusters use (render option).
+	UpstreamDNS string
+	// CIDR is the VIP range ("" = Kuma's default).
+	CIDR string
+	// Zone is the local zone name.
+	Zone string
+	// EnvoyFlavor and Plugin are passed through to rendering for the
+	// egress-authorization filter (stock | contrib, and the plugin path).
+	EnvoyFlavor string
+	Plugin      string
+	// SystemCAPath overrides the CA bundle for services without caCert ("" = auto).
+	SystemCAPath string
+	// Debounce is the quiet time after the last file event before a reload (0 = DefaultDebounce).
+	Debounce time.Duration
+	// Logger; nil = slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) check() error {
+	var errs []error
+	if c.Dir == "" {
+		errs = append(errs, errors.New("--dir is required"))
+	}
+	switch c.XDS {
+	case XDSFile, XDSADS, XDSBoth:
+	default:
+		errs = append(errs, fmt.Errorf("--xds %q: want file, ads or both", c.XDS))
+	}
+	if c.fileDelivery() {
+		if c.XDSDir == "" {
+			errs = append(errs, fmt.Errorf("--xds %s needs --xds-dir", c.XDS))
+		} else if !filepath.IsAbs(c.XDSDir) {
+			// Envoy resolves paths from its own working directory.
+			abs, err := filepath.Abs(c.XDSDir)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			c.XDSDir = abs
+		}
+	}
+	if c.adsDelivery() {
+		if _, _, err := net.SplitHostPort(c.ADSListen); err != nil {
+			errs = append(errs, fmt.Errorf("--ads-listen %q: %v", c.ADSListen, err))
+		}
+	}
+	for name, addr := range map[string]string{"--status-listen": c.StatusListen, "--dns-listen": c.DNSListen} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
+		}
+	}
+	if c.Debounce <= 0 {
+		c.Debounce = DefaultDebounce
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) fileDelivery() bool { return c.XDS == XDSFile || c.XDS == XDSBoth }
+func (c *Config) adsDelivery() bool  { return c.XDS == XDSADS || c.XDS == XDSBoth }

@@ -1,0 +1,374 @@
+package run
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshext/meshext/controller/dns"
+	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/xds"
+)
+
+// ShutdownTimeout bounds how long Run waits for its servers after cancel.
+const ShutdownTimeout = 5 * time.Second
+
+// Runner is one `meshext run`.
+type Runner struct {
+	cfg     Config
+	log     *slog.Logger
+	pipe    *pipeline
+	files   *xds.FileWriter
+	ads     *xds.Server
+	dns     *dns.Server
+	metrics *metrics
+
+	adsLis, statusLis net.Listener
+
+	mu     sync.Mutex
+	status Status
+
+	// reloaded, when set (tests), is told after each reload attempt.
+	reloaded func()
+	done     chan error
+}
+
+// New checks cfg and opens the VIP allocator; nothing listens yet.
+func New(cfg Config) (*Runner, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	alloc, err := ipam.Open(cfg.StateDir, cfg.CIDR)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
+	r.pipe = newPipeline(&r.cfg, alloc)
+	if cfg.fileDelivery() {
+		r.files = &xds.FileWriter{Dir: cfg.XDSDir}
+	}
+	if cfg.DNSListen != "" {
+		r.dns, err = dns.New(dns.Config{Listen: cfg.DNSListen, Upstreams: cfg.DNSUpstreams, HostsFile: cfg.DNSHosts, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Run binds the servers, publishes the first config, then follows the drop
+// directory until ctx ends; it returns once every server has stopped.
+func (r *Runner) Run(ctx context.Context) error {
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	return r.Wait()
+}
+
+// Start binds every listener and publishes the first config (so files exist
+// before Envoy starts), then runs the loop and servers in the background
+// until ctx ends. Wait reports how they ended.
+func (r *Runner) Start(ctx context.Context) error {
+	var err error
+	if r.cfg.adsDelivery() {
+		if r.adsLis, err = net.Listen("tcp", r.cfg.ADSListen); err != nil {
+			return fmt.Errorf("ADS listen: %w", err)
+		}
+		r.ads = xds.NewServer(ctx, r.log)
+	}
+	if r.cfg.StatusListen != "" {
+		if r.statusLis, err = net.Listen("tcp", r.cfg.StatusListen); err != nil {
+			r.closeListeners()
+			return fmt.Errorf("status listen: %w", err)
+		}
+	}
+	if r.dns != nil {
+		if err := r.dns.Start(); err != nil {
+			r.closeListeners()
+			return err
+		}
+	}
+	r.reload(ctx, true)
+
+	r.done = make(chan error, 1)
+	go func() { r.done <- r.serve(ctx) }()
+	return nil
+}
+
+// Wait blocks until the runner has stopped and returns the first error of
+// any of its parts.
+func (r *Runner) Wait() error { return <-r.done }
+
+func (r *Runner) closeListeners() {
+	for _, l := range []net.Listener{r.adsLis, r.statusLis} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// ADSAddr is the bound ADS address ("" without ADS).
+func (r *Runner) ADSAddr() string { return addrOf(r.adsLis) }
+
+// StatusAddr is the bound status HTTP address ("" when disabled).
+func (r *Runner) StatusAddr() string { return addrOf(r.statusLis) }
+
+// DNSAddr is the bound DNS address ("" when disabled).
+func (r *Runner) DNSAddr() string {
+	if r.dns == nil {
+		return ""
+	}
+	return r.dns.Addr()
+}
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+// Status returns a copy of the current status.
+func (r *Runner) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+func (r *Runner) serve(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	run := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	// Any part failing stops the others.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if r.ads != nil {
+		run("ADS server", func() error { return r.ads.Serve(ctx, r.adsLis) })
+	}
+	if r.statusLis != nil {
+		run("status server", func() error { return r.serveStatus(ctx) })
+	}
+	if r.dns != nil {
+		// Started (bound) in Start; close it on the way out.
+		run("DNS server", func() error { <-ctx.Done(); return r.dns.Close() })
+	}
+	changed := make(chan struct{}, 1)
+	run("watch", func() error {
+		return watch(ctx, r.cfg.Dir, r.cfg.Debounce, changed, func(msg string, args ...any) { r.log.Warn(msg, args...) })
+	})
+	r.log.Info("meshext running", "dir", r.cfg.Dir, "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
+		"ads", r.ADSAddr(), "status", r.StatusAddr(), "dns", r.DNSAddr())
+	var first error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errs:
+			first = err
+			r.log.Error("stopping", "error", err)
+			cancel()
+			break loop
+		case <-changed:
+			r.reload(ctx, false)
+		}
+	}
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(ShutdownTimeout):
+		first = errors.Join(first, errors.New("shutdown timed out"))
+	}
+	for {
+		select {
+		case err := <-errs:
+			if first == nil {
+				first = err
+			}
+		default:
+			r.log.Info("meshext stopped")
+			return first
+		}
+	}
+}
+
+// reload compiles the drop directory and, when it changed, delivers the
+// result. On failure the previous config stays in place everywhere.
+func (r *Runner) reload(ctx context.Context, force bool) {
+	defer func() {
+		if r.reloaded != nil {
+			r.reloaded()
+		}
+	}()
+	now := time.Now()
+	res, err := r.pipe.compile(force)
+	if errors.Is(err, errUnchanged) {
+		r.metrics.reloads.WithLabelValues("unchanged").Inc()
+		r.log.Debug("input unchanged; nothing to do")
+		return
+	}
+	r.mu.Lock()
+	r.status.LastAttempt = now
+	r.mu.Unlock()
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	r.metrics.renderDuration.Observe(res.duration.Seconds())
+
+	var deliveryErrs []error
+	if r.files != nil {
+		if st, err := r.files.Write(res.file); err != nil {
+			deliveryErrs = append(deliveryErrs, fmt.Errorf("file drops: %w", err))
+		} else {
+			r.pipe.publishedFile = res.file
+			r.log.Debug("file drops written", "written", st.FilesWritten, "removed", st.FilesRemoved)
+		}
+	}
+	if r.ads != nil {
+		if err := r.ads.Update(ctx, res.ads); err != nil {
+			deliveryErrs = append(deliveryErrs, fmt.Errorf("ADS: %w", err))
+		} else {
+			r.pipe.publishedADS = res.ads
+		}
+	}
+	if r.dns != nil {
+		if err := r.dns.SetRecords(res.records); err != nil {
+			deliveryErrs = append(deliveryErrs, fmt.Errorf("DNS: %w", err))
+		}
+	}
+	for _, p := range res.problems {
+		r.log.Warn("input problem", "problem", p.Error())
+	}
+	for _, n := range res.notes {
+		r.log.Warn("render", "note", n)
+	}
+	for _, s := range res.world.Services {
+		if s.Broken != "" {
+			r.log.Warn("service not served", "mesh", s.Mesh, "name", s.Name, "reason", s.Broken)
+		}
+	}
+
+	r.mu.Lock()
+	st := &r.status
+	st.Reloads++
+	st.Error = ""
+	st.Services = servicesStatus(res.world)
+	st.Problems = res.problems
+	st.RenderErrors = append([]string{}, res.notes...)
+	for _, e := range deliveryErrs {
+		st.RenderErrors = append(st.RenderErrors, e.Error())
+	}
+	st.Nodes = nodesStatus(res.file, res.ads, r.cfg.XDSDir)
+	st.Resources = resourceCounts(res.set)
+	if len(deliveryErrs) == 0 {
+		st.LastSuccess = time.Now()
+	} else {
+		st.Error = errors.Join(deliveryErrs...).Error()
+	}
+	snapshot := *st
+	r.mu.Unlock()
+
+	r.updateMetrics(&snapshot, res.world, len(res.notes)+len(deliveryErrs))
+	if len(deliveryErrs) > 0 {
+		r.metrics.reloads.WithLabelValues("error").Inc()
+		r.log.Error("delivery failed; Envoy keeps its previous config", "error", snapshot.Error)
+	} else {
+		r.metrics.reloads.WithLabelValues("ok").Inc()
+		r.log.Info("config delivered", "services", len(snapshot.Services), "nodes", len(snapshot.Nodes),
+			"problems", len(snapshot.Problems), "renderErrors", len(snapshot.RenderErrors), "took", res.duration)
+	}
+	r.saveStatus(&snapshot)
+}
+
+func (r *Runner) fail(err error) {
+	r.metrics.reloads.WithLabelValues("error").Inc()
+	r.metrics.renderErrors.Inc()
+	r.log.Error("reload failed; serving the previous config", "error", err)
+	r.mu.Lock()
+	r.status.Error = err.Error()
+	snapshot := r.status
+	r.mu.Unlock()
+	r.saveStatus(&snapshot)
+}
+
+func (r *Runner) saveStatus(st *Status) {
+	if r.cfg.StateDir == "" {
+		return
+	}
+	if err := writeStatus(r.cfg.StateDir, st); err != nil {
+		r.log.Warn("cannot write status file", "error", err)
+	}
+}
+
+func (r *Runner) updateMetrics(st *Status, w *model.World, renderErrors int) {
+	m := r.metrics
+	m.resources.Reset()
+	for kind, n := range st.Resources {
+		m.resources.WithLabelValues(kind).Set(float64(n))
+	}
+	ready, broken := 0, 0
+	for _, s := range w.Services {
+		if s.Broken != "" {
+			broken++
+		} else {
+			ready++
+		}
+	}
+	m.services.WithLabelValues("ready").Set(float64(ready))
+	m.services.WithLabelValues("broken").Set(float64(broken))
+	m.problems.Set(float64(len(st.Problems)))
+	m.renderErrors.Add(float64(renderErrors))
+	if !st.LastSuccess.IsZero() && st.Error == "" {
+		m.lastSuccess.Set(float64(st.LastSuccess.UnixNano()) / 1e9)
+	}
+}
+
+func (r *Runner) serveStatus(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		st := r.Status()
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(&st)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		st := r.Status()
+		if st.LastSuccess.IsZero() {
+			http.Error(w, "no config delivered yet: "+st.Error, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(r.statusLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
