@@ -1,0 +1,259 @@
+package render
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/resource"
+)
+
+// TransparentListenerName is the listener the eBPF redirect feeds.
+const TransparentListenerName = "outbound:transparent"
+
+// Access log formats. Every line names the cluster, the response flags and the
+// upstream TLS failure reason, which is how a TLS verification problem shows.
+const (
+	tcpLogFormat = `[%START_TIME%] meshext tcp %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% ` +
+		`cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% ` +
+		`rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%"` + "\n"
+	httpLogFormat = `[%START_TIME%] meshext http %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% ` +
+		`"%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% ` +
+		`cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% ` +
+		`rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%"` + "\n"
+)
+
+func accessLogs(format string) ([]*accesslogv3.AccessLog, error) {
+	cfg := &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+		Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{
+			Specifier: &corev3.DataSource_InlineString{InlineString: format},
+		}},
+	}}}
+	a, err := pack(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}}, nil
+}
+
+func tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
+	logs, err := accessLogs(tcpLogFormat)
+	if err != nil {
+		return nil, err
+	}
+	return networkFilter("envoy.filters.network.tcp_proxy", &tcpproxyv3.TcpProxy{
+		StatPrefix:       statPrefix,
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+		AccessLog:        logs,
+	})
+}
+
+func networkFilter(name string, cfg proto.Message) (*listenerv3.Filter, error) {
+	a, err := pack(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}
+
+// serviceFilters is the network filter chain for traffic from node n to s:
+// authorization (authzFilters), then tcp_proxy or an HTTP connection manager.
+func (r *renderer) serviceFilters(n *Node, s *model.Service) ([]*listenerv3.Filter, error) {
+	netAuthz, httpAuthz, err := r.authzFilters(n, s)
+	if err != nil {
+		return nil, fmt.Errorf("authorization: %w", err)
+	}
+	cluster := s.ClusterName()
+	var last *listenerv3.Filter
+	switch s.Protocol {
+	case resource.ProtocolTCP, "":
+		if len(httpAuthz) > 0 {
+			return nil, fmt.Errorf("authorization: HTTP filters for a tcp service")
+		}
+		last, err = tcpProxy(cluster, cluster)
+	case resource.ProtocolHTTP, resource.ProtocolHTTP2, resource.ProtocolGRPC:
+		last, err = httpConnectionManager(s, httpAuthz)
+	default:
+		return nil, fmt.Errorf("unknown protocol %q", s.Protocol)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]*listenerv3.Filter{}, netAuthz...), last), nil
+}
+
+// httpConnectionManager routes everything to the service's cluster, rewriting
+// Host to the endpoint's name (DNS endpoints; IP endpoints keep the client's).
+func httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFilter) (*listenerv3.Filter, error) {
+	cluster := s.ClusterName()
+	action := &routev3.RouteAction{
+		ClusterSpecifier:     &routev3.RouteAction_Cluster{Cluster: cluster},
+		HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
+	}
+	if s.Protocol == resource.ProtocolGRPC {
+		// Streams may live for hours; Envoy's 15 s default would cut them.
+		action.Timeout = durationpb.New(0)
+	}
+	router, err := pack(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	logs, err := accessLogs(httpLogFormat)
+	if err != nil {
+		return nil, err
+	}
+	filters := append(append([]*hcmv3.HttpFilter{}, authz...), &hcmv3.HttpFilter{
+		Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
+	})
+	return networkFilter("envoy.filters.network.http_connection_manager", &hcmv3.HttpConnectionManager{
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		StatPrefix: cluster,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: cluster,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    cluster,
+				Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Route{Route: action},
+				}},
+			}},
+		}},
+		HttpFilters: filters,
+		AccessLog:   logs,
+	})
+}
+
+// outbound is a Dataplane outbound (backendRef MeshExternalService): a plain
+// listener on outbound.address (default 127.0.0.1):port.
+func (r *renderer) outbound(dp *resource.Dataplane, ob resource.Outbound, s *model.Service, filters []*listenerv3.Filter) (*listenerv3.Listener, error) {
+	addr := ob.Address
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	if ob.Port <= 0 || ob.Port > 65535 {
+		return nil, fmt.Errorf("port %d out of range", ob.Port)
+	}
+	l := &listenerv3.Listener{
+		Name:             "outbound:" + net.JoinHostPort(addr, strconv.FormatInt(ob.Port, 10)),
+		Address:          socketAddress(addr, uint32(ob.Port)),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		StatPrefix:       "outbound_" + s.ClusterName(),
+		FilterChains:     []*listenerv3.FilterChain{{Name: s.ClusterName(), Filters: filters}},
+	}
+	if err := validate(l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// transparent is the listener the eBPF redirect delivers to. original_dst
+// restores the socket's original destination (SO_ORIGINAL_DST), and one filter
+// chain per VIP:match.port picks the service. Anything else meets the default
+// chain, which closes the connection (a cluster without endpoints) rather than guess.
+func (r *renderer) transparent(port uint32, services []*rendered, filters map[*model.Service][]*listenerv3.Filter) (*listenerv3.Listener, []string, error) {
+	od, err := pack(&origdstv3.OriginalDst{})
+	if err != nil {
+		return nil, nil, err
+	}
+	deny, err := tcpProxy("unknown_destination", UnknownDestinationCluster)
+	if err != nil {
+		return nil, nil, err
+	}
+	l := &listenerv3.Listener{
+		Name:             TransparentListenerName,
+		Address:          socketAddress("127.0.0.1", port),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		ListenerFilters: []*listenerv3.ListenerFilter{{
+			Name:       "envoy.filters.listener.original_dst",
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: od},
+		}},
+		DefaultFilterChain: &listenerv3.FilterChain{Name: "unknown_destination", Filters: []*listenerv3.Filter{deny}},
+	}
+	var warnings []string
+	seen := map[string]string{}
+	for _, rs := range services {
+		s := rs.svc
+		if !s.VIP.IsValid() {
+			warnings = append(warnings, fmt.Sprintf("%s/%s: no VIP, not reachable through the transparent listener", s.Mesh, s.Name))
+			continue
+		}
+		key := net.JoinHostPort(s.VIP.String(), strconv.FormatUint(uint64(s.Port), 10))
+		if other, dup := seen[key]; dup {
+			warnings = append(warnings, fmt.Sprintf("%s/%s: %s is already %s's (skipped on the transparent listener)", s.Mesh, s.Name, key, other))
+			continue
+		}
+		seen[key] = s.Mesh + "/" + s.Name
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name: s.ClusterName(),
+			FilterChainMatch: &listenerv3.FilterChainMatch{
+				PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: s.VIP.String(), PrefixLen: wrapperspb.UInt32(uint32(s.VIP.BitLen()))}},
+				DestinationPort: wrapperspb.UInt32(s.Port),
+			},
+			Filters: filters[s],
+		})
+	}
+	if err := validate(l); err != nil {
+		return nil, nil, err
+	}
+	return l, warnings, nil
+}
+
+// inbound is a plain pass-through listener for a Dataplane inbound: port on
+// inbound.address (else networking.address) to serviceAddress:servicePort
+// (defaults 127.0.0.1 and port, as in Kuma).
+func (r *renderer) inbound(dp *resource.Dataplane, in resource.Inbound) (*listenerv3.Listener, *clusterv3.Cluster, error) {
+	addr := in.Address
+	if addr == "" {
+		addr = dp.Networking.Address
+	}
+	if addr == "" {
+		addr = "0.0.0.0"
+	}
+	svcAddr := in.ServiceAddress
+	if svcAddr == "" {
+		svcAddr = "127.0.0.1"
+	}
+	svcPort := in.ServicePort
+	if svcPort == 0 {
+		svcPort = in.Port
+	}
+	if in.Port <= 0 || in.Port > 65535 || svcPort <= 0 || svcPort > 65535 {
+		return nil, nil, fmt.Errorf("port %d / servicePort %d out of range", in.Port, svcPort)
+	}
+	clusterName := "inbound:" + net.JoinHostPort(svcAddr, strconv.FormatInt(svcPort, 10))
+	c, err := inboundCluster(clusterName, svcAddr, uint32(svcPort))
+	if err != nil {
+		return nil, nil, err
+	}
+	name := "inbound:" + net.JoinHostPort(addr, strconv.FormatInt(in.Port, 10))
+	tp, err := tcpProxy(name, clusterName)
+	if err != nil {
+		return nil, nil, err
+	}
+	l := &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(addr, uint32(in.Port)),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{tp}}},
+	}
+	if err := validate(l); err != nil {
+		return nil, nil, err
+	}
+	return l, c, nil
+}

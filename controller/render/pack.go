@@ -1,0 +1,83 @@
+package render
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// allValidator is what protoc-gen-validate generates for every Envoy message.
+type allValidator interface{ ValidateAll() error }
+
+// validate runs every PGV rule of m. PGV does not descend into Any, so each
+// inner message is validated on its own before it is packed (see pack).
+func validate(m proto.Message) error {
+	v, ok := m.(allValidator)
+	if !ok {
+		return fmt.Errorf("%T has no validation rules", m)
+	}
+	if err := v.ValidateAll(); err != nil {
+		return errors.New(flattenValidation(err))
+	}
+	return nil
+}
+
+// pack validates m, then wraps it in an Any. Packing an invalid message is a bug
+// in this package, so the error names the message type.
+func pack(m proto.Message) (*anypb.Any, error) {
+	if err := validate(m); err != nil {
+		return nil, fmt.Errorf("%T: %w", m, err)
+	}
+	a, err := anypb.New(m)
+	if err != nil {
+		return nil, fmt.Errorf("pack %T: %w", m, err)
+	}
+	return a, nil
+}
+
+// flattenValidation turns PGV's multi-error into one line.
+func flattenValidation(err error) string {
+	type multi interface{ AllErrors() []error }
+	if m, ok := err.(multi); ok {
+		s := ""
+		for i, e := range m.AllErrors() {
+			if i > 0 {
+				s += "; "
+			}
+			s += e.Error()
+		}
+		return s
+	}
+	return err.Error()
+}
+
+// deterministic is the marshaller whose bytes are stable for equal messages
+// (protojson is deliberately not), used for versions.
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// digest hashes the deterministic encoding of msgs, in order.
+func digest(msgs ...proto.Message) ([]byte, error) {
+	h := sha256.New()
+	for _, m := range msgs {
+		b, err := deterministic.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		// The length prefix keeps ("ab","c") apart from ("a","bc").
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	return h.Sum(nil), nil
+}
+
+func hexDigest(parts ...[]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}

@@ -1,0 +1,317 @@
+package render
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/resource"
+)
+
+const transportSocketTLS = "envoy.transport_sockets.tls"
+
+// Secret names are stable per service and material, so a rotated CA or client
+// certificate changes one SDS resource and leaves the cluster untouched (F7).
+func caSecretName(s *model.Service) string     { return s.ClusterName() + "_ca" }
+func clientSecretName(s *model.Service) string { return s.ClusterName() + "_client" }
+
+// SecretPath is where SecretsFile mode expects the secret's DiscoveryResponse file.
+func SecretPath(dir, name string) string { return filepath.Join(dir, name+".json") }
+
+// upstreamTLS renders the cluster's TLS transport socket and its SDS secrets.
+//
+// Mode semantics (Kuma's, with its quirks fixed):
+//
+//	mode     trust anchors          SAN check                   client cert
+//	Secured  required (F1)          yes                         yes
+//	SkipSAN  required (F1)          no; serverName kept (F8)    yes
+//	SkipCA   if any: ACCEPT_UNTRUSTED, SANs counted only (F3)   yes
+//	SkipAll  none                   no                          yes (Kuma drops it)
+//
+// Version bounds, ALPN and SNI apply in every mode (F2, F6, F5).
+func (r *renderer) upstreamTLS(s *model.Service) (*corev3.TransportSocket, []*tlsv3.Secret, error) {
+	t := s.TLS
+	params, err := tlsParams(t.MinVersion, t.MaxVersion)
+	if err != nil {
+		return nil, nil, err
+	}
+	common := &tlsv3.CommonTlsContext{
+		// F2: bounds in every mode, TLSAuto as an explicit 1.2..1.3 range.
+		TlsParams:     params,
+		AlpnProtocols: alpn(s.Protocol),
+	}
+	var secrets []*tlsv3.Secret
+
+	// Client certificate. SkipAll keeps it too: SkipAll is about verifying the
+	// server; dropping our identity (as Kuma does) only breaks mTLS servers.
+	switch {
+	case len(t.ClientCert) > 0 && len(t.ClientKey) > 0:
+		sec := &tlsv3.Secret{
+			Name: clientSecretName(s),
+			Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+				CertificateChain: inlineBytes(t.ClientCert),
+				PrivateKey:       inlineBytes(t.ClientKey),
+			}},
+		}
+		secrets = append(secrets, sec)
+		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{r.sdsRef(sec.Name)}
+	case len(t.ClientCert) > 0 || len(t.ClientKey) > 0:
+		return nil, nil, fmt.Errorf("tls: clientCert and clientKey must be given together")
+	}
+
+	// Trust anchors: the user's CA, else the system bundle by file name (Envoy
+	// has no usable "system roots" switch). Both travel as an SDS secret.
+	var ca *tlsv3.Secret
+	switch {
+	case len(t.CA) > 0:
+		ca = caSecret(s, &tlsv3.CertificateValidationContext{TrustedCa: inlineBytes(t.CA)})
+	case t.SystemCAPath != "":
+		ca = caSecret(s, &tlsv3.CertificateValidationContext{
+			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: t.SystemCAPath}},
+		})
+	}
+
+	up := &tlsv3.UpstreamTlsContext{
+		CommonTlsContext:   common,
+		AllowRenegotiation: t.AllowRenegotiation,
+	}
+	// SNI (F5, F8): an explicit serverName is sent to every endpoint, in every
+	// mode; otherwise each host's own name (Endpoint.hostname / DNS name).
+	// Not both: Envoy lets the host name beat a static sni.
+	if t.ServerName != "" && !hostIsIP(t.ServerName) {
+		up.Sni = t.ServerName
+	} else if t.ServerName == "" {
+		up.AutoHostSni = true
+	}
+
+	var defaults *tlsv3.CertificateValidationContext
+	switch t.Mode {
+	case resource.ModeSecured, resource.ModeSkipSAN:
+		if ca == nil {
+			// F1: Kuma silently verifies nothing here. Fail closed instead.
+			return nil, nil, fmt.Errorf("tls: mode %s needs trust anchors, but no caCert was given and no system CA bundle was found (refusing to render an unverified TLS cluster)", t.Mode)
+		}
+		defaults = &tlsv3.CertificateValidationContext{}
+		if t.Mode == resource.ModeSecured {
+			m, auto, err := sanMatchers(s)
+			if err != nil {
+				return nil, nil, err
+			}
+			defaults.MatchTypedSubjectAltNames = m
+			up.AutoSniSanValidation = auto
+		}
+	case resource.ModeSkipCA:
+		// F3: keep the SAN matchers and bounds, accept an untrusted chain.
+		// Envoy caveat (v1.39 default_validator.cc): ACCEPT_UNTRUSTED also
+		// accepts SAN mismatches; they are only counted in ssl.fail_verify_san.
+		// So SkipCA makes mismatches visible, it does not enforce them. Envoy
+		// refuses SAN matchers without trusted_ca, so with no CA at all there is
+		// no validation context (nothing is verified, which SkipCA asked for).
+		if ca != nil {
+			m, auto, err := sanMatchers(s)
+			if err != nil {
+				return nil, nil, err
+			}
+			defaults = &tlsv3.CertificateValidationContext{
+				TrustChainVerification:    tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED,
+				MatchTypedSubjectAltNames: m,
+			}
+			up.AutoSniSanValidation = auto
+		}
+	case resource.ModeSkipAll:
+		ca = nil
+	default:
+		return nil, nil, fmt.Errorf("tls: unknown verification mode %q", t.Mode)
+	}
+	if ca != nil {
+		secrets = append(secrets, ca)
+		common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
+			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext:         defaults,
+				ValidationContextSdsSecretConfig: r.sdsRef(ca.Name),
+			},
+		}
+	}
+	for _, sec := range secrets {
+		if err := validate(sec); err != nil {
+			return nil, nil, fmt.Errorf("tls secret %s: %w", sec.Name, err)
+		}
+	}
+	a, err := pack(up)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &corev3.TransportSocket{Name: transportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, secrets, nil
+}
+
+func caSecret(s *model.Service, vc *tlsv3.CertificateValidationContext) *tlsv3.Secret {
+	return &tlsv3.Secret{Name: caSecretName(s), Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}
+}
+
+func inlineBytes(b []byte) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
+}
+
+// sdsRef points at a secret by name, over ADS or in its own file.
+func (r *renderer) sdsRef(name string) *tlsv3.SdsSecretConfig {
+	src := &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3}
+	if r.opts.SecretsVia == SecretsFile {
+		src.ConfigSourceSpecifier = &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{
+			Path:             SecretPath(r.opts.SecretsDir, name),
+			WatchedDirectory: &corev3.WatchedDirectory{Path: r.opts.SecretsDir},
+		}}
+	} else {
+		src.ConfigSourceSpecifier = &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}
+	}
+	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: src}
+}
+
+// sanMatchers decides which certificate names are accepted (F4, F9).
+//
+// F9, decided: explicit subjectAltNames REPLACE the implicit host-name check
+// (as in Gateway API); they never widen it, unlike Kuma, which ORs them with
+// the SNI. With no explicit SANs the implicit name is serverName (typed), or,
+// without serverName, the name each endpoint is dialled by: auto=true asks
+// Envoy to check a DNS SAN equal to the SNI it sent (auto_host_sni), and the
+// returned matchers (each endpoint host, typed) apply where no SNI was sent
+// (IP endpoints).
+func sanMatchers(s *model.Service) (ms []*tlsv3.SubjectAltNameMatcher, auto bool, err error) {
+	t := s.TLS
+	if len(t.SANs) > 0 {
+		for i, san := range t.SANs {
+			m, err := sanMatcher(san)
+			if err != nil {
+				return nil, false, fmt.Errorf("tls: subjectAltNames[%d]: %w", i, err)
+			}
+			ms = append(ms, m)
+		}
+		return ms, false, nil
+	}
+	if t.ServerName != "" {
+		return []*tlsv3.SubjectAltNameMatcher{typedExact(t.ServerName)}, false, nil
+	}
+	seen := map[string]bool{}
+	for _, ep := range s.Endpoints {
+		if ep.Unix || seen[ep.Address] {
+			continue
+		}
+		seen[ep.Address] = true
+		ms = append(ms, typedExact(ep.Address))
+	}
+	if len(ms) == 0 {
+		return nil, false, fmt.Errorf("tls: nothing to verify the server's name against (unix socket endpoints): set verification.serverName or subjectAltNames, or mode SkipSAN")
+	}
+	return ms, true, nil
+}
+
+// sanMatcher types a user SAN (F4): URI for "scheme://...", IP_ADDRESS for an
+// IP literal, DNS otherwise; one matcher per value.
+func sanMatcher(san resource.SubjectAltName) (*tlsv3.SubjectAltNameMatcher, error) {
+	var sm *matcherv3.StringMatcher
+	switch san.Type {
+	case resource.SANExact, "":
+		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san.Value}}
+	case resource.SANPrefix:
+		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: san.Value}}
+	default:
+		return nil, fmt.Errorf("unknown match type %q (want Exact or Prefix)", san.Type)
+	}
+	if san.Value == "" {
+		return nil, fmt.Errorf("empty value")
+	}
+	return &tlsv3.SubjectAltNameMatcher{SanType: sanType(san.Value), Matcher: sm}, nil
+}
+
+func typedExact(v string) *tlsv3.SubjectAltNameMatcher {
+	return &tlsv3.SubjectAltNameMatcher{
+		SanType: sanType(v),
+		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}},
+	}
+}
+
+func sanType(v string) tlsv3.SubjectAltNameMatcher_SanType {
+	switch {
+	case strings.Contains(v, "://"):
+		return tlsv3.SubjectAltNameMatcher_URI
+	case hostIsIP(v):
+		return tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+	default:
+		return tlsv3.SubjectAltNameMatcher_DNS
+	}
+}
+
+// alpn makes the negotiated protocol explicit (F6): h2 for grpc/http2,
+// http/1.1 for http, none for tcp (the upstream speaks whatever it speaks).
+func alpn(protocol string) []string {
+	switch protocol {
+	case resource.ProtocolGRPC, resource.ProtocolHTTP2:
+		return []string{"h2"}
+	case resource.ProtocolHTTP:
+		return []string{"http/1.1"}
+	}
+	return nil
+}
+
+var tlsVersions = map[string]tlsv3.TlsParameters_TlsProtocol{
+	resource.TLS10: tlsv3.TlsParameters_TLSv1_0,
+	resource.TLS11: tlsv3.TlsParameters_TLSv1_1,
+	resource.TLS12: tlsv3.TlsParameters_TLSv1_2,
+	resource.TLS13: tlsv3.TlsParameters_TLSv1_3,
+}
+
+// legacyCipherSuites extends Envoy's client defaults (AEAD only, which TLS 1.0
+// and 1.1 cannot use) with ECDHE CBC suites, only when min < TLS 1.2 was asked for.
+var legacyCipherSuites = []string{
+	"[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]",
+	"[ECDHE-RSA-AES128-GCM-SHA256|ECDHE-RSA-CHACHA20-POLY1305]",
+	"ECDHE-ECDSA-AES256-GCM-SHA384",
+	"ECDHE-RSA-AES256-GCM-SHA384",
+	"ECDHE-ECDSA-AES128-SHA",
+	"ECDHE-RSA-AES128-SHA",
+	"ECDHE-ECDSA-AES256-SHA",
+	"ECDHE-RSA-AES256-SHA",
+}
+
+// tlsParams maps Kuma's version names to Envoy's; TLSAuto is min TLSv1_2 and
+// max TLSv1_3, written out because Envoy's client default max is TLSv1_2 (F2).
+func tlsParams(min, max string) (*tlsv3.TlsParameters, error) {
+	lo, hi := tlsv3.TlsParameters_TLSv1_2, tlsv3.TlsParameters_TLSv1_3
+	if min != "" && min != resource.TLSAuto {
+		v, ok := tlsVersions[min]
+		if !ok {
+			return nil, fmt.Errorf("tls: unknown version.min %q", min)
+		}
+		lo = v
+	}
+	if max != "" && max != resource.TLSAuto {
+		v, ok := tlsVersions[max]
+		if !ok {
+			return nil, fmt.Errorf("tls: unknown version.max %q", max)
+		}
+		hi = v
+		if min == "" || min == resource.TLSAuto {
+			// An explicit max below 1.2 with an automatic min means "that old version".
+			lo = min2(lo, hi)
+		}
+	}
+	if lo > hi {
+		return nil, fmt.Errorf("tls: version.min %s is above version.max %s", min, max)
+	}
+	p := &tlsv3.TlsParameters{TlsMinimumProtocolVersion: lo, TlsMaximumProtocolVersion: hi}
+	if lo < tlsv3.TlsParameters_TLSv1_2 {
+		p.CipherSuites = legacyCipherSuites
+	}
+	return p, nil
+}
+
+func min2(a, b tlsv3.TlsParameters_TlsProtocol) tlsv3.TlsParameters_TlsProtocol {
+	if a < b {
+		return a
+	}
+	return b
+}
