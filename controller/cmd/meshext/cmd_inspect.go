@@ -127,18 +127,21 @@ type inspectView struct {
 }
 
 type serviceView struct {
-	Mesh       string            `json:"mesh"`
-	Name       string            `json:"name"`
-	Source     string            `json:"source"`
-	VIP        string            `json:"vip,omitempty"`
-	Port       uint32            `json:"port"`
-	Protocol   string            `json:"protocol"`
-	Hostnames  []model.Address   `json:"hostnames,omitempty"`
-	Endpoints  []endpointView    `json:"endpoints"`
-	TLS        *tlsView          `json:"tls,omitempty"`
-	Access     accessView        `json:"access"`
-	Conditions []model.Condition `json:"conditions"`
-	Broken     string            `json:"broken,omitempty"`
+	Mesh      string          `json:"mesh"`
+	Name      string          `json:"name"`
+	Source    string          `json:"source"`
+	VIP       string          `json:"vip,omitempty"`
+	Port      uint32          `json:"port"`
+	Protocol  string          `json:"protocol"`
+	Hostnames []model.Address `json:"hostnames,omitempty"`
+	Endpoints []endpointView  `json:"endpoints"`
+	TLS       *tlsView        `json:"tls,omitempty"`
+	// TLSUnresolved is set when tls.enabled is true but its material could not
+	// be resolved: the service is not rendered (see Broken), never sent in plain text.
+	TLSUnresolved bool              `json:"tlsUnresolved,omitempty"`
+	Access        accessView        `json:"access"`
+	Conditions    []model.Condition `json:"conditions"`
+	Broken        string            `json:"broken,omitempty"`
 }
 
 type endpointView struct {
@@ -149,9 +152,11 @@ type endpointView struct {
 }
 
 type tlsView struct {
-	Mode               string `json:"mode"`
-	MinVersion         string `json:"minVersion"`
-	MaxVersion         string `json:"maxVersion"`
+	Mode       string `json:"mode"`
+	MinVersion string `json:"minVersion"`
+	MaxVersion string `json:"maxVersion"`
+	// Effective is the version range Envoy gets (TLSAuto = 1.2 as minimum, 1.3 as maximum).
+	Effective          string `json:"effectiveVersions"`
 	AllowRenegotiation bool   `json:"allowRenegotiation,omitempty"`
 	// SNI is the server name sent to each endpoint.
 	SNI []sniView `json:"sni"`
@@ -215,6 +220,8 @@ func newInspectView(w *model.World) inspectView {
 		}
 		if s.TLS != nil {
 			sv.TLS = tlsSummary(s)
+		} else if t := s.Resource.Spec.TLS; t != nil && t.Enabled {
+			sv.TLSUnresolved = true
 		}
 		v.Services = append(v.Services, sv)
 	}
@@ -239,7 +246,8 @@ func endpointString(e model.Endpoint) string {
 func tlsSummary(s *model.Service) *tlsView {
 	t := s.TLS
 	v := &tlsView{Mode: t.Mode, MinVersion: t.MinVersion, MaxVersion: t.MaxVersion, AllowRenegotiation: t.AllowRenegotiation,
-		CASource: t.CASource, ClientCert: t.ClientCertSource, SNI: []sniView{}}
+		CASource: t.CASource, ClientCert: t.ClientCertSource, SNI: []sniView{},
+		Effective: effectiveVersion(t.MinVersion, "1.2") + ".." + effectiveVersion(t.MaxVersion, "1.3")}
 	if v.CASource == "" {
 		v.CASource = "none"
 	}
@@ -280,6 +288,18 @@ func tlsSummary(s *model.Service) *tlsView {
 		v.SANMatchers, v.SANCheck = nil, "none ("+t.Mode+")"
 	case resource.ModeSkipCA:
 		v.SANCheck += "; SkipCA: mismatches are counted in ssl.fail_verify_san, not refused"
+	}
+	return v
+}
+
+// effectiveVersion is what controller/render emits for a Kuma version name
+// (F2: TLSAuto is explicit, 1.2 as minimum and 1.3 as maximum).
+func effectiveVersion(v, auto string) string {
+	if v == resource.TLSAuto || v == "" {
+		return "TLS " + auto
+	}
+	if rest, ok := strings.CutPrefix(v, "TLS1"); ok && len(rest) == 1 {
+		return "TLS 1." + rest
 	}
 	return v
 }
@@ -381,10 +401,12 @@ func writeInspectTable(out io.Writer, v inspectView) {
 			}
 			fmt.Fprintf(out, "%s%s (%s, priority %d)\n", label, endpointString(model.Endpoint{Address: e.Address, Port: e.Port, Unix: e.Kind == "unix"}), e.Kind, e.Priority)
 		}
-		if t := s.TLS; t == nil {
+		if t := s.TLS; t == nil && s.TLSUnresolved {
+			fmt.Fprintln(out, "  TLS:        enabled but unresolved: the service is not rendered (see Ready)")
+		} else if t == nil {
 			fmt.Fprintln(out, "  TLS:        none (plain connection to the endpoints)")
 		} else {
-			fmt.Fprintf(out, "  TLS:        mode %s, versions %s..%s", t.Mode, t.MinVersion, t.MaxVersion)
+			fmt.Fprintf(out, "  TLS:        mode %s, versions %s..%s (%s)", t.Mode, t.MinVersion, t.MaxVersion, t.Effective)
 			if t.AllowRenegotiation {
 				fmt.Fprint(out, ", renegotiation allowed")
 			}
