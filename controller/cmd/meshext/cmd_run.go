@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/meshext/meshext/controller/dns"
+	"github.com/meshext/meshext/controller/run"
+)
+
+func init() {
+	register(&command{name: "run", summary: "watch a drop directory and serve Envoy config (file drops and/or ADS), DNS and status", run: runRun})
+}
+
+func runRun(args []string) int {
+	return runMain(args, os.Stderr)
+}
+
+func runMain(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg run.Config
+	fs.StringVar(&cfg.Dir, "dir", "", "drop directory of resource files (*.yaml, *.yml), watched recursively (required)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory for VIP leases and status.json (\"\" = leases in memory, no status file)")
+	fs.StringVar(&cfg.XDS, "xds", run.XDSFile, "how Envoy gets config: file, ads or both")
+	fs.StringVar(&cfg.XDSDir, "xds-dir", "", "directory for file drops: <dir>/<node-id>/{cds,lds}.json and <dir>/sds/<secret>.json")
+	fs.StringVar(&cfg.ADSListen, "ads-listen", "127.0.0.1:18000", "ADS gRPC listen address (--xds ads|both)")
+	fs.StringVar(&cfg.StatusListen, "status-listen", "127.0.0.1:9902", "HTTP address for /status, /metrics and /healthz (\"\" = off)")
+	fs.StringVar(&cfg.DNSListen, "dns-listen", "", "embedded DNS server address, e.g. 127.0.0.1:5353 (\"\" = off)")
+	fs.StringVar(&cfg.DNSHosts, "dns-hosts", "", "hosts file of static DNS overrides")
+	dnsUpstream := fs.String("dns-upstream", "", "comma-separated resolvers for names outside meshext's zones (default: /etc/resolv.conf's)")
+	fs.StringVar(&cfg.UpstreamDNS, "upstream-dns", "", "IP:PORT resolver Envoy's DNS clusters use (default: Envoy's, from resolv.conf)")
+	fs.StringVar(&cfg.CIDR, "cidr", "", "VIP range (default $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR or 242.0.0.0/8)")
+	fs.StringVar(&cfg.Zone, "zone", "default", "local zone name")
+	fs.StringVar(&cfg.EnvoyFlavor, "envoy-flavor", "stock", "Envoy build the config targets: stock or contrib (egress authorization filter)")
+	fs.StringVar(&cfg.Plugin, "plugin", "", "path of the meshext Envoy plugin (.so) for egress authorization")
+	fs.StringVar(&cfg.SystemCAPath, "system-ca", "", "CA bundle for services without caCert (default $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, then the OS bundle)")
+	fs.DurationVar(&cfg.Debounce, "debounce", run.DefaultDebounce, "quiet time after the last file change before reloading")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `Usage: meshext run --dir DROPDIR [--xds file|ads|both] [--xds-dir DIR] [flags]
+
+Watches DROPDIR and, on every real change, validates the resources, builds
+the model (VIPs, hostnames, TLS material) and renders Envoy config per node
+(one per Dataplane "<mesh>.<name>", or "default"). Config is delivered as
+file drops (--xds file: point Envoy at the files with 'meshext bootstrap
+--xds file'), over ADS (--xds ads), or both. Bad input never takes working
+config away: a broken file or resource keeps its last good version, a
+broken secret breaks only its MeshExternalService. SIGINT/SIGTERM stop it.
+
+Flags:`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "meshext run: unexpected arguments %q (use --dir)\n", fs.Args())
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "meshext run: --log-level %q: %v\n", *logLevel, err)
+		return 2
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.DNSListen != "" {
+		var err error
+		if strings.TrimSpace(*dnsUpstream) != "" {
+			cfg.DNSUpstreams, err = dns.ParseUpstreams(*dnsUpstream)
+		} else {
+			cfg.DNSUpstreams, err = dns.SystemUpstreams("/etc/resolv.conf", cfg.DNSListen)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "meshext run: --dns-upstream: %v\n", err)
+			return 2
+		}
+	}
+	r, err := run.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshext run: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := r.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "meshext run: %v\n", err)
+		return 1
+	}
+	return 0
+}
