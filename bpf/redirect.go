@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -145,6 +146,11 @@ func Attach(spec Spec) (r *Redirect, attached bool, err error) {
 	if err := ensureBPFFS(spec.BPFFS); err != nil {
 		return nil, false, err
 	}
+	unlock, err := lockPins(spec.BPFFS)
+	if err != nil {
+		return nil, false, err
+	}
+	defer unlock()
 	dir := PinDir(spec.BPFFS, spec.Name)
 
 	if st, err := Status(spec.BPFFS, spec.Name); err == nil && st.Complete() &&
@@ -160,19 +166,19 @@ func Attach(spec Spec) (r *Redirect, attached bool, err error) {
 		return r, false, nil
 	}
 	// Whatever is pinned under this name is incomplete or points elsewhere.
-	if err := Detach(spec.BPFFS, spec.Name); err != nil {
+	if err := detach(spec.BPFFS, spec.Name); err != nil {
 		return nil, false, fmt.Errorf("replace previous attachment: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("create pin directory: %w", err)
 	}
 	if err := load(spec, dir, appDir, proxyDir); err != nil {
-		_ = Detach(spec.BPFFS, spec.Name)
+		_ = detach(spec.BPFFS, spec.Name)
 		return nil, false, err
 	}
 	r, err = Open(spec.BPFFS, spec.Name)
 	if err != nil {
-		_ = Detach(spec.BPFFS, spec.Name)
+		_ = detach(spec.BPFFS, spec.Name)
 		return nil, false, err
 	}
 	return r, true, nil
@@ -383,6 +389,41 @@ func Detach(bpffs, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
+	if _, err := os.Stat(PinDir(bpffs, name)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	unlock, err := lockPins(bpffs)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return detach(bpffs, name)
+}
+
+// lockPins serializes Attach and Detach across processes with a flock on
+// <bpffs>/meshext, waiting at most 10 s.
+func lockPins(bpffs string) (unlock func(), err error) {
+	root := filepath.Dir(PinDir(bpffs, "x"))
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", root, err)
+	}
+	f, err := os.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s (another meshext redirect attach/detach running?): %w", root, err)
+		}
+	}
+}
+
+func detach(bpffs, name string) error {
 	dir := PinDir(bpffs, name)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {

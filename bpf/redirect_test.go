@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -475,5 +476,114 @@ func TestBypassUID(t *testing.T) {
 	}
 	if st, _ := tr.r.Stats(); st.Bypass != 1 {
 		t.Errorf("bypass counter %d, want 1", st.Bypass)
+	}
+}
+
+func TestBypassMark(t *testing.T) {
+	mount := requireBPF(t)
+	tr := attachForTest(t, mount, Config{})
+	ln := listenIn(t, mount, tr.proxy)
+	mark := uint32(0x539)
+	if err := tr.r.SetConfig(Config{VIPs: vipConfig(ln.Addr().(*net.TCPAddr).AddrPort()).VIPs, BypassMark: &mark}); err != nil {
+		t.Fatal(err)
+	}
+	serveOrigDst(t, ln)
+	dial := func(soMark int) error {
+		var fd int
+		var err error
+		inCgroup(t, mount, tr.app, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
+		if err != nil {
+			return err
+		}
+		if soMark != 0 {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, soMark); err != nil {
+				unix.Close(fd)
+				return err
+			}
+		}
+		got, _, err := rawExchange(fd, netip.MustParseAddrPort("242.1.2.3:8080"))
+		if err == nil && got != "242.1.2.3:8080" {
+			return fmt.Errorf("listener saw %q", got)
+		}
+		return err
+	}
+	if err := dial(int(mark)); !errors.Is(err, syscall.ENETUNREACH) {
+		t.Errorf("socket with the bypass mark: %v, want ENETUNREACH (not redirected)", err)
+	}
+	if err := dial(0x1); err != nil {
+		t.Errorf("socket with another mark: %v, want redirected", err)
+	}
+}
+
+func TestCLIAttachCreatesCgroupsConcurrentSafe(t *testing.T) {
+	mount := requireBPF(t)
+	base := fmt.Sprintf("meshext-test-%d-cli", os.Getpid())
+	app, proxy := base+"/app", base+"/proxy"
+	name := "cli-" + strconv.Itoa(os.Getpid())
+	t.Cleanup(func() {
+		Detach(testBPFFS, name)
+		for _, d := range []string{app, proxy, base} {
+			os.Remove(filepath.Join(mount, d))
+		}
+	})
+	args := []string{"attach", "--bpffs", testBPFFS, "--dataplane", name, "--cgroup", app, "--proxy-cgroup", "/" + proxy,
+		"--create", "--vip", "242.0.0.0/8=127.0.0.1:15001", "--vip", "10.250.0.0/16=127.0.0.1:15002", "--dns", "off", "--bypass-mark", "0x539"}
+
+	// Two attaches at once: the lock makes one attach and the other find it.
+	type result struct {
+		code     int
+		out, err string
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			var out, errOut strings.Builder
+			code := RunCLI(args, &out, &errOut)
+			results <- result{code, out.String(), errOut.String()}
+		}()
+	}
+	attachedCount := 0
+	for range 2 {
+		r := <-results
+		if r.code != 0 {
+			t.Fatalf("redirect attach exit %d: %s%s", r.code, r.out, r.err)
+		}
+		if strings.HasPrefix(r.out, "attached ") {
+			attachedCount++
+		} else if !strings.HasPrefix(r.out, name+" was already attached") {
+			t.Errorf("unexpected attach output %q", r.out)
+		}
+	}
+	if attachedCount != 1 {
+		t.Errorf("%d of 2 concurrent attaches attached, want exactly 1", attachedCount)
+	}
+	if n := attachedPrograms(t, filepath.Join(mount, app)); n != 8 {
+		t.Errorf("%d programs on the app cgroup, want 8", n)
+	}
+	st, err := Status(testBPFFS, name)
+	if err != nil || !st.Complete() {
+		t.Fatalf("status: %v\n%s", err, st)
+	}
+	if len(st.Config.VIPs) != 2 || st.Config.DNS.IsValid() || st.Config.BypassMark == nil || *st.Config.BypassMark != 0x539 {
+		t.Errorf("config from CLI flags = %+v", st.Config)
+	}
+
+	// Removing the app cgroup under a live attachment: status says so,
+	// detach still cleans up.
+	if err := os.Remove(filepath.Join(mount, app)); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	if code := RunCLI([]string{"status", "--bpffs", testBPFFS}, &out, &errOut); code != 1 || !strings.Contains(out.String(), "BROKEN") {
+		t.Errorf("status after rmdir: exit %d, output %q; want exit 1 and BROKEN", code, out.String())
+	}
+	if code := RunCLI([]string{"detach", "--bpffs", testBPFFS, "--dataplane", name}, &out, &errOut); code != 0 {
+		t.Fatalf("detach after rmdir: exit %d: %s", code, errOut.String())
+	}
+	if n := attachedPrograms(t, filepath.Join(mount, proxy)); n != 0 {
+		t.Errorf("%d programs left on the proxy cgroup after detach", n)
+	}
+	if names, _ := List(testBPFFS); len(names) != 0 {
+		t.Errorf("attachments left after detach: %v", names)
 	}
 }

@@ -90,6 +90,14 @@ func Status(bpffs, name string) (AttachStatus, error) {
 	if mount != "" {
 		st.AppCgroup = cgroupPathByID(mount, st.AppCgroupID)
 		st.ProxyCgroup = cgroupPathByID(mount, st.ProxyCgroupID)
+		// A removed cgroup keeps its id in the links until the kernel
+		// releases it, so look for the directory too.
+		if st.AppCgroupID != 0 && st.AppCgroup == "" {
+			st.Problems = append(st.Problems, fmt.Sprintf("app cgroup (id %d) no longer exists", st.AppCgroupID))
+		}
+		if st.ProxyCgroupID != 0 && st.ProxyCgroup == "" {
+			st.Problems = append(st.Problems, fmt.Sprintf("proxy cgroup (id %d) no longer exists", st.ProxyCgroupID))
+		}
 		for i := range st.Links {
 			if st.Links[i].CgroupID == st.AppCgroupID {
 				st.Links[i].Cgroup = st.AppCgroup
