@@ -2,7 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 type cpConfig struct {
@@ -11,8 +20,184 @@ type cpConfig struct {
 	workDir                 string
 }
 
+// cpResult mirrors meshext-cpbench's JSON.
+type cpResult struct {
+	N              int       `json:"n"`
+	Files          int       `json:"files"`
+	LoadMS         float64   `json:"load_ms"`
+	BuildMS        float64   `json:"build_ms"`
+	RenderMS       float64   `json:"render_ms"`
+	WriteMS        float64   `json:"write_ms"`
+	RewriteMS      float64   `json:"rewrite_ms"`
+	TotalMS        float64   `json:"total_ms"`
+	Clusters       int       `json:"clusters"`
+	Listeners      int       `json:"listeners"`
+	Secrets        int       `json:"secrets"`
+	CDSBytes       int64     `json:"cds_bytes"`
+	LDSBytes       int64     `json:"lds_bytes"`
+	HeapLiveMB     float64   `json:"heap_live_mb"`
+	TotalAllocMB   float64   `json:"total_alloc_mb"`
+	MaxRSSMB       float64   `json:"max_rss_mb"`
+	EnvoyInitialMS float64   `json:"envoy_initial_ms"`
+	EnvoyRSSMB     float64   `json:"envoy_rss_mb"`
+	ChangePipeMS   []float64 `json:"change_pipeline_ms"`
+	ChangeApplyMS  []float64 `json:"change_apply_ms"`
+	ChangeTotalMS  []float64 `json:"change_total_ms"`
+	EnvoyRejected  string    `json:"envoy_update_rejected"`
+}
+
 func runControlPlane(ctx context.Context, cfg cpConfig) string {
 	var b strings.Builder
-	b.WriteString("## 2. Control plane\n\nnot available: pending\n\n")
+	b.WriteString("## 2. Control plane\n\n")
+	if cfg.cpbench == "" {
+		why := "bench/cmd/meshext-cpbench did not build"
+		if log := strings.TrimSpace(readFile("bin/meshext-cpbench.build.log")); log != "" {
+			why += ": " + oneLine(lastLines(log, 3))
+		}
+		fmt.Fprintf(&b, "not available: %s\n\n", why)
+		return b.String()
+	}
+	sizes, applySizes, changes := []int{100, 1000, 10000}, []int{100, 1000}, 5
+	limit := 240 * time.Second
+	if cfg.quick {
+		sizes, applySizes, changes = []int{100}, []int{100}, 2
+		limit = 60 * time.Second
+	}
+	b.WriteString("Each N runs in a fresh `meshext-cpbench` process (so peak RSS is that N's): it generates N MeshExternalServices as YAML " +
+		"(100 per file; TLS with an inline CA, server name and exact SAN; two HostnameGenerators, so two hostnames each; loopback IP endpoints), then runs the " +
+		"controller pipeline in-process exactly as `meshext run` does: `resource.Load` → `model.Build` (validation, VIPs, hostnames, TLS) → " +
+		"`render.Render` → `xds.FileWriter.Write` (atomic file drop: temp file, fsync, rename; CDS/LDS per node plus one SDS file per secret). " +
+		"Rewrite = the same config written again (unchanged files are skipped by content hash).\n\n")
+	b.WriteString("| N MES | clusters / listeners / secrets | load | build | render | write files | rewrite (no change) | total | CDS + LDS size | live heap | allocated | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	var cmds []string
+	for _, n := range sizes {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "bench: control plane stages N=%d\n", n)
+		dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-stages-%d", n))
+		argv := []string{cfg.cpbench, "stages", "-n", strconv.Itoa(n), "-dir", dir}
+		cmds = append(cmds, shellJoin(relArgv(argv)))
+		r, wall, err := runCP(ctx, argv, limit)
+		if err != nil {
+			fmt.Fprintf(&b, "| %d | failed: %s | | | | | | | | | | |\n", n, oneLine(err.Error()))
+			continue
+		}
+		fmt.Fprintf(&b, "| %d | %d / %d / %d | %s | %s | %s | %s | %s | %s | %.1f MB | %.0f MB | %.0f MB | %.0f MB |\n",
+			n, r.Clusters, r.Listeners, r.Secrets, msCell(r.LoadMS), msCell(r.BuildMS), msCell(r.RenderMS), msCell(r.WriteMS), msCell(r.RewriteMS),
+			msCell(r.TotalMS), float64(r.CDSBytes+r.LDSBytes)/1e6, r.HeapLiveMB, r.TotalAllocMB, r.MaxRSSMB)
+		_ = wall
+	}
+	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
+
+	b.WriteString("### Change → Envoy\n\n")
+	if cfg.envoy == "" {
+		b.WriteString("not available: no Envoy binary (make envoy)\n\n")
+		return b.String()
+	}
+	fmt.Fprintf(&b, "A real Envoy (`--concurrency 1`) reads the file drop through `render.Bootstrap` (path_config_source + watched_directory). After its initial config is applied, "+
+		"one MES's endpoint port is edited in its resource file %d times; pipeline = edit + load → build → render → write; apply = from the renamed cds.json to Envoy's "+
+		"`cluster_manager.cds.version_text` stat equal to the file's `version_info` (admin polled every 2 ms); total = edit → Envoy reports the version. Median and max over the changes.\n\n", changes)
+	b.WriteString("| N MES | Envoy initial load | Envoy RSS | pipeline p50 / max | Envoy apply p50 / max | edit → Envoy p50 / max | rejected updates |\n|---|---|---|---|---|---|---|\n")
+	cmds = nil
+	for _, n := range applySizes {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "bench: control plane change→Envoy N=%d\n", n)
+		dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-apply-%d", n))
+		argv := []string{cfg.cpbench, "apply", "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-changes", strconv.Itoa(changes)}
+		cmds = append(cmds, shellJoin(relArgv(argv)))
+		r, _, err := runCP(ctx, argv, limit)
+		if err != nil {
+			fmt.Fprintf(&b, "| %d | failed: %s | | | | | |\n", n, oneLine(err.Error()))
+			continue
+		}
+		fmt.Fprintf(&b, "| %d | %s | %.0f MB | %s | %s | %s | %s |\n", n, msCell(r.EnvoyInitialMS), r.EnvoyRSSMB,
+			medMax(r.ChangePipeMS), medMax(r.ChangeApplyMS), medMax(r.ChangeTotalMS), orNA(r.EnvoyRejected))
+	}
+	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
+	b.WriteString(runMeshextRun(ctx, cfg))
+	return b.String()
+}
+
+// runCP runs one meshext-cpbench child, bounded.
+func runCP(ctx context.Context, argv []string, limit time.Duration) (cpResult, time.Duration, error) {
+	var r cpResult
+	_ = os.RemoveAll(argv[len(argv)-1])
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	out, err := cmd.Output()
+	wall := time.Since(t0)
+	if cctx.Err() == context.DeadlineExceeded {
+		return r, wall, fmt.Errorf("did not finish within %s", limit)
+	}
+	if err != nil {
+		return r, wall, fmt.Errorf("%v: %s", err, lastLines(stderr.String(), 3))
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, wall, fmt.Errorf("bad output: %v", err)
+	}
+	// The kernel's view of the child's peak RSS agrees with getrusage(SELF); keep the larger.
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		if mb := float64(ru.Maxrss) / 1024; mb > r.MaxRSSMB {
+			r.MaxRSSMB = mb
+		}
+	}
+	return r, wall, nil
+}
+
+func msCell(v float64) string {
+	switch {
+	case v >= 10000:
+		return fmt.Sprintf("%.1f s", v/1000)
+	case v >= 100:
+		return fmt.Sprintf("%.0f ms", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f ms", v)
+	}
+	return fmt.Sprintf("%.2f ms", v)
+}
+
+func medMax(v []float64) string {
+	if len(v) == 0 {
+		return "n/a"
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return msCell(medianF(s)) + " / " + msCell(s[len(s)-1])
+}
+
+// relArgv shows repository-relative paths for the binaries in commands.
+func relArgv(argv []string) []string {
+	out := append([]string(nil), argv...)
+	wd, _ := os.Getwd()
+	for i, a := range out {
+		if r, err := filepath.Rel(wd, a); err == nil && !strings.HasPrefix(r, "..") && filepath.IsAbs(a) {
+			out[i] = r
+		}
+	}
+	return out
+}
+
+// runMeshextRun is the end-to-end measurement through the real `meshext run`
+// (fsnotify, debounce and all), once that command exists.
+func runMeshextRun(ctx context.Context, cfg cpConfig) string {
+	var b strings.Builder
+	b.WriteString("### Change → Envoy through `meshext run`\n\n")
+	if cfg.meshext == "" {
+		b.WriteString("not available: bin/meshext not built\n\n")
+		return b.String()
+	}
+	out, _ := runBounded(10*time.Second, cfg.meshext, "run", "--help")
+	if !strings.Contains(out, "-") || strings.Contains(strings.ToLower(out), "unknown command") {
+		fmt.Fprintf(&b, "not available: `meshext run` is not in this build (%s)\n\n", oneLine(lastLines(out, 1)))
+		return b.String()
+	}
+	b.WriteString("not available: integration pending\n\n")
 	return b.String()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/meshext/meshext/bench/envoyproc"
 	"net"
 	"os"
 	"path/filepath"
@@ -47,7 +48,7 @@ type dpConfig struct {
 type variantRun struct {
 	target  string
 	https   bool
-	envoy   *envoyProc
+	envoy   *envoyproc.Proc
 	why     string // non-empty: not available
 	results []loadResult
 	cpu     []float64 // Envoy CPU seconds per run
@@ -206,7 +207,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 		err := writeHandConfig(path, handParams{Proto: proto, ListenPort: port, UpHost: upHost, UpPort: upPort,
 			CAFile: certs.caFile, ServerName: upstreamServerName})
 		if err == nil {
-			runs[1].envoy, err = startEnvoy(cfg.envoy, path, cfg.workDir, proto+"-b", nil)
+			runs[1].envoy, err = envoyproc.Start(cfg.envoy, path, cfg.workDir, proto+"-b", nil)
 		}
 		if err != nil {
 			runs[1].why = err.Error()
@@ -224,7 +225,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			runs[vi].why = err.Error()
 			continue
 		}
-		runs[vi].envoy, err = startEnvoy(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env)
+		runs[vi].envoy, err = envoyproc.Start(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env)
 		if err != nil {
 			runs[vi].why = err.Error()
 			continue
@@ -234,7 +235,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 	}
 	defer func() {
 		for _, r := range runs {
-			r.envoy.stop()
+			r.envoy.Stop()
 		}
 	}()
 	for i, r := range runs {
@@ -262,7 +263,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			spec := loadSpec{Proto: proto, Target: r.target, HTTPS: r.https, Conns: cfg.conns[proto], Streams: cfg.streams, Duration: cfg.durations, WorkDir: cfg.workDir}
 			var t0 int64
 			if r.envoy != nil {
-				t0, _ = cpuTicks(r.envoy.pid())
+				t0, _ = envoyproc.CPUTicks(r.envoy.Pid())
 			}
 			res, err := runLoad(ctx, spec, cfg.wrk, cfg.h2load)
 			if err != nil {
@@ -270,8 +271,8 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 				continue
 			}
 			if r.envoy != nil {
-				t1, _ := cpuTicks(r.envoy.pid())
-				r.cpu = append(r.cpu, float64(t1-t0)/clockTicks)
+				t1, _ := envoyproc.CPUTicks(r.envoy.Pid())
+				r.cpu = append(r.cpu, float64(t1-t0)/envoyproc.ClockTicks)
 			}
 			r.results = append(r.results, res)
 		}

@@ -80,21 +80,6 @@ func TestParseH2load(t *testing.T) {
 	}
 }
 
-func TestParseStatTicks(t *testing.T) {
-	// The comm field may hold spaces and ')'.
-	line := "4242 (envoy (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 3 0 100 1000 10"
-	got, err := parseStatTicks(line)
-	if err != nil || got != 1290 {
-		t.Errorf("ticks = %d, %v; want 1290", got, err)
-	}
-	if _, err := parseStatTicks("4242 envoy S 1"); err == nil {
-		t.Error("line without comm parsed without error")
-	}
-	if _, err := parseStatTicks("1 (a) S 1 2"); err == nil {
-		t.Error("short line parsed without error")
-	}
-}
-
 func TestPercentile(t *testing.T) {
 	var s []time.Duration
 	for i := 100; i >= 1; i-- {

@@ -1,9 +1,12 @@
-package main
+// Package envoyproc runs an Envoy for a benchmark: pinned to one worker,
+// admin on an ephemeral port, readiness, stats and CPU time from /proc.
+package envoyproc
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,18 +16,18 @@ import (
 	"time"
 )
 
-// envoyProc is one running Envoy, pinned to one worker thread.
-type envoyProc struct {
+// Proc is one running Envoy, pinned to one worker thread.
+type Proc struct {
 	cmd    *exec.Cmd
-	admin  string // host:port of the admin listener
-	log    string
+	Admin  string // host:port of the admin listener
+	Log    string // Envoy's stdout+stderr
 	exited chan struct{}
 }
 
-// startEnvoy runs envoy -c config --concurrency 1 and waits (bounded) until
+// Start runs envoy -c config --concurrency 1 and waits (bounded) until
 // its admin /ready says LIVE. extraEnv is added to the environment (e.g. the
 // dynamic-module search path).
-func startEnvoy(envoyBin, config, workDir, name string, extraEnv []string) (*envoyProc, error) {
+func Start(envoyBin, config, workDir, name string, extraEnv []string) (*Proc, error) {
 	adminPath := filepath.Join(workDir, name+".admin")
 	logPath := filepath.Join(workDir, name+".log")
 	_ = os.Remove(adminPath)
@@ -44,35 +47,36 @@ func startEnvoy(envoyBin, config, workDir, name string, extraEnv []string) (*env
 	}
 	logf.Close()
 	exited := make(chan struct{})
-	e := &envoyProc{cmd: cmd, log: logPath, exited: exited}
+	e := &Proc{cmd: cmd, Log: logPath, exited: exited}
 	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("envoy %s exited at start: %s", name, tail(logPath, 600))
+			return nil, fmt.Errorf("envoy %s exited at start: %s", name, Tail(logPath, 600))
 		case <-time.After(50 * time.Millisecond):
 		}
-		if e.admin == "" {
+		if e.Admin == "" {
 			b, err := os.ReadFile(adminPath)
 			if err != nil || len(strings.TrimSpace(string(b))) == 0 {
 				continue
 			}
-			e.admin = strings.TrimSpace(string(b))
+			e.Admin = strings.TrimSpace(string(b))
 		}
-		if body, err := e.get("/ready"); err == nil && strings.TrimSpace(body) == "LIVE" {
+		if body, err := e.Get("/ready"); err == nil && strings.TrimSpace(body) == "LIVE" {
 			return e, nil
 		}
 	}
 	_ = cmd.Process.Kill()
 	<-exited
-	return nil, fmt.Errorf("envoy %s not LIVE within 20s: %s", name, tail(logPath, 600))
+	return nil, fmt.Errorf("envoy %s not LIVE within 20s: %s", name, Tail(logPath, 600))
 }
 
-func (e *envoyProc) get(path string) (string, error) {
+// Get fetches an admin path.
+func (e *Proc) Get(path string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+e.admin+path, nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+e.Admin+path, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", err
@@ -85,9 +89,9 @@ func (e *envoyProc) get(path string) (string, error) {
 	return string(b), err
 }
 
-// stat returns one stat value from /stats?filter=^name$ ("" when absent).
-func (e *envoyProc) stat(name string) string {
-	body, err := e.get("/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
+// Stat returns one stat value from /stats?filter=^name$ ("" when absent).
+func (e *Proc) Stat(name string) string {
+	body, err := e.Get("/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
 	if err != nil {
 		return ""
 	}
@@ -99,9 +103,11 @@ func (e *envoyProc) stat(name string) string {
 	return ""
 }
 
-func (e *envoyProc) pid() int { return e.cmd.Process.Pid }
+// Pid is the Envoy process id.
+func (e *Proc) Pid() int { return e.cmd.Process.Pid }
 
-func (e *envoyProc) stop() {
+// Stop interrupts Envoy and waits (bounded) for it to exit.
+func (e *Proc) Stop() {
 	if e == nil {
 		return
 	}
@@ -114,19 +120,19 @@ func (e *envoyProc) stop() {
 	}
 }
 
-// cpuTicks reads utime+stime (clock ticks) of a process from /proc/<pid>/stat.
-func cpuTicks(pid int) (int64, error) {
+// CPUTicks reads utime+stime (clock ticks) of a process from /proc/<pid>/stat.
+func CPUTicks(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
-	return parseStatTicks(string(b))
+	return ParseStatTicks(string(b))
 }
 
-// parseStatTicks extracts fields 14 (utime) and 15 (stime) from a
+// ParseStatTicks extracts fields 14 (utime) and 15 (stime) from a
 // /proc/<pid>/stat line. The command name (field 2) may hold spaces and
 // parentheses, so fields are counted after the last ')'.
-func parseStatTicks(line string) (int64, error) {
+func ParseStatTicks(line string) (int64, error) {
 	i := strings.LastIndexByte(line, ')')
 	if i < 0 {
 		return 0, fmt.Errorf("malformed /proc stat line")
@@ -144,14 +150,40 @@ func parseStatTicks(line string) (int64, error) {
 	return u + s, nil
 }
 
-// clockTicks is USER_HZ; 100 on every Linux architecture Go supports.
-const clockTicks = 100
+// ClockTicks is USER_HZ; 100 on every Linux architecture Go supports.
+const ClockTicks = 100
 
-func tail(path string, n int) string {
+// Tail is the end of a log file, for error messages.
+func Tail(path string, n int) string {
 	b, _ := os.ReadFile(path)
 	s := strings.TrimSpace(string(b))
 	if len(s) > n {
 		s = "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// RSSMB is a process's resident set size in MB (VmRSS), 0 when unknown.
+func RSSMB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// FreePort is an ephemeral loopback port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

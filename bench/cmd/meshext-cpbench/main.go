@@ -1,0 +1,137 @@
+// Command meshext-cpbench measures the control plane in-process, one N per
+// process so peak memory (getrusage maxrss) belongs to that N alone:
+//
+//	meshext-cpbench stages -n 1000 -dir DIR
+//	    generate N MES (TLS, two hostnames each) as YAML, then time
+//	    load → build → render → file write; print one JSON object.
+//	meshext-cpbench apply -n 1000 -dir DIR -envoy ENVOY -changes 5
+//	    also start a real Envoy on the file drop, then change one MES K times
+//	    and time pipeline and Envoy apply (until its cds version_text equals
+//	    the file's version_info); print one JSON object.
+//
+// It is built separately from meshext-bench because it imports the
+// controller packages (build/bench.sh reports a build failure as
+// "not available").
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// Result is what the parent harness reads (one JSON object on stdout).
+type Result struct {
+	N            int     `json:"n"`
+	Files        int     `json:"files"`
+	LoadMS       float64 `json:"load_ms"`
+	BuildMS      float64 `json:"build_ms"`
+	RenderMS     float64 `json:"render_ms"`
+	WriteMS      float64 `json:"write_ms"`       // first write of every file
+	RewriteMS    float64 `json:"rewrite_ms"`     // write of an unchanged config (skipped by hash)
+	TotalMS      float64 `json:"total_ms"`       // load+build+render+write
+	Clusters     int     `json:"clusters"`       // all nodes
+	Listeners    int     `json:"listeners"`      // all nodes
+	Secrets      int     `json:"secrets"`        // all nodes
+	CDSBytes     int64   `json:"cds_bytes"`      // default node
+	LDSBytes     int64   `json:"lds_bytes"`      // default node
+	Problems     int     `json:"problems"`       // validation / build problems (should be 0)
+	Broken       int     `json:"broken"`         // services that did not render (should be 0)
+	HeapLiveMB   float64 `json:"heap_live_mb"`   // live heap after render, after GC
+	TotalAllocMB float64 `json:"total_alloc_mb"` // bytes allocated by the whole pipeline
+	MaxRSSMB     float64 `json:"max_rss_mb"`     // getrusage peak RSS of this process
+
+	// apply only
+	EnvoyInitialMS float64   `json:"envoy_initial_ms,omitempty"` // Envoy start → first version applied
+	EnvoyRSSMB     float64   `json:"envoy_rss_mb,omitempty"`     // after the initial config
+	ChangePipeMS   []float64 `json:"change_pipeline_ms,omitempty"`
+	ChangeApplyMS  []float64 `json:"change_apply_ms,omitempty"` // file renamed → Envoy reports it
+	ChangeTotalMS  []float64 `json:"change_total_ms,omitempty"` // resource file edited → Envoy reports it
+	EnvoyRejected  string    `json:"envoy_update_rejected,omitempty"`
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ContinueOnError)
+	n := fs.Int("n", 100, "number of MeshExternalServices")
+	dir := fs.String("dir", "", "work directory (created; resources/ and xds/ inside)")
+	envoy := fs.String("envoy", "", "Envoy binary (apply)")
+	changes := fs.Int("changes", 5, "single-MES changes to time (apply)")
+	fs.Usage = usage
+	if err := fs.Parse(os.Args[2:]); err != nil {
+		os.Exit(2)
+	}
+	if *dir == "" || *n < 1 {
+		usage()
+		os.Exit(2)
+	}
+	var (
+		res *Result
+		err error
+	)
+	switch os.Args[1] {
+	case "stages":
+		res, err = stages(*n, *dir)
+	case "apply":
+		if *envoy == "" || *changes < 1 {
+			usage()
+			os.Exit(2)
+		}
+		res, err = apply(*n, *dir, *envoy, *changes)
+	default:
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshext-cpbench:", err)
+		os.Exit(1)
+	}
+	res.MaxRSSMB = maxRSSMB()
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage: meshext-cpbench stages -n N -dir DIR
+       meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]`)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func maxRSSMB() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Maxrss) / 1024 // Linux reports KiB
+}
+
+func heapMB() (live, total float64) {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapAlloc) / 1e6, float64(m.TotalAlloc) / 1e6
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+func abs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
+}
