@@ -82,8 +82,10 @@ type Server struct {
 	snap atomic.Pointer[snapshot]
 	mu   sync.Mutex // serialises writers of snap
 
-	udp, tcp *mdns.Server
-	addr     string
+	udp, tcp  *mdns.Server
+	addr      string
+	closeOnce sync.Once
+	closeErr  error
 
 	answered, nxdomain, forwarded, forwardFailed atomic.Uint64
 }
@@ -305,26 +307,31 @@ func (s *Server) Start() error {
 	if err != nil {
 		return err
 	}
-	s.addr = ln.Addr().String()
-	s.udp = &mdns.Server{PacketConn: pc, Handler: s}
-	s.tcp = &mdns.Server{Listener: ln, Handler: s}
-	for _, srv := range []*mdns.Server{s.udp, s.tcp} {
+	udp := &mdns.Server{PacketConn: pc, Handler: s}
+	tcp := &mdns.Server{Listener: ln, Handler: s}
+	var running []*mdns.Server
+	for _, srv := range []*mdns.Server{udp, tcp} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
 		errc := make(chan error, 1)
 		go func() { errc <- srv.ActivateAndServe() }()
 		select {
 		case <-started:
-		case err := <-errc:
-			pc.Close()
-			ln.Close()
-			return fmt.Errorf("dns: serve: %w", err)
+			running = append(running, srv)
+			continue
+		case err = <-errc:
+			err = fmt.Errorf("dns: serve: %w", err)
 		case <-time.After(5 * time.Second):
-			pc.Close()
-			ln.Close()
-			return errors.New("dns: server did not start within 5s")
+			err = errors.New("dns: server did not start within 5s")
 		}
+		for _, r := range running {
+			_ = r.Shutdown()
+		}
+		pc.Close()
+		ln.Close()
+		return err
 	}
+	s.udp, s.tcp, s.addr = udp, tcp, ln.Addr().String()
 	s.log.Info("dns server listening", "addr", s.addr, "upstreams", s.upstreams, "hosts_file", s.cfg.HostsFile)
 	return nil
 }
@@ -342,13 +349,17 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Addr() string { return s.addr }
 
 // Close stops both listeners, waiting up to 5 s for in-flight queries.
+// Closing a server that never started, or twice, is a no-op.
 func (s *Server) Close() error {
 	if s.udp == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return errors.Join(s.udp.ShutdownContext(ctx), s.tcp.ShutdownContext(ctx))
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.closeErr = errors.Join(s.udp.ShutdownContext(ctx), s.tcp.ShutdownContext(ctx))
+	})
+	return s.closeErr
 }
 
 // ServeDNS answers one query; it implements miekg/dns.Handler.

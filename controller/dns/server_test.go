@@ -574,3 +574,31 @@ func TestGoResolverAsClient(t *testing.T) {
 		t.Fatalf("missing name: %v, want not found", err)
 	}
 }
+
+func TestStartErrorsAndCloseIsIdempotent(t *testing.T) {
+	s := start(t, Config{})
+	// The same port again: both transports are taken.
+	other, err := New(Config{Listen: s.Addr(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("second server on %s: %v", s.Addr(), err)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatalf("close of a never-started server: %v", err)
+	}
+	if err := s.Start(); err == nil {
+		t.Fatal("second Start accepted")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil { // and once more in t.Cleanup
+		t.Fatalf("second close: %v", err)
+	}
+	c := &mdns.Client{Net: "tcp", Timeout: time.Second}
+	if _, _, err := c.Exchange(new(mdns.Msg).SetQuestion("x.", mdns.TypeA), s.Addr()); err == nil {
+		t.Fatal("closed server still answers over TCP")
+	}
+}
