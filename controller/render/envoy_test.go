@@ -3,13 +3,18 @@ package render
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/e2e/testpki"
 )
@@ -25,26 +30,68 @@ func envoyValidate(t *testing.T, envoy string, out *Output) {
 		if err != nil {
 			t.Fatalf("node %s: StaticBootstrap: %v", id, err)
 		}
-		js, err := CanonicalJSON(b)
-		if err != nil {
-			t.Fatal(err)
+		if log, err := runEnvoyValidate(t, envoy, b); err != nil {
+			t.Fatalf("node %s: envoy --mode validate failed: %v\n%s", id, err, log)
 		}
-		path := filepath.Join(t.TempDir(), "bootstrap.json")
-		if err := os.WriteFile(path, js, 0o600); err != nil {
-			t.Fatal(err)
+	}
+}
+
+// runEnvoyValidate writes b and runs `envoy --mode validate` on it.
+func runEnvoyValidate(t *testing.T, envoy string, b proto.Message) (string, error) {
+	t.Helper()
+	js, err := CanonicalJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "bootstrap.json")
+	if err := os.WriteFile(path, js, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path, "--disable-hot-restart", "-l", "warning")
+	var outb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &outb, &outb
+	if err := cmd.Run(); err != nil {
+		return outb.String(), err
+	}
+	if !bytes.Contains(outb.Bytes(), []byte("OK")) {
+		return outb.String(), fmt.Errorf("no OK in the output")
+	}
+	return outb.String(), nil
+}
+
+// TestEnvoyValidateCatchesWhatPGVCannot proves the validation above has
+// teeth: a SAN matcher without a trusted CA passes PGV, and Envoy refuses it.
+func TestEnvoyValidateCatchesWhatPGVCannot(t *testing.T) {
+	envoy := testenv.Envoy(t)
+	tl := tlsSecured()
+	tl.Mode = resource.ModeSkipCA
+	w := world(withTLS(svc("api", "tcp", 443, ep("api.example.com", 443)), tl))
+	realPKI(t, w)
+	n := onlyNode(t, mustRender(t, w, Options{}))
+	b, err := StaticBootstrap(n, BootstrapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if log, err := runEnvoyValidate(t, envoy, b); err != nil {
+		t.Fatalf("baseline must validate: %v\n%s", err, log)
+	}
+	// Drop the CA secret's trusted_ca, keeping the SAN matchers.
+	for _, s := range b.StaticResources.Secrets {
+		if vc := s.GetValidationContext(); vc != nil {
+			vc.TrustedCa = nil
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		cmd := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path, "--disable-hot-restart", "-l", "warning")
-		var outb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &outb, &outb
-		err = cmd.Run()
-		cancel()
-		if err != nil {
-			t.Fatalf("node %s: envoy --mode validate failed: %v\n%s", id, err, outb.String())
-		}
-		if !bytes.Contains(outb.Bytes(), []byte("OK")) {
-			t.Fatalf("node %s: envoy --mode validate did not say OK:\n%s", id, outb.String())
-		}
+	}
+	if err := validate(b); err != nil {
+		t.Fatalf("PGV should accept this (it is structural only): %v", err)
+	}
+	log, err := runEnvoyValidate(t, envoy, b)
+	if err == nil {
+		t.Fatal("envoy accepted SAN matchers without a trusted CA")
+	}
+	if !strings.Contains(log, "trusted CA") && !strings.Contains(log, "trusted_ca") {
+		t.Errorf("unexpected envoy error:\n%s", log)
 	}
 }
 
