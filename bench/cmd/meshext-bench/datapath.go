@@ -122,7 +122,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			break
 		}
 		fmt.Fprintf(os.Stderr, "bench: data path %s\n", p.key)
-		runs, cmds, why := measureProto(ctx, cfg, p.key, p.upstream, certs)
+		runs, cmds, extras, why := measureProto(ctx, cfg, p.key, p.upstream, certs)
 		fmt.Fprintf(&detail, "### %s\n\n", p.name)
 		if why != "" {
 			fmt.Fprintf(&detail, "not available: %s\n\n", why)
@@ -162,6 +162,9 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			}
 			fmt.Fprintf(&detail, "| (%s) %s | %s | %s | %s | %s | %s | %s |\n", v.key, v.name, thrCell, fmtDur(p50), fmtDur(p99), cpuCell, reqCell, errCell)
 		}
+		if len(extras) > 0 {
+			fmt.Fprintf(&detail, "\nThe rendered config (c) carries, beyond (b): %s.\n", strings.Join(extras, "; "))
+		}
 		detail.WriteString("\nReproduce (the configs are kept in the work directory named at the top; ports were ephemeral):\n\n```\n")
 		fmt.Fprintf(&detail, "# upstream\n%s\n", upstreamCommand(p.upstream, cfg.workDir))
 		for i, v := range variants {
@@ -179,14 +182,14 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 	return md.String()
 }
 
-func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs pki) ([]*variantRun, []string, string) {
+func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs pki) ([]*variantRun, []string, []string, string) {
 	cert, key := "", ""
 	if upKind == "https" {
 		cert, key = certs.certFile, certs.keyFile
 	}
 	up, err := startUpstream(upKind, cert, key)
 	if err != nil {
-		return nil, nil, err.Error()
+		return nil, nil, nil, err.Error()
 	}
 	defer up.stop()
 	upHost, upPortS, _ := net.SplitHostPort(up.addr)
@@ -217,6 +220,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 		}
 	}
 	// (c) rendered and (d) rendered + filter.
+	var extras []string
 	for i, withFilter := range []bool{false, true} {
 		vi := 2 + i
 		rc, err := cfg.render.config(renderRequest{Proto: proto, UpHost: upHost, UpPort: upPort, CAFile: certs.caFile,
@@ -231,6 +235,9 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			continue
 		}
 		runs[vi].target = rc.Target
+		if vi == 2 {
+			extras = rc.Extras
+		}
 		cmds[vi] = strings.Join(rc.Commands, "\n") + fmt.Sprintf("\n%s$(make -s envoy) -c %s --concurrency 1 --disable-hot-restart", envPrefix(rc.Env), rc.ConfigPath)
 	}
 	defer func() {
@@ -277,7 +284,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			r.results = append(r.results, res)
 		}
 	}
-	return runs, cmds, ""
+	return runs, cmds, extras, ""
 }
 
 // summarize gives medians over rounds: throughput (req/s or MB/s), p50, p99,

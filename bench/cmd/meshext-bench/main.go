@@ -121,7 +121,7 @@ func run(args []string) int {
 			envoy: o.envoy, wrk: lookPath("wrk"), h2load: lookPath("h2load"),
 			durations: o.durations, rounds: o.rounds, warmup: map[bool]time.Duration{false: time.Second, true: 0}[quick],
 			workDir: work, conns: conns, streams: 8,
-			render: renderer{meshext: o.meshext, plugin: o.plugin},
+			render: renderer{meshext: o.meshext, cpbench: o.cpbench, plugin: o.plugin},
 		}))
 	}
 	if want["controlplane"] {

@@ -4,6 +4,8 @@
 //	meshext-cpbench stages -n 1000 -dir DIR
 //	    generate N MES (TLS, two hostnames each) as YAML, then time
 //	    load → build → render → file write; print one JSON object.
+//	meshext-cpbench static -res DIR -node default.bench -out envoy.json
+//	    render one node as a fully static Envoy config (data-path variant c).
 //	meshext-cpbench apply -n 1000 -dir DIR -envoy ENVOY -changes 5
 //	    also start a real Envoy on the file drop, then change one MES K times
 //	    and time pipeline and Envoy apply (until its cds version_text equals
@@ -60,6 +62,13 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	if os.Args[1] == "static" {
+		if err := staticConfig(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "meshext-cpbench static:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ContinueOnError)
 	n := fs.Int("n", 100, "number of MeshExternalServices")
 	dir := fs.String("dir", "", "work directory (created; resources/ and xds/ inside)")
@@ -100,7 +109,8 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: meshext-cpbench stages -n N -dir DIR
-       meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]`)
+       meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]
+       meshext-cpbench static -res DIR -node MESH.DATAPLANE -out FILE`)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
