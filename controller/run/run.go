@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshext/meshext/controller/dns"
@@ -33,6 +34,7 @@ type Runner struct {
 	metrics *metrics
 
 	adsLis, statusLis net.Listener
+	watcher           *fsnotify.Watcher
 
 	mu     sync.Mutex
 	status Status
@@ -96,6 +98,13 @@ func (r *Runner) Start(ctx context.Context) error {
 			r.closeListeners()
 			return err
 		}
+	}
+	if r.watcher, err = newWatcher(r.cfg.Dir); err != nil {
+		r.closeListeners()
+		if r.dns != nil {
+			r.dns.Close()
+		}
+		return err
 	}
 	r.reload(ctx, true)
 
@@ -171,7 +180,7 @@ func (r *Runner) serve(ctx context.Context) error {
 	}
 	changed := make(chan struct{}, 1)
 	run("watch", func() error {
-		return watch(ctx, r.cfg.Dir, r.cfg.Debounce, changed, func(msg string, args ...any) { r.log.Warn(msg, args...) })
+		return watch(ctx, r.watcher, r.cfg.Debounce, changed, func(msg string, args ...any) { r.log.Warn(msg, args...) })
 	})
 	r.log.Info("meshext running", "dir", r.cfg.Dir, "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
 		"ads", r.ADSAddr(), "status", r.StatusAddr(), "dns", r.DNSAddr())

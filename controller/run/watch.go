@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,19 +15,27 @@ import (
 	"github.com/meshext/meshext/controller/resource"
 )
 
-// watch sends on changed after each burst of relevant events in dir (and
-// its subdirectories) has been quiet for debounce. Editors' temp and hidden
-// files are not relevant; partial writes are absorbed by the debounce and,
-// failing that, by the pipeline keeping the file's last good version.
-func watch(ctx context.Context, dir string, debounce time.Duration, changed chan<- struct{}, logf func(msg string, args ...any)) error {
+// newWatcher watches dir and its subdirectories. It is made before the
+// first load, so no change after that load can go unnoticed.
+func newWatcher(dir string) (*fsnotify.Watcher, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer w.Close()
 	if err := addTree(w, dir); err != nil {
-		return err
+		w.Close()
+		return nil, fmt.Errorf("watch %s: %w", dir, err)
 	}
+	return w, nil
+}
+
+// watch sends on changed after each burst of relevant events in the watched
+// tree has been quiet for debounce, and closes w when ctx ends. Editors'
+// temp and hidden files are not relevant; partial writes are absorbed by the
+// debounce and, failing that, by the pipeline keeping the file's last good
+// version.
+func watch(ctx context.Context, w *fsnotify.Watcher, debounce time.Duration, changed chan<- struct{}, logf func(msg string, args ...any)) error {
+	defer w.Close()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {

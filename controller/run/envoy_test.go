@@ -1,0 +1,144 @@
+package run
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshext/meshext/controller/render"
+	"github.com/meshext/meshext/controller/xds"
+	"github.com/meshext/meshext/controller/xds/envoytest"
+)
+
+const envoyWait = 15 * time.Second
+
+// bootstrap renders the bootstrap `meshext bootstrap` would write, with the
+// admin port moved to 0 so parallel tests never collide.
+func bootstrap(t *testing.T, o render.BootstrapOptions) string {
+	t.Helper()
+	b, err := render.Bootstrap(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Port 0: Envoy picks one and --admin-address-path tells.
+	b.Admin.Address.GetSocketAddress().PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 0}
+	j, err := protojson.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(j)
+}
+
+// TestEnvoyFollowsDropDir is the live-reload acceptance test: one real Envoy
+// on file drops and one on delta ADS follow changes in the drop directory; a
+// broken file leaves the previous config in Envoy; a broken secret takes out
+// only the MeshExternalService that uses it.
+func TestEnvoyFollowsDropDir(t *testing.T) {
+	t.Parallel()
+	dir, state, out := t.TempDir(), t.TempDir(), t.TempDir()
+	dropWrite(t, dir, "gen.yaml", generatorYAML)
+	dropWrite(t, dir, "dp-file.yaml", dataplaneYAML("dp-file", freePort(t)))
+	dropWrite(t, dir, "dp-ads.yaml", dataplaneYAML("dp-ads", freePort(t)))
+	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, 9001))
+	dropWrite(t, dir, "d.yaml", tlsMES("mes-d", 4003, 9004, "ca-d"))
+	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", newCAPEM(t)))
+	dropWrite(t, dir, "e.yaml", tlsMES("mes-e", 4004, 9005, "ca-e"))
+	dropWrite(t, dir, "ca-e.yaml", secretYAML("ca-e", newCAPEM(t)))
+
+	r, _ := startRunner(t, Config{Dir: dir, StateDir: state, XDS: XDSBoth, XDSDir: out, ADSListen: "127.0.0.1:0"})
+
+	fileNode, adsNode := "default.dp-file", "default.dp-ads"
+	fileEnvoy := envoytest.Start(t, bootstrap(t, render.BootstrapOptions{
+		NodeID: fileNode, XDS: render.XDSFile, XDSDir: xds.NodeDir(out, fileNode)}))
+	adsEnvoy := envoytest.Start(t, bootstrap(t, render.BootstrapOptions{
+		NodeID: adsNode, XDS: render.XDSADS, ADSAddress: r.ADSAddr(), Delta: true}))
+	envoys := map[string]*envoytest.Envoy{"file": fileEnvoy, "ads": adsEnvoy}
+
+	cluster := func(name string) string { return "meshext_default_" + name }
+	want := func(what string, ok func(c *envoytest.Config) bool) map[string]*envoytest.Config {
+		t.Helper()
+		got := map[string]*envoytest.Config{}
+		for mode, e := range envoys {
+			got[mode] = e.WaitConfig(t, envoyWait, mode+": "+what, ok)
+		}
+		return got
+	}
+	has := func(c *envoytest.Config, services ...string) bool {
+		for _, s := range services {
+			if _, ok := c.Clusters[cluster(s)]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+
+	cfg := want("initial services with their CA secrets", func(c *envoytest.Config) bool {
+		return has(c, "mes-a", "mes-d", "mes-e") && c.Secrets[cluster("mes-d")+"_ca"] != "" &&
+			c.Secrets[cluster("mes-e")+"_ca"] != "" && len(c.Listeners) > 0
+	})
+	secretEVersion := map[string]string{}
+	for mode, c := range cfg {
+		secretEVersion[mode] = c.Secrets[cluster("mes-e")+"_ca"]
+	}
+
+	// A change arrives.
+	dropWrite(t, dir, "b.yaml", tcpMES("mes-b", 4001, 9002))
+	want("mes-b added", func(c *envoytest.Config) bool { return has(c, "mes-b") })
+
+	// A broken file leaves the previous config: mes-a stays while the change
+	// made alongside (mes-c) still arrives.
+	dropWrite(t, dir, "a.yaml", "type: MeshExternalService\nname: mes-a\nspec: {match: [\n")
+	dropWrite(t, dir, "c.yaml", tcpMES("mes-c", 4002, 9003))
+	want("mes-c added, mes-a kept", func(c *envoytest.Config) bool { return has(c, "mes-a", "mes-b", "mes-c") })
+	if st := r.Status(); !hasProblem(&st, "a.yaml") {
+		t.Errorf("status should report the broken a.yaml: %v", st.Problems)
+	}
+
+	// A broken secret (not a certificate) breaks only mes-d.
+	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", []byte("this is not a PEM certificate")))
+	cfg = want("mes-d gone, everything else kept", func(c *envoytest.Config) bool {
+		_, d := c.Clusters[cluster("mes-d")]
+		return !d && has(c, "mes-a", "mes-b", "mes-c", "mes-e")
+	})
+	for mode, c := range cfg {
+		if v := c.Secrets[cluster("mes-e")+"_ca"]; v != secretEVersion[mode] {
+			t.Errorf("%s: mes-e's secret changed (%q -> %q) when only ca-d broke", mode, secretEVersion[mode], v)
+		}
+	}
+	st := r.Status()
+	if d := service(&st, "mes-d"); d == nil || d.Broken == "" {
+		t.Errorf("status should show mes-d broken: %+v", d)
+	}
+	for _, name := range []string{"mes-a", "mes-b", "mes-c", "mes-e"} {
+		if s := service(&st, name); s == nil || s.Broken != "" {
+			t.Errorf("%s should be served: %+v", name, s)
+		}
+	}
+
+	// Fixing the secret brings mes-d back.
+	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", newCAPEM(t)))
+	want("mes-d back", func(c *envoytest.Config) bool { return has(c, "mes-d") })
+
+	// Envoy never had to reject anything we sent.
+	for mode, e := range envoys {
+		for _, stat := range []string{"cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected"} {
+			if v, err := e.Stat(stat); err != nil || v != "0" {
+				t.Errorf("%s: %s = %q (%v)", mode, stat, v, err)
+			}
+		}
+		if log := e.Log(); strings.Contains(log, "rejected") {
+			t.Errorf("%s: Envoy log mentions a rejection:\n%s", mode, lastLines(log, 20))
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
