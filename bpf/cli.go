@@ -44,6 +44,40 @@ func (l *routeList) Set(v string) error {
 	return nil
 }
 
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseCgroupProxies turns PATH=IP:PORT flags into cgroup id -> proxy.
+func parseCgroupProxies(specs []string) (map[uint64]netip.AddrPort, error) {
+	mount, err := Cgroup2Mount()
+	if err != nil {
+		return nil, err
+	}
+	m := map[uint64]netip.AddrPort{}
+	for _, s := range specs {
+		i := strings.LastIndex(s, "=")
+		if i < 0 {
+			return nil, fmt.Errorf("--cgroup-proxy %q: want PATH=IP:PORT", s)
+		}
+		ap, err := netip.ParseAddrPort(s[i+1:])
+		if err != nil {
+			return nil, fmt.Errorf("--cgroup-proxy %q: %w", s, err)
+		}
+		dir, err := ResolveCgroup(mount, s[:i])
+		if err != nil {
+			return nil, fmt.Errorf("--cgroup-proxy %q: %w", s, err)
+		}
+		id, err := CgroupID(dir)
+		if err != nil {
+			return nil, err
+		}
+		m[id] = ap
+	}
+	return m, nil
+}
+
 // optUint32 is a flag that may be left unset.
 type optUint32 struct{ v *uint32 }
 
@@ -87,6 +121,8 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 		var vips routeList
 		fset.Var(&vips, "vip", "VIP range and proxy listener, CIDR=IP:PORT; repeatable (default 242.0.0.0/8=127.0.0.1:15001)")
 		dns := fset.String("dns", "127.0.0.1:15053", "where UDP/53 DNS goes; \"off\" leaves DNS alone")
+		var cgProxies stringList
+		fset.Var(&cgProxies, "cgroup-proxy", "a workload cgroup's own proxy listener, PATH=IP:PORT; repeatable")
 		var uid, mark optUint32
 		fset.Var(&uid, "bypass-uid", "never redirect sockets of processes running as this uid")
 		fset.Var(&mark, "bypass-mark", "never redirect sockets carrying this SO_MARK")
@@ -114,6 +150,14 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "meshext redirect attach: %v\n", err)
 				return 1
 			}
+		}
+		if len(cgProxies) > 0 {
+			m, err := parseCgroupProxies(cgProxies)
+			if err != nil {
+				fmt.Fprintf(stderr, "meshext redirect attach: %v\n", err)
+				return 1
+			}
+			cfg.CgroupProxies = m
 		}
 		r, attached, err := Attach(Spec{Name: *name, AppCgroup: *cgroup, ProxyCgroup: *proxyCgroup, Config: cfg, BPFFS: *bpffs})
 		if err != nil {

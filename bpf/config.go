@@ -66,6 +66,10 @@ type Config struct {
 	BypassUID *uint32
 	// BypassMark exempts sockets carrying this SO_MARK.
 	BypassMark *uint32
+	// CgroupProxies gives a workload cgroup (by CgroupID, exact match) its
+	// own proxy listener for every VIP range, so one attachment on a
+	// parent cgroup can serve many workloads with their own Envoys.
+	CgroupProxies map[uint64]netip.AddrPort
 }
 
 // Validate reports the first problem with c.
@@ -83,13 +87,25 @@ func (c Config) Validate() error {
 	if c.DNS.IsValid() && (!c.DNS.Addr().Unmap().Is4() || c.DNS.Port() == 0) {
 		return fmt.Errorf("DNS target %s: want an IPv4 address and a non-zero port", c.DNS)
 	}
+	for id, p := range c.CgroupProxies {
+		if id == 0 || !p.Addr().Unmap().Is4() || p.Port() == 0 {
+			return fmt.Errorf("cgroup %d proxy %s: want a cgroup id and an IPv4 address with a non-zero port", id, p)
+		}
+	}
+	if len(c.CgroupProxies) > maxCgroupProxies {
+		return fmt.Errorf("%d per-cgroup proxies: at most %d are supported", len(c.CgroupProxies), maxCgroupProxies)
+	}
 	if len(c.VIPs) > maxVIPRoutes {
 		return fmt.Errorf("%d VIP ranges: at most %d are supported", len(c.VIPs), maxVIPRoutes)
 	}
 	return nil
 }
 
-const maxVIPRoutes = 256 // vip_cidrs max_entries in redirect.c
+// max_entries in redirect.c
+const (
+	maxVIPRoutes     = 256  // vip_cidrs
+	maxCgroupProxies = 4096 // cgroup_proxy
+)
 
 // Flags in config.flags (redirect.c CFG_*).
 const (
@@ -157,6 +173,14 @@ func decodeConfig(rc redirectConfig, vips []VIPRoute) Config {
 	return c
 }
 
+func proxyTarget(ap netip.AddrPort) redirectProxyTarget {
+	return redirectProxyTarget{Ip4: ip4Value(ap.Addr()), Port: portValue(ap.Port())}
+}
+
+func targetAddrPort(v redirectProxyTarget) netip.AddrPort {
+	return netip.AddrPortFrom(ip4FromValue(v.Ip4), portFromValue(v.Port))
+}
+
 func vipKey(p netip.Prefix) redirectVipKey {
 	return redirectVipKey{Prefixlen: uint32(p.Bits()), Addr: ip4Value(p.Addr())}
 }
@@ -164,7 +188,7 @@ func vipKey(p netip.Prefix) redirectVipKey {
 func vipFromEntry(k redirectVipKey, v redirectProxyTarget) VIPRoute {
 	return VIPRoute{
 		CIDR:  netip.PrefixFrom(ip4FromValue(k.Addr), int(k.Prefixlen)),
-		Proxy: netip.AddrPortFrom(ip4FromValue(v.Ip4), portFromValue(v.Port)),
+		Proxy: targetAddrPort(v),
 	}
 }
 

@@ -59,7 +59,7 @@ var attachments = []attachment{
 
 // Maps pinned by name in the pin directory, shared with later processes.
 var pinnedMaps = []string{
-	redirectMapVipCidrs, redirectMapConfigMap, redirectMapCookieOrig,
+	redirectMapVipCidrs, redirectMapCgroupProxy, redirectMapConfigMap, redirectMapCookieOrig,
 	redirectMapTupleOrig, redirectMapSkOrig, redirectMapStats,
 }
 
@@ -103,9 +103,10 @@ type Redirect struct {
 	Name string
 	Dir  string
 
-	vips   *ebpf.Map
-	config *ebpf.Map
-	stats  *ebpf.Map
+	vips        *ebpf.Map
+	cgroupProxy *ebpf.Map
+	config      *ebpf.Map
+	stats       *ebpf.Map
 }
 
 // Attach loads the programs, writes spec.Config and attaches them with
@@ -201,7 +202,7 @@ func load(spec Spec, dir, appDir, proxyDir string) error {
 	}
 	defer coll.Close()
 
-	r := &Redirect{vips: coll.Maps[redirectMapVipCidrs], config: coll.Maps[redirectMapConfigMap]}
+	r := &Redirect{vips: coll.Maps[redirectMapVipCidrs], cgroupProxy: coll.Maps[redirectMapCgroupProxy], config: coll.Maps[redirectMapConfigMap]}
 	if err := r.SetConfig(spec.Config); err != nil {
 		return err
 	}
@@ -263,6 +264,7 @@ func Open(bpffs, name string) (*Redirect, error) {
 		return mp
 	}
 	r.vips = open(redirectMapVipCidrs)
+	r.cgroupProxy = open(redirectMapCgroupProxy)
 	r.config = open(redirectMapConfigMap)
 	r.stats = open(redirectMapStats)
 	if err != nil {
@@ -274,7 +276,7 @@ func Open(bpffs, name string) (*Redirect, error) {
 
 // Close releases the map handles; the attachment stays.
 func (r *Redirect) Close() error {
-	for _, m := range []*ebpf.Map{r.vips, r.config, r.stats} {
+	for _, m := range []*ebpf.Map{r.vips, r.cgroupProxy, r.config, r.stats} {
 		if m != nil {
 			m.Close()
 		}
@@ -291,7 +293,61 @@ func (r *Redirect) SetConfig(c Config) error {
 	if err := r.config.Put(uint32(0), &rc); err != nil {
 		return fmt.Errorf("write config map: %w", err)
 	}
+	if err := r.setCgroupProxies(c.CgroupProxies); err != nil {
+		return err
+	}
 	return r.SetVIPs(c.VIPs)
+}
+
+// SetCgroupProxy gives one workload cgroup (a directory on the cgroup v2
+// mount) its own proxy listener; the zero AddrPort removes it again.
+func (r *Redirect) SetCgroupProxy(cgroupDir string, proxy netip.AddrPort) error {
+	id, err := CgroupID(cgroupDir)
+	if err != nil {
+		return err
+	}
+	if !proxy.IsValid() {
+		if err := r.cgroupProxy.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete proxy of cgroup %s: %w", cgroupDir, err)
+		}
+		return nil
+	}
+	if err := (Config{CgroupProxies: map[uint64]netip.AddrPort{id: proxy}}).Validate(); err != nil {
+		return err
+	}
+	v := proxyTarget(proxy)
+	if err := r.cgroupProxy.Put(&id, &v); err != nil {
+		return fmt.Errorf("write proxy of cgroup %s: %w", cgroupDir, err)
+	}
+	return nil
+}
+
+// setCgroupProxies makes the per-cgroup map hold exactly m.
+func (r *Redirect) setCgroupProxies(m map[uint64]netip.AddrPort) error {
+	for id, p := range m {
+		v := proxyTarget(p)
+		if err := r.cgroupProxy.Put(&id, &v); err != nil {
+			return fmt.Errorf("write proxy of cgroup %d: %w", id, err)
+		}
+	}
+	var stale []uint64
+	var id uint64
+	var v redirectProxyTarget
+	it := r.cgroupProxy.Iterate()
+	for it.Next(&id, &v) {
+		if _, ok := m[id]; !ok {
+			stale = append(stale, id)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read per-cgroup proxies: %w", err)
+	}
+	for _, id := range stale {
+		if err := r.cgroupProxy.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete proxy of cgroup %d: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // SetVIPs makes the VIP map hold exactly routes: new ones are added first,
@@ -303,7 +359,7 @@ func (r *Redirect) SetVIPs(routes []VIPRoute) error {
 	want := map[redirectVipKey]bool{}
 	for _, rt := range routes {
 		k := vipKey(rt.CIDR)
-		v := redirectProxyTarget{Ip4: ip4Value(rt.Proxy.Addr()), Port: portValue(rt.Proxy.Port())}
+		v := proxyTarget(rt.Proxy)
 		if err := r.vips.Put(&k, &v); err != nil {
 			return fmt.Errorf("write VIP %s: %w", rt, err)
 		}
@@ -360,7 +416,20 @@ func (r *Redirect) Config() (Config, error) {
 		return Config{}, fmt.Errorf("read VIP map: %w", err)
 	}
 	sortVIPs(vips)
-	return decodeConfig(rc, vips), nil
+	c := decodeConfig(rc, vips)
+	var id uint64
+	var t redirectProxyTarget
+	cit := r.cgroupProxy.Iterate()
+	for cit.Next(&id, &t) {
+		if c.CgroupProxies == nil {
+			c.CgroupProxies = map[uint64]netip.AddrPort{}
+		}
+		c.CgroupProxies[id] = targetAddrPort(t)
+	}
+	if err := cit.Err(); err != nil {
+		return Config{}, fmt.Errorf("read per-cgroup proxies: %w", err)
+	}
+	return c, nil
 }
 
 // Stats reads the counters, summed over CPUs.

@@ -61,6 +61,7 @@ type redirectVipKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	redirectMapCgroupProxy            = "cgroup_proxy"
 	redirectMapConfigMap              = "config_map"
 	redirectMapCookieOrig             = "cookie_orig"
 	redirectMapSkOrig                 = "sk_orig"
@@ -137,12 +138,13 @@ type redirectProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type redirectMapSpecs struct {
-	ConfigMap  *ebpf.MapSpec `ebpf:"config_map"`
-	CookieOrig *ebpf.MapSpec `ebpf:"cookie_orig"`
-	SkOrig     *ebpf.MapSpec `ebpf:"sk_orig"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
-	TupleOrig  *ebpf.MapSpec `ebpf:"tuple_orig"`
-	VipCidrs   *ebpf.MapSpec `ebpf:"vip_cidrs"`
+	CgroupProxy *ebpf.MapSpec `ebpf:"cgroup_proxy"`
+	ConfigMap   *ebpf.MapSpec `ebpf:"config_map"`
+	CookieOrig  *ebpf.MapSpec `ebpf:"cookie_orig"`
+	SkOrig      *ebpf.MapSpec `ebpf:"sk_orig"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	TupleOrig   *ebpf.MapSpec `ebpf:"tuple_orig"`
+	VipCidrs    *ebpf.MapSpec `ebpf:"vip_cidrs"`
 }
 
 // redirectVariableSpecs contains global variables before they are loaded into the kernel.
@@ -171,16 +173,18 @@ func (o *redirectObjects) Close() error {
 //
 // It can be passed to loadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type redirectMaps struct {
-	ConfigMap  *ebpf.Map `ebpf:"config_map"`
-	CookieOrig *ebpf.Map `ebpf:"cookie_orig"`
-	SkOrig     *ebpf.Map `ebpf:"sk_orig"`
-	Stats      *ebpf.Map `ebpf:"stats"`
-	TupleOrig  *ebpf.Map `ebpf:"tuple_orig"`
-	VipCidrs   *ebpf.Map `ebpf:"vip_cidrs"`
+	CgroupProxy *ebpf.Map `ebpf:"cgroup_proxy"`
+	ConfigMap   *ebpf.Map `ebpf:"config_map"`
+	CookieOrig  *ebpf.Map `ebpf:"cookie_orig"`
+	SkOrig      *ebpf.Map `ebpf:"sk_orig"`
+	Stats       *ebpf.Map `ebpf:"stats"`
+	TupleOrig   *ebpf.Map `ebpf:"tuple_orig"`
+	VipCidrs    *ebpf.Map `ebpf:"vip_cidrs"`
 }
 
 func (m *redirectMaps) Close() error {
 	return _RedirectClose(
+		m.CgroupProxy,
 		m.ConfigMap,
 		m.CookieOrig,
 		m.SkOrig,

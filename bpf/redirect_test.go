@@ -527,7 +527,7 @@ func TestCLIAttachCreatesCgroupsConcurrentSafe(t *testing.T) {
 		}
 	})
 	args := []string{"attach", "--bpffs", testBPFFS, "--dataplane", name, "--cgroup", app, "--proxy-cgroup", "/" + proxy,
-		"--create", "--vip", "242.0.0.0/8=127.0.0.1:15001", "--vip", "10.250.0.0/16=127.0.0.1:15002", "--dns", "off", "--bypass-mark", "0x539"}
+		"--create", "--cgroup-proxy", app + "=127.0.0.1:15009", "--vip", "242.0.0.0/8=127.0.0.1:15001", "--vip", "10.250.0.0/16=127.0.0.1:15002", "--dns", "off", "--bypass-mark", "0x539"}
 
 	// Two attaches at once: the lock makes one attach and the other find it.
 	type result struct {
@@ -564,7 +564,9 @@ func TestCLIAttachCreatesCgroupsConcurrentSafe(t *testing.T) {
 	if err != nil || !st.Complete() {
 		t.Fatalf("status: %v\n%s", err, st)
 	}
-	if len(st.Config.VIPs) != 2 || st.Config.DNS.IsValid() || st.Config.BypassMark == nil || *st.Config.BypassMark != 0x539 {
+	appID, _ := CgroupID(filepath.Join(mount, app))
+	if len(st.Config.VIPs) != 2 || st.Config.DNS.IsValid() || st.Config.BypassMark == nil || *st.Config.BypassMark != 0x539 ||
+		st.Config.CgroupProxies[appID] != netip.MustParseAddrPort("127.0.0.1:15009") {
 		t.Errorf("config from CLI flags = %+v", st.Config)
 	}
 
@@ -585,5 +587,73 @@ func TestCLIAttachCreatesCgroupsConcurrentSafe(t *testing.T) {
 	}
 	if names, _ := List(testBPFFS); len(names) != 0 {
 		t.Errorf("attachments left after detach: %v", names)
+	}
+}
+
+// TestPerCgroupProxy: one attachment on a parent cgroup serves two
+// workloads in child cgroups, each sent to its own listener.
+func TestPerCgroupProxy(t *testing.T) {
+	mount := requireBPF(t)
+	tr := attachForTest(t, mount, Config{})
+	w1, w2 := filepath.Join(tr.app, "w1"), filepath.Join(tr.app, "w2")
+	for _, d := range []string{w1, w2} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(d) })
+	}
+	ln1, ln2 := listenIn(t, mount, tr.proxy), listenIn(t, mount, tr.proxy)
+	serveOrigDst(t, ln1)
+	// ln2 tags its answers so the test can tell which listener answered.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln2.AcceptTCP()
+			if err != nil {
+				return
+			}
+			ap, err := OriginalDst(c)
+			fmt.Fprintf(c, "ln2 %s %v", ap, err)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln2.Close(); <-done })
+
+	p1, p2 := ln1.Addr().(*net.TCPAddr).AddrPort(), ln2.Addr().(*net.TCPAddr).AddrPort()
+	if err := tr.r.SetVIPs(vipConfig(p1).VIPs); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.r.SetCgroupProxy(w2, p2); err != nil {
+		t.Fatal(err)
+	}
+	dialFrom := func(cg string) string {
+		var c net.Conn
+		var err error
+		inCgroup(t, mount, cg, func() { c, err = net.DialTimeout("tcp4", "242.1.2.3:8080", 5*time.Second) })
+		if err != nil {
+			t.Fatalf("dial from %s: %v", cg, err)
+		}
+		got, _ := readAllTimeout(c)
+		c.Close()
+		return got
+	}
+	if got := dialFrom(w1); got != "242.1.2.3:8080" {
+		t.Errorf("workload 1 (range default): %q, want the default listener to see 242.1.2.3:8080", got)
+	}
+	if got := dialFrom(w2); got != "ln2 242.1.2.3:8080 <nil>" {
+		t.Errorf("workload 2 (own listener): %q, want ln2 to see 242.1.2.3:8080", got)
+	}
+	var out, errOut strings.Builder
+	RunCLI([]string{"status", "--bpffs", testBPFFS, "--dataplane", tr.name}, &out, &errOut)
+	if !strings.Contains(out.String(), "cgroup proxy: "+w2) {
+		t.Errorf("status lacks the per-cgroup proxy of %s:\n%s", w2, out.String())
+	}
+	// Removing the entry falls back to the range's listener.
+	if err := tr.r.SetCgroupProxy(w2, netip.AddrPort{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dialFrom(w2); got != "242.1.2.3:8080" {
+		t.Errorf("workload 2 after removing its proxy: %q", got)
 	}
 }

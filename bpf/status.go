@@ -33,6 +33,8 @@ type AttachStatus struct {
 	Config        Config
 	Stats         Stats
 	Problems      []string
+
+	cgroupPaths map[uint64]string // for CgroupProxies, filled by Status
 }
 
 // Complete reports whether every program is attached to a live cgroup.
@@ -111,6 +113,12 @@ func Status(bpffs, name string) (AttachStatus, error) {
 	} else {
 		if c, err := r.Config(); err == nil {
 			st.Config = c
+			if mount != "" && len(c.CgroupProxies) > 0 {
+				st.cgroupPaths = map[uint64]string{}
+				for id := range c.CgroupProxies {
+					st.cgroupPaths[id] = cgroupPathByID(mount, id)
+				}
+			}
 		} else {
 			st.Problems = append(st.Problems, err.Error())
 		}
@@ -156,6 +164,14 @@ func (s AttachStatus) String() string {
 	fmt.Fprintf(&b, "  proxy cgroup: %s (id %d)\n", orUnknown(s.ProxyCgroup), s.ProxyCgroupID)
 	for _, v := range s.Config.VIPs {
 		fmt.Fprintf(&b, "  vip:          %s -> %s\n", v.CIDR, v.Proxy)
+	}
+	ids := make([]uint64, 0, len(s.Config.CgroupProxies))
+	for id := range s.Config.CgroupProxies {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		fmt.Fprintf(&b, "  cgroup proxy: %s (id %d) -> %s\n", orUnknown(s.cgroupPaths[id]), id, s.Config.CgroupProxies[id])
 	}
 	if s.Config.DNS.IsValid() {
 		fmt.Fprintf(&b, "  dns:          udp/53 -> %s\n", s.Config.DNS)

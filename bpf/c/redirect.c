@@ -104,6 +104,16 @@ struct {
 	__type(value, struct proxy_target);
 } vip_cidrs SEC(".maps");
 
+// Per-workload listener: cgroup id (exact) -> proxy target. Lets one
+// attachment on a parent cgroup send each child cgroup's workload to its own
+// Envoy listener; without an entry the VIP range's target is used.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct proxy_target);
+} cgroup_proxy SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -184,6 +194,19 @@ static __always_inline int remember(void *ctx, __u32 ip4, __u16 port, __u16 prot
 	return 0;
 }
 
+// proxy_for returns where a connection to ip4 goes, or NULL when ip4 is not
+// a VIP: the calling cgroup's own listener if it has one, else the range's.
+static __always_inline struct proxy_target *proxy_for(__u32 ip4)
+{
+	struct vip_key key = {.prefixlen = 32, .addr = ip4};
+	struct proxy_target *t = bpf_map_lookup_elem(&vip_cidrs, &key);
+	if (!t)
+		return 0;
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct proxy_target *own = bpf_map_lookup_elem(&cgroup_proxy, &cg);
+	return own ? own : t;
+}
+
 // redirect_dns rewrites a UDP/53 destination to the DNS target.
 static __always_inline void redirect_dns(struct bpf_sock_addr *ctx, struct config *cfg)
 {
@@ -214,8 +237,7 @@ int meshext_connect4(struct bpf_sock_addr *ctx)
 	if (ctx->protocol != IPPROTO_TCP)
 		return 1;
 
-	struct vip_key key = {.prefixlen = 32, .addr = ctx->user_ip4};
-	struct proxy_target *t = bpf_map_lookup_elem(&vip_cidrs, &key);
+	struct proxy_target *t = proxy_for(ctx->user_ip4);
 	if (!t)
 		return 1;
 	if (remember(ctx, ctx->user_ip4, (__u16)ctx->user_port, IPPROTO_TCP))
@@ -241,8 +263,7 @@ int meshext_connect6(struct bpf_sock_addr *ctx)
 		return 1;
 
 	__u32 ip4 = ctx->user_ip6[3];
-	struct vip_key key = {.prefixlen = 32, .addr = ip4};
-	struct proxy_target *t = bpf_map_lookup_elem(&vip_cidrs, &key);
+	struct proxy_target *t = proxy_for(ip4);
 	if (!t)
 		return 1;
 	if (remember(ctx, ip4, (__u16)ctx->user_port, IPPROTO_TCP))
