@@ -58,6 +58,10 @@ plugin-golang:
 bpf:
 	cd bpf && $(GO) generate ./...
 
+## bpf-check: fail when the committed eBPF objects differ from a fresh `make bpf` (needs clang)
+bpf-check: bpf
+	git diff --exit-code -- bpf/redirect_bpfel.go bpf/redirect_bpfel.o
+
 vet:
 	$(GO) vet ./...
 
