@@ -137,13 +137,17 @@ func Generate(in Input) map[string]*Result {
 		if sel == nil {
 			continue
 		}
+		tmpl, compileErr := compile(g.Spec.Template)
 		for _, s := range svcs {
 			if !sel.Matches(s.Labels) {
 				continue
 			}
 			r := out[Key(&s.Meta)]
 			st := Status{Generator: g.Name}
-			h, err := Render(g.Spec.Template, DataFor(&s.Meta, in.Zone))
+			h, err := "", compileErr
+			if err == nil {
+				h, err = tmpl.render(DataFor(&s.Meta, in.Zone))
+			}
 			switch {
 			case err != nil:
 				st.Reason, st.Message = ReasonTemplateError, err.Error()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"text/template"
 
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/validate"
@@ -48,12 +49,28 @@ func StubData() Data {
 // DNS-1123 subdomain. With d.Labels nil the `label` function returns "label"
 // (stub rendering, as Kuma's validation does).
 func Render(text string, d Data) (string, error) {
-	stub := d.Labels == nil
+	c, err := compile(text)
+	if err != nil {
+		return "", err
+	}
+	return c.render(d)
+}
+
+// compiled is a parsed template whose `label` function reads the labels of
+// the Data being rendered; one compiled template must not render concurrently.
+type compiled struct {
+	t      *template.Template
+	labels map[string]string
+	stub   bool
+}
+
+func compile(text string) (*compiled, error) {
+	c := &compiled{}
 	label := func(key string) (string, error) {
-		if stub {
+		if c.stub {
 			return "label", nil
 		}
-		v, ok := d.Labels[key]
+		v, ok := c.labels[key]
 		if !ok {
 			return "", fmt.Errorf("label %s not found", key)
 		}
@@ -63,9 +80,15 @@ func Render(text string, d Data) (string, error) {
 	// so a generator cannot make the controller loop or allocate unboundedly.
 	t, err := validate.ParseTemplate(text, label)
 	if err != nil {
-		return "", fmt.Errorf("failed compiling gotemplate error=%q", err.Error())
+		return nil, fmt.Errorf("failed compiling gotemplate error=%q", err.Error())
 	}
-	h, err := validate.RenderTemplate(t, validate.TemplateData{Name: d.Name, DisplayName: d.DisplayName, Namespace: d.Namespace, Mesh: d.Mesh, Zone: d.Zone})
+	c.t = t
+	return c, nil
+}
+
+func (c *compiled) render(d Data) (string, error) {
+	c.labels, c.stub = d.Labels, d.Labels == nil
+	h, err := validate.RenderTemplate(c.t, validate.TemplateData{Name: d.Name, DisplayName: d.DisplayName, Namespace: d.Namespace, Mesh: d.Mesh, Zone: d.Zone})
 	if err != nil {
 		return "", fmt.Errorf("pre evaluation of template with parameters failed with error=%q", execErrorText(err))
 	}
