@@ -279,3 +279,33 @@ func TestConfigJSONRoundTrip(t *testing.T) {
 		t.Fatalf("other source under forbid default: %+v", d)
 	}
 }
+
+// SPIFFEDecisions must agree with DecideFor for every tag-less identity.
+func TestSPIFFEDecisionsAgreeWithDecideFor(t *testing.T) {
+	policies := []Policy{
+		mtp("mesh-deny", toMesh, from(KindMesh, "", nil, Deny)),
+		mtp("a-allow-web", toMES("a"), from(KindMeshService, "web", nil, Allow)),
+		mtp("a-shadow-api", toMES("a"), from(KindMeshSubset, "", map[string]string{ServiceTag: "api"}, AllowWithShadowDeny)),
+		mtp("a-team", toMES("a"), from(KindMeshSubset, "", map[string]string{"team": "x"}, Allow)),
+		mtp("a-deny-web-v1", toMES("a"), from(KindMeshServiceSubset, "web", map[string]string{"version": "v1"}, Deny)),
+		mtp("a-deny-db", toMES("a"), from(KindMeshServiceSubset, "db", map[string]string{ServiceTag: "db"}, Deny)),
+		mtp("b-open", toMES("b"), from(KindMeshSubset, "", nil, Allow)),
+	}
+	for _, forbid := range []bool{false, true} {
+		tab := mustCompile(t, &Config{Source: web, Meshes: []Mesh{{Name: "default", DefaultForbidMeshExternalServiceAccess: forbid}},
+			Services: []Service{svc("a", 80, "", "a.ext"), svc("b", 80, "", "b.ext"), svc("c", 80, "", "c.ext")}, Policies: policies})
+		for _, e := range tab.Entries() {
+			byService, others := e.SPIFFEDecisions()
+			for _, s := range []string{"web", "api", "db", "other", "x"} {
+				want := e.DecideFor(&Identity{Mesh: "default", Service: s})
+				got, ok := byService[s]
+				if !ok {
+					got = others
+				}
+				if got != want {
+					t.Errorf("forbid=%v %s from %s: SPIFFEDecisions %+v, DecideFor %+v", forbid, e.Service.Name, s, got, want)
+				}
+			}
+		}
+	}
+}

@@ -193,3 +193,51 @@ func normalizeAuthority(a string, buf *[maxAuthority]byte) int {
 	n += copy(buf[n:], port)
 	return n
 }
+
+// SPIFFEDecisions flattens the entry's rules for sources identified only
+// by a SPIFFE ID spiffe://<mesh>/<service> (no tags), which is all native
+// Envoy RBAC can see on a client certificate. byService holds the decision
+// for every service some rule names; others applies to every other service
+// of the MES's mesh. Sources from other meshes are always denied.
+//
+// This is exact: rules naming a service (MeshService, MeshServiceSubset and
+// MeshSubset whose only tag is kuma.io/service) all outrank the rules that
+// match any service (Mesh, tagless MeshSubset), and rules needing other
+// tags never match a SPIFFE identity.
+func (e *Entry) SPIFFEDecisions() (byService map[string]Decision, others Decision) {
+	byService = map[string]Decision{}
+	for i := range e.rules {
+		r := &e.rules[i]
+		svc, ok := r.spiffeService()
+		if !ok || svc == "" {
+			continue
+		}
+		if _, seen := byService[svc]; !seen {
+			byService[svc] = r.decision
+		}
+	}
+	others = e.fallback
+	for i := range e.rules {
+		if svc, ok := e.rules[i].spiffeService(); ok && svc == "" {
+			others = e.rules[i].decision
+			break
+		}
+	}
+	return byService, others
+}
+
+// spiffeService says which tag-less identity a rule can match: ok=false
+// for none (it needs tags), svc="" for any service of the mesh.
+func (r *rule) spiffeService() (svc string, ok bool) {
+	svc = r.service
+	for _, t := range r.tags {
+		if t.key != ServiceTag {
+			return "", false
+		}
+		if svc != "" && svc != t.value {
+			return "", false
+		}
+		svc = t.value
+	}
+	return svc, true
+}

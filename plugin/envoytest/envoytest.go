@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -64,8 +65,12 @@ type Instance struct {
 	Listener string
 	// Admin is the admin interface's host:port.
 	Admin string
+	// Listeners maps every bound listener's name to its host:port.
+	Listeners map[string]string
 
 	opts    Options
+	name    string   // the Start listener
+	waitFor []string // StartStatic listeners
 	dir     string
 	cmd     *exec.Cmd
 	done    chan error
@@ -97,11 +102,32 @@ func Start(ctx context.Context, dir string, o Options) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	bootPath := filepath.Join(dir, "bootstrap.json")
-	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
+	in.name = "meshext"
+	if err := in.run(ctx, boot); err != nil {
 		return nil, err
 	}
-	adminPath := filepath.Join(dir, "admin.address")
+	return in, nil
+}
+
+// StartStatic runs Envoy on a caller-made bootstrap (JSON) and waits until
+// every listener in names is bound; Listeners maps name to host:port. Set
+// the bootstrap's admin address to 127.0.0.1:0; listeners may use port 0.
+func StartStatic(ctx context.Context, dir, envoy string, bootstrap []byte, names []string, log io.Writer) (*Instance, error) {
+	in := &Instance{opts: Options{Envoy: envoy, Log: log, Concurrency: 1, LogLevel: "warning"}, dir: dir, done: make(chan error, 1)}
+	in.waitFor = names
+	if err := in.run(ctx, bootstrap); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+func (in *Instance) run(ctx context.Context, boot []byte) error {
+	o := in.opts
+	bootPath := filepath.Join(in.dir, "bootstrap.json")
+	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
+		return err
+	}
+	adminPath := filepath.Join(in.dir, "admin.address")
 	in.cmd = exec.Command(o.Envoy, "-c", bootPath, "--disable-hot-restart",
 		"--concurrency", strconv.Itoa(o.Concurrency), "--admin-address-path", adminPath,
 		"--file-flush-interval-msec", "100",
@@ -113,29 +139,50 @@ func Start(ctx context.Context, dir string, o Options) (*Instance, error) {
 	in.cmd.Stdout = o.Log
 	in.cmd.Stderr = o.Log
 	if err := in.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start envoy: %w", err)
+		return fmt.Errorf("start envoy: %w", err)
 	}
 	go func() { in.done <- in.cmd.Wait() }()
 
-	// Bounded wait: admin address file, then the listener's bound port.
+	// Bounded wait: admin address file, then the listeners' bound ports.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if err := in.exited(); err != nil {
-			return nil, err
+			return err
 		}
 		if b, err := os.ReadFile(adminPath); err == nil && len(bytes.TrimSpace(b)) > 0 {
 			in.Admin = strings.TrimSpace(string(b))
-			if addr, err := in.listenerAddr(ctx); err == nil && addr != "" {
-				in.Listener = addr
-				return in, nil
+			if in.ready(ctx) {
+				return nil
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			in.Stop()
-			return nil, fmt.Errorf("envoy not ready within 30s")
+			return fmt.Errorf("envoy not ready within 30s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// ready fills Listeners (and Listener) once every awaited listener is bound.
+func (in *Instance) ready(ctx context.Context) bool {
+	addrs, err := in.listenerAddrs(ctx)
+	if err != nil {
+		return false
+	}
+	names := in.waitFor
+	if in.name != "" {
+		names = []string{in.name}
+	}
+	for _, n := range names {
+		if addrs[n] == "" {
+			return false
+		}
+	}
+	in.Listeners = addrs
+	if in.name != "" {
+		in.Listener = addrs[in.name]
+	}
+	return true
 }
 
 // exited returns an error when Envoy has already exited.
@@ -192,8 +239,7 @@ func (in *Instance) UpdateFilterConfig(ctx context.Context, cfg []byte) error {
 		n, err := in.Stat(ctx, "listener_manager.lds.update_success")
 		if err == nil && n > before {
 			// A changed filter chain is drained and replaced; re-read the port.
-			if addr, err := in.listenerAddr(ctx); err == nil && addr != "" {
-				in.Listener = addr
+			if in.ready(ctx) {
 				return nil
 			}
 		}
@@ -241,11 +287,11 @@ func (in *Instance) adminGet(ctx context.Context, path string) (string, error) {
 	return string(b), err
 }
 
-// listenerAddr asks the admin interface where the "meshext" listener is bound.
-func (in *Instance) listenerAddr(ctx context.Context) (string, error) {
+// listenerAddrs asks the admin interface where each listener is bound.
+func (in *Instance) listenerAddrs(ctx context.Context) (map[string]string, error) {
 	body, err := in.adminGet(ctx, "/listeners?format=json")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	var l struct {
 		ListenerStatuses []struct {
@@ -259,15 +305,15 @@ func (in *Instance) listenerAddr(ctx context.Context) (string, error) {
 		} `json:"listener_statuses"`
 	}
 	if err := json.Unmarshal([]byte(body), &l); err != nil {
-		return "", err
+		return nil, err
 	}
+	m := map[string]string{}
 	for _, s := range l.ListenerStatuses {
-		if s.Name == "meshext" && s.LocalAddress.SocketAddress.PortValue != 0 {
-			a := s.LocalAddress.SocketAddress
-			return fmt.Sprintf("%s:%d", a.Address, a.PortValue), nil
+		if a := s.LocalAddress.SocketAddress; a.PortValue != 0 {
+			m[s.Name] = net.JoinHostPort(a.Address, strconv.Itoa(a.PortValue))
 		}
 	}
-	return "", nil
+	return m, nil
 }
 
 type obj = map[string]any
