@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -135,6 +136,11 @@ func Attach(spec Spec) (r *Redirect, attached bool, err error) {
 	}
 	if appDir == proxyDir {
 		return nil, false, fmt.Errorf("app and proxy cgroup are both %s: Envoy must run outside the workload cgroup", appDir)
+	}
+	// Programs are inherited by descendant cgroups: a proxy below the app
+	// cgroup would have its own upstream connections redirected to itself.
+	if strings.HasPrefix(proxyDir, appDir+"/") && spec.Config.BypassUID == nil && spec.Config.BypassMark == nil {
+		return nil, false, fmt.Errorf("proxy cgroup %s is inside the app cgroup %s: Envoy's own connections would be redirected (move it out, or set a bypass uid or mark)", proxyDir, appDir)
 	}
 	appID, err := CgroupID(appDir)
 	if err != nil {

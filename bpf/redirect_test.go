@@ -410,6 +410,10 @@ func TestAttachReplacesWhenCgroupChanges(t *testing.T) {
 func TestAttachRejectsBadInput(t *testing.T) {
 	mount := requireBPF(t)
 	app := newCgroup(t, mount, "app")
+	if err := os.Mkdir(app+"/envoy", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(app + "/envoy") })
 	cases := []struct {
 		spec Spec
 		want string
@@ -418,6 +422,7 @@ func TestAttachRejectsBadInput(t *testing.T) {
 		{Spec{Name: "ok", AppCgroup: filepath.Join(app, "nope")}, "does not exist"},
 		{Spec{Name: "ok", AppCgroup: "/tmp"}, "not a cgroup v2 directory"},
 		{Spec{Name: "ok", AppCgroup: app, ProxyCgroup: app}, "must run outside"},
+		{Spec{Name: "ok", AppCgroup: app, ProxyCgroup: app + "/envoy"}, "inside the app cgroup"},
 		{Spec{Name: "ok", AppCgroup: app, Config: Config{VIPs: []VIPRoute{{CIDR: DefaultVIPCIDR, Proxy: netip.MustParseAddrPort("242.0.0.1:1")}}}}, "inside its own VIP range"},
 	}
 	for _, c := range cases {
