@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
@@ -87,6 +88,9 @@ static_resources:
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
         sni: {{.SNI}}
+{{- if .AllowReneg}}
+        allow_renegotiation: true
+{{- end}}
         common_tls_context:
           validation_context:
             trusted_ca: {filename: {{$.CA}}}
@@ -101,7 +105,7 @@ static_resources:
 type envoyCase struct {
 	Name, Host, SNI, Family string
 	Port                    int
-	HTTP, H2                bool
+	HTTP, H2, AllowReneg    bool
 	ClientCert, ClientKey   string
 }
 
@@ -340,5 +344,87 @@ func TestIPv4MappedAnswerIsDialable(t *testing.T) {
 	}
 	if got, err := echoRoundTrip(c); err != nil || got != "echo this\n" {
 		t.Fatalf("echo over the mapped address: %q %v", got, err)
+	}
+}
+
+// TestRenegotiationThroughEnvoy: with allow_renegotiation Envoy follows a
+// server-initiated TLS 1.2 renegotiation and traffic continues; without it
+// the connection dies. The server is RenegotiatingServer (openssl s_server).
+func TestRenegotiationThroughEnvoy(t *testing.T) {
+	openssl := testenv.Tool(t, "openssl")
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(testpki.DNSNames("reneg.test"), testpki.Key(testpki.RSA2048))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caPath := filepath.Join(dir, "ca.crt")
+	if err := ca.WriteCertPEM(caPath); err != nil {
+		t.Fatal(err)
+	}
+	servers := map[string]*RenegotiatingServer{}
+	for _, name := range []string{"reneg_allowed", "reneg_denied"} {
+		srv, err := StartRenegotiatingServer(openssl, "127.0.0.14", leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		servers[name] = srv
+	}
+	dnsSrv, err := dns.New(dns.Config{Listen: "127.0.0.1:0", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dnsSrv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer dnsSrv.Close()
+	if err := dnsSrv.SetRecords(map[string]netip.Addr{"reneg.test": netip.MustParseAddr("127.0.0.14")}); err != nil {
+		t.Fatal(err)
+	}
+	_, dnsPort, _ := net.SplitHostPort(dnsSrv.Addr())
+	port := func(name string) int {
+		_, p, _ := net.SplitHostPort(servers[name].Addr())
+		var n int
+		fmt.Sscan(p, &n)
+		return n
+	}
+	envoy := runEnvoy(t, map[string]any{"DNSPort": dnsPort, "CA": caPath, "Listeners": []envoyCase{
+		{Name: "reneg_allowed", Host: "reneg.test", SNI: "reneg.test", Family: "V4_ONLY", Port: port("reneg_allowed"), AllowReneg: true},
+		{Name: "reneg_denied", Host: "reneg.test", SNI: "reneg.test", Family: "V4_ONLY", Port: port("reneg_denied")},
+	}})
+
+	for name, srv := range servers {
+		c, err := net.DialTimeout("tcp", envoy.listeners[name], 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "before-"+name+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.WaitOutput("before-"+name, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Renegotiate(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // let the HelloRequest reach Envoy before the data line
+		if err := srv.Send("after-renegotiation"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := bufio.NewReader(c).ReadString('\n') // the line, or EOF when Envoy drops the connection
+		if name == "reneg_allowed" {
+			if !strings.Contains(got, "after-renegotiation") {
+				t.Errorf("%s: client read %q (%v); server output:\n%s", name, got, err, srv.Output())
+			}
+		} else if strings.Contains(got, "after-renegotiation") {
+			t.Errorf("%s: data flowed after a refused renegotiation", name)
+		}
+		t.Logf("%s: client read %q err=%v", name, got, err)
 	}
 }
