@@ -31,10 +31,11 @@ envoy:
 	fi
 	@echo "$(ENVOY)"
 
-## sysdeps: Debian packages the tests drive (curl, nc, ip); needs root when any is missing
+## sysdeps: Debian packages the tests drive (curl, nc, ip, openssl); needs root when any is missing
 sysdeps:
 	@missing=""; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	nc -h 2>&1 | grep -q -- '-q seconds' || missing="$$missing netcat-openbsd"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
