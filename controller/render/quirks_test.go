@@ -476,3 +476,16 @@ func TestNoDataplanesGivesDefaultNodeWithTransparentListenerOnly(t *testing.T) {
 		t.Errorf("transparent listener on %s:%d, want 127.0.0.1:15001", sa.GetAddress(), sa.GetPortValue())
 	}
 }
+
+func TestSecretPathIsOneSafeElement(t *testing.T) {
+	for name, want := range map[string]string{
+		"meshext_default_api_ca": "/d/meshext_default_api_ca.json",
+		"a/../../etc/passwd":     "/d/a_.._.._etc_passwd.json",
+		"..":                     "/d/_...json",
+		"ü":                      "/d/_.json",
+	} {
+		if got := SecretPath("/d", name); got != want {
+			t.Errorf("SecretPath(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

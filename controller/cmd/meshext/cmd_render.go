@@ -1,0 +1,235 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/render"
+	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/xds"
+)
+
+func init() {
+	register(&command{name: "render", summary: "render the Envoy config of resource files once (static bootstrap + xDS files) for inspection", run: runRender})
+}
+
+func runRender(args []string) int { return renderMain(args, os.Stdout, os.Stderr) }
+
+// renderMain is runRender with its outputs, for tests.
+func renderMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("render", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "output directory (required); created if missing")
+	stateDir := fs.String("state-dir", "", "directory holding the VIP allocations (as `meshext run` keeps them); without it VIPs are first-fit in sorted order and nothing is written")
+	cidr := fs.String("cidr", "", "VIP range (default $"+ipam.EnvCIDR+", else "+ipam.DefaultCIDR+")")
+	upstreamDNS := fs.String("upstream-dns", "", "IP:PORT resolver for Envoy's DNS clusters (default: Envoy's, from resolv.conf)")
+	zone := fs.String("zone", "default", "local zone name")
+	systemCA := fs.String("system-ca-path", "", "CA bundle for services without caCert (default $"+model.EnvSystemCAPath+", else the first OS bundle found)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `Usage: meshext render PATH... --out DIR [--state-dir DIR] [--upstream-dns IP:PORT]
+
+Loads the resource files under PATH, builds the model and renders Envoy's
+config once, per node (one per Dataplane "<mesh>.<name>", or "default"):
+
+  DIR/<node>/bootstrap.json   static bootstrap, everything inline (secrets too,
+                              so mode 0600): envoy --mode validate -c it, or run it
+  DIR/<node>/cds.json         clusters as a DiscoveryResponse (file-based xDS)
+  DIR/<node>/lds.json         listeners as a DiscoveryResponse
+  DIR/sds/<secret>.json       one SDS secret each (mode 0600), referenced by cds.json
+
+The layout is meshext run's --xds-dir layout, so DIR also works with
+'meshext bootstrap --xds file --xds-dir DIR --node <node>'.
+
+Problems go to stderr as FILE:LINE: KIND MESH/NAME: FIELD.PATH: message; a
+service that cannot be rendered is listed with the reason and left out.
+Exit status: 0 when there are no problems, 1 when there are (files are still
+written), 2 on usage or I/O errors. Flags may come before or after the paths.
+
+Flags:`)
+		fs.PrintDefaults()
+	}
+	paths, code := parseInterspersed(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if len(paths) == 0 || *out == "" {
+		fmt.Fprintln(stderr, "meshext render: at least one PATH and --out DIR are required")
+		fs.Usage()
+		return 2
+	}
+	dir, err := filepath.Abs(*out)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshext render: %v\n", err)
+		return 2
+	}
+	alloc, err := ipam.Open(*stateDir, *cidr)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshext render: %v\n", err)
+		return 2
+	}
+	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone})
+	if err != nil {
+		fmt.Fprintf(stderr, "meshext render: %v\n", err)
+		return 2
+	}
+	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA})
+	res, err := render.Render(w, render.Options{UpstreamDNS: *upstreamDNS, SecretsVia: render.SecretsFile, SecretsDir: xds.SecretDir(dir)})
+	if err != nil {
+		fmt.Fprintf(stderr, "meshext render: %v\n", err)
+		return 2
+	}
+	if err := writeRendered(dir, res, stdout); err != nil {
+		fmt.Fprintf(stderr, "meshext render: %v\n", err)
+		return 2
+	}
+
+	problems := append(loadProblems, w.Problems...)
+	sortByFileAndLine(problems, set.Files)
+	for _, p := range problems {
+		fmt.Fprintln(stderr, p.Error())
+	}
+	failed := 0
+	for _, s := range w.Services {
+		if s.Broken != "" {
+			failed++
+			fmt.Fprintf(stderr, "not rendered: MeshExternalService %s/%s: %s\n", s.Mesh, s.Name, s.Broken)
+		}
+	}
+	for _, warn := range res.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", warn)
+	}
+	if len(problems) > 0 || failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+// parseInterspersed parses flags that may come before or after positional
+// arguments. It returns the positionals and -1, or an exit code.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, int) {
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0
+			}
+			return nil, 2
+		}
+		if fs.NArg() == 0 {
+			return pos, -1
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+}
+
+// writeRendered writes every node's files and the shared secrets, and prints
+// one summary line per node.
+func writeRendered(dir string, res *render.Output, stdout io.Writer) error {
+	secretDir := xds.SecretDir(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(secretDir, 0o700); err != nil {
+		return err
+	}
+	secrets := map[string][]byte{}
+	for _, id := range res.NodeIDs() {
+		n := res.Nodes[id]
+		nodeDir := xds.NodeDir(dir, id)
+		if err := os.MkdirAll(nodeDir, 0o755); err != nil {
+			return err
+		}
+		b, err := render.StaticBootstrap(n, render.BootstrapOptions{})
+		if err != nil {
+			return fmt.Errorf("node %s: %w", id, err)
+		}
+		boot, err := render.CanonicalJSON(b)
+		if err != nil {
+			return err
+		}
+		cds, err := n.CDS()
+		if err != nil {
+			return err
+		}
+		lds, err := n.LDS()
+		if err != nil {
+			return err
+		}
+		files, err := n.SecretFiles(secretDir)
+		if err != nil {
+			return err
+		}
+		for p, b := range files {
+			secrets[p] = b
+		}
+		// Secrets (and so the static bootstrap) are written before cds.json
+		// references them; cds.json before lds.json, whose listeners need its clusters.
+		if err := writeFileAtomic(filepath.Join(nodeDir, "bootstrap.json"), boot, 0o600); err != nil {
+			return err
+		}
+		for _, p := range sortedKeys(files) {
+			if err := writeFileAtomic(p, files[p], 0o600); err != nil {
+				return err
+			}
+		}
+		if err := writeFileAtomic(filepath.Join(nodeDir, render.CDSFile), cds, 0o644); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(filepath.Join(nodeDir, render.LDSFile), lds, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "node %s: %d clusters, %d listeners, %d secrets, version %s -> %s\n",
+			id, len(n.Clusters), len(n.Listeners), len(n.Secrets), n.Version, nodeDir)
+	}
+	return nil
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// writeFileAtomic replaces path with data: a temp file in the same directory,
+// synced, then renamed, so a watching Envoy never reads half a file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".meshext-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
