@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshext/meshext/bench/envoyproc"
+	"github.com/meshext/meshext/e2e/testenv"
+)
+
+// meshEnv is one `meshext run` on a drop directory plus one real Envoy fed by
+// its file drops, as a user runs them.
+type meshEnv struct {
+	dir, drop, state, xds string
+	nodeID                string
+	dnsAddr, statusAddr   string
+	run                   *proc
+	envoy                 *envoyproc.Proc
+}
+
+type meshOpts struct {
+	nodeID    string // Envoy node id: "<mesh>.<dataplane>" or "default"
+	hostsFile string // --dns-hosts
+	systemCA  string // KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH
+	stateDir  string // reuse a state dir (restart tests); "" = fresh
+}
+
+func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
+	t.Helper()
+	bin := meshext(t)
+	envoy := testenv.Envoy(t)
+	m := &meshEnv{dir: t.TempDir(), drop: drop, nodeID: o.nodeID}
+	m.state = o.stateDir
+	if m.state == "" {
+		m.state = filepath.Join(m.dir, "state")
+	}
+	m.xds = filepath.Join(m.dir, "xds")
+	m.dnsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	m.statusAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	m.startRun(t, bin, o)
+
+	nodeDir := filepath.Join(m.xds, m.nodeID)
+	eventually(t, 20*time.Second, "meshext run writes "+nodeDir+"/lds.json", func() error {
+		if _, err := os.Stat(filepath.Join(nodeDir, "lds.json")); err != nil {
+			return fmt.Errorf("%v; meshext log: %s", err, envoyproc.Tail(m.run.log, 800))
+		}
+		return nil
+	})
+	bootstrap := filepath.Join(m.dir, "bootstrap.json")
+	out, err := run(t, 30*time.Second, "", bin, "bootstrap", "--xds", "file", "--xds-dir", nodeDir,
+		"--node", m.nodeID, "--admin-port", strconv.Itoa(freePort(t)), "--upstream-dns", m.dnsAddr, "--out", bootstrap)
+	if err != nil {
+		t.Fatalf("meshext bootstrap: %v\n%s", err, out)
+	}
+	m.envoy, err = envoyproc.Start(envoy, bootstrap, m.dir, "envoy", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- envoy log (tail) ---\n%s", envoyproc.Tail(m.envoy.Log, 6000))
+		}
+		m.envoy.Stop()
+	})
+	return m
+}
+
+func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
+	t.Helper()
+	args := []string{"run", "--dir", m.drop, "--state-dir", m.state, "--xds", "file", "--xds-dir", m.xds,
+		"--dns-listen", m.dnsAddr, "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms"}
+	if o.hostsFile != "" {
+		args = append(args, "--dns-hosts", o.hostsFile)
+	}
+	var env []string
+	if o.systemCA != "" {
+		env = append(env, "KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH="+o.systemCA)
+	}
+	m.run = startProc(t, "meshext-run", env, bin, args...)
+}
+
+// envoyLog is everything Envoy printed so far, access logs included.
+func (m *meshEnv) envoyLog() string {
+	b, _ := os.ReadFile(m.envoy.Log)
+	return string(b)
+}
+
+// waitListener waits until Envoy serves a listener bound to addr (e.g. 127.0.0.1:18080).
+func (m *meshEnv) waitListener(t *testing.T, addr string) {
+	t.Helper()
+	eventually(t, 20*time.Second, "Envoy listener on "+addr, func() error {
+		body, err := m.envoy.Get("/listeners")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, "::"+addr) && !strings.Contains(body, addr) {
+			return fmt.Errorf("not in /listeners: %s", body)
+		}
+		return nil
+	})
+}
+
+// status fetches meshext run's /status JSON.
+func (m *meshEnv) status(t *testing.T) string {
+	t.Helper()
+	code, body, err := httpGet("http://" + m.statusAddr + "/status")
+	if err != nil || code != 200 {
+		t.Fatalf("GET /status: %d %v", code, err)
+	}
+	return body
+}

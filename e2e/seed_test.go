@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/upstream"
+)
+
+// seedExamples are the seed's resource files, copied byte for byte from examples/.
+var seedExamples = []string{"hostname-generator.yaml", "mes-tcp.yaml", "mes-tcp-tls.yaml", "mes-tcp-mtls.yaml",
+	"mes-http.yaml", "mes-https.yaml", "mes-grpc.yaml", "mes-grpcs.yaml"}
+
+// e2eDataplane has one outbound per seed example (the seed's "Universal mode
+// without Transparent Proxy" form) and a pass-through inbound.
+const e2eDataplane = `type: Dataplane
+mesh: default
+name: e2e
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: 16380
+      servicePort: 80
+      serviceAddress: 127.0.0.12
+      tags:
+        kuma.io/service: e2e
+        kuma.io/protocol: http
+  outbound:
+    - port: 14242
+      backendRef: {kind: MeshExternalService, name: mes-tcp}
+    - port: 14243
+      backendRef: {kind: MeshExternalService, name: mes-tcp-tls}
+    - port: 14244
+      backendRef: {kind: MeshExternalService, name: mes-tcp-mtls}
+    - port: 18080
+      backendRef: {kind: MeshExternalService, name: mes-http}
+    - port: 18443
+      backendRef: {kind: MeshExternalService, name: mes-https}
+    - port: 19000
+      backendRef: {kind: MeshExternalService, name: mes-grpc}
+    - port: 19001
+      backendRef: {kind: MeshExternalService, name: mes-grpcs}
+`
+
+// standIns starts loopback stand-ins for tcpbin.com, httpbin.org and
+// grpcbin.test.k6.io on the seed's ports and returns the CA file and hosts file.
+func standIns(t *testing.T) (set *upstream.Set, caFile, hostsFile string) {
+	t.Helper()
+	testenv.RequireRoot(t) // the seed's ports 80 and 443
+	set, err := upstream.Start(upstream.DefaultConfig())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = set.Close() })
+	dir := t.TempDir()
+	caFile = filepath.Join(dir, "ca.pem")
+	require.NoError(t, set.CA.WriteCertPEM(caFile))
+	hostsFile = filepath.Join(dir, "hosts")
+	require.NoError(t, os.WriteFile(hostsFile, set.HostsFile(), 0o644))
+	return set, caFile, hostsFile
+}
+
+func seedDropDir(t *testing.T) string {
+	t.Helper()
+	drop := filepath.Join(t.TempDir(), "drop")
+	require.NoError(t, os.MkdirAll(drop, 0o755))
+	for _, f := range seedExamples {
+		copyFile(t, filepath.Join(testenv.RepoRoot(), "examples", f), filepath.Join(drop, f))
+	}
+	writeFile(t, filepath.Join(drop, "dataplane-e2e.yaml"), e2eDataplane)
+	return drop
+}
+
+// TestSeedExamples runs each of the seed's seven examples with the client and
+// command the seed gives, through a real Envoy configured by `meshext run`.
+func TestSeedExamples(t *testing.T) {
+	_, caFile, hostsFile := standIns(t)
+	nc := testenv.Tool(t, "nc")
+	curl := testenv.Tool(t, "curl")
+	grpcurl := testenv.Tool(t, "grpcurl")
+	m := startMesh(t, seedDropDir(t), meshOpts{nodeID: "default.e2e", hostsFile: hostsFile, systemCA: caFile})
+	for _, a := range []string{"127.0.0.1:14242", "127.0.0.1:14243", "127.0.0.1:14244", "127.0.0.1:18080", "127.0.0.1:18443", "127.0.0.1:19000", "127.0.0.1:19001"} {
+		m.waitListener(t, a)
+	}
+
+	for _, tc := range []struct{ name, port string }{{"mes-tcp", "14242"}, {"mes-tcp-tls", "14243"}, {"mes-tcp-mtls", "14244"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Seed: echo 'echo this' | nc -q 3 <name>.svc.meshext.local <port>
+			out, err := run(t, 20*time.Second, "echo this\n", nc, "-q", "3", "127.0.0.1", tc.port)
+			require.NoError(t, err, out)
+			assert.Equal(t, "echo this\n", out)
+		})
+	}
+	t.Run("mes-http", func(t *testing.T) {
+		// Seed: curl -s http://mes-http.svc.meshext.local
+		out, err := run(t, 20*time.Second, "", curl, "-s", "http://127.0.0.1:18080")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "<html")
+		assert.Contains(t, out, "httpbin.org")
+		// The upstream saw the endpoint's host name (Kuma's autoHostRewrite).
+		out, err = run(t, 20*time.Second, "", curl, "-s", "http://127.0.0.1:18080/get")
+		require.NoError(t, err, out)
+		var got struct{ Headers map[string]string }
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		assert.Equal(t, "httpbin.org", got.Headers["Host"])
+	})
+	t.Run("mes-https", func(t *testing.T) {
+		// Seed: curl http://mes-https.svc.meshext.local (Envoy originates TLS to httpbin.org:443)
+		out, err := run(t, 20*time.Second, "", curl, "--fail", "http://127.0.0.1:18443/get")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, `"url"`)
+		assert.Contains(t, out, "https://httpbin.org/get", "the stand-in answered over TLS")
+	})
+	for _, tc := range []struct{ name, port string }{{"mes-grpc", "19000"}, {"mes-grpcs", "19001"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Seed: grpcurl -plaintext -v <name>.svc.meshext.local:<port> list
+			out, err := run(t, 20*time.Second, "", grpcurl, "-plaintext", "-v", "127.0.0.1:"+tc.port, "list")
+			require.NoError(t, err, out)
+			assert.Contains(t, out, "grpc.health.v1.Health")
+			assert.Contains(t, out, upstream.GRPCBinService)
+		})
+	}
+	t.Run("inbound pass-through", func(t *testing.T) {
+		out, err := run(t, 20*time.Second, "", curl, "-s", "--fail", "http://127.0.0.1:16380/get")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, `"url"`)
+	})
+	t.Run("embedded DNS answers generated hostnames with VIPs", func(t *testing.T) {
+		var st struct {
+			Services []struct {
+				Name      string
+				VIP       string
+				Hostnames []string
+			}
+		}
+		require.NoError(t, json.Unmarshal([]byte(m.status(t)), &st))
+		require.Len(t, st.Services, 7)
+		c := &dns.Client{Timeout: 2 * time.Second}
+		for _, s := range st.Services {
+			require.Contains(t, s.Hostnames, s.Name+".svc.meshext.local")
+			q := new(dns.Msg)
+			q.SetQuestion(s.Name+".svc.meshext.local.", dns.TypeA)
+			r, _, err := c.Exchange(q, m.dnsAddr)
+			require.NoError(t, err)
+			require.Len(t, r.Answer, 1, s.Name)
+			a := r.Answer[0].(*dns.A)
+			assert.Equal(t, s.VIP, a.A.String())
+			assert.True(t, netip.MustParsePrefix("242.0.0.0/8").Contains(netip.MustParseAddr(a.A.String())))
+		}
+		q := new(dns.Msg)
+		q.SetQuestion("nope.svc.meshext.local.", dns.TypeA)
+		r, _, err := c.Exchange(q, m.dnsAddr)
+		require.NoError(t, err)
+		assert.Equal(t, dns.RcodeNameError, r.Rcode)
+	})
+	assert.False(t, strings.Contains(m.envoyLog(), "PRIVATE KEY"), "no key material in Envoy's log")
+}
