@@ -386,7 +386,21 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 			s.answer(w, r, []netip.Addr{addr}, true, snap)
 			return
 		}
-		if zone := snap.zoneOf(name); zone != "" {
+		if zone := snap.zoneOf(name); zone == name {
+			// The zone apex exists: SOA for SOA queries, NODATA otherwise.
+			s.answered.Add(1)
+			m := new(mdns.Msg)
+			m.SetReply(r)
+			m.Authoritative = true
+			m.RecursionAvailable = len(s.upstreams) > 0
+			if q.Qtype == mdns.TypeSOA || q.Qtype == mdns.TypeANY {
+				m.Answer = []mdns.RR{s.soa(zone)}
+			} else {
+				m.Ns = []mdns.RR{s.soa(zone)}
+			}
+			_ = w.WriteMsg(m)
+			return
+		} else if zone != "" {
 			s.nxdomain.Add(1)
 			m := new(mdns.Msg)
 			m.SetRcode(r, mdns.RcodeNameError)

@@ -157,12 +157,20 @@ func TestUnknownNameInZoneIsNXDOMAIN(t *testing.T) {
 			t.Fatalf("%s: authority %v, want one SOA with minimum 30", name, r.Ns)
 		}
 	}
+	// The zone apex exists: SOA answers SOA, other types get NODATA.
+	r0 := query(t, "udp", s.Addr(), "svc.meshext.local.", mdns.TypeSOA)
+	if r0.Rcode != mdns.RcodeSuccess || len(r0.Answer) != 1 || r0.Answer[0].Header().Rrtype != mdns.TypeSOA {
+		t.Fatalf("SOA at apex: rcode %s answers %v", mdns.RcodeToString[r0.Rcode], r0.Answer)
+	}
+	if r0 = query(t, "udp", s.Addr(), "SVC.meshext.local.", mdns.TypeA); r0.Rcode != mdns.RcodeSuccess || len(r0.Answer) != 0 || len(r0.Ns) != 1 {
+		t.Fatalf("A at apex: rcode %s, want NODATA", mdns.RcodeToString[r0.Rcode])
+	}
 	// MX for an existing name: NODATA (NOERROR, no answers).
 	r := query(t, "tcp", s.Addr(), "mes-tcp.svc.meshext.local.", mdns.TypeMX)
 	if r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 0 {
 		t.Fatalf("MX: rcode %s answers %v, want NODATA", mdns.RcodeToString[r.Rcode], r.Answer)
 	}
-	if st := s.Stats(); st.NXDomain != 3 || st.Answered != 1 || st.Forwarded != 0 {
+	if st := s.Stats(); st.NXDomain != 3 || st.Answered != 3 || st.Forwarded != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
