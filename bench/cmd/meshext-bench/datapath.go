@@ -103,7 +103,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		"Load is closed-loop, so latencies are at saturation, not at a fixed rate. Envoy CPU = utime+stime delta of the Envoy process from /proc/<pid>/stat during the run "+
 		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. Client, Envoy and upstream share the machine's cores.\n\n",
 		cfg.rounds, cfg.durations, cfg.warmup)
-	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster); (c) %s (`meshext render` of a generated MES + Dataplane outbound); (d) %s (c with the meshext dynamic module in the HTTP filter chain).\n\n",
+	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster); (c) %s (a generated MES + Dataplane outbound rendered by `render.Render` + `render.StaticBootstrap`, the library behind `meshext render`, via `meshext-cpbench static`); (d) %s (c with the meshext dynamic module in the HTTP filter chain).\n\n",
 		variants[0].name, variants[1].name, variants[2].name, variants[3].name)
 	if len(missing) > 0 {
 		fmt.Fprintf(&md, "not available: missing %s\n\n", strings.Join(missing, ", "))
@@ -163,7 +163,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			fmt.Fprintf(&detail, "| (%s) %s | %s | %s | %s | %s | %s | %s |\n", v.key, v.name, thrCell, fmtDur(p50), fmtDur(p99), cpuCell, reqCell, errCell)
 		}
 		if len(extras) > 0 {
-			fmt.Fprintf(&detail, "\nThe rendered config (c) carries, beyond (b): %s.\n", strings.Join(extras, "; "))
+			fmt.Fprintf(&detail, "\nNotes: %s.\n", strings.Join(extras, "; "))
 		}
 		detail.WriteString("\nReproduce (the configs are kept in the work directory named at the top; ports were ephemeral):\n\n```\n")
 		fmt.Fprintf(&detail, "# upstream\n%s\n", upstreamCommand(p.upstream, cfg.workDir))
@@ -284,7 +284,35 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			r.results = append(r.results, res)
 		}
 	}
+	if d := runs[3]; d.envoy != nil && len(d.results) > 0 {
+		extras = append(extras, "(d) filter decisions counted by Envoy: "+filterDecisions(d.envoy))
+	}
 	return runs, cmds, extras, ""
+}
+
+// filterDecisions sums the plugin's counters, proof that (d) ran the filter.
+func filterDecisions(e *envoyproc.Proc) string {
+	body, err := e.Get("/stats?filter=meshext_(allowed|denied|errors)")
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	sums := map[string]int64{}
+	for _, l := range strings.Split(body, "\n") {
+		k, v, ok := strings.Cut(l, ": ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			continue
+		}
+		for _, c := range []string{"allowed", "denied", "errors"} {
+			if strings.HasSuffix(k, "meshext_"+c) {
+				sums[c] += n
+			}
+		}
+	}
+	return fmt.Sprintf("%d allowed, %d denied, %d errors", sums["allowed"], sums["denied"], sums["errors"])
 }
 
 // summarize gives medians over rounds: throughput (req/s or MB/s), p50, p99,

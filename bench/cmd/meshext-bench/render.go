@@ -165,10 +165,12 @@ networking:
 func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 	var rc renderedConfig
 	if r.WithFilter {
+		if r.Proto == "tcp" {
+			return rc, fmt.Errorf("the Go filter is an HTTP filter; TCP authorization is native network RBAC")
+		}
 		if rd.plugin == "" {
 			return rc, fmt.Errorf("bin/libmeshext.so not built (make plugin)")
 		}
-		return rc, fmt.Errorf("rendering with the Go filter is not wired yet (controller/render authzFilters inserts no filter)")
 	}
 	if rd.cpbench == "" {
 		return rc, fmt.Errorf("bin/meshext-cpbench (the renderer) did not build")
@@ -186,20 +188,24 @@ func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 		return rc, fmt.Errorf("render: %v: %s", err, oneLine(lastLines(out, 3)))
 	}
 	rc.Target = fmt.Sprintf("127.0.0.1:%d", ports.outbound)
-	if data, err := os.ReadFile(rc.ConfigPath); err == nil {
-		rc.Extras = renderedExtras(data)
-	}
 	rc.Commands = []string{"# resources: " + r.Dir + "/{mes,dataplane}.yaml", shellJoin(relArgv(argv))}
-	return rc, nil
-}
-
-// probeRender checks that this meshext has a render command.
-func probeRender(meshext string) error {
-	out, err := runBounded(10*time.Second, meshext, "render", "--help")
-	if err != nil && !strings.Contains(out, "render") {
-		return fmt.Errorf("`meshext render` not available: %s", oneLine(lastLines(out, 2)))
+	if data, err := os.ReadFile(rc.ConfigPath); err == nil && len(renderedExtras(data)) > 0 {
+		rc.Extras = []string{"the rendered config (c) carries, beyond (b): " + strings.Join(renderedExtras(data), ", ")}
 	}
-	return nil
+	if r.WithFilter {
+		listener := "outbound:" + rc.Target
+		fcfg, err := filterConfig(r.Proto, listener, r.UpPort)
+		if err != nil {
+			return rc, err
+		}
+		withFilter := filepath.Join(r.Dir, "envoy-filter.json")
+		if rc.Env, err = addFilter(rc.ConfigPath, withFilter, listener, rd.plugin, fcfg); err != nil {
+			return rc, err
+		}
+		rc.ConfigPath = withFilter
+		rc.Commands = append(rc.Commands, "# "+withFilter+": the same with the meshext filter before the router (inserted by meshext-bench)")
+	}
+	return rc, nil
 }
 
 func runBounded(d time.Duration, name string, args ...string) (string, error) {

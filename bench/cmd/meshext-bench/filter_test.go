@@ -1,0 +1,90 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/meshext/meshext/plugin/egress"
+)
+
+// The filter config the harness gives the plugin must be one the plugin
+// accepts, and it must allow the benchmark's requests.
+func TestFilterConfigParsesAndAllows(t *testing.T) {
+	raw, err := filterConfig("http", "outbound:127.0.0.1:1000", 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := egress.Parse(raw)
+	if err != nil {
+		t.Fatalf("plugin rejects the harness's config: %v\n%s", err, raw)
+	}
+	r := c.Decide("127.0.0.1:1000", "")
+	if r.Verdict != egress.Forward {
+		t.Errorf("benchmark request not allowed: %+v", r)
+	}
+}
+
+func TestAddFilterBeforeRouter(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "in.json")
+	cfg := `{"staticResources":{"listeners":[
+	 {"name":"other","filterChains":[{"filters":[{"typedConfig":{"httpFilters":[{"name":"envoy.filters.http.router"}]}}]}]},
+	 {"name":"outbound:127.0.0.1:1000","filterChains":[{"filters":[{"typedConfig":{"httpFilters":[{"name":"envoy.filters.http.router"}]}}]}]}]}}`
+	if err := os.WriteFile(src, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "out.json")
+	env, err := addFilter(src, dst, "outbound:127.0.0.1:1000", "/x/libmeshext.so", []byte(`{"a":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(env, " ") != "GODEBUG=cgocheck=0 ENVOY_DYNAMIC_MODULES_SEARCH_PATH=/x" {
+		t.Errorf("env %v", env)
+	}
+	var out struct {
+		StaticResources struct {
+			Listeners []struct {
+				Name         string
+				FilterChains []struct {
+					Filters []struct {
+						TypedConfig struct {
+							HTTPFilters []struct{ Name string } `json:"httpFilters"`
+						} `json:"typedConfig"`
+					}
+				} `json:"filterChains"`
+			}
+		} `json:"staticResources"`
+	}
+	data, _ := os.ReadFile(dst)
+	if err := json.Unmarshal(data, &out); err != nil {
+		t.Fatal(err)
+	}
+	names := func(i int) (n []string) {
+		for _, f := range out.StaticResources.Listeners[i].FilterChains[0].Filters[0].TypedConfig.HTTPFilters {
+			n = append(n, f.Name)
+		}
+		return n
+	}
+	if got := strings.Join(names(1), ","); got != dynamicModuleFilter+",envoy.filters.http.router" {
+		t.Errorf("target listener filters: %s", got)
+	}
+	if got := strings.Join(names(0), ","); got != "envoy.filters.http.router" {
+		t.Errorf("other listener changed: %s", got)
+	}
+	if _, err := addFilter(src, dst, "missing", "/x/libmeshext.so", nil); err == nil {
+		t.Error("missing listener not reported")
+	}
+}
+
+func TestRenderedExtras(t *testing.T) {
+	got := renderedExtras([]byte(`"envoy.access_loggers.stdout" "StdoutAccessLog" "outlierDetection"`))
+	if strings.Join(got, ";") != "an access log line per request/connection (stdout);outlier detection" {
+		t.Errorf("extras %v", got)
+	}
+	if len(renderedExtras([]byte(`{}`))) != 0 {
+		t.Error("extras in an empty config")
+	}
+}
