@@ -18,6 +18,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // start runs a Server on 127.0.0.1:0 for the test and closes it afterwards.
@@ -608,5 +609,42 @@ func TestStartErrorsAndCloseIsIdempotent(t *testing.T) {
 	c := &mdns.Client{Net: "tcp", Timeout: time.Second}
 	if _, _, err := c.Exchange(new(mdns.Msg).SetQuestion("x.", mdns.TypeA), s.Addr()); err == nil {
 		t.Fatal("closed server still answers over TCP")
+	}
+}
+
+func TestCollector(t *testing.T) {
+	s := start(t, Config{HostsFile: writeHosts(t, "127.0.0.11 tcpbin.com\n")})
+	if err := s.SetRecords(seedRecords); err != nil {
+		t.Fatal(err)
+	}
+	query(t, "udp", s.Addr(), "mes-tcp.svc.meshext.local.", mdns.TypeA)
+	query(t, "udp", s.Addr(), "nope.svc.meshext.local.", mdns.TypeA)
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(s.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			got[mf.GetName()+"/"+m.GetLabel()[0].GetValue()] = v
+		}
+	}
+	want := map[string]float64{
+		"meshext_dns_queries_total/answered": 1, "meshext_dns_queries_total/nxdomain": 1,
+		"meshext_dns_queries_total/forwarded": 0, "meshext_dns_queries_total/forward_failed": 0,
+		"meshext_dns_records/vip": 3, "meshext_dns_records/hosts": 1,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("series %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
 	}
 }
