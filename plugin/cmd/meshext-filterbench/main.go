@@ -1,0 +1,75 @@
+// Command meshext-filterbench measures requests per second through a real
+// Envoy with the meshext dynamic module against the same Envoy config
+// without it, side by side in one run (envoytest.CompareRPS).
+//
+//	go run ./plugin/cmd/meshext-filterbench -envoy .tools/envoy/envoy/_bin/envoy -module-dir bin
+//
+// It prints a Markdown table, or JSON with -json. Exit status 1 on error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/meshext/meshext/plugin/envoytest"
+)
+
+func main() {
+	var o envoytest.CompareOptions
+	flag.StringVar(&o.Envoy, "envoy", os.Getenv("ENVOY_BIN"), "Envoy binary (default $ENVOY_BIN)")
+	flag.StringVar(&o.ModuleDir, "module-dir", "bin", "directory holding libmeshext.so (make plugin)")
+	flag.IntVar(&o.Hostnames, "hostnames", 1000, "MES in the filter config")
+	flag.IntVar(&o.Connections, "conns", 8, "concurrent keep-alive clients")
+	flag.DurationVar(&o.Round, "round", 2*time.Second, "length of one measured round")
+	flag.IntVar(&o.Rounds, "rounds", 3, "rounds per flavor (interleaved)")
+	flag.IntVar(&o.Concurrency, "workers", 1, "Envoy worker threads")
+	asJSON := flag.Bool("json", false, "print JSON instead of a table")
+	flag.Parse()
+	if err := run(o, *asJSON); err != nil {
+		fmt.Fprintln(os.Stderr, "meshext-filterbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o envoytest.CompareOptions, asJSON bool) error {
+	if o.Envoy == "" {
+		return fmt.Errorf("-envoy or $ENVOY_BIN is required")
+	}
+	abs, err := filepath.Abs(o.ModuleDir)
+	if err != nil {
+		return err
+	}
+	o.ModuleDir = abs
+	if _, err := os.Stat(filepath.Join(abs, "libmeshext.so")); err != nil {
+		return fmt.Errorf("libmeshext.so not found in %s (run make plugin): %w", abs, err)
+	}
+	dir, err := os.MkdirTemp("", "meshext-filterbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	budget := time.Duration(2*o.Rounds+1)*o.Round + 2*time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	res, err := envoytest.CompareRPS(ctx, dir, o)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	fmt.Printf("| Envoy config (%d MES, %d conns, %d x %s per flavor) | req/s | requests | errors |\n", res.Options.Hostnames,
+		res.Options.Connections, res.Options.Rounds, res.Options.Round)
+	fmt.Println("|---|---:|---:|---:|")
+	fmt.Printf("| without filter | %.0f | %d | %d |\n", res.BaselineRPS, res.Requests[0], res.Errors[0])
+	fmt.Printf("| with meshext dynamic module | %.0f | %d | %d |\n", res.FilterRPS, res.Requests[1], res.Errors[1])
+	fmt.Printf("\nfilter overhead: %.1f%% of throughput\n", res.OverheadPct)
+	return nil
+}

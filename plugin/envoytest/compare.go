@@ -1,0 +1,178 @@
+package envoytest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshext/meshext/plugin/core"
+	"github.com/meshext/meshext/plugin/egress"
+)
+
+// CompareOptions configures CompareRPS.
+type CompareOptions struct {
+	Envoy     string // Envoy binary
+	ModuleDir string // directory with libmeshext.so
+	// Hostnames is the number of MES in the filter config (default 1000);
+	// requests go to one of them.
+	Hostnames   int
+	Connections int           // concurrent keep-alive clients (default 8)
+	Round       time.Duration // length of one measured round (default 2s)
+	Rounds      int           // rounds per flavor, interleaved (default 3)
+	Concurrency int           // Envoy worker threads (default 1)
+	Log         io.Writer     // Envoy logs; nil = discard
+}
+
+// CompareResult is the outcome of CompareRPS.
+type CompareResult struct {
+	BaselineRPS float64 // same listener and routes, no filter
+	FilterRPS   float64 // with the meshext dynamic module
+	// OverheadPct is (Baseline-Filter)/Baseline*100: the throughput the
+	// filter costs.
+	OverheadPct float64
+	Requests    [2]int64 // successful requests: baseline, filter
+	Errors      [2]int64 // failed or non-200 requests: baseline, filter
+	Options     CompareOptions
+}
+
+// CompareRPS starts one HTTP upstream and two Envoys with the same
+// listener, routes and cluster, one without and one with the meshext
+// filter, and drives both with the same closed-loop load in interleaved
+// rounds (so machine noise hits both alike). Everything runs on loopback
+// with ephemeral ports under dir. The load generator shares the CPUs, so
+// compare the two numbers, not absolute throughput across machines.
+func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResult, error) {
+	if o.Hostnames == 0 {
+		o.Hostnames = 1000
+	}
+	if o.Connections == 0 {
+		o.Connections = 8
+	}
+	if o.Round == 0 {
+		o.Round = 2 * time.Second
+	}
+	if o.Rounds == 0 {
+		o.Rounds = 3
+	}
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(up) }()
+	defer srv.Close()
+
+	cfg, host, err := benchFilterConfig(o.Hostnames)
+	if err != nil {
+		return nil, err
+	}
+	clusters := []Cluster{{Name: "mes_http", Addr: up.Addr().String()}}
+	var envs [2]*Instance
+	for i, flavor := range []Flavor{NoFilter, DynamicModule} {
+		d := filepath.Join(dir, fmt.Sprintf("envoy-%d", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+		env, err := Start(ctx, d, Options{Envoy: o.Envoy, ModuleDir: o.ModuleDir, Flavor: flavor, FilterConfig: cfg,
+			Clusters: clusters, Concurrency: o.Concurrency, Log: o.Log})
+		if err != nil {
+			return nil, fmt.Errorf("envoy (flavor %d): %w", flavor, err)
+		}
+		defer env.Stop()
+		envs[i] = env
+	}
+	res := &CompareResult{Options: o}
+	var elapsed [2]time.Duration
+	// Warm up both (connections, Go runtime in the module), then measure.
+	for i := range envs {
+		if _, _, err := load(ctx, envs[i].Listener, host, o.Connections, o.Round/4); err != nil {
+			return nil, err
+		}
+	}
+	for r := 0; r < o.Rounds; r++ {
+		for k := 0; k < 2; k++ {
+			i := (r + k) % 2 // alternate which flavor goes first
+			ok, bad, err := load(ctx, envs[i].Listener, host, o.Connections, o.Round)
+			if err != nil {
+				return nil, err
+			}
+			res.Requests[i] += ok
+			res.Errors[i] += bad
+			elapsed[i] += o.Round
+		}
+	}
+	res.BaselineRPS = float64(res.Requests[0]) / elapsed[0].Seconds()
+	res.FilterRPS = float64(res.Requests[1]) / elapsed[1].Seconds()
+	if res.BaselineRPS > 0 {
+		res.OverheadPct = (res.BaselineRPS - res.FilterRPS) / res.BaselineRPS * 100
+	}
+	return res, nil
+}
+
+// benchFilterConfig has n MES; the returned host is an allowed one.
+func benchFilterConfig(n int) ([]byte, string, error) {
+	c := egress.FilterConfig{Config: core.Config{Source: core.Identity{Mesh: "default", Service: "bench"}}}
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("svc-%d", i)
+		c.Services = append(c.Services, core.Service{Name: name, Mesh: "default", Cluster: "mes_http", Protocol: "http", Port: 80,
+			Hostnames: []string{name + ".extsvc.mesh.local"}})
+	}
+	c.Policies = []core.Policy{{Name: "deny-svc-0", Mesh: "default",
+		TargetRef: core.TargetRef{Kind: core.KindMeshExternalService, Name: "svc-0"},
+		From:      []core.From{{TargetRef: core.TargetRef{Kind: core.KindMesh}, Default: core.Conf{Action: core.Deny}}}}}
+	b, err := json.Marshal(c)
+	return b, fmt.Sprintf("svc-%d.extsvc.mesh.local", n/2), err
+}
+
+// load runs conns closed-loop keep-alive clients for d and counts 200s and
+// everything else. The cluster header is sent so the no-filter baseline
+// routes the same way (the filter overwrites it).
+func load(ctx context.Context, listener, host string, conns int, d time.Duration) (ok, bad int64, err error) {
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var okN, badN atomic.Int64
+	var wg sync.WaitGroup
+	for c := 0; c < conns; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+listener+"/", nil)
+				req.Host = host
+				req.Header.Set(egress.DefaultClusterHeader, "mes_http")
+				resp, err := client.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						badN.Add(1)
+					}
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					okN.Add(1)
+				} else {
+					badN.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if okN.Load() == 0 {
+		return 0, badN.Load(), fmt.Errorf("no successful request through %s (%d failures)", listener, badN.Load())
+	}
+	return okN.Load(), badN.Load(), nil
+}
