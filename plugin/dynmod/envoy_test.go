@@ -3,6 +3,7 @@ package dynmod_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testpki"
 	"github.com/meshext/meshext/plugin/core"
 	"github.com/meshext/meshext/plugin/egress"
 	"github.com/meshext/meshext/plugin/envoytest"
@@ -344,4 +346,79 @@ func BenchmarkEnvoyRPS(b *testing.B) {
 	b.ReportMetric(res.BaselineRPS, "baseline-req/s")
 	b.ReportMetric(res.FilterRPS, "filter-req/s")
 	b.ReportMetric(res.OverheadPct, "overhead-%")
+}
+
+// TestStockEnvoySPIFFEIdentity: on an mTLS listener the filter takes the
+// source from the validated client certificate's SPIFFE URI SAN.
+func TestStockEnvoySPIFFEIdentity(t *testing.T) {
+	envoyBin := testenv.Envoy(t)
+	mods := moduleDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "upstream") }))
+	defer up.Close()
+
+	dir := t.TempDir()
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Issue(testpki.DNSNames("egress.local"), testpki.ServerAuth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &envoytest.MTLS{CertFile: filepath.Join(dir, "srv.pem"), KeyFile: filepath.Join(dir, "srv.key"), CAFile: filepath.Join(dir, "ca.pem")}
+	if err := srv.WriteFiles(m.CertFile, m.KeyFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteCertPEM(m.CAFile); err != nil {
+		t.Fatal(err)
+	}
+	// "admins" is closed to everyone but the admin service; the listener
+	// owner (web) is denied.
+	fc := egress.FilterConfig{Config: core.Config{
+		Source: core.Identity{Mesh: "default", Service: "web"},
+		Services: []core.Service{{Name: "admins", Mesh: "default", Cluster: "mes_http", Protocol: "http", Port: 80,
+			Hostnames: []string{"admins.extsvc.mesh.local"}}},
+		Policies: []core.Policy{{Name: "admins-only", Mesh: "default", TargetRef: core.TargetRef{Kind: core.KindMeshExternalService, Name: "admins"},
+			From: []core.From{
+				{TargetRef: core.TargetRef{Kind: core.KindMesh}, Default: core.Conf{Action: core.Deny}},
+				{TargetRef: core.TargetRef{Kind: core.KindMeshService, Name: "admin"}, Default: core.Conf{Action: core.Allow}},
+			}}},
+	}}
+	raw, _ := json.Marshal(fc)
+	logs := &syncBuffer{}
+	env, err := envoytest.Start(ctx, filepath.Join(dir, "envoy"), envoytest.Options{Envoy: envoyBin, ModuleDir: mods, Flavor: envoytest.DynamicModule,
+		FilterConfig: raw, Clusters: []envoytest.Cluster{{Name: "mes_http", Addr: strings.TrimPrefix(up.URL, "http://")}}, MTLS: m, Log: logs})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	defer env.Stop()
+	get := func(uri string) (int, string) {
+		t.Helper()
+		leaf, err := ca.Issue(testpki.URIs(uri), testpki.ClientAuth())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: ca.Pool(), ServerName: "egress.local", Certificates: []tls.Certificate{leaf.TLS}, MinVersion: tls.VersionTLS12}}}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+env.Listener+"/", nil)
+		req.Host = "admins.extsvc.mesh.local"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", uri, err, logs.String())
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("spiffe://default/admin"); code != 200 || body != "upstream" {
+		t.Fatalf("admin: got %d %q", code, body)
+	}
+	if code, body := get("spiffe://default/web"); code != 403 || !strings.Contains(body, `"admins-only"`) || !strings.Contains(body, `from "web"`) {
+		t.Fatalf("web: got %d %q", code, body)
+	}
+	if code, body := get("spiffe://other/admin"); code != 403 || !strings.Contains(body, "another mesh") {
+		t.Fatalf("other mesh: got %d %q", code, body)
+	}
 }

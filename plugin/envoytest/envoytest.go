@@ -53,11 +53,17 @@ type Options struct {
 	ClusterHeader string
 	Concurrency   int       // Envoy worker threads; 0 = 1
 	Log           io.Writer // Envoy's stderr; nil = discard
+	// MTLS, when set, makes the listener terminate TLS and require client
+	// certificates signed by CAFile (source identity from the URI SAN).
+	MTLS *MTLS
 	// AccessLog, when set, is a file Envoy appends one line per request to:
 	// "<code> <meshext:action> <meshext:mes> <meshext:policy> <meshext:source>".
 	AccessLog string
 	LogLevel  string // default "warning"
 }
+
+// MTLS names the listener's certificate files (PEM).
+type MTLS struct{ CertFile, KeyFile, CAFile string }
 
 // Instance is a running Envoy.
 type Instance struct {
@@ -381,13 +387,23 @@ func (in *Instance) writeLDS(filterConfig []byte) error {
 				"%DYNAMIC_METADATA(meshext:mes)% %DYNAMIC_METADATA(meshext:policy)% %DYNAMIC_METADATA(meshext:source)%\n"}},
 		}}}
 	}
+	chain := obj{"filters": []any{obj{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}}}
+	if m := in.opts.MTLS; m != nil {
+		chain["transport_socket"] = obj{"name": "envoy.transport_sockets.tls", "typed_config": obj{
+			"@type":                      "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+			"require_client_certificate": true,
+			"common_tls_context": obj{
+				"alpn_protocols":     []any{"h2", "http/1.1"},
+				"tls_certificates":   []any{obj{"certificate_chain": obj{"filename": m.CertFile}, "private_key": obj{"filename": m.KeyFile}}},
+				"validation_context": obj{"trusted_ca": obj{"filename": m.CAFile}},
+			},
+		}}
+	}
 	listener := obj{
-		"@type":   "type.googleapis.com/envoy.config.listener.v3.Listener",
-		"name":    "meshext",
-		"address": obj{"socket_address": obj{"address": "127.0.0.1", "port_value": 0}},
-		"filter_chains": []any{obj{"filters": []any{obj{
-			"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm,
-		}}}},
+		"@type":         "type.googleapis.com/envoy.config.listener.v3.Listener",
+		"name":          "meshext",
+		"address":       obj{"socket_address": obj{"address": "127.0.0.1", "port_value": 0}},
+		"filter_chains": []any{chain},
 	}
 	doc, err := json.MarshalIndent(obj{"version_info": strconv.Itoa(in.version), "resources": []any{listener}}, "", " ")
 	if err != nil {
