@@ -94,6 +94,10 @@ func collect(opts []Option) (*options, error) {
 	if o.cert == nil && (o.minTLS != 0 || o.maxTLS != 0 || o.requireCert) {
 		o.errs = append(o.errs, errors.New("upstream: TLS versions and client certificates need the TLS option"))
 	}
+	if o.requireCert && len(o.clientPins) == 0 && o.clientCAs == nil {
+		// Otherwise the server would silently accept clients without a certificate.
+		o.errs = append(o.errs, errors.New("upstream: client certificate required but no pin or CA pool given"))
+	}
 	if o.minTLS != 0 && o.maxTLS != 0 && o.minTLS > o.maxTLS {
 		o.errs = append(o.errs, fmt.Errorf("upstream: min TLS version %s above max %s", tls.VersionName(o.minTLS), tls.VersionName(o.maxTLS)))
 	}

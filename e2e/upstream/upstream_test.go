@@ -453,6 +453,8 @@ func TestOptionErrors(t *testing.T) {
 		"bad pin":                {TLS(leaf.TLS), RequireClientKey("abc")},
 		"min above max":          {TLS(leaf.TLS), TLSVersions(tls.VersionTLS13, tls.VersionTLS12)},
 		"bad address":            {Addr("127.0.0.1")},
+		"no pins":                {TLS(leaf.TLS), RequireClientKey()},
+		"nil client CA pool":     {TLS(leaf.TLS), RequireClientCertFrom(nil)},
 	} {
 		if srv, err := StartTCPEcho(opts...); err == nil {
 			srv.Close()
