@@ -27,7 +27,7 @@ const (
 	messageNotEmpty  = "must not be empty"
 	messageAddress   = "address has to be a valid IP or hostname"
 	messageUnixPort  = "must not be defined when endpoint is a unix path"
-	messageUnixPath  = "unix socket path must be absolute (unix:///path/to/socket)"
+	messageUnixPath  = "unix socket path must be an absolute file path (unix:///path/to/socket)"
 	messageDataShape = "must have exactly one of inline, inlineString, secret"
 )
 
