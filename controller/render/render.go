@@ -141,7 +141,7 @@ func Render(w *model.World, opts Options) (*Output, error) {
 			setRendered(s, "False", ReasonRenderError, err.Error())
 			continue
 		}
-		setRendered(s, "True", ReasonRendered, "")
+		setRendered(s, "True", ReasonRendered, tlsNote(s))
 		services = append(services, rs)
 	}
 

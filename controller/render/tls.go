@@ -127,11 +127,14 @@ func (r *renderer) upstreamTLS(s *model.Service) (*corev3.TransportSocket, []*tl
 		}
 	case resource.ModeSkipCA:
 		// F3: keep the SAN matchers and bounds, accept an untrusted chain.
-		// Envoy caveat (v1.39 default_validator.cc): ACCEPT_UNTRUSTED also
-		// accepts SAN mismatches; they are only counted in ssl.fail_verify_san.
-		// So SkipCA makes mismatches visible, it does not enforce them. Envoy
-		// refuses SAN matchers without trusted_ca, so with no CA at all there is
-		// no validation context (nothing is verified, which SkipCA asked for).
+		// Envoy caveat (v1.39 default_validator.cc, pinned by live_test.go):
+		// ACCEPT_UNTRUSTED also accepts SAN mismatches, counting them in
+		// ssl.fail_verify_san, and with an untrusted chain it returns before
+		// looking at SANs at all (only ssl.fail_verify_error counts). So SkipCA
+		// makes mismatches visible for trusted chains; it does not enforce
+		// SANs. The Rendered condition says so. Envoy refuses SAN matchers
+		// without trusted_ca, so with no CA at all there is no validation
+		// context (nothing is verified, which SkipCA asked for).
 		if ca != nil {
 			m, auto, err := sanMatchers(s)
 			if err != nil {
@@ -334,4 +337,14 @@ func min2(a, b tlsv3.TlsParameters_TlsProtocol) tlsv3.TlsParameters_TlsProtocol 
 		return a
 	}
 	return b
+}
+
+// tlsNote is what a successfully rendered service's Rendered condition should
+// tell the user about TLS that the config alone does not show.
+func tlsNote(s *model.Service) string {
+	t := s.TLS
+	if t == nil || t.Mode != resource.ModeSkipCA || (len(t.CA) == 0 && t.SystemCAPath == "") {
+		return ""
+	}
+	return "SkipCA: server names are not enforced by Envoy (ACCEPT_UNTRUSTED); a mismatch with a trusted chain is only counted in ssl.fail_verify_san, and an untrusted chain skips the name check"
 }

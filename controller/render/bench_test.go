@@ -1,0 +1,69 @@
+package render
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/resource"
+)
+
+// benchWorld has n TLS services, each with two DNS-name endpoints (two
+// hostnames), a CA, and a distinct VIP; every second one is HTTP.
+func benchWorld(n int) *model.World {
+	w := &model.World{Meshes: map[string]*resource.Mesh{}}
+	for i := 0; i < n; i++ {
+		proto := "tcp"
+		if i%2 == 1 {
+			proto = "http"
+		}
+		s := svc(fmt.Sprintf("svc-%05d", i), proto, 443,
+			ep(fmt.Sprintf("a%d.example.com", i), 443), ep(fmt.Sprintf("b%d.example.net", i), 443))
+		s.TLS = tlsSecured()
+		s.VIP = netip.AddrFrom4([4]byte{242, byte(i >> 16), byte(i >> 8), byte(i)})
+		w.Services = append(w.Services, s)
+	}
+	return w
+}
+
+// BenchmarkRender is a full Render (clusters, secrets, listeners, validation,
+// packing and version hashing) of 1 to 10k services.
+func BenchmarkRender(b *testing.B) {
+	for _, n := range []int{1, 100, 1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			w := benchWorld(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				out, err := Render(w, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got := len(out.Nodes[DefaultNodeID].Clusters); got != n+1 {
+					b.Fatalf("%d clusters, want %d", got, n+1)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEncodeCDS is the cost of turning a rendered node into cds.json.
+func BenchmarkEncodeCDS(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			out, err := Render(benchWorld(n), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			node := out.Nodes[DefaultNodeID]
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := node.CDS(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
