@@ -48,7 +48,10 @@ type Options struct {
 	Flavor    Flavor
 	// FilterConfig is the meshext filter JSON (egress.FilterConfig).
 	FilterConfig []byte
-	Clusters     []Cluster
+	// HTTPFilter, when set, replaces the whole rendered filter entry (a
+	// protojson HttpFilter, e.g. from xdsfilter.DynamicModule).
+	HTTPFilter json.RawMessage
+	Clusters   []Cluster
 	// ClusterHeader is the header routes take the cluster from.
 	ClusterHeader string
 	Concurrency   int       // Envoy worker threads; 0 = 1
@@ -364,7 +367,10 @@ func (in *Instance) bootstrap() obj {
 func (in *Instance) writeLDS(filterConfig []byte) error {
 	in.version++
 	var filters []any
-	if in.opts.Flavor == DynamicModule {
+	switch {
+	case in.opts.HTTPFilter != nil:
+		filters = append(filters, in.opts.HTTPFilter)
+	case in.opts.Flavor == DynamicModule:
 		filters = append(filters, DynamicModuleFilter(filterConfig))
 	}
 	filters = append(filters, obj{"name": "envoy.filters.http.router", "typed_config": obj{
