@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testpki"
+)
+
+func runRenderTest(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = renderMain(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func fileMode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
+}
+
+func envoyValidateFile(t *testing.T, path string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, testenv.Envoy(t), "--mode", "validate", "-c", path, "--disable-hot-restart", "-l", "warning").CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("OK")) {
+		t.Fatalf("envoy --mode validate %s: %v\n%s", path, err, out)
+	}
+}
+
+func TestRenderExamplesWritesValidConfig(t *testing.T) {
+	t.Setenv(ipam.EnvCIDR, "")
+	dir := t.TempDir()
+	stdout, stderr, code := runRenderTest(t, examplesDir, "--out", dir, "--system-ca-path", inspectCA)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stdout, "node default.example: 9 clusters, 3 listeners, 5 secrets") {
+		t.Errorf("summary:\n%s", stdout)
+	}
+	node := filepath.Join(dir, "default.example")
+	for name, mode := range map[string]os.FileMode{"bootstrap.json": 0o600, "cds.json": 0o644, "lds.json": 0o644} {
+		if got := fileMode(t, filepath.Join(node, name)); got != mode {
+			t.Errorf("%s mode %v, want %v", name, got, mode)
+		}
+	}
+	secrets, err := filepath.Glob(filepath.Join(dir, "sds", "*.json"))
+	if err != nil || len(secrets) != 5 {
+		t.Fatalf("secrets %v (%v), want 5 files", secrets, err)
+	}
+	for _, s := range secrets {
+		if m := fileMode(t, s); m != 0o600 {
+			t.Errorf("%s mode %v, want 0600", s, m)
+		}
+	}
+	// The client key of mes-tcp-mtls is only in its secret file and the static
+	// bootstrap, never in cds.json.
+	cds, _ := os.ReadFile(filepath.Join(node, "cds.json"))
+	if bytes.Contains(cds, []byte("PRIVATE KEY")) || bytes.Contains(cds, []byte("inlineBytes")) {
+		t.Error("cds.json carries secret material; it must reference SDS")
+	}
+	if bytes.Contains([]byte(stdout+stderr), []byte("PRIVATE KEY")) {
+		t.Error("secret material printed")
+	}
+	envoyValidateFile(t, filepath.Join(node, "bootstrap.json"))
+}
+
+func TestRenderBrokenServiceIsReportedAndSkipped(t *testing.T) {
+	t.Setenv(ipam.EnvCIDR, "")
+	in := filepath.Join(t.TempDir(), "world.yaml")
+	writeYAML(t, in, `type: MeshExternalService
+name: bad
+mesh: default
+spec:
+  match: {type: HostnameGenerator, port: 443, protocol: tcp}
+  endpoints: [{address: api.example.com, port: 443}]
+  tls:
+    enabled: true
+    verification:
+      caCert: {secret: missing-ca}
+---
+type: MeshExternalService
+name: good
+mesh: default
+spec:
+  match: {type: HostnameGenerator, port: 80, protocol: http}
+  endpoints: [{address: 10.0.0.1, port: 80}]
+`)
+	dir := t.TempDir()
+	_, stderr, code := runRenderTest(t, "--out", dir, in)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "not rendered: MeshExternalService default/bad") || !strings.Contains(stderr, "missing-ca") {
+		t.Errorf("stderr does not explain the broken service:\n%s", stderr)
+	}
+	cds, err := os.ReadFile(filepath.Join(dir, "default", "cds.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(cds, []byte("meshext_default_good")) || bytes.Contains(cds, []byte("meshext_default_bad")) {
+		t.Errorf("cds.json should hold good and not bad:\n%s", cds)
+	}
+}
+
+func TestRenderUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{examplesDir},
+		{"--out", t.TempDir()},
+		{examplesDir, "--out", t.TempDir(), "--upstream-dns", "not-an-address"},
+		{"--bogus"},
+	} {
+		if _, _, code := runRenderTest(t, args...); code != 2 {
+			t.Errorf("args %q: exit %d, want 2", args, code)
+		}
+	}
+	if out, _, code := runRenderTest(t, "--help"); code != 0 {
+		t.Errorf("--help exit %d: %s", code, out)
+	}
+}
+
+func writeYAML(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestRenderedFilesFeedEnvoyThroughFileBootstrap is the whole file path:
+// `meshext render` output plus `meshext bootstrap --xds file` start a real
+// Envoy, which loads the clusters, listeners and SDS secrets from the files.
+func TestRenderedFilesFeedEnvoyThroughFileBootstrap(t *testing.T) {
+	envoy := testenv.Envoy(t)
+	t.Setenv(ipam.EnvCIDR, "")
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Issue(testpki.CommonName("meshext-client"), testpki.ClientAuth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, outbound, redirect := freeTCPPort(t), freeTCPPort(t), freeTCPPort(t)
+	in := t.TempDir()
+	writeYAML(t, filepath.Join(in, "world.yaml"), fmt.Sprintf(`type: Secret
+name: client-key
+mesh: default
+data: %s
+---
+type: MeshExternalService
+name: api
+mesh: default
+spec:
+  match: {type: HostnameGenerator, port: 443, protocol: http}
+  endpoints: [{address: 127.0.0.1, port: 8443}]
+  tls:
+    enabled: true
+    verification:
+      serverName: api.test
+      caCert: {inlineString: %q}
+      clientCert: {inlineString: %q}
+      clientKey: {secret: client-key}
+---
+type: Dataplane
+mesh: default
+name: web
+networking:
+  address: 127.0.0.1
+  outbound:
+  - port: %d
+    backendRef: {kind: MeshExternalService, name: api}
+  transparentProxying: {redirectPortOutbound: %d}
+  admin: {port: %d}
+`, b64(client.KeyPEM), string(ca.CertPEM), string(client.CertPEM), outbound, redirect, admin))
+	out := t.TempDir()
+	if _, stderr, code := runRenderTest(t, in, "--out", out); code != 0 {
+		t.Fatalf("render exit %d:\n%s", code, stderr)
+	}
+	boot := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	var bout, berr bytes.Buffer
+	if code := bootstrapMain([]string{"--xds", "file", "--xds-dir", out, "--node", "default.web", "--admin-port", fmt.Sprint(admin), "--out", boot}, &bout, &berr); code != 0 {
+		t.Fatalf("bootstrap exit %d: %s", code, berr.String())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, envoy, "-c", boot, "--disable-hot-restart", "--concurrency", "1", "-l", "info")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("envoy log:\n%s", logs.String())
+		}
+	})
+
+	// Wait (bounded) until the cluster, its two SDS secrets and the listeners are active.
+	want := []string{`"meshext_default_api"`, `"meshext_default_api_ca"`, `"meshext_default_api_client"`, fmt.Sprintf(`"outbound:127.0.0.1:%d"`, outbound), `"outbound:transparent"`}
+	var dump string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		dump = adminGet(t, admin, "/config_dump?include_eds")
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(dump, w) {
+				missing = w
+			}
+		}
+		if missing == "" && strings.Contains(adminGet(t, admin, "/ready"), "LIVE") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s Envoy's config lacks %s", missing)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// /clusters lists active clusters only: a cluster whose SDS secrets did not
+	// load stays warming and is absent.
+	if c := adminGet(t, admin, "/clusters"); !strings.Contains(c, "meshext_default_api::127.0.0.1:8443::") {
+		t.Errorf("cluster meshext_default_api not active:\n%s", c)
+	}
+	if strings.Contains(dump, "PRIVATE KEY") {
+		t.Error("config_dump shows the private key")
+	}
+}
+
+func adminGet(t *testing.T, port int, path string) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
