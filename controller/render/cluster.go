@@ -55,11 +55,11 @@ func (r *renderer) serviceCluster(s *model.Service) (*clusterv3.Cluster, []*tlsv
 		return nil, nil, fmt.Errorf("unix socket endpoints cannot be mixed with DNS-name endpoints in one service")
 	}
 	if hasDNS {
-		dc, err := r.dnsClusterType()
+		dc, err := r.shared.get("dns-cluster-type", func() (any, error) { return r.dnsClusterType() })
 		if err != nil {
 			return nil, nil, err
 		}
-		c.ClusterDiscoveryType = dc
+		c.ClusterDiscoveryType = dc.(*clusterv3.Cluster_ClusterType)
 	} else {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 	}
@@ -196,11 +196,11 @@ func (r *renderer) dnsClusterType() (*clusterv3.Cluster_ClusterType, error) {
 		DnsMinRefreshRate: durationpb.New(time.Second),
 	}
 	if r.dns.IsValid() {
-		cfg, err := caresResolver(r.dns)
+		cfg, err := r.shared.get("dns-resolver", func() (any, error) { return caresResolver(r.dns) })
 		if err != nil {
 			return nil, err
 		}
-		dc.TypedDnsResolverConfig = cfg
+		dc.TypedDnsResolverConfig = cfg.(*corev3.TypedExtensionConfig)
 	}
 	a, err := pack(dc)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -51,15 +52,15 @@ func accessLogs(format string) ([]*accesslogv3.AccessLog, error) {
 	return []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}}, nil
 }
 
-func tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
-	logs, err := accessLogs(tcpLogFormat)
+func (r *renderer) tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
+	logs, err := r.shared.get("tcp-logs", func() (any, error) { return accessLogs(tcpLogFormat) })
 	if err != nil {
 		return nil, err
 	}
 	return networkFilter("envoy.filters.network.tcp_proxy", &tcpproxyv3.TcpProxy{
 		StatPrefix:       statPrefix,
 		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
-		AccessLog:        logs,
+		AccessLog:        logs.([]*accesslogv3.AccessLog),
 	})
 }
 
@@ -85,9 +86,9 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) ([]*listenerv3.Filt
 		if len(httpAuthz) > 0 {
 			return nil, fmt.Errorf("authorization: HTTP filters for a tcp service")
 		}
-		last, err = tcpProxy(cluster, cluster)
+		last, err = r.tcpProxy(cluster, cluster)
 	case resource.ProtocolHTTP, resource.ProtocolHTTP2, resource.ProtocolGRPC:
-		last, err = httpConnectionManager(s, httpAuthz)
+		last, err = r.httpConnectionManager(s, httpAuthz)
 	default:
 		return nil, fmt.Errorf("unknown protocol %q", s.Protocol)
 	}
@@ -99,7 +100,7 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) ([]*listenerv3.Filt
 
 // httpConnectionManager routes everything to the service's cluster, rewriting
 // Host to the endpoint's name (DNS endpoints; IP endpoints keep the client's).
-func httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFilter) (*listenerv3.Filter, error) {
+func (r *renderer) httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFilter) (*listenerv3.Filter, error) {
 	cluster := s.ClusterName()
 	action := &routev3.RouteAction{
 		ClusterSpecifier:     &routev3.RouteAction_Cluster{Cluster: cluster},
@@ -109,16 +110,16 @@ func httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFilter) (*listen
 		// Streams may live for hours; Envoy's 15 s default would cut them.
 		action.Timeout = durationpb.New(0)
 	}
-	router, err := pack(&routerv3.Router{})
+	router, err := r.shared.get("router", func() (any, error) { return pack(&routerv3.Router{}) })
 	if err != nil {
 		return nil, err
 	}
-	logs, err := accessLogs(httpLogFormat)
+	logs, err := r.shared.get("http-logs", func() (any, error) { return accessLogs(httpLogFormat) })
 	if err != nil {
 		return nil, err
 	}
 	filters := append(append([]*hcmv3.HttpFilter{}, authz...), &hcmv3.HttpFilter{
-		Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
+		Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router.(*anypb.Any)},
 	})
 	return networkFilter("envoy.filters.network.http_connection_manager", &hcmv3.HttpConnectionManager{
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -135,7 +136,7 @@ func httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFilter) (*listen
 			}},
 		}},
 		HttpFilters: filters,
-		AccessLog:   logs,
+		AccessLog:   logs.([]*accesslogv3.AccessLog),
 	})
 }
 
@@ -171,7 +172,7 @@ func (r *renderer) transparent(port uint32, services []*rendered, filters map[*m
 	if err != nil {
 		return nil, nil, err
 	}
-	deny, err := tcpProxy("unknown_destination", UnknownDestinationCluster)
+	deny, err := r.tcpProxy("unknown_destination", UnknownDestinationCluster)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -242,7 +243,7 @@ func (r *renderer) inbound(dp *resource.Dataplane, in resource.Inbound) (*listen
 		return nil, nil, err
 	}
 	name := "inbound:" + net.JoinHostPort(addr, strconv.FormatInt(in.Port, 10))
-	tp, err := tcpProxy(name, clusterName)
+	tp, err := r.tcpProxy(name, clusterName)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -203,6 +203,15 @@ func TestEnvoyOriginatesTLSAsRendered(t *testing.T) {
 		c.Certificates = []tls.Certificate{l.TLS}
 		return tlsEchoServer(t, c)
 	}()
+	ipSAN := func() int {
+		l, err := ca.Issue(testpki.IPs("127.0.0.1"), testpki.ServerAuth())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := base.Clone()
+		c.Certificates = []tls.Certificate{l.TLS}
+		return tlsEchoServer(t, c)
+	}()
 	mtls := func() int {
 		c := base.Clone()
 		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, pool
@@ -253,6 +262,9 @@ func TestEnvoyOriginatesTLSAsRendered(t *testing.T) {
 		{"per-endpoint-sni-from-hostname-F5", "tcp", "localhost", tls13, mk(resource.ModeSecured, nil), "sni=localhost", ""},
 		// The implicit SAN follows the SNI sent: a certificate without "localhost" fails.
 		{"per-endpoint-san-checked-against-sni-F5", "tcp", "localhost", apiOnly, mk(resource.ModeSecured, nil), "", "ssl.fail_verify_san"},
+		// An IP endpoint without serverName sends no SNI and is checked as an IP SAN.
+		{"ip-endpoint-checked-as-ip-san", "tcp", "127.0.0.1", ipSAN, mk(resource.ModeSecured, nil), "sni= alpn=none", ""},
+		{"ip-endpoint-without-ip-san-refused", "tcp", "127.0.0.1", tls13, mk(resource.ModeSecured, nil), "", "ssl.fail_verify_san"},
 		// Envoy caveat, on purpose in the names: SkipCA keeps SAN matchers, but
 		// ACCEPT_UNTRUSTED lets a SAN mismatch through and only counts it, and
 		// with an untrusted chain it does not evaluate SANs at all.

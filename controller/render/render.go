@@ -128,7 +128,7 @@ func Render(w *model.World, opts Options) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &renderer{opts: opts, dns: dns, world: w}
+	r := &renderer{opts: opts, dns: dns, world: w, shared: memo{}}
 	var services []*rendered
 	for _, s := range w.Services {
 		if s.Broken != "" {
@@ -197,6 +197,24 @@ type renderer struct {
 	opts  Options
 	dns   netip.AddrPort
 	world *model.World
+	// shared holds messages that are identical everywhere (access logs, the
+	// router), packed once per Render and referenced by every filter.
+	shared memo
+}
+
+// memo builds each named value once.
+type memo map[string]any
+
+func (m memo) get(key string, build func() (any, error)) (any, error) {
+	if v, ok := m[key]; ok {
+		return v, nil
+	}
+	v, err := build()
+	if err != nil {
+		return nil, err
+	}
+	m[key] = v
+	return v, nil
 }
 
 // service renders the node-independent part of one service: its cluster and secrets.
