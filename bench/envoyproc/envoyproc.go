@@ -28,6 +28,22 @@ type Proc struct {
 // its admin /ready says LIVE. extraEnv is added to the environment (e.g. the
 // dynamic-module search path).
 func Start(envoyBin, config, workDir, name string, extraEnv []string) (*Proc, error) {
+	// Every Envoy takes several inotify instances; on a host busy with other
+	// Envoys the per-user limit (fs.inotify.max_user_instances) runs out and
+	// Envoy aborts at start. Wait for others to finish, a few times.
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		var e *Proc
+		e, err = start(envoyBin, config, workDir, name, extraEnv)
+		if err == nil || !strings.Contains(err.Error(), "inotify") {
+			return e, err
+		}
+		time.Sleep(time.Duration(attempt+1) * 2 * time.Second)
+	}
+	return nil, fmt.Errorf("%w (raise fs.inotify.max_user_instances: sysctl -w fs.inotify.max_user_instances=1024)", err)
+}
+
+func start(envoyBin, config, workDir, name string, extraEnv []string) (*Proc, error) {
 	adminPath := filepath.Join(workDir, name+".admin")
 	logPath := filepath.Join(workDir, name+".log")
 	_ = os.Remove(adminPath)
@@ -53,7 +69,11 @@ func Start(envoyBin, config, workDir, name string, extraEnv []string) (*Proc, er
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("envoy %s exited at start: %s", name, Tail(logPath, 600))
+			log := Tail(logPath, 600)
+			if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "inotify_fd_ >= 0") {
+				log = "no inotify instance left (fs.inotify.max_user_instances)"
+			}
+			return nil, fmt.Errorf("envoy %s exited at start: %s", name, log)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if e.Admin == "" {

@@ -44,6 +44,7 @@ type cpResult struct {
 	ChangeApplyMS  []float64 `json:"change_apply_ms"`
 	ChangeTotalMS  []float64 `json:"change_total_ms"`
 	EnvoyRejected  string    `json:"envoy_update_rejected"`
+	ControllerRSS  float64   `json:"controller_rss_mb"`
 }
 
 func runControlPlane(ctx context.Context, cfg cpConfig) string {
@@ -117,7 +118,7 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 			medMax(r.ChangePipeMS), medMax(r.ChangeApplyMS), medMax(r.ChangeTotalMS), orNA(r.EnvoyRejected))
 	}
 	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
-	b.WriteString(runMeshextRun(ctx, cfg))
+	b.WriteString(runMeshextRun(ctx, cfg, applySizes, changes, limit))
 	return b.String()
 }
 
@@ -185,8 +186,8 @@ func relArgv(argv []string) []string {
 }
 
 // runMeshextRun is the end-to-end measurement through the real `meshext run`
-// (fsnotify, debounce and all), once that command exists.
-func runMeshextRun(ctx context.Context, cfg cpConfig) string {
+// process (fsnotify, debounce, reload) and a real Envoy on its file drop.
+func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, limit time.Duration) string {
 	var b strings.Builder
 	b.WriteString("### Change → Envoy through `meshext run`\n\n")
 	if cfg.meshext == "" {
@@ -194,10 +195,31 @@ func runMeshextRun(ctx context.Context, cfg cpConfig) string {
 		return b.String()
 	}
 	out, _ := runBounded(10*time.Second, cfg.meshext, "run", "--help")
-	if !strings.Contains(out, "-") || strings.Contains(strings.ToLower(out), "unknown command") {
+	if !strings.Contains(out, "--dir") {
 		fmt.Fprintf(&b, "not available: `meshext run` is not in this build (%s)\n\n", oneLine(lastLines(out, 1)))
 		return b.String()
 	}
-	b.WriteString("not available: integration pending\n\n")
+	fmt.Fprintf(&b, "`meshext run --xds file` (default debounce 200 ms) watches the generated resource directory; Envoy reads its file drop. "+
+		"A MES's endpoint port is edited %d times; drop = edit → `meshext run` renamed a cds.json with a new version (includes the debounce); "+
+		"edit → Envoy = until Envoy's `cluster_manager.cds.version_text` equals it.\n\n", changes)
+	b.WriteString("| N MES | run start → first drop | Envoy initial load | edit → drop p50 / max | edit → Envoy p50 / max | meshext run RSS | Envoy RSS | rejected updates |\n|---|---|---|---|---|---|---|---|\n")
+	var cmds []string
+	for _, n := range sizes {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "bench: control plane meshext run N=%d\n", n)
+		dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-run-%d", n))
+		argv := []string{cfg.cpbench, "run", "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-meshext", cfg.meshext, "-changes", strconv.Itoa(changes)}
+		cmds = append(cmds, shellJoin(relArgv(argv)))
+		r, _, err := runCP(ctx, argv, limit)
+		if err != nil {
+			fmt.Fprintf(&b, "| %d | failed: %s | | | | | | |\n", n, oneLine(err.Error()))
+			continue
+		}
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %.0f MB | %.0f MB | %s |\n", n, msCell(r.TotalMS), msCell(r.EnvoyInitialMS),
+			medMax(r.ChangePipeMS), medMax(r.ChangeTotalMS), r.ControllerRSS, r.EnvoyRSSMB, orNA(r.EnvoyRejected))
+	}
+	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
 	return b.String()
 }

@@ -19,9 +19,19 @@ import (
 var variants = []struct{ key, name string }{
 	{"a", "direct to upstream"},
 	{"b", "hand-written Envoy"},
+	{"b+log", "hand-written + meshext's access log"},
 	{"c", "meshext-rendered Envoy"},
 	{"d", "rendered + Go filter"},
 }
+
+// Indexes into variants.
+const (
+	vA = iota
+	vB
+	vBLog
+	vC
+	vD
+)
 
 var protos = []struct{ key, name, upstream string }{
 	{"tcp", "TCP (16 KiB echo)", "tcp"},
@@ -98,13 +108,15 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 	if cfg.h2load == "" {
 		missing = append(missing, "h2load (apt-get install nghttp2-client)")
 	}
-	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, c, d in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds. "+
+	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, b+log, c, d in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds (throughput: median, then the lowest–highest round in brackets). "+
 		"Envoy runs with `--concurrency 1` (one worker); clients use the same connection count for every variant of a protocol. "+
 		"Load is closed-loop, so latencies are at saturation, not at a fixed rate. Envoy CPU = utime+stime delta of the Envoy process from /proc/<pid>/stat during the run "+
 		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. Client, Envoy and upstream share the machine's cores.\n\n",
 		cfg.rounds, cfg.durations, cfg.warmup)
-	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster); (c) %s (a generated MES + Dataplane outbound rendered by `render.Render` + `render.StaticBootstrap`, the library behind `meshext render`, via `meshext-cpbench static`); (d) %s (c with the meshext dynamic module in the HTTP filter chain).\n\n",
-		variants[0].name, variants[1].name, variants[2].name, variants[3].name)
+	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster, no access log); (b+log) %s (b plus the stdout access log with the format (c) renders: a diagnostic variant that attributes the (c)/(b) gap); "+
+		"(c) %s (a generated MES + Dataplane outbound rendered by `render.Render` + `render.StaticBootstrap`, the library behind `meshext render`, via `meshext-cpbench static`; Envoy's stdout, hence the access log, goes to a file); "+
+		"(d) %s (c with `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules` filter before the router, deciding every request against a one-MES table with a mesh-wide allow policy).\n\n",
+		variants[vA].name, variants[vB].name, variants[vBLog].name, variants[vC].name, variants[vD].name)
 	if len(missing) > 0 {
 		fmt.Fprintf(&md, "not available: missing %s\n\n", strings.Join(missing, ", "))
 		return md.String()
@@ -115,7 +127,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		return md.String()
 	}
 	var summary strings.Builder
-	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (d)/(c) throughput | target ≥ 0.95 |\n|---|---|---|---|---|\n")
+	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (c)/(b+log) | (d)/(c) throughput | target ≥ 0.95 |\n|---|---|---|---|---|---|\n")
 	var detail strings.Builder
 	for _, p := range protos {
 		if ctx.Err() != nil {
@@ -126,7 +138,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		fmt.Fprintf(&detail, "### %s\n\n", p.name)
 		if why != "" {
 			fmt.Fprintf(&detail, "not available: %s\n\n", why)
-			fmt.Fprintf(&summary, "| %s | n/a | | n/a | |\n", p.name)
+			fmt.Fprintf(&summary, "| %s | n/a | | n/a | n/a | |\n", p.name)
 			continue
 		}
 		unit := "req/s"
@@ -156,6 +168,9 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			if p.key == "tcp" {
 				thrCell = fmt.Sprintf("%.1f", thr)
 			}
+			if lo, hi := spread(r, p.key == "tcp"); len(r.results) > 1 {
+				thrCell += fmt.Sprintf(" (%.0f–%.0f)", lo, hi)
+			}
 			errCell := strconv.FormatInt(errs, 10)
 			if len(r.errs) > 0 {
 				errCell += " (" + oneLine(strings.Join(r.errs, "; ")) + ")"
@@ -173,8 +188,8 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			}
 		}
 		detail.WriteString("```\n\n")
-		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s |\n", p.name,
-			ratio(med["c"], med["b"]), verdict(med["c"], med["b"], 0.97), ratio(med["d"], med["c"]), verdict(med["d"], med["c"], 0.95))
+		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s | %s |\n", p.name,
+			ratio(med["c"], med["b"]), verdict(med["c"], med["b"], 0.97), ratio(med["c"], med["b+log"]), ratio(med["d"], med["c"]), verdict(med["d"], med["c"], 0.95))
 	}
 	md.WriteString(summary.String())
 	md.WriteString("\n")
@@ -201,33 +216,22 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 		runs[i] = &variantRun{}
 	}
 	// (a) direct.
-	runs[0].target, runs[0].https = up.addr, proto == "tls"
+	runs[vA].target, runs[vA].https = up.addr, proto == "tls"
 	// (b) hand-written.
-	if port, err := freePort(); err != nil {
-		runs[1].why = err.Error()
-	} else {
-		path := filepath.Join(cfg.workDir, proto+"-b-handwritten.yaml")
-		err := writeHandConfig(path, handParams{Proto: proto, ListenPort: port, UpHost: upHost, UpPort: upPort,
-			CAFile: certs.caFile, ServerName: upstreamServerName})
-		if err == nil {
-			runs[1].envoy, err = envoyproc.Start(cfg.envoy, path, cfg.workDir, proto+"-b", nil)
-		}
-		if err != nil {
-			runs[1].why = err.Error()
-		} else {
-			runs[1].target = fmt.Sprintf("127.0.0.1:%d", port)
-			cmds[1] = fmt.Sprintf("$(make -s envoy) -c %s --concurrency 1 --disable-hot-restart", path)
-		}
-	}
+	hand := handParams{Proto: proto, UpHost: upHost, UpPort: upPort, CAFile: certs.caFile, ServerName: upstreamServerName}
+	startHand(cfg, runs[vB], &cmds[vB], hand, proto+"-b")
 	// (c) rendered and (d) rendered + filter.
 	var extras []string
-	for i, withFilter := range []bool{false, true} {
-		vi := 2 + i
+	accessLog := ""
+	for _, vi := range []int{vC, vD} {
 		rc, err := cfg.render.config(renderRequest{Proto: proto, UpHost: upHost, UpPort: upPort, CAFile: certs.caFile,
-			ServerName: upstreamServerName, WithFilter: withFilter, Dir: filepath.Join(cfg.workDir, proto+"-"+variants[vi].key)})
+			ServerName: upstreamServerName, WithFilter: vi == vD, Dir: filepath.Join(cfg.workDir, proto+"-"+variants[vi].key)})
 		if err != nil {
 			runs[vi].why = err.Error()
 			continue
+		}
+		if vi == vC {
+			extras, accessLog = rc.Extras, rc.AccessLogFormat
 		}
 		runs[vi].envoy, err = envoyproc.Start(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env)
 		if err != nil {
@@ -235,10 +239,17 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			continue
 		}
 		runs[vi].target = rc.Target
-		if vi == 2 {
-			extras = rc.Extras
-		}
 		cmds[vi] = strings.Join(rc.Commands, "\n") + fmt.Sprintf("\n%s$(make -s envoy) -c %s --concurrency 1 --disable-hot-restart", envPrefix(rc.Env), rc.ConfigPath)
+	}
+	// (b+log) needs the access log format (c) renders.
+	switch {
+	case runs[vC].why != "":
+		runs[vBLog].why = "needs (c)"
+	case accessLog == "":
+		runs[vBLog].why = "(c) renders no access log"
+	default:
+		hand.AccessLogFormat = accessLog
+		startHand(cfg, runs[vBLog], &cmds[vBLog], hand, proto+"-blog")
 	}
 	defer func() {
 		for _, r := range runs {
@@ -284,7 +295,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			r.results = append(r.results, res)
 		}
 	}
-	if d := runs[3]; d.envoy != nil && len(d.results) > 0 {
+	if d := runs[vD]; d.envoy != nil && len(d.results) > 0 {
 		extras = append(extras, "(d) filter decisions counted by Envoy: "+filterDecisions(d.envoy))
 	}
 	return runs, cmds, extras, ""
@@ -315,6 +326,27 @@ func filterDecisions(e *envoyproc.Proc) string {
 	return fmt.Sprintf("%d allowed, %d denied, %d errors", sums["allowed"], sums["denied"], sums["errors"])
 }
 
+// startHand writes a hand-written config and starts its Envoy.
+func startHand(cfg dpConfig, r *variantRun, cmd *string, p handParams, name string) {
+	port, err := freePort()
+	if err != nil {
+		r.why = err.Error()
+		return
+	}
+	p.ListenPort = port
+	path := filepath.Join(cfg.workDir, name+"-handwritten.yaml")
+	if err := writeHandConfig(path, p); err != nil {
+		r.why = err.Error()
+		return
+	}
+	if r.envoy, err = envoyproc.Start(cfg.envoy, path, cfg.workDir, name, nil); err != nil {
+		r.why = err.Error()
+		return
+	}
+	r.target = fmt.Sprintf("127.0.0.1:%d", port)
+	*cmd = fmt.Sprintf("$(make -s envoy) -c %s --concurrency 1 --disable-hot-restart", path)
+}
+
 // summarize gives medians over rounds: throughput (req/s or MB/s), p50, p99,
 // Envoy CPU share of one core, Envoy CPU seconds per request, total errors.
 func summarize(r *variantRun, mbps bool) (thr float64, p50, p99 time.Duration, cpu, cpuReq float64, errs int64) {
@@ -337,6 +369,23 @@ func summarize(r *variantRun, mbps bool) (thr float64, p50, p99 time.Duration, c
 		}
 	}
 	return medianF(thrs), medianD(p50s), medianD(p99s), medianF(cpus), medianF(perReq), errs
+}
+
+// spread is the lowest and highest throughput over rounds.
+func spread(r *variantRun, mbps bool) (lo, hi float64) {
+	for i, res := range r.results {
+		v := res.RPS
+		if mbps {
+			v = res.MBps
+		}
+		if i == 0 || v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
+	}
+	return lo, hi
 }
 
 func medianF(v []float64) float64 {

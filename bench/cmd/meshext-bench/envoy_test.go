@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,17 +22,28 @@ func TestHandwrittenConfigsValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A format like the one render emits: quotes, operators, a newline.
+	logFormat := "[%START_TIME%] x \"%REQ(:METHOD)%\" tls_failure=\"%UPSTREAM_TRANSPORT_FAILURE_REASON%\"\n"
 	for _, p := range protos {
-		path := filepath.Join(dir, p.key+".yaml")
-		if err := writeHandConfig(path, handParams{Proto: p.key, ListenPort: 10000, UpHost: "127.0.0.1", UpPort: 10001,
-			CAFile: certs.caFile, ServerName: upstreamServerName}); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path).CombinedOutput()
-		cancel()
-		if err != nil {
-			t.Errorf("%s: envoy --mode validate: %v\n%s", p.key, err, out)
+		for _, withLog := range []bool{false, true} {
+			path := filepath.Join(dir, fmt.Sprintf("%s-%v.yaml", p.key, withLog))
+			hp := handParams{Proto: p.key, ListenPort: 10000, UpHost: "127.0.0.1", UpPort: 10001,
+				CAFile: certs.caFile, ServerName: upstreamServerName}
+			if withLog {
+				hp.AccessLogFormat = logFormat
+			}
+			if err := writeHandConfig(path, hp); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			out, err := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path).CombinedOutput()
+			cancel()
+			if err != nil {
+				t.Errorf("%s (access log %v): envoy --mode validate: %v\n%s", p.key, withLog, err, out)
+			}
+			if data, _ := os.ReadFile(path); withLog != strings.Contains(string(data), "StdoutAccessLog") {
+				t.Errorf("%s: access log present = %v, want %v", p.key, !withLog, withLog)
+			}
 		}
 	}
 }

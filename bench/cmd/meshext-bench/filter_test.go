@@ -88,3 +88,14 @@ func TestRenderedExtras(t *testing.T) {
 		t.Error("extras in an empty config")
 	}
 }
+
+func TestAccessLogFormat(t *testing.T) {
+	cfg := `{"staticResources":{"listeners":[{"filterChains":[{"filters":[{"typedConfig":{"accessLog":[{"name":"envoy.access_loggers.stdout",
+	  "typedConfig":{"logFormat":{"textFormatSource":{"inlineString":"[%START_TIME%] x\n"}}}}]}}]}]}]}}`
+	if got := accessLogFormat([]byte(cfg)); got != "[%START_TIME%] x\n" {
+		t.Errorf("format %q", got)
+	}
+	if got := accessLogFormat([]byte(`{"a":[1,2,{"b":{}}]}`)); got != "" {
+		t.Errorf("format in a config without access log: %q", got)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"text/template"
 )
@@ -17,9 +18,12 @@ type handParams struct {
 	UpPort     int
 	CAFile     string // tls only
 	ServerName string // tls only
+	// AccessLogFormat, when set, adds a stdout access log with this format
+	// (the (b+log) variant).
+	AccessLogFormat string
 }
 
-var handTemplate = template.Must(template.New("envoy").Parse(`# Hand-written minimal config: {{.Proto}} on 127.0.0.1:{{.ListenPort}} -> {{.UpHost}}:{{.UpPort}}
+var handTemplate = template.Must(template.New("envoy").Funcs(template.FuncMap{"json": jsonString}).Parse(`# Hand-written minimal config: {{.Proto}} on 127.0.0.1:{{.ListenPort}} -> {{.UpHost}}:{{.UpPort}}
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: 0}}
 static_resources:
@@ -34,12 +38,14 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: bench
           cluster: upstream
+{{- template "accesslog" .}}
 {{- else}}
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
           codec_type: AUTO
+{{- template "accesslog" .}}
           route_config:
             virtual_hosts:
             - name: all
@@ -82,7 +88,24 @@ static_resources:
             - san_type: DNS
               matcher: {exact: {{.ServerName}}}
 {{- end}}
+{{define "accesslog"}}
+{{- if .AccessLogFormat}}
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: {{json .AccessLogFormat}}
+{{- end}}
+{{- end}}
 `))
+
+// jsonString quotes s as JSON, which is also a valid YAML scalar.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
 
 func writeHandConfig(path string, p handParams) error {
 	var b bytes.Buffer

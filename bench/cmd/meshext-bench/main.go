@@ -130,7 +130,8 @@ func run(args []string) int {
 	if want["gobench"] {
 		rep.WriteString(runGoBenchmarks(ctx, o.gobin, o.repo, quick))
 	}
-	fmt.Fprintf(&rep, "---\nTotal harness time: %s.\n", time.Since(started).Round(time.Second))
+	fmt.Fprintf(&rep, "---\nTotal harness time: %s. Load average at the end: %s (other work on the host during the run shows here and in the spread of rounds).\n",
+		time.Since(started).Round(time.Second), firstLine(readFile("/proc/loadavg")))
 
 	suffix := ""
 	if quick {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,6 +36,46 @@ type renderedConfig struct {
 	Env        []string // extra environment for Envoy
 	Commands   []string // how the config was made, for the report
 	Extras     []string // what the rendered config has that the hand-written one lacks
+	// AccessLogFormat is the text format of the rendered access log ("" = none).
+	AccessLogFormat string
+}
+
+// accessLogFormat finds the first access log's inline text format in a
+// protojson-encoded config.
+func accessLogFormat(config []byte) string {
+	var v any
+	if json.Unmarshal(config, &v) != nil {
+		return ""
+	}
+	var walk func(any) string
+	walk = func(v any) string {
+		switch t := v.(type) {
+		case map[string]any:
+			if logs, ok := t["accessLog"].([]any); ok && len(logs) > 0 {
+				if l, ok := logs[0].(map[string]any); ok {
+					tc, _ := l["typedConfig"].(map[string]any)
+					lf, _ := tc["logFormat"].(map[string]any)
+					src, _ := lf["textFormatSource"].(map[string]any)
+					if s, ok := src["inlineString"].(string); ok {
+						return s
+					}
+				}
+			}
+			for _, c := range t {
+				if s := walk(c); s != "" {
+					return s
+				}
+			}
+		case []any:
+			for _, c := range t {
+				if s := walk(c); s != "" {
+					return s
+				}
+			}
+		}
+		return ""
+	}
+	return walk(v)
 }
 
 // renderedExtras names features of a rendered config that cost data-path
@@ -189,8 +230,11 @@ func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 	}
 	rc.Target = fmt.Sprintf("127.0.0.1:%d", ports.outbound)
 	rc.Commands = []string{"# resources: " + r.Dir + "/{mes,dataplane}.yaml", shellJoin(relArgv(argv))}
-	if data, err := os.ReadFile(rc.ConfigPath); err == nil && len(renderedExtras(data)) > 0 {
-		rc.Extras = []string{"the rendered config (c) carries, beyond (b): " + strings.Join(renderedExtras(data), ", ")}
+	if data, err := os.ReadFile(rc.ConfigPath); err == nil {
+		if x := renderedExtras(data); len(x) > 0 {
+			rc.Extras = []string{"the rendered config (c) carries, beyond (b): " + strings.Join(x, ", ")}
+		}
+		rc.AccessLogFormat = accessLogFormat(data)
 	}
 	if r.WithFilter {
 		listener := "outbound:" + rc.Target

@@ -4,6 +4,9 @@
 //	meshext-cpbench stages -n 1000 -dir DIR
 //	    generate N MES (TLS, two hostnames each) as YAML, then time
 //	    load → build → render → file write; print one JSON object.
+//	meshext-cpbench run -n 1000 -dir DIR -envoy ENVOY -meshext bin/meshext
+//	    the same change timing through the real `meshext run` process
+//	    (fsnotify + debounce + reload), resource edit → Envoy version.
 //	meshext-cpbench static -res DIR -node default.bench -out envoy.json
 //	    render one node as a fully static Envoy config (data-path variant c).
 //	meshext-cpbench apply -n 1000 -dir DIR -envoy ENVOY -changes 5
@@ -55,6 +58,8 @@ type Result struct {
 	ChangeApplyMS  []float64 `json:"change_apply_ms,omitempty"` // file renamed → Envoy reports it
 	ChangeTotalMS  []float64 `json:"change_total_ms,omitempty"` // resource file edited → Envoy reports it
 	EnvoyRejected  string    `json:"envoy_update_rejected,omitempty"`
+	// run only
+	ControllerRSSMB float64 `json:"controller_rss_mb,omitempty"` // meshext run after the last change
 }
 
 func main() {
@@ -73,7 +78,9 @@ func main() {
 	n := fs.Int("n", 100, "number of MeshExternalServices")
 	dir := fs.String("dir", "", "work directory (created; resources/ and xds/ inside)")
 	envoy := fs.String("envoy", "", "Envoy binary (apply)")
-	changes := fs.Int("changes", 5, "single-MES changes to time (apply)")
+	changes := fs.Int("changes", 5, "single-MES changes to time (apply, run)")
+	meshext := fs.String("meshext", "", "meshext CLI (run)")
+	debounce := fs.Duration("debounce", 200*time.Millisecond, "meshext run --debounce (run)")
 	fs.Usage = usage
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
@@ -95,6 +102,12 @@ func main() {
 			os.Exit(2)
 		}
 		res, err = apply(*n, *dir, *envoy, *changes)
+	case "run":
+		if *envoy == "" || *meshext == "" || *changes < 1 {
+			usage()
+			os.Exit(2)
+		}
+		res, err = viaRun(*n, *dir, *envoy, *meshext, *changes, *debounce)
 	default:
 		usage()
 		os.Exit(2)
@@ -110,6 +123,7 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: meshext-cpbench stages -n N -dir DIR
        meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]
+       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-changes K] [-debounce D]
        meshext-cpbench static -res DIR -node MESH.DATAPLANE -out FILE`)
 }
 

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshext/meshext/bench/envoyproc"
+	"github.com/meshext/meshext/controller/render"
+	"github.com/meshext/meshext/controller/xds"
+)
+
+// viaRun measures what a user sees: the real `meshext run` (fsnotify,
+// debounce, reload) feeding a real Envoy through file drops; each change is
+// timed from the resource-file edit to Envoy reporting the new CDS version.
+func viaRun(n int, dir, envoyBin, meshext string, changes int, debounce time.Duration) (*Result, error) {
+	resDir := filepath.Join(dir, "resources")
+	xdsDir := abs(filepath.Join(dir, "xds"))
+	files, err := generate(resDir, n)
+	if err != nil {
+		return nil, err
+	}
+	r := &Result{N: n, Files: files}
+	status, err := envoyproc.FreePort()
+	if err != nil {
+		return r, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "meshext-run.log"))
+	if err != nil {
+		return r, err
+	}
+	defer logf.Close()
+	t0 := time.Now()
+	cmd := exec.Command(meshext, "run", "--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
+		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	cds := xds.CDSPath(xdsDir, render.DefaultNodeID)
+	// The first drop: bounded wait for meshext run to write cds.json.
+	var want string
+	for deadline := time.Now().Add(120 * time.Second); ; {
+		if v, err := fileVersion(cds); err == nil && v != "" {
+			want = v
+			break
+		}
+		select {
+		case <-exited:
+			return r, fmt.Errorf("meshext run exited: %s", envoyproc.Tail(logf.Name(), 400))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("meshext run wrote no %s within 120s", cds)
+		}
+	}
+	r.TotalMS = ms(time.Since(t0)) // start → first file drop
+	admin, err := envoyproc.FreePort()
+	if err != nil {
+		return r, err
+	}
+	b, err := render.Bootstrap(render.BootstrapOptions{XDS: render.XDSFile, XDSDir: filepath.Dir(cds), AdminPort: uint32(admin)})
+	if err != nil {
+		return r, err
+	}
+	bj, err := protojson.Marshal(b)
+	if err != nil {
+		return r, err
+	}
+	bootPath := filepath.Join(dir, "bootstrap.json")
+	if err := os.WriteFile(bootPath, bj, 0o644); err != nil {
+		return r, err
+	}
+	t1 := time.Now()
+	e, err := envoyproc.Start(envoyBin, bootPath, dir, "run-envoy", nil)
+	if err != nil {
+		return r, err
+	}
+	defer e.Stop()
+	if _, err := waitVersion(e, want, 120*time.Second); err != nil {
+		return r, err
+	}
+	r.EnvoyInitialMS = ms(time.Since(t1))
+	r.EnvoyRSSMB = envoyproc.RSSMB(e.Pid())
+	for k := 0; k < changes; k++ {
+		i := (k*7919 + 13) % n
+		t0 := time.Now()
+		if _, err := editOne(resDir, i, 61000+k); err != nil {
+			return r, err
+		}
+		// meshext run rewrites cds.json; wait (bounded) for a new version in
+		// the file, then for Envoy to report it.
+		var next string
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			if v, err := fileVersion(cds); err == nil && v != want {
+				next = v
+				break
+			}
+			if time.Now().After(deadline) {
+				return r, fmt.Errorf("meshext run did not rewrite %s within 60s of an edit", cds)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		r.ChangePipeMS = append(r.ChangePipeMS, ms(time.Since(t0)))
+		if _, err := waitVersion(e, next, 60*time.Second); err != nil {
+			return r, err
+		}
+		r.ChangeTotalMS = append(r.ChangeTotalMS, ms(time.Since(t0)))
+		want = next
+	}
+	r.EnvoyRejected = e.Stat("cluster_manager.cds.update_rejected")
+	r.ControllerRSSMB = envoyproc.RSSMB(cmd.Process.Pid)
+	return r, nil
+}
