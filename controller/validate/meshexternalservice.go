@@ -21,14 +21,16 @@ var (
 var tlsVersionOrder = map[string]int{resource.TLS10: 1, resource.TLS11: 2, resource.TLS12: 3, resource.TLS13: 4}
 
 const (
-	maxNameLength    = 63
-	maxPriority      = 128
-	messagePort      = "port must be a valid (1-65535)"
-	messageNotEmpty  = "must not be empty"
-	messageAddress   = "address has to be a valid IP or hostname"
-	messageUnixPort  = "must not be defined when endpoint is a unix path"
-	messageUnixPath  = "unix socket path must be an absolute file path (unix:///path/to/socket)"
-	messageDataShape = "must have exactly one of inline, inlineString, secret"
+	maxNameLength = 63
+	maxPriority   = 128
+	// Linux sun_path holds 108 bytes including the terminating NUL.
+	maxUnixPathLength = 107
+	messagePort       = "port must be a valid (1-65535)"
+	messageNotEmpty   = "must not be empty"
+	messageAddress    = "address has to be a valid IP or hostname"
+	messageUnixPort   = "must not be defined when endpoint is a unix path"
+	messageUnixPath   = "unix socket path must be an absolute file path (unix:///path/to/socket)"
+	messageDataShape  = "must have exactly one of inline, inlineString, secret"
 )
 
 // meshExternalService applies Kuma v2.14's validator in its order, with
@@ -76,8 +78,11 @@ func endpoint(v *violations, at string, ep resource.Endpoint) {
 			v.add(at+".port", messageUnixPort)
 		}
 		p := strings.TrimPrefix(ep.Address, resource.UnixPrefix)
-		if !path.IsAbs(p) || p == "/" || strings.ContainsRune(p, 0) {
+		switch {
+		case !path.IsAbs(p) || p == "/" || strings.ContainsRune(p, 0):
 			v.add(at+".address", messageUnixPath)
+		case len(p) > maxUnixPathLength:
+			v.add(at+".address", "unix socket path must be at most %d bytes long (the sun_path limit)", maxUnixPathLength)
 		}
 	} else {
 		ip, dns := isIP(ep.Address), isDNSName(ep.Address)

@@ -136,6 +136,7 @@ func TestEveryRuleHasAGoldenCase(t *testing.T) {
 		// meshext additions to MeshExternalService
 		"spec.endpoints[0].port: must not be defined when endpoint is a unix path",
 		"address: unix socket path must be an absolute file path",
+		"address: unix socket path must be at most 107 bytes long",
 		"spec.endpoints[0].priority: must be between 0 and 128",
 		"spec.tls.verification.caCert: must have exactly one of inline, inlineString, secret",
 		"spec.tls.verification.clientKey.inline: must be valid base64",
