@@ -116,6 +116,22 @@ var goldenCases = []goldenCase{
 		b.Broken = "caCert: secret \"missing\" not found"
 		return world(b, svc("fine", "http", 81, ep("y.example.com", 80)))
 	}},
+	{name: "empty-world-default-node", world: func() *model.World { return world() }},
+	{name: "two-meshes-one-node-each", world: func() *model.World {
+		a := svc("api", "http", 80, ep("api.example.com", 80))
+		b := svc("api", "tcp", 5432, ep("10.0.0.3", 5432))
+		b.Mesh = "payments"
+		w := world(a, b)
+		for _, m := range []string{"default", "payments"} {
+			w.Dataplanes = append(w.Dataplanes, &resource.Dataplane{
+				Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: m, Name: "web"},
+				Networking: resource.DataplaneNetworking{Address: "127.0.0.1", Outbound: []resource.Outbound{
+					{Port: 7000, BackendRef: &resource.BackendRef{Kind: "MeshExternalService", Name: "api"}},
+				}},
+			})
+		}
+		return w
+	}},
 	{name: "dataplane-outbound-inbound-admin", world: func() *model.World {
 		w := world(svc("mes-http", "http", 80, ep("httpbin.org", 80)), svc("mes-tcp", "tcp", 4242, ep("tcpbin.com", 4242)))
 		w.Dataplanes = []*resource.Dataplane{{
