@@ -55,7 +55,15 @@ func (r *renderer) serviceCluster(s *model.Service) (*clusterv3.Cluster, []*tlsv
 		return nil, nil, fmt.Errorf("unix socket endpoints cannot be mixed with DNS-name endpoints in one service")
 	}
 	if hasDNS {
-		dc, err := r.shared.get("dns-cluster-type", func() (any, error) { return r.dnsClusterType() })
+		// V4_ONLY (Kuma's choice) would never "resolve" an IPv6 literal that
+		// shares the cluster with a DNS name; V4_PREFERRED still prefers IPv4.
+		family := commondnsv3.DnsLookupFamily_V4_ONLY
+		for _, ep := range s.Endpoints {
+			if a, err := netip.ParseAddr(ep.Address); err == nil && !ep.Unix && a.Is6() && !a.Is4In6() {
+				family = commondnsv3.DnsLookupFamily_V4_PREFERRED
+			}
+		}
+		dc, err := r.shared.get("dns-cluster-type/"+family.String(), func() (any, error) { return r.dnsClusterType(family) })
 		if err != nil {
 			return nil, nil, err
 		}
@@ -188,10 +196,10 @@ func protocolOptions(protocol string) *upstreamhttpv3.HttpProtocolOptions {
 // endpoint, IPv4 only, refreshed at the record's TTL. Envoy 1.39 deprecates
 // Cluster.type STRICT_DNS's resolver fields (respect_dns_ttl,
 // dns_lookup_family) in favour of this extension, which has the same semantics.
-func (r *renderer) dnsClusterType() (*clusterv3.Cluster_ClusterType, error) {
+func (r *renderer) dnsClusterType(family commondnsv3.DnsLookupFamily) (*clusterv3.Cluster_ClusterType, error) {
 	dc := &dnsv3.DnsCluster{
 		RespectDnsTtl:   true,
-		DnsLookupFamily: commondnsv3.DnsLookupFamily_V4_ONLY,
+		DnsLookupFamily: family,
 		// A TTL of 0 must not turn into a resolver hammer.
 		DnsMinRefreshRate: durationpb.New(time.Second),
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	dnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -487,5 +488,28 @@ func TestSecretPathIsOneSafeElement(t *testing.T) {
 		if got := SecretPath("/d", name); got != want {
 			t.Errorf("SecretPath(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+func TestIPv6LiteralInDNSClusterIsResolvable(t *testing.T) {
+	family := func(s *model.Service) string {
+		n, _ := renderOne(t, s, Options{})
+		for _, c := range n.Clusters {
+			if c.Name == s.ClusterName() {
+				dc := &dnsv3.DnsCluster{}
+				if err := c.GetClusterType().GetTypedConfig().UnmarshalTo(dc); err != nil {
+					t.Fatal(err)
+				}
+				return dc.DnsLookupFamily.String()
+			}
+		}
+		t.Fatal("no cluster")
+		return ""
+	}
+	if got := family(svc("v4", "tcp", 443, ep("api.example.com", 443), ep("10.0.0.1", 443))); got != "V4_ONLY" {
+		t.Errorf("IPv4 + DNS: %s, want V4_ONLY", got)
+	}
+	if got := family(svc("v6", "tcp", 443, ep("api.example.com", 443), ep("2001:db8::1", 443))); got != "V4_PREFERRED" {
+		t.Errorf("IPv6 literal + DNS: %s, want V4_PREFERRED", got)
 	}
 }

@@ -102,7 +102,9 @@ func (r *renderer) upstreamTLS(s *model.Service) (*corev3.TransportSocket, []*tl
 	}
 	// SNI (F5, F8): an explicit serverName is sent to every endpoint, in every
 	// mode; otherwise each host's own name (Endpoint.hostname / DNS name).
-	// Not both: Envoy lets the host name beat a static sni.
+	// Not both: Envoy lets the host name beat a static sni. An IP literal
+	// serverName is never sent (RFC 6066 SNI carries host names only); it is
+	// still the implicit SAN, as an IP_ADDRESS matcher.
 	if t.ServerName != "" && !hostIsIP(t.ServerName) {
 		up.Sni = t.ServerName
 	} else if t.ServerName == "" {
