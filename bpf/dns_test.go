@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshext/meshext/bpf/bpftest"
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/miekg/dns"
 )
@@ -170,11 +171,6 @@ func TestDNSRedirectGlibcResolver(t *testing.T) {
 	target := startDNS(t)
 	tr := attachForTest(t, mount, Config{DNS: target})
 
-	cg, err := os.Open(tr.app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// "hosts" is gethostbyname2; "ahostsv4" is getaddrinfo with
@@ -186,7 +182,7 @@ func TestDNSRedirectGlibcResolver(t *testing.T) {
 	t.Cleanup(func() { exec.Command(ipTool, "addr", "del", "10.99.0.1/32", "dev", "lo").Run() })
 	for _, db := range []string{"hosts", "ahostsv4"} {
 		cmd := exec.CommandContext(ctx, getent, db, "mes-http.svc.meshext.local")
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+		bpftest.CommandIn(t, cmd, tr.app)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("getent %s in the app cgroup: %v\n%s", db, err, out)

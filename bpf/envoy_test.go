@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshext/meshext/bpf/bpftest"
 	"github.com/meshext/meshext/e2e/testenv"
 )
 
@@ -100,15 +101,11 @@ func TestEnvoyOriginalDst(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	proxyFD, err := os.Open(tr.proxy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxyFD.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, envoy, "-c", cfgPath, "--disable-hot-restart", "--log-level", "warn", "--concurrency", "1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(proxyFD.Fd()), Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	bpftest.CommandIn(t, cmd, tr.proxy) // Envoy creates its listener in the proxy cgroup
 	var envoyLog strings.Builder
 	cmd.Stdout, cmd.Stderr = &envoyLog, &envoyLog
 	if err := cmd.Start(); err != nil {
