@@ -61,7 +61,7 @@ Flags:`)
 		return 2
 	}
 	valid, problems := validate.WithOptions(set, validate.Options{Zone: *zone})
-	all := append(loadProblems, problems...)
+	all := append(loadProblems, withoutShadowed(problems, loadProblems)...)
 	total := len(set.Objects())
 	if len(all) == 0 {
 		fmt.Fprintf(stdout, "%s: %d resources valid\n", strings.Join(paths, " "), total)
@@ -97,4 +97,24 @@ func sortByFileAndLine(problems []*resource.FieldError, files []string) {
 		}
 		return a.Line < b.Line
 	})
+}
+
+// withoutShadowed drops validation problems on a field the parser already
+// reported (a port that failed to decode is also "not a valid port").
+func withoutShadowed(problems, parseProblems []*resource.FieldError) []*resource.FieldError {
+	type key struct {
+		file, field string
+		line        int
+	}
+	seen := map[key]bool{}
+	for _, p := range parseProblems {
+		seen[key{p.File, p.Field, p.Line}] = true
+	}
+	var out []*resource.FieldError
+	for _, p := range problems {
+		if !seen[key{p.File, p.Field, p.Line}] {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -70,7 +70,7 @@ spec:
     protocol: udp
   endpoints:
     - address: example.com
-      port: 443
+      port: https
     - address: unix://relative.sock
 ---
 type: Dataplane
@@ -90,13 +90,15 @@ networking:
 		assert.Equal(t, []string{
 			"bad.yaml:6: MeshExternalService default/broken: spec.match.port: port must be a valid (1-65535)",
 			`bad.yaml:7: MeshExternalService default/broken: spec.match.protocol: "protocol" must be one of ["tcp", "grpc", "http", "http2"]`,
+			// The parser's error hides the validator's "port must be a valid" on the same field.
+			"bad.yaml:10: MeshExternalService default/broken: spec.endpoints[0].port: cannot unmarshal !!str `https` into int64",
 			"bad.yaml:11: MeshExternalService default/broken: spec.endpoints[1].address: unix socket path must be an absolute file path (unix:///path/to/socket)",
 			"bad.yaml:21: Dataplane default/dp: networking.outbound[1].port: port 8080 on 127.0.0.1 is already used by networking.outbound[0]",
 		}, lines)
 		for _, l := range lines {
 			assert.Regexp(t, validateViolationLine, l)
 		}
-		assert.Contains(t, stderr, "4 problems; 0 of 2 resources valid")
+		assert.Contains(t, stderr, "5 problems; 0 of 2 resources valid")
 	})
 
 	t.Run("unparseable YAML gives FILE:LINE", func(t *testing.T) {
