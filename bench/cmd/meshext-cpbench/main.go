@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -81,6 +82,7 @@ func main() {
 	changes := fs.Int("changes", 5, "single-MES changes to time (apply, run)")
 	meshext := fs.String("meshext", "", "meshext CLI (run)")
 	debounce := fs.Duration("debounce", 200*time.Millisecond, "meshext run --debounce (run)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file (stages, apply)")
 	fs.Usage = usage
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
@@ -93,6 +95,18 @@ func main() {
 		res *Result
 		err error
 	)
+	if *cpuProfile != "" {
+		f, perr := os.Create(*cpuProfile)
+		if perr != nil {
+			fmt.Fprintln(os.Stderr, "meshext-cpbench:", perr)
+			os.Exit(1)
+		}
+		if perr := pprof.StartCPUProfile(f); perr != nil {
+			fmt.Fprintln(os.Stderr, "meshext-cpbench:", perr)
+			os.Exit(1)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	switch os.Args[1] {
 	case "stages":
 		res, err = stages(*n, *dir)
@@ -114,10 +128,16 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshext-cpbench:", err)
-		os.Exit(1)
+		exit(1)
 	}
 	res.MaxRSSMB = maxRSSMB()
 	_ = json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// exit lets deferred work (the CPU profile) finish first.
+func exit(code int) {
+	pprof.StopCPUProfile()
+	os.Exit(code)
 }
 
 func usage() {
