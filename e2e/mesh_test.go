@@ -52,7 +52,7 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 		return nil
 	})
 	bootstrap := filepath.Join(m.dir, "bootstrap.json")
-	out, err := run(t, 30*time.Second, "", bin, "bootstrap", "--xds", "file", "--xds-dir", nodeDir,
+	out, err := run(t, 30*time.Second, "", bin, "bootstrap", "--xds", "file", "--xds-dir", m.xds,
 		"--node", m.nodeID, "--admin-port", strconv.Itoa(freePort(t)), "--upstream-dns", m.dnsAddr, "--out", bootstrap)
 	if err != nil {
 		t.Fatalf("meshext bootstrap: %v\n%s", err, out)
@@ -64,6 +64,9 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- envoy log (tail) ---\n%s", envoyproc.Tail(m.envoy.Log, 6000))
+			if b, err := os.ReadFile(m.envoy.Log); err == nil {
+				_ = os.WriteFile(filepath.Join(os.TempDir(), "meshext-e2e-"+m.nodeID+"-envoy.log"), b, 0o644)
+			}
 		}
 		m.envoy.Stop()
 	})
