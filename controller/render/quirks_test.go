@@ -42,6 +42,7 @@ func TestF1SecuredWithoutTrustAnchorsFailsClosed(t *testing.T) {
 			tl := tlsSecured()
 			tl.Mode, tl.CA, tl.SystemCAPath = mode, nil, ""
 			s := withTLS(svc("api", "http", 443, ep("api.example.com", 443)), tl)
+			s.Conditions = []model.Condition{{Type: model.ConditionReady, Status: model.StatusTrue, Reason: "Ready"}}
 			ok := svc("ok", "tcp", 22, ep("10.0.0.1", 22))
 			out := mustRender(t, world(s, ok), Options{})
 			n := onlyNode(t, out)
@@ -59,6 +60,18 @@ func TestF1SecuredWithoutTrustAnchorsFailsClosed(t *testing.T) {
 			}
 			if cond.Status != "False" || cond.Reason != ReasonRenderError {
 				t.Errorf("Rendered condition = %+v, want False/%s", cond, ReasonRenderError)
+			}
+			for _, c := range s.Conditions {
+				if c.Type == model.ConditionReady && c.Status != model.StatusFalse {
+					t.Errorf("Ready condition %+v, want False once Render marks the service Broken", c)
+				}
+			}
+			// Rendering the same World again keeps the reason.
+			mustRender(t, world(s, ok), Options{})
+			for _, c := range s.Conditions {
+				if c.Type == ConditionRendered && c.Reason != ReasonRenderError {
+					t.Errorf("second render: Rendered reason %q, want %q", c.Reason, ReasonRenderError)
+				}
 			}
 			if !hasCluster(n, ok.ClusterName()) {
 				t.Error("the other service was dropped too; failures must stay per service")

@@ -132,13 +132,19 @@ func Render(w *model.World, opts Options) (*Output, error) {
 	var services []*rendered
 	for _, s := range w.Services {
 		if s.Broken != "" {
-			setRendered(s, "False", ReasonBroken, s.Broken)
+			if msg, ok := strings.CutPrefix(s.Broken, renderBrokenPrefix); ok {
+				setRendered(s, "False", ReasonRenderError, msg) // broken by an earlier Render of this World
+			} else {
+				setRendered(s, "False", ReasonBroken, s.Broken)
+			}
 			continue
 		}
 		rs, err := r.service(s)
 		if err != nil {
-			s.Broken = "render: " + err.Error()
+			s.Broken = renderBrokenPrefix + err.Error()
 			setRendered(s, "False", ReasonRenderError, err.Error())
+			// Keep model's invariant: Ready is False exactly when Broken is set.
+			setCondition(s, model.Condition{Type: model.ConditionReady, Status: model.StatusFalse, Reason: "Broken", Message: s.Broken})
 			continue
 		}
 		setRendered(s, "True", ReasonRendered, tlsNote(s))
@@ -183,9 +189,16 @@ func NodeID(dp *resource.Dataplane) string { return dp.Mesh + "." + dp.Name }
 // setRendered replaces the service's Rendered condition, so rendering the same
 // World twice does not stack conditions.
 func setRendered(s *model.Service, status, reason, msg string) {
-	c := model.Condition{Type: ConditionRendered, Status: status, Reason: reason, Message: msg}
+	setCondition(s, model.Condition{Type: ConditionRendered, Status: status, Reason: reason, Message: msg})
+}
+
+// renderBrokenPrefix marks a Broken reason that Render itself set.
+const renderBrokenPrefix = "render: "
+
+// setCondition replaces the condition of c's type, or appends it.
+func setCondition(s *model.Service, c model.Condition) {
 	for i := range s.Conditions {
-		if s.Conditions[i].Type == ConditionRendered {
+		if s.Conditions[i].Type == c.Type {
 			s.Conditions[i] = c
 			return
 		}
