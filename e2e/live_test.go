@@ -31,7 +31,7 @@ spec:
 
 func liveDataplane(outbounds map[int]string) string {
 	var b strings.Builder
-	b.WriteString("type: Dataplane\nmesh: default\nname: live\nnetworking:\n  address: 127.0.0.1\n  outbound:\n")
+	b.WriteString("type: Dataplane\nmesh: default\nname: live\nnetworking:\n  address: 127.0.0.1\n  transparentProxying: {redirectPortOutbound: 15103}\n  outbound:\n")
 	for port := 22000; port < 22010; port++ {
 		if name, ok := outbounds[port]; ok {
 			fmt.Fprintf(&b, "    - port: %d\n      backendRef: {kind: MeshExternalService, name: %s}\n", port, name)

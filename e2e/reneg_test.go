@@ -45,6 +45,7 @@ mesh: default
 name: reneg
 networking:
   address: 127.0.0.1
+  transparentProxying: {redirectPortOutbound: 15104}
   outbound:
     - port: 22100
       backendRef: {kind: MeshExternalService, name: reneg-true}

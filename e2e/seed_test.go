@@ -28,6 +28,7 @@ mesh: default
 name: e2e
 networking:
   address: 127.0.0.1
+  transparentProxying: {redirectPortOutbound: 15101}
   inbound:
     - port: 16380
       servicePort: 80

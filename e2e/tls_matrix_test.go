@@ -126,7 +126,7 @@ spec:
 		writeFile(t, filepath.Join(drop, c.name+".yaml"), mes)
 		fmt.Fprintf(&outbounds, "    - port: %d\n      backendRef: {kind: MeshExternalService, name: %s}\n", c.outbound, c.name)
 	}
-	writeFile(t, filepath.Join(drop, "dataplane.yaml"), "type: Dataplane\nmesh: default\nname: matrix\nnetworking:\n  address: 127.0.0.1\n  outbound:\n"+outbounds.String())
+	writeFile(t, filepath.Join(drop, "dataplane.yaml"), "type: Dataplane\nmesh: default\nname: matrix\nnetworking:\n  address: 127.0.0.1\n  transparentProxying: {redirectPortOutbound: 15102}\n  outbound:\n"+outbounds.String())
 
 	m := startMesh(t, drop, meshOpts{nodeID: "default.matrix"})
 	for _, c := range cases {
