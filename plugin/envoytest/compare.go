@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +42,13 @@ type CompareResult struct {
 	OverheadPct float64
 	Requests    [2]int64 // successful requests: baseline, filter
 	Errors      [2]int64 // failed or non-200 requests: baseline, filter
-	Options     CompareOptions
+	// CPUPerRequest is Envoy's own CPU time (user+system, from /proc) per
+	// successful request: baseline, filter. Less sensitive than req/s to
+	// other load on the machine; 0 where /proc is unavailable.
+	CPUPerRequest [2]time.Duration
+	// CPUOverheadPct is the filter's extra Envoy CPU per request, in percent.
+	CPUOverheadPct float64
+	Options        CompareOptions
 }
 
 // CompareRPS starts one HTTP upstream and two Envoys with the same
@@ -92,7 +100,7 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		envs[i] = env
 	}
 	res := &CompareResult{Options: o}
-	var elapsed [2]time.Duration
+	var elapsed, cpu [2]time.Duration
 	// Warm up both (connections, Go runtime in the module), then measure.
 	for i := range envs {
 		if _, _, err := load(ctx, envs[i].Listener, host, o.Connections, o.Round/4); err != nil {
@@ -102,10 +110,12 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	for r := 0; r < o.Rounds; r++ {
 		for k := 0; k < 2; k++ {
 			i := (r + k) % 2 // alternate which flavor goes first
+			before := processCPU(envs[i].PID())
 			ok, bad, err := load(ctx, envs[i].Listener, host, o.Connections, o.Round)
 			if err != nil {
 				return nil, err
 			}
+			cpu[i] += processCPU(envs[i].PID()) - before
 			res.Requests[i] += ok
 			res.Errors[i] += bad
 			elapsed[i] += o.Round
@@ -116,7 +126,40 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	if res.BaselineRPS > 0 {
 		res.OverheadPct = (res.BaselineRPS - res.FilterRPS) / res.BaselineRPS * 100
 	}
+	for i := range cpu {
+		if res.Requests[i] > 0 {
+			res.CPUPerRequest[i] = cpu[i] / time.Duration(res.Requests[i])
+		}
+	}
+	if res.CPUPerRequest[0] > 0 {
+		res.CPUOverheadPct = float64(res.CPUPerRequest[1]-res.CPUPerRequest[0]) / float64(res.CPUPerRequest[0]) * 100
+	}
 	return res, nil
+}
+
+// processCPU is a process's user+system CPU time from /proc/<pid>/stat
+// (0 when unreadable). Clock ticks are 100 Hz on Linux.
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may contain spaces; fields after ")" are fixed.
+	s := string(b)
+	end := strings.LastIndexByte(s, ')')
+	if end < 0 {
+		return 0
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // benchFilterConfig has n MES; the returned host is an allowed one.

@@ -65,11 +65,11 @@ func run(o envoytest.CompareOptions, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Printf("| Envoy config (%d MES, %d conns, %d x %s per flavor) | req/s | requests | errors |\n", res.Options.Hostnames,
+	fmt.Printf("| Envoy config (%d MES, %d conns, %d x %s per flavor) | req/s | Envoy CPU per request | requests | errors |\n", res.Options.Hostnames,
 		res.Options.Connections, res.Options.Rounds, res.Options.Round)
-	fmt.Println("|---|---:|---:|---:|")
-	fmt.Printf("| without filter | %.0f | %d | %d |\n", res.BaselineRPS, res.Requests[0], res.Errors[0])
-	fmt.Printf("| with meshext dynamic module | %.0f | %d | %d |\n", res.FilterRPS, res.Requests[1], res.Errors[1])
-	fmt.Printf("\nfilter overhead: %.1f%% of throughput\n", res.OverheadPct)
+	fmt.Println("|---|---:|---:|---:|---:|")
+	fmt.Printf("| without filter | %.0f | %s | %d | %d |\n", res.BaselineRPS, res.CPUPerRequest[0], res.Requests[0], res.Errors[0])
+	fmt.Printf("| with meshext dynamic module | %.0f | %s | %d | %d |\n", res.FilterRPS, res.CPUPerRequest[1], res.Requests[1], res.Errors[1])
+	fmt.Printf("\nfilter overhead: %.1f%% of throughput, %+.1f%% Envoy CPU per request\n", res.OverheadPct, res.CPUOverheadPct)
 	return nil
 }
