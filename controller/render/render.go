@@ -284,11 +284,12 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 			n.Listeners = append(n.Listeners, l)
 			n.Clusters = append(n.Clusters, c)
 		}
+		refs := byRefName(ready)
 		for i, ob := range dp.Networking.Outbound {
 			if ob.BackendRef == nil || ob.BackendRef.Kind != string(resource.KindMeshExternalService) {
 				continue
 			}
-			rs := findService(ready, ob.BackendRef.Name)
+			rs := refs[ob.BackendRef.Name]
 			if rs == nil {
 				warnings = append(warnings, fmt.Sprintf("node %s: networking.outbound[%d]: MeshExternalService %q is missing or not rendered (no listener)", id, i, ob.BackendRef.Name))
 				continue
@@ -336,15 +337,24 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	return n, warnings, nil
 }
 
-// findService matches a Dataplane backendRef name against a service's name or
-// display name (kuma.io/display-name on Kubernetes-style resources).
-func findService(services []*rendered, name string) *rendered {
+// byRefName indexes services by the names a Dataplane backendRef may use: the
+// resource name, and its display name (kuma.io/display-name on
+// Kubernetes-style resources). A name wins over another service's display name.
+func byRefName(services []*rendered) map[string]*rendered {
+	idx := make(map[string]*rendered, len(services))
 	for _, rs := range services {
-		if rs.svc.Name == name || (rs.svc.Resource != nil && rs.svc.Resource.DisplayName() == name) {
-			return rs
+		if rs.svc.Resource != nil {
+			if dn := rs.svc.Resource.DisplayName(); dn != "" {
+				if _, taken := idx[dn]; !taken {
+					idx[dn] = rs
+				}
+			}
 		}
 	}
-	return nil
+	for _, rs := range services {
+		idx[rs.svc.Name] = rs
+	}
+	return idx
 }
 
 func prefixAll(p string, ss []string) []string {
