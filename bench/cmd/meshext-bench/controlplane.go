@@ -199,7 +199,7 @@ func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, 
 		fmt.Fprintf(&b, "not available: `meshext run` is not in this build (%s)\n\n", oneLine(lastLines(out, 1)))
 		return b.String()
 	}
-	fmt.Fprintf(&b, "`meshext run --xds file` (default debounce 200 ms) watches the generated resource directory; Envoy reads its file drop. "+
+	fmt.Fprintf(&b, "`meshext run --xds file` (default debounce 200 ms) watches the generated resource directory; Envoy (`--concurrency 1`) runs from `meshext bootstrap --xds file` and reads the file drop. "+
 		"A MES's endpoint port is edited %d times; drop = edit → `meshext run` renamed a cds.json with a new version (includes the debounce); "+
 		"edit → Envoy = until Envoy's `cluster_manager.cds.version_text` equals it.\n\n", changes)
 	b.WriteString("| N MES | run start → first drop | Envoy initial load | edit → drop p50 / max | edit → Envoy p50 / max | meshext run RSS | Envoy RSS | rejected updates |\n|---|---|---|---|---|---|---|---|\n")

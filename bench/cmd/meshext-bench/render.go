@@ -213,9 +213,6 @@ func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 			return rc, fmt.Errorf("bin/libmeshext.so not built (make plugin)")
 		}
 	}
-	if rd.cpbench == "" {
-		return rc, fmt.Errorf("bin/meshext-cpbench (the renderer) did not build")
-	}
 	ports, err := allocPorts()
 	if err != nil {
 		return rc, err
@@ -223,8 +220,20 @@ func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 	if err := writeResources(r.Dir, r, ports); err != nil {
 		return rc, err
 	}
-	rc.ConfigPath = filepath.Join(r.Dir, "envoy.json")
-	argv := []string{rd.cpbench, "static", "-res", r.Dir, "-node", "default.bench", "-out", rc.ConfigPath}
+	var argv []string
+	if rd.hasRenderCLI() {
+		// What users run: meshext render writes <out>/<node>/bootstrap.json.
+		out := filepath.Join(r.Dir, "out")
+		argv = []string{rd.meshext, "render", filepath.Join(r.Dir, "mes.yaml"), filepath.Join(r.Dir, "dataplane.yaml"), "--out", out}
+		rc.ConfigPath = filepath.Join(out, "default.bench", "bootstrap.json")
+	} else {
+		// Older trees: the same library calls through meshext-cpbench.
+		if rd.cpbench == "" {
+			return rc, fmt.Errorf("neither `meshext render` nor bin/meshext-cpbench is available")
+		}
+		rc.ConfigPath = filepath.Join(r.Dir, "envoy.json")
+		argv = []string{rd.cpbench, "static", "-res", r.Dir, "-node", "default.bench", "-out", rc.ConfigPath}
+	}
 	if out, err := runBounded(60*time.Second, argv[0], argv[1:]...); err != nil {
 		return rc, fmt.Errorf("render: %v: %s", err, oneLine(lastLines(out, 3)))
 	}
@@ -250,6 +259,15 @@ func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 		rc.Commands = append(rc.Commands, "# "+withFilter+": the same with the meshext filter before the router (inserted by meshext-bench)")
 	}
 	return rc, nil
+}
+
+// hasRenderCLI reports whether this meshext has the render command.
+func (rd renderer) hasRenderCLI() bool {
+	if rd.meshext == "" {
+		return false
+	}
+	out, _ := runBounded(10*time.Second, rd.meshext, "render", "--help")
+	return strings.Contains(out, "Usage: meshext render")
 }
 
 func runBounded(d time.Duration, name string, args ...string) (string, error) {

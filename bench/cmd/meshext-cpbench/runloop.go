@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -74,16 +75,8 @@ func viaRun(n int, dir, envoyBin, meshext string, changes int, debounce time.Dur
 	if err != nil {
 		return r, err
 	}
-	b, err := render.Bootstrap(render.BootstrapOptions{XDS: render.XDSFile, XDSDir: filepath.Dir(cds), AdminPort: uint32(admin)})
-	if err != nil {
-		return r, err
-	}
-	bj, err := protojson.Marshal(b)
-	if err != nil {
-		return r, err
-	}
 	bootPath := filepath.Join(dir, "bootstrap.json")
-	if err := os.WriteFile(bootPath, bj, 0o644); err != nil {
+	if err := userBootstrap(meshext, xdsDir, admin, bootPath, filepath.Dir(cds)); err != nil {
 		return r, err
 	}
 	t1 := time.Now()
@@ -126,4 +119,26 @@ func viaRun(n int, dir, envoyBin, meshext string, changes int, debounce time.Dur
 	r.EnvoyRejected = e.Stat("cluster_manager.cds.update_rejected")
 	r.ControllerRSSMB = envoyproc.RSSMB(cmd.Process.Pid)
 	return r, nil
+}
+
+// userBootstrap writes Envoy's bootstrap the way a user would, with
+// `meshext bootstrap --xds file`; trees without that command get the same
+// render.Bootstrap call directly.
+func userBootstrap(meshext, xdsDir string, admin int, out, nodeDir string) error {
+	cmd := exec.Command(meshext, "bootstrap", "--xds", "file", "--xds-dir", xdsDir, "--node", render.DefaultNodeID,
+		"--admin-port", fmt.Sprint(admin), "--out", out)
+	if b, err := cmd.CombinedOutput(); err == nil {
+		return nil
+	} else if !strings.Contains(string(b), "Usage: meshext COMMAND") {
+		return fmt.Errorf("meshext bootstrap: %v: %s", err, b)
+	}
+	b, err := render.Bootstrap(render.BootstrapOptions{XDS: render.XDSFile, XDSDir: nodeDir, AdminPort: uint32(admin)})
+	if err != nil {
+		return err
+	}
+	bj, err := protojson.Marshal(b)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(out, bj, 0o644)
 }
