@@ -30,11 +30,31 @@ type pipeline struct {
 	inputHash [32]byte
 	// goodFiles holds the content of every file as it last parsed cleanly.
 	goodFiles map[string][]byte
+	// parsed caches each file's parse by content hash: an edit re-parses one
+	// file, not the directory. Parsed resources are never modified later.
+	parsed map[string]parsedFile
 	// goodObjects holds, by Key, every resource as it last passed validation.
 	goodObjects map[string]resource.Object
 	// published is what each delivery last got, per node (Sanitize falls back to it).
 	publishedFile map[string]*xds.Resources
 	publishedADS  map[string]*xds.Resources
+}
+
+type parsedFile struct {
+	sum  [32]byte
+	objs []resource.Object
+	errs []*resource.FieldError
+}
+
+// parse returns the resources of one file, from the cache when its content is unchanged.
+func (p *pipeline) parse(file string, data []byte) ([]resource.Object, []*resource.FieldError) {
+	sum := sha256.Sum256(data)
+	if c, ok := p.parsed[file]; ok && c.sum == sum {
+		return c.objs, c.errs
+	}
+	objs, errs := resource.ParseBytes(file, data)
+	p.parsed[file] = parsedFile{sum: sum, objs: objs, errs: errs}
+	return objs, errs
 }
 
 // result is one compile of the drop directory.
@@ -55,6 +75,7 @@ func newPipeline(cfg *Config, alloc *ipam.Allocator) *pipeline {
 	return &pipeline{
 		cfg: cfg, log: cfg.Logger, ipam: alloc,
 		goodFiles:     map[string][]byte{},
+		parsed:        map[string]parsedFile{},
 		goodObjects:   map[string]resource.Object{},
 		publishedFile: map[string]*xds.Resources{},
 		publishedADS:  map[string]*xds.Resources{},
@@ -104,8 +125,9 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	}
 	res := &result{}
 	set := &resource.Set{}
+	seen := map[string]*resource.Meta{}
 	for _, f := range files {
-		objs, errs := resource.ParseBytes(f, data[f])
+		objs, errs := p.parse(f, data[f])
 		if len(errs) > 0 {
 			res.problems = append(res.problems, errs...)
 			if good, ok := p.goodFiles[f]; ok {
@@ -118,14 +140,15 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		}
 		set.Files = append(set.Files, f)
 		for _, o := range objs {
-			if fe := set.Add(o); fe != nil {
+			if fe := addUnique(set, seen, o); fe != nil {
 				res.problems = append(res.problems, fe)
 			}
 		}
 	}
-	for f := range p.goodFiles {
+	for f := range p.parsed {
 		if _, ok := data[f]; !ok {
 			delete(p.goodFiles, f) // deleted files are really gone
+			delete(p.parsed, f)
 		}
 	}
 	set.ComputeLabels(resource.Options{Zone: p.cfg.Zone})
@@ -138,6 +161,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		validKeys[o.GetMeta().Key()] = true
 	}
 	built := &resource.Set{Files: set.Files}
+	builtSeen := map[string]*resource.Meta{}
 	nextGood := map[string]resource.Object{}
 	for _, o := range set.Objects() {
 		key := o.GetMeta().Key()
@@ -149,7 +173,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 				continue
 			}
 		}
-		if built.Add(o) == nil {
+		if addUnique(built, builtSeen, o) == nil {
 			nextGood[key] = o
 		}
 	}
@@ -211,6 +235,33 @@ func (p *pipeline) sanitize(out *render.Output, prev map[string]*xds.Resources, 
 		nodes[id] = clean
 	}
 	return nodes
+}
+
+// addUnique is resource.Set.Add with a map for the duplicate check, so a
+// reload stays linear in the number of resources (Set.Add scans the set).
+func addUnique(set *resource.Set, seen map[string]*resource.Meta, o resource.Object) *resource.FieldError {
+	m := o.GetMeta()
+	if first, dup := seen[m.Key()]; dup {
+		return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d", m.Kind, m.Mesh, m.Name, first.Source.File, first.Source.Line)
+	}
+	seen[m.Key()] = m
+	switch r := o.(type) {
+	case *resource.MeshExternalService:
+		set.MeshExternalServices = append(set.MeshExternalServices, r)
+	case *resource.HostnameGenerator:
+		set.HostnameGenerators = append(set.HostnameGenerators, r)
+	case *resource.MeshTrafficPermission:
+		set.MeshTrafficPermissions = append(set.MeshTrafficPermissions, r)
+	case *resource.Dataplane:
+		set.Dataplanes = append(set.Dataplanes, r)
+	case *resource.Mesh:
+		set.Meshes = append(set.Meshes, r)
+	case *resource.Secret:
+		set.Secrets = append(set.Secrets, r)
+	default:
+		return m.Errorf("kind", "unsupported kind %s", m.Kind)
+	}
+	return nil
 }
 
 // dedupe drops repeated problems (validation runs before and inside Build),
