@@ -30,14 +30,21 @@ func startDNS(t testing.TB) netip.AddrPort {
 	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)
+		// Like the embedded DNS: A is the VIP, AAAA its v4-mapped form,
+		// names outside the zone do not exist.
 		for _, qq := range q.Question {
-			if qq.Qtype == dns.TypeA && strings.HasSuffix(qq.Name, ".svc.meshext.local.") {
+			if !strings.HasSuffix(qq.Name, ".svc.meshext.local.") {
+				m.Rcode = dns.RcodeNameError
+				continue
+			}
+			switch qq.Qtype {
+			case dns.TypeA:
 				rr, _ := dns.NewRR(qq.Name + " 60 IN A " + testVIP)
 				m.Answer = append(m.Answer, rr)
+			case dns.TypeAAAA:
+				rr, _ := dns.NewRR(qq.Name + " 60 IN AAAA ::ffff:" + testVIP)
+				m.Answer = append(m.Answer, rr)
 			}
-		}
-		if len(m.Answer) == 0 {
-			m.Rcode = dns.RcodeNameError
 		}
 		w.WriteMsg(m)
 	})}
