@@ -9,8 +9,8 @@ import (
 	"github.com/meshext/meshext/controller/resource"
 )
 
-// benchWorld has n TLS services, each with two DNS-name endpoints (two
-// hostnames), a CA, and a distinct VIP; every second one is HTTP.
+// benchWorld has n TLS services, each with two generated hostnames, two
+// DNS-name endpoints, a CA, and a distinct VIP; every second one is HTTP.
 func benchWorld(n int) *model.World {
 	w := &model.World{Meshes: map[string]*resource.Mesh{}}
 	for i := 0; i < n; i++ {
@@ -21,6 +21,7 @@ func benchWorld(n int) *model.World {
 		s := svc(fmt.Sprintf("svc-%05d", i), proto, 443,
 			ep(fmt.Sprintf("a%d.example.com", i), 443), ep(fmt.Sprintf("b%d.example.net", i), 443))
 		s.TLS = tlsSecured()
+		s.Hostnames = []string{s.Name + ".svc.meshext.local", s.Name + ".extsvc.example"}
 		s.VIP = netip.AddrFrom4([4]byte{242, byte(i >> 16), byte(i >> 8), byte(i)})
 		w.Services = append(w.Services, s)
 	}
