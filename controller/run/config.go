@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 )
@@ -95,6 +96,11 @@ func (c *Config) check() error {
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
+		}
+	}
+	if c.UpstreamDNS != "" {
+		if _, err := netip.ParseAddrPort(c.UpstreamDNS); err != nil {
+			errs = append(errs, fmt.Errorf("--upstream-dns %q: want IP:PORT: %v", c.UpstreamDNS, err))
 		}
 	}
 	if c.Debounce <= 0 {

@@ -143,3 +143,21 @@ func httpGet(t *testing.T, url string) string {
 	}
 	return string(b)
 }
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{XDS: XDSFile, XDSDir: "/x"}, "--dir is required"},
+		{Config{Dir: "d", XDS: "grpc"}, `--xds "grpc"`},
+		{Config{Dir: "d", XDS: XDSFile}, "needs --xds-dir"},
+		{Config{Dir: "d", XDS: XDSADS, ADSListen: "nope"}, "--ads-listen"},
+		{Config{Dir: "d", XDS: XDSADS, ADSListen: ":0", UpstreamDNS: "dns.example:53"}, "--upstream-dns"},
+	} {
+		_, err := New(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want an error with %q", tc.cfg, err, tc.want)
+		}
+	}
+}

@@ -150,3 +150,26 @@ func readResponse(t *testing.T, path string) *discoveryv3.DiscoveryResponse {
 	}
 	return &r
 }
+
+func TestFileWriterSecretsSharedAcrossNodes(t *testing.T) {
+	w := &FileWriter{Dir: t.TempDir()}
+	same := map[string]*Resources{
+		"n1": {Secrets: []*tlsv3.Secret{caSecret("ca", []byte("one"))}},
+		"n2": {Secrets: []*tlsv3.Secret{caSecret("ca", []byte("one"))}},
+	}
+	st, err := w.Write(same)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One secret file, plus cds+lds for each node.
+	if st.FilesWritten != 5 {
+		t.Fatalf("wrote %d files, want 5", st.FilesWritten)
+	}
+	clash := map[string]*Resources{
+		"n1": {Secrets: []*tlsv3.Secret{caSecret("ca", []byte("one"))}},
+		"n2": {Secrets: []*tlsv3.Secret{caSecret("ca", []byte("two"))}},
+	}
+	if _, err := w.Write(clash); err == nil || !strings.Contains(err.Error(), `secret "ca" differs`) {
+		t.Fatalf("conflicting secrets: got %v", err)
+	}
+}
