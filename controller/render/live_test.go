@@ -14,8 +14,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	meshextdns "github.com/meshext/meshext/controller/dns"
 	"github.com/meshext/meshext/controller/model"
@@ -464,4 +467,156 @@ func TestEnvoyResolvesThroughUpstreamDNS(t *testing.T) {
 	if st := srv.Stats(); st.Answered == 0 {
 		t.Errorf("embedded DNS answered nothing (%+v): Envoy did not use Options.UpstreamDNS", st)
 	}
+}
+
+// startEnvoyBootstrap runs Envoy on any bootstrap until the test ends, waiting
+// (bounded) for /ready to say LIVE.
+func startEnvoyBootstrap(t *testing.T, envoy string, b proto.Message, adminPort int) {
+	t.Helper()
+	js, err := CanonicalJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bootstrap.json")
+	if err := os.WriteFile(path, js, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, envoy, "-c", path, "--disable-hot-restart", "-l", "info", "--concurrency", "1")
+	lw := &lockedWriter{w: &logs}
+	cmd.Stdout, cmd.Stderr = lw, lw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("envoy log (tail):\n%s", tail(lw.String(), 60))
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(adminGet(adminPort, "/ready"), "LIVE") {
+		if time.Now().After(deadline) {
+			t.Fatal("envoy not ready after 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+func adminGet(port int, path string) string {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster (F7): with
+// SecretsVia file, replacing only the CA secret file (atomic rename) makes a
+// running Envoy trust the new CA; the cluster is never modified.
+func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
+	envoy := testenv.Envoy(t)
+	goodCA, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongCA, err := testpki.NewCA(testpki.CommonName("not the server's CA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := goodCA.Issue(testpki.DNSNames("api.test"), testpki.ServerAuth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := tlsEchoServer(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}})
+
+	xdsDir := t.TempDir()
+	secrets := filepath.Join(xdsDir, "sds")
+	redirect, outbound, admin := freePort(t), freePort(t), freePort(t)
+	renderWith := func(ca []byte) *Node {
+		tl := &model.TLS{Mode: resource.ModeSecured, MinVersion: resource.TLSAuto, MaxVersion: resource.TLSAuto, ServerName: "api.test", CA: ca}
+		w := world(withTLS(svc("api", "tcp", 443, ep("127.0.0.1", uint32(port))), tl))
+		dp := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: "default", Name: "live"}}
+		dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(redirect)}
+		dp.Networking.Outbound = []resource.Outbound{{Port: int64(outbound), BackendRef: &resource.BackendRef{Kind: "MeshExternalService", Name: "api"}}}
+		w.Dataplanes = []*resource.Dataplane{dp}
+		return mustRender(t, w, Options{SecretsVia: SecretsFile, SecretsDir: secrets}).Nodes["default.live"]
+	}
+	n1 := renderWith(wrongCA.CertPEM)
+	writeNodeFiles(t, n1, xdsDir, secrets)
+	b, err := Bootstrap(BootstrapOptions{XDS: XDSFile, XDSDir: xdsDir, NodeID: n1.ID, AdminPort: uint32(admin)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startEnvoyBootstrap(t, envoy, b, admin)
+	// The cluster and listener come from files after /ready; wait for the listener.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(adminGet(admin, "/listeners"), fmt.Sprintf("127.0.0.1:%d", outbound)) {
+		if time.Now().After(deadline) {
+			t.Fatal("outbound listener never arrived from lds.json")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := readLine(t, outbound); got != "" {
+		t.Fatalf("with the wrong CA the handshake must fail, server said %q", got)
+	}
+	modifiedBefore := statValueOrZero(admin, "cluster_manager.cluster_modified")
+	if statValueOrZero(admin, "cluster_manager.cluster_added") == 0 {
+		t.Fatal("cannot read cluster_manager stats from the admin endpoint")
+	}
+
+	// Rotate: only the CA secret file changes.
+	n2 := renderWith(goodCA.CertPEM)
+	files, err := n2.SecretFiles(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := SecretPath(secrets, "meshext_default_api_ca")
+	tmp := filepath.Join(secrets, ".rotate.tmp")
+	if err := os.WriteFile(tmp, files[caFile], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, caFile); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for i := 0; i < 100 && !strings.Contains(got, "sni=api.test"); i++ {
+		time.Sleep(100 * time.Millisecond)
+		got = readLine(t, outbound)
+	}
+	if !strings.Contains(got, "sni=api.test") {
+		t.Fatalf("after rotating the CA secret the handshake still fails (server said %q)", got)
+	}
+	if after := statValueOrZero(admin, "cluster_manager.cluster_modified"); after != modifiedBefore {
+		t.Errorf("cluster_manager.cluster_modified went %d -> %d: rotation rebuilt the cluster", modifiedBefore, after)
+	}
+}
+
+func statValueOrZero(adminPort int, name string) int {
+	body := adminGet(adminPort, "/stats?filter=^"+strings.ReplaceAll(name, ".", "\\.")+"$")
+	var v int
+	fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(body, name+":")), "%d", &v)
+	return v
 }
