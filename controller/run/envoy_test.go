@@ -1,6 +1,7 @@
 package run
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -40,9 +41,10 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	t.Parallel()
 	dir, state, out := t.TempDir(), t.TempDir(), t.TempDir()
 	dropWrite(t, dir, "gen.yaml", generatorYAML)
-	dropWrite(t, dir, "dp-file.yaml", dataplaneYAML("dp-file", freePort(t)))
+	outPort, echoPort := freePort(t), echoServer(t)
+	dropWrite(t, dir, "dp-file.yaml", dataplaneWithOutbound("dp-file", freePort(t), outPort, "mes-a"))
 	dropWrite(t, dir, "dp-ads.yaml", dataplaneYAML("dp-ads", freePort(t)))
-	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, 9001))
+	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, echoPort))
 	dropWrite(t, dir, "d.yaml", tlsMES("mes-d", 4003, 9004, "ca-d"))
 	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", newCAPEM(t)))
 	dropWrite(t, dir, "e.yaml", tlsMES("mes-e", 4004, 9005, "ca-e"))
@@ -79,6 +81,9 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 		return has(c, "mes-a", "mes-d", "mes-e") && c.Secrets[cluster("mes-d")+"_ca"] != "" &&
 			c.Secrets[cluster("mes-e")+"_ca"] != "" && len(c.Listeners) > 0
 	})
+	// The delivered config carries traffic: outbound listener -> mes-a -> echo.
+	outAddr := fmt.Sprintf("127.0.0.1:%d", outPort)
+	echoThrough(t, outAddr, envoyWait)
 	secretEVersion := map[string]string{}
 	for mode, c := range cfg {
 		secretEVersion[mode] = c.Secrets[cluster("mes-e")+"_ca"]
@@ -96,6 +101,7 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	if st := r.Status(); !hasProblem(&st, "a.yaml") {
 		t.Errorf("status should report the broken a.yaml: %v", st.Problems)
 	}
+	echoThrough(t, outAddr, envoyWait) // mes-a still carries traffic
 
 	// A broken secret (not a certificate) breaks only mes-d.
 	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", []byte("this is not a PEM certificate")))

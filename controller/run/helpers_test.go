@@ -97,6 +97,75 @@ networking:
 `, name, redirectPort)
 }
 
+// dataplaneWithOutbound adds an outbound listener on 127.0.0.1:outPort for service.
+func dataplaneWithOutbound(name string, redirectPort, outPort int, service string) string {
+	return dataplaneYAML(name, redirectPort) + fmt.Sprintf(`  outbound:
+  - port: %d
+    backendRef:
+      kind: MeshExternalService
+      name: %s
+`, outPort, service)
+}
+
+// echoServer accepts loopback TCP connections and echoes what it reads.
+func echoServer(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// echoThrough sends a line to addr and expects it back, retrying (bounded)
+// while the listener is not there yet.
+func echoThrough(t testing.TB, addr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		last = func() error {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			msg := "ping through envoy\n"
+			if _, err := io.WriteString(c, msg); err != nil {
+				return err
+			}
+			buf := make([]byte, len(msg))
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return err
+			}
+			if string(buf) != msg {
+				return fmt.Errorf("echo %q, want %q", buf, msg)
+			}
+			return nil
+		}()
+		if last == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no echo through %s within %v: %v", addr, timeout, last)
+}
+
 func newCAPEM(t testing.TB) []byte {
 	t.Helper()
 	ca, err := testpki.NewCA()
