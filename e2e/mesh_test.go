@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/bench/envoyproc"
+	"github.com/meshext/meshext/bpf/bpftest"
 	"github.com/meshext/meshext/e2e/testenv"
 )
 
@@ -28,6 +29,9 @@ type meshOpts struct {
 	hostsFile string // --dns-hosts
 	systemCA  string // KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH
 	stateDir  string // reuse a state dir (restart tests); "" = fresh
+	// envoyCgroup, when set, is the cgroup v2 directory Envoy starts in (the
+	// eBPF redirect's proxy cgroup); cgroupMount is the cgroup v2 mount.
+	envoyCgroup, cgroupMount string
 }
 
 func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
@@ -57,7 +61,13 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	if err != nil {
 		t.Fatalf("meshext bootstrap: %v\n%s", err, out)
 	}
-	m.envoy, err = envoyproc.Start(envoy, bootstrap, m.dir, "envoy", nil)
+	startEnvoy := func() { m.envoy, err = envoyproc.Start(envoy, bootstrap, m.dir, "envoy", nil) }
+	if o.envoyCgroup != "" {
+		// Envoy inherits the cgroup; its listener sockets are created there.
+		bpftest.InCgroup(t, o.cgroupMount, o.envoyCgroup, startEnvoy)
+	} else {
+		startEnvoy()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

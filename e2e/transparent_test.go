@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshext/meshext/bpf/bpftest"
+	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/upstream"
+)
+
+// TestTransparentSeedCommands runs the seed's own commands, unchanged, in a
+// child process placed in a workload cgroup with the eBPF redirect attached
+// (`meshext redirect attach`): the app resolves <name>.svc.meshext.local
+// through the embedded DNS (its UDP/53 is redirected, /etc/resolv.conf and
+// /etc/hosts untouched), connects to the VIP, and lands in Envoy's
+// transparent listener, which reads the original destination.
+func TestTransparentSeedCommands(t *testing.T) {
+	mount := bpftest.Require(t)
+	_, caFile, hostsFile := standIns(t)
+	testenv.Tool(t, "nc")
+	testenv.Tool(t, "curl")
+	grpcurl := testenv.Tool(t, "grpcurl")
+
+	app := bpftest.NewCgroup(t, mount, "app")
+	proxy := bpftest.NewCgroup(t, mount, "proxy")
+	m := startMesh(t, seedDropDir(t), meshOpts{nodeID: "default.e2e", hostsFile: hostsFile, systemCA: caFile,
+		envoyCgroup: proxy, cgroupMount: mount})
+	m.waitListener(t, "127.0.0.1:15101") // the e2e Dataplane's transparentProxying.redirectPortOutbound
+
+	bin := meshext(t)
+	name := "e2e-" + filepath.Base(app)
+	out, err := run(t, 30*time.Second, "", bin, "redirect", "attach", "--dataplane", name,
+		"--cgroup", app, "--proxy-cgroup", proxy, "--bpffs", bpftest.BPFFS(),
+		"--vip", "242.0.0.0/8=127.0.0.1:15101", "--dns", m.dnsAddr)
+	require.NoError(t, err, out)
+	t.Cleanup(func() {
+		if out, err := run(t, 30*time.Second, "", bin, "redirect", "detach", "--dataplane", name, "--bpffs", bpftest.BPFFS()); err != nil {
+			t.Errorf("detach: %v\n%s", err, out)
+		}
+	})
+
+	// inApp runs a shell command line in the workload cgroup.
+	inApp := func(t *testing.T, line string) string {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", line)
+		cmd.Env = append(cmd.Environ(), "PATH="+filepath.Dir(grpcurl)+":/usr/sbin:/usr/bin:/sbin:/bin")
+		bpftest.CommandIn(t, cmd, app)
+		done := make(chan struct{})
+		timer := time.AfterFunc(30*time.Second, func() {
+			if cmd.Process != nil {
+				_ = cmd.Process.Kill()
+			}
+			close(done)
+		})
+		b, err := cmd.CombinedOutput()
+		if !timer.Stop() {
+			<-done
+			t.Fatalf("%q did not finish within 30s:\n%s", line, b)
+		}
+		require.NoError(t, err, "%s\n%s", line, b)
+		return string(b)
+	}
+
+	// The seed's commands, byte for byte.
+	for _, tc := range []struct{ name, line string }{
+		{"mes-tcp", "echo 'echo this' | nc -q 3 mes-tcp.svc.meshext.local 4242"},
+		{"mes-tcp-tls", "echo 'echo this' | nc -q 3 mes-tcp-tls.svc.meshext.local 4243"},
+		{"mes-tcp-mtls", "echo 'echo this' | nc -q 3 mes-tcp-mtls.svc.meshext.local 4244"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, "echo this\n", inApp(t, tc.line))
+		})
+	}
+	t.Run("mes-http", func(t *testing.T) {
+		out := inApp(t, "curl -s http://mes-http.svc.meshext.local")
+		assert.Contains(t, out, "<title>httpbin.org</title>")
+	})
+	t.Run("mes-https", func(t *testing.T) {
+		out := inApp(t, "curl http://mes-https.svc.meshext.local")
+		assert.Contains(t, out, "<title>httpbin.org</title>")
+	})
+	for _, tc := range []struct{ name, line string }{
+		{"mes-grpc", "grpcurl -plaintext -v mes-grpc.svc.meshext.local:9000 list"},
+		{"mes-grpcs", "grpcurl -plaintext -v mes-grpcs.svc.meshext.local:9001 list"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := inApp(t, tc.line)
+			assert.Contains(t, out, "grpc.health.v1.Health")
+			assert.Contains(t, out, upstream.GRPCBinService)
+		})
+	}
+	t.Run("outside the cgroup nothing is redirected", func(t *testing.T) {
+		// In this namespace there is no route to 242/8: an un-redirected connect fails at once.
+		vips := vipsOf(t, m.status(t))
+		out, err := run(t, 10*time.Second, "", "curl", "-s", "--max-time", "3", "http://"+vips["mes-http"]+":80/")
+		assert.Error(t, err, out)
+	})
+	t.Run("the transparent listener saw the VIP as original destination", func(t *testing.T) {
+		vips := vipsOf(t, m.status(t))
+		eventually(t, 30*time.Second, "access log with the VIP", func() error {
+			lines := grepLines(m.envoyLog(), "-> "+vips["mes-tcp"]+":"+strconv.Itoa(4242))
+			if lines == "" {
+				return assert.AnError
+			}
+			return nil
+		})
+	})
+}
