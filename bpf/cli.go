@@ -127,7 +127,7 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 		fset.Var(&uid, "bypass-uid", "never redirect sockets of processes running as this uid")
 		fset.Var(&mark, "bypass-mark", "never redirect sockets carrying this SO_MARK")
 		if err := fset.Parse(rest); err != nil {
-			return 2
+			return parseErrCode(err)
 		}
 		if *name == "" || *cgroup == "" || fset.NArg() > 0 {
 			fmt.Fprintln(stderr, "meshext redirect attach: --dataplane and --cgroup are required; no positional arguments")
@@ -173,7 +173,7 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 		return printStatus(stdout, stderr, *bpffs, *name)
 	case "detach":
 		if err := fset.Parse(rest); err != nil {
-			return 2
+			return parseErrCode(err)
 		}
 		if *name == "" || fset.NArg() > 0 {
 			fmt.Fprintln(stderr, "meshext redirect detach: --dataplane is required; no positional arguments")
@@ -195,7 +195,7 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "status":
 		if err := fset.Parse(rest); err != nil {
-			return 2
+			return parseErrCode(err)
 		}
 		if fset.NArg() > 0 {
 			fmt.Fprintln(stderr, "meshext redirect status: no positional arguments")
@@ -228,6 +228,14 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meshext redirect: unknown subcommand %q\n\n%s", sub, cliUsage)
 		return 2
 	}
+}
+
+// parseErrCode: --help is a success, anything else a usage error.
+func parseErrCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }
 
 func printStatus(stdout, stderr io.Writer, bpffs, name string) int {

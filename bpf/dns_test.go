@@ -27,7 +27,7 @@ func startDNS(t testing.TB) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)
 		// Like the embedded DNS: A is the VIP, AAAA its v4-mapped form,
@@ -47,16 +47,23 @@ func startDNS(t testing.TB) netip.AddrPort {
 			}
 		}
 		w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	select {
-	case <-started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("DNS server did not start")
+	})
+	// TCP on the same address, as the embedded DNS does.
+	tl, err := net.Listen("tcp4", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Shutdown() })
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: tl, Handler: handler}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go srv.ActivateAndServe()
+		select {
+		case <-started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("DNS server did not start")
+		}
+		t.Cleanup(func() { srv.Shutdown() })
+	}
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
@@ -138,6 +145,28 @@ func TestDNSRedirect(t *testing.T) {
 		t.Errorf("connected answer %q, want %s", got, testVIP)
 	}
 
+	// DNS over TCP (resolvers fall back to it for truncated answers).
+	var tc net.Conn
+	inCgroup(t, mount, tr.app, func() { tc, err = net.DialTimeout("tcp4", server, 5*time.Second) })
+	if err != nil {
+		t.Fatalf("connect TCP %s from app cgroup: %v", server, err)
+	}
+	defer tc.Close()
+	if tc.RemoteAddr().String() != server {
+		t.Errorf("DNS over TCP getpeername %s, want %s", tc.RemoteAddr(), server)
+	}
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	dc := &dns.Conn{Conn: tc}
+	q := new(dns.Msg)
+	q.SetQuestion("mes-grpc.svc.meshext.local.", dns.TypeA)
+	if err := dc.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := dc.ReadMsg()
+	if err != nil || len(resp.Answer) != 1 || resp.Answer[0].(*dns.A).A.String() != testVIP {
+		t.Errorf("DNS over TCP answer %v, err %v; want A %s", resp, err, testVIP)
+	}
+
 	// Outside the app cgroup DNS is left alone.
 	out, err := net.ListenPacket("udp4", ":0")
 	if err != nil {
@@ -152,8 +181,8 @@ func TestDNSRedirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.DNSRedirect != 2 || st.DNSReplyRestored != 2 {
-		t.Errorf("counters %s: want 2 DNS redirects and 2 restored replies", st)
+	if st.DNSRedirect != 3 || st.DNSReplyRestored != 2 || st.SockopsTuple != 0 {
+		t.Errorf("counters %s: want 3 DNS redirects (UDP, connected UDP, TCP), 2 restored UDP replies, no tuple for DNS over TCP", st)
 	}
 
 	// Turning DNS off live leaves port 53 alone again.
@@ -172,9 +201,6 @@ func TestDNSRedirectGlibcResolver(t *testing.T) {
 	mount := requireBPF(t)
 	getent := testenv.Tool(t, "getent")
 	ipTool := testenv.Tool(t, "ip")
-	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil && strings.Contains(string(b), "use-vc") {
-		t.Skip("/etc/resolv.conf forces DNS over TCP")
-	}
 	target := startDNS(t)
 	tr := attachForTest(t, mount, Config{DNS: target})
 
@@ -187,15 +213,23 @@ func TestDNSRedirectGlibcResolver(t *testing.T) {
 		t.Fatalf("ip addr add: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { exec.Command(ipTool, "addr", "del", "10.99.0.1/32", "dev", "lo").Run() })
-	for _, db := range []string{"hosts", "ahostsv4"} {
+	// RES_OPTIONS=use-vc makes glibc ask over TCP.
+	for _, run := range []struct{ db, resOptions string }{{"hosts", ""}, {"ahostsv4", ""}, {"hosts", "use-vc"}} {
+		db := run.db
+		before, _ := tr.r.Stats()
 		cmd := exec.CommandContext(ctx, getent, db, "mes-http.svc.meshext.local")
+		cmd.Env = append(os.Environ(), "RES_OPTIONS="+run.resOptions)
 		bpftest.CommandIn(t, cmd, tr.app)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("getent %s in the app cgroup: %v\n%s", db, err, out)
+			t.Fatalf("getent %s (RES_OPTIONS=%q) in the app cgroup: %v\n%s", db, run.resOptions, err, out)
 		}
 		if !strings.Contains(string(out), testVIP) {
-			t.Errorf("getent %s printed %q, want %s", db, out, testVIP)
+			t.Errorf("getent %s (RES_OPTIONS=%q) printed %q, want %s", db, run.resOptions, out, testVIP)
+		}
+		after, _ := tr.r.Stats()
+		if run.resOptions == "use-vc" && (after.DNSRedirect == before.DNSRedirect || after.DNSReplyRestored != before.DNSReplyRestored) {
+			t.Errorf("use-vc: counters before %s after %s: want a redirect and no UDP reply (DNS over TCP)", before, after)
 		}
 	}
 	if st, _ := tr.r.Stats(); st.DNSRedirect == 0 || st.DNSReplyRestored == 0 {

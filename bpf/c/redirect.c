@@ -207,8 +207,13 @@ static __always_inline struct proxy_target *proxy_for(__u32 ip4)
 	return own ? own : t;
 }
 
-// redirect_dns rewrites a UDP/53 destination to the DNS target.
-static __always_inline void redirect_dns(struct bpf_sock_addr *ctx, struct config *cfg)
+// DNS over TCP is remembered with this marker instead of IPPROTO_TCP, so the
+// sockops/getsockopt bridge (meant for Envoy) ignores it.
+#define PROTO_DNS_TCP (IPPROTO_TCP | 0x100)
+
+// redirect_dns rewrites a port-53 destination to the DNS target (which
+// serves UDP and TCP on the same address).
+static __always_inline void redirect_dns(struct bpf_sock_addr *ctx, struct config *cfg, __u16 proto)
 {
 	if (!(cfg->flags & CFG_DNS_ENABLED))
 		return;
@@ -216,7 +221,7 @@ static __always_inline void redirect_dns(struct bpf_sock_addr *ctx, struct confi
 		return;
 	if (ctx->user_ip4 == cfg->dns_ip4 && (__u16)ctx->user_port == cfg->dns_port)
 		return;
-	if (remember(ctx, ctx->user_ip4, (__u16)ctx->user_port, IPPROTO_UDP))
+	if (remember(ctx, ctx->user_ip4, (__u16)ctx->user_port, proto))
 		return;
 	ctx->user_ip4 = cfg->dns_ip4;
 	ctx->user_port = cfg->dns_port;
@@ -231,15 +236,18 @@ int meshext_connect4(struct bpf_sock_addr *ctx)
 		return 1;
 
 	if (ctx->protocol == IPPROTO_UDP) {
-		redirect_dns(ctx, cfg);
+		redirect_dns(ctx, cfg, IPPROTO_UDP);
 		return 1;
 	}
 	if (ctx->protocol != IPPROTO_TCP)
 		return 1;
 
 	struct proxy_target *t = proxy_for(ctx->user_ip4);
-	if (!t)
+	if (!t) {
+		// Resolvers fall back to TCP for truncated answers.
+		redirect_dns(ctx, cfg, PROTO_DNS_TCP);
 		return 1;
+	}
 	if (remember(ctx, ctx->user_ip4, (__u16)ctx->user_port, IPPROTO_TCP))
 		return 1;
 	ctx->user_ip4 = t->ip4;
@@ -283,7 +291,7 @@ int meshext_sendmsg4(struct bpf_sock_addr *ctx)
 	struct config *cfg = get_config();
 	if (!cfg || bypassed(ctx, cfg))
 		return 1;
-	redirect_dns(ctx, cfg);
+	redirect_dns(ctx, cfg, IPPROTO_UDP);
 	return 1;
 }
 
