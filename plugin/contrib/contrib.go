@@ -179,9 +179,13 @@ func (f *filter) setMetadata(r *egress.Result) {
 	md := f.cb.StreamInfo().DynamicMetadata()
 	md.Set(egress.MetadataNamespace, egress.MetaAction, r.ActionName())
 	md.Set(egress.MetadataNamespace, egress.MetaMES, r.Entry.Service.Name)
-	md.Set(egress.MetadataNamespace, egress.MetaMesh, r.Entry.Service.Mesh)
 	md.Set(egress.MetadataNamespace, egress.MetaPolicy, r.Decision.PolicyOrReason())
-	md.Set(egress.MetadataNamespace, egress.MetaSource, r.Source)
+	if r.FromCertificate || r.Verdict == egress.Reject {
+		md.Set(egress.MetadataNamespace, egress.MetaSource, r.Source)
+	}
+	if r.Verdict == egress.Reject {
+		md.Set(egress.MetadataNamespace, egress.MetaMesh, r.Entry.Service.Mesh)
+	}
 }
 
 // fail answers 500 (gRPC INTERNAL) and never panics itself.

@@ -173,11 +173,16 @@ func (x *filter) peerURISAN() string {
 }
 
 func (x *filter) setMetadata(r *egress.Result) {
-	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaAction, r.ActionName())
-	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaMES, r.Entry.Service.Name)
-	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaMesh, r.Entry.Service.Mesh)
-	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaPolicy, r.Decision.PolicyOrReason())
-	x.h.SetMetadata(egress.MetadataNamespace, egress.MetaSource, r.Source)
+	set := func(k, v string) { x.h.SetMetadata(egress.MetadataNamespace, k, v) }
+	set(egress.MetaAction, r.ActionName())
+	set(egress.MetaMES, r.Entry.Service.Name)
+	set(egress.MetaPolicy, r.Decision.PolicyOrReason())
+	if r.FromCertificate || r.Verdict == egress.Reject {
+		set(egress.MetaSource, r.Source)
+	}
+	if r.Verdict == egress.Reject {
+		set(egress.MetaMesh, r.Entry.Service.Mesh)
+	}
 }
 
 // fail answers 500 after a panic; a second panic here is swallowed so

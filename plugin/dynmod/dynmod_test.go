@@ -170,11 +170,14 @@ func TestAllowSetsClusterAndMetadata(t *testing.T) {
 	if hdrs.m[egress.DefaultClusterHeader] != "mes_open" || h.cleared != 1 {
 		t.Fatalf("cluster header %q, route cache cleared %d times", hdrs.m[egress.DefaultClusterHeader], h.cleared)
 	}
-	want := map[string]any{"action": "Allow", "mes": "open", "mesh": "default", "policy": "mesh-default", "source": "web"}
+	want := map[string]any{"action": "Allow", "mes": "open", "policy": "mesh-default"}
 	for k, v := range want {
 		if h.meta[k] != v {
 			t.Errorf("metadata %s = %v, want %v", k, h.meta[k], v)
 		}
+	}
+	if len(h.meta) != len(want) {
+		t.Errorf("allowed request from the listener owner sets only %d metadata keys, got %v", len(want), h.meta)
 	}
 	if h.counts[egress.CounterAllowed] != 1 {
 		t.Errorf("counters %v", h.counts)
@@ -191,7 +194,7 @@ func TestDenyHTTPAndGRPC(t *testing.T) {
 	if !strings.Contains(h.replies[0].body, `"closed"`) || !strings.Contains(h.replies[0].body, `"deny-closed"`) {
 		t.Fatalf("body %q", h.replies[0].body)
 	}
-	if _, set := hdrs.m[egress.DefaultClusterHeader]; set || h.meta["action"] != "Deny" || h.counts[egress.CounterDenied] != 1 {
+	if _, set := hdrs.m[egress.DefaultClusterHeader]; set || h.meta["action"] != "Deny" || h.meta["source"] != "web" || h.meta["mesh"] != "default" || h.counts[egress.CounterDenied] != 1 {
 		t.Fatalf("headers %v meta %v counts %v", hdrs.m, h.meta, h.counts)
 	}
 

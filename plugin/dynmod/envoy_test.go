@@ -259,7 +259,7 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 			}
 		}
 		logText := waitForFile(t, accessLog, "403 Deny secret deny-secret web")
-		for _, want := range []string{"200 Allow httpbin mesh-default web", "200 AllowWithShadowDeny shadow shadow-all web", "404 NotFound"} {
+		for _, want := range []string{"200 Allow httpbin mesh-default -", "200 AllowWithShadowDeny shadow shadow-all -", "404 NotFound"} {
 			if !strings.Contains(logText, want) {
 				t.Errorf("access log lacks %q:\n%s", want, logText)
 			}

@@ -27,7 +27,10 @@ const DefaultClusterHeader = "x-meshext-cluster"
 // to, e.g. %DYNAMIC_METADATA(meshext:action)% in an access log.
 const MetadataNamespace = "meshext"
 
-// Metadata keys (all string values).
+// Metadata keys (all string values). Each key is one call into Envoy on
+// the request path, so allowed requests carry action, mes and policy (plus
+// source when it came from a client certificate; otherwise the source is
+// the listener owner); denied requests carry all five.
 const (
 	MetaAction = "action" // Allow, Deny, AllowWithShadowDeny, NotFound
 	MetaMES    = "mes"
@@ -162,6 +165,8 @@ type Result struct {
 	Decision core.Decision
 	// Source is the service the decision was made for.
 	Source string
+	// FromCertificate: Source came from a client certificate's SPIFFE ID.
+	FromCertificate bool
 	// Shadow is true when the request passes only because the deciding
 	// policy says AllowWithShadowDeny: log it as "would be denied".
 	Shadow bool
@@ -175,15 +180,14 @@ func (c *Compiled) Decide(authority, peerURISAN string) Result {
 		return Result{Verdict: NotFound}
 	}
 	var d core.Decision
-	source := ""
+	source, fromCert := c.Table.Source().Service, false
 	if id, ok := core.ParseSPIFFE(peerURISAN); ok && !c.IgnoreClientCertificates {
 		d = e.DecideFor(&id)
-		source = id.Service
+		source, fromCert = id.Service, true
 	} else {
 		d = e.Decide()
-		source = c.Table.Source().Service
 	}
-	r := Result{Entry: e, Decision: d, Source: source}
+	r := Result{Entry: e, Decision: d, Source: source, FromCertificate: fromCert}
 	switch d.Action {
 	case core.Deny:
 		r.Verdict = Reject
