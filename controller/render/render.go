@@ -4,8 +4,23 @@
 // Bootstraps for file-based xDS, ADS, and fully static configs live in
 // bootstrap.go; JSON encodings of DiscoveryResponses in encode.go.
 //
-// Rendering fixes the Kuma quirks listed in /work/shared/notes (F1-F11); the
-// comment at each fix names it.
+// Rendering fixes the Kuma quirks listed in the reference notes (F1-F11); the
+// comment at each fix names it. The deliberate decisions in short:
+//
+//   - F1: Secured/SkipSAN without any CA is not rendered (service Broken).
+//   - F2: tls_params in every mode; TLSAuto = TLSv1_2..TLSv1_3.
+//   - F3: SkipCA = trusted_ca + ACCEPT_UNTRUSTED + SAN matchers; Envoy only
+//     counts SAN mismatches then (the Rendered condition says so).
+//   - F4: one typed SAN matcher per value (URI / IP_ADDRESS / DNS).
+//   - F5: SNI = serverName, else auto_host_sni per endpoint.
+//   - F6: ALPN h2 (grpc, http2), http/1.1 (http), none (tcp).
+//   - F7: CA and client cert/key are SDS secrets, never inline in clusters.
+//   - F8: SkipSAN keeps serverName.
+//   - F9: explicit SANs replace the implicit name check, never widen it.
+//   - F11: default outlier detection, so priority failover has a signal.
+//   - SkipAll keeps the client certificate (Kuma drops it).
+//
+// Egress authorization plugs in at authzFilters (authz.go).
 package render
 
 import (
@@ -124,6 +139,9 @@ type rendered struct {
 // unaffected. Render records conditions on w's services, so callers must not
 // render one World concurrently. The error is only for bad Options.
 func Render(w *model.World, opts Options) (*Output, error) {
+	if w == nil {
+		return nil, fmt.Errorf("render: nil world")
+	}
 	dns, err := opts.check()
 	if err != nil {
 		return nil, err
