@@ -19,9 +19,6 @@ import (
 	"github.com/meshext/meshext/plugin/egress"
 )
 
-// gRPC status for the 404 reply: UNIMPLEMENTED, Envoy's own mapping of 404.
-const grpcUnimplemented = 12
-
 // Parser is the filter's api.StreamFilterConfigParser.
 type Parser struct{}
 
@@ -143,7 +140,7 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, _ bool) (st api.StatusTyp
 	case egress.NotFound:
 		f.cfg.counters.unknown.Increment(1)
 		f.cb.StreamInfo().DynamicMetadata().Set(egress.MetadataNamespace, egress.MetaAction, "NotFound")
-		dec.SendLocalReply(404, egress.NotFoundBody(authority), textPlain, grpcUnimplemented, egress.DetailUnknownHost)
+		dec.SendLocalReply(404, egress.NotFoundBody(authority), textPlain, egress.GRPCUnimplemented, egress.DetailUnknownHost)
 		return api.LocalReply
 	case egress.Reject:
 		f.cfg.counters.denied.Increment(1)
@@ -195,6 +192,6 @@ func (f *filter) fail(msg string) api.StatusType {
 		f.cfg.counters.errors.Increment(1)
 	}
 	f.cb.Log(api.Error, "meshext: filter error: "+msg)
-	f.cb.DecoderFilterCallbacks().SendLocalReply(500, "meshext: internal filter error\n", textPlain, 13, egress.DetailError)
+	f.cb.DecoderFilterCallbacks().SendLocalReply(500, "meshext: internal filter error\n", textPlain, egress.GRPCInternal, egress.DetailError)
 	return api.LocalReply
 }

@@ -96,7 +96,7 @@ func (x *filter) inc(c counter) {
 func (x *filter) OnRequestHeaders(headers shared.HeaderMap, _ bool) (status shared.HeadersStatus) {
 	defer func() {
 		if p := recover(); p != nil {
-			status = x.fail(p)
+			status = x.fail(headers, p)
 		}
 	}()
 	cfg := x.f.live.Current()
@@ -110,19 +110,12 @@ func (x *filter) OnRequestHeaders(headers shared.HeaderMap, _ bool) (status shar
 	case egress.NotFound:
 		x.inc(x.f.counters.unknown)
 		x.h.SetMetadata(egress.MetadataNamespace, egress.MetaAction, "NotFound")
-		x.h.SendLocalResponse(404, textPlain, []byte(egress.NotFoundBody(authority)), egress.DetailUnknownHost)
+		x.reply(isGRPC(headers), 404, egress.GRPCUnimplemented, egress.NotFoundBody(authority), egress.DetailUnknownHost)
 		return shared.HeadersStatusStop
 	case egress.Reject:
 		x.inc(x.f.counters.denied)
 		x.setMetadata(&r)
-		if isGRPC(headers) {
-			// Envoy 1.39's send_response callback passes grpc_status 0 to
-			// sendLocalReply, so a gRPC client would read a 403 as OK. Send
-			// a trailers-only gRPC response ourselves instead.
-			x.h.SendResponseHeaders(grpcDenied(r.DenyBody()), true)
-			return shared.HeadersStatusStop
-		}
-		x.h.SendLocalResponse(403, textPlain, []byte(r.DenyBody()), egress.DetailDenied)
+		x.reply(isGRPC(headers), 403, egress.GRPCPermissionDenied, r.DenyBody(), egress.DetailDenied)
 		return shared.HeadersStatusStop
 	}
 	if r.Shadow {
@@ -147,15 +140,21 @@ func isGRPC(h shared.HeaderMap) bool {
 	return strings.HasPrefix(ct, "application/grpc")
 }
 
-// grpcDenied is a trailers-only gRPC response: HTTP 200, grpc-status 7
-// (PERMISSION_DENIED), the deny text as grpc-message.
-func grpcDenied(msg string) [][2]string {
-	return [][2]string{
-		{":status", "200"},
-		{"content-type", "application/grpc"},
-		{"grpc-status", strconv.Itoa(egress.GRPCPermissionDenied)},
-		{"grpc-message", egress.GRPCMessage(msg)},
+// reply answers locally. Envoy 1.39's send_response callback passes
+// grpc_status 0 to sendLocalReply, so a gRPC client would read any local
+// reply as OK; gRPC requests get a trailers-only response built here
+// (HTTP 200, grpc-status, the text as grpc-message) instead.
+func (x *filter) reply(grpc bool, code uint32, grpcStatus int, body, detail string) {
+	if grpc {
+		x.h.SendResponseHeaders([][2]string{
+			{":status", "200"},
+			{"content-type", "application/grpc"},
+			{"grpc-status", strconv.Itoa(grpcStatus)},
+			{"grpc-message", egress.GRPCMessage(body)},
+		}, true)
+		return
 	}
+	x.h.SendLocalResponse(code, textPlain, []byte(body), detail)
 }
 
 // peerURISAN is the client certificate's URI SAN when the downstream
@@ -185,12 +184,16 @@ func (x *filter) setMetadata(r *egress.Result) {
 	}
 }
 
-// fail answers 500 after a panic; a second panic here is swallowed so
-// nothing ever crosses into Envoy.
-func (x *filter) fail(p any) shared.HeadersStatus {
+// fail answers 500 (gRPC INTERNAL) after a panic; a second panic here is
+// swallowed so nothing ever crosses into Envoy.
+func (x *filter) fail(headers shared.HeaderMap, p any) shared.HeadersStatus {
 	defer func() { _ = recover() }()
 	x.inc(x.f.counters.errors)
 	x.h.Log(shared.LogLevelError, "meshext: panic in request filter: %v", p)
-	x.h.SendLocalResponse(500, textPlain, []byte("meshext: internal filter error\n"), egress.DetailError)
+	grpc := func() (g bool) {
+		defer func() { _ = recover() }()
+		return isGRPC(headers)
+	}()
+	x.reply(grpc, 500, egress.GRPCInternal, "meshext: internal filter error\n", egress.DetailError)
 	return shared.HeadersStatusStop
 }

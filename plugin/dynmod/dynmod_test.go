@@ -212,6 +212,26 @@ func TestDenyHTTPAndGRPC(t *testing.T) {
 	}
 }
 
+func TestGRPCUnknownHost(t *testing.T) {
+	ch, f := newFactory(t)
+	h := newHandle(ch)
+	if st, _ := run(t, f, h, map[string]string{":authority": "nowhere.example", "content-type": "application/grpc"}); st != shared.HeadersStatusStop || len(h.replies) != 0 {
+		t.Fatalf("status %v replies %+v", st, h.replies)
+	}
+	if got := headerValue(h.rawHeaders, "grpc-status"); got != "12" {
+		t.Fatalf("gRPC unknown host: grpc-status %q", got)
+	}
+}
+
+func headerValue(hs [][2]string, k string) string {
+	for _, kv := range hs {
+		if kv[0] == k {
+			return kv[1]
+		}
+	}
+	return ""
+}
+
 func TestUnknownHost(t *testing.T) {
 	ch, f := newFactory(t)
 	h := newHandle(ch)

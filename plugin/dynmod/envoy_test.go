@@ -246,6 +246,9 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 		if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "deny-grpc") {
 			t.Fatalf("denied gRPC: want PermissionDenied naming deny-grpc, got %v", err)
 		}
+		if err := check("no-such.extsvc.mesh.local:9000"); status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "no MeshExternalService") {
+			t.Fatalf("unknown host over gRPC: want Unimplemented, got %v", err)
+		}
 	})
 	t.Run("counters and metadata", func(t *testing.T) {
 		stats, err := env.Stats(ctx, "meshext_")

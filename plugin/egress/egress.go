@@ -55,8 +55,13 @@ const (
 	DetailError       = "meshext_filter_error"
 )
 
-// GRPCPermissionDenied is the gRPC status sent with a 403 deny.
-const GRPCPermissionDenied = 7
+// gRPC statuses of local replies: 403 deny, 404 unknown host (Envoy's own
+// mapping of 404), 500 filter error.
+const (
+	GRPCPermissionDenied = 7
+	GRPCUnimplemented    = 12
+	GRPCInternal         = 13
+)
 
 // FilterConfig is the whole filter configuration the controller renders:
 // the core.Config fields inline plus adapter options.
