@@ -160,7 +160,7 @@ func Attach(spec Spec) (r *Redirect, attached bool, err error) {
 	defer unlock()
 	dir := PinDir(spec.BPFFS, spec.Name)
 
-	if st, err := Status(spec.BPFFS, spec.Name); err == nil && st.Complete() &&
+	if st, err := status(spec.BPFFS, spec.Name, false); err == nil && st.Complete() &&
 		st.AppCgroupID == appID && st.ProxyCgroupID == proxyID {
 		r, err := Open(spec.BPFFS, spec.Name)
 		if err != nil {

@@ -45,6 +45,12 @@ func (s AttachStatus) Complete() bool {
 // Status inspects the pins of one attachment. A missing attachment is an
 // error wrapping fs.ErrNotExist.
 func Status(bpffs, name string) (AttachStatus, error) {
+	return status(bpffs, name, true)
+}
+
+// status reads the pins; resolvePaths also maps cgroup ids to directories
+// (a walk of the cgroup tree, which Attach does not need).
+func status(bpffs, name string, resolvePaths bool) (AttachStatus, error) {
 	if err := checkName(name); err != nil {
 		return AttachStatus{}, err
 	}
@@ -56,7 +62,10 @@ func Status(bpffs, name string) (AttachStatus, error) {
 		}
 		return st, err
 	}
-	mount, _ := Cgroup2Mount()
+	mount := ""
+	if resolvePaths {
+		mount, _ = Cgroup2Mount()
+	}
 	for _, a := range attachments {
 		p := filepath.Join(dir, "link_"+a.pin)
 		l, err := link.LoadPinnedLink(p, nil)
