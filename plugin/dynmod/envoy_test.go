@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -293,6 +295,9 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 	if !env.Alive() {
 		t.Fatal("Envoy exited during the test")
 	}
+	if !regexp.MustCompile(`Dynamic module ABI version \S+ matched`).MatchString(logs.String()) {
+		t.Error("Envoy did not log a matched dynamic module ABI version")
+	}
 }
 
 func hasPositiveStat(stats, name string) bool {
@@ -425,5 +430,57 @@ func TestStockEnvoySPIFFEIdentity(t *testing.T) {
 	}
 	if code, body := get("spiffe://other/admin"); code != 403 || !strings.Contains(body, "another mesh") {
 		t.Fatalf("other mesh: got %d %q", code, body)
+	}
+}
+
+// TestModuleABIMatchesEnvoy: Envoy binds module callbacks lazily, so a
+// callback the SDK imports but the running Envoy lacks would kill Envoy on
+// first use. Check every one is exported (the ABI version handshake is
+// asserted from Envoy's log in TestStockEnvoyDynamicModule).
+func TestModuleABIMatchesEnvoy(t *testing.T) {
+	envoyBin := testenv.Envoy(t)
+	mods := moduleDir(t)
+	imported := map[string]bool{}
+	so, err := elf.Open(filepath.Join(mods, "libmeshext.so"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer so.Close()
+	syms, err := so.DynamicSymbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := 0
+	for _, s := range syms {
+		switch {
+		case s.Section == elf.SHN_UNDEF && strings.HasPrefix(s.Name, "envoy_dynamic_module_callback_"):
+			imported[s.Name] = true
+		case s.Section != elf.SHN_UNDEF && strings.HasPrefix(s.Name, "envoy_dynamic_module_on_"):
+			hooks++
+		}
+	}
+	if len(imported) == 0 || hooks == 0 {
+		t.Fatalf("module imports %d callbacks, exports %d hooks: not a dynamic module?", len(imported), hooks)
+	}
+	bin, err := elf.Open(envoyBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	esyms, err := bin.DynamicSymbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range esyms {
+		if s.Section != elf.SHN_UNDEF {
+			delete(imported, s.Name)
+		}
+	}
+	if len(imported) > 0 {
+		var missing []string
+		for n := range imported {
+			missing = append(missing, n)
+		}
+		t.Fatalf("Envoy %s lacks callbacks the module imports: %v", envoyBin, missing)
 	}
 }
