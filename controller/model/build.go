@@ -93,7 +93,7 @@ func Build(set *resource.Set, opts Options) *World {
 		s := &Service{
 			Mesh: m.Mesh, Name: m.Name, Resource: m,
 			Protocol:  m.Spec.Match.Protocol,
-			Port:      uint32(m.Spec.Match.Port),
+			Port:      matchPort(m.Spec.Match.Port),
 			Endpoints: endpoints(m),
 		}
 		// VIP.
@@ -191,4 +191,12 @@ func endpoints(m *resource.MeshExternalService) []Endpoint {
 		out = append(out, ep)
 	}
 	return out
+}
+
+// matchPort is match.port, or 0 when omitted: every port on the VIP.
+func matchPort(p *int64) uint32 {
+	if p == nil {
+		return 0
+	}
+	return uint32(*p)
 }

@@ -41,7 +41,7 @@ type Service struct {
 	Mesh     string
 	Name     string
 	Protocol string // tcp, http, http2, grpc
-	Port     uint32 // match.port: the port on the VIP and of the outbound listener
+	Port     uint32 // match.port: the port on the VIP; 0 = every port (match.port omitted)
 	VIP      netip.Addr
 	// Hostnames are the generated names this service won, sorted by generator.
 	Hostnames []string

@@ -194,7 +194,12 @@ func (r *renderer) transparent(port uint32, services []*rendered, filters map[*m
 			warnings = append(warnings, fmt.Sprintf("%s/%s: no VIP, not reachable through the transparent listener", s.Mesh, s.Name))
 			continue
 		}
-		key := net.JoinHostPort(s.VIP.String(), strconv.FormatUint(uint64(s.Port), 10))
+		// match.port omitted (Port 0) matches every port on the VIP.
+		port, destPort := "*", (*wrapperspb.UInt32Value)(nil)
+		if s.Port != 0 {
+			port, destPort = strconv.FormatUint(uint64(s.Port), 10), wrapperspb.UInt32(s.Port)
+		}
+		key := net.JoinHostPort(s.VIP.String(), port)
 		if other, dup := seen[key]; dup {
 			warnings = append(warnings, fmt.Sprintf("%s/%s: %s is already %s's (skipped on the transparent listener)", s.Mesh, s.Name, key, other))
 			continue
@@ -204,7 +209,7 @@ func (r *renderer) transparent(port uint32, services []*rendered, filters map[*m
 			Name: s.ClusterName(),
 			FilterChainMatch: &listenerv3.FilterChainMatch{
 				PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: s.VIP.String(), PrefixLen: wrapperspb.UInt32(uint32(s.VIP.BitLen()))}},
-				DestinationPort: wrapperspb.UInt32(s.Port),
+				DestinationPort: destPort,
 			},
 			Filters: filters[s],
 		})

@@ -67,8 +67,10 @@ const (
 )
 
 type Match struct {
-	Type     string `yaml:"type,omitempty" json:"type,omitempty"`
-	Port     int64  `yaml:"port" json:"port"`
+	Type string `yaml:"type,omitempty" json:"type,omitempty"`
+	// Port is the port on the VIP; nil (omitted) matches every port, as the
+	// seed documents ("The port field when omitted means that all traffic will be matched").
+	Port     *int64 `yaml:"port,omitempty" json:"port,omitempty"`
 	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
 }
 

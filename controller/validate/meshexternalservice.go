@@ -45,7 +45,7 @@ func meshExternalService(v *violations, r *resource.MeshExternalService) {
 	if spec.Match.Type != resource.MatchTypeHostnameGenerator && spec.Match.Type != "" {
 		v.add("spec.match.type", "unrecognized type '%s' - only '%s' is supported", spec.Match.Type, resource.MatchTypeHostnameGenerator)
 	}
-	if !validPort(spec.Match.Port) {
+	if spec.Match.Port != nil && !validPort(*spec.Match.Port) {
 		v.add("spec.match.port", messagePort)
 	}
 	if !slices.Contains(matchProtocols, spec.Match.Protocol) {
