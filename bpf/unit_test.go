@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/meshext/meshext/e2e/testenv"
 )
 
 // TestEmbeddedObject needs no privileges: the committed object parses and
@@ -47,16 +50,15 @@ func TestEmbeddedObject(t *testing.T) {
 
 // TestGeneratedObjectsUpToDate regenerates the bpf2go output into a temp
 // dir with the exact //go:generate line and compares it with the committed
-// files. It needs clang and llvm-strip, which are not test prerequisites.
+// files. It needs clang, llvm-strip and libbpf-dev, which CI installs; under
+// CI=true their absence is a failure, elsewhere a skip.
 func TestGeneratedObjectsUpToDate(t *testing.T) {
 	for _, tool := range []string{"clang", "llvm-strip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: cannot regenerate (install clang llvm libbpf-dev to check)", tool)
-		}
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" (apt-get install clang llvm libbpf-dev) to regenerate the eBPF objects")
 	}
-	if _, err := os.Stat("/usr/include/bpf/bpf_helpers.h"); err != nil {
-		t.Skip("libbpf-dev headers not installed: cannot regenerate")
-	}
+	_, err := os.Stat("/usr/include/bpf/bpf_helpers.h")
+	testenv.Require(t, err == nil, "libbpf-dev headers (/usr/include/bpf/bpf_helpers.h)")
 	src, err := os.ReadFile("gen.go")
 	if err != nil {
 		t.Fatal(err)
@@ -72,11 +74,10 @@ func TestGeneratedObjectsUpToDate(t *testing.T) {
 	}
 	out := t.TempDir()
 	// Building bpf2go needs a usable Go module cache: an environment
-	// problem, not a stale object, so it skips.
+	// problem, not a stale object.
 	tool := filepath.Join(t.TempDir(), "bpf2go")
-	if b, err := exec.Command("go", "build", "-o", tool, "github.com/cilium/ebpf/cmd/bpf2go").CombinedOutput(); err != nil {
-		t.Skipf("cannot build bpf2go here: %v\n%s", err, b)
-	}
+	b, err := exec.Command("go", "build", "-o", tool, "github.com/cilium/ebpf/cmd/bpf2go").CombinedOutput()
+	testenv.Require(t, err == nil, fmt.Sprintf("a buildable bpf2go (%v: %s)", err, b))
 	cmd := exec.Command(tool, append([]string{"-output-dir", out}, args...)...)
 	cmd.Env = append(os.Environ(), "GOPACKAGE=bpf")
 	if b, err := cmd.CombinedOutput(); err != nil {
