@@ -23,6 +23,12 @@ if [ -n "$missing" ]; then
 	fi
 fi
 
+# Every Envoy takes several inotify instances; with other Envoys on the host
+# the per-user limit (default 128) can run out. The harness retries; say why.
+if [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 512 ]; then
+	echo "bench: fs.inotify.max_user_instances=$(cat /proc/sys/fs/inotify/max_user_instances); on a busy host Envoys may wait for one (sysctl -w fs.inotify.max_user_instances=1024 avoids it)" >&2
+fi
+
 mkdir -p bin
 "$GO" build -o bin/meshext-bench ./bench/cmd/meshext-bench
 # The control-plane stage benchmark imports controller packages that may be

@@ -32,13 +32,14 @@ func Start(envoyBin, config, workDir, name string, extraEnv []string) (*Proc, er
 	// Envoys the per-user limit (fs.inotify.max_user_instances) runs out and
 	// Envoy aborts at start. Wait for others to finish, a few times.
 	var err error
-	for attempt := 0; attempt < 4; attempt++ {
+	for attempt := 1; attempt <= 8; attempt++ { // about a minute in all
 		var e *Proc
 		e, err = start(envoyBin, config, workDir, name, extraEnv)
 		if err == nil || !strings.Contains(err.Error(), "inotify") {
 			return e, err
 		}
-		time.Sleep(time.Duration(attempt+1) * 2 * time.Second)
+		fmt.Fprintf(os.Stderr, "envoyproc: %s: no inotify instance left, retry %d/8\n", name, attempt)
+		time.Sleep(time.Duration(min(attempt, 4)) * 3 * time.Second)
 	}
 	return nil, fmt.Errorf("%w (raise fs.inotify.max_user_instances: sysctl -w fs.inotify.max_user_instances=1024)", err)
 }
