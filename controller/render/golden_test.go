@@ -116,6 +116,9 @@ var goldenCases = []goldenCase{
 		b.Broken = "caCert: secret \"missing\" not found"
 		return world(b, svc("fine", "http", 81, ep("y.example.com", 80)))
 	}},
+	{name: "match-port-omitted-matches-every-port", world: func() *model.World {
+		return world(svc("any-port", "tcp", 0, ep("10.0.0.4", 443)), svc("web", "http", 80, ep("web.example.com", 80)), svc("db", "tcp", 5432, ep("10.0.0.5", 5432)))
+	}},
 	{name: "empty-world-default-node", world: func() *model.World { return world() }},
 	{name: "two-meshes-one-node-each", world: func() *model.World {
 		a := svc("api", "http", 80, ep("api.example.com", 80))

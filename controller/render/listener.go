@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -187,32 +188,56 @@ func (r *renderer) transparent(port uint32, services []*rendered, filters map[*m
 		DefaultFilterChain: &listenerv3.FilterChain{Name: "unknown_destination", Filters: []*listenerv3.Filter{deny}},
 	}
 	var warnings []string
-	seen := map[string]string{}
+	var withVIP []*model.Service
 	for _, rs := range services {
-		s := rs.svc
-		if !s.VIP.IsValid() {
-			warnings = append(warnings, fmt.Sprintf("%s/%s: no VIP, not reachable through the transparent listener", s.Mesh, s.Name))
+		if !rs.svc.VIP.IsValid() {
+			warnings = append(warnings, fmt.Sprintf("%s/%s: no VIP, not reachable through the transparent listener", rs.svc.Mesh, rs.svc.Name))
 			continue
 		}
-		// match.port omitted (Port 0) matches every port on the VIP.
-		port, destPort := "*", (*wrapperspb.UInt32Value)(nil)
-		if s.Port != 0 {
-			port, destPort = strconv.FormatUint(uint64(s.Port), 10), wrapperspb.UInt32(s.Port)
+		withVIP = append(withVIP, rs.svc)
+	}
+	// match.port omitted (Port 0) matches every port on the VIP. Envoy looks up
+	// the destination port first and does not fall back from a port's chains
+	// to the port-less ones (filter_chain_manager_impl.cc), so a port-less
+	// service also gets one chain per port that other services use.
+	var usedPorts []uint32
+	seenPort := map[uint32]bool{}
+	for _, s := range withVIP {
+		if s.Port != 0 && !seenPort[s.Port] {
+			seenPort[s.Port] = true
+			usedPorts = append(usedPorts, s.Port)
 		}
-		key := net.JoinHostPort(s.VIP.String(), port)
+	}
+	sort.Slice(usedPorts, func(i, j int) bool { return usedPorts[i] < usedPorts[j] })
+	seen := map[string]string{}
+	chain := func(s *model.Service, port uint32, name string) {
+		key := net.JoinHostPort(s.VIP.String(), "*")
+		var dp *wrapperspb.UInt32Value
+		if port != 0 {
+			key = net.JoinHostPort(s.VIP.String(), strconv.FormatUint(uint64(port), 10))
+			dp = wrapperspb.UInt32(port)
+		}
 		if other, dup := seen[key]; dup {
 			warnings = append(warnings, fmt.Sprintf("%s/%s: %s is already %s's (skipped on the transparent listener)", s.Mesh, s.Name, key, other))
-			continue
+			return
 		}
 		seen[key] = s.Mesh + "/" + s.Name
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
-			Name: s.ClusterName(),
+			Name: name,
 			FilterChainMatch: &listenerv3.FilterChainMatch{
 				PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: s.VIP.String(), PrefixLen: wrapperspb.UInt32(uint32(s.VIP.BitLen()))}},
-				DestinationPort: destPort,
+				DestinationPort: dp,
 			},
 			Filters: filters[s],
 		})
+	}
+	for _, s := range withVIP {
+		chain(s, s.Port, s.ClusterName())
+		if s.Port == 0 {
+			for _, p := range usedPorts {
+				chain(s, p, s.ClusterName()+":"+strconv.FormatUint(uint64(p), 10))
+			}
+		}
 	}
 	if err := validate(l); err != nil {
 		return nil, nil, err

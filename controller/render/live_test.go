@@ -620,3 +620,47 @@ func statValueOrZero(adminPort int, name string) int {
 	fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(body, name+":")), "%d", &v)
 	return v
 }
+
+// lineServer is a plain TCP server that writes one line and closes.
+func lineServer(t *testing.T, line string) uint32 {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintln(c, line)
+			c.Close()
+		}
+	}()
+	return uint32(l.Addr().(*net.TCPAddr).Port)
+}
+
+// TestEnvoyTransparentChainForPortlessService drives the transparent
+// listener's filter-chain matching in a real Envoy. Without a redirect the
+// destination is the listener's own address, so the port-less service gets
+// VIP 127.0.0.1 and another service claims the listener's port on another
+// VIP: Envoy then finds a subtree for that port and (without the extra
+// per-port chains) would never consider the port-less chain.
+func TestEnvoyTransparentChainForPortlessService(t *testing.T) {
+	envoy := testenv.Envoy(t)
+	redirect := freePort(t)
+	anyPort := svc("any-port", "tcp", 0, ep("127.0.0.1", lineServer(t, "hello from any-port")))
+	anyPort.VIP = netip.MustParseAddr("127.0.0.1")
+	other := svc("other", "tcp", uint32(redirect), ep("127.0.0.1", lineServer(t, "wrong service")))
+	other.VIP = netip.MustParseAddr("127.0.0.2")
+	w := world(anyPort, other)
+	dp := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: "default", Name: "live"}}
+	dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(redirect)}
+	w.Dataplanes = []*resource.Dataplane{dp}
+	startEnvoy(t, envoy, mustRender(t, w, Options{}).Nodes["default.live"], freePort(t))
+	if got := readLine(t, redirect); got != "hello from any-port" {
+		t.Fatalf("got %q, want the port-less service's answer", got)
+	}
+}

@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -568,5 +569,26 @@ func TestDiscoveryResponseJSONRoundTrips(t *testing.T) {
 	}
 	if _, err := DiscoveryResponseJSON(ClusterType, "v", []proto.Message{n.Listeners[0]}); err == nil {
 		t.Error("a listener in a cluster response must be an error")
+	}
+}
+
+func TestOmittedMatchPortMatchesEveryPortOnTheVIP(t *testing.T) {
+	// Envoy does not fall back from a destination port's chains to port-less
+	// ones, so the port-less service needs a chain for every port in use.
+	anyPort := svc("any", "tcp", 0, ep("10.0.0.4", 443))
+	n := onlyNode(t, mustRender(t, world(anyPort, svc("web", "http", 80, ep("10.0.0.6", 80)), svc("db", "tcp", 5432, ep("10.0.0.5", 5432))), Options{}))
+	var got []string
+	for _, fc := range n.Listeners[0].FilterChains {
+		if fc.FilterChainMatch.PrefixRanges[0].AddressPrefix != anyPort.VIP.String() {
+			continue
+		}
+		p := "*"
+		if dp := fc.FilterChainMatch.DestinationPort; dp != nil {
+			p = fmt.Sprint(dp.Value)
+		}
+		got = append(got, p)
+	}
+	if strings.Join(got, ",") != "*,80,5432" {
+		t.Errorf("chains for the port-less VIP on ports %v, want *,80,5432", got)
 	}
 }
