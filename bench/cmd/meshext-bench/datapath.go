@@ -61,6 +61,7 @@ type variantRun struct {
 	envoy   *envoyproc.Proc
 	why     string // non-empty: not available
 	results []loadResult
+	round   []int     // the round of each result, to pair variants
 	cpu     []float64 // Envoy CPU seconds per run
 	errs    []string
 }
@@ -108,7 +109,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 	if cfg.h2load == "" {
 		missing = append(missing, "h2load (apt-get install nghttp2-client)")
 	}
-	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, b+log, c, d in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds (throughput: median, then the lowest–highest round in brackets). "+
+	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, b+log, c, d in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds (throughput: median, then the lowest–highest round in brackets). The summary ratios are medians of per-round ratios (x and y from the same round share the host's background load). "+
 		"Envoy runs with `--concurrency 1` (one worker); clients use the same connection count for every variant of a protocol. "+
 		"Load is closed-loop, so latencies are at saturation, not at a fixed rate. Envoy CPU = utime+stime delta of the Envoy process from /proc/<pid>/stat during the run "+
 		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. Client, Envoy and upstream share the machine's cores.\n\n",
@@ -141,12 +142,14 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			fmt.Fprintf(&summary, "| %s | n/a | | n/a | n/a | |\n", p.name)
 			continue
 		}
+		tcp := p.key == "tcp"
 		unit := "req/s"
 		if p.key == "tcp" {
 			unit = "MB/s"
 		}
 		fmt.Fprintf(&detail, "| variant | %s | p50 | p99 | Envoy CPU | Envoy CPU/req | errors |\n|---|---|---|---|---|---|---|\n", unit)
 		med := map[string]float64{}
+		byKey := map[string]*variantRun{}
 		for i, v := range variants {
 			r := runs[i]
 			if r.why != "" {
@@ -159,6 +162,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			}
 			thr, p50, p99, cpu, cpuReq, errs := summarize(r, p.key == "tcp")
 			med[v.key] = thr
+			byKey[v.key] = r
 			cpuCell, reqCell := "n/a (no Envoy)", "n/a"
 			if r.envoy != nil {
 				cpuCell = fmt.Sprintf("%.0f %%", cpu*100)
@@ -189,7 +193,8 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		}
 		detail.WriteString("```\n\n")
 		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s | %s |\n", p.name,
-			ratio(med["c"], med["b"]), verdict(med["c"], med["b"], 0.97), ratio(med["c"], med["b+log"]), ratio(med["d"], med["c"]), verdict(med["d"], med["c"], 0.95))
+			ratio(paired(byKey["c"], byKey["b"], tcp)), verdict(paired(byKey["c"], byKey["b"], tcp), 0.97),
+			ratio(paired(byKey["c"], byKey["b+log"], tcp)), ratio(paired(byKey["d"], byKey["c"], tcp)), verdict(paired(byKey["d"], byKey["c"], tcp), 0.95))
 	}
 	md.WriteString(summary.String())
 	md.WriteString("\n")
@@ -293,6 +298,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 				r.cpu = append(r.cpu, float64(t1-t0)/envoyproc.ClockTicks)
 			}
 			r.results = append(r.results, res)
+			r.round = append(r.round, round)
 		}
 	}
 	if d := runs[vD]; d.envoy != nil && len(d.results) > 0 {
@@ -416,18 +422,42 @@ func upstreamCommand(kind, dir string) string {
 	return c + " &"
 }
 
-func ratio(a, b float64) string {
-	if a == 0 || b == 0 {
-		return "n/a"
+// paired is the median over rounds of x's throughput divided by y's in the
+// same round: rounds share the host's background load, so the per-round
+// ratio cancels most of it. 0 when the variants share no round.
+func paired(x, y *variantRun, mbps bool) float64 {
+	if x == nil || y == nil {
+		return 0
 	}
-	return fmt.Sprintf("%.3f", a/b)
+	thr := func(r loadResult) float64 {
+		if mbps {
+			return r.MBps
+		}
+		return r.RPS
+	}
+	var ratios []float64
+	for i, rx := range x.round {
+		for j, ry := range y.round {
+			if rx == ry && thr(y.results[j]) > 0 {
+				ratios = append(ratios, thr(x.results[i])/thr(y.results[j]))
+			}
+		}
+	}
+	return medianF(ratios)
 }
 
-func verdict(a, b, target float64) string {
-	if a == 0 || b == 0 {
-		return ""
+func ratio(r float64) string {
+	if r == 0 {
+		return "n/a"
 	}
-	if a/b >= target {
+	return fmt.Sprintf("%.3f", r)
+}
+
+func verdict(r, target float64) string {
+	switch {
+	case r == 0:
+		return ""
+	case r >= target:
 		return "met"
 	}
 	return "**missed**"

@@ -59,8 +59,8 @@ func run(args []string) int {
 	fs.StringVar(&o.repo, "repo", ".", "repository root")
 	fs.StringVar(&o.sections, "sections", "datapath,controlplane,gobench", "comma-separated sections to run")
 	fs.BoolVar(&o.keepWork, "keep", true, "keep the work directory (configs, logs) after the run")
-	fs.DurationVar(&o.durations, "duration", 0, "load duration per run (default: 4s full, 1s quick)")
-	fs.IntVar(&o.rounds, "rounds", 0, "interleaved rounds per protocol (default: 3 full, 1 quick)")
+	fs.DurationVar(&o.durations, "duration", 0, "load duration per run, whole seconds (default: 2s full, 1s quick)")
+	fs.IntVar(&o.rounds, "rounds", 0, "interleaved rounds per protocol (default: 5 full, 1 quick)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: meshext-bench [flags]\n\nRuns the benchmark sections and writes bench/results/<date>-<host>[-quick].md and latest[-quick].md.")
 		fs.PrintDefaults()
@@ -77,10 +77,10 @@ func run(args []string) int {
 	}
 	quick := o.mode == "quick"
 	if o.durations == 0 {
-		o.durations = map[bool]time.Duration{false: 4 * time.Second, true: time.Second}[quick]
+		o.durations = map[bool]time.Duration{false: 2 * time.Second, true: time.Second}[quick]
 	}
 	if o.rounds == 0 {
-		o.rounds = map[bool]int{false: 3, true: 1}[quick]
+		o.rounds = map[bool]int{false: 5, true: 1}[quick]
 	}
 	if o.envoy == "" {
 		o.envoy = os.Getenv("ENVOY_BIN")

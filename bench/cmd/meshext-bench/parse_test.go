@@ -106,3 +106,18 @@ func TestShellJoin(t *testing.T) {
 		t.Errorf("got %s\nwant %s", got, want)
 	}
 }
+
+func TestPairedRatioUsesSameRounds(t *testing.T) {
+	x := &variantRun{results: []loadResult{{RPS: 90}, {RPS: 50}, {RPS: 200}}, round: []int{0, 1, 3}}
+	y := &variantRun{results: []loadResult{{RPS: 100}, {RPS: 100}, {RPS: 400}}, round: []int{0, 1, 2}}
+	// Rounds 0 and 1 pair: 0.9 and 0.5; round 3 has no partner.
+	if got := paired(x, y, false); got != 0.7 {
+		t.Errorf("paired = %v, want 0.7", got)
+	}
+	if got := paired(x, nil, false); got != 0 {
+		t.Errorf("paired with a missing variant = %v", got)
+	}
+	if ratio(0) != "n/a" || verdict(0.96, 0.97) != "**missed**" || verdict(0.97, 0.97) != "met" {
+		t.Error("ratio/verdict formatting")
+	}
+}
