@@ -109,7 +109,8 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 	if cfg.h2load == "" {
 		missing = append(missing, "h2load (apt-get install nghttp2-client)")
 	}
-	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, b+log, c, d in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds (throughput: median, then the lowest–highest round in brackets). The summary ratios are medians of per-round ratios (x and y from the same round share the host's background load). "+
+	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, b+log, c, d in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds (throughput: median, then the lowest–highest round in brackets). The summary ratios are medians of per-round ratios (x and y from the same round share the host's background load); "+
+		"throughput ratios are the targets' measure, Envoy CPU per request ratios (lower is cheaper) are the steadier signal on a busy host. "+
 		"Envoy runs with `--concurrency 1` (one worker); clients use the same connection count for every variant of a protocol. "+
 		"Load is closed-loop, so latencies are at saturation, not at a fixed rate. Envoy CPU = utime+stime delta of the Envoy process from /proc/<pid>/stat during the run "+
 		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. Client, Envoy and upstream share the machine's cores.\n\n",
@@ -128,7 +129,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		return md.String()
 	}
 	var summary strings.Builder
-	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (c)/(b+log) | (d)/(c) throughput | target ≥ 0.95 |\n|---|---|---|---|---|---|\n")
+	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (c)/(b+log) | (d)/(c) throughput | target ≥ 0.95 | Envoy CPU/req (c)/(b) | (c)/(b+log) | (d)/(c) |\n|---|---|---|---|---|---|---|---|---|\n")
 	var detail strings.Builder
 	for _, p := range protos {
 		if ctx.Err() != nil {
@@ -139,7 +140,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		fmt.Fprintf(&detail, "### %s\n\n", p.name)
 		if why != "" {
 			fmt.Fprintf(&detail, "not available: %s\n\n", why)
-			fmt.Fprintf(&summary, "| %s | n/a | | n/a | n/a | |\n", p.name)
+			fmt.Fprintf(&summary, "| %s | n/a | | n/a | n/a | | n/a | n/a | n/a |\n", p.name)
 			continue
 		}
 		tcp := p.key == "tcp"
@@ -192,9 +193,10 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			}
 		}
 		detail.WriteString("```\n\n")
-		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s | %s |\n", p.name,
+		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.name,
 			ratio(paired(byKey["c"], byKey["b"], tcp)), verdict(paired(byKey["c"], byKey["b"], tcp), 0.97),
-			ratio(paired(byKey["c"], byKey["b+log"], tcp)), ratio(paired(byKey["d"], byKey["c"], tcp)), verdict(paired(byKey["d"], byKey["c"], tcp), 0.95))
+			ratio(paired(byKey["c"], byKey["b+log"], tcp)), ratio(paired(byKey["d"], byKey["c"], tcp)), verdict(paired(byKey["d"], byKey["c"], tcp), 0.95),
+			ratio(pairedCPU(byKey["c"], byKey["b"])), ratio(pairedCPU(byKey["c"], byKey["b+log"])), ratio(pairedCPU(byKey["d"], byKey["c"])))
 	}
 	md.WriteString(summary.String())
 	md.WriteString("\n")
@@ -440,6 +442,30 @@ func paired(x, y *variantRun, mbps bool) float64 {
 		for j, ry := range y.round {
 			if rx == ry && thr(y.results[j]) > 0 {
 				ratios = append(ratios, thr(x.results[i])/thr(y.results[j]))
+			}
+		}
+	}
+	return medianF(ratios)
+}
+
+// pairedCPU is the median over rounds of x's Envoy CPU time per request
+// divided by y's in the same round. Unlike throughput it barely depends on
+// how the client and the upstream were scheduled.
+func pairedCPU(x, y *variantRun) float64 {
+	if x == nil || y == nil || len(x.cpu) != len(x.results) || len(y.cpu) != len(y.results) {
+		return 0
+	}
+	per := func(r *variantRun, i int) float64 {
+		if r.results[i].Requests == 0 {
+			return 0
+		}
+		return r.cpu[i] / float64(r.results[i].Requests)
+	}
+	var ratios []float64
+	for i, rx := range x.round {
+		for j, ry := range y.round {
+			if rx == ry && per(y, j) > 0 {
+				ratios = append(ratios, per(x, i)/per(y, j))
 			}
 		}
 	}

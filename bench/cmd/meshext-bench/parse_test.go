@@ -121,3 +121,16 @@ func TestPairedRatioUsesSameRounds(t *testing.T) {
 		t.Error("ratio/verdict formatting")
 	}
 }
+
+func TestPairedCPU(t *testing.T) {
+	x := &variantRun{results: []loadResult{{Requests: 100}, {Requests: 100}}, cpu: []float64{2, 3}, round: []int{0, 1}}
+	y := &variantRun{results: []loadResult{{Requests: 100}, {Requests: 200}}, cpu: []float64{1, 4}, round: []int{0, 1}}
+	// Per request: x 0.02, 0.03; y 0.01, 0.02 → ratios 2 and 1.5.
+	if got := pairedCPU(x, y); got != 1.75 {
+		t.Errorf("pairedCPU = %v, want 1.75", got)
+	}
+	direct := &variantRun{results: []loadResult{{Requests: 100}}, round: []int{0}}
+	if got := pairedCPU(direct, y); got != 0 {
+		t.Errorf("pairedCPU without Envoy CPU = %v", got)
+	}
+}
