@@ -119,7 +119,7 @@ func (h *fakeHandle) Log(_ shared.LogLevel, format string, args ...any) {
 	h.logs = append(h.logs, fmt.Sprintf(format, args...))
 }
 
-func testConfig(t *testing.T) []byte {
+func testConfig(t testing.TB) []byte {
 	t.Helper()
 	mes := func(name string) core.Service {
 		return core.Service{Name: name, Mesh: "default", Cluster: "mes_" + name, Protocol: "http", Port: 80, Hostnames: []string{name + ".ext"}}
@@ -300,5 +300,42 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := (ConfigFactory{}).CreatePerRoute([]byte(`{}`)); err == nil {
 		t.Fatal("per-route config accepted")
+	}
+}
+
+// nopHandle is a fake host whose calls do nothing, so the benchmark
+// measures only the adapter's Go work per request (Envoy's side of each
+// call is not included).
+type nopHandle struct{ shared.HttpFilterHandle }
+
+func (nopHandle) SetMetadata(string, string, any)                  {}
+func (nopHandle) ClearRouteCache()                                 {}
+func (nopHandle) GetAttributeBool(shared.AttributeID) (bool, bool) { return false, true }
+func (nopHandle) IncrementCounterValue(shared.MetricID, uint64, ...string) shared.MetricsResult {
+	return shared.MetricsSuccess
+}
+
+type nopHeaders struct {
+	shared.HeaderMap
+	authority shared.UnsafeEnvoyBuffer
+}
+
+func (h *nopHeaders) GetOne(string) shared.UnsafeEnvoyBuffer { return h.authority }
+func (h *nopHeaders) Set(string, string)                     {}
+
+// BenchmarkOnRequestHeaders: the Go side of one allowed request (filter
+// creation + request headers), without the cgo crossings.
+func BenchmarkOnRequestHeaders(b *testing.B) {
+	ch := &fakeConfigHandle{}
+	f, err := ConfigFactory{}.Create(ch, testConfig(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	hdrs := &nopHeaders{authority: buf("open.ext:80")}
+	b.ReportAllocs()
+	for b.Loop() {
+		if f.Create(nopHandle{}).OnRequestHeaders(hdrs, true) != shared.HeadersStatusContinue {
+			b.Fatal("not allowed")
+		}
 	}
 }
