@@ -35,23 +35,47 @@ import (
 )
 
 // moduleDir returns a directory holding a libmeshext.so built from the
-// current sources ($MESHEXT_MODULE_DIR overrides, e.g. for a prebuilt one).
-func moduleDir(t *testing.T) string {
+// current sources, once per test binary ($MESHEXT_MODULE_DIR overrides,
+// e.g. for a prebuilt one).
+func moduleDir(t testing.TB) string {
 	t.Helper()
 	if d := os.Getenv("MESHEXT_MODULE_DIR"); d != "" {
 		return d
 	}
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
+	module.once.Do(func() {
+		dir, err := os.MkdirTemp("", "meshext-module-")
+		if err != nil {
+			module.err = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		if _, err := os.Stat(goBin); err != nil {
+			goBin = "go"
+		}
+		_, module.err = envoytest.BuildModule(ctx, goBin, testenv.RepoRoot(), dir)
+		module.dir = dir
+	})
+	if module.err != nil {
+		t.Fatal(module.err)
 	}
-	if _, err := envoytest.BuildModule(ctx, goBin, testenv.RepoRoot(), dir); err != nil {
-		t.Fatal(err)
+	return module.dir
+}
+
+var module struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// TestMain removes the shared module build after all tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if module.dir != "" {
+		os.RemoveAll(module.dir)
 	}
-	return dir
+	os.Exit(code)
 }
 
 // syncBuffer collects Envoy's log for failure messages.
@@ -332,17 +356,7 @@ func waitForFile(t *testing.T, path, want string) string {
 // both plus the overhead. One iteration takes about 15 s.
 func BenchmarkEnvoyRPS(b *testing.B) {
 	envoyBin := testenv.Envoy(b)
-	mods := os.Getenv("MESHEXT_MODULE_DIR")
-	if mods == "" {
-		mods = b.TempDir()
-		goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
-		}
-		if _, err := envoytest.BuildModule(context.Background(), goBin, testenv.RepoRoot(), mods); err != nil {
-			b.Fatal(err)
-		}
-	}
+	mods := moduleDir(b)
 	var res *envoytest.CompareResult
 	for b.Loop() {
 		var err error
