@@ -153,7 +153,9 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, _ bool) (st api.StatusTyp
 		f.cb.Log(api.Info, r.ShadowLog())
 	}
 	f.cfg.counters.allowed.Increment(1)
-	f.setMetadata(&r)
+	if !c.DenyMetadataOnly {
+		f.setMetadata(&r)
+	}
 	h.Set(c.ClusterHeader, r.Entry.Service.Cluster)
 	// Header edits do not re-pick the route; the cluster_header route must see it.
 	f.cb.ClearRouteCache()

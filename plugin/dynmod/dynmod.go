@@ -123,7 +123,9 @@ func (x *filter) OnRequestHeaders(headers shared.HeaderMap, _ bool) (status shar
 		x.h.Log(shared.LogLevelInfo, "%s", r.ShadowLog())
 	}
 	x.inc(x.f.counters.allowed)
-	x.setMetadata(&r)
+	if !cfg.DenyMetadataOnly {
+		x.setMetadata(&r)
+	}
 	headers.Set(cfg.ClusterHeader, r.Entry.Service.Cluster)
 	// The route (and its cluster, from a client-sent header) was resolved
 	// before this filter ran; clear it so the cluster_header route re-reads
@@ -197,3 +199,9 @@ func (x *filter) fail(headers shared.HeaderMap, p any) shared.HeadersStatus {
 	x.reply(grpc, 500, egress.GRPCInternal, "meshext: internal filter error\n", egress.DetailError)
 	return shared.HeadersStatusStop
 }
+
+// NoopFilterName registers a filter that does nothing, in the same module:
+// benchmarks use it to measure what any Go dynamic module costs per request
+// (cgo crossings, SDK bookkeeping) apart from meshext's own work.
+// Register shared.EmptyHttpFilterConfigFactory under it.
+const NoopFilterName = "meshext-noop"

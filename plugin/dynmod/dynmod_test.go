@@ -184,6 +184,28 @@ func TestAllowSetsClusterAndMetadata(t *testing.T) {
 	}
 }
 
+func TestDenyMetadataOnly(t *testing.T) {
+	var fc egress.FilterConfig
+	if err := json.Unmarshal(testConfig(t), &fc); err != nil {
+		t.Fatal(err)
+	}
+	fc.DenyMetadataOnly = true
+	raw, _ := json.Marshal(fc)
+	ch := &fakeConfigHandle{}
+	f, err := ConfigFactory{}.Create(ch, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandle(ch)
+	if st, _ := run(t, f, h, map[string]string{":authority": "open.ext"}); st != shared.HeadersStatusContinue || len(h.meta) != 0 {
+		t.Fatalf("allowed: status %v metadata %v", st, h.meta)
+	}
+	h = newHandle(ch)
+	if st, _ := run(t, f, h, map[string]string{":authority": "closed.ext"}); st != shared.HeadersStatusStop || h.meta["action"] != "Deny" {
+		t.Fatalf("denied: status %v metadata %v", st, h.meta)
+	}
+}
+
 func TestDenyHTTPAndGRPC(t *testing.T) {
 	ch, f := newFactory(t)
 	h := newHandle(ch)

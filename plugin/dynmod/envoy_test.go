@@ -365,11 +365,11 @@ func BenchmarkEnvoyRPS(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(res.BaselineRPS, "baseline-req/s")
-	b.ReportMetric(res.FilterRPS, "filter-req/s")
+	b.ReportMetric(res.Baseline.RPS, "baseline-req/s")
+	b.ReportMetric(res.Filter.RPS, "filter-req/s")
 	b.ReportMetric(res.OverheadPct, "overhead-%")
-	b.ReportMetric(float64(res.CPUPerRequest[0].Nanoseconds()), "baseline-cpu-ns/req")
-	b.ReportMetric(float64(res.CPUPerRequest[1].Nanoseconds()), "filter-cpu-ns/req")
+	b.ReportMetric(float64(res.Baseline.CPUPerRequest.Nanoseconds()), "baseline-cpu-ns/req")
+	b.ReportMetric(float64(res.Filter.CPUPerRequest.Nanoseconds()), "filter-cpu-ns/req")
 }
 
 // TestStockEnvoySPIFFEIdentity: on an mTLS listener the filter takes the

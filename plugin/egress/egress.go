@@ -80,6 +80,9 @@ type FilterConfig struct {
 	// a policy change takes effect on the next request everywhere. Empty:
 	// the config is private and changes reach new connections only.
 	TableKey string `json:"tableKey,omitempty"`
+	// DenyMetadataOnly skips dynamic metadata on allowed requests (each
+	// key is a call into Envoy); denials and unknown hosts still carry it.
+	DenyMetadataOnly bool `json:"denyMetadataOnly,omitempty"`
 }
 
 // Compiled is a parsed, compiled filter configuration; immutable.
@@ -87,6 +90,7 @@ type Compiled struct {
 	Table                    *core.Table
 	ClusterHeader            string
 	IgnoreClientCertificates bool
+	DenyMetadataOnly         bool
 	key                      string
 }
 
@@ -106,7 +110,8 @@ func Parse(raw []byte) (*Compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meshext: filter config: %w", err)
 	}
-	c := &Compiled{Table: tab, ClusterHeader: fc.ClusterHeader, IgnoreClientCertificates: fc.IgnoreClientCertificates, key: fc.TableKey}
+	c := &Compiled{Table: tab, ClusterHeader: fc.ClusterHeader, IgnoreClientCertificates: fc.IgnoreClientCertificates,
+		DenyMetadataOnly: fc.DenyMetadataOnly, key: fc.TableKey}
 	if c.ClusterHeader == "" {
 		c.ClusterHeader = DefaultClusterHeader
 	}

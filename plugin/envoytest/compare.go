@@ -30,22 +30,34 @@ type CompareOptions struct {
 	Round       time.Duration // length of one measured round (default 2s)
 	Rounds      int           // rounds per flavor, interleaved (default 3)
 	Concurrency int           // Envoy worker threads (default 1)
-	Log         io.Writer     // Envoy logs; nil = discard
+	// Lean renders the filter as a plaintext listener should
+	// (ignoreClientCertificates) with denyMetadataOnly.
+	Lean bool
+	// WithNoop adds a third Envoy running the module's do-nothing filter,
+	// separating the cost of any Go module from meshext's own work.
+	WithNoop bool
+	Log      io.Writer // Envoy logs; nil = discard
+}
+
+// FlavorResult is one Envoy's share of a CompareRPS run.
+type FlavorResult struct {
+	Name     string
+	RPS      float64
+	Requests int64 // successful requests
+	Errors   int64 // failed or non-200 requests
+	// CPUPerRequest is Envoy's own CPU time (user+system, from /proc) per
+	// successful request. Less sensitive than req/s to other load on the
+	// machine; 0 where /proc is unavailable.
+	CPUPerRequest time.Duration
 }
 
 // CompareResult is the outcome of CompareRPS.
 type CompareResult struct {
-	BaselineRPS float64 // same listener and routes, no filter
-	FilterRPS   float64 // with the meshext dynamic module
-	// OverheadPct is (Baseline-Filter)/Baseline*100: the throughput the
-	// filter costs.
+	Baseline FlavorResult  // same listener and routes, no filter
+	Noop     *FlavorResult // the module's do-nothing filter (WithNoop only)
+	Filter   FlavorResult  // the meshext dynamic module
+	// OverheadPct is (Baseline-Filter)/Baseline*100 of req/s.
 	OverheadPct float64
-	Requests    [2]int64 // successful requests: baseline, filter
-	Errors      [2]int64 // failed or non-200 requests: baseline, filter
-	// CPUPerRequest is Envoy's own CPU time (user+system, from /proc) per
-	// successful request: baseline, filter. Less sensitive than req/s to
-	// other load on the machine; 0 where /proc is unavailable.
-	CPUPerRequest [2]time.Duration
 	// CPUOverheadPct is the filter's extra Envoy CPU per request, in percent.
 	CPUOverheadPct float64
 	Options        CompareOptions
@@ -53,7 +65,7 @@ type CompareResult struct {
 
 // CompareRPS starts one HTTP upstream and two Envoys with the same
 // listener, routes and cluster, one without and one with the meshext
-// filter, and drives both with the same closed-loop load in interleaved
+// filter (a third with WithNoop), and drives them with the same closed-loop load in interleaved
 // rounds (so machine noise hits both alike). Everything runs on loopback
 // with ephemeral ports under dir. The load generator shares the CPUs, so
 // compare the two numbers, not absolute throughput across machines.
@@ -80,13 +92,19 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	go func() { _ = srv.Serve(up) }()
 	defer srv.Close()
 
-	cfg, host, err := benchFilterConfig(o.Hostnames)
+	cfg, host, err := benchFilterConfig(o.Hostnames, o.Lean)
 	if err != nil {
 		return nil, err
 	}
 	clusters := []Cluster{{Name: "mes_http", Addr: up.Addr().String()}}
-	var envs [2]*Instance
-	for i, flavor := range []Flavor{NoFilter, DynamicModule} {
+	flavors := []Flavor{NoFilter, DynamicModule}
+	names := []string{"without filter", "with meshext dynamic module"}
+	if o.WithNoop {
+		flavors = append(flavors, NoopModule)
+		names = append(names, "with an empty Go dynamic module")
+	}
+	envs := make([]*Instance, len(flavors))
+	for i, flavor := range flavors {
 		d := filepath.Join(dir, fmt.Sprintf("envoy-%d", i))
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
@@ -94,45 +112,51 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		env, err := Start(ctx, d, Options{Envoy: o.Envoy, ModuleDir: o.ModuleDir, Flavor: flavor, FilterConfig: cfg,
 			Clusters: clusters, Concurrency: o.Concurrency, Log: o.Log})
 		if err != nil {
-			return nil, fmt.Errorf("envoy (flavor %d): %w", flavor, err)
+			return nil, fmt.Errorf("envoy (%s): %w", names[i], err)
 		}
 		defer env.Stop()
 		envs[i] = env
 	}
-	res := &CompareResult{Options: o}
-	var elapsed, cpu [2]time.Duration
-	// Warm up both (connections, Go runtime in the module), then measure.
+	n := len(envs)
+	rows := make([]FlavorResult, n)
+	elapsed := make([]time.Duration, n)
+	cpu := make([]time.Duration, n)
+	// Warm up all (connections, Go runtime in the module), then measure.
 	for i := range envs {
 		if _, _, err := load(ctx, envs[i].Listener, host, o.Connections, o.Round/4); err != nil {
 			return nil, err
 		}
 	}
 	for r := 0; r < o.Rounds; r++ {
-		for k := 0; k < 2; k++ {
-			i := (r + k) % 2 // alternate which flavor goes first
+		for k := 0; k < n; k++ {
+			i := (r + k) % n // rotate which flavor goes first
 			before := processCPU(envs[i].PID())
 			ok, bad, err := load(ctx, envs[i].Listener, host, o.Connections, o.Round)
 			if err != nil {
 				return nil, err
 			}
 			cpu[i] += processCPU(envs[i].PID()) - before
-			res.Requests[i] += ok
-			res.Errors[i] += bad
+			rows[i].Requests += ok
+			rows[i].Errors += bad
 			elapsed[i] += o.Round
 		}
 	}
-	res.BaselineRPS = float64(res.Requests[0]) / elapsed[0].Seconds()
-	res.FilterRPS = float64(res.Requests[1]) / elapsed[1].Seconds()
-	if res.BaselineRPS > 0 {
-		res.OverheadPct = (res.BaselineRPS - res.FilterRPS) / res.BaselineRPS * 100
-	}
-	for i := range cpu {
-		if res.Requests[i] > 0 {
-			res.CPUPerRequest[i] = cpu[i] / time.Duration(res.Requests[i])
+	for i := range rows {
+		rows[i].Name = names[i]
+		rows[i].RPS = float64(rows[i].Requests) / elapsed[i].Seconds()
+		if rows[i].Requests > 0 {
+			rows[i].CPUPerRequest = cpu[i] / time.Duration(rows[i].Requests)
 		}
 	}
-	if res.CPUPerRequest[0] > 0 {
-		res.CPUOverheadPct = float64(res.CPUPerRequest[1]-res.CPUPerRequest[0]) / float64(res.CPUPerRequest[0]) * 100
+	res := &CompareResult{Baseline: rows[0], Filter: rows[1], Options: o}
+	if o.WithNoop {
+		res.Noop = &rows[2]
+	}
+	if res.Baseline.RPS > 0 {
+		res.OverheadPct = (res.Baseline.RPS - res.Filter.RPS) / res.Baseline.RPS * 100
+	}
+	if res.Baseline.CPUPerRequest > 0 {
+		res.CPUOverheadPct = float64(res.Filter.CPUPerRequest-res.Baseline.CPUPerRequest) / float64(res.Baseline.CPUPerRequest) * 100
 	}
 	return res, nil
 }
@@ -163,8 +187,9 @@ func processCPU(pid int) time.Duration {
 }
 
 // benchFilterConfig has n MES; the returned host is an allowed one.
-func benchFilterConfig(n int) ([]byte, string, error) {
-	c := egress.FilterConfig{Config: core.Config{Source: core.Identity{Mesh: "default", Service: "bench"}}}
+func benchFilterConfig(n int, lean bool) ([]byte, string, error) {
+	c := egress.FilterConfig{Config: core.Config{Source: core.Identity{Mesh: "default", Service: "bench"}},
+		IgnoreClientCertificates: lean, DenyMetadataOnly: lean}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("svc-%d", i)
 		c.Services = append(c.Services, core.Service{Name: name, Mesh: "default", Cluster: "mes_http", Protocol: "http", Port: 80,

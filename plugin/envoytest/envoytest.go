@@ -32,6 +32,9 @@ const (
 	NoFilter Flavor = iota
 	// DynamicModule: stock Envoy's envoy.filters.http.dynamic_modules with libmeshext.so.
 	DynamicModule
+	// NoopModule: the same module, but its do-nothing "meshext-noop" filter
+	// (the cost of any Go dynamic module, for benchmarks).
+	NoopModule
 )
 
 // Cluster is one upstream the listener can route to.
@@ -372,6 +375,10 @@ func (in *Instance) writeLDS(filterConfig []byte) error {
 		filters = append(filters, in.opts.HTTPFilter)
 	case in.opts.Flavor == DynamicModule:
 		filters = append(filters, DynamicModuleFilter(filterConfig))
+	case in.opts.Flavor == NoopModule:
+		f := DynamicModuleFilter(nil)
+		f["typed_config"].(obj)["filter_name"] = "meshext-noop"
+		filters = append(filters, f)
 	}
 	filters = append(filters, obj{"name": "envoy.filters.http.router", "typed_config": obj{
 		"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})

@@ -17,7 +17,8 @@ import (
 
 func init() {
 	sdk.RegisterHttpFilterConfigFactories(map[string]shared.HttpFilterConfigFactory{
-		egress.FilterName: dynmod.ConfigFactory{},
+		egress.FilterName:     dynmod.ConfigFactory{},
+		dynmod.NoopFilterName: &shared.EmptyHttpFilterConfigFactory{},
 	})
 }
 

@@ -28,6 +28,8 @@ func main() {
 	flag.DurationVar(&o.Round, "round", 2*time.Second, "length of one measured round")
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds per flavor (interleaved)")
 	flag.IntVar(&o.Concurrency, "workers", 1, "Envoy worker threads")
+	flag.BoolVar(&o.Lean, "lean", false, "filter config with ignoreClientCertificates and denyMetadataOnly")
+	flag.BoolVar(&o.WithNoop, "noop", false, "also measure the module's empty filter (cost of any Go module)")
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	flag.Parse()
 	if err := run(o, *asJSON); err != nil {
@@ -65,11 +67,21 @@ func run(o envoytest.CompareOptions, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Printf("| Envoy config (%d MES, %d conns, %d x %s per flavor) | req/s | Envoy CPU per request | requests | errors |\n", res.Options.Hostnames,
-		res.Options.Connections, res.Options.Rounds, res.Options.Round)
+	lean := ""
+	if res.Options.Lean {
+		lean = ", lean filter config"
+	}
+	fmt.Printf("| Envoy config (%d MES, %d conns, %d x %s per flavor%s) | req/s | Envoy CPU per request | requests | errors |\n", res.Options.Hostnames,
+		res.Options.Connections, res.Options.Rounds, res.Options.Round, lean)
 	fmt.Println("|---|---:|---:|---:|---:|")
-	fmt.Printf("| without filter | %.0f | %s | %d | %d |\n", res.BaselineRPS, res.CPUPerRequest[0], res.Requests[0], res.Errors[0])
-	fmt.Printf("| with meshext dynamic module | %.0f | %s | %d | %d |\n", res.FilterRPS, res.CPUPerRequest[1], res.Requests[1], res.Errors[1])
+	rows := []envoytest.FlavorResult{res.Baseline}
+	if res.Noop != nil {
+		rows = append(rows, *res.Noop)
+	}
+	rows = append(rows, res.Filter)
+	for _, r := range rows {
+		fmt.Printf("| %s | %.0f | %s | %d | %d |\n", r.Name, r.RPS, r.CPUPerRequest.Round(100*time.Nanosecond), r.Requests, r.Errors)
+	}
 	fmt.Printf("\nfilter overhead: %.1f%% of throughput, %+.1f%% Envoy CPU per request\n", res.OverheadPct, res.CPUOverheadPct)
 	return nil
 }
