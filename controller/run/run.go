@@ -183,7 +183,8 @@ func (r *Runner) serve(ctx context.Context) error {
 		return watch(ctx, r.watcher, r.cfg.Debounce, changed, func(msg string, args ...any) { r.log.Warn(msg, args...) })
 	})
 	r.log.Info("meshext running", "dir", r.cfg.Dir, "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
-		"ads", r.ADSAddr(), "status", r.StatusAddr(), "dns", r.DNSAddr())
+		"ads", r.ADSAddr(), "status", r.StatusAddr(), "dns", r.DNSAddr(),
+		"envoyFlavor", r.cfg.EnvoyFlavor, "plugin", r.cfg.Plugin)
 	var first error
 loop:
 	for {

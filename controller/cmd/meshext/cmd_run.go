@@ -25,6 +25,9 @@ func runRun(args []string) int {
 }
 
 func runMain(args []string, stderr io.Writer) int {
+	// Catch signals first, so one sent during startup is not lost.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg run.Config
@@ -92,8 +95,6 @@ Flags:`)
 		fmt.Fprintf(stderr, "meshext run: %v\n", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	if err := r.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "meshext run: %v\n", err)
 		return 1
