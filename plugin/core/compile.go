@@ -147,7 +147,11 @@ func Compile(cfg *Config) (*Table, error) {
 	for k, e := range owners {
 		if !ambiguous[k] {
 			t.hosts[k] = e
+			e.hosts = append(e.hosts, k)
 		}
+	}
+	for _, e := range t.entries {
+		sort.Strings(e.hosts)
 	}
 	t.hostKeys = len(t.hosts)
 

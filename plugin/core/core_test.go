@@ -81,6 +81,9 @@ func TestLookupHostForms(t *testing.T) {
 	if tab.Len() != 3 {
 		t.Errorf("Len = %d", tab.Len())
 	}
+	if got := strings.Join(tab.Lookup("six.extsvc.mesh.local").Hosts(), ","); got != "[fd00::7],[fd00::7]:443,fd00::7,six.extsvc.mesh.local,six.extsvc.mesh.local:443" {
+		t.Errorf("Hosts() = %s", got)
+	}
 }
 
 func TestDefaultServiceFallback(t *testing.T) {
@@ -102,6 +105,9 @@ func TestSameHostnameDifferentPorts(t *testing.T) {
 	}
 	if e := tab.Lookup("api.ext"); e != nil {
 		t.Errorf("port-less name shared by two ports must not match, got %s", e.Service.Name)
+	}
+	if got := strings.Join(tab.Entries()[0].Hosts(), ","); got != "api.ext:80" {
+		t.Errorf("Hosts() = %s", got)
 	}
 }
 

@@ -57,7 +57,14 @@ type Entry struct {
 	rules []rule
 	// fallback applies when no rule matches.
 	fallback Decision
+	// hosts are the lookup keys that lead here, sorted.
+	hosts []string
 }
+
+// Hosts lists the host keys (lower-case names and VIPs, bare and with
+// port) that lead to this entry, sorted; a name shared with another MES on
+// another port appears only with its port. Callers must not modify it.
+func (e *Entry) Hosts() []string { return e.hosts }
 
 // Table maps request hosts to MES and decides access. Build it with Compile;
 // it is never mutated afterwards, so any number of goroutines may read it.
@@ -77,6 +84,9 @@ func (t *Table) HostKeys() int { return t.hostKeys }
 
 // Entries lists the compiled services in Config order. Callers must not modify them.
 func (t *Table) Entries() []*Entry { return t.entries }
+
+// Default is the DefaultService entry, or nil.
+func (t *Table) Default() *Entry { return t.dflt }
 
 // Source is the listener owner's identity from the Config.
 func (t *Table) Source() Identity { return t.source }
