@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshext/meshext/controller/xds/envoytest"
+	"github.com/meshext/meshext/e2e/testenv"
+)
+
+// TestRunCommandWithEnvoy drives the real binaries as a user does:
+// `meshext run` on a drop directory, `meshext bootstrap --xds file` for a real
+// Envoy, traffic through the outbound listener, a live change, then SIGTERM.
+func TestRunCommandWithEnvoy(t *testing.T) {
+	t.Parallel()
+	testenv.Envoy(t)
+	bin := filepath.Join(t.TempDir(), "meshext")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	drop, xdsDir, state := t.TempDir(), t.TempDir(), t.TempDir()
+	echo := runTestEcho(t)
+	outPort, statusPort, adminPort := runTestFreePort(t), runTestFreePort(t), runTestFreePort(t)
+	runTestWrite(t, drop, "gen.yaml", `type: HostnameGenerator
+name: gen
+mesh: default
+spec:
+  selector:
+    meshExternalService:
+      matchLabels:
+        kuma.io/origin: zone
+  template: "{{ .DisplayName }}.svc.meshext.local"
+`)
+	runTestWrite(t, drop, "dp.yaml", fmt.Sprintf(`type: Dataplane
+mesh: default
+name: dp
+networking:
+  address: 127.0.0.1
+  transparentProxying:
+    redirectPortOutbound: %d
+  outbound:
+  - port: %d
+    backendRef:
+      kind: MeshExternalService
+      name: mes-a
+`, runTestFreePort(t), outPort))
+	runTestWrite(t, drop, "a.yaml", runTestMES("mes-a", 4000, echo))
+
+	var runLog bytes.Buffer
+	cmd := exec.Command(bin, "run", "--dir", drop, "--state-dir", state, "--xds", "file", "--xds-dir", xdsDir,
+		"--status-listen", fmt.Sprintf("127.0.0.1:%d", statusPort), "--debounce", "50ms")
+	cmd.Stdout, cmd.Stderr = &runLog, &runLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("meshext run log:\n%s", runLog.String())
+		}
+	})
+
+	// /healthz turns ok once the first config is delivered.
+	health := fmt.Sprintf("http://127.0.0.1:%d/healthz", statusPort)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(health)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("meshext run not healthy within 15s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	boot := filepath.Join(t.TempDir(), "bootstrap.json")
+	if out, err := exec.Command(bin, "bootstrap", "--xds", "file", "--xds-dir", xdsDir, "--node", "default.dp",
+		"--admin-port", fmt.Sprint(adminPort), "--out", boot).CombinedOutput(); err != nil {
+		t.Fatalf("meshext bootstrap: %v\n%s", err, out)
+	}
+	bootText, err := os.ReadFile(boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := envoytest.Start(t, string(bootText))
+	e.WaitConfig(t, 15*time.Second, "mes-a", func(c *envoytest.Config) bool { return c.Clusters["meshext_default_mes-a"] != "" })
+	runTestEchoThrough(t, fmt.Sprintf("127.0.0.1:%d", outPort))
+
+	runTestWrite(t, drop, "b.yaml", runTestMES("mes-b", 4001, echo))
+	e.WaitConfig(t, 15*time.Second, "mes-b added", func(c *envoytest.Config) bool { return c.Clusters["meshext_default_mes-b"] != "" })
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Fatalf("meshext run exited with %v after SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("meshext run did not stop within 10s of SIGTERM")
+	}
+	if !strings.Contains(runLog.String(), "meshext stopped") {
+		t.Errorf("no clean-stop log line")
+	}
+	if _, err := os.Stat(filepath.Join(state, "status.json")); err != nil {
+		t.Errorf("status.json not written: %v", err)
+	}
+}
+
+func runTestMES(name string, port, endpointPort int) string {
+	return fmt.Sprintf(`type: MeshExternalService
+name: %s
+mesh: default
+spec:
+  match:
+    type: HostnameGenerator
+    port: %d
+    protocol: tcp
+  endpoints:
+  - address: 127.0.0.1
+    port: %d
+`, name, port, endpointPort)
+}
+
+// runTestWrite drops a file atomically, as a careful tool would.
+func runTestWrite(t *testing.T, dir, name, content string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runTestFreePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func runTestEcho(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func runTestEchoThrough(t *testing.T, addr string) {
+	t.Helper()
+	msg := "hello through meshext\n"
+	deadline := time.Now().Add(15 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, len(msg))
+			if _, err = io.WriteString(c, msg); err == nil {
+				_, err = io.ReadFull(c, buf)
+			}
+			c.Close()
+			if err == nil && string(buf) == msg {
+				return
+			}
+			if err == nil {
+				err = fmt.Errorf("got %q", buf)
+			}
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no echo through %s: %v", addr, last)
+}
