@@ -110,8 +110,7 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.nodes == nil {
-		w.nodes = map[string]*writtenNode{}
-		w.secrets = map[string]string{}
+		w.adopt()
 	}
 	var st WriteStats
 	for node, res := range nodes {
@@ -127,8 +126,12 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		return st, err
 	}
 	var errs []error
+	live := make(map[string]bool, len(nodes))
+	for node := range nodes {
+		live[SafeName(node)] = true
+	}
 	for node := range w.nodes {
-		if _, ok := nodes[node]; !ok {
+		if _, ok := nodes[node]; !ok && !live[SafeName(node)] {
 			if err := w.writeNode(node, &Resources{}, &st); err != nil {
 				errs = append(errs, err)
 			}
@@ -158,6 +161,61 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		w.note("remove", SecretPath(w.Dir, name))
 	}
 	return st, nil
+}
+
+// adopt takes over what a previous process left in Dir: its nodes (emptied
+// on the first Write unless still rendered), its secrets (removed unless
+// still used) and any temp files a crash left behind.
+func (w *FileWriter) adopt() {
+	w.nodes = map[string]*writtenNode{}
+	w.secrets = map[string]string{}
+	removeTemps := func(dir string) []os.DirEntry {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+		return ents
+	}
+	for _, e := range removeTemps(w.Dir) {
+		if !e.IsDir() || e.Name() == "sds" {
+			continue
+		}
+		removeTemps(filepath.Join(w.Dir, e.Name()))
+		if _, err := os.Stat(filepath.Join(w.Dir, e.Name(), "cds.json")); err == nil {
+			// Unknown versions: the first Write rewrites both files, ordered
+			// against the clusters Envoy may hold from the old file.
+			w.nodes[e.Name()] = &writtenNode{cdsVersion: "?", ldsVersion: "?",
+				clusters: readClusters(filepath.Join(w.Dir, e.Name(), "cds.json"))}
+		}
+	}
+	for _, e := range removeTemps(SecretDir(w.Dir)) {
+		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok && !e.IsDir() && !strings.HasPrefix(name, ".") {
+			w.secrets[name] = "" // unknown content: rewritten if still used
+		}
+	}
+}
+
+// readClusters reads a cds.json written before; nil when it cannot.
+func readClusters(path string) []*clusterv3.Cluster {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var resp discoveryv3.DiscoveryResponse
+	if err := protojson.Unmarshal(b, &resp); err != nil {
+		return nil
+	}
+	var out []*clusterv3.Cluster
+	for _, a := range resp.Resources {
+		c := &clusterv3.Cluster{}
+		if err := a.UnmarshalTo(c); err != nil {
+			return nil
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // writeSecrets writes the secrets that are new or changed and returns the

@@ -173,3 +173,59 @@ func TestFileWriterSecretsSharedAcrossNodes(t *testing.T) {
 		t.Fatalf("conflicting secrets: got %v", err)
 	}
 }
+
+func TestFileWriterAdoptsPreviousRun(t *testing.T) {
+	dir := t.TempDir()
+	old := &FileWriter{Dir: dir}
+	if _, err := old.Write(map[string]*Resources{
+		"gone": {Clusters: []*clusterv3.Cluster{testCluster("a", 1)}, Secrets: []*tlsv3.Secret{caSecret("old", []byte("x"))}},
+		"kept": {Clusters: []*clusterv3.Cluster{testCluster("b", 1)}, Secrets: []*tlsv3.Secret{caSecret("shared", []byte("y"))}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	crash := filepath.Join(NodeDir(dir, "kept"), ".cds.json.tmp-123")
+	if err := os.WriteFile(crash, []byte("torn"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new process (fresh writer) no longer renders node "gone" nor secret "old".
+	w := &FileWriter{Dir: dir}
+	var ops []string
+	w.trace = func(op, path string) {
+		rel, _ := filepath.Rel(dir, path)
+		ops = append(ops, op+" "+rel)
+	}
+	if _, err := w.Write(map[string]*Resources{
+		"kept": {Clusters: []*clusterv3.Cluster{testCluster("b", 1)}, Secrets: []*tlsv3.Secret{caSecret("shared", []byte("y"))}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The old cds.json is read back, so emptying "gone" removes listeners first.
+	if i, j := indexOf(ops, "write gone/lds.json"), indexOf(ops, "write gone/cds.json"); i < 0 || j < 0 || i > j {
+		t.Errorf("stale node not emptied LDS-first: %q", ops)
+	}
+	if r := readResponse(t, CDSPath(dir, "gone")); len(r.Resources) != 0 {
+		t.Errorf("stale node keeps %d clusters", len(r.Resources))
+	}
+	if r := readResponse(t, CDSPath(dir, "kept")); len(r.Resources) != 1 {
+		t.Errorf("live node has %d clusters", len(r.Resources))
+	}
+	if _, err := os.Stat(SecretPath(dir, "old")); !os.IsNotExist(err) {
+		t.Errorf("unused secret from the previous run still there: %v", err)
+	}
+	if _, err := os.Stat(SecretPath(dir, "shared")); err != nil {
+		t.Errorf("used secret removed: %v", err)
+	}
+	if _, err := os.Stat(crash); !os.IsNotExist(err) {
+		t.Errorf("crash leftover temp file not removed")
+	}
+}
+
+func indexOf(list []string, s string) int {
+	for i, v := range list {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
