@@ -208,3 +208,20 @@ func FreePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// InotifyInstances counts a process's inotify file descriptors (each is one
+// instance against fs.inotify.max_user_instances); -1 when unknown.
+func InotifyInstances(pid int) int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, e := range ents {
+		if t, err := os.Readlink(dir + "/" + e.Name()); err == nil && t == "anon_inode:inotify" {
+			n++
+		}
+	}
+	return n
+}

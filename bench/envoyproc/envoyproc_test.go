@@ -1,6 +1,10 @@
 package envoyproc
 
-import "testing"
+import (
+	"os"
+	"syscall"
+	"testing"
+)
 
 func TestParseStatTicks(t *testing.T) {
 	// The comm field may hold spaces and ')'.
@@ -14,5 +18,20 @@ func TestParseStatTicks(t *testing.T) {
 	}
 	if _, err := ParseStatTicks("1 (a) S 1 2"); err == nil {
 		t.Error("short line parsed without error")
+	}
+}
+
+func TestInotifyInstancesCountsOwn(t *testing.T) {
+	before := InotifyInstances(os.Getpid())
+	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
+	if err != nil {
+		t.Skipf("no inotify here: %v", err)
+	}
+	defer syscall.Close(fd)
+	if got := InotifyInstances(os.Getpid()); got != before+1 {
+		t.Errorf("inotify instances %d → %d, want +1", before, got)
+	}
+	if InotifyInstances(-1) != -1 {
+		t.Error("a missing process did not report -1")
 	}
 }

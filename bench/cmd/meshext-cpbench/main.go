@@ -55,6 +55,7 @@ type Result struct {
 	// apply only
 	EnvoyInitialMS float64   `json:"envoy_initial_ms,omitempty"` // Envoy start → first version applied
 	EnvoyRSSMB     float64   `json:"envoy_rss_mb,omitempty"`     // after the initial config
+	EnvoyInotify   int       `json:"envoy_inotify,omitempty"`    // inotify instances Envoy holds then
 	ChangePipeMS   []float64 `json:"change_pipeline_ms,omitempty"`
 	ChangeApplyMS  []float64 `json:"change_apply_ms,omitempty"` // file renamed → Envoy reports it
 	ChangeTotalMS  []float64 `json:"change_total_ms,omitempty"` // resource file edited → Envoy reports it

@@ -173,6 +173,7 @@ func apply(n int, dir, envoyBin string, changes int) (*Result, error) {
 	}
 	r.EnvoyInitialMS = ms(time.Since(t0))
 	r.EnvoyRSSMB = envoyproc.RSSMB(e.Pid())
+	r.EnvoyInotify = envoyproc.InotifyInstances(e.Pid())
 	for k := 0; k < changes; k++ {
 		i := (k * 7919) % n
 		t0 := time.Now()

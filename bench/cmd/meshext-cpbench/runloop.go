@@ -90,6 +90,7 @@ func viaRun(n int, dir, envoyBin, meshext string, changes int, debounce time.Dur
 	}
 	r.EnvoyInitialMS = ms(time.Since(t1))
 	r.EnvoyRSSMB = envoyproc.RSSMB(e.Pid())
+	r.EnvoyInotify = envoyproc.InotifyInstances(e.Pid())
 	for k := 0; k < changes; k++ {
 		i := (k*7919 + 13) % n
 		t0 := time.Now()
