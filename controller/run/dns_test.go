@@ -2,6 +2,8 @@ package run
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,7 +17,11 @@ func TestDNSFollowsDropDir(t *testing.T) {
 	dir := t.TempDir()
 	dropWrite(t, dir, "gen.yaml", generatorYAML)
 	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, 9001))
-	r, _ := startRunner(t, Config{Dir: dir, XDS: XDSFile, XDSDir: t.TempDir(), DNSListen: "127.0.0.1:0"})
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("192.0.2.10 pinned.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := startRunner(t, Config{Dir: dir, XDS: XDSFile, XDSDir: t.TempDir(), DNSListen: "127.0.0.1:0", DNSHosts: hosts})
 
 	lookup := func(name string) (netip.Addr, int) {
 		m := new(mdns.Msg)
@@ -52,5 +58,28 @@ func TestDNSFollowsDropDir(t *testing.T) {
 	})
 	if ip, rcode := lookup("mes-b.svc.meshext.local"); ip.String() != service(&st, "mes-b").VIP {
 		t.Fatalf("mes-b.svc.meshext.local = %v (rcode %d), want %s", ip, rcode, service(&st, "mes-b").VIP)
+	}
+
+	// The hosts file is followed too.
+	if ip, _ := lookup("pinned.example"); ip.String() != "192.0.2.10" {
+		t.Fatalf("pinned.example = %v, want 192.0.2.10 from the hosts file", ip)
+	}
+	tmp := hosts + ".new"
+	if err := os.WriteFile(tmp, []byte("192.0.2.11 pinned.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, hosts); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ip, _ := lookup("pinned.example")
+		if ip.String() == "192.0.2.11" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hosts file change not served within 5s: pinned.example = %v", ip)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

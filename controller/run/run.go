@@ -177,6 +177,17 @@ func (r *Runner) serve(ctx context.Context) error {
 	if r.dns != nil {
 		// Started (bound) in Start; close it on the way out.
 		run("DNS server", func() error { <-ctx.Done(); return r.dns.Close() })
+		if r.cfg.DNSHosts != "" {
+			run("DNS hosts watch", func() error {
+				return watchFile(ctx, r.cfg.DNSHosts, r.cfg.Debounce, func() {
+					if err := r.dns.ReloadHosts(); err != nil {
+						r.log.Warn("DNS hosts file not reloaded; keeping the previous entries", "file", r.cfg.DNSHosts, "error", err)
+					} else {
+						r.log.Info("DNS hosts file reloaded", "file", r.cfg.DNSHosts)
+					}
+				}, func(msg string, args ...any) { r.log.Warn(msg, args...) })
+			})
+		}
 	}
 	changed := make(chan struct{}, 1)
 	run("watch", func() error {

@@ -103,3 +103,40 @@ func addTree(w *fsnotify.Watcher, dir string) error {
 		return w.Add(path)
 	})
 }
+
+// watchFile calls reload after the file at path changed (written in place or
+// replaced by rename), debounced. It watches the directory, since an atomic
+// replace gives the path a new inode.
+func watchFile(ctx context.Context, path string, debounce time.Duration, reload func(), logf func(msg string, args ...any)) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("watch %s: %w", path, err)
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("watcher closed")
+			}
+			if filepath.Clean(ev.Name) == filepath.Clean(path) && ev.Op != fsnotify.Chmod {
+				timer.Reset(debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("watcher closed")
+			}
+			logf("file watch error", "file", path, "error", err)
+			timer.Reset(debounce)
+		case <-timer.C:
+			reload()
+		}
+	}
+}
