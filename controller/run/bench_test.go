@@ -18,10 +18,11 @@ import (
 // read and parse every file, validate, build (VIPs, hostnames, TLS), render,
 // validate every message, and deliver (file drops: only changed files are
 // written; ADS: SetSnapshot for the node). Half the services originate TLS
-// with an inline CA. compile-ms is the part before delivery.
+// with an inline CA. compile-ms is the part before delivery. "unchanged" is
+// the cost of a file event that changed nothing (read and hash the directory).
 func BenchmarkReload(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
-		for _, mode := range []string{XDSFile, XDSADS} {
+		for _, mode := range []string{XDSFile, XDSADS, "unchanged"} {
 			b.Run(fmt.Sprintf("mes=%d/%s", n, mode), func(b *testing.B) { benchReload(b, n, mode) })
 		}
 	}
@@ -30,6 +31,10 @@ func BenchmarkReload(b *testing.B) {
 const benchPerFile = 100
 
 func benchReload(b *testing.B, n int, mode string) {
+	unchanged := mode == "unchanged"
+	if unchanged {
+		mode = XDSFile
+	}
 	dir, out := b.TempDir(), b.TempDir()
 	caPEM := newCAPEM(b)
 	writeBenchFiles(b, dir, n, caPEM, 0)
@@ -74,6 +79,15 @@ func benchReload(b *testing.B, n int, mode string) {
 	}
 	deliver(res)
 
+	if unchanged {
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := p.compile(false); err != errUnchanged {
+				b.Fatalf("want errUnchanged, got %v", err)
+			}
+		}
+		return
+	}
 	var compileNanos int64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
