@@ -15,8 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/meshext/meshext/plugin/core"
 	"github.com/meshext/meshext/plugin/egress"
+	"github.com/meshext/meshext/plugin/rbac"
 )
 
 // CompareOptions configures CompareRPS.
@@ -33,10 +36,13 @@ type CompareOptions struct {
 	// Lean renders the filter as a plaintext listener should
 	// (ignoreClientCertificates) with denyMetadataOnly.
 	Lean bool
-	// WithNoop adds a third Envoy running the module's do-nothing filter,
+	// WithNoop adds an Envoy running the module's do-nothing filter,
 	// separating the cost of any Go module from meshext's own work.
 	WithNoop bool
-	Log      io.Writer // Envoy logs; nil = discard
+	// WithNative adds an Envoy with the --plugin=off rendering of the same
+	// config: a virtual host per MES with per-route RBAC (plugin/rbac).
+	WithNative bool
+	Log        io.Writer // Envoy logs; nil = discard
 }
 
 // FlavorResult is one Envoy's share of a CompareRPS run.
@@ -55,6 +61,7 @@ type FlavorResult struct {
 type CompareResult struct {
 	Baseline FlavorResult  // same listener and routes, no filter
 	Noop     *FlavorResult // the module's do-nothing filter (WithNoop only)
+	Native   *FlavorResult // native routes + RBAC, no Go (WithNative only)
 	Filter   FlavorResult  // the meshext dynamic module
 	// OverheadPct is (Baseline-Filter)/Baseline*100 of req/s.
 	OverheadPct float64
@@ -103,14 +110,27 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		flavors = append(flavors, NoopModule)
 		names = append(names, "with an empty Go dynamic module")
 	}
-	envs := make([]*Instance, len(flavors))
+	opts := make([]Options, len(flavors))
 	for i, flavor := range flavors {
+		opts[i] = Options{Envoy: o.Envoy, ModuleDir: o.ModuleDir, Flavor: flavor, FilterConfig: cfg,
+			Clusters: clusters, Concurrency: o.Concurrency, Log: o.Log}
+	}
+	if o.WithNative {
+		nat, err := nativeOptions(cfg)
+		if err != nil {
+			return nil, err
+		}
+		nat.Envoy, nat.Clusters, nat.Concurrency, nat.Log = o.Envoy, clusters, o.Concurrency, o.Log
+		opts = append(opts, nat)
+		names = append(names, "native routes + RBAC (--plugin=off)")
+	}
+	envs := make([]*Instance, len(opts))
+	for i := range opts {
 		d := filepath.Join(dir, fmt.Sprintf("envoy-%d", i))
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
-		env, err := Start(ctx, d, Options{Envoy: o.Envoy, ModuleDir: o.ModuleDir, Flavor: flavor, FilterConfig: cfg,
-			Clusters: clusters, Concurrency: o.Concurrency, Log: o.Log})
+		env, err := Start(ctx, d, opts[i])
 		if err != nil {
 			return nil, fmt.Errorf("envoy (%s): %w", names[i], err)
 		}
@@ -149,8 +169,13 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		}
 	}
 	res := &CompareResult{Baseline: rows[0], Filter: rows[1], Options: o}
+	next := 2
 	if o.WithNoop {
-		res.Noop = &rows[2]
+		res.Noop = &rows[next]
+		next++
+	}
+	if o.WithNative {
+		res.Native = &rows[next]
 	}
 	if res.Baseline.RPS > 0 {
 		res.OverheadPct = (res.Baseline.RPS - res.Filter.RPS) / res.Baseline.RPS * 100
@@ -184,6 +209,34 @@ func processCPU(pid int) time.Duration {
 		return 0
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// nativeOptions renders the same filter config the --plugin=off way.
+func nativeOptions(filterConfig []byte) (Options, error) {
+	c, err := egress.Parse(filterConfig)
+	if err != nil {
+		return Options{}, err
+	}
+	vhs, err := rbac.VirtualHosts(c.Table, rbac.ByListenerOwner)
+	if err != nil {
+		return Options{}, err
+	}
+	f, err := rbac.HTTPFilter()
+	if err != nil {
+		return Options{}, err
+	}
+	var o Options
+	if o.HTTPFilter, err = protojson.Marshal(f); err != nil {
+		return Options{}, err
+	}
+	for _, vh := range vhs {
+		b, err := protojson.Marshal(vh)
+		if err != nil {
+			return Options{}, err
+		}
+		o.VirtualHosts = append(o.VirtualHosts, b)
+	}
+	return o, nil
 }
 
 // benchFilterConfig has n MES; the returned host is an allowed one.

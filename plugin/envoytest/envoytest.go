@@ -54,7 +54,10 @@ type Options struct {
 	// HTTPFilter, when set, replaces the whole rendered filter entry (a
 	// protojson HttpFilter, e.g. from xdsfilter.DynamicModule).
 	HTTPFilter json.RawMessage
-	Clusters   []Cluster
+	// VirtualHosts, when set, replace the single cluster_header route
+	// (protojson VirtualHosts, e.g. from rbac.VirtualHosts).
+	VirtualHosts []json.RawMessage
+	Clusters     []Cluster
 	// ClusterHeader is the header routes take the cluster from.
 	ClusterHeader string
 	Concurrency   int       // Envoy worker threads; 0 = 1
@@ -391,6 +394,10 @@ func (in *Instance) writeLDS(filterConfig []byte) error {
 			"routes": []any{obj{"match": obj{"prefix": "/"}, "route": obj{"cluster_header": in.opts.ClusterHeader, "timeout": "10s"}}},
 		}}},
 		"http_filters": filters,
+	}
+	if in.opts.VirtualHosts != nil {
+		hcm["route_config"] = obj{"name": "meshext", "virtual_hosts": in.opts.VirtualHosts}
+		hcm["strip_trailing_host_dot"] = true
 	}
 	if in.opts.AccessLog != "" {
 		hcm["access_log"] = []any{obj{"name": "envoy.access_loggers.file", "typed_config": obj{

@@ -1,4 +1,4 @@
-package rbac
+package rbac_test
 
 import (
 	"bufio"
@@ -22,6 +22,7 @@ import (
 	"github.com/meshext/meshext/e2e/testpki"
 	"github.com/meshext/meshext/plugin/core"
 	"github.com/meshext/meshext/plugin/envoytest"
+	"github.com/meshext/meshext/plugin/rbac"
 )
 
 var source = core.Identity{Mesh: "default", Service: "web", Tags: map[string]string{"team": "a"}}
@@ -54,11 +55,11 @@ func TestRulesValidate(t *testing.T) {
 		"shadow mesh + named": entry(t, false, mtp("shadow", core.KindMesh, "", core.AllowWithShadowDeny), mtp("deny-api", core.KindMeshService, "api", core.Deny)),
 	}
 	for name, e := range cases {
-		for _, mode := range []Mode{ByListenerOwner, ByClientCertificate} {
-			if err := Network(e, mode, "db").ValidateAll(); err != nil {
+		for _, mode := range []rbac.Mode{rbac.ByListenerOwner, rbac.ByClientCertificate} {
+			if err := rbac.Network(e, mode, "db").ValidateAll(); err != nil {
 				t.Errorf("%s mode %d: network RBAC invalid: %v", name, mode, err)
 			}
-			if err := HTTPPerRoute(e, mode).ValidateAll(); err != nil {
+			if err := rbac.HTTPPerRoute(e, mode).ValidateAll(); err != nil {
 				t.Errorf("%s mode %d: HTTP RBAC invalid: %v", name, mode, err)
 			}
 		}
@@ -66,30 +67,30 @@ func TestRulesValidate(t *testing.T) {
 }
 
 func TestOwnerMode(t *testing.T) {
-	enf, shadow := Rules(entry(t, true), ByListenerOwner)
+	enf, shadow := rbac.Rules(entry(t, true), rbac.ByListenerOwner)
 	if enf.Action != rbacv3.RBAC_DENY || enf.Policies["meshext:mesh-default"] == nil || shadow != nil {
 		t.Fatalf("forbid default: %v / %v", enf, shadow)
 	}
-	enf, shadow = Rules(entry(t, false, mtp("shadow", core.KindMeshService, "web", core.AllowWithShadowDeny)), ByListenerOwner)
+	enf, shadow = rbac.Rules(entry(t, false, mtp("shadow", core.KindMeshService, "web", core.AllowWithShadowDeny)), rbac.ByListenerOwner)
 	if enf.Action != rbacv3.RBAC_ALLOW || shadow == nil || shadow.Action != rbacv3.RBAC_DENY || shadow.Policies["mtp:shadow"] == nil {
 		t.Fatalf("shadow: %v / %v", enf, shadow)
 	}
 }
 
 func TestCertModeShapes(t *testing.T) {
-	enf, _ := Rules(entry(t, false, mtp("deny-web", core.KindMeshService, "web", core.Deny)), ByClientCertificate)
+	enf, _ := rbac.Rules(entry(t, false, mtp("deny-web", core.KindMeshService, "web", core.Deny)), rbac.ByClientCertificate)
 	if enf.Action != rbacv3.RBAC_DENY || enf.Policies["mtp:deny-web"] == nil || enf.Policies["meshext:foreign-mesh"] == nil {
 		t.Fatalf("%v", enf)
 	}
 	if js := protojson.Format(enf.Policies["mtp:deny-web"]); !strings.Contains(js, "spiffe://default/web") {
 		t.Fatalf("principal lacks SPIFFE ID: %s", js)
 	}
-	enf, _ = Rules(entry(t, true, mtp("allow-web", core.KindMeshService, "web", core.Allow)), ByClientCertificate)
+	enf, _ = rbac.Rules(entry(t, true, mtp("allow-web", core.KindMeshService, "web", core.Allow)), rbac.ByClientCertificate)
 	if enf.Action != rbacv3.RBAC_ALLOW || len(enf.Policies) != 1 || enf.Policies["mtp:allow-web"] == nil {
 		t.Fatalf("%v", enf)
 	}
 	// Default deny with no allow: an ALLOW RBAC with no policies denies everyone.
-	enf, _ = Rules(entry(t, true), ByClientCertificate)
+	enf, _ = rbac.Rules(entry(t, true), rbac.ByClientCertificate)
 	if enf.Action != rbacv3.RBAC_ALLOW || len(enf.Policies) != 0 {
 		t.Fatalf("%v", enf)
 	}
@@ -145,7 +146,7 @@ func tcpListener(t *testing.T, name string, r proto.Message, tlsCtx obj) obj {
 	}
 	rb["@type"] = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
 	chain := obj{"filters": []any{
-		obj{"name": NetworkFilterName, "typed_config": rb},
+		obj{"name": rbac.NetworkFilterName, "typed_config": rb},
 		obj{"name": "envoy.filters.network.tcp_proxy", "typed_config": obj{
 			"@type":       "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
 			"stat_prefix": name, "cluster": "echo"}},
@@ -215,10 +216,10 @@ func TestNetworkRBACInEnvoy(t *testing.T) {
 				"load_assignment": obj{"cluster_name": "echo", "endpoints": []any{obj{"lb_endpoints": []any{
 					obj{"endpoint": obj{"address": obj{"socket_address": obj{"address": host, "port_value": json.Number(port)}}}}}}}}}},
 			"listeners": []any{
-				tcpListener(t, "owner_denied", Network(denyDefault, ByListenerOwner, "owner_denied"), nil),
-				tcpListener(t, "owner_allowed", Network(allowDefault, ByListenerOwner, "owner_allowed"), nil),
-				tcpListener(t, "cert_denylist", Network(certPolicies, ByClientCertificate, "cert_denylist"), mtls),
-				tcpListener(t, "cert_allowlist", Network(certAllowList, ByClientCertificate, "cert_allowlist"), mtls),
+				tcpListener(t, "owner_denied", rbac.Network(denyDefault, rbac.ByListenerOwner, "owner_denied"), nil),
+				tcpListener(t, "owner_allowed", rbac.Network(allowDefault, rbac.ByListenerOwner, "owner_allowed"), nil),
+				tcpListener(t, "cert_denylist", rbac.Network(certPolicies, rbac.ByClientCertificate, "cert_denylist"), mtls),
+				tcpListener(t, "cert_allowlist", rbac.Network(certAllowList, rbac.ByClientCertificate, "cert_allowlist"), mtls),
 			},
 		},
 	}

@@ -1,4 +1,4 @@
-package rbac
+package rbac_test
 
 import (
 	"context"
@@ -24,6 +24,7 @@ import (
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/plugin/core"
 	"github.com/meshext/meshext/plugin/envoytest"
+	"github.com/meshext/meshext/plugin/rbac"
 )
 
 func nativeTable(t *testing.T, dflt string) *core.Table {
@@ -54,7 +55,7 @@ func nativeTable(t *testing.T, dflt string) *core.Table {
 }
 
 func TestVirtualHostsShape(t *testing.T) {
-	vhs, err := VirtualHosts(nativeTable(t, ""), ByListenerOwner)
+	vhs, err := rbac.VirtualHosts(nativeTable(t, ""), rbac.ByListenerOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestVirtualHostsShape(t *testing.T) {
 	if vhs[3].GetRoutes()[0].GetDirectResponse().GetStatus() != 404 {
 		t.Fatalf("catch-all %v", vhs[3])
 	}
-	withDefault, err := VirtualHosts(nativeTable(t, "open"), ByListenerOwner)
+	withDefault, err := rbac.VirtualHosts(nativeTable(t, "open"), rbac.ByListenerOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,11 +96,11 @@ func TestVirtualHostsInEnvoy(t *testing.T) {
 	go func() { _ = gs.Serve(grpcLis) }()
 	defer gs.Stop()
 
-	vhs, err := VirtualHosts(nativeTable(t, ""), ByListenerOwner)
+	vhs, err := rbac.VirtualHosts(nativeTable(t, ""), rbac.ByListenerOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rf, err := HTTPFilter()
+	rf, err := rbac.HTTPFilter()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ func main() {
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds per flavor (interleaved)")
 	flag.IntVar(&o.Concurrency, "workers", 1, "Envoy worker threads")
 	flag.BoolVar(&o.Lean, "lean", false, "filter config with ignoreClientCertificates and denyMetadataOnly")
+	flag.BoolVar(&o.WithNative, "native", false, "also measure the --plugin=off rendering (native routes + RBAC)")
 	flag.BoolVar(&o.WithNoop, "noop", false, "also measure the module's empty filter (cost of any Go module)")
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	flag.Parse()
@@ -79,6 +80,9 @@ func run(o envoytest.CompareOptions, asJSON bool) error {
 		rows = append(rows, *res.Noop)
 	}
 	rows = append(rows, res.Filter)
+	if res.Native != nil {
+		rows = append(rows, *res.Native)
+	}
 	for _, r := range rows {
 		fmt.Printf("| %s | %.0f | %s | %d | %d |\n", r.Name, r.RPS, r.CPUPerRequest.Round(100*time.Nanosecond), r.Requests, r.Errors)
 	}
