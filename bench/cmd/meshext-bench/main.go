@@ -58,7 +58,7 @@ func run(args []string) int {
 	fs.StringVar(&o.out, "out", "bench/results", "report directory")
 	fs.StringVar(&o.repo, "repo", ".", "repository root")
 	fs.StringVar(&o.sections, "sections", "datapath,controlplane,gobench", "comma-separated sections to run")
-	fs.BoolVar(&o.keepWork, "keep", true, "keep the work directory (configs, logs) after the run")
+	keep := fs.String("keep", "", "keep the work directory (configs, logs) after the run: true or false (default: true full, false quick)")
 	fs.DurationVar(&o.durations, "duration", 0, "load duration per run, whole seconds (default: 2s full, 1s quick)")
 	fs.IntVar(&o.rounds, "rounds", 0, "interleaved rounds per protocol (default: 5 full, 1 quick)")
 	fs.Usage = func() {
@@ -76,6 +76,15 @@ func run(args []string) int {
 		return 2
 	}
 	quick := o.mode == "quick"
+	switch *keep {
+	case "":
+		o.keepWork = !quick
+	case "true", "false":
+		o.keepWork = *keep == "true"
+	default:
+		fmt.Fprintf(os.Stderr, "meshext-bench: -keep must be true or false, not %q\n", *keep)
+		return 2
+	}
 	if o.durations == 0 {
 		o.durations = map[bool]time.Duration{false: 2 * time.Second, true: time.Second}[quick]
 	}
@@ -108,8 +117,12 @@ func run(args []string) int {
 	host, _ := os.Hostname()
 	var rep strings.Builder
 	fmt.Fprintf(&rep, "# meshext benchmark report (%s mode)\n\n", o.mode)
-	fmt.Fprintf(&rep, "Generated %s on host `%s` by `%s` (work directory with every config and log: `%s`).\n\n",
-		started.Format(time.RFC3339), host, reproduceAll(o.mode), work)
+	kept := "kept"
+	if !o.keepWork {
+		kept = "removed after the run; `-keep true` keeps it"
+	}
+	fmt.Fprintf(&rep, "Generated %s on host `%s` by `%s` (work directory with every config and log: `%s`, %s).\n\n",
+		started.Format(time.RFC3339), host, reproduceAll(o.mode), work, kept)
 	rep.WriteString(machineFacts(o))
 	want := map[string]bool{}
 	for _, s := range strings.Split(o.sections, ",") {
