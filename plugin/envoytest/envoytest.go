@@ -391,7 +391,10 @@ func (in *Instance) writeLDS(filterConfig []byte) error {
 		"codec_type":  "AUTO",
 		"route_config": obj{"name": "meshext", "virtual_hosts": []any{obj{
 			"name": "all", "domains": []any{"*"},
-			"routes": []any{obj{"match": obj{"prefix": "/"}, "route": obj{"cluster_header": in.opts.ClusterHeader, "timeout": "10s"}}},
+			"routes": []any{obj{"match": obj{"prefix": "/"}, "route": obj{"cluster_header": in.opts.ClusterHeader, "timeout": "10s"},
+				// Routing has read the header by the time this applies; it must
+				// not reach the external service.
+				"request_headers_to_remove": []any{in.opts.ClusterHeader}}},
 		}}},
 		"http_filters": filters,
 	}
