@@ -125,6 +125,12 @@ func Compile(cfg *Config) (*Table, error) {
 		byName[key] = e
 		t.entries = append(t.entries, e)
 		bare, withPort := hostKeys(&s)
+		for j := range withPort {
+			withPort[j] = e.intern(withPort[j])
+		}
+		for j := range bare {
+			bare[j] = e.intern(bare[j])
+		}
 		for _, k := range withPort {
 			if o := owners[k]; o != nil && o != e {
 				return nil, fmt.Errorf("services[%d] %q: host %q already belongs to service %q", i, s.Name, k, o.Service.Name)
