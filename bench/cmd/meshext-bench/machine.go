@@ -18,6 +18,7 @@ func machineFacts(o options) string {
 	row("kernel", firstLine(cmdOut("uname", "-sr")))
 	row("memory", memTotal())
 	row("load average at start", firstLine(readFile("/proc/loadavg")))
+	row("fs.inotify.max_user_instances", orNA(strings.TrimSpace(readFile("/proc/sys/fs/inotify/max_user_instances"))))
 	if o.envoy != "" {
 		row("Envoy", envoyVersion(o.envoy))
 	} else {
@@ -47,8 +48,12 @@ func cpuModel() string {
 
 func memTotal() string {
 	for _, l := range strings.Split(readFile("/proc/meminfo"), "\n") {
-		if strings.HasPrefix(l, "MemTotal:") {
-			return strings.TrimSpace(strings.TrimPrefix(l, "MemTotal:"))
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			var kb float64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%f kB", &kb); err == nil {
+				return fmt.Sprintf("%.1f GiB", kb/(1<<20))
+			}
+			return strings.TrimSpace(v)
 		}
 	}
 	return "unknown"

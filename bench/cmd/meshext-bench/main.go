@@ -126,7 +126,14 @@ func run(args []string) int {
 	rep.WriteString(machineFacts(o))
 	want := map[string]bool{}
 	for _, s := range strings.Split(o.sections, ",") {
-		want[strings.TrimSpace(s)] = true
+		s = strings.TrimSpace(s)
+		switch s {
+		case "datapath", "controlplane", "gobench":
+			want[s] = true
+		default:
+			fmt.Fprintf(os.Stderr, "meshext-bench: unknown section %q (want datapath, controlplane, gobench)\n", s)
+			return 2
+		}
 	}
 	if want["datapath"] {
 		conns := map[string]int{"tcp": 8, "http": 16, "grpc": 4, "tls": 16}
