@@ -38,6 +38,8 @@ type pipeline struct {
 	// published is what each delivery last got, per node (Sanitize falls back to it).
 	publishedFile map[string]*xds.Resources
 	publishedADS  map[string]*xds.Resources
+	// validator skips re-validating resources whose content passed before.
+	validator xds.Validator
 }
 
 type parsedFile struct {
@@ -228,7 +230,7 @@ func (p *pipeline) renderOptions(secretsVia string) render.Options {
 func (p *pipeline) sanitize(out *render.Output, prev map[string]*xds.Resources, notes *[]string) map[string]*xds.Resources {
 	nodes := make(map[string]*xds.Resources, len(out.Nodes))
 	for id, n := range out.Nodes {
-		clean, errs := xds.Sanitize(prev[id], &xds.Resources{Clusters: n.Clusters, Listeners: n.Listeners, Secrets: n.Secrets})
+		clean, errs := p.validator.Sanitize(prev[id], &xds.Resources{Clusters: n.Clusters, Listeners: n.Listeners, Secrets: n.Secrets})
 		for _, e := range errs {
 			*notes = append(*notes, fmt.Sprintf("node %s: %v", id, e))
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -90,6 +91,50 @@ func validateDeep(m protoreflect.Message, self bool) error {
 // is dropped otherwise, so a bad resource never reaches Envoy and never
 // disturbs the others. prev may be nil. The problems name each rejected resource.
 func Sanitize(prev, next *Resources) (*Resources, []error) {
+	return (*Validator)(nil).Sanitize(prev, next)
+}
+
+// Validator is Sanitize with a memory: contents that passed before are not
+// validated again, which is most of a reload's resources. Hashing the wire
+// form costs a fraction of the deep validation it saves. The zero value is
+// ready; a nil *Validator validates everything. Safe for concurrent use.
+type Validator struct {
+	mu     sync.Mutex
+	passed map[[sha256.Size]byte]struct{}
+}
+
+// validatorMemory bounds the remembered hashes (about 40 B each).
+const validatorMemory = 1 << 18
+
+func (v *Validator) validate(m proto.Message) error {
+	if v == nil {
+		return Validate(m)
+	}
+	b, err := deterministic.Marshal(m)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(b)
+	v.mu.Lock()
+	_, ok := v.passed[sum]
+	v.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := Validate(m); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	if v.passed == nil || len(v.passed) >= validatorMemory {
+		v.passed = map[[sha256.Size]byte]struct{}{}
+	}
+	v.passed[sum] = struct{}{}
+	v.mu.Unlock()
+	return nil
+}
+
+// Sanitize is the package-level Sanitize, skipping contents that passed before.
+func (v *Validator) Sanitize(prev, next *Resources) (*Resources, []error) {
 	if next == nil {
 		return &Resources{}, nil
 	}
@@ -98,9 +143,9 @@ func Sanitize(prev, next *Resources) (*Resources, []error) {
 	}
 	var problems []error
 	out := &Resources{
-		Clusters:  sanitizeList("cluster", prev.Clusters, next.Clusters, &problems),
-		Listeners: sanitizeList("listener", prev.Listeners, next.Listeners, &problems),
-		Secrets:   sanitizeList("secret", prev.Secrets, next.Secrets, &problems),
+		Clusters:  sanitizeList(v, "cluster", prev.Clusters, next.Clusters, &problems),
+		Listeners: sanitizeList(v, "listener", prev.Listeners, next.Listeners, &problems),
+		Secrets:   sanitizeList(v, "secret", prev.Secrets, next.Secrets, &problems),
 	}
 	return out, problems
 }
@@ -110,11 +155,11 @@ type named interface {
 	GetName() string
 }
 
-func sanitizeList[T named](kind string, prev, next []T, problems *[]error) []T {
+func sanitizeList[T named](v *Validator, kind string, prev, next []T, problems *[]error) []T {
 	var old map[string]T
 	out := make([]T, 0, len(next))
 	for _, r := range next {
-		err := Validate(r)
+		err := v.validate(r)
 		if err == nil {
 			out = append(out, r)
 			continue

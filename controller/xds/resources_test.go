@@ -85,3 +85,20 @@ func TestSafeName(t *testing.T) {
 		}
 	}
 }
+
+func TestValidatorRemembersOnlyPasses(t *testing.T) {
+	var v Validator
+	good := &Resources{Listeners: []*listenerv3.Listener{testListener("l", "c", "out")}}
+	bad := &Resources{Listeners: []*listenerv3.Listener{testListener("l", "c", "")}}
+	for i := 0; i < 2; i++ {
+		if out, errs := v.Sanitize(nil, good); len(errs) != 0 || len(out.Listeners) != 1 {
+			t.Fatalf("round %d: good listener: %v", i, errs)
+		}
+		if out, errs := v.Sanitize(good, bad); len(errs) != 1 || out.Listeners[0] != good.Listeners[0] {
+			t.Fatalf("round %d: bad listener must be caught every time and fall back: %v", i, errs)
+		}
+	}
+	if len(v.passed) != 1 {
+		t.Fatalf("remembered %d contents, want only the good one", len(v.passed))
+	}
+}
