@@ -203,26 +203,33 @@ func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, 
 		fmt.Fprintf(&b, "not available: `meshext run` is not in this build (%s)\n\n", oneLine(lastLines(out, 1)))
 		return b.String()
 	}
-	fmt.Fprintf(&b, "`meshext run --xds file` (default debounce 200 ms) watches the generated resource directory; Envoy (`--concurrency 1`) runs from `meshext bootstrap --xds file` and reads the file drop. "+
-		"A MES's endpoint port is edited %d times; drop = edit → `meshext run` renamed a cds.json with a new version (includes the debounce); "+
-		"edit → Envoy = until Envoy's `cluster_manager.cds.version_text` equals it.\n\n", changes)
-	b.WriteString("| N MES | run start → first drop | Envoy initial load | edit → drop p50 / max | edit → Envoy p50 / max | meshext run RSS | Envoy RSS | Envoy inotify instances | rejected updates |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "`meshext run` (default debounce 200 ms) watches the generated resource directory and serves a real Envoy (`--concurrency 1`, bootstrap from `meshext bootstrap`), "+
+		"by file drop (`--xds file`) or over ADS (`--xds ads`). A MES's endpoint port is edited %d times. file: drop = edit → `meshext run` renamed a cds.json with a new version "+
+		"(includes the debounce), edit → Envoy = until Envoy's `cluster_manager.cds.version_text` equals it; start = `meshext run` start → first drop, initial load = Envoy start → that version. "+
+		"ads: initial load = `meshext run` and Envoy start → every cluster active; edit → Envoy = until Envoy's CDS version_text moves.\n\n", changes)
+	b.WriteString("| N MES | xds | run start → first drop | Envoy initial load | edit → drop p50 / max | edit → Envoy p50 / max | meshext run RSS | Envoy RSS | Envoy inotify instances | rejected updates |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	var cmds []string
 	for _, n := range sizes {
-		if ctx.Err() != nil {
-			break
+		for _, mode := range []string{"file", "ads"} {
+			if ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(os.Stderr, "bench: control plane meshext run --xds %s N=%d\n", mode, n)
+			dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-run-%s-%d", mode, n))
+			argv := []string{cfg.cpbench, "run", "-xds", mode, "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-meshext", cfg.meshext, "-changes", strconv.Itoa(changes)}
+			cmds = append(cmds, shellJoin(relArgv(argv)))
+			r, _, err := runCP(ctx, argv, limit)
+			if err != nil {
+				fmt.Fprintf(&b, "| %d | %s | failed: %s | | | | | | | |\n", n, mode, oneLine(err.Error()))
+				continue
+			}
+			start, drop := msCell(r.TotalMS), medMax(r.ChangePipeMS)
+			if mode == "ads" {
+				start, drop = "n/a", "n/a"
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %.0f MB | %.0f MB | %d | %s |\n", n, mode, start, msCell(r.EnvoyInitialMS),
+				drop, medMax(r.ChangeTotalMS), r.ControllerRSS, r.EnvoyRSSMB, r.EnvoyInotify, orNA(r.EnvoyRejected))
 		}
-		fmt.Fprintf(os.Stderr, "bench: control plane meshext run N=%d\n", n)
-		dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-run-%d", n))
-		argv := []string{cfg.cpbench, "run", "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-meshext", cfg.meshext, "-changes", strconv.Itoa(changes)}
-		cmds = append(cmds, shellJoin(relArgv(argv)))
-		r, _, err := runCP(ctx, argv, limit)
-		if err != nil {
-			fmt.Fprintf(&b, "| %d | failed: %s | | | | | | | |\n", n, oneLine(err.Error()))
-			continue
-		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %.0f MB | %.0f MB | %d | %s |\n", n, msCell(r.TotalMS), msCell(r.EnvoyInitialMS),
-			medMax(r.ChangePipeMS), medMax(r.ChangeTotalMS), r.ControllerRSS, r.EnvoyRSSMB, r.EnvoyInotify, orNA(r.EnvoyRejected))
 	}
 	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
 	return b.String()

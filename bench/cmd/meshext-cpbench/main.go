@@ -83,6 +83,7 @@ func main() {
 	changes := fs.Int("changes", 5, "single-MES changes to time (apply, run)")
 	meshext := fs.String("meshext", "", "meshext CLI (run)")
 	debounce := fs.Duration("debounce", 200*time.Millisecond, "meshext run --debounce (run)")
+	xdsMode := fs.String("xds", "file", "meshext run --xds: file or ads (run)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file (stages, apply)")
 	fs.Usage = usage
 	if err := fs.Parse(os.Args[2:]); err != nil {
@@ -122,7 +123,15 @@ func main() {
 			usage()
 			os.Exit(2)
 		}
-		res, err = viaRun(*n, *dir, *envoy, *meshext, *changes, *debounce)
+		switch *xdsMode {
+		case "file":
+			res, err = viaRun(*n, *dir, *envoy, *meshext, *changes, *debounce)
+		case "ads":
+			res, err = viaRunADS(*n, *dir, *envoy, *meshext, *changes, *debounce)
+		default:
+			usage()
+			exit(2)
+		}
 	default:
 		usage()
 		os.Exit(2)
@@ -144,7 +153,7 @@ func exit(code int) {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: meshext-cpbench stages -n N -dir DIR
        meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]
-       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-changes K] [-debounce D]
+       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-xds file|ads] [-changes K] [-debounce D]
        meshext-cpbench static -res DIR -node MESH.DATAPLANE -out FILE`)
 }
 

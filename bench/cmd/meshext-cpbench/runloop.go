@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,4 +143,99 @@ func userBootstrap(meshext, xdsDir string, admin int, out, nodeDir string) error
 		return err
 	}
 	return os.WriteFile(out, bj, 0o644)
+}
+
+// viaRunADS is viaRun over ADS: `meshext run --xds ads` and an Envoy from
+// `meshext bootstrap --xds ads`. There is no file to read the new version
+// from, so a change counts as applied when Envoy's CDS version_text moves.
+func viaRunADS(n int, dir, envoyBin, meshext string, changes int, debounce time.Duration) (*Result, error) {
+	resDir := filepath.Join(dir, "resources")
+	files, err := generate(resDir, n)
+	if err != nil {
+		return nil, err
+	}
+	r := &Result{N: n, Files: files}
+	var ports [3]int
+	for i := range ports {
+		if ports[i], err = envoyproc.FreePort(); err != nil {
+			return r, err
+		}
+	}
+	ads, status, admin := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1]), ports[2]
+	logf, err := os.Create(filepath.Join(dir, "meshext-run.log"))
+	if err != nil {
+		return r, err
+	}
+	defer logf.Close()
+	bootPath := filepath.Join(dir, "bootstrap.json")
+	if out, err := exec.Command(meshext, "bootstrap", "--xds", "ads", "--ads-address", ads, "--node", render.DefaultNodeID,
+		"--admin-port", fmt.Sprint(admin), "--out", bootPath).CombinedOutput(); err != nil {
+		return r, fmt.Errorf("meshext bootstrap --xds ads: %v: %s", err, out)
+	}
+	t0 := time.Now()
+	cmd := exec.Command(meshext, "run", "--dir", resDir, "--xds", "ads", "--ads-listen", ads,
+		"--status-listen", status, "--debounce", debounce.String(), "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	e, err := envoyproc.Start(envoyBin, bootPath, dir, "run-ads-envoy", nil)
+	if err != nil {
+		return r, err
+	}
+	defer e.Stop()
+	// Initial config: every cluster (N services + meshext's own) is active.
+	for deadline := time.Now().Add(120 * time.Second); ; {
+		if v, _ := strconv.Atoi(e.Stat("cluster_manager.active_clusters")); v >= n && cdsVersion(e) != "" {
+			break
+		}
+		select {
+		case <-exited:
+			return r, fmt.Errorf("meshext run exited: %s", envoyproc.Tail(logf.Name(), 400))
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("Envoy did not get %d clusters over ADS within 120s", n)
+		}
+	}
+	r.EnvoyInitialMS = ms(time.Since(t0)) // run + Envoy start → all clusters active
+	r.EnvoyRSSMB = envoyproc.RSSMB(e.Pid())
+	r.EnvoyInotify = envoyproc.InotifyInstances(e.Pid())
+	prev := cdsVersion(e)
+	for k := 0; k < changes; k++ {
+		i := (k*7919 + 13) % n
+		t0 := time.Now()
+		if _, err := editOne(resDir, i, 62000+k); err != nil {
+			return r, err
+		}
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			if v := cdsVersion(e); v != prev && v != "" {
+				prev = v
+				break
+			}
+			if time.Now().After(deadline) {
+				return r, fmt.Errorf("Envoy's CDS version did not move within 60s of an edit")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		r.ChangeTotalMS = append(r.ChangeTotalMS, ms(time.Since(t0)))
+	}
+	r.EnvoyRejected = e.Stat("cluster_manager.cds.update_rejected")
+	r.ControllerRSSMB = envoyproc.RSSMB(cmd.Process.Pid)
+	return r, nil
+}
+
+func cdsVersion(e *envoyproc.Proc) string {
+	return strings.Trim(e.Stat("cluster_manager.cds.version_text"), `"`)
 }
