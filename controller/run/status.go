@@ -18,7 +18,7 @@ const StatusFile = "status.json"
 
 // Status is what /status serves and StateDir/status.json holds.
 type Status struct {
-	// Reloads counts compiles that reached delivery; Generation increases with each.
+	// Reloads counts the changes that were compiled and delivered (also on delivery errors).
 	Reloads     int64     `json:"reloads"`
 	LastAttempt time.Time `json:"lastAttempt"`
 	// LastSuccess is when config was last delivered without error.
