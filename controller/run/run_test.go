@@ -161,3 +161,41 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigMapStyleSwap follows a drop directory updated the way Kubernetes
+// updates a mounted ConfigMap: new files in a hidden directory, then an
+// atomic swap of the ..data symlink the visible files point through.
+func TestConfigMapStyleSwap(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	version := func(name string, files map[string]string) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f, content := range files {
+			if err := os.WriteFile(filepath.Join(dir, name, f), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink(name, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v1", map[string]string{"gen.yaml": generatorYAML, "mes.yaml": tcpMES("mes-a", 4000, 9001)})
+	for _, f := range []string{"gen.yaml", "mes.yaml"} {
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, _ := startRunner(t, Config{Dir: dir, XDS: XDSFile, XDSDir: t.TempDir()})
+	waitStatus(t, r, 5*time.Second, "mes-a", func(s *Status) bool { return service(s, "mes-a") != nil })
+
+	version("..v2", map[string]string{"gen.yaml": generatorYAML, "mes.yaml": tcpMES("mes-b", 4000, 9001)})
+	waitStatus(t, r, 5*time.Second, "mes-b replaced mes-a", func(s *Status) bool {
+		return service(s, "mes-b") != nil && service(s, "mes-a") == nil
+	})
+}

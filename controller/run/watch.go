@@ -82,6 +82,12 @@ func relevant(ev fsnotify.Event) bool {
 	if resource.IsResourceFile(ev.Name) {
 		return true
 	}
+	// A mounted Kubernetes ConfigMap or Secret changes by swapping the
+	// "..data" symlink; the visible files are symlinks through it and never
+	// change themselves.
+	if filepath.Base(ev.Name) == "..data" {
+		return true
+	}
 	// A removed or renamed directory takes its files with it.
 	return (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) && filepath.Ext(ev.Name) == "" && !hidden(ev.Name)
 }
