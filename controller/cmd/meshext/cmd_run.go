@@ -79,15 +79,18 @@ Flags:`)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.DNSListen != "" {
-		var err error
 		if strings.TrimSpace(*dnsUpstream) != "" {
-			cfg.DNSUpstreams, err = dns.ParseUpstreams(*dnsUpstream)
+			ups, err := dns.ParseUpstreams(*dnsUpstream)
+			if err != nil {
+				fmt.Fprintf(stderr, "meshext run: --dns-upstream: %v\n", err)
+				return 2
+			}
+			cfg.DNSUpstreams = ups
+		} else if ups, err := dns.SystemUpstreams("/etc/resolv.conf", cfg.DNSListen); err != nil {
+			// Not fatal: names outside meshext's zones then get SERVFAIL.
+			cfg.Logger.Warn("no upstream resolvers for the embedded DNS", "error", err)
 		} else {
-			cfg.DNSUpstreams, err = dns.SystemUpstreams("/etc/resolv.conf", cfg.DNSListen)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "meshext run: --dns-upstream: %v\n", err)
-			return 2
+			cfg.DNSUpstreams = ups
 		}
 	}
 	r, err := run.New(cfg)
