@@ -33,8 +33,8 @@ func bootstrap(t *testing.T, o render.BootstrapOptions) string {
 	return string(j)
 }
 
-// TestEnvoyFollowsDropDir is the live-reload acceptance test: one real Envoy
-// on file drops and one on delta ADS follow changes in the drop directory; a
+// TestEnvoyFollowsDropDir is the live-reload acceptance test: real Envoys on
+// file drops, on delta ADS and on state-of-the-world ADS follow changes in the drop directory; a
 // broken file leaves the previous config in Envoy; a broken secret takes out
 // only the MeshExternalService that uses it.
 func TestEnvoyFollowsDropDir(t *testing.T) {
@@ -44,6 +44,7 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	outPort, echoPort := freePort(t), echoServer(t)
 	dropWrite(t, dir, "dp-file.yaml", dataplaneWithOutbound("dp-file", freePort(t), outPort, "mes-a"))
 	dropWrite(t, dir, "dp-ads.yaml", dataplaneYAML("dp-ads", freePort(t)))
+	dropWrite(t, dir, "dp-sotw.yaml", dataplaneYAML("dp-sotw", freePort(t)))
 	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, echoPort))
 	dropWrite(t, dir, "d.yaml", tlsMES("mes-d", 4003, 9004, "ca-d"))
 	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", newCAPEM(t)))
@@ -57,7 +58,9 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 		NodeID: fileNode, XDS: render.XDSFile, XDSDir: xds.NodeDir(out, fileNode)}))
 	adsEnvoy := envoytest.Start(t, bootstrap(t, render.BootstrapOptions{
 		NodeID: adsNode, XDS: render.XDSADS, ADSAddress: r.ADSAddr(), Delta: true}))
-	envoys := map[string]*envoytest.Envoy{"file": fileEnvoy, "ads": adsEnvoy}
+	sotwEnvoy := envoytest.Start(t, bootstrap(t, render.BootstrapOptions{
+		NodeID: "default.dp-sotw", XDS: render.XDSADS, ADSAddress: r.ADSAddr()}))
+	envoys := map[string]*envoytest.Envoy{"file": fileEnvoy, "delta ads": adsEnvoy, "sotw ads": sotwEnvoy}
 
 	cluster := func(name string) string { return "meshext_default_" + name }
 	want := func(what string, ok func(c *envoytest.Config) bool) map[string]*envoytest.Config {
