@@ -127,6 +127,23 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 		}
 	}
 
+	// Rotating a CA reaches Envoy as a new secret version; mes-e's cluster
+	// is not rebuilt.
+	clusterEVersion := map[string]string{}
+	for mode, c := range cfg {
+		clusterEVersion[mode] = c.Clusters[cluster("mes-e")]
+	}
+	dropWrite(t, dir, "ca-e.yaml", secretYAML("ca-e", newCAPEM(t)))
+	for mode, e := range envoys {
+		c := e.WaitConfig(t, envoyWait, mode+": ca-e rotated", func(c *envoytest.Config) bool {
+			v := c.Secrets[cluster("mes-e")+"_ca"]
+			return v != "" && v != secretEVersion[mode]
+		})
+		if v := c.Clusters[cluster("mes-e")]; v != clusterEVersion[mode] {
+			t.Errorf("%s: mes-e's cluster re-delivered on CA rotation: version %q -> %q", mode, clusterEVersion[mode], v)
+		}
+	}
+
 	// Fixing the secret brings mes-d back.
 	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", newCAPEM(t)))
 	want("mes-d back", func(c *envoytest.Config) bool { return has(c, "mes-d") })
