@@ -19,7 +19,7 @@ cleanup() {
 	trap - INT TERM EXIT
 	echo
 	echo "stopping..."
-	if [ -n "${REDIRECT:-}" ]; then bin/meshext redirect detach --dataplane demo >/dev/null 2>&1 || true; fi
+	if [ -n "${REDIRECT:-}" ]; then bin/meshext redirect detach --dataplane example >/dev/null 2>&1 || true; fi
 	for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
 	for _ in $(seq 1 50); do
 		alive=0
@@ -81,7 +81,7 @@ fi
 wait_for 30 "Envoy" sh -c "curl -sf http://127.0.0.1:9901/ready | grep -q LIVE"
 
 if [ "$(id -u)" = 0 ] && [ -n "$CG2" ]; then
-	if bin/meshext redirect attach --dataplane demo --cgroup meshext-demo --proxy-cgroup meshext-proxy \
+	if bin/meshext redirect attach --dataplane example --cgroup meshext-demo --proxy-cgroup meshext-proxy \
 		--vip "242.0.0.0/8=127.0.0.1:15001" --dns "$DNS" >"$RUN/redirect.log" 2>&1; then
 		REDIRECT=1
 	else

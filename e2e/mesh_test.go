@@ -32,6 +32,8 @@ type meshOpts struct {
 	// envoyCgroup, when set, is the cgroup v2 directory Envoy starts in (the
 	// eBPF redirect's proxy cgroup); cgroupMount is the cgroup v2 mount.
 	envoyCgroup, cgroupMount string
+	// redirectBPFFS is meshext run's --redirect-bpffs ("" = off).
+	redirectBPFFS string
 }
 
 func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
@@ -86,7 +88,8 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
 	t.Helper()
 	args := []string{"run", "--dir", m.drop, "--state-dir", m.state, "--xds", "file", "--xds-dir", m.xds,
-		"--dns-listen", m.dnsAddr, "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms"}
+		"--dns-listen", m.dnsAddr, "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms",
+		"--redirect-bpffs", o.redirectBPFFS}
 	if o.hostsFile != "" {
 		args = append(args, "--dns-hosts", o.hostsFile)
 	}

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,15 +33,28 @@ func TestTransparentSeedCommands(t *testing.T) {
 	app := bpftest.NewCgroup(t, mount, "app")
 	proxy := bpftest.NewCgroup(t, mount, "proxy")
 	m := startMesh(t, seedDropDir(t), meshOpts{nodeID: "default.e2e", hostsFile: hostsFile, systemCA: caFile,
-		envoyCgroup: proxy, cgroupMount: mount})
+		envoyCgroup: proxy, cgroupMount: mount, redirectBPFFS: bpftest.BPFFS()})
 	m.waitListener(t, "127.0.0.1:15101") // the e2e Dataplane's transparentProxying.redirectPortOutbound
 
+	// Attach with the defaults (VIPs to 127.0.0.1:15001, DNS to
+	// 127.0.0.1:15053): `meshext run` finds the attachment named like the
+	// Dataplane and points it at that Dataplane's transparent port (15101) and
+	// at its embedded DNS server.
 	bin := meshext(t)
-	name := "e2e-" + filepath.Base(app)
+	name := "e2e"
 	out, err := run(t, 30*time.Second, "", bin, "redirect", "attach", "--dataplane", name,
-		"--cgroup", app, "--proxy-cgroup", proxy, "--bpffs", bpftest.BPFFS(),
-		"--vip", "242.0.0.0/8=127.0.0.1:15101", "--dns", m.dnsAddr)
+		"--cgroup", app, "--proxy-cgroup", proxy, "--bpffs", bpftest.BPFFS())
 	require.NoError(t, err, out)
+	eventually(t, 20*time.Second, "meshext run updates the attachment", func() error {
+		out, err := run(t, 10*time.Second, "", bin, "redirect", "status", "--dataplane", name, "--bpffs", bpftest.BPFFS())
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "127.0.0.1:15101") || !strings.Contains(out, m.dnsAddr) {
+			return fmt.Errorf("status: %s", out)
+		}
+		return nil
+	})
 	t.Cleanup(func() {
 		if out, err := run(t, 30*time.Second, "", bin, "redirect", "detach", "--dataplane", name, "--bpffs", bpftest.BPFFS()); err != nil {
 			t.Errorf("detach: %v\n%s", err, out)

@@ -57,6 +57,10 @@ type Config struct {
 	Plugin      string
 	// SystemCAPath overrides the CA bundle for services without caCert ("" = auto).
 	SystemCAPath string
+	// RedirectBPFFS is the BPF filesystem holding `meshext redirect attach`
+	// pins; attachments named like a Dataplane get its transparent port and
+	// the DNS address kept current ("" = leave eBPF redirects alone).
+	RedirectBPFFS string
 	// Debounce is the quiet time after the last file event before a reload (0 = DefaultDebounce).
 	Debounce time.Duration
 	// Logger; nil = slog.Default().

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -38,6 +39,10 @@ type Runner struct {
 
 	mu     sync.Mutex
 	status Status
+	// redirectTargets (attachment name -> transparent port) and redirectCIDR
+	// are what the last delivery asks of eBPF redirects (see redirect.go).
+	redirectTargets map[string]uint16
+	redirectCIDR    netip.Prefix
 
 	// reloaded, when set (tests), is told after each reload attempt.
 	reloaded func()
@@ -189,6 +194,9 @@ func (r *Runner) serve(ctx context.Context) error {
 			})
 		}
 	}
+	if r.cfg.RedirectBPFFS != "" {
+		run("eBPF redirect sync", func() error { return r.watchRedirects(ctx) })
+	}
 	changed := make(chan struct{}, 1)
 	run("watch", func() error {
 		return watch(ctx, r.watcher, r.cfg.Debounce, changed, func(msg string, args ...any) { r.log.Warn(msg, args...) })
@@ -276,6 +284,10 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 			deliveryErrs = append(deliveryErrs, fmt.Errorf("DNS: %w", err))
 		}
 	}
+	r.mu.Lock()
+	r.redirectTargets, r.redirectCIDR = redirectTargets(res.world), r.pipe.ipam.CIDR()
+	r.mu.Unlock()
+	r.syncRedirects()
 	for _, p := range res.problems {
 		r.log.Warn("input problem", "problem", p.Error())
 	}

@@ -46,6 +46,7 @@ func runMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.EnvoyFlavor, "envoy-flavor", "stock", "Envoy build the config targets: stock or contrib (egress authorization filter)")
 	fs.StringVar(&cfg.Plugin, "plugin", "", "path of the meshext Envoy plugin (.so) for egress authorization")
 	fs.StringVar(&cfg.SystemCAPath, "system-ca", "", "CA bundle for services without caCert (default $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, then the OS bundle)")
+	fs.StringVar(&cfg.RedirectBPFFS, "redirect-bpffs", "/sys/fs/bpf", "BPF filesystem of 'meshext redirect attach' pins: attachments named like a Dataplane get its transparent port and the DNS address (\"\" = off)")
 	fs.DurationVar(&cfg.Debounce, "debounce", run.DefaultDebounce, "quiet time after the last file change before reloading")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
