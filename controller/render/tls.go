@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/xds"
 )
 
 const transportSocketTLS = "envoy.transport_sockets.tls"
@@ -21,27 +22,9 @@ func caSecretName(s *model.Service) string     { return s.ClusterName() + "_ca" 
 func clientSecretName(s *model.Service) string { return s.ClusterName() + "_client" }
 
 // SecretPath is where SecretsFile mode expects the secret's DiscoveryResponse
-// file. The name is made one safe path element the same way controller/xds
-// names the files it writes (xds.SecretPath): characters other than letters,
-// digits, '.', '_' and '-' become '_'.
-func SecretPath(dir, name string) string { return filepath.Join(dir, safeFileName(name)+".json") }
-
-func safeFileName(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
-			b.WriteRune(c)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	out := b.String()
-	if strings.Trim(out, ".") == "" {
-		out = "_" + out
-	}
-	return out
-}
+// file in dir: the name made one safe path element exactly as controller/xds
+// names the files it writes.
+func SecretPath(dir, name string) string { return filepath.Join(dir, xds.SafeName(name)+".json") }
 
 // upstreamTLS renders the cluster's TLS transport socket and its SDS secrets.
 //
