@@ -127,7 +127,6 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	}
 	res := &result{}
 	set := &resource.Set{}
-	seen := map[string]*resource.Meta{}
 	for _, f := range files {
 		objs, errs := p.parse(f, data[f])
 		if len(errs) > 0 {
@@ -142,7 +141,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		}
 		set.Files = append(set.Files, f)
 		for _, o := range objs {
-			if fe := addUnique(set, seen, o); fe != nil {
+			if fe := set.Add(o); fe != nil {
 				res.problems = append(res.problems, fe)
 			}
 		}
@@ -163,7 +162,6 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		validKeys[o.GetMeta().Key()] = true
 	}
 	built := &resource.Set{Files: set.Files}
-	builtSeen := map[string]*resource.Meta{}
 	nextGood := map[string]resource.Object{}
 	for _, o := range set.Objects() {
 		key := o.GetMeta().Key()
@@ -175,7 +173,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 				continue
 			}
 		}
-		if addUnique(built, builtSeen, o) == nil {
+		if built.Add(o) == nil {
 			nextGood[key] = o
 		}
 	}
@@ -237,33 +235,6 @@ func (p *pipeline) sanitize(out *render.Output, prev map[string]*xds.Resources, 
 		nodes[id] = clean
 	}
 	return nodes
-}
-
-// addUnique is resource.Set.Add with a map for the duplicate check, so a
-// reload stays linear in the number of resources (Set.Add scans the set).
-func addUnique(set *resource.Set, seen map[string]*resource.Meta, o resource.Object) *resource.FieldError {
-	m := o.GetMeta()
-	if first, dup := seen[m.Key()]; dup {
-		return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d", m.Kind, m.Mesh, m.Name, first.Source.File, first.Source.Line)
-	}
-	seen[m.Key()] = m
-	switch r := o.(type) {
-	case *resource.MeshExternalService:
-		set.MeshExternalServices = append(set.MeshExternalServices, r)
-	case *resource.HostnameGenerator:
-		set.HostnameGenerators = append(set.HostnameGenerators, r)
-	case *resource.MeshTrafficPermission:
-		set.MeshTrafficPermissions = append(set.MeshTrafficPermissions, r)
-	case *resource.Dataplane:
-		set.Dataplanes = append(set.Dataplanes, r)
-	case *resource.Mesh:
-		set.Meshes = append(set.Meshes, r)
-	case *resource.Secret:
-		set.Secrets = append(set.Secrets, r)
-	default:
-		return m.Errorf("kind", "unsupported kind %s", m.Kind)
-	}
-	return nil
 }
 
 // dedupe drops repeated problems (validation runs before and inside Build),

@@ -45,20 +45,7 @@ func WithOptions(set *resource.Set, opts Options) (valid *resource.Set, problems
 		if len(errs) > 0 || o.GetMeta().Malformed {
 			continue
 		}
-		switch r := o.(type) {
-		case *resource.MeshExternalService:
-			valid.MeshExternalServices = append(valid.MeshExternalServices, r)
-		case *resource.HostnameGenerator:
-			valid.HostnameGenerators = append(valid.HostnameGenerators, r)
-		case *resource.MeshTrafficPermission:
-			valid.MeshTrafficPermissions = append(valid.MeshTrafficPermissions, r)
-		case *resource.Dataplane:
-			valid.Dataplanes = append(valid.Dataplanes, r)
-		case *resource.Mesh:
-			valid.Meshes = append(valid.Meshes, r)
-		case *resource.Secret:
-			valid.Secrets = append(valid.Secrets, r)
-		}
+		_ = valid.Add(o) // set holds no duplicates, so neither does valid
 	}
 	return valid, problems
 }
