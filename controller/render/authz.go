@@ -1,26 +1,232 @@
 package render
 
 import (
+	"fmt"
+	"sort"
+
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/plugin/core"
+	"github.com/meshext/meshext/plugin/egress"
+	"github.com/meshext/meshext/plugin/rbac"
+	"github.com/meshext/meshext/plugin/xdsfilter"
 )
+
+// Envoy flavors (Options.Flavor): which build of Envoy the config targets.
+const (
+	// FlavorStock: the stock Envoy binary; the meshext filter is the dynamic
+	// module libmeshext.so, found through ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+	FlavorStock = "stock"
+	// FlavorContrib: Envoy's contrib build; the filter is envoy.filters.http.golang
+	// loading libmeshext-golang.so (Options.Plugin path or xdsfilter.DefaultGolangLibrary).
+	FlavorContrib = "contrib"
+)
+
+// Plugin switch values (Options.Plugin). Any other value is a path to the
+// contrib library, which implies PluginOn.
+const (
+	// PluginOn renders the meshext Go filter on HTTP MES listeners.
+	PluginOn = "on"
+	// PluginOff renders native Envoy HTTP RBAC instead (no Go in Envoy).
+	PluginOff = "off"
+)
+
+// DefaultNodeService is the source kuma.io/service of the default node (no
+// Dataplanes): its listeners have no owning workload, so policies can name
+// this source with from MeshService "meshext-default-node", and from Mesh
+// rules and the mesh default apply as to any other source. The source mesh is
+// the destination's own mesh.
+const DefaultNodeService = "meshext-default-node"
+
+// HTTPProxyListenerName is the forward-proxy listener (Options.HTTPProxyListen).
+const HTTPProxyListenerName = "outbound:http-proxy"
+
+// pluginOn reports whether HTTP listeners get the Go filter.
+func (o *Options) pluginOn() bool { return o.Plugin != "" && o.Plugin != PluginOff }
+
+// golangLibrary is the contrib library path ("" = xdsfilter's default).
+func (o *Options) golangLibrary() string {
+	if o.Plugin == PluginOn || o.Plugin == PluginOff {
+		return ""
+	}
+	return o.Plugin
+}
+
+// SourceIdentity is the traffic source a Dataplane's listeners stand for: its
+// mesh, the kuma.io/service tag of networking.inbound[0] (else the Dataplane's
+// name) and that inbound's tags. dp nil (the default node) gives
+// DefaultNodeService in mesh.
+func SourceIdentity(dp *resource.Dataplane, mesh string) core.Identity {
+	if dp == nil {
+		return core.Identity{Mesh: mesh, Service: DefaultNodeService}
+	}
+	id := core.Identity{Mesh: dp.Mesh, Service: dp.Name}
+	if len(dp.Networking.Inbound) > 0 {
+		tags := dp.Networking.Inbound[0].Tags
+		if s := tags[core.ServiceTag]; s != "" {
+			id.Service = s
+		}
+		for k, v := range tags {
+			if k == core.ServiceTag {
+				continue
+			}
+			if id.Tags == nil {
+				id.Tags = map[string]string{}
+			}
+			id.Tags[k] = v
+		}
+	}
+	return id
+}
+
+// AuthzConfig is the decision input for traffic from src to services: the
+// services (cluster = ClusterName, generated hostnames, VIP, match port), the
+// meshes' defaultForbidMeshExternalServiceAccess, and the valid
+// MeshTrafficPermissions that can decide for them (mesh-wide ones, and those
+// targeting one of the services). A policy's MeshExternalService
+// targetRef may use the display name (Kubernetes-style resources); it is
+// translated to the service's name.
+func AuthzConfig(w *model.World, src core.Identity, services []*model.Service) core.Config {
+	cfg := core.Config{Source: src, Services: make([]core.Service, 0, len(services))}
+	meshes := map[string]bool{}
+	listed := map[[2]string]bool{}
+	byDisplay := map[[2]string]string{}
+	for _, s := range services {
+		cfg.Services = append(cfg.Services, coreService(s))
+		meshes[s.Mesh] = true
+		listed[[2]string{s.Mesh, s.Name}] = true
+		if s.Resource != nil {
+			if dn := s.Resource.DisplayName(); dn != "" && dn != s.Name {
+				byDisplay[[2]string{s.Mesh, dn}] = s.Name
+			}
+		}
+	}
+	names := make([]string, 0, len(meshes))
+	for m := range meshes {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	for _, m := range names {
+		cfg.Meshes = append(cfg.Meshes, core.Mesh{Name: m, DefaultForbidMeshExternalServiceAccess: w.Meshes[m].ForbidsMeshExternalServiceAccess()})
+	}
+	for _, p := range w.Permissions {
+		if !meshes[p.Mesh] {
+			continue
+		}
+		cp := core.Policy{Name: p.Name, Mesh: p.Mesh, TargetRef: core.TargetRef{Kind: core.KindMesh}}
+		if t := p.Spec.TargetRef; t != nil && t.Kind != resource.RefMesh {
+			cp.TargetRef = core.TargetRef{Kind: t.Kind, Name: t.Name}
+			if n, ok := byDisplay[[2]string{p.Mesh, t.Name}]; ok {
+				cp.TargetRef.Name = n
+			}
+			if !listed[[2]string{p.Mesh, cp.TargetRef.Name}] {
+				continue // about a service not reachable here
+			}
+		}
+		for _, f := range p.Spec.From {
+			cp.From = append(cp.From, core.From{
+				TargetRef: core.TargetRef{Kind: f.TargetRef.Kind, Name: f.TargetRef.Name, Tags: f.TargetRef.Tags},
+				Default:   core.Conf{Action: core.Action(f.Default.Action)},
+			})
+		}
+		cfg.Policies = append(cfg.Policies, cp)
+	}
+	return cfg
+}
+
+func coreService(s *model.Service) core.Service {
+	cs := core.Service{
+		Name: s.Name, Mesh: s.Mesh, Cluster: s.ClusterName(), Protocol: s.Protocol,
+		Hostnames: append([]string(nil), s.Hostnames...), Port: s.Port,
+	}
+	if cs.Protocol == "" {
+		cs.Protocol = resource.ProtocolTCP
+	}
+	if s.VIP.IsValid() {
+		cs.VIP = s.VIP.String()
+	}
+	return cs
+}
+
+// isHTTP reports whether s is served by an HTTP connection manager.
+func isHTTP(s *model.Service) bool {
+	switch s.Protocol {
+	case resource.ProtocolHTTP, resource.ProtocolHTTP2, resource.ProtocolGRPC:
+		return true
+	}
+	return false
+}
 
 // authzFilters is THE place where egress authorization (MeshTrafficPermission,
 // Mesh.routing.defaultForbidMeshExternalServiceAccess; see plugin/core) enters
-// the rendered config, for traffic from node n to service s.
+// the rendered config, for traffic from node n to service s, on listeners
+// dedicated to s (its outbound listener and its transparent filter chain).
+// The decision input is AuthzConfig with s as the only (and default) service
+// and the node's Dataplane as source (SourceIdentity).
 //
-//   - network filters are inserted before tcp_proxy (tcp services) or before the
-//     HTTP connection manager (http/http2/grpc), in both the outbound listener and
-//     the transparent listener's filter chain of s;
-//   - http filters are inserted before the router inside the HCM.
+//   - tcp: network RBAC (plugin/rbac, by listener owner) before tcp_proxy;
+//     closed reports a denied source, whose tcp_proxy then goes to the cluster
+//     without endpoints, so the connection is closed without reaching s even
+//     for server-first protocols.
+//   - http/http2/grpc with the plugin on: the meshext filter (plugin/xdsfilter,
+//     dynamic module or contrib golang per Options.Flavor) before the router,
+//     table key "meshext:<cluster>" (the same config on every listener of s).
+//   - with PluginOff: native HTTP RBAC (403 / gRPC PERMISSION_DENIED).
 //
-// n.Dataplane is the source (nil on the default node); r.world has the
-// permissions and meshes. Each returned message must already be validated
-// and packed (use pack). An error skips s on this node only.
-//
-// It returns nothing for now: every service is reachable.
-func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv3.Filter, http []*hcmv3.HttpFilter, err error) {
-	return nil, nil, nil
+// An error skips s on this node only.
+func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv3.Filter, http []*hcmv3.HttpFilter, closed bool, err error) {
+	cfg := AuthzConfig(r.world, SourceIdentity(n.Dataplane, s.Mesh), []*model.Service{s})
+	cfg.DefaultService = s.Name
+	if !isHTTP(s) || !r.opts.pluginOn() {
+		t, err := core.Compile(&cfg)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		e := t.Default()
+		if !isHTTP(s) {
+			f, err := networkFilter(rbac.NetworkFilterName, rbac.Network(e, rbac.ByListenerOwner, s.ClusterName()))
+			if err != nil {
+				return nil, nil, false, err
+			}
+			return []*listenerv3.Filter{f}, nil, !e.Decide().Allowed(), nil
+		}
+		a, err := pack(rbac.HTTP(e, rbac.ByListenerOwner))
+		if err != nil {
+			return nil, nil, false, err
+		}
+		return nil, []*hcmv3.HttpFilter{{Name: rbac.HTTPFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}}, false, nil
+	}
+	f, err := r.meshextFilter(&egress.FilterConfig{
+		Config:                   cfg,
+		IgnoreClientCertificates: true, // plaintext listener: the source is its owner
+		TableKey:                 "meshext:" + s.ClusterName(),
+	})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return nil, []*hcmv3.HttpFilter{f}, false, nil
+}
+
+// meshextFilter is the Go filter for the configured flavor.
+func (r *renderer) meshextFilter(cfg *egress.FilterConfig) (*hcmv3.HttpFilter, error) {
+	if r.opts.Flavor == FlavorContrib {
+		return xdsfilter.Golang(cfg, r.opts.golangLibrary())
+	}
+	return xdsfilter.DynamicModule(cfg)
+}
+
+// checkAuthz validates the authorization options.
+func (o *Options) checkAuthz() error {
+	switch o.Flavor {
+	case "", FlavorStock, FlavorContrib:
+	default:
+		return fmt.Errorf("envoy flavor %q: want %q or %q", o.Flavor, FlavorStock, FlavorContrib)
+	}
+	if p := o.golangLibrary(); p != "" && o.Flavor != FlavorContrib {
+		return fmt.Errorf("plugin %q: a library path is for the contrib flavor; stock Envoy finds libmeshext.so through ENVOY_DYNAMIC_MODULES_SEARCH_PATH (use %q)", p, PluginOn)
+	}
+	return nil
 }

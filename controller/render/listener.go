@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/plugin/egress"
 )
 
 // TransparentListenerName is the listener the eBPF redirect feeds.
@@ -76,7 +77,7 @@ func networkFilter(name string, cfg proto.Message) (*listenerv3.Filter, error) {
 // serviceFilters is the network filter chain for traffic from node n to s:
 // authorization (authzFilters), then tcp_proxy or an HTTP connection manager.
 func (r *renderer) serviceFilters(n *Node, s *model.Service) ([]*listenerv3.Filter, error) {
-	netAuthz, httpAuthz, err := r.authzFilters(n, s)
+	netAuthz, httpAuthz, closed, err := r.authzFilters(n, s)
 	if err != nil {
 		return nil, fmt.Errorf("authorization: %w", err)
 	}
@@ -87,7 +88,13 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) ([]*listenerv3.Filt
 		if len(httpAuthz) > 0 {
 			return nil, fmt.Errorf("authorization: HTTP filters for a tcp service")
 		}
-		last, err = r.tcpProxy(cluster, cluster)
+		upstream := cluster
+		if closed {
+			// Denied: never connect upstream (network RBAC only acts on the
+			// first client bytes; a server-first protocol would talk first).
+			upstream = UnknownDestinationCluster
+		}
+		last, err = r.tcpProxy(cluster, upstream)
 	case resource.ProtocolHTTP, resource.ProtocolHTTP2, resource.ProtocolGRPC:
 		last, err = r.httpConnectionManager(s, httpAuthz)
 	default:
@@ -119,6 +126,10 @@ func (r *renderer) httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFi
 	if err != nil {
 		return nil, err
 	}
+	var headersToRemove []string
+	if r.opts.pluginOn() {
+		headersToRemove = []string{egress.DefaultClusterHeader}
+	}
 	filters := append(append([]*hcmv3.HttpFilter{}, authz...), &hcmv3.HttpFilter{
 		Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router.(*anypb.Any)},
 	})
@@ -133,6 +144,9 @@ func (r *renderer) httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFi
 				Routes: []*routev3.Route{{
 					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 					Action: &routev3.Route_Route{Route: action},
+					// The meshext filter names its cluster in this header; it
+					// must not leave the mesh.
+					RequestHeadersToRemove: headersToRemove,
 				}},
 			}},
 		}},

@@ -20,7 +20,12 @@
 //   - F11: default outlier detection, so priority failover has a signal.
 //   - SkipAll keeps the client certificate (Kuma drops it).
 //
-// Egress authorization plugs in at authzFilters (authz.go).
+// Egress authorization plugs in at authzFilters (authz.go): every MES
+// listener is authorized for its node's Dataplane (SourceIdentity) from
+// AuthzConfig, with the meshext Go filter (Options.Plugin on, per
+// Options.Flavor) or native HTTP RBAC on HTTP services and native network
+// RBAC on TCP services. Options.HTTPProxyListen adds a forward-proxy
+// listener (proxy.go) matching requests' hosts against every HTTP MES.
 package render
 
 import (
@@ -63,6 +68,17 @@ type Options struct {
 	SecretsVia string
 	// SecretsDir is the absolute directory of the secret files for SecretsFile.
 	SecretsDir string
+	// Flavor is FlavorStock ("" = stock) or FlavorContrib: which build of
+	// Envoy the meshext filter config targets.
+	Flavor string
+	// Plugin is PluginOn, PluginOff, or the path of the contrib library
+	// (implies on). "" is PluginOff: the zero Options need no Go module in
+	// Envoy and still enforce MeshTrafficPermissions with native RBAC; the
+	// meshext CLI defaults to on. TCP services always get native network RBAC.
+	Plugin string
+	// HTTPProxyListen ("IP:PORT") adds the HTTP forward-proxy listener to
+	// every node ("" = none).
+	HTTPProxyListen string
 }
 
 func (o *Options) check() (dns netip.AddrPort, err error) {
@@ -81,7 +97,12 @@ func (o *Options) check() (dns netip.AddrPort, err error) {
 	default:
 		return dns, fmt.Errorf("secrets via %q: want %q or %q", o.SecretsVia, SecretsADS, SecretsFile)
 	}
-	return dns, nil
+	if o.HTTPProxyListen != "" {
+		if _, err := netip.ParseAddrPort(o.HTTPProxyListen); err != nil {
+			return dns, fmt.Errorf("http proxy listen %q: want IP:PORT: %v", o.HTTPProxyListen, err)
+		}
+	}
+	return dns, o.checkAuthz()
 }
 
 // Output is the config of every Envoy node.
@@ -326,6 +347,15 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	}
 	warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
 	n.Listeners = append(n.Listeners, tl)
+	if r.opts.HTTPProxyListen != "" {
+		pl, warn, err := r.httpProxy(n, ready)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("node %s: %v (no HTTP proxy listener)", id, err))
+		} else {
+			n.Listeners = append(n.Listeners, pl)
+			warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
+		}
+	}
 	uc, err := unknownDestinationCluster()
 	if err != nil {
 		return nil, nil, err
