@@ -81,6 +81,12 @@ type Options struct {
 	HTTPProxyListen string
 }
 
+// Check reports bad Options (Render returns the same error).
+func (o *Options) Check() error {
+	_, err := o.check()
+	return err
+}
+
 func (o *Options) check() (dns netip.AddrPort, err error) {
 	if o.UpstreamDNS != "" {
 		dns, err = netip.ParseAddrPort(o.UpstreamDNS)

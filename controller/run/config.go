@@ -13,6 +13,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"time"
+
+	"github.com/meshext/meshext/controller/render"
 )
 
 // Delivery modes for Config.XDS.
@@ -51,10 +53,14 @@ type Config struct {
 	CIDR string
 	// Zone is the local zone name.
 	Zone string
-	// EnvoyFlavor and Plugin are passed through to rendering for the
-	// egress-authorization filter (stock | contrib, and the plugin path).
+	// EnvoyFlavor (render.FlavorStock | render.FlavorContrib) and Plugin
+	// (render.PluginOn | render.PluginOff | contrib library path; "" = off,
+	// native RBAC) choose how egress authorization is rendered; see render.Options.
 	EnvoyFlavor string
 	Plugin      string
+	// HTTPProxyListen (IP:PORT) adds an HTTP forward-proxy listener to every
+	// node: http_proxy clients reach any HTTP MES by hostname ("" = none).
+	HTTPProxyListen string
 	// SystemCAPath overrides the CA bundle for services without caCert ("" = auto).
 	SystemCAPath string
 	// RedirectBPFFS is the BPF filesystem holding `meshext redirect attach`
@@ -106,6 +112,10 @@ func (c *Config) check() error {
 		if _, err := netip.ParseAddrPort(c.UpstreamDNS); err != nil {
 			errs = append(errs, fmt.Errorf("--upstream-dns %q: want IP:PORT: %v", c.UpstreamDNS, err))
 		}
+	}
+	ro := render.Options{Flavor: c.EnvoyFlavor, Plugin: c.Plugin, HTTPProxyListen: c.HTTPProxyListen}
+	if err := ro.Check(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Debounce <= 0 {
 		c.Debounce = DefaultDebounce

@@ -216,7 +216,8 @@ func (p *pipeline) compile(force bool) (*result, error) {
 }
 
 func (p *pipeline) renderOptions(secretsVia string) render.Options {
-	o := render.Options{UpstreamDNS: p.cfg.UpstreamDNS, SecretsVia: secretsVia}
+	o := render.Options{UpstreamDNS: p.cfg.UpstreamDNS, SecretsVia: secretsVia,
+		Flavor: p.cfg.EnvoyFlavor, Plugin: p.cfg.Plugin, HTTPProxyListen: p.cfg.HTTPProxyListen}
 	if secretsVia == render.SecretsFile {
 		o.SecretsDir = xds.SecretDir(p.cfg.XDSDir)
 	}

@@ -31,6 +31,9 @@ func renderMain(args []string, stdout, stderr io.Writer) int {
 	cidr := fs.String("cidr", "", "VIP range (default $"+ipam.EnvCIDR+", else "+ipam.DefaultCIDR+")")
 	upstreamDNS := fs.String("upstream-dns", "", "IP:PORT resolver for Envoy's DNS clusters (default: Envoy's, from resolv.conf)")
 	zone := fs.String("zone", "default", "local zone name")
+	flavor := fs.String("envoy-flavor", render.FlavorStock, flavorUsage)
+	plugin := fs.String("plugin", render.PluginOn, pluginUsage)
+	httpProxy := fs.String("http-proxy-listen", "", httpProxyUsage)
 	systemCA := fs.String("system-ca-path", "", "CA bundle for services without caCert (default $"+model.EnvSystemCAPath+", else the first OS bundle found)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext render PATH... --out DIR [--state-dir DIR] [--upstream-dns IP:PORT]
@@ -80,7 +83,8 @@ Flags:`)
 		return 2
 	}
 	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA})
-	res, err := render.Render(w, render.Options{UpstreamDNS: *upstreamDNS, SecretsVia: render.SecretsFile, SecretsDir: xds.SecretDir(dir)})
+	res, err := render.Render(w, render.Options{UpstreamDNS: *upstreamDNS, SecretsVia: render.SecretsFile, SecretsDir: xds.SecretDir(dir),
+		Flavor: *flavor, Plugin: *plugin, HTTPProxyListen: *httpProxy})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext render: %v\n", err)
 		return 2

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/meshext/meshext/controller/dns"
+	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/run"
 )
 
@@ -43,8 +44,9 @@ func runMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.UpstreamDNS, "upstream-dns", "", "IP:PORT resolver Envoy's DNS clusters use (default: Envoy's, from resolv.conf)")
 	fs.StringVar(&cfg.CIDR, "cidr", "", "VIP range (default $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR or 242.0.0.0/8)")
 	fs.StringVar(&cfg.Zone, "zone", "default", "local zone name")
-	fs.StringVar(&cfg.EnvoyFlavor, "envoy-flavor", "stock", "Envoy build the config targets: stock or contrib (egress authorization filter)")
-	fs.StringVar(&cfg.Plugin, "plugin", "", "path of the meshext Envoy plugin (.so) for egress authorization")
+	fs.StringVar(&cfg.EnvoyFlavor, "envoy-flavor", render.FlavorStock, flavorUsage)
+	fs.StringVar(&cfg.Plugin, "plugin", render.PluginOn, pluginUsage)
+	fs.StringVar(&cfg.HTTPProxyListen, "http-proxy-listen", "", httpProxyUsage)
 	fs.StringVar(&cfg.SystemCAPath, "system-ca", "", "CA bundle for services without caCert (default $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, then the OS bundle)")
 	fs.StringVar(&cfg.RedirectBPFFS, "redirect-bpffs", "/sys/fs/bpf", "BPF filesystem of 'meshext redirect attach' pins: attachments named like a Dataplane get its transparent port and the DNS address (\"\" = off)")
 	fs.DurationVar(&cfg.Debounce, "debounce", run.DefaultDebounce, "quiet time after the last file change before reloading")
