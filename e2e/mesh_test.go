@@ -34,6 +34,8 @@ type meshOpts struct {
 	envoyCgroup, cgroupMount string
 	// redirectBPFFS is meshext run's --redirect-bpffs ("" = off).
 	redirectBPFFS string
+	// runArgs are extra `meshext run` arguments (e.g. --http-proxy-listen).
+	runArgs []string
 }
 
 func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
@@ -63,7 +65,9 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	if err != nil {
 		t.Fatalf("meshext bootstrap: %v\n%s", err, out)
 	}
-	startEnvoy := func() { m.envoy, err = envoyproc.Start(envoy, bootstrap, m.dir, "envoy", nil) }
+	// meshext run renders the meshext dynamic module (--plugin on, stock) on HTTP listeners.
+	modEnv := envoyModuleEnv(t)
+	startEnvoy := func() { m.envoy, err = envoyproc.Start(envoy, bootstrap, m.dir, "envoy", modEnv) }
 	if o.envoyCgroup != "" {
 		// Envoy inherits the cgroup; its listener sockets are created there.
 		bpftest.InCgroup(t, o.cgroupMount, o.envoyCgroup, startEnvoy)
@@ -93,6 +97,7 @@ func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
 	if o.hostsFile != "" {
 		args = append(args, "--dns-hosts", o.hostsFile)
 	}
+	args = append(args, o.runArgs...)
 	var env []string
 	if o.systemCA != "" {
 		env = append(env, "KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH="+o.systemCA)
