@@ -37,7 +37,8 @@ func viaRun(n int, dir, envoyBin, meshext string, changes int, debounce time.Dur
 	}
 	defer logf.Close()
 	t0 := time.Now()
-	cmd := exec.Command(meshext, "run", "--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
+	cmd := exec.Command(meshext, "run", "--plugin", "off", // this Envoy has no libmeshext.so: native RBAC
+		"--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
 		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -173,7 +174,8 @@ func viaRunADS(n int, dir, envoyBin, meshext string, changes int, debounce time.
 		return r, fmt.Errorf("meshext bootstrap --xds ads: %v: %s", err, out)
 	}
 	t0 := time.Now()
-	cmd := exec.Command(meshext, "run", "--dir", resDir, "--xds", "ads", "--ads-listen", ads,
+	cmd := exec.Command(meshext, "run", "--plugin", "off", // this Envoy has no libmeshext.so: native RBAC
+		"--dir", resDir, "--xds", "ads", "--ads-listen", ads,
 		"--status-listen", status, "--debounce", debounce.String(), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
