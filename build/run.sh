@@ -61,6 +61,10 @@ wait_for 20 "meshext run" test -f "$RUN/xds/$NODE/lds.json"
 bin/meshext bootstrap --xds file --xds-dir "$RUN/xds" --node "$NODE" --admin-port 9901 \
 	--upstream-dns "$DNS" --out "$RUN/envoy-bootstrap.yaml"
 
+# meshext run renders the meshext filter (--plugin on, stock): Envoy loads
+# bin/libmeshext.so, which `make plugin` built.
+export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$ROOT/bin" GODEBUG=cgocheck=0
+
 # Envoy creates its listeners in its own cgroup (the proxy cgroup of the eBPF
 # redirect), so its own upstream connections are never redirected.
 CG2=""
