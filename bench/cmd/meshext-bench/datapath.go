@@ -116,8 +116,8 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. Client, Envoy and upstream share the machine's cores.\n\n",
 		cfg.rounds, cfg.durations, cfg.warmup)
 	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster, no access log); (b+log) %s (b plus the stdout access log with the format (c) renders: a diagnostic variant that attributes the (c)/(b) gap); "+
-		"(c) %s (a generated MES + a Dataplane with an outbound on 127.0.0.1, rendered by `meshext render`, run from its static `bootstrap.json`; Envoy's stdout, hence the access log, goes to a file); "+
-		"(d) %s (c with `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules` filter before the router, deciding every request against a one-MES table with a mesh-wide allow policy; the harness inserts the filter into the rendered config, since render does not emit it yet).\n\n",
+		"(c) %s (a generated MES + a Dataplane with an outbound on 127.0.0.1, rendered by `meshext render --plugin off`: egress authorization by native Envoy RBAC, no Go in Envoy; run from its static `bootstrap.json`; Envoy's stdout, hence the access log, goes to a file); "+
+		"(d) %s (`meshext render` with its default `--plugin on`: the meshext Go filter, `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules`, decides every request; no MeshTrafficPermission, so every request is allowed after a table lookup).\n\n",
 		variants[vA].name, variants[vB].name, variants[vBLog].name, variants[vC].name, variants[vD].name)
 	if len(missing) > 0 {
 		fmt.Fprintf(&md, "not available: missing %s\n\n", strings.Join(missing, ", "))
@@ -239,6 +239,9 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 		}
 		if vi == vC {
 			extras, accessLog = rc.Extras, rc.AccessLogFormat
+		}
+		if vi == vD && rc.FilterByHarness {
+			extras = append(extras, "this meshext render does not emit the Go filter, so meshext-bench inserted it into (d) before the router")
 		}
 		runs[vi].envoy, err = envoyproc.Start(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env)
 		if err != nil {

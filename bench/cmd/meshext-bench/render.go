@@ -36,6 +36,8 @@ type renderedConfig struct {
 	Env        []string // extra environment for Envoy
 	Commands   []string // how the config was made, for the report
 	Extras     []string // what the rendered config has that the hand-written one lacks
+	// FilterByHarness: (d)'s filter was inserted by meshext-bench, not render.
+	FilterByHarness bool
 	// AccessLogFormat is the text format of the rendered access log ("" = none).
 	AccessLogFormat string
 }
@@ -221,10 +223,21 @@ func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 		return rc, err
 	}
 	var argv []string
-	if rd.hasRenderCLI() {
+	renderHelp := rd.renderHelp()
+	pluginFlag := strings.Contains(renderHelp, "-plugin")
+	if strings.Contains(renderHelp, "Usage: meshext render") {
 		// What users run: meshext render writes <out>/<node>/bootstrap.json.
+		// With --plugin, (c) is --plugin off (native HTTP RBAC, no Go in
+		// Envoy) and (d) the default --plugin on (the meshext Go filter).
 		out := filepath.Join(r.Dir, "out")
 		argv = []string{rd.meshext, "render", filepath.Join(r.Dir, "mes.yaml"), filepath.Join(r.Dir, "dataplane.yaml"), "--out", out}
+		if pluginFlag {
+			if r.WithFilter {
+				argv = append(argv, "--plugin", "on")
+			} else {
+				argv = append(argv, "--plugin", "off")
+			}
+		}
 		rc.ConfigPath = filepath.Join(out, "default.bench", "bootstrap.json")
 	} else {
 		// Older trees: the same library calls through meshext-cpbench.
@@ -251,23 +264,27 @@ func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 		if err != nil {
 			return rc, err
 		}
+		data, _ := os.ReadFile(rc.ConfigPath)
+		rc.FilterByHarness = !strings.Contains(string(data), dynamicModuleFilter)
 		withFilter := filepath.Join(r.Dir, "envoy-filter.json")
 		if rc.Env, err = addFilter(rc.ConfigPath, withFilter, listener, rd.plugin, fcfg); err != nil {
 			return rc, err
 		}
-		rc.ConfigPath = withFilter
-		rc.Commands = append(rc.Commands, "# "+withFilter+": the same with the meshext filter before the router (inserted by meshext-bench)")
+		if rc.FilterByHarness {
+			rc.ConfigPath = withFilter
+			rc.Commands = append(rc.Commands, "# "+withFilter+": the same with the meshext filter before the router (inserted by meshext-bench)")
+		}
 	}
 	return rc, nil
 }
 
-// hasRenderCLI reports whether this meshext has the render command.
-func (rd renderer) hasRenderCLI() bool {
+// renderHelp is `meshext render --help` ("" without a meshext binary).
+func (rd renderer) renderHelp() string {
 	if rd.meshext == "" {
-		return false
+		return ""
 	}
 	out, _ := runBounded(10*time.Second, rd.meshext, "render", "--help")
-	return strings.Contains(out, "Usage: meshext render")
+	return out
 }
 
 func runBounded(d time.Duration, name string, args ...string) (string, error) {
