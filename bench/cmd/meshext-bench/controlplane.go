@@ -17,6 +17,7 @@ import (
 type cpConfig struct {
 	quick                   bool
 	cpbench, meshext, envoy string
+	plugin                  string // libmeshext.so ("" = meshext run --plugin off)
 	workDir                 string
 }
 
@@ -100,7 +101,7 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 	fmt.Fprintf(&b, "A real Envoy (`--concurrency 1`) reads the file drop through `render.Bootstrap` (path_config_source + watched_directory). After its initial config is applied, "+
 		"one MES's endpoint port is edited in its resource file %d times; pipeline = edit + load → build → render → write; apply = from the renamed cds.json to Envoy's "+
 		"`cluster_manager.cds.version_text` stat equal to the file's `version_info` (admin polled every 2 ms); total = edit → Envoy reports the version. Median and max over the changes.\n\n", changes)
-	b.WriteString("| N MES | Envoy initial load | Envoy RSS | Envoy inotify instances | pipeline p50 / max | Envoy apply p50 / max | edit → Envoy p50 / max | rejected updates |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| N MES | Envoy initial load | Envoy RSS | Envoy inotify instances | pipeline p50 / max | Envoy apply p50 / max | edit → Envoy p50 / max | rejected updates (CDS/LDS) |\n|---|---|---|---|---|---|---|---|\n")
 	cmds = nil
 	for _, n := range applySizes {
 		if ctx.Err() != nil {
@@ -207,7 +208,7 @@ func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, 
 		"by file drop (`--xds file`) or over ADS (`--xds ads`). A MES's endpoint port is edited %d times. file: drop = edit → `meshext run` renamed a cds.json with a new version "+
 		"(includes the debounce), edit → Envoy = until Envoy's `cluster_manager.cds.version_text` equals it; start = `meshext run` start → first drop, initial load = Envoy start → that version. "+
 		"ads: initial load = `meshext run` and Envoy start → every cluster active; edit → Envoy = until Envoy's CDS version_text moves.\n\n", changes)
-	b.WriteString("| N MES | xds | run start → first drop | Envoy initial load | edit → drop p50 / max | edit → Envoy p50 / max | meshext run RSS | Envoy RSS | Envoy inotify instances | rejected updates |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| N MES | xds | run start → first drop | Envoy initial load | edit → drop p50 / max | edit → Envoy p50 / max | meshext run RSS | Envoy RSS | Envoy inotify instances | rejected updates (CDS/LDS) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	var cmds []string
 	for _, n := range sizes {
 		for _, mode := range []string{"file", "ads"} {
@@ -217,6 +218,9 @@ func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, 
 			fmt.Fprintf(os.Stderr, "bench: control plane meshext run --xds %s N=%d\n", mode, n)
 			dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-run-%s-%d", mode, n))
 			argv := []string{cfg.cpbench, "run", "-xds", mode, "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-meshext", cfg.meshext, "-changes", strconv.Itoa(changes)}
+			if cfg.plugin != "" {
+				argv = append(argv, "-plugin", cfg.plugin)
+			}
 			cmds = append(cmds, shellJoin(relArgv(argv)))
 			r, _, err := runCP(ctx, argv, limit)
 			if err != nil {

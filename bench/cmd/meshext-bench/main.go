@@ -145,7 +145,7 @@ func run(args []string) int {
 		}))
 	}
 	if want["controlplane"] {
-		rep.WriteString(runControlPlane(ctx, cpConfig{quick: quick, cpbench: o.cpbench, meshext: o.meshext, envoy: o.envoy, workDir: work}))
+		rep.WriteString(runControlPlane(ctx, cpConfig{quick: quick, cpbench: o.cpbench, meshext: o.meshext, envoy: o.envoy, plugin: o.plugin, workDir: work}))
 	}
 	if want["gobench"] {
 		rep.WriteString(runGoBenchmarks(ctx, o.gobin, o.repo, quick))

@@ -82,6 +82,7 @@ func main() {
 	envoy := fs.String("envoy", "", "Envoy binary (apply)")
 	changes := fs.Int("changes", 5, "single-MES changes to time (apply, run)")
 	meshext := fs.String("meshext", "", "meshext CLI (run)")
+	plugin := fs.String("plugin", "", "libmeshext.so for Envoy when meshext run renders the Go filter; \"\" = run with --plugin off (run)")
 	debounce := fs.Duration("debounce", 200*time.Millisecond, "meshext run --debounce (run)")
 	xdsMode := fs.String("xds", "file", "meshext run --xds: file or ads (run)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file (stages, apply)")
@@ -125,9 +126,9 @@ func main() {
 		}
 		switch *xdsMode {
 		case "file":
-			res, err = viaRun(*n, *dir, *envoy, *meshext, *changes, *debounce)
+			res, err = viaRun(*n, *dir, *envoy, *meshext, *plugin, *changes, *debounce)
 		case "ads":
-			res, err = viaRunADS(*n, *dir, *envoy, *meshext, *changes, *debounce)
+			res, err = viaRunADS(*n, *dir, *envoy, *meshext, *plugin, *changes, *debounce)
 		default:
 			usage()
 			exit(2)
@@ -153,7 +154,7 @@ func exit(code int) {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: meshext-cpbench stages -n N -dir DIR
        meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]
-       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-xds file|ads] [-changes K] [-debounce D]
+       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-xds file|ads] [-plugin libmeshext.so] [-changes K] [-debounce D]
        meshext-cpbench static -res DIR -node MESH.DATAPLANE -out FILE`)
 }
 

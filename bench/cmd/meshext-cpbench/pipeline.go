@@ -196,6 +196,6 @@ func apply(n int, dir, envoyBin string, changes int) (*Result, error) {
 		r.ChangeApplyMS = append(r.ChangeApplyMS, ms(wait))
 		r.ChangeTotalMS = append(r.ChangeTotalMS, ms(time.Since(t0)))
 	}
-	r.EnvoyRejected = e.Stat("cluster_manager.cds.update_rejected")
+	r.EnvoyRejected = rejected(e)
 	return r, nil
 }

@@ -19,7 +19,7 @@ import (
 // viaRun measures what a user sees: the real `meshext run` (fsnotify,
 // debounce, reload) feeding a real Envoy through file drops; each change is
 // timed from the resource-file edit to Envoy reporting the new CDS version.
-func viaRun(n int, dir, envoyBin, meshext string, changes int, debounce time.Duration) (*Result, error) {
+func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce time.Duration) (*Result, error) {
 	resDir := filepath.Join(dir, "resources")
 	xdsDir := abs(filepath.Join(dir, "xds"))
 	files, err := generate(resDir, n)
@@ -82,7 +82,7 @@ func viaRun(n int, dir, envoyBin, meshext string, changes int, debounce time.Dur
 		return r, err
 	}
 	t1 := time.Now()
-	e, err := envoyproc.Start(envoyBin, bootPath, dir, "run-envoy", nil)
+	e, err := envoyproc.Start(envoyBin, bootPath, dir, "run-envoy", pluginEnv(plugin))
 	if err != nil {
 		return r, err
 	}
@@ -119,7 +119,7 @@ func viaRun(n int, dir, envoyBin, meshext string, changes int, debounce time.Dur
 		r.ChangeTotalMS = append(r.ChangeTotalMS, ms(time.Since(t0)))
 		want = next
 	}
-	r.EnvoyRejected = e.Stat("cluster_manager.cds.update_rejected")
+	r.EnvoyRejected = rejected(e)
 	r.ControllerRSSMB = envoyproc.RSSMB(cmd.Process.Pid)
 	return r, nil
 }
@@ -149,7 +149,7 @@ func userBootstrap(meshext, xdsDir string, admin int, out, nodeDir string) error
 // viaRunADS is viaRun over ADS: `meshext run --xds ads` and an Envoy from
 // `meshext bootstrap --xds ads`. There is no file to read the new version
 // from, so a change counts as applied when Envoy's CDS version_text moves.
-func viaRunADS(n int, dir, envoyBin, meshext string, changes int, debounce time.Duration) (*Result, error) {
+func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, debounce time.Duration) (*Result, error) {
 	resDir := filepath.Join(dir, "resources")
 	files, err := generate(resDir, n)
 	if err != nil {
@@ -192,7 +192,7 @@ func viaRunADS(n int, dir, envoyBin, meshext string, changes int, debounce time.
 			<-exited
 		}
 	}()
-	e, err := envoyproc.Start(envoyBin, bootPath, dir, "run-ads-envoy", nil)
+	e, err := envoyproc.Start(envoyBin, bootPath, dir, "run-ads-envoy", pluginEnv(plugin))
 	if err != nil {
 		return r, err
 	}
@@ -233,11 +233,44 @@ func viaRunADS(n int, dir, envoyBin, meshext string, changes int, debounce time.
 		}
 		r.ChangeTotalMS = append(r.ChangeTotalMS, ms(time.Since(t0)))
 	}
-	r.EnvoyRejected = e.Stat("cluster_manager.cds.update_rejected")
+	r.EnvoyRejected = rejected(e)
 	r.ControllerRSSMB = envoyproc.RSSMB(cmd.Process.Pid)
 	return r, nil
 }
 
 func cdsVersion(e *envoyproc.Proc) string {
 	return strings.Trim(e.Stat("cluster_manager.cds.version_text"), `"`)
+}
+
+// pluginArgs: with the plugin library, meshext run renders the Go filter (its
+// default); without it, native RBAC, so Envoy can load the config either way.
+func pluginArgs(meshext, plugin string) []string {
+	out, _ := exec.Command(meshext, "run", "--help").CombinedOutput()
+	if !strings.Contains(string(out), "-plugin") {
+		return nil
+	}
+	if plugin == "" {
+		return []string{"--plugin", "off"}
+	}
+	return []string{"--plugin", "on"}
+}
+
+// pluginEnv lets stock Envoy find libmeshext.so (a Go module: cgocheck off).
+func pluginEnv(plugin string) []string {
+	if plugin == "" {
+		return nil
+	}
+	return []string{"GODEBUG=cgocheck=0", "ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + filepath.Dir(abs(plugin))}
+}
+
+// rejected is Envoy's count of rejected CDS and LDS updates, "cds/lds".
+func rejected(e *envoyproc.Proc) string {
+	return orZero(e.Stat("cluster_manager.cds.update_rejected")) + "/" + orZero(e.Stat("listener_manager.lds.update_rejected"))
+}
+
+func orZero(s string) string {
+	if s == "" {
+		return "0"
+	}
+	return s
 }
