@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshext/meshext/e2e/testenv"
+)
+
+// Fixed ports of this test (23000-23099 are its own; e2e tests run one at a time).
+const (
+	authzHTTP   = "127.0.0.1:23000"
+	authzGRPC   = "127.0.0.1:23001"
+	authzTCP    = "127.0.0.1:23002"
+	authzHTTPS  = "127.0.0.1:23003"
+	authzProxy  = "127.0.0.1:23080"
+	authzNodeID = "default.authz"
+)
+
+// authzDataplane is the source of every request: kuma.io/service authz-web.
+const authzDataplane = `type: Dataplane
+mesh: default
+name: authz
+networking:
+  address: 127.0.0.1
+  transparentProxying: {redirectPortOutbound: 15105}
+  inbound:
+    - port: 23050
+      servicePort: 80
+      serviceAddress: 127.0.0.12
+      tags:
+        kuma.io/service: authz-web
+        version: v1
+  outbound:
+    - port: 23000
+      backendRef: {kind: MeshExternalService, name: mes-http}
+    - port: 23001
+      backendRef: {kind: MeshExternalService, name: mes-grpc}
+    - port: 23002
+      backendRef: {kind: MeshExternalService, name: mes-tcp}
+    - port: 23003
+      backendRef: {kind: MeshExternalService, name: mes-https}
+`
+
+const denyAuthzWeb = `type: MeshTrafficPermission
+name: deny-authz-web
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  from:
+    - targetRef: {kind: MeshService, name: authz-web}
+      default: {action: Deny}
+`
+
+const allowAuthzWebHTTP = `type: MeshTrafficPermission
+name: allow-authz-web-http
+mesh: default
+spec:
+  targetRef: {kind: MeshExternalService, name: mes-http}
+  from:
+    - targetRef: {kind: MeshSubset, tags: {version: v1}}
+      default: {action: Allow}
+`
+
+const forbiddingMesh = `type: Mesh
+name: default
+routing:
+  defaultForbidMeshExternalServiceAccess: true
+`
+
+// curlCode runs curl and returns the HTTP status and body.
+func curlCode(t *testing.T, curl string, args ...string) (int, string) {
+	t.Helper()
+	out, err := run(t, 20*time.Second, "", curl, append([]string{"-s", "-w", "\n%{http_code}"}, args...)...)
+	i := strings.LastIndexByte(out, '\n')
+	code, cerr := strconv.Atoi(strings.TrimSpace(out[i+1:]))
+	if err != nil || cerr != nil {
+		t.Fatalf("curl %v: %v\n%s", args, err, out)
+	}
+	return code, out[:i]
+}
+
+// counter reads one Envoy stat (0 when absent).
+func (m *meshEnv) counter(t *testing.T, name string) int {
+	t.Helper()
+	body, err := m.envoy.Get("/stats?filter=" + regexp.QuoteMeta(name) + "$")
+	require.NoError(t, err)
+	for _, line := range strings.Split(body, "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok && k == name {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// TestEgressAuthorization drives MeshTrafficPermission and the Mesh's
+// defaultForbidMeshExternalServiceAccess through `meshext run` file drops
+// into one real stock Envoy running libmeshext.so, never restarted.
+func TestEgressAuthorization(t *testing.T) {
+	_, caFile, hostsFile := standIns(t)
+	curl := testenv.Tool(t, "curl")
+	grpcurl := testenv.Tool(t, "grpcurl")
+	nc := testenv.Tool(t, "nc")
+
+	drop := filepath.Join(t.TempDir(), "drop")
+	require.NoError(t, os.MkdirAll(drop, 0o755))
+	for _, f := range []string{"hostname-generator.yaml", "mes-http.yaml", "mes-https.yaml", "mes-grpc.yaml", "mes-tcp.yaml"} {
+		copyFile(t, filepath.Join(testenv.RepoRoot(), "examples", f), filepath.Join(drop, f))
+	}
+	writeFile(t, filepath.Join(drop, "dataplane-authz.yaml"), authzDataplane)
+	m := startMesh(t, drop, meshOpts{nodeID: authzNodeID, hostsFile: hostsFile, systemCA: caFile,
+		runArgs: []string{"--http-proxy-listen", authzProxy}})
+	for _, a := range []string{authzHTTP, authzGRPC, authzTCP, authzHTTPS, authzProxy} {
+		m.waitListener(t, a)
+	}
+	proxy := []string{"--proxy", "http://" + authzProxy}
+	grpcList := func() (string, error) {
+		return run(t, 20*time.Second, "", grpcurl, "-plaintext", authzGRPC, "list")
+	}
+	tcpEcho := func() string {
+		out, _ := run(t, 20*time.Second, "echo this\n", nc, "-q", "3", "127.0.0.1", "23002")
+		return out
+	}
+
+	t.Run("no policy: everything allowed", func(t *testing.T) {
+		code, body := curlCode(t, curl, "http://"+authzHTTP+"/get")
+		assert.Equal(t, 200, code, body)
+		out, err := grpcList()
+		assert.NoError(t, err, out)
+		assert.Contains(t, out, "grpc.health.v1.Health")
+		assert.Equal(t, "echo this\n", tcpEcho())
+	})
+	t.Run("forward proxy reaches an HTTP MES by its generated hostname", func(t *testing.T) {
+		code, body := curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...)
+		require.Equal(t, 200, code, body)
+		assert.Contains(t, body, `"url"`)
+		// The cluster header the filter sets never reaches the upstream.
+		assert.NotContains(t, strings.ToLower(body), "x-meshext-cluster")
+		// Any case, trailing dot, with the port: still the same MES.
+		code, body = curlCode(t, curl, append(proxy, "http://MES-HTTPS.svc.meshext.local.:80/get")...)
+		require.Equal(t, 200, code, body)
+		assert.Contains(t, body, "https://httpbin.org/get", "mes-https originated TLS")
+	})
+	t.Run("forward proxy: unknown host is 404", func(t *testing.T) {
+		code, body := curlCode(t, curl, append(proxy, "http://nope.svc.meshext.local/get")...)
+		assert.Equal(t, 404, code, body)
+		assert.Contains(t, body, `no MeshExternalService matches host "nope.svc.meshext.local"`)
+	})
+
+	ldsBefore := m.counter(t, "listener_manager.lds.update_success")
+	writeFile(t, filepath.Join(drop, "mtp.yaml"), denyAuthzWeb)
+	t.Run("Deny policy dropped in: 403, gRPC PERMISSION_DENIED, TCP closed", func(t *testing.T) {
+		eventually(t, 20*time.Second, "403 after the Deny policy", func() error {
+			if code, body := curlCode(t, curl, "http://"+authzHTTP+"/get"); code != 403 {
+				return fmt.Errorf("got %d %s", code, body)
+			}
+			return nil
+		})
+		code, body := curlCode(t, curl, "http://"+authzHTTP+"/get")
+		assert.Equal(t, 403, code)
+		assert.Contains(t, body, `access to MeshExternalService "mes-http" in mesh "default" from "authz-web" denied by MeshTrafficPermission "deny-authz-web"`)
+		code, body = curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...)
+		assert.Equal(t, 403, code, body)
+
+		out, err := grpcList()
+		assert.Error(t, err, out)
+		assert.Contains(t, out, "PermissionDenied", "grpc-status 7")
+		assert.Contains(t, out, "deny-authz-web")
+
+		// The denied source's chain never connects upstream (network RBAC
+		// alone would act only on the first client bytes).
+		upstreamCx := "cluster.meshext_default_mes-tcp.upstream_cx_total"
+		eventually(t, 20*time.Second, "TCP connection closed", func() error {
+			before := m.counter(t, upstreamCx)
+			if out := tcpEcho(); out != "" {
+				return fmt.Errorf("echo came back: %q", out)
+			}
+			if after := m.counter(t, upstreamCx); after != before {
+				return fmt.Errorf("%s went %d -> %d", upstreamCx, before, after)
+			}
+			return nil
+		})
+		assert.Greater(t, m.counter(t, "listener_manager.lds.update_success"), ldsBefore, "delivered as an LDS update to the running Envoy")
+	})
+
+	writeFile(t, filepath.Join(drop, "mesh.yaml"), forbiddingMesh)
+	writeFile(t, filepath.Join(drop, "mtp.yaml"), allowAuthzWebHTTP)
+	t.Run("defaultForbidMeshExternalServiceAccess: only what an Allow policy matches", func(t *testing.T) {
+		eventually(t, 20*time.Second, "mes-http allowed by its Allow policy", func() error {
+			if code, body := curlCode(t, curl, "http://"+authzHTTP+"/get"); code != 200 {
+				return fmt.Errorf("got %d %s", code, body)
+			}
+			return nil
+		})
+		code, body := curlCode(t, curl, "http://"+authzHTTPS+"/get")
+		assert.Equal(t, 403, code, body)
+		assert.Contains(t, body, `"mes-https"`)
+		code, body = curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...)
+		assert.Equal(t, 200, code, body)
+		code, body = curlCode(t, curl, append(proxy, "http://mes-https.svc.meshext.local/get")...)
+		assert.Equal(t, 403, code, body)
+		out, err := grpcList()
+		assert.Error(t, err, out)
+		assert.Contains(t, out, "PermissionDenied")
+		assert.Equal(t, "", tcpEcho())
+	})
+}
