@@ -113,9 +113,19 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 	t.Fatalf("%s: not within %s: %v", what, timeout, err)
 }
 
-// freePort returns a loopback port that is free for TCP and UDP at the moment.
+// handedOut remembers ports freePort returned, so two callers (say the DNS
+// and status addresses of one meshext run) never get the same one.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// freePort returns a loopback port that is free for TCP and UDP at the
+// moment and was not returned before in this test binary.
 func freePort(t *testing.T) int {
 	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	for i := 0; i < 50; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -126,7 +136,10 @@ func freePort(t *testing.T) int {
 		l.Close()
 		if err == nil {
 			u.Close()
-			return port
+			if !handedOut[port] {
+				handedOut[port] = true
+				return port
+			}
 		}
 	}
 	t.Fatal("no free port")
