@@ -215,3 +215,44 @@ func TestEgressAuthorization(t *testing.T) {
 		assert.Equal(t, "", tcpEcho())
 	})
 }
+
+// TestEgressAuthorizationWithoutPlugin: with --plugin off the same policies
+// are enforced by native Envoy RBAC (no Go in Envoy): never silently open.
+func TestEgressAuthorizationWithoutPlugin(t *testing.T) {
+	_, caFile, hostsFile := standIns(t)
+	curl := testenv.Tool(t, "curl")
+	grpcurl := testenv.Tool(t, "grpcurl")
+
+	drop := filepath.Join(t.TempDir(), "drop")
+	require.NoError(t, os.MkdirAll(drop, 0o755))
+	for _, f := range []string{"hostname-generator.yaml", "mes-http.yaml", "mes-https.yaml", "mes-grpc.yaml", "mes-tcp.yaml"} {
+		copyFile(t, filepath.Join(testenv.RepoRoot(), "examples", f), filepath.Join(drop, f))
+	}
+	writeFile(t, filepath.Join(drop, "dataplane-authz.yaml"), authzDataplane)
+	writeFile(t, filepath.Join(drop, "mesh.yaml"), forbiddingMesh)
+	writeFile(t, filepath.Join(drop, "mtp.yaml"), allowAuthzWebHTTP)
+	m := startMesh(t, drop, meshOpts{nodeID: authzNodeID, hostsFile: hostsFile, systemCA: caFile,
+		runArgs: []string{"--http-proxy-listen", authzProxy, "--plugin", "off"}})
+	for _, a := range []string{authzHTTP, authzGRPC, authzHTTPS, authzProxy} {
+		m.waitListener(t, a)
+	}
+	proxy := []string{"--proxy", "http://" + authzProxy}
+
+	code, body := curlCode(t, curl, "http://"+authzHTTP+"/get")
+	assert.Equal(t, 200, code, "allowed by allow-authz-web-http: %s", body)
+	code, body = curlCode(t, curl, "http://"+authzHTTPS+"/get")
+	assert.Equal(t, 403, code, "mesh forbids by default: %s", body)
+	code, body = curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...)
+	assert.Equal(t, 200, code, body)
+	code, body = curlCode(t, curl, append(proxy, "http://mes-https.svc.meshext.local/get")...)
+	assert.Equal(t, 403, code, body)
+	code, body = curlCode(t, curl, append(proxy, "http://nope.svc.meshext.local/get")...)
+	assert.Equal(t, 404, code, body)
+	out, err := run(t, 20*time.Second, "", grpcurl, "-plaintext", authzGRPC, "list")
+	assert.Error(t, err, out)
+	assert.Contains(t, out, "PermissionDenied")
+	lds, err := os.ReadFile(filepath.Join(m.xds, authzNodeID, "lds.json"))
+	require.NoError(t, err)
+	assert.NotContains(t, string(lds), "envoy.filters.http.dynamic_modules", "no Go filter rendered")
+	assert.Contains(t, string(lds), "envoy.filters.http.rbac")
+}
