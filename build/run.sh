@@ -54,7 +54,7 @@ wait_for 20 "stand-ins" grep -q '^ready' "$RUN/standins.log"
 KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH="$RUN/standins/ca.crt" \
 bin/meshext run --dir examples --state-dir "$RUN/state" --xds file --xds-dir "$RUN/xds" \
 	--dns-listen "$DNS" --dns-hosts "$RUN/standins/hosts" --upstream-dns "$DNS" \
-	--status-listen "$STATUS" >"$RUN/meshext.log" 2>&1 &
+	--status-listen "$STATUS" --http-proxy-listen 127.0.0.1:15080 >"$RUN/meshext.log" 2>&1 &
 pids+=($!)
 wait_for 20 "meshext run" test -f "$RUN/xds/$NODE/lds.json"
 
@@ -100,6 +100,8 @@ Logs: $RUN/{meshext,envoy,standins}.log
 
 The seed's Dataplane "example" has an outbound on 127.0.0.1:8080 for mes-http:
   curl -s http://127.0.0.1:8080/get
+Any HTTP MeshExternalService by its generated hostname, through the forward proxy:
+  http_proxy=http://127.0.0.1:15080 curl -s http://mes-http.svc.meshext.local/get
 
 bin/meshext inspect examples --state-dir $RUN/state    # VIPs, hostnames, TLS, access
 EOM
