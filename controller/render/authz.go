@@ -6,6 +6,7 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
@@ -193,10 +194,15 @@ func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv
 			}
 			return []*listenerv3.Filter{f}, nil, !e.Decide().Allowed(), nil
 		}
-		a, err := pack(rbac.HTTP(e, rbac.ByListenerOwner))
+		// By listener owner the rules depend only on the decision: pack each once.
+		d := e.Decide()
+		v, err := r.shared.get("rbac-http:"+string(d.Action)+":"+d.Reason.String()+":"+d.Policy, func() (any, error) {
+			return pack(rbac.HTTP(e, rbac.ByListenerOwner))
+		})
 		if err != nil {
 			return nil, nil, false, err
 		}
+		a := v.(*anypb.Any)
 		return nil, []*hcmv3.HttpFilter{{Name: rbac.HTTPFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}}, false, nil
 	}
 	f, err := r.meshextFilter(&egress.FilterConfig{
