@@ -37,9 +37,9 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 	}
 	defer logf.Close()
 	t0 := time.Now()
-	cmd := exec.Command(meshext, "run", "--plugin", "off", // this Envoy has no libmeshext.so: native RBAC
-		"--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
-		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", "warn")
+	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
+		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", "warn"},
+		pluginArgs(meshext, plugin)...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return r, err
@@ -174,9 +174,9 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 		return r, fmt.Errorf("meshext bootstrap --xds ads: %v: %s", err, out)
 	}
 	t0 := time.Now()
-	cmd := exec.Command(meshext, "run", "--plugin", "off", // this Envoy has no libmeshext.so: native RBAC
-		"--dir", resDir, "--xds", "ads", "--ads-listen", ads,
-		"--status-listen", status, "--debounce", debounce.String(), "--log-level", "warn")
+	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "ads", "--ads-listen", ads,
+		"--status-listen", status, "--debounce", debounce.String(), "--log-level", "warn"},
+		pluginArgs(meshext, plugin)...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return r, err
