@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -157,6 +161,23 @@ func TestEgressAuthorization(t *testing.T) {
 		assert.Contains(t, body, `no MeshExternalService matches host "nope.svc.meshext.local"`)
 	})
 
+	// A keep-alive connection opened before the change.
+	keepAlive := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	t.Cleanup(keepAlive.CloseIdleConnections)
+	reused := func() (int, bool) {
+		var r bool
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { r = i.Reused }})
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+authzHTTP+"/get", nil)
+		require.NoError(t, err)
+		resp, err := keepAlive.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, r
+	}
+	code, _ := reused()
+	require.Equal(t, 200, code)
+
 	ldsBefore := m.counter(t, "listener_manager.lds.update_success")
 	writeFile(t, filepath.Join(drop, "mtp.yaml"), denyAuthzWeb)
 	t.Run("Deny policy dropped in: 403, gRPC PERMISSION_DENIED, TCP closed", func(t *testing.T) {
@@ -169,6 +190,13 @@ func TestEgressAuthorization(t *testing.T) {
 		code, body := curlCode(t, curl, "http://"+authzHTTP+"/get")
 		assert.Equal(t, 403, code)
 		assert.Contains(t, body, `access to MeshExternalService "mes-http" in mesh "default" from "authz-web" denied by MeshTrafficPermission "deny-authz-web"`)
+		// The connection opened before the change is decided by the new
+		// policy too (the filter's tableKey swaps the live table). Envoy
+		// drains the old filter chain gradually, so it may rarely close the
+		// connection first; then this is one more new connection.
+		kc, kr := reused()
+		assert.Equal(t, 403, kc)
+		t.Logf("keep-alive connection from before the change reused: %v", kr)
 		code, body = curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...)
 		assert.Equal(t, 403, code, body)
 
