@@ -219,6 +219,17 @@ func TestEgressAuthorization(t *testing.T) {
 			return nil
 		})
 		assert.Greater(t, m.counter(t, "listener_manager.lds.update_success"), ldsBefore, "delivered as an LDS update to the running Envoy")
+		// Decisions show in the access log and the filter's counters.
+		eventually(t, 10*time.Second, "access log of the denials", func() error {
+			log := m.envoyLog()
+			for _, want := range []string{"details=meshext_egress_denied authz=Deny policy=deny-authz-web", "cluster=meshext_denied"} {
+				if !strings.Contains(log, want) {
+					return fmt.Errorf("no %q in the Envoy log", want)
+				}
+			}
+			return nil
+		})
+		assert.Positive(t, m.counter(t, "dynamicmodulescustom.meshext_denied"))
 	})
 
 	writeFile(t, filepath.Join(drop, "mesh.yaml"), forbiddingMesh)
@@ -279,6 +290,12 @@ func TestEgressAuthorizationWithoutPlugin(t *testing.T) {
 	out, err := run(t, 20*time.Second, "", grpcurl, "-plaintext", authzGRPC, "list")
 	assert.Error(t, err, out)
 	assert.Contains(t, out, "PermissionDenied")
+	eventually(t, 10*time.Second, "access log names the RBAC policy", func() error {
+		if want := "rbac_access_denied_matched_policy[meshext:mesh-default]"; !strings.Contains(m.envoyLog(), want) {
+			return fmt.Errorf("no %q in the Envoy log", want)
+		}
+		return nil
+	})
 	lds, err := os.ReadFile(filepath.Join(m.xds, authzNodeID, "lds.json"))
 	require.NoError(t, err)
 	assert.NotContains(t, string(lds), "envoy.filters.http.dynamic_modules", "no Go filter rendered")

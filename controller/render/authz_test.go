@@ -238,8 +238,23 @@ func TestAuthzSourceAndDecisions(t *testing.T) {
 	if err := fs[1].GetTypedConfig().UnmarshalTo(&tp); err != nil {
 		t.Fatal(err)
 	}
-	if tp.GetCluster() != UnknownDestinationCluster {
-		t.Errorf("denied tcp_proxy cluster = %q, want %q", tp.GetCluster(), UnknownDestinationCluster)
+	if tp.GetCluster() != DeniedCluster {
+		t.Errorf("denied tcp_proxy cluster = %q, want %q", tp.GetCluster(), DeniedCluster)
+	}
+	found := false
+	for _, c := range n.Clusters {
+		found = found || c.Name == DeniedCluster
+	}
+	if !found {
+		t.Errorf("no %s cluster on the node", DeniedCluster)
+	}
+	// Without a denied tcp service there is no such cluster.
+	w2 := authzWorld()
+	w2.Permissions = nil
+	for _, c := range onlyNode(t, mustRender(t, w2, Options{})).Clusters {
+		if c.Name == DeniedCluster {
+			t.Errorf("%s rendered with nothing denied", DeniedCluster)
+		}
 	}
 }
 

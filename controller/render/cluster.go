@@ -259,12 +259,21 @@ func inboundCluster(name, addr string, port uint32) (*clusterv3.Cluster, error) 
 // service's VIP:port is closed at once and logged with flag UH.
 const UnknownDestinationCluster = "meshext_unknown_destination"
 
+// DeniedCluster has no endpoints either: a TCP service's chain proxies to it
+// when the node's source is denied, so the connection is closed without
+// reaching the service and the access log says cluster=meshext_denied.
+const DeniedCluster = "meshext_denied"
+
 func unknownDestinationCluster() (*clusterv3.Cluster, error) {
+	return emptyCluster(UnknownDestinationCluster)
+}
+
+func emptyCluster(name string) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
-		Name:                 UnknownDestinationCluster,
+		Name:                 name,
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: UnknownDestinationCluster},
+		LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: name},
 	}
 	if err := validate(c); err != nil {
 		return nil, err

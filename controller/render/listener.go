@@ -38,7 +38,10 @@ const (
 	httpLogFormat = `[%START_TIME%] meshext http %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% ` +
 		`"%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% ` +
 		`cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% ` +
-		`rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%"` + "\n"
+		`rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%" ` +
+		// Authorization: the meshext filter's decision and deciding policy
+		// (native RBAC names its policy in the details instead).
+		`details=%RESPONSE_CODE_DETAILS% authz=%DYNAMIC_METADATA(meshext:action)% policy=%DYNAMIC_METADATA(meshext:policy)%` + "\n"
 )
 
 func accessLogs(format string) ([]*accesslogv3.AccessLog, error) {
@@ -76,34 +79,35 @@ func networkFilter(name string, cfg proto.Message) (*listenerv3.Filter, error) {
 
 // serviceFilters is the network filter chain for traffic from node n to s:
 // authorization (authzFilters), then tcp_proxy or an HTTP connection manager.
-func (r *renderer) serviceFilters(n *Node, s *model.Service) ([]*listenerv3.Filter, error) {
+// closed reports a denied tcp service (its chain goes to DeniedCluster).
+func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Filter, closed bool, err error) {
 	netAuthz, httpAuthz, closed, err := r.authzFilters(n, s)
 	if err != nil {
-		return nil, fmt.Errorf("authorization: %w", err)
+		return nil, false, fmt.Errorf("authorization: %w", err)
 	}
 	cluster := s.ClusterName()
 	var last *listenerv3.Filter
 	switch s.Protocol {
 	case resource.ProtocolTCP, "":
 		if len(httpAuthz) > 0 {
-			return nil, fmt.Errorf("authorization: HTTP filters for a tcp service")
+			return nil, false, fmt.Errorf("authorization: HTTP filters for a tcp service")
 		}
 		upstream := cluster
 		if closed {
 			// Denied: never connect upstream (network RBAC only acts on the
 			// first client bytes; a server-first protocol would talk first).
-			upstream = UnknownDestinationCluster
+			upstream = DeniedCluster
 		}
 		last, err = r.tcpProxy(cluster, upstream)
 	case resource.ProtocolHTTP, resource.ProtocolHTTP2, resource.ProtocolGRPC:
 		last, err = r.httpConnectionManager(s, httpAuthz)
 	default:
-		return nil, fmt.Errorf("unknown protocol %q", s.Protocol)
+		return nil, false, fmt.Errorf("unknown protocol %q", s.Protocol)
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return append(append([]*listenerv3.Filter{}, netAuthz...), last), nil
+	return append(append([]*listenerv3.Filter{}, netAuthz...), last), closed, nil
 }
 
 // httpConnectionManager routes everything to the service's cluster, rewriting

@@ -299,14 +299,16 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	// Network filters per service, built once per node and shared by the
 	// transparent chain and any outbound listener of the same service.
 	filters := map[*model.Service][]*listenerv3.Filter{}
+	denied := false // some tcp chain goes to DeniedCluster
 	var ready []*rendered
 	for _, rs := range services {
-		f, err := r.serviceFilters(n, rs.svc)
+		f, closed, err := r.serviceFilters(n, rs.svc)
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
 			continue
 		}
 		filters[rs.svc] = f
+		denied = denied || closed
 		ready = append(ready, rs)
 		n.Clusters = append(n.Clusters, rs.cluster)
 		n.Secrets = append(n.Secrets, rs.secrets...)
@@ -367,6 +369,13 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 		return nil, nil, err
 	}
 	n.Clusters = append(n.Clusters, uc)
+	if denied {
+		dc, err := emptyCluster(DeniedCluster)
+		if err != nil {
+			return nil, nil, err
+		}
+		n.Clusters = append(n.Clusters, dc)
+	}
 	n.Listeners, warn = dedupeListeners(n.Listeners)
 	warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
 
