@@ -16,7 +16,8 @@ rm -rf "$RUN/xds"
 
 pids=()
 cleanup() {
-	trap - INT TERM EXIT
+	[ -n "${CLEANED:-}" ] && return
+	CLEANED=1
 	echo
 	echo "stopping..."
 	if [ -n "${REDIRECT:-}" ]; then bin/meshext redirect detach --dataplane example >/dev/null 2>&1 || true; fi
@@ -31,7 +32,9 @@ cleanup() {
 	if [ -n "${CG2:-}" ]; then rmdir "$CG2/meshext-demo" "$CG2/meshext-proxy" 2>/dev/null || true; fi
 	echo "stopped."
 }
-trap cleanup INT TERM EXIT
+on_signal() { cleanup; exit 130; }
+trap on_signal INT TERM
+trap cleanup EXIT
 
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 	local n=$(( $1 * 10 )) what=$2; shift 2
