@@ -1,0 +1,84 @@
+package envoyproc
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// CPUTicks reads utime+stime (clock ticks) of a process from /proc/<pid>/stat.
+func CPUTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return ParseStatTicks(string(b))
+}
+
+// ParseStatTicks extracts fields 14 (utime) and 15 (stime) from a
+// /proc/<pid>/stat line. The command name (field 2) may hold spaces and
+// parentheses, so fields are counted after the last ')'.
+func ParseStatTicks(line string) (int64, error) {
+	i := strings.LastIndexByte(line, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc stat line")
+	}
+	f := strings.Fields(line[i+1:])
+	// f[0] is field 3 (state); utime is field 14 → f[11], stime f[12].
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed /proc stat line: %d fields", len(f))
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed /proc stat times %q %q", f[11], f[12])
+	}
+	return u + s, nil
+}
+
+// ClockTicks is USER_HZ; 100 on every Linux architecture Go supports.
+const ClockTicks = 100
+
+// RSSMB is a process's resident set size in MB (VmRSS), 0 when unknown.
+func RSSMB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// InotifyInstances counts a process's inotify file descriptors (each is one
+// instance against fs.inotify.max_user_instances); -1 when unknown.
+func InotifyInstances(pid int) int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, e := range ents {
+		if t, err := os.Readlink(dir + "/" + e.Name()); err == nil && t == "anon_inode:inotify" {
+			n++
+		}
+	}
+	return n
+}
+
+// FreePort is an ephemeral loopback port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

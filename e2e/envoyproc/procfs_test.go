@@ -1,0 +1,36 @@
+package envoyproc
+
+import (
+	"github.com/meshext/meshext/e2e/testenv"
+	"os"
+	"syscall"
+	"testing"
+)
+
+func TestParseStatTicks(t *testing.T) {
+	// The comm field may hold spaces and ')'.
+	line := "4242 (envoy (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 3 0 100 1000 10"
+	got, err := ParseStatTicks(line)
+	if err != nil || got != 1290 {
+		t.Errorf("ticks = %d, %v; want 1290", got, err)
+	}
+	if _, err := ParseStatTicks("4242 envoy S 1"); err == nil {
+		t.Error("line without comm parsed without error")
+	}
+	if _, err := ParseStatTicks("1 (a) S 1 2"); err == nil {
+		t.Error("short line parsed without error")
+	}
+}
+
+func TestInotifyInstancesCountsOwn(t *testing.T) {
+	before := InotifyInstances(os.Getpid())
+	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
+	testenv.Require(t, err == nil, "inotify (inotify_init1)")
+	defer syscall.Close(fd)
+	if got := InotifyInstances(os.Getpid()); got != before+1 {
+		t.Errorf("inotify instances %d → %d, want +1", before, got)
+	}
+	if InotifyInstances(-1) != -1 {
+		t.Error("a missing process did not report -1")
+	}
+}
