@@ -4,142 +4,37 @@
 package envoytest
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/envoyproc"
 )
 
-// Envoy is a running Envoy process.
+// Envoy is a running Envoy process (Admin, Get, Stat come from envoyproc).
 type Envoy struct {
-	// Admin is host:port of the admin listener.
-	Admin string
-	log   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	*envoyproc.Proc
 }
 
 // Start runs Envoy with the bootstrap (JSON or YAML text) and waits, at most
-// 20 s, until its admin endpoint answers. The bootstrap's admin address should
-// use port 0; Envoy writes the real one to a file this reads. The process is
-// killed at test cleanup, and its log is printed when the test failed.
+// 20 s, until it is LIVE. The bootstrap's admin address should use port 0;
+// Envoy writes the real one to a file envoyproc reads. The process is
+// stopped at test cleanup, and its log is printed when the test failed.
 func Start(t testing.TB, bootstrap string) *Envoy {
 	t.Helper()
-	bin := testenv.Envoy(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "bootstrap.yaml")
-	if err := os.WriteFile(cfg, []byte(bootstrap), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	adminPath := filepath.Join(dir, "admin-address")
-	e := &Envoy{log: &syncBuffer{}}
-	cmd := exec.Command(bin, "-c", cfg, "--admin-address-path", adminPath,
-		"--use-dynamic-base-id", "--concurrency", "1", "-l", "info",
-		"--drain-time-s", "0", "--parent-shutdown-time-s", "1")
-	cmd.Stdout = e.log
-	cmd.Stderr = e.log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start envoy: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-		}
-		if t.Failed() {
-			t.Logf("envoy log:\n%s", tail(e.log.String(), 12000))
-		}
+	p := envoyproc.StartT(t, envoyproc.Options{
+		Bootstrap:    []byte(bootstrap),
+		Args:         []string{"--drain-time-s", "0", "--parent-shutdown-time-s", "1"},
+		ReadyTimeout: 20 * time.Second,
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if b, err := os.ReadFile(adminPath); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			e.Admin = strings.TrimSpace(string(b))
-			if _, err := e.Get("/ready"); err == nil {
-				return e
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("envoy exited: %v\n%s", err, tail(e.log.String(), 8000))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("envoy admin not ready within 20s\n%s", tail(e.log.String(), 8000))
-		}
-	}
+	return &Envoy{p}
 }
 
 // Log is Envoy's output so far.
-func (e *Envoy) Log() string { return e.log.String() }
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
-var client = &http.Client{Timeout: 5 * time.Second}
-
-// Get fetches an admin path.
-func (e *Envoy) Get(path string) (string, error) {
-	resp, err := client.Get("http://" + e.Admin + path)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("GET %s: %s", path, resp.Status)
-	}
-	return string(b), nil
-}
-
-// Stat returns the value of one stat or text readout ("" when absent),
-// e.g. cluster_manager.cds.version_text or listener_manager.lds.update_rejected.
-func (e *Envoy) Stat(name string) (string, error) {
-	out, err := e.Get("/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if k, v, ok := strings.Cut(line, ": "); ok && k == name {
-			return strings.Trim(v, `"`), nil
-		}
-	}
-	return "", nil
-}
+func (e *Envoy) Log() string { return e.LogText() }
 
 // Config is what Envoy holds from dynamic configuration: resource name ->
 // the version_info it arrived with.
