@@ -57,6 +57,8 @@ type Options struct {
 	// Ready, when set, must also hold (polled every 50 ms) after /ready says
 	// LIVE before Start returns, e.g. "every listener is bound".
 	Ready func(*Proc) bool
+	// Context, when set, also ends the wait for readiness.
+	Context context.Context
 	// ReadyTimeout bounds the wait for readiness (30 s when 0).
 	ReadyTimeout time.Duration
 	// StopTimeout bounds how long Stop waits after SIGINT before SIGKILL
@@ -162,8 +164,11 @@ func start(o Options) (*Proc, error) {
 		logf.Close()
 		close(p.exited)
 	}()
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
 	deadline := time.Now().Add(o.ReadyTimeout)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && o.Context.Err() == nil {
 		select {
 		case <-p.exited:
 			log := p.Tail(2000)

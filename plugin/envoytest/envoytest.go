@@ -8,19 +8,18 @@
 package envoytest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshext/meshext/e2e/envoyproc"
 )
 
 // Flavor selects which filter the listener runs.
@@ -87,8 +86,7 @@ type Instance struct {
 	name    string   // the Start listener
 	waitFor []string // StartStatic listeners
 	dir     string
-	cmd     *exec.Cmd
-	done    chan error
+	proc    *envoyproc.Proc
 	version int
 }
 
@@ -105,7 +103,7 @@ func Start(ctx context.Context, dir string, o Options) (*Instance, error) {
 	if o.ClusterHeader == "" {
 		o.ClusterHeader = "x-meshext-cluster"
 	}
-	in := &Instance{opts: o, dir: dir, done: make(chan error, 1)}
+	in := &Instance{opts: o, dir: dir}
 	ldsDir := filepath.Join(dir, "lds")
 	if err := os.MkdirAll(ldsDir, 0o755); err != nil {
 		return nil, err
@@ -128,7 +126,7 @@ func Start(ctx context.Context, dir string, o Options) (*Instance, error) {
 // every listener in names is bound; Listeners maps name to host:port. Set
 // the bootstrap's admin address to 127.0.0.1:0; listeners may use port 0.
 func StartStatic(ctx context.Context, dir, envoy string, bootstrap []byte, names []string, log io.Writer) (*Instance, error) {
-	in := &Instance{opts: Options{Envoy: envoy, Log: log, Concurrency: 1, LogLevel: "warning"}, dir: dir, done: make(chan error, 1)}
+	in := &Instance{opts: Options{Envoy: envoy, Log: log, Concurrency: 1, LogLevel: "warning"}, dir: dir}
 	in.waitFor = names
 	if err := in.run(ctx, bootstrap); err != nil {
 		return nil, err
@@ -142,45 +140,28 @@ func (in *Instance) run(ctx context.Context, boot []byte) error {
 	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
 		return err
 	}
-	adminPath := filepath.Join(in.dir, "admin.address")
-	in.cmd = exec.Command(o.Envoy, "-c", bootPath, "--disable-hot-restart",
-		"--concurrency", strconv.Itoa(o.Concurrency), "--admin-address-path", adminPath,
-		"--file-flush-interval-msec", "100",
-		"-l", o.LogLevel, "--log-format", "[%Y-%m-%d %T.%e][%l] %v")
-	in.cmd.Env = append(os.Environ(), "GODEBUG=cgocheck=0")
+	env := []string{"GODEBUG=cgocheck=0"}
 	if o.ModuleDir != "" {
-		in.cmd.Env = append(in.cmd.Env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH="+o.ModuleDir)
+		env = append(env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH="+o.ModuleDir)
 	}
-	in.cmd.Stdout = o.Log
-	in.cmd.Stderr = o.Log
-	if err := in.cmd.Start(); err != nil {
-		return fmt.Errorf("start envoy: %w", err)
+	p, err := envoyproc.Start(envoyproc.Options{
+		Bin: o.Envoy, Config: bootPath, WorkDir: in.dir,
+		Concurrency: o.Concurrency, LogLevel: o.LogLevel,
+		Args: []string{"--file-flush-interval-msec", "100", "--log-format", "[%Y-%m-%d %T.%e][%l] %v"},
+		Env:  env, Log: o.Log, Context: ctx,
+		// Ready once the awaited listeners are bound.
+		Ready: func(p *envoyproc.Proc) bool { in.proc = p; in.Admin = p.Admin; return in.ready(ctx) },
+	})
+	if err != nil {
+		return err
 	}
-	go func() { in.done <- in.cmd.Wait() }()
-
-	// Bounded wait: admin address file, then the listeners' bound ports.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if err := in.exited(); err != nil {
-			return err
-		}
-		if b, err := os.ReadFile(adminPath); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			in.Admin = strings.TrimSpace(string(b))
-			if in.ready(ctx) {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			in.Stop()
-			return fmt.Errorf("envoy not ready within 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	in.proc, in.Admin = p, p.Admin
+	return nil
 }
 
 // ready fills Listeners (and Listener) once every awaited listener is bound.
 func (in *Instance) ready(ctx context.Context) bool {
-	addrs, err := in.listenerAddrs(ctx)
+	addrs, err := in.proc.Listeners(ctx)
 	if err != nil {
 		return false
 	}
@@ -202,30 +183,22 @@ func (in *Instance) ready(ctx context.Context) bool {
 
 // exited returns an error when Envoy has already exited.
 func (in *Instance) exited() error {
-	select {
-	case err := <-in.done:
-		in.done <- err
-		return fmt.Errorf("envoy exited: %v", err)
-	default:
+	if in.proc.Alive() {
 		return nil
 	}
+	return fmt.Errorf("envoy exited: %s", in.proc.Tail(2000))
 }
 
 // PID is Envoy's process id.
-func (in *Instance) PID() int { return in.cmd.Process.Pid }
+func (in *Instance) PID() int { return in.proc.Pid() }
 
 // Alive reports whether Envoy is still running.
-func (in *Instance) Alive() bool { return in.exited() == nil }
+func (in *Instance) Alive() bool { return in.proc.Alive() }
 
 // Stop kills Envoy and waits for it (bounded).
 func (in *Instance) Stop() {
-	if in.cmd == nil || in.cmd.Process == nil {
-		return
-	}
-	_ = in.cmd.Process.Kill()
-	select {
-	case <-in.done:
-	case <-time.After(10 * time.Second):
+	if in.proc != nil {
+		in.proc.Kill()
 	}
 }
 
@@ -265,70 +238,12 @@ func (in *Instance) UpdateFilterConfig(ctx context.Context, cfg []byte) error {
 
 // Stat reads one counter or gauge from the admin interface.
 func (in *Instance) Stat(ctx context.Context, name string) (int64, error) {
-	body, err := in.adminGet(ctx, "/stats?filter=^"+strings.ReplaceAll(name, ".", `\.`)+"$")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(body, "\n") {
-		k, v, ok := strings.Cut(line, ": ")
-		if ok && k == name {
-			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	return 0, nil // not yet created
+	return in.proc.StatInt(ctx, name)
 }
 
 // Stats returns the admin /stats text filtered by a regex.
 func (in *Instance) Stats(ctx context.Context, filter string) (string, error) {
-	return in.adminGet(ctx, "/stats?filter="+filter)
-}
-
-func (in *Instance) adminGet(ctx context.Context, path string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.Admin+path, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("admin %s: %s", path, resp.Status)
-	}
-	return string(b), err
-}
-
-// listenerAddrs asks the admin interface where each listener is bound.
-func (in *Instance) listenerAddrs(ctx context.Context) (map[string]string, error) {
-	body, err := in.adminGet(ctx, "/listeners?format=json")
-	if err != nil {
-		return nil, err
-	}
-	var l struct {
-		ListenerStatuses []struct {
-			Name         string `json:"name"`
-			LocalAddress struct {
-				SocketAddress struct {
-					Address   string `json:"address"`
-					PortValue int    `json:"port_value"`
-				} `json:"socket_address"`
-			} `json:"local_address"`
-		} `json:"listener_statuses"`
-	}
-	if err := json.Unmarshal([]byte(body), &l); err != nil {
-		return nil, err
-	}
-	m := map[string]string{}
-	for _, s := range l.ListenerStatuses {
-		if a := s.LocalAddress.SocketAddress; a.PortValue != 0 {
-			m[s.Name] = net.JoinHostPort(a.Address, strconv.Itoa(a.PortValue))
-		}
-	}
-	return m, nil
+	return in.proc.GetContext(ctx, "/stats?filter="+filter)
 }
 
 type obj = map[string]any
