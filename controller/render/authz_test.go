@@ -1,14 +1,11 @@
 package render
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	dmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
@@ -96,43 +93,13 @@ func TestAuthzGoldenCases(t *testing.T) {
 	}
 }
 
-// moduleDir builds libmeshext.so once per test binary ($MESHEXT_MODULE_DIR
-// overrides), so validation can load the stock flavor's dynamic module.
-func moduleDir(t testing.TB) string {
-	t.Helper()
-	if d := os.Getenv("MESHEXT_MODULE_DIR"); d != "" {
-		return d
-	}
-	module.once.Do(func() {
-		module.dir, module.err = os.MkdirTemp("", "meshext-render-module-")
-		if module.err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
-		}
-		_, module.err = envoytest.BuildModule(ctx, goBin, testenv.RepoRoot(), module.dir)
-	})
-	if module.err != nil {
-		t.Fatal(module.err)
-	}
-	return module.dir
-}
-
-var module struct {
-	once sync.Once
-	dir  string
-	err  error
-}
+// moduleDir builds libmeshext.so once per test binary, so validation can
+// load the stock flavor's dynamic module.
+func moduleDir(t testing.TB) string { return envoytest.TestModuleDir(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if module.dir != "" {
-		os.RemoveAll(module.dir)
-	}
+	envoytest.RemoveTestModule()
 	os.Exit(code)
 }
 

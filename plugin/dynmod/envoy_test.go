@@ -34,47 +34,13 @@ import (
 	"github.com/meshext/meshext/plugin/envoytest"
 )
 
-// moduleDir returns a directory holding a libmeshext.so built from the
-// current sources, once per test binary ($MESHEXT_MODULE_DIR overrides,
-// e.g. for a prebuilt one).
-func moduleDir(t testing.TB) string {
-	t.Helper()
-	if d := os.Getenv("MESHEXT_MODULE_DIR"); d != "" {
-		return d
-	}
-	module.once.Do(func() {
-		dir, err := os.MkdirTemp("", "meshext-module-")
-		if err != nil {
-			module.err = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
-		}
-		_, module.err = envoytest.BuildModule(ctx, goBin, testenv.RepoRoot(), dir)
-		module.dir = dir
-	})
-	if module.err != nil {
-		t.Fatal(module.err)
-	}
-	return module.dir
-}
-
-var module struct {
-	once sync.Once
-	dir  string
-	err  error
-}
+// moduleDir is libmeshext.so built once for this test binary.
+func moduleDir(t testing.TB) string { return envoytest.TestModuleDir(t) }
 
 // TestMain removes the shared module build after all tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if module.dir != "" {
-		os.RemoveAll(module.dir)
-	}
+	envoytest.RemoveTestModule()
 	os.Exit(code)
 }
 

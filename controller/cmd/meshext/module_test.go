@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"path/filepath"
+	"strings"
 	"testing"
-	"time"
 
-	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/plugin/envoytest"
 )
 
@@ -17,35 +14,16 @@ import (
 // the stock flavor, so HTTP listeners carry the libmeshext.so filter.
 // $MESHEXT_MODULE_DIR names a prebuilt one; otherwise it is built once.
 func TestMain(m *testing.M) {
-	dir, cleanup, err := moduleForEnvoy()
+	dir, err := envoytest.TestModule()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "meshext tests: no libmeshext.so for Envoy (HTTP listeners will not load): %v\n", err)
 	} else {
-		os.Setenv("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir)
-		os.Setenv("GODEBUG", "cgocheck=0")
+		for _, kv := range envoytest.ModuleEnv(dir) {
+			k, v, _ := strings.Cut(kv, "=")
+			os.Setenv(k, v)
+		}
 	}
 	code := m.Run()
-	cleanup()
+	envoytest.RemoveTestModule()
 	os.Exit(code)
-}
-
-func moduleForEnvoy() (string, func(), error) {
-	if d := os.Getenv("MESHEXT_MODULE_DIR"); d != "" {
-		return d, func() {}, nil
-	}
-	dir, err := os.MkdirTemp("", "meshext-cmd-module-")
-	if err != nil {
-		return "", func() {}, err
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	if _, err := envoytest.BuildModule(ctx, goBin, testenv.RepoRoot(), dir); err != nil {
-		return "", cleanup, err
-	}
-	return dir, cleanup, nil
 }
