@@ -11,10 +11,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	meshextdns "github.com/meshext/meshext/controller/dns"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/e2e/testpki"
 )
@@ -81,67 +81,14 @@ func orNone(s string) string {
 }
 
 // startEnvoy runs Envoy on a static bootstrap until the test ends and waits
-// until its listeners are up.
-func startEnvoy(t *testing.T, envoy string, n *Node, adminPort int) {
+// until it is LIVE.
+func startEnvoy(t *testing.T, envoy string, n *Node, adminPort int) *envoyproc.Proc {
 	t.Helper()
 	b, err := StaticBootstrap(n, BootstrapOptions{AdminPort: uint32(adminPort)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := CanonicalJSON(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "bootstrap.json")
-	if err := os.WriteFile(path, js, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "envoy.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, envoy, "-c", path, "--disable-hot-restart", "-l", "info", "--concurrency", "1")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(logPath); err == nil {
-				t.Logf("envoy log (tail):\n%s", tail(string(b), 60))
-			}
-		}
-	})
-	ready := fmt.Sprintf("http://127.0.0.1:%d/ready", adminPort)
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; ; i++ {
-		resp, err := http.Get(ready)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 && strings.TrimSpace(string(body)) == "LIVE" {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("envoy not ready after 30s (last error %v)", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return startEnvoyBootstrap(t, envoy, b)
 }
 
 // readLine connects to the outbound listener and returns the first line, or "" if
@@ -305,8 +252,7 @@ func TestEnvoyOriginatesTLSAsRendered(t *testing.T) {
 	if len(out.Warnings) > 0 {
 		t.Fatalf("warnings: %v", out.Warnings)
 	}
-	admin := freePort(t)
-	startEnvoy(t, envoy, out.Nodes["default.live"], admin)
+	admin := startEnvoy(t, envoy, out.Nodes["default.live"], freePort(t))
 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -331,18 +277,15 @@ func netipFrom(i int) netip.Addr { return netip.AddrFrom4([4]byte{242, 1, byte(i
 
 // statValue reads one counter from Envoy's admin /stats (bounded retries: the
 // counter lands on the main thread a moment after the connection closes).
-func statValue(t *testing.T, adminPort int, name string) int {
+func statValue(t *testing.T, e *envoyproc.Proc, name string) int {
 	t.Helper()
 	for i := 0; i < 20; i++ {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/stats?filter=^%s$", adminPort, strings.ReplaceAll(name, ".", "\\.")))
+		v, err := e.Stat(name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		var v int
-		if _, err := fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(string(body), name+":")), "%d", &v); err == nil && v > 0 {
-			return v
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			return n
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -471,66 +414,13 @@ func TestEnvoyResolvesThroughUpstreamDNS(t *testing.T) {
 
 // startEnvoyBootstrap runs Envoy on any bootstrap until the test ends, waiting
 // (bounded) for /ready to say LIVE.
-func startEnvoyBootstrap(t *testing.T, envoy string, b proto.Message, adminPort int) {
+func startEnvoyBootstrap(t *testing.T, envoy string, b proto.Message) *envoyproc.Proc {
 	t.Helper()
 	js, err := CanonicalJSON(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "bootstrap.json")
-	if err := os.WriteFile(path, js, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var logs strings.Builder
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, envoy, "-c", path, "--disable-hot-restart", "-l", "info", "--concurrency", "1")
-	lw := &lockedWriter{w: &logs}
-	cmd.Stdout, cmd.Stderr = lw, lw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("envoy log (tail):\n%s", tail(lw.String(), 60))
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(adminGet(adminPort, "/ready"), "LIVE") {
-		if time.Now().After(deadline) {
-			t.Fatal("envoy not ready after 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
-}
-
-func adminGet(port int, path string) string {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return envoyproc.StartT(t, envoyproc.Options{Bin: envoy, Bootstrap: js})
 }
 
 // TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster (F7): with
@@ -554,7 +444,7 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 
 	xdsDir := t.TempDir()
 	secrets := filepath.Join(xdsDir, "sds")
-	redirect, outbound, admin := freePort(t), freePort(t), freePort(t)
+	redirect, outbound, adminPort := freePort(t), freePort(t), freePort(t)
 	renderWith := func(ca []byte) *Node {
 		tl := &model.TLS{Mode: resource.ModeSecured, MinVersion: resource.TLSAuto, MaxVersion: resource.TLSAuto, ServerName: "api.test", CA: ca}
 		w := world(withTLS(svc("api", "tcp", 443, ep("127.0.0.1", uint32(port))), tl))
@@ -566,14 +456,14 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 	}
 	n1 := renderWith(wrongCA.CertPEM)
 	writeNodeFiles(t, n1, xdsDir, secrets)
-	b, err := Bootstrap(BootstrapOptions{XDS: XDSFile, XDSDir: xdsDir, NodeID: n1.ID, AdminPort: uint32(admin)})
+	b, err := Bootstrap(BootstrapOptions{XDS: XDSFile, XDSDir: xdsDir, NodeID: n1.ID, AdminPort: uint32(adminPort)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	startEnvoyBootstrap(t, envoy, b, admin)
+	admin := startEnvoyBootstrap(t, envoy, b)
 	// The cluster and listener come from files after /ready; wait for the listener.
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(adminGet(admin, "/listeners"), fmt.Sprintf("127.0.0.1:%d", outbound)) {
+	for !strings.Contains(adminText(admin, "/listeners"), fmt.Sprintf("127.0.0.1:%d", outbound)) {
 		if time.Now().After(deadline) {
 			t.Fatal("outbound listener never arrived from lds.json")
 		}
@@ -614,11 +504,15 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 	}
 }
 
-func statValueOrZero(adminPort int, name string) int {
-	body := adminGet(adminPort, "/stats?filter=^"+strings.ReplaceAll(name, ".", "\\.")+"$")
-	var v int
-	fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(body, name+":")), "%d", &v)
-	return v
+// adminText is an admin page's body ("" when it cannot be read).
+func adminText(e *envoyproc.Proc, path string) string {
+	body, _ := e.Get(path)
+	return body
+}
+
+func statValueOrZero(e *envoyproc.Proc, name string) int {
+	v, _ := e.StatInt(context.Background(), name)
+	return int(v)
 }
 
 // lineServer is a plain TCP server that writes one line and closes.
