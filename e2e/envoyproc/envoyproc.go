@@ -301,6 +301,16 @@ func (p *Proc) GetContext(ctx context.Context, path string) (string, error) {
 	return string(b), err
 }
 
+// Text is an admin page's body, "" when it cannot be read (for polling
+// loops that only look for a substring).
+func (p *Proc) Text(path string) string {
+	body, err := p.Get(path)
+	if err != nil {
+		return ""
+	}
+	return body
+}
+
 // Stat is the value of one stat or text readout, quotes removed ("" when
 // the stat does not exist yet).
 func (p *Proc) Stat(name string) (string, error) {
