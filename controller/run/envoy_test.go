@@ -12,6 +12,8 @@ import (
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/xds"
 	"github.com/meshext/meshext/controller/xds/envoytest"
+
+	"github.com/meshext/meshext/e2e/testnet"
 )
 
 const envoyWait = 15 * time.Second
@@ -41,10 +43,10 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	t.Parallel()
 	dir, state, out := t.TempDir(), t.TempDir(), t.TempDir()
 	dropWrite(t, dir, "gen.yaml", generatorYAML)
-	outPort, echoPort := freePort(t), echoServer(t)
-	dropWrite(t, dir, "dp-file.yaml", dataplaneWithOutbound("dp-file", freePort(t), outPort, "mes-a"))
-	dropWrite(t, dir, "dp-ads.yaml", dataplaneYAML("dp-ads", freePort(t)))
-	dropWrite(t, dir, "dp-sotw.yaml", dataplaneYAML("dp-sotw", freePort(t)))
+	outPort, echoPort := testnet.FreePort(t), testnet.EchoServer(t)
+	dropWrite(t, dir, "dp-file.yaml", dataplaneWithOutbound("dp-file", testnet.FreePort(t), outPort, "mes-a"))
+	dropWrite(t, dir, "dp-ads.yaml", dataplaneYAML("dp-ads", testnet.FreePort(t)))
+	dropWrite(t, dir, "dp-sotw.yaml", dataplaneYAML("dp-sotw", testnet.FreePort(t)))
 	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, echoPort))
 	dropWrite(t, dir, "d.yaml", tlsMES("mes-d", 4003, 9004, "ca-d"))
 	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", newCAPEM(t)))
@@ -86,7 +88,7 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	})
 	// The delivered config carries traffic: outbound listener -> mes-a -> echo.
 	outAddr := fmt.Sprintf("127.0.0.1:%d", outPort)
-	echoThrough(t, outAddr, envoyWait)
+	testnet.EchoThrough(t, outAddr, "ping through envoy\n", envoyWait)
 	secretEVersion := map[string]string{}
 	for mode, c := range cfg {
 		secretEVersion[mode] = c.Secrets[cluster("mes-e")+"_ca"]
@@ -104,7 +106,7 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	if st := r.Status(); !hasProblem(&st, "a.yaml") {
 		t.Errorf("status should report the broken a.yaml: %v", st.Problems)
 	}
-	echoThrough(t, outAddr, envoyWait) // mes-a still carries traffic
+	testnet.EchoThrough(t, outAddr, "ping through envoy\n", envoyWait) // mes-a still carries traffic
 
 	// A broken secret (not a certificate) breaks only mes-d.
 	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", []byte("this is not a PEM certificate")))

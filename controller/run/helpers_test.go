@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,18 +14,6 @@ import (
 
 	"github.com/meshext/meshext/e2e/testpki"
 )
-
-// freePort returns a loopback TCP port that was free a moment ago. Envoy
-// listeners in these tests need a concrete port in the Dataplane resource.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // dropWrite writes a resource file the way a careful user or tool does
 // (temp file + rename) so the watcher sees one complete file.
@@ -105,65 +92,6 @@ func dataplaneWithOutbound(name string, redirectPort, outPort int, service strin
       kind: MeshExternalService
       name: %s
 `, outPort, service)
-}
-
-// echoServer accepts loopback TCP connections and echoes what it reads.
-func echoServer(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// echoThrough sends a line to addr and expects it back, retrying (bounded)
-// while the listener is not there yet.
-func echoThrough(t testing.TB, addr string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		last = func() error {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			msg := "ping through envoy\n"
-			if _, err := io.WriteString(c, msg); err != nil {
-				return err
-			}
-			buf := make([]byte, len(msg))
-			if _, err := io.ReadFull(c, buf); err != nil {
-				return err
-			}
-			if string(buf) != msg {
-				return fmt.Errorf("echo %q, want %q", buf, msg)
-			}
-			return nil
-		}()
-		if last == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no echo through %s within %v: %v", addr, timeout, last)
 }
 
 func newCAPEM(t testing.TB) []byte {
