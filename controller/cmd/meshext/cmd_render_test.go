@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +13,9 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testnet"
 	"github.com/meshext/meshext/e2e/testpki"
 )
 
@@ -145,16 +144,6 @@ func writeYAML(t *testing.T, path, s string) {
 	}
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestRenderedFilesFeedEnvoyThroughFileBootstrap is the whole file path:
 // `meshext render` output plus `meshext bootstrap --xds file` start a real
 // Envoy, which loads the clusters, listeners and SDS secrets from the files.
@@ -169,7 +158,7 @@ func TestRenderedFilesFeedEnvoyThroughFileBootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, outbound, redirect := freeTCPPort(t), freeTCPPort(t), freeTCPPort(t)
+	admin, outbound, redirect := testnet.FreePort(t), testnet.FreePort(t), testnet.FreePort(t)
 	in := t.TempDir()
 	writeYAML(t, filepath.Join(in, "world.yaml"), fmt.Sprintf(`type: Secret
 name: client-key
@@ -211,34 +200,21 @@ networking:
 		t.Fatalf("bootstrap exit %d: %s", code, berr.String())
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, envoy, "-c", boot, "--disable-hot-restart", "--concurrency", "1", "-l", "info")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("envoy log:\n%s", logs.String())
-		}
-	})
+	e := envoyproc.StartT(t, envoyproc.Options{Bin: envoy, Config: boot})
 
 	// Wait (bounded) until the cluster, its two SDS secrets and the listeners are active.
 	want := []string{`"meshext_default_api"`, `"meshext_default_api_ca"`, `"meshext_default_api_client"`, fmt.Sprintf(`"outbound:127.0.0.1:%d"`, outbound), `"outbound:transparent"`}
 	var dump string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		dump = adminGet(t, admin, "/config_dump?include_eds")
+		dump = e.Text("/config_dump?include_eds")
 		missing := ""
 		for _, w := range want {
 			if !strings.Contains(dump, w) {
 				missing = w
 			}
 		}
-		if missing == "" && strings.Contains(adminGet(t, admin, "/ready"), "LIVE") {
+		if missing == "" && strings.Contains(e.Text("/ready"), "LIVE") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -248,23 +224,12 @@ networking:
 	}
 	// /clusters lists active clusters only: a cluster whose SDS secrets did not
 	// load stays warming and is absent.
-	if c := adminGet(t, admin, "/clusters"); !strings.Contains(c, "meshext_default_api::127.0.0.1:8443::") {
+	if c := e.Text("/clusters"); !strings.Contains(c, "meshext_default_api::127.0.0.1:8443::") {
 		t.Errorf("cluster meshext_default_api not active:\n%s", c)
 	}
 	if strings.Contains(dump, "PRIVATE KEY") {
 		t.Error("config_dump shows the private key")
 	}
-}
-
-func adminGet(t *testing.T, port int, path string) string {
-	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

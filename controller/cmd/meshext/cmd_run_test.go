@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/meshext/meshext/controller/xds/envoytest"
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testnet"
 )
 
 // TestRunCommandWithEnvoy drives the real binaries as a user does:
@@ -29,8 +29,8 @@ func TestRunCommandWithEnvoy(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	drop, xdsDir, state := t.TempDir(), t.TempDir(), t.TempDir()
-	echo := runTestEcho(t)
-	outPort, statusPort, adminPort := runTestFreePort(t), runTestFreePort(t), runTestFreePort(t)
+	echo := testnet.EchoServer(t)
+	outPort, statusPort, adminPort := testnet.FreePort(t), testnet.FreePort(t), testnet.FreePort(t)
 	runTestWrite(t, drop, "gen.yaml", `type: HostnameGenerator
 name: gen
 mesh: default
@@ -53,7 +53,7 @@ networking:
     backendRef:
       kind: MeshExternalService
       name: mes-a
-`, runTestFreePort(t), outPort))
+`, testnet.FreePort(t), outPort))
 	runTestWrite(t, drop, "a.yaml", runTestMES("mes-a", 4000, echo))
 
 	var runLog bytes.Buffer
@@ -105,7 +105,7 @@ networking:
 	}
 	e := envoytest.Start(t, string(bootText))
 	e.WaitConfig(t, 15*time.Second, "mes-a", func(c *envoytest.Config) bool { return c.Clusters["meshext_default_mes-a"] != "" })
-	runTestEchoThrough(t, fmt.Sprintf("127.0.0.1:%d", outPort))
+	testnet.EchoThrough(t, fmt.Sprintf("127.0.0.1:%d", outPort), "hello through meshext\n", 15*time.Second)
 
 	runTestWrite(t, drop, "b.yaml", runTestMES("mes-b", 4001, echo))
 	e.WaitConfig(t, 15*time.Second, "mes-b added", func(c *envoytest.Config) bool { return c.Clusters["meshext_default_mes-b"] != "" })
@@ -155,64 +155,4 @@ func runTestWrite(t *testing.T, dir, name, content string) {
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func runTestFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func runTestEcho(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func runTestEchoThrough(t *testing.T, addr string) {
-	t.Helper()
-	msg := "hello through meshext\n"
-	deadline := time.Now().Add(15 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			buf := make([]byte, len(msg))
-			if _, err = io.WriteString(c, msg); err == nil {
-				_, err = io.ReadFull(c, buf)
-			}
-			c.Close()
-			if err == nil && string(buf) == msg {
-				return
-			}
-			if err == nil {
-				err = fmt.Errorf("got %q", buf)
-			}
-		}
-		last = err
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no echo through %s: %v", addr, last)
 }
