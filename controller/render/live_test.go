@@ -24,20 +24,9 @@ import (
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testnet"
 	"github.com/meshext/meshext/e2e/testpki"
 )
-
-// freePort returns a loopback port that was free a moment ago (Envoy binds it
-// shortly after; a collision only fails this test, loudly).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // tlsEchoServer accepts TLS and writes one line describing the handshake as
 // the server saw it, then closes.
@@ -232,13 +221,13 @@ func TestEnvoyOriginatesTLSAsRendered(t *testing.T) {
 	w := &model.World{Meshes: map[string]*resource.Mesh{}}
 	dp := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: "default", Name: "live"}}
 	dp.Networking.Address = "127.0.0.1"
-	dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(freePort(t))}
+	dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(testnet.FreePort(t))}
 	listen := map[string]int{}
 	for i, c := range cases {
 		s := withTLS(svc(c.name, c.protocol, 443, ep(c.endpoint, uint32(c.port))), c.tls)
 		s.VIP = netipFrom(i)
 		w.Services = append(w.Services, s)
-		p := freePort(t)
+		p := testnet.FreePort(t)
 		listen[c.name] = p
 		dp.Networking.Outbound = append(dp.Networking.Outbound, resource.Outbound{Port: int64(p), BackendRef: &resource.BackendRef{Kind: "MeshExternalService", Name: c.name}})
 	}
@@ -252,7 +241,7 @@ func TestEnvoyOriginatesTLSAsRendered(t *testing.T) {
 	if len(out.Warnings) > 0 {
 		t.Fatalf("warnings: %v", out.Warnings)
 	}
-	admin := startEnvoy(t, envoy, out.Nodes["default.live"], freePort(t))
+	admin := startEnvoy(t, envoy, out.Nodes["default.live"], testnet.FreePort(t))
 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -327,7 +316,7 @@ func TestEnvoyHTTPUpstreamProtocolsAndHostRewrite(t *testing.T) {
 	}
 	w := &model.World{Meshes: map[string]*resource.Mesh{}}
 	dp := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: "default", Name: "live"}}
-	dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(freePort(t))}
+	dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(testnet.FreePort(t))}
 	listen := map[string]int{}
 	i := 0
 	for proto := range cases {
@@ -336,12 +325,12 @@ func TestEnvoyHTTPUpstreamProtocolsAndHostRewrite(t *testing.T) {
 		s.VIP = netipFrom(i)
 		i++
 		w.Services = append(w.Services, s)
-		listen[proto] = freePort(t)
+		listen[proto] = testnet.FreePort(t)
 		dp.Networking.Outbound = append(dp.Networking.Outbound, resource.Outbound{Port: int64(listen[proto]), BackendRef: &resource.BackendRef{Kind: "MeshExternalService", Name: s.Name}})
 	}
 	w.Dataplanes = []*resource.Dataplane{dp}
 	out := mustRender(t, w, Options{})
-	startEnvoy(t, envoy, out.Nodes["default.live"], freePort(t))
+	startEnvoy(t, envoy, out.Nodes["default.live"], testnet.FreePort(t))
 	client := &http.Client{Timeout: 10 * time.Second}
 	for proto, want := range cases {
 		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", listen[proto]))
@@ -387,13 +376,13 @@ func TestEnvoyResolvesThroughUpstreamDNS(t *testing.T) {
 	tl := &model.TLS{Mode: resource.ModeSecured, MinVersion: resource.TLSAuto, MaxVersion: resource.TLSAuto, CA: ca.CertPEM}
 	s := withTLS(svc("dns", "tcp", 443, ep("api.upstream.test", uint32(port))), tl)
 	w := world(s)
-	outbound := freePort(t)
+	outbound := testnet.FreePort(t)
 	dp := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: "default", Name: "live"}}
-	dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(freePort(t))}
+	dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(testnet.FreePort(t))}
 	dp.Networking.Outbound = []resource.Outbound{{Port: int64(outbound), BackendRef: &resource.BackendRef{Kind: "MeshExternalService", Name: "dns"}}}
 	w.Dataplanes = []*resource.Dataplane{dp}
 	out := mustRender(t, w, Options{UpstreamDNS: srv.Addr()})
-	startEnvoy(t, envoy, out.Nodes["default.live"], freePort(t))
+	startEnvoy(t, envoy, out.Nodes["default.live"], testnet.FreePort(t))
 
 	// The first resolution happens as the cluster initialises; retry briefly
 	// (bounded) in case the first connection races it.
@@ -444,7 +433,7 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 
 	xdsDir := t.TempDir()
 	secrets := filepath.Join(xdsDir, "sds")
-	redirect, outbound, adminPort := freePort(t), freePort(t), freePort(t)
+	redirect, outbound, adminPort := testnet.FreePort(t), testnet.FreePort(t), testnet.FreePort(t)
 	renderWith := func(ca []byte) *Node {
 		tl := &model.TLS{Mode: resource.ModeSecured, MinVersion: resource.TLSAuto, MaxVersion: resource.TLSAuto, ServerName: "api.test", CA: ca}
 		w := world(withTLS(svc("api", "tcp", 443, ep("127.0.0.1", uint32(port))), tl))
@@ -463,7 +452,7 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 	admin := startEnvoyBootstrap(t, envoy, b)
 	// The cluster and listener come from files after /ready; wait for the listener.
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(adminText(admin, "/listeners"), fmt.Sprintf("127.0.0.1:%d", outbound)) {
+	for !strings.Contains(admin.Text("/listeners"), fmt.Sprintf("127.0.0.1:%d", outbound)) {
 		if time.Now().After(deadline) {
 			t.Fatal("outbound listener never arrived from lds.json")
 		}
@@ -504,12 +493,6 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 	}
 }
 
-// adminText is an admin page's body ("" when it cannot be read).
-func adminText(e *envoyproc.Proc, path string) string {
-	body, _ := e.Get(path)
-	return body
-}
-
 func statValueOrZero(e *envoyproc.Proc, name string) int {
 	v, _ := e.StatInt(context.Background(), name)
 	return int(v)
@@ -544,7 +527,7 @@ func lineServer(t *testing.T, line string) uint32 {
 // per-port chains) would never consider the port-less chain.
 func TestEnvoyTransparentChainForPortlessService(t *testing.T) {
 	envoy := testenv.Envoy(t)
-	redirect := freePort(t)
+	redirect := testnet.FreePort(t)
 	anyPort := svc("any-port", "tcp", 0, ep("127.0.0.1", lineServer(t, "hello from any-port")))
 	anyPort.VIP = netip.MustParseAddr("127.0.0.1")
 	other := svc("other", "tcp", uint32(redirect), ep("127.0.0.1", lineServer(t, "wrong service")))
@@ -553,7 +536,7 @@ func TestEnvoyTransparentChainForPortlessService(t *testing.T) {
 	dp := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: "default", Name: "live"}}
 	dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(redirect)}
 	w.Dataplanes = []*resource.Dataplane{dp}
-	startEnvoy(t, envoy, mustRender(t, w, Options{}).Nodes["default.live"], freePort(t))
+	startEnvoy(t, envoy, mustRender(t, w, Options{}).Nodes["default.live"], testnet.FreePort(t))
 	if got := readLine(t, redirect); got != "hello from any-port" {
 		t.Fatalf("got %q, want the port-less service's answer", got)
 	}
