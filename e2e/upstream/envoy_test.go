@@ -3,15 +3,14 @@ package upstream
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/controller/dns"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/e2e/testpki"
 	mdns "github.com/miekg/dns"
@@ -111,97 +111,30 @@ type envoyCase struct {
 
 type envoyProc struct {
 	listeners map[string]string // name → host:port
-	log       string
 }
 
 // runEnvoy starts a stock Envoy with the bootstrap and waits (bounded) until
 // it is LIVE, which needs every STRICT_DNS cluster resolved once.
 func runEnvoy(t *testing.T, data any) *envoyProc {
 	t.Helper()
-	bin := testenv.Envoy(t)
-	dir := t.TempDir()
 	var cfg bytes.Buffer
 	if err := template.Must(template.New("b").Parse(envoyBootstrap)).Execute(&cfg, data); err != nil {
 		t.Fatal(err)
 	}
-	cfgPath, adminPath, logPath := filepath.Join(dir, "envoy.yaml"), filepath.Join(dir, "admin"), filepath.Join(dir, "envoy.log")
-	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", cfgPath, "--admin-address-path", adminPath, "--disable-hot-restart",
-		"--concurrency", "1", "--file-flush-interval-msec", "100", "-l", "debug", "--component-log-level", "main:info,config:info,init:info,runtime:info", "--log-path", logPath)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &envoyProc{log: logPath}
+	e := envoyproc.StartT(t, envoyproc.Options{Bootstrap: cfg.Bytes(), LogLevel: "debug",
+		Args: []string{"--file-flush-interval-msec", "100", "--component-log-level", "main:info,config:info,init:info,runtime:info"}})
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt) // lets Envoy flush its log
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("envoy config:\n%s\nenvoy log (tail):\n%s", cfg.String(), tail(string(b), 4000))
+			t.Logf("envoy config:\n%s", cfg.String())
 		}
 	})
-	hc := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if time.Now().After(deadline) {
-			t.Fatal("envoy not LIVE within 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
-		admin, err := os.ReadFile(adminPath)
-		if err != nil || len(admin) == 0 {
-			continue
-		}
-		resp, err := hc.Get("http://" + strings.TrimSpace(string(admin)) + "/ready")
-		if err != nil {
-			continue
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.TrimSpace(string(body)) != "LIVE" {
-			continue
-		}
-		resp, err = hc.Get("http://" + strings.TrimSpace(string(admin)) + "/listeners?format=json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ls struct {
-			ListenerStatuses []struct {
-				Name         string `json:"name"`
-				LocalAddress struct {
-					SocketAddress struct {
-						Address   string `json:"address"`
-						PortValue int    `json:"port_value"`
-					} `json:"socket_address"`
-				} `json:"local_address"`
-			} `json:"listener_statuses"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&ls)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.listeners = map[string]string{}
-		for _, l := range ls.ListenerStatuses {
-			p.listeners[l.Name] = net.JoinHostPort(l.LocalAddress.SocketAddress.Address, fmt.Sprint(l.LocalAddress.SocketAddress.PortValue))
-		}
-		return p
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ls, err := e.Listeners(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
+	return &envoyProc{listeners: ls}
 }
 
 // TestThroughEnvoyWithEmbeddedDNS runs the seed's shapes through a real
