@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/bpf/bpftest"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 )
 
@@ -89,52 +90,25 @@ func TestEnvoyOriginalDst(t *testing.T) {
 		"ACCESS_LOG", accessLog,
 		"VIP", testVIP,
 	).Replace(envoyTransparentConfig)
-	cfgPath := filepath.Join(dir, "envoy.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, envoy, "-c", cfgPath, "--disable-hot-restart", "--log-level", "warn", "--concurrency", "1", "--file-flush-interval-msec", "100")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	bpftest.CommandIn(t, cmd, tr.proxy) // Envoy creates its listener in the proxy cgroup
-	var envoyLog strings.Builder
-	cmd.Stdout, cmd.Stderr = &envoyLog, &envoyLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
+	listenAddr := "127.0.0.1:" + strconv.Itoa(listenPort)
+	envoyProc := envoyproc.StartT(t, envoyproc.Options{Bin: envoy, Bootstrap: []byte(cfg), WorkDir: dir,
+		LogLevel: "warn", Args: []string{"--file-flush-interval-msec", "100"},
+		Cmd: func(cmd *exec.Cmd) {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			bpftest.CommandIn(t, cmd, tr.proxy) // Envoy creates its listener in the proxy cgroup
+		},
+		// Ready once the transparent listener accepts connections.
+		Ready: func(*envoyproc.Proc) bool {
+			c, err := net.DialTimeout("tcp4", listenAddr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}})
 	if err := tr.r.SetVIPs(vipConfig(netipAddrPort("127.0.0.1", listenPort)).VIPs); err != nil {
 		t.Fatal(err)
-	}
-
-	// Wait (bounded) for Envoy's listener.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp4", "127.0.0.1:"+strconv.Itoa(listenPort), time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("envoy exited:\n%s", envoyLog.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("envoy listener not up after 30s:\n%s", envoyLog.String())
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 
 	get := func(vip string) (string, error) {
@@ -152,7 +126,7 @@ func TestEnvoyOriginalDst(t *testing.T) {
 	}
 	vip := testVIP + ":8080"
 	if got, err := get(vip); err != nil || !strings.Contains(got, "hello from backend, host=raw") {
-		t.Fatalf("through Envoy to %s: got %q, err %v\nenvoy:\n%s", vip, got, err, envoyLog.String())
+		t.Fatalf("through Envoy to %s: got %q, err %v\nenvoy:\n%s", vip, got, err, envoyProc.LogText())
 	}
 	// A VIP no filter chain matches is closed by Envoy: the match used
 	// the original destination, not the listener address.
@@ -165,7 +139,7 @@ func TestEnvoyOriginalDst(t *testing.T) {
 	bpftest.CommandIn(t, curlCmd, tr.app)
 	out, err := curlCmd.CombinedOutput()
 	if err != nil || string(out) != "hello from backend, host=mes-http.svc.meshext.local:8080" {
-		t.Errorf("curl by name in the app cgroup: %q, err %v\nenvoy:\n%s", out, err, envoyLog.String())
+		t.Errorf("curl by name in the app cgroup: %q, err %v\nenvoy:\n%s", out, err, envoyProc.LogText())
 	}
 
 	// curl -6: only the AAAA answer (::ffff:VIP) on a dual-stack socket,
