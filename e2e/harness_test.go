@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshext/meshext/bench/envoyproc"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 )
 
@@ -111,39 +110,6 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s: not within %s: %v", what, timeout, err)
-}
-
-// handedOut remembers ports freePort returned, so two callers (say the DNS
-// and status addresses of one meshext run) never get the same one.
-var (
-	portsMu   sync.Mutex
-	handedOut = map[int]bool{}
-)
-
-// freePort returns a loopback port that is free for TCP and UDP at the
-// moment and was not returned before in this test binary.
-func freePort(t *testing.T) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			if !handedOut[port] {
-				handedOut[port] = true
-				return port
-			}
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 // run executes a client command with a bounded time and returns its output.

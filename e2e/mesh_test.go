@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshext/meshext/bench/envoyproc"
 	"github.com/meshext/meshext/bpf/bpftest"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testnet"
 )
 
 // meshEnv is one `meshext run` on a drop directory plus one real Envoy fed by
@@ -48,8 +49,8 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 		m.state = filepath.Join(m.dir, "state")
 	}
 	m.xds = filepath.Join(m.dir, "xds")
-	m.dnsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	m.statusAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	m.dnsAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
+	m.statusAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
 	m.startRun(t, bin, o)
 
 	nodeDir := filepath.Join(m.xds, m.nodeID)
@@ -61,13 +62,16 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	})
 	bootstrap := filepath.Join(m.dir, "bootstrap.json")
 	out, err := run(t, 30*time.Second, "", bin, "bootstrap", "--xds", "file", "--xds-dir", m.xds,
-		"--node", m.nodeID, "--admin-port", strconv.Itoa(freePort(t)), "--upstream-dns", m.dnsAddr, "--out", bootstrap)
+		"--node", m.nodeID, "--admin-port", strconv.Itoa(testnet.FreePort(t)), "--upstream-dns", m.dnsAddr, "--out", bootstrap)
 	if err != nil {
 		t.Fatalf("meshext bootstrap: %v\n%s", err, out)
 	}
 	// meshext run renders the meshext dynamic module (--plugin on, stock) on HTTP listeners.
 	modEnv := envoyModuleEnv(t)
-	startEnvoy := func() { m.envoy, err = envoyproc.Start(envoy, bootstrap, m.dir, "envoy", modEnv) }
+	startEnvoy := func() {
+		m.envoy, err = envoyproc.Start(envoyproc.Options{Bin: envoy, Config: bootstrap, WorkDir: m.dir, Name: "envoy",
+			Env: modEnv, LogLevel: "warn", ReadyTimeout: 20 * time.Second, InotifyRetries: 8})
+	}
 	if o.envoyCgroup != "" {
 		// Envoy inherits the cgroup; its listener sockets are created there.
 		bpftest.InCgroup(t, o.cgroupMount, o.envoyCgroup, startEnvoy)
@@ -79,8 +83,8 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- envoy log (tail) ---\n%s", envoyproc.Tail(m.envoy.Log, 6000))
-			if b, err := os.ReadFile(m.envoy.Log); err == nil {
+			t.Logf("--- envoy log (tail) ---\n%s", envoyproc.Tail(m.envoy.LogPath, 6000))
+			if b, err := os.ReadFile(m.envoy.LogPath); err == nil {
 				_ = os.WriteFile(filepath.Join(os.TempDir(), "meshext-e2e-"+m.nodeID+"-envoy.log"), b, 0o644)
 			}
 		}
@@ -107,7 +111,7 @@ func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
 
 // envoyLog is everything Envoy printed so far, access logs included.
 func (m *meshEnv) envoyLog() string {
-	b, _ := os.ReadFile(m.envoy.Log)
+	b, _ := os.ReadFile(m.envoy.LogPath)
 	return string(b)
 }
 
@@ -124,6 +128,12 @@ func (m *meshEnv) waitListener(t *testing.T, addr string) {
 		}
 		return nil
 	})
+}
+
+// stat is one Envoy stat's value, "" when absent or unreadable.
+func (m *meshEnv) stat(name string) string {
+	v, _ := m.envoy.Stat(name)
+	return v
 }
 
 // status fetches meshext run's /status JSON.
