@@ -2,19 +2,16 @@ package render
 
 import (
 	"bytes"
-	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/e2e/testpki"
 )
@@ -47,18 +44,7 @@ func runEnvoyValidate(t *testing.T, envoy string, b proto.Message) (string, erro
 	if err := os.WriteFile(path, js, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path, "--disable-hot-restart", "-l", "warning")
-	var outb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &outb, &outb
-	if err := cmd.Run(); err != nil {
-		return outb.String(), err
-	}
-	if !bytes.Contains(outb.Bytes(), []byte("OK")) {
-		return outb.String(), fmt.Errorf("no OK in the output")
-	}
-	return outb.String(), nil
+	return envoyproc.Validate(envoy, path)
 }
 
 // TestEnvoyValidateCatchesWhatPGVCannot proves the validation above has

@@ -384,3 +384,19 @@ func Tail(path string, n int) string {
 	}
 	return s
 }
+
+// Validate runs `envoy --mode validate` on a bootstrap file (bounded to
+// 60 s) and returns Envoy's output; an error when Envoy refuses the file or
+// does not print OK.
+func Validate(bin, config string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--mode", "validate", "-c", config, "--disable-hot-restart", "-l", "warning").CombinedOutput()
+	if err != nil {
+		return string(out), err
+	}
+	if !strings.Contains(string(out), "OK") {
+		return string(out), errors.New("no OK in the output")
+	}
+	return string(out), nil
+}

@@ -2,6 +2,7 @@ package envoyproc
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +89,23 @@ func TestStartReportsABadBootstrap(t *testing.T) {
 func TestStartNeedsABootstrap(t *testing.T) {
 	if _, err := Start(Options{Bin: "/bin/true", WorkDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "Bootstrap") {
 		t.Errorf("err = %v, want one naming the missing bootstrap", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	bin := testenv.Envoy(t)
+	dir := t.TempDir()
+	good, bad := dir+"/good.yaml", dir+"/bad.yaml"
+	if err := os.WriteFile(good, []byte(testBootstrap), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("static_resources: {clusters: [{name: x, type: NO_SUCH_TYPE}]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := Validate(bin, good); err != nil {
+		t.Errorf("valid bootstrap refused: %v\n%s", err, out)
+	}
+	if out, err := Validate(bin, bad); err == nil || !strings.Contains(out, "NO_SUCH_TYPE") {
+		t.Errorf("invalid bootstrap: err %v, output %q; want an error naming NO_SUCH_TYPE", err, out)
 	}
 }

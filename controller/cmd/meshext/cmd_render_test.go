@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,10 +35,7 @@ func fileMode(t *testing.T, path string) os.FileMode {
 
 func envoyValidateFile(t *testing.T, path string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, testenv.Envoy(t), "--mode", "validate", "-c", path, "--disable-hot-restart", "-l", "warning").CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("OK")) {
+	if out, err := envoyproc.Validate(testenv.Envoy(t), path); err != nil {
 		t.Fatalf("envoy --mode validate %s: %v\n%s", path, err, out)
 	}
 }
