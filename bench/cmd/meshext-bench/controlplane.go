@@ -127,10 +127,17 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 	return b.String()
 }
 
-// runCP runs one meshext-cpbench child, bounded.
+// runCP runs one meshext-cpbench child, bounded, in a fresh work directory
+// (the value of its -dir flag).
 func runCP(ctx context.Context, argv []string, limit time.Duration) (cpResult, time.Duration, error) {
 	var r cpResult
-	_ = os.RemoveAll(argv[len(argv)-1])
+	for i, a := range argv[:len(argv)-1] {
+		if a == "-dir" {
+			if err := os.RemoveAll(argv[i+1]); err != nil {
+				return r, 0, err
+			}
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
@@ -183,6 +190,10 @@ func relArgv(argv []string) []string {
 	out := append([]string(nil), argv...)
 	wd, _ := os.Getwd()
 	for i, a := range out {
+		if snapshotDir != "" && filepath.Dir(a) == snapshotDir {
+			out[i] = filepath.Join("bin", filepath.Base(a))
+			continue
+		}
 		if r, err := filepath.Rel(wd, a); err == nil && !strings.HasPrefix(r, "..") && filepath.IsAbs(a) {
 			out[i] = r
 		}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshext/meshext/plugin/egress"
 )
@@ -97,5 +99,31 @@ func TestAccessLogFormat(t *testing.T) {
 	}
 	if got := accessLogFormat([]byte(`{"a":[1,2,{"b":{}}]}`)); got != "" {
 		t.Errorf("format in a config without access log: %q", got)
+	}
+}
+
+// runCP clears the child's -dir and nothing else (an earlier version removed
+// its last argument, which was once the plugin library).
+func TestRunCPClearsOnlyDir(t *testing.T) {
+	tmp := t.TempDir()
+	dir, keep := filepath.Join(tmp, "work"), filepath.Join(tmp, "libmeshext.so")
+	for _, p := range []string{filepath.Join(dir, "old"), keep} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	argv := []string{"sh", "-c", `echo '{"n":7}'`, "sh", "-dir", dir, "-plugin", keep}
+	r, _, err := runCP(context.Background(), argv, 10*time.Second)
+	if err != nil || r.N != 7 {
+		t.Fatalf("runCP: %+v %v", r, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "old")); !os.IsNotExist(err) {
+		t.Errorf("-dir not cleared: %v", err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("a file named after -dir was removed: %v", err)
 	}
 }

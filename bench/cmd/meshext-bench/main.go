@@ -13,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -113,6 +114,12 @@ func run(args []string) int {
 	if !o.keepWork {
 		defer os.RemoveAll(work)
 	}
+	// The tree is shared: another build or test may replace or delete bin/
+	// files mid-run. Run from private copies.
+	if err := snapshotBinaries(work, &o); err != nil {
+		fmt.Fprintln(os.Stderr, "meshext-bench:", err)
+		return 1
+	}
 	started := time.Now().UTC()
 	host, _ := os.Hostname()
 	var rep strings.Builder
@@ -199,4 +206,51 @@ func lookPath(name string) string {
 		return ""
 	}
 	return p
+}
+
+// selfPath is this program, for re-executing it as an upstream; snapshotDir
+// holds the copies of the binaries (shown as bin/ in commands).
+var selfPath, snapshotDir string
+
+// snapshotBinaries copies the binaries the run uses into work/bin and points
+// o (and selfPath) at the copies. libmeshext.so keeps its name: Envoy looks
+// it up as lib<name>.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+func snapshotBinaries(work string, o *options) error {
+	dir := filepath.Join(work, "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	for _, p := range []*string{&self, &o.meshext, &o.plugin, &o.cpbench} {
+		if *p == "" {
+			continue
+		}
+		dst := filepath.Join(dir, filepath.Base(*p))
+		if err := copyFile(*p, dst); err != nil {
+			return fmt.Errorf("snapshot %s: %w", *p, err)
+		}
+		*p = dst
+	}
+	selfPath, snapshotDir = self, dir
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

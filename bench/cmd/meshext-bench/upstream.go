@@ -108,9 +108,12 @@ type child struct {
 // startUpstream re-executes this binary as an upstream and waits (bounded)
 // for its LISTENING line.
 func startUpstream(kind, cert, key string) (*child, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
+	self := selfPath
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return nil, err
+		}
 	}
 	args := []string{"upstream", "-kind", kind}
 	if cert != "" {
