@@ -498,27 +498,6 @@ func statValueOrZero(e *envoyproc.Proc, name string) int {
 	return int(v)
 }
 
-// lineServer is a plain TCP server that writes one line and closes.
-func lineServer(t *testing.T, line string) uint32 {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(c, line)
-			c.Close()
-		}
-	}()
-	return uint32(l.Addr().(*net.TCPAddr).Port)
-}
-
 // TestEnvoyTransparentChainForPortlessService drives the transparent
 // listener's filter-chain matching in a real Envoy. Without a redirect the
 // destination is the listener's own address, so the port-less service gets
@@ -528,9 +507,9 @@ func lineServer(t *testing.T, line string) uint32 {
 func TestEnvoyTransparentChainForPortlessService(t *testing.T) {
 	envoy := testenv.Envoy(t)
 	redirect := testnet.FreePort(t)
-	anyPort := svc("any-port", "tcp", 0, ep("127.0.0.1", lineServer(t, "hello from any-port")))
+	anyPort := svc("any-port", "tcp", 0, ep("127.0.0.1", uint32(testnet.LineServer(t, "hello from any-port"))))
 	anyPort.VIP = netip.MustParseAddr("127.0.0.1")
-	other := svc("other", "tcp", uint32(redirect), ep("127.0.0.1", lineServer(t, "wrong service")))
+	other := svc("other", "tcp", uint32(redirect), ep("127.0.0.1", uint32(testnet.LineServer(t, "wrong service"))))
 	other.VIP = netip.MustParseAddr("127.0.0.2")
 	w := world(anyPort, other)
 	dp := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: "default", Name: "live"}}

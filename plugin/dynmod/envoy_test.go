@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -23,11 +22,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testnet"
 	"github.com/meshext/meshext/e2e/testpki"
 	"github.com/meshext/meshext/plugin/core"
 	"github.com/meshext/meshext/plugin/egress"
@@ -112,14 +111,7 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 	defer httpUp.Close()
 
 	// gRPC upstream (h2c): the standard health service.
-	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	grpcSrv := grpc.NewServer()
-	healthpb.RegisterHealthServer(grpcSrv, health.NewServer())
-	go func() { _ = grpcSrv.Serve(grpcLis) }()
-	defer grpcSrv.Stop()
+	grpcAddr := testnet.GRPCHealthServer(t)
 
 	logs := &syncBuffer{}
 	dir := t.TempDir()
@@ -131,7 +123,7 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 		FilterConfig: filterConfig(t, basePolicies),
 		Clusters: []envoytest.Cluster{
 			{Name: "mes_http", Addr: strings.TrimPrefix(httpUp.URL, "http://")},
-			{Name: "mes_grpc", Addr: grpcLis.Addr().String(), HTTP2: true},
+			{Name: "mes_grpc", Addr: grpcAddr, HTTP2: true},
 		},
 		Log:       logs,
 		LogLevel:  "info",

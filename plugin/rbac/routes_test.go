@@ -17,11 +17,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testnet"
 	"github.com/meshext/meshext/plugin/core"
 	"github.com/meshext/meshext/plugin/envoytest"
 	"github.com/meshext/meshext/plugin/rbac"
@@ -87,14 +87,7 @@ func TestVirtualHostsInEnvoy(t *testing.T) {
 	envoyBin := testenv.Envoy(t)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "upstream %s", r.URL.Path) }))
 	defer up.Close()
-	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	healthpb.RegisterHealthServer(gs, health.NewServer())
-	go func() { _ = gs.Serve(grpcLis) }()
-	defer gs.Stop()
+	grpcAddr := testnet.GRPCHealthServer(t)
 
 	vhs, err := rbac.VirtualHosts(nativeTable(t, ""), rbac.ByListenerOwner)
 	if err != nil {
@@ -123,7 +116,7 @@ func TestVirtualHostsInEnvoy(t *testing.T) {
 	boot := obj{
 		"admin": obj{"address": obj{"socket_address": obj{"address": "127.0.0.1", "port_value": 0}}},
 		"static_resources": obj{
-			"clusters": []any{cluster("mes_http", strings.TrimPrefix(up.URL, "http://"), false), cluster("mes_grpc", grpcLis.Addr().String(), true)},
+			"clusters": []any{cluster("mes_http", strings.TrimPrefix(up.URL, "http://"), false), cluster("mes_grpc", grpcAddr, true)},
 			"listeners": []any{obj{
 				"name":    "native",
 				"address": obj{"socket_address": obj{"address": "127.0.0.1", "port_value": 0}},
