@@ -138,7 +138,7 @@ func TestLiveChanges(t *testing.T) {
 	})
 
 	t.Run("broken file changes nothing that works", func(t *testing.T) {
-		before := m.stat("listener_manager.lds.update_success")
+		before := m.envoy.StatValue("listener_manager.lds.update_success")
 		writeFile(t, filepath.Join(drop, "a.yaml"), "type: MeshExternalService\nname: live-a\nmesh: default\nspec:\n  match: {port: [\n")
 		writeFile(t, filepath.Join(drop, "b.yaml"), mesFile("live-b", plainPort, "")+"  bogus: 1\n")
 		eventually(t, 20*time.Second, "meshext reports the broken files", func() error {
@@ -153,7 +153,7 @@ func TestLiveChanges(t *testing.T) {
 			require.NoError(t, err, a)
 			c.Close()
 		}
-		assert.Equal(t, before, m.stat("listener_manager.lds.update_success"), "no listener update pushed for bad input")
+		assert.Equal(t, before, m.envoy.StatValue("listener_manager.lds.update_success"), "no listener update pushed for bad input")
 		writeFile(t, filepath.Join(drop, "a.yaml"), mesFile("live-a", plainPort, ""))
 		writeFile(t, filepath.Join(drop, "b.yaml"), mesFile("live-b", plainPort, ""))
 	})
@@ -162,7 +162,7 @@ func TestLiveChanges(t *testing.T) {
 		conn, r, err := dialEcho("127.0.0.1:22001", "before rotation")
 		require.NoError(t, err)
 		defer conn.Close()
-		modified := m.stat("cluster_manager.cluster_modified")
+		modified := m.envoy.StatValue("cluster_manager.cluster_modified")
 
 		// Trust only CA 2: the server's CA 1 certificate no longer verifies.
 		writeFile(t, filepath.Join(drop, "secret.yaml"), secret(ca2.CertPEM))
@@ -186,7 +186,7 @@ func TestLiveChanges(t *testing.T) {
 			return err
 		})
 		require.NoError(t, echoOnce(conn, r, "still open"))
-		assert.Equal(t, modified, m.stat("cluster_manager.cluster_modified"), "rotation went through SDS, not a cluster rebuild")
+		assert.Equal(t, modified, m.envoy.StatValue("cluster_manager.cluster_modified"), "rotation went through SDS, not a cluster rebuild")
 	})
 
 	t.Run("restart keeps every VIP", func(t *testing.T) {

@@ -69,8 +69,7 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	// meshext run renders the meshext dynamic module (--plugin on, stock) on HTTP listeners.
 	modEnv := envoyModuleEnv(t)
 	startEnvoy := func() {
-		m.envoy, err = envoyproc.Start(envoyproc.Options{Bin: envoy, Config: bootstrap, WorkDir: m.dir, Name: "envoy",
-			Env: modEnv, LogLevel: "warn", ReadyTimeout: 20 * time.Second, InotifyRetries: 8})
+		m.envoy, err = envoyproc.Start(envoyproc.Pinned(envoy, bootstrap, m.dir, "envoy", modEnv))
 	}
 	if o.envoyCgroup != "" {
 		// Envoy inherits the cgroup; its listener sockets are created there.
@@ -128,12 +127,6 @@ func (m *meshEnv) waitListener(t *testing.T, addr string) {
 		}
 		return nil
 	})
-}
-
-// stat is one Envoy stat's value, "" when absent or unreadable.
-func (m *meshEnv) stat(name string) string {
-	v, _ := m.envoy.Stat(name)
-	return v
 }
 
 // status fetches meshext run's /status JSON.

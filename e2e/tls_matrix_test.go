@@ -169,9 +169,9 @@ spec:
 	// mismatch (see controller/render/tls.go, F3): the count is what is checked.
 	t.Run("skipca-san-mismatch-counted", func(t *testing.T) {
 		untrusted := "cluster.meshext_default_skipca-self-signed.ssl.fail_verify_error"
-		assert.Equal(t, "1", m.stat(untrusted), "the untrusted self-signed chain is counted, not refused")
+		assert.Equal(t, "1", m.envoy.StatValue(untrusted), "the untrusted self-signed chain is counted, not refused")
 		bad := "cluster.meshext_default_skipca-san-mismatch.ssl.fail_verify_san"
-		n, err := strconv.Atoi(m.stat(bad))
+		n, err := strconv.Atoi(m.envoy.StatValue(bad))
 		require.NoError(t, err, "stat %s", bad)
 		assert.GreaterOrEqual(t, n, 1, "the SAN mismatch is counted")
 	})

@@ -70,6 +70,14 @@ type Options struct {
 	InotifyRetries int
 }
 
+// Pinned is the setup benchmarks and the e2e mesh use: config as given,
+// one worker, warn-level logs to WorkDir/<name>.log, 20 s to get LIVE, and
+// inotify retries (they start many Envoys back to back).
+func Pinned(bin, config, workDir, name string, env []string) Options {
+	return Options{Bin: bin, Config: config, WorkDir: workDir, Name: name, Env: env,
+		LogLevel: "warn", ReadyTimeout: 20 * time.Second, InotifyRetries: 8}
+}
+
 // Proc is one running Envoy.
 type Proc struct {
 	// Admin is host:port of the admin listener.
@@ -315,6 +323,13 @@ func (p *Proc) Text(path string) string {
 // the stat does not exist yet).
 func (p *Proc) Stat(name string) (string, error) {
 	return p.StatContext(context.Background(), name)
+}
+
+// StatValue is Stat for polling and reports: "" when the stat is absent or
+// cannot be read.
+func (p *Proc) StatValue(name string) string {
+	v, _ := p.Stat(name)
+	return v
 }
 
 // StatContext is Stat bounded also by ctx.

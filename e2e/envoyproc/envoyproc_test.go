@@ -53,6 +53,9 @@ func TestStartReadsAdminAndStops(t *testing.T) {
 	if v, err := p.Stat("no.such.stat"); err != nil || v != "" {
 		t.Errorf("absent stat = %q, %v; want empty", v, err)
 	}
+	if v := p.StatValue("cluster_manager.active_clusters"); v != "1" {
+		t.Errorf("StatValue(cluster_manager.active_clusters) = %q, want 1", v)
+	}
 	if dump, err := p.ConfigDump(""); err != nil || !strings.Contains(dump, `"probe"`) {
 		t.Errorf("config_dump lacks the probe listener (err %v)", err)
 	}
