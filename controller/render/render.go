@@ -301,6 +301,7 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	filters := map[*model.Service][]*listenerv3.Filter{}
 	denied := false // some tcp chain goes to DeniedCluster
 	var ready []*rendered
+	secretSeen := map[string]bool{}
 	for _, rs := range services {
 		f, closed, err := r.serviceFilters(n, rs.svc)
 		if err != nil {
@@ -311,7 +312,13 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 		denied = denied || closed
 		ready = append(ready, rs)
 		n.Clusters = append(n.Clusters, rs.cluster)
-		n.Secrets = append(n.Secrets, rs.secrets...)
+		for _, sec := range rs.secrets {
+			// Shared secrets (a system CA bundle) are listed once per node.
+			if !secretSeen[sec.Name] {
+				secretSeen[sec.Name] = true
+				n.Secrets = append(n.Secrets, sec)
+			}
+		}
 	}
 
 	redirect := uint32(DefaultRedirectPortOutbound)

@@ -1,6 +1,8 @@
 package render
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -18,7 +20,13 @@ const transportSocketTLS = "envoy.transport_sockets.tls"
 
 // Secret names are stable per service and material, so a rotated CA or client
 // certificate changes one SDS resource and leaves the cluster untouched (F7).
-func caSecretName(s *model.Service) string     { return s.ClusterName() + "_ca" }
+func caSecretName(s *model.Service) string { return s.ClusterName() + "_ca" }
+
+// systemCASecretName names the shared secret of a system CA bundle path.
+func systemCASecretName(path string) string {
+	sum := sha256.Sum256([]byte(path))
+	return "meshext_system_ca_" + hex.EncodeToString(sum[:6])
+}
 func clientSecretName(s *model.Service) string { return s.ClusterName() + "_client" }
 
 // SecretPath is where SecretsFile mode expects the secret's DiscoveryResponse
@@ -74,9 +82,13 @@ func (r *renderer) upstreamTLS(s *model.Service) (*corev3.TransportSocket, []*tl
 	case len(t.CA) > 0:
 		ca = caSecret(s, &tlsv3.CertificateValidationContext{TrustedCa: inlineBytes(t.CA)})
 	case t.SystemCAPath != "":
-		ca = caSecret(s, &tlsv3.CertificateValidationContext{
+		// One secret per bundle path, shared by every service that trusts it:
+		// in file-drop mode Envoy holds one inotify instance per SDS file, and
+		// the kernel's default limit is 128 per user. Its content is a file
+		// name, so the bundle itself still rotates by Envoy's file watch.
+		ca = &tlsv3.Secret{Name: systemCASecretName(t.SystemCAPath), Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: t.SystemCAPath}},
-		})
+		}}}
 	}
 
 	up := &tlsv3.UpstreamTlsContext{

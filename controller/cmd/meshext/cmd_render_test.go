@@ -47,7 +47,8 @@ func TestRenderExamplesWritesValidConfig(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
 	}
-	if !strings.Contains(stdout, "node default.example: 9 clusters, 3 listeners, 5 secrets") {
+	// Secrets: the four system-CA services share one bundle secret, plus the mTLS client cert.
+	if !strings.Contains(stdout, "node default.example: 9 clusters, 3 listeners, 2 secrets") {
 		t.Errorf("summary:\n%s", stdout)
 	}
 	node := filepath.Join(dir, "default.example")
@@ -57,8 +58,8 @@ func TestRenderExamplesWritesValidConfig(t *testing.T) {
 		}
 	}
 	secrets, err := filepath.Glob(filepath.Join(dir, "sds", "*.json"))
-	if err != nil || len(secrets) != 5 {
-		t.Fatalf("secrets %v (%v), want 5 files", secrets, err)
+	if err != nil || len(secrets) != 2 {
+		t.Fatalf("secrets %v (%v), want 2 files", secrets, err)
 	}
 	for _, s := range secrets {
 		if m := fileMode(t, s); m != 0o600 {

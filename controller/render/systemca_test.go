@@ -1,0 +1,38 @@
+package render
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/resource"
+)
+
+// Services trusting the system bundle share one SDS secret (one file, one
+// Envoy watch), listed once per node; a user CA stays per service so its
+// rotation never touches another cluster.
+func TestSystemCABundleIsOneSharedSecret(t *testing.T) {
+	system := func() *model.TLS {
+		return &model.TLS{Mode: resource.ModeSecured, MinVersion: resource.TLSAuto, MaxVersion: resource.TLSAuto,
+			SystemCAPath: "/etc/ssl/certs/ca-certificates.crt", CASource: "system:/etc/ssl/certs/ca-certificates.crt"}
+	}
+	w := world(
+		withTLS(svc("a", "tcp", 443, ep("a.example.com", 443)), system()),
+		withTLS(svc("b", "tcp", 443, ep("b.example.com", 443)), system()),
+		withTLS(svc("c", "tcp", 443, ep("c.example.com", 443)), tlsSecured()),
+	)
+	n := onlyNode(t, mustRender(t, w, Options{}))
+	var names []string
+	for _, s := range n.Secrets {
+		names = append(names, s.Name)
+	}
+	shared := systemCASecretName("/etc/ssl/certs/ca-certificates.crt")
+	assert.ElementsMatch(t, []string{shared, "meshext_default_c_ca"}, names)
+	for _, cl := range []string{"meshext_default_a", "meshext_default_b"} {
+		up := upstreamTLSOf(t, n, cl)
+		require.NotNil(t, up)
+		assert.Equal(t, shared, up.CommonTlsContext.GetCombinedValidationContext().GetValidationContextSdsSecretConfig().GetName(), cl)
+	}
+}
