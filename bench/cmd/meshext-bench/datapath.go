@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/meshext/meshext/bench/envoyproc"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"net"
 	"os"
 	"path/filepath"
@@ -243,7 +243,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 		if vi == vD && rc.FilterByHarness {
 			extras = append(extras, "this meshext render does not emit the Go filter, so meshext-bench inserted it into (d) before the router")
 		}
-		runs[vi].envoy, err = envoyproc.Start(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env)
+		runs[vi].envoy, err = envoyproc.Start(envoyproc.Pinned(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env))
 		if err != nil {
 			runs[vi].why = err.Error()
 			continue
@@ -350,7 +350,7 @@ func startHand(cfg dpConfig, r *variantRun, cmd *string, p handParams, name stri
 		r.why = err.Error()
 		return
 	}
-	if r.envoy, err = envoyproc.Start(cfg.envoy, path, cfg.workDir, name, nil); err != nil {
+	if r.envoy, err = envoyproc.Start(envoyproc.Pinned(cfg.envoy, path, cfg.workDir, name, nil)); err != nil {
 		r.why = err.Error()
 		return
 	}

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 )
 
@@ -35,10 +35,7 @@ func TestHandwrittenConfigsValidate(t *testing.T) {
 			if err := writeHandConfig(path, hp); err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			out, err := exec.CommandContext(ctx, envoy, "--mode", "validate", "-c", path).CombinedOutput()
-			cancel()
-			if err != nil {
+			if out, err := envoyproc.Validate(envoy, path); err != nil {
 				t.Errorf("%s (access log %v): envoy --mode validate: %v\n%s", p.key, withLog, err, out)
 			}
 			if data, _ := os.ReadFile(path); withLog != strings.Contains(string(data), "StdoutAccessLog") {

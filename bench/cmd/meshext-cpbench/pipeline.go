@@ -10,11 +10,11 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/meshext/meshext/bench/envoyproc"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/xds"
+	"github.com/meshext/meshext/e2e/envoyproc"
 )
 
 // pipeline is the controller's work for one config change, as meshext run
@@ -127,13 +127,13 @@ func fileVersion(path string) (string, error) {
 func waitVersion(e *envoyproc.Proc, want string, limit time.Duration) (time.Duration, error) {
 	t0 := time.Now()
 	for time.Since(t0) < limit {
-		if strings.Trim(e.Stat("cluster_manager.cds.version_text"), `"`) == want {
+		if strings.Trim(e.StatValue("cluster_manager.cds.version_text"), `"`) == want {
 			return time.Since(t0), nil
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	return 0, fmt.Errorf("Envoy did not report cds version %s within %s (rejected updates: %s)", want, limit,
-		e.Stat("cluster_manager.cds.update_rejected"))
+		e.StatValue("cluster_manager.cds.update_rejected"))
 }
 
 func apply(n int, dir, envoyBin string, changes int) (*Result, error) {
@@ -163,7 +163,7 @@ func apply(n int, dir, envoyBin string, changes int) (*Result, error) {
 		return r, err
 	}
 	t0 := time.Now()
-	e, err := envoyproc.Start(envoyBin, bootPath, dir, "cp-envoy", nil)
+	e, err := envoyproc.Start(envoyproc.Pinned(envoyBin, bootPath, dir, "cp-envoy", nil))
 	if err != nil {
 		return r, err
 	}

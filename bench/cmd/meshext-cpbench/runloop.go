@@ -11,9 +11,9 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/meshext/meshext/bench/envoyproc"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/xds"
+	"github.com/meshext/meshext/e2e/envoyproc"
 )
 
 // viaRun measures what a user sees: the real `meshext run` (fsnotify,
@@ -82,7 +82,7 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 		return r, err
 	}
 	t1 := time.Now()
-	e, err := envoyproc.Start(envoyBin, bootPath, dir, "run-envoy", pluginEnv(plugin))
+	e, err := envoyproc.Start(envoyproc.Pinned(envoyBin, bootPath, dir, "run-envoy", pluginEnv(plugin)))
 	if err != nil {
 		return r, err
 	}
@@ -192,14 +192,14 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 			<-exited
 		}
 	}()
-	e, err := envoyproc.Start(envoyBin, bootPath, dir, "run-ads-envoy", pluginEnv(plugin))
+	e, err := envoyproc.Start(envoyproc.Pinned(envoyBin, bootPath, dir, "run-ads-envoy", pluginEnv(plugin)))
 	if err != nil {
 		return r, err
 	}
 	defer e.Stop()
 	// Initial config: every cluster (N services + meshext's own) is active.
 	for deadline := time.Now().Add(120 * time.Second); ; {
-		if v, _ := strconv.Atoi(e.Stat("cluster_manager.active_clusters")); v >= n && cdsVersion(e) != "" {
+		if v, _ := strconv.Atoi(e.StatValue("cluster_manager.active_clusters")); v >= n && cdsVersion(e) != "" {
 			break
 		}
 		select {
@@ -239,7 +239,7 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 }
 
 func cdsVersion(e *envoyproc.Proc) string {
-	return strings.Trim(e.Stat("cluster_manager.cds.version_text"), `"`)
+	return strings.Trim(e.StatValue("cluster_manager.cds.version_text"), `"`)
 }
 
 // pluginArgs: with the plugin library, meshext run renders the Go filter (its
@@ -265,7 +265,7 @@ func pluginEnv(plugin string) []string {
 
 // rejected is Envoy's count of rejected CDS and LDS updates, "cds/lds".
 func rejected(e *envoyproc.Proc) string {
-	return orZero(e.Stat("cluster_manager.cds.update_rejected")) + "/" + orZero(e.Stat("listener_manager.lds.update_rejected"))
+	return orZero(e.StatValue("cluster_manager.cds.update_rejected")) + "/" + orZero(e.StatValue("listener_manager.lds.update_rejected"))
 }
 
 func orZero(s string) string {
