@@ -69,7 +69,11 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	// meshext run renders the meshext dynamic module (--plugin on, stock) on HTTP listeners.
 	modEnv := envoyModuleEnv(t)
 	startEnvoy := func() {
-		m.envoy, err = envoyproc.Start(envoyproc.Pinned(envoy, bootstrap, m.dir, "envoy", modEnv))
+		o := envoyproc.Pinned(envoy, bootstrap, m.dir, "envoy", modEnv)
+		// Tests read access logs from Envoy's output; Envoy flushes it only
+		// every 10 s by default, as long as their bounded waits.
+		o.Args = append(o.Args, "--file-flush-interval-msec", "100")
+		m.envoy, err = envoyproc.Start(o)
 	}
 	if o.envoyCgroup != "" {
 		// Envoy inherits the cgroup; its listener sockets are created there.
