@@ -225,31 +225,27 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 	}
 
 	var obj Object
+	// decodeSpec reads the `spec` of the kinds that keep everything there.
+	decodeSpec := func(spec any) {
+		if body == nil {
+			errs = append(errs, meta.Errorf("spec", "must be set"))
+		}
+		decode(body, spec, "spec")
+		topKeys["spec"] = true
+	}
 	switch meta.Kind {
 	case KindMeshExternalService:
 		r := &MeshExternalService{Meta: *meta}
-		if body == nil {
-			errs = append(errs, r.Errorf("spec", "must be set"))
-		}
-		decode(body, &r.Spec, "spec")
-		topKeys["spec"] = true
+		decodeSpec(&r.Spec)
 		r.Spec.applyDefaults()
 		obj = r
 	case KindHostnameGenerator:
 		r := &HostnameGenerator{Meta: *meta}
-		if body == nil {
-			errs = append(errs, r.Errorf("spec", "must be set"))
-		}
-		decode(body, &r.Spec, "spec")
-		topKeys["spec"] = true
+		decodeSpec(&r.Spec)
 		obj = r
 	case KindMeshTrafficPermission:
 		r := &MeshTrafficPermission{Meta: *meta}
-		if body == nil {
-			errs = append(errs, r.Errorf("spec", "must be set"))
-		}
-		decode(body, &r.Spec, "spec")
-		topKeys["spec"] = true
+		decodeSpec(&r.Spec)
 		obj = r
 	case KindDataplane:
 		r := &Dataplane{Meta: *meta}
