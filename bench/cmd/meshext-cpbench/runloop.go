@@ -40,21 +40,11 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
 		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", "warn"},
 		pluginArgs(meshext, plugin)...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	exited, stop, err := startProcess(cmd, logf)
+	if err != nil {
 		return r, err
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	defer stop()
 	cds := xds.CDSPath(xdsDir, render.DefaultNodeID)
 	// The first drop: bounded wait for meshext run to write cds.json.
 	var want string
@@ -177,21 +167,11 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "ads", "--ads-listen", ads,
 		"--status-listen", status, "--debounce", debounce.String(), "--log-level", "warn"},
 		pluginArgs(meshext, plugin)...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	exited, stop, err := startProcess(cmd, logf)
+	if err != nil {
 		return r, err
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	defer stop()
 	e, err := envoyproc.Start(envoyproc.Pinned(envoyBin, bootPath, dir, "run-ads-envoy", pluginEnv(plugin)))
 	if err != nil {
 		return r, err
@@ -273,4 +253,24 @@ func orZero(s string) string {
 		return "0"
 	}
 	return s
+}
+
+// startProcess starts cmd with its output in logf. exited closes when it
+// ends; stop interrupts it and waits (killing it after 5 s) until it has exited.
+func startProcess(cmd *exec.Cmd, logf *os.File) (exited <-chan struct{}, stop func(), err error) {
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	return done, func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}, nil
 }
