@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshext/meshext/plugin/cthread"
 	"github.com/meshext/meshext/plugin/egress"
 )
 
@@ -101,6 +102,7 @@ func configJSON(a *anypb.Any) ([]byte, error) {
 // Factory is the filter's api.StreamFilterFactory.
 func Factory(c interface{}, cb api.FilterCallbackHandler) api.StreamFilter {
 	cfg, _ := c.(*config)
+	cthread.Tick() // see plugin/cthread: Envoy's workers are C threads
 	return &filter{cfg: cfg, cb: cb}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared"
 
+	"github.com/meshext/meshext/plugin/cthread"
 	"github.com/meshext/meshext/plugin/egress"
 )
 
@@ -73,6 +74,7 @@ type Factory struct {
 
 // Create makes the per-stream filter.
 func (f *Factory) Create(h shared.HttpFilterHandle) shared.HttpFilter {
+	cthread.Tick() // see plugin/cthread: Envoy's workers are C threads
 	return &filter{f: f, h: h}
 }
 
@@ -200,8 +202,30 @@ func (x *filter) fail(headers shared.HeaderMap, p any) shared.HeadersStatus {
 	return shared.HeadersStatusStop
 }
 
-// NoopFilterName registers a filter that does nothing, in the same module:
-// benchmarks use it to measure what any Go dynamic module costs per request
-// (cgo crossings, SDK bookkeeping) apart from meshext's own work.
-// Register shared.EmptyHttpFilterConfigFactory under it.
+// NoopFilterName registers a filter that does nothing but what every Go
+// filter in this module must do per request (cthread.Tick): benchmarks use
+// it to measure what a Go dynamic module costs per request (cgo crossings,
+// SDK bookkeeping) apart from meshext's own work.
 const NoopFilterName = "meshext-noop"
+
+// NoopConfigFactory is registered under NoopFilterName.
+type NoopConfigFactory struct{}
+
+// Create ignores the configuration.
+func (NoopConfigFactory) Create(shared.HttpFilterConfigHandle, []byte) (shared.HttpFilterFactory, error) {
+	return noopFactory{}, nil
+}
+
+// CreatePerRoute is not supported.
+func (NoopConfigFactory) CreatePerRoute([]byte) (any, error) {
+	return nil, fmt.Errorf("meshext-noop: per-route config is not supported")
+}
+
+type noopFactory struct{}
+
+func (noopFactory) Create(shared.HttpFilterHandle) shared.HttpFilter {
+	cthread.Tick()
+	return &shared.EmptyHttpFilter{}
+}
+
+func (noopFactory) OnDestroy() {}

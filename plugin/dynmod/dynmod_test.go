@@ -361,3 +361,21 @@ func BenchmarkOnRequestHeaders(b *testing.B) {
 		}
 	}
 }
+
+func TestNoopFilterPassesEverything(t *testing.T) {
+	fac, err := NoopConfigFactory{}.Create(&fakeConfigHandle{}, []byte("ignored"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &fakeHeaders{m: map[string]string{":authority": "anything"}}
+	f := fac.Create(nil)
+	if st := f.OnRequestHeaders(h, true); st != shared.HeadersStatusContinue {
+		t.Fatalf("request headers status %v", st)
+	}
+	if len(h.m) != 1 {
+		t.Fatalf("noop filter changed headers: %v", h.m)
+	}
+	if _, err := (NoopConfigFactory{}).CreatePerRoute(nil); err == nil {
+		t.Fatal("per-route config accepted")
+	}
+}

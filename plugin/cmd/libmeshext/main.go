@@ -18,7 +18,7 @@ import (
 func init() {
 	sdk.RegisterHttpFilterConfigFactories(map[string]shared.HttpFilterConfigFactory{
 		egress.FilterName:     dynmod.ConfigFactory{},
-		dynmod.NoopFilterName: &shared.EmptyHttpFilterConfigFactory{},
+		dynmod.NoopFilterName: dynmod.NoopConfigFactory{},
 	})
 }
 
