@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -103,13 +104,13 @@ func Compile(cfg *Config) (*Table, error) {
 		forbid[m.Name] = m.DefaultForbidMeshExternalServiceAccess
 	}
 	t := &Table{
-		hosts:   make(map[string]*Entry, len(cfg.Services)*4),
+		slab:    make([]Entry, len(cfg.Services)),
 		entries: make([]*Entry, 0, len(cfg.Services)),
 		source:  cfg.Source,
 	}
 	byName := map[[2]string]*Entry{} // (mesh, name)
 	// owners tracks which service set each key, to report collisions;
-	// portless collects host keys without port that two services share.
+	// ambiguous collects host keys without port that two services share.
 	owners := map[string]*Entry{}
 	ambiguous := map[string]bool{}
 	for i := range cfg.Services {
@@ -121,16 +122,11 @@ func Compile(cfg *Config) (*Table, error) {
 		if byName[key] != nil {
 			return nil, fmt.Errorf("services[%d]: duplicate service %q in mesh %q", i, s.Name, s.Mesh)
 		}
-		e := &Entry{Service: s}
+		e := &t.slab[i]
+		e.Service = s
 		byName[key] = e
 		t.entries = append(t.entries, e)
 		bare, withPort := hostKeys(&s)
-		for j := range withPort {
-			withPort[j] = e.intern(withPort[j])
-		}
-		for j := range bare {
-			bare[j] = e.intern(bare[j])
-		}
 		for _, k := range withPort {
 			if o := owners[k]; o != nil && o != e {
 				return nil, fmt.Errorf("services[%d] %q: host %q already belongs to service %q", i, s.Name, k, o.Service.Name)
@@ -152,14 +148,16 @@ func Compile(cfg *Config) (*Table, error) {
 	}
 	for k, e := range owners {
 		if !ambiguous[k] {
-			t.hosts[k] = e
 			e.hosts = append(e.hosts, k)
+			t.hostKeys++
 		}
 	}
-	for _, e := range t.entries {
+	recs := make([]hostRec, 0, len(owners))
+	for i, e := range t.entries {
 		sort.Strings(e.hosts)
+		recs = appendHostRecs(recs, uint32(i), e.hosts)
 	}
-	t.hostKeys = len(t.hosts)
+	t.index = buildHostIndex(recs, rand.Uint64())
 
 	if cfg.DefaultService != "" {
 		for _, e := range t.entries {
@@ -278,6 +276,36 @@ func hostKeys(s *Service) (bare, withPort []string) {
 	return bare, withPort
 }
 
+// appendHostRecs turns one entry's keys into hostIndex records: one per
+// host, flagged for the bare and the host:port form it was given.
+func appendHostRecs(recs []hostRec, entry uint32, keys []string) []hostRec {
+	first := len(recs)
+	for _, k := range keys {
+		// Keys are canonical; a trailing dot left in one is part of the
+		// name (hostname "a.." gives key "a."), so it is not trimmed here.
+		host, port, hasPort, _ := splitHostPort(k)
+		flag := uint8(flagBare)
+		if hasPort {
+			flag = flagPort
+		}
+		found := false
+		for j := first; j < len(recs); j++ {
+			if recs[j].host == host {
+				recs[j].flags |= flag
+				if hasPort {
+					recs[j].port = port
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			recs = append(recs, hostRec{host: host, entry: entry, port: port, flags: flag})
+		}
+	}
+	return recs
+}
+
 func compilePolicy(p *Policy) ([]rule, error) {
 	if p.Name == "" || p.Mesh == "" {
 		return nil, fmt.Errorf("name and mesh are required")
@@ -294,8 +322,15 @@ func compilePolicy(p *Policy) ([]rule, error) {
 	rules := make([]rule, 0, len(p.From))
 	for i, f := range p.From {
 		r := rule{policy: p.Name, index: i, decision: Decision{Action: f.Default.Action, Policy: p.Name, Reason: ReasonPolicy}}
+		// The package constants replace the decoded strings, so checking
+		// a decision's action reads no per-config memory.
 		switch f.Default.Action {
-		case Allow, Deny, AllowWithShadowDeny:
+		case Allow:
+			r.decision.Action = Allow
+		case Deny:
+			r.decision.Action = Deny
+		case AllowWithShadowDeny:
+			r.decision.Action = AllowWithShadowDeny
 		default:
 			return nil, fmt.Errorf("from[%d]: action %q is not Allow, Deny or AllowWithShadowDeny", i, f.Default.Action)
 		}

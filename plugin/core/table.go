@@ -1,9 +1,6 @@
 package core
 
-import (
-	"strings"
-	"unsafe"
-)
+import "strings"
 
 // Reason says where a Decision came from.
 type Reason uint8
@@ -50,16 +47,15 @@ func (d Decision) PolicyOrReason() string {
 }
 
 // Entry is one compiled MES. It is immutable once its Table is built.
+//
+// A Table keeps its entries in one array; owner comes first and the size
+// is a multiple of 64 bytes, so the decision a lookup returns sits in the
+// entry's first cache line.
 type Entry struct {
 	// owner is the decision for the Config's Source, precomputed so the
-	// common request (no client certificate) costs one map lookup.
-	owner Decision
-	// inline holds this entry's host keys; the table's map keys point
-	// here, so on a big, cold table the key compare and the decision read
-	// touch adjacent cache lines instead of three scattered ones.
-	inline     [inlineKeyBytes]byte
-	inlineUsed int
-	Service    Service
+	// common request (no client certificate) costs one table lookup.
+	owner   Decision
+	Service Service
 	// rules are the from[] entries that can apply to this MES, most
 	// specific first (see precedence in compile.go).
 	rules []rule
@@ -67,24 +63,11 @@ type Entry struct {
 	fallback Decision
 	// hosts are the lookup keys that lead here, sorted.
 	hosts []string
+	_     [entryPad]byte
 }
 
-// inlineKeyBytes fits "name:port", "name", "vip:port" and "vip" for names
-// up to about 50 characters; longer keys live in their own allocations.
-const inlineKeyBytes = 152
-
-// intern returns k backed by e.inline when it fits. The bytes are written
-// once, before the string escapes, and never changed (strings stay
-// immutable); Go's collector does not move heap objects.
-func (e *Entry) intern(k string) string {
-	if len(k) == 0 || e.inlineUsed+len(k) > len(e.inline) {
-		return k
-	}
-	b := e.inline[e.inlineUsed : e.inlineUsed+len(k)]
-	copy(b, k)
-	e.inlineUsed += len(k)
-	return unsafe.String(&b[0], len(b))
-}
+// entryPad rounds Entry up to 256 bytes on 64-bit platforms (checked by a test).
+const entryPad = 16
 
 // Hosts lists the host keys (lower-case names and VIPs, bare and with
 // port) that lead to this entry, sorted; a name shared with another MES on
@@ -94,7 +77,8 @@ func (e *Entry) Hosts() []string { return e.hosts }
 // Table maps request hosts to MES and decides access. Build it with Compile;
 // it is never mutated afterwards, so any number of goroutines may read it.
 type Table struct {
-	hosts    map[string]*Entry
+	index    hostIndex
+	slab     []Entry // the entries, contiguous; entries points into it
 	entries  []*Entry
 	dflt     *Entry
 	source   Identity
@@ -116,8 +100,8 @@ func (t *Table) Default() *Entry { return t.dflt }
 // Source is the listener owner's identity from the Config.
 func (t *Table) Source() Identity { return t.source }
 
-// maxAuthority bounds the normalisation buffer: a DNS name (253) plus a
-// port, with room for IPv6 brackets.
+// maxAuthority bounds the request hosts worth looking up: a DNS name
+// (253) plus a port, with room for IPv6 brackets.
 const maxAuthority = 272
 
 // Lookup finds the MES a request's host (the :authority / Host value, with
@@ -125,35 +109,10 @@ const maxAuthority = 272
 // returns the DefaultService entry when nothing matches, nil when there is
 // no default either. It does not allocate.
 func (t *Table) Lookup(authority string) *Entry {
-	if !needsNormalizing(authority) {
-		if e, ok := t.hosts[authority]; ok {
-			return e
-		}
-		return t.dflt
-	}
-	var buf [maxAuthority]byte
-	if n := normalizeAuthority(authority, &buf); n > 0 {
-		if e, ok := t.hosts[string(buf[:n])]; ok {
-			return e
-		}
+	if i, ok := t.index.find(authority); ok {
+		return &t.slab[i]
 	}
 	return t.dflt
-}
-
-// needsNormalizing reports upper-case letters or a dot before the port or
-// at the end: a cheap scan that saves a failing map probe (a cache miss on
-// big tables) for the usual already-canonical host.
-func needsNormalizing(a string) bool {
-	for i := 0; i < len(a); i++ {
-		c := a[i]
-		if 'A' <= c && c <= 'Z' {
-			return true
-		}
-		if c == '.' && (i == len(a)-1 || a[i+1] == ':') {
-			return true
-		}
-	}
-	return false
 }
 
 // Decide returns the decision for the listener owner (the Config's Source).
@@ -190,43 +149,6 @@ func ParseSPIFFE(uri string) (Identity, bool) {
 		return Identity{}, false
 	}
 	return Identity{Mesh: mesh, Service: svc}, true
-}
-
-// normalizeAuthority lower-cases authority into buf, drops one trailing dot
-// from the host part and keeps the port. It returns the length written, or
-// 0 when the input is empty, too long or has an empty host.
-func normalizeAuthority(a string, buf *[maxAuthority]byte) int {
-	if len(a) == 0 || len(a) > maxAuthority {
-		return 0
-	}
-	// Split host and port without allocating. Bracketed IPv6 first; an
-	// unbracketed value with more than one colon is a bare IPv6 address.
-	hostEnd := len(a)
-	if a[0] == '[' {
-		if j := strings.IndexByte(a, ']'); j > 0 {
-			hostEnd = j + 1
-		}
-	} else if i := strings.LastIndexByte(a, ':'); i >= 0 && strings.IndexByte(a, ':') == i {
-		hostEnd = i
-	}
-	host, port := a[:hostEnd], a[hostEnd:]
-	if len(host) > 1 && host[len(host)-1] == '.' {
-		host = host[:len(host)-1]
-	}
-	if len(host) == 0 {
-		return 0
-	}
-	n := 0
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		buf[n] = c
-		n++
-	}
-	n += copy(buf[n:], port)
-	return n
 }
 
 // SPIFFEDecisions flattens the entry's rules for sources identified only

@@ -1,0 +1,378 @@
+package core
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"strings"
+)
+
+// hostIndex is what Lookup searches: the table's hosts without port, each
+// with the entry it leads to and the port that entry listens on. It is
+// built once by Compile and only read afterwards, so lookups need no lock.
+//
+// Why not a map[string]*Entry of every key ("name", "name:port", "vip",
+// "vip:port"): at 100k services that is 400k keys whose buckets, key bytes
+// and entries no longer fit in the last-level cache, and each lookup paid
+// two or three DRAM misses. Here the port is parsed off the authority
+// once, a name costs one 64-byte slot holding its key, and an IPv4 literal
+// a 16-byte slot keyed by the address, so a hit reads one slot line and
+// then the entry's first line.
+type hostIndex struct {
+	names nameTable
+	v4    v4Table
+}
+
+// hostRec is one host of one entry, the unit hostIndex stores.
+type hostRec struct {
+	host  string // lower case, no trailing dot, no port
+	entry uint32 // index into Table.slab
+	port  uint16 // the entry's port; meaningful with flagPort
+	flags uint8
+}
+
+const (
+	// flagBare: the host without port leads to the entry.
+	flagBare = 1 << iota
+	// flagPort: host:port leads to the entry. A name shared by services
+	// on different ports has one slot per service, each with flagPort only.
+	flagPort
+)
+
+func (x *hostIndex) find(authority string) (entry uint32, ok bool) {
+	host, port, hasPort, ok := splitAuthority(authority)
+	if !ok {
+		return 0, false
+	}
+	if ip, isV4 := parseIPv4(host); isV4 {
+		return x.v4.find(ip, hasPort, port)
+	}
+	return x.names.find(host, hasPort, port)
+}
+
+// buildHostIndex sorts recs into the IPv4 and the name table. Hosts that
+// are canonical dotted-quad IPv4 strings (whether a VIP or a hostname
+// spelled like one) go to the IPv4 table, which Lookup consults exactly
+// when the request's host parses the same way.
+func buildHostIndex(recs []hostRec, seed uint64) hostIndex {
+	var names, v4 []hostRec
+	for _, r := range recs {
+		if _, ok := parseIPv4(r.host); ok {
+			v4 = append(v4, r)
+		} else {
+			names = append(names, r)
+		}
+	}
+	return hostIndex{
+		names: buildNameTable(names, seed, slotsFor(len(names))),
+		v4:    buildV4Table(v4, seed, slotsFor(len(v4))),
+	}
+}
+
+// slotsFor sizes an open-addressing table for n records: a power of two
+// at least twice n, so the load stays at or below one half and most hits
+// are found in the first slot.
+func slotsFor(n int) int {
+	c := 8
+	for c < 2*n {
+		c <<= 1
+	}
+	return c
+}
+
+// splitAuthority takes a request's "host[:port]" apart (splitHostPort)
+// and drops one trailing dot of the host. ok is false when nothing can
+// match.
+func splitAuthority(a string) (host string, port uint16, hasPort, ok bool) {
+	if host, port, hasPort, ok = splitHostPort(a); !ok {
+		return "", 0, false, false
+	}
+	if len(host) > 1 && host[len(host)-1] == '.' {
+		host = host[:len(host)-1]
+	}
+	return host, port, hasPort, true
+}
+
+// splitHostPort takes "host[:port]" apart the way the table's keys are
+// made: a bracketed IPv6 host keeps its brackets, an unbracketed value
+// with more than one colon is a bare IPv6 host. ok is false when nothing
+// can match: empty host, too long, a port that is not 1-65535 written
+// without leading zeros, or junk after "]".
+func splitHostPort(a string) (host string, port uint16, hasPort, ok bool) {
+	if len(a) == 0 || len(a) > maxAuthority {
+		return "", 0, false, false
+	}
+	host = a
+	p := ""
+	if a[0] == '[' {
+		if j := strings.IndexByte(a, ']'); j > 0 && j < len(a)-1 {
+			host = a[:j+1]
+			if a[j+1] != ':' {
+				return "", 0, false, false
+			}
+			p, hasPort = a[j+2:], true
+		}
+	} else if i := strings.IndexByte(a, ':'); i >= 0 && strings.IndexByte(a[i+1:], ':') < 0 {
+		host, p, hasPort = a[:i], a[i+1:], true
+	}
+	if hasPort {
+		if port, ok = parsePort(p); !ok {
+			return "", 0, false, false
+		}
+	}
+	return host, port, hasPort, host != ""
+}
+
+// parsePort reads a decimal port 1-65535 without sign or leading zeros,
+// the only spelling the table's "host:port" keys have.
+func parsePort(s string) (uint16, bool) {
+	if len(s) == 0 || len(s) > 5 || s[0] == '0' {
+		return 0, false
+	}
+	v := uint32(0)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + uint32(c-'0')
+	}
+	if v > 65535 {
+		return 0, false
+	}
+	return uint16(v), true
+}
+
+// parseIPv4 reads a dotted-quad IPv4 address in canonical form (decimal,
+// no leading zeros: what netip.Addr.String prints), the spelling of the
+// table's IPv4 keys. Anything else is treated as a name.
+func parseIPv4(s string) (uint32, bool) {
+	if len(s) < 7 || len(s) > 15 || s[0] < '0' || s[0] > '9' {
+		return 0, false
+	}
+	var ip, v uint32
+	dots, digits := 0, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case '0' <= c && c <= '9':
+			if digits > 0 && v == 0 {
+				return 0, false // leading zero
+			}
+			v = v*10 + uint32(c-'0')
+			digits++
+			if v > 255 {
+				return 0, false
+			}
+		case c == '.':
+			if digits == 0 || dots == 3 {
+				return 0, false
+			}
+			ip, v, digits = ip<<8|v, 0, 0
+			dots++
+		default:
+			return 0, false
+		}
+	}
+	if dots != 3 || digits == 0 {
+		return 0, false
+	}
+	return ip<<8 | v, true
+}
+
+// Hashing and comparing work on 8-byte words lower-cased in registers,
+// so a mixed-case request host needs neither a copy nor a second probe.
+
+const (
+	hashK0 = 0x9e3779b97f4a7c15 // 2^64 / golden ratio
+	hashK1 = 0xd6e8feb86659fd93
+	hashK2 = 0xa0761d6478bd642f
+)
+
+// mix folds the 128-bit product of a and b to 64 bits; every input bit
+// reaches the middle of the product, which is what the fold keeps.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// hashLower hashes the ASCII-lower-cased bytes of s under seed.
+func hashLower(s string, seed uint64) uint64 {
+	h := mix(seed^uint64(len(s)), hashK0)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		h = mix(h^lower8(load64(s[i:])), hashK1)
+	}
+	if i < len(s) {
+		h = mix(h^lower8(tail64(s, i)), hashK2)
+	}
+	return mix(h, hashK0^seed)
+}
+
+// lower8 lower-cases the ASCII capitals among the 8 bytes of w; other
+// bytes, including non-ASCII ones, are unchanged.
+func lower8(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	low7 := w &^ highs
+	geA := low7 + ones*(0x80-'A')   // high bit set where byte >= 'A'
+	gtZ := low7 + ones*(0x80-'Z'-1) // high bit set where byte > 'Z'
+	upper := geA &^ gtZ &^ w & highs
+	return w | upper>>2 // 0x80>>2 = 0x20, the case bit
+}
+
+// load64 reads s[0:8] little-endian; the compiler makes it one load.
+func load64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// tail64 returns s[i:] (1 to 7 bytes) as a little-endian word padded with
+// zeros, without reading past the end of s.
+func tail64(s string, i int) uint64 {
+	n := len(s) - i
+	if len(s) >= 8 {
+		return load64(s[len(s)-8:]) >> (8 * (8 - n))
+	}
+	var w uint64
+	for j := len(s) - 1; j >= i; j-- {
+		w = w<<8 | uint64(s[j])
+	}
+	return w
+}
+
+// inlineKey is how many key bytes a name slot holds; longer keys are
+// compared against nameTable.long (their first bytes are inline too).
+const inlineKey = 48
+
+// nameSlot is one name record, exactly one cache line: the slot array is
+// a power-of-two number of 64-byte elements, which Go allocates 64-byte
+// aligned, so a hit reads a single line.
+type nameSlot struct {
+	fp    uint32 // high half of the key's hash
+	entry uint32
+	port  uint16
+	flags uint8 // 0: empty slot
+	klen  uint8 // key length; keys are at most 255 bytes (DNS names 253)
+	long  uint32
+	key   [inlineKey]byte // lower case, zero padded
+}
+
+// nameTable is an open-addressing (linear probing) table of nameSlot.
+// Hostnames and IPv6 literals live here. It holds no Go pointers, so the
+// garbage collector never scans it.
+type nameTable struct {
+	slots []nameSlot
+	mask  uint64
+	seed  uint64
+	long  []byte // keys longer than inlineKey, back to back
+}
+
+func buildNameTable(recs []hostRec, seed uint64, nslots int) nameTable {
+	t := nameTable{slots: make([]nameSlot, nslots), mask: uint64(nslots - 1), seed: seed}
+	for _, r := range recs {
+		h := hashLower(r.host, seed)
+		i := h & t.mask
+		for t.slots[i].flags != 0 {
+			i = (i + 1) & t.mask
+		}
+		s := &t.slots[i]
+		s.fp, s.entry, s.port, s.flags, s.klen = uint32(h>>32), r.entry, r.port, r.flags, uint8(len(r.host))
+		copy(s.key[:], r.host)
+		if len(r.host) > inlineKey {
+			s.long = uint32(len(t.long))
+			t.long = append(t.long, r.host...)
+		}
+	}
+	return t
+}
+
+func (t *nameTable) find(host string, hasPort bool, port uint16) (uint32, bool) {
+	h := hashLower(host, t.seed)
+	fp := uint32(h >> 32)
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if s.flags == 0 {
+			return 0, false
+		}
+		if s.fp == fp && int(s.klen) == len(host) && s.accepts(hasPort, port) && t.equal(s, host) {
+			return s.entry, true
+		}
+	}
+}
+
+func (s *nameSlot) accepts(hasPort bool, port uint16) bool {
+	if hasPort {
+		return s.flags&flagPort != 0 && s.port == port
+	}
+	return s.flags&flagBare != 0
+}
+
+// equal compares the lower-cased host with the slot's key; the caller has
+// checked the lengths are equal.
+func (t *nameTable) equal(s *nameSlot, host string) bool {
+	if len(host) > inlineKey {
+		k := t.long[s.long : s.long+uint32(len(host))]
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != k[i] {
+				return false
+			}
+		}
+		return true
+	}
+	i := 0
+	for ; i+8 <= len(host); i += 8 {
+		if lower8(load64(host[i:])) != binary.LittleEndian.Uint64(s.key[i:]) {
+			return false
+		}
+	}
+	return i == len(host) || lower8(tail64(host, i)) == binary.LittleEndian.Uint64(s.key[i:])
+}
+
+// v4Slot is one IPv4 record; four share a cache line.
+type v4Slot struct {
+	addr  uint32
+	entry uint32
+	port  uint16
+	flags uint8 // 0: empty slot
+	_     [5]byte
+}
+
+// v4Table is an open-addressing (linear probing) table keyed by address.
+type v4Table struct {
+	slots []v4Slot
+	mask  uint64
+	seed  uint64
+}
+
+func hashV4(ip uint32, seed uint64) uint64 { return mix(uint64(ip)^seed, hashK1) }
+
+func buildV4Table(recs []hostRec, seed uint64, nslots int) v4Table {
+	t := v4Table{slots: make([]v4Slot, nslots), mask: uint64(nslots - 1), seed: seed}
+	for _, r := range recs {
+		ip, _ := parseIPv4(r.host)
+		i := hashV4(ip, seed) & t.mask
+		for t.slots[i].flags != 0 {
+			i = (i + 1) & t.mask
+		}
+		t.slots[i] = v4Slot{addr: ip, entry: r.entry, port: r.port, flags: r.flags}
+	}
+	return t
+}
+
+func (t *v4Table) find(ip uint32, hasPort bool, port uint16) (uint32, bool) {
+	for i := hashV4(ip, t.seed) & t.mask; ; i = (i + 1) & t.mask {
+		s := &t.slots[i]
+		if s.flags == 0 {
+			return 0, false
+		}
+		if s.addr == ip {
+			if hasPort && s.flags&flagPort != 0 && s.port == port || !hasPort && s.flags&flagBare != 0 {
+				return s.entry, true
+			}
+		}
+	}
+}
