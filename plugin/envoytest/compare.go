@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +45,14 @@ type CompareOptions struct {
 	// WithNative adds an Envoy with the --plugin=off rendering of the same
 	// config: a virtual host per MES with per-route RBAC (plugin/rbac).
 	WithNative bool
-	Log        io.Writer // Envoy logs; nil = discard
+	// Pin gives Envoy the last CPU to itself and the load generator and
+	// upstream the others (machines with 2+ CPUs), so Envoy is saturated
+	// and the throughput ratio is the ratio of Envoy's costs.
+	Pin bool
+	// Wrk, when set, is the wrk binary generating load (one thread, one
+	// connection per Connections); otherwise a Go client does.
+	Wrk string
+	Log io.Writer // Envoy logs; nil = discard
 }
 
 // FlavorResult is one Envoy's share of a CompareRPS run.
@@ -55,6 +65,8 @@ type FlavorResult struct {
 	// successful request. Less sensitive than req/s to other load on the
 	// machine; 0 where /proc is unavailable.
 	CPUPerRequest time.Duration
+	// RoundRPS is the throughput of each round, in round order.
+	RoundRPS []float64
 }
 
 // CompareResult is the outcome of CompareRPS.
@@ -67,7 +79,15 @@ type CompareResult struct {
 	OverheadPct float64
 	// CPUOverheadPct is the filter's extra Envoy CPU per request, in percent.
 	CPUOverheadPct float64
-	Options        CompareOptions
+	// MedianRatio is the median over rounds of Filter/Baseline req/s
+	// within one round (the two ran back to back): less sensitive to a
+	// noisy neighbour in one round than the ratio of totals.
+	MedianRatio float64
+	// NoopMedianRatio is the same for the do-nothing module (WithNoop only).
+	NoopMedianRatio float64
+	// Pinned says Envoy had a CPU of its own (Options.Pin on 2+ CPUs).
+	Pinned  bool
+	Options CompareOptions
 }
 
 // CompareRPS starts one HTTP upstream and two Envoys with the same
@@ -88,6 +108,18 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	}
 	if o.Rounds == 0 {
 		o.Rounds = 3
+	}
+	envoyCPU, loadCPU, pinned := cpuSplit()
+	pinned = pinned && o.Pin
+	if pinned {
+		prev, err := affinity()
+		if err != nil {
+			return nil, err
+		}
+		if err := pinProcess(0, loadCPU); err != nil {
+			return nil, err
+		}
+		defer func() { _ = pinProcess(0, prev) }()
 	}
 	up, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -136,14 +168,25 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		}
 		defer env.Stop()
 		envs[i] = env
+		if pinned {
+			if err := pinProcess(env.PID(), envoyCPU); err != nil {
+				return nil, fmt.Errorf("envoy (%s): %w", names[i], err)
+			}
+		}
 	}
 	n := len(envs)
 	rows := make([]FlavorResult, n)
 	elapsed := make([]time.Duration, n)
 	cpu := make([]time.Duration, n)
 	// Warm up all (connections, Go runtime in the module), then measure.
+	drive := func(listener string, d time.Duration) (int64, int64, error) {
+		if o.Wrk != "" {
+			return loadWrk(ctx, o.Wrk, listener, host, o.Connections, d)
+		}
+		return load(ctx, listener, host, o.Connections, d)
+	}
 	for i := range envs {
-		if _, _, err := load(ctx, envs[i].Listener, host, o.Connections, o.Round/4); err != nil {
+		if _, _, err := drive(envs[i].Listener, o.Round/2); err != nil {
 			return nil, err
 		}
 	}
@@ -151,14 +194,17 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		for k := 0; k < n; k++ {
 			i := (r + k) % n // rotate which flavor goes first
 			before := processCPU(envs[i].PID())
-			ok, bad, err := load(ctx, envs[i].Listener, host, o.Connections, o.Round)
+			start := time.Now()
+			ok, bad, err := drive(envs[i].Listener, o.Round)
 			if err != nil {
 				return nil, err
 			}
+			took := time.Since(start)
 			cpu[i] += processCPU(envs[i].PID()) - before
 			rows[i].Requests += ok
 			rows[i].Errors += bad
-			elapsed[i] += o.Round
+			rows[i].RoundRPS = append(rows[i].RoundRPS, float64(ok)/took.Seconds())
+			elapsed[i] += took
 		}
 	}
 	for i := range rows {
@@ -168,10 +214,12 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 			rows[i].CPUPerRequest = cpu[i] / time.Duration(rows[i].Requests)
 		}
 	}
-	res := &CompareResult{Baseline: rows[0], Filter: rows[1], Options: o}
+	res := &CompareResult{Baseline: rows[0], Filter: rows[1], Options: o, Pinned: pinned}
+	res.MedianRatio = medianRatio(rows[1].RoundRPS, rows[0].RoundRPS)
 	next := 2
 	if o.WithNoop {
 		res.Noop = &rows[next]
+		res.NoopMedianRatio = medianRatio(rows[next].RoundRPS, rows[0].RoundRPS)
 		next++
 	}
 	if o.WithNative {
@@ -296,4 +344,70 @@ func load(ctx context.Context, listener, host string, conns int, d time.Duration
 		return 0, badN.Load(), fmt.Errorf("no successful request through %s (%d failures)", listener, badN.Load())
 	}
 	return okN.Load(), badN.Load(), nil
+}
+
+// medianRatio is the median of a[r]/b[r] over rounds r.
+func medianRatio(a, b []float64) float64 {
+	var rs []float64
+	for r := range a {
+		if r < len(b) && b[r] > 0 {
+			rs = append(rs, a[r]/b[r])
+		}
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	sort.Float64s(rs)
+	if len(rs)%2 == 1 {
+		return rs[len(rs)/2]
+	}
+	return (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2
+}
+
+var (
+	wrkTotal  = regexp.MustCompile(`(\d+) requests in `)
+	wrkNon2xx = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	wrkSocket = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+// loadWrk is load with wrk: one thread, conns keep-alive connections, the
+// same Host and cluster header. ok counts 2xx/3xx responses.
+func loadWrk(ctx context.Context, wrk, listener, host string, conns int, d time.Duration) (ok, bad int64, err error) {
+	secs := int(d.Round(time.Second) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, wrk, "-t1", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", secs),
+		"-H", "Host: "+host, "-H", egress.DefaultClusterHeader+": mes_http", "http://"+listener+"/").CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	return parseWrkCounts(string(out))
+}
+
+// parseWrkCounts reads the request total and the failures from wrk's output.
+func parseWrkCounts(out string) (ok, bad int64, err error) {
+	m := wrkTotal.FindStringSubmatch(out)
+	if m == nil {
+		return 0, 0, fmt.Errorf("wrk: no request total in output: %q", out)
+	}
+	// "requests in" counts responses; socket errors come on top of them.
+	total, _ := strconv.ParseInt(m[1], 10, 64)
+	if m := wrkNon2xx.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		bad += n
+	}
+	ok = total - bad
+	if m := wrkSocket.FindStringSubmatch(out); m != nil {
+		for _, f := range m[1:] {
+			n, _ := strconv.ParseInt(f, 10, 64)
+			bad += n
+		}
+	}
+	if ok <= 0 {
+		return 0, bad, fmt.Errorf("wrk: no successful request (%d failures)", bad)
+	}
+	return ok, bad, nil
 }

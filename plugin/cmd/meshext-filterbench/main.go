@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -25,12 +26,14 @@ func main() {
 	flag.StringVar(&o.ModuleDir, "module-dir", "bin", "directory holding libmeshext.so (make plugin)")
 	flag.IntVar(&o.Hostnames, "hostnames", 1000, "MES in the filter config")
 	flag.IntVar(&o.Connections, "conns", 8, "concurrent keep-alive clients")
-	flag.DurationVar(&o.Round, "round", 2*time.Second, "length of one measured round")
-	flag.IntVar(&o.Rounds, "rounds", 3, "rounds per flavor (interleaved)")
+	flag.DurationVar(&o.Round, "round", time.Second, "length of one measured round")
+	flag.IntVar(&o.Rounds, "rounds", 9, "rounds per flavor (interleaved)")
 	flag.IntVar(&o.Concurrency, "workers", 1, "Envoy worker threads")
 	flag.BoolVar(&o.Lean, "lean", false, "filter config with ignoreClientCertificates and denyMetadataOnly")
 	flag.BoolVar(&o.WithNative, "native", false, "also measure the --plugin=off rendering (native routes + RBAC)")
 	flag.BoolVar(&o.WithNoop, "noop", false, "also measure the module's empty filter (cost of any Go module)")
+	flag.BoolVar(&o.Pin, "pin", true, "give Envoy the last CPU to itself and the load generator the others")
+	flag.StringVar(&o.Wrk, "wrk", defaultWrk(), "wrk binary for the load (empty: a Go client)")
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	flag.Parse()
 	if err := run(o, *asJSON); err != nil {
@@ -87,5 +90,23 @@ func run(o envoytest.CompareOptions, asJSON bool) error {
 		fmt.Printf("| %s | %.0f | %s | %d | %d |\n", r.Name, r.RPS, r.CPUPerRequest.Round(100*time.Nanosecond), r.Requests, r.Errors)
 	}
 	fmt.Printf("\nfilter overhead: %.1f%% of throughput, %+.1f%% Envoy CPU per request\n", res.OverheadPct, res.CPUOverheadPct)
+	fmt.Printf("median over rounds of filter/baseline req/s: %.3f", res.MedianRatio)
+	if res.Noop != nil {
+		fmt.Printf(" (empty module: %.3f)", res.NoopMedianRatio)
+	}
+	load := "Go client"
+	if o.Wrk != "" {
+		load = "wrk"
+	}
+	fmt.Printf("\nload: %s; Envoy on a CPU of its own: %v\n", load, res.Pinned)
 	return nil
+}
+
+// defaultWrk is wrk from PATH, if installed.
+func defaultWrk() string {
+	p, err := exec.LookPath("wrk")
+	if err != nil {
+		return ""
+	}
+	return p
 }
