@@ -15,7 +15,7 @@ type benchInputs struct {
 
 // benchTable builds n MES, each with one generated hostname, a VIP and a
 // port, plus a mesh-wide and a per-MES policy so decisions walk real rules.
-func benchTable(b *testing.B, n int) (*Table, benchInputs) {
+func benchTable(b testing.TB, n int) (*Table, benchInputs) {
 	b.Helper()
 	cfg := &Config{Source: Identity{Mesh: "default", Service: "web", Tags: map[string]string{"team": "a"}}}
 	cfg.Meshes = []Mesh{{Name: "default", DefaultForbidMeshExternalServiceAccess: true}}

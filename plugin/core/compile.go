@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // ServiceTag is the Kuma tag naming a Dataplane's service. An Identity's
@@ -107,6 +108,9 @@ func Compile(cfg *Config) (*Table, error) {
 		slab:    make([]Entry, len(cfg.Services)),
 		entries: make([]*Entry, 0, len(cfg.Services)),
 		source:  cfg.Source,
+	}
+	if len(t.slab) > 0 {
+		adviseHugePages(unsafe.Pointer(&t.slab[0]), uintptr(len(t.slab))*unsafe.Sizeof(Entry{}))
 	}
 	byName := map[[2]string]*Entry{} // (mesh, name)
 	// owners tracks which service set each key, to report collisions;

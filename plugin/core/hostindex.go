@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"strings"
+	"unsafe"
 )
 
 // hostIndex is what Lookup searches: the table's hosts without port, each
@@ -14,9 +15,10 @@ import (
 // "vip:port"): at 100k services that is 400k keys whose buckets, key bytes
 // and entries no longer fit in the last-level cache, and each lookup paid
 // two or three DRAM misses. Here the port is parsed off the authority
-// once, a name costs one 64-byte slot holding its key, and an IPv4 literal
-// a 16-byte slot keyed by the address, so a hit reads one slot line and
-// then the entry's first line.
+// once, a name costs a 16-byte slot plus its key bytes, an IPv4 literal a
+// 16-byte slot keyed by the address; the slot arrays are small enough to
+// stay mostly in cache, and a hit then reads the key and the entry's
+// first line, whose addresses are both known once the slot is read.
 type hostIndex struct {
 	names nameTable
 	v4    v4Table
@@ -240,21 +242,16 @@ func tail64(s string, i int) uint64 {
 	return w
 }
 
-// inlineKey is how many key bytes a name slot holds; longer keys are
-// compared against nameTable.long (their first bytes are inline too).
-const inlineKey = 48
-
-// nameSlot is one name record, exactly one cache line: the slot array is
-// a power-of-two number of 64-byte elements, which Go allocates 64-byte
-// aligned, so a hit reads a single line.
+// nameSlot is one name record. Sixteen bytes, so the slot array of a
+// 100k-name table is 4 MiB and mostly stays in cache; the key bytes it
+// points at and the entry it leads to are then read in parallel.
 type nameSlot struct {
 	fp    uint32 // high half of the key's hash
 	entry uint32
+	off   uint32 // key offset in nameTable.keys
 	port  uint16
 	flags uint8 // 0: empty slot
 	klen  uint8 // key length; keys are at most 255 bytes (DNS names 253)
-	long  uint32
-	key   [inlineKey]byte // lower case, zero padded
 }
 
 // nameTable is an open-addressing (linear probing) table of nameSlot.
@@ -264,25 +261,29 @@ type nameTable struct {
 	slots []nameSlot
 	mask  uint64
 	seed  uint64
-	long  []byte // keys longer than inlineKey, back to back
+	// keys are the lower-case keys back to back, then 8 zero bytes so a
+	// word read at any key's end stays in bounds.
+	keys []byte
 }
 
 func buildNameTable(recs []hostRec, seed uint64, nslots int) nameTable {
 	t := nameTable{slots: make([]nameSlot, nslots), mask: uint64(nslots - 1), seed: seed}
+	adviseHugePages(unsafe.Pointer(&t.slots[0]), uintptr(nslots)*unsafe.Sizeof(nameSlot{}))
+	size := 8
+	for _, r := range recs {
+		size += len(r.host)
+	}
+	t.keys = make([]byte, 0, size)
 	for _, r := range recs {
 		h := hashLower(r.host, seed)
 		i := h & t.mask
 		for t.slots[i].flags != 0 {
 			i = (i + 1) & t.mask
 		}
-		s := &t.slots[i]
-		s.fp, s.entry, s.port, s.flags, s.klen = uint32(h>>32), r.entry, r.port, r.flags, uint8(len(r.host))
-		copy(s.key[:], r.host)
-		if len(r.host) > inlineKey {
-			s.long = uint32(len(t.long))
-			t.long = append(t.long, r.host...)
-		}
+		t.slots[i] = nameSlot{fp: uint32(h >> 32), entry: r.entry, off: uint32(len(t.keys)), port: r.port, flags: r.flags, klen: uint8(len(r.host))}
+		t.keys = append(t.keys, r.host...)
 	}
+	t.keys = append(t.keys, make([]byte, 8)...)
 	return t
 }
 
@@ -310,26 +311,18 @@ func (s *nameSlot) accepts(hasPort bool, port uint16) bool {
 // equal compares the lower-cased host with the slot's key; the caller has
 // checked the lengths are equal.
 func (t *nameTable) equal(s *nameSlot, host string) bool {
-	if len(host) > inlineKey {
-		k := t.long[s.long : s.long+uint32(len(host))]
-		for i := 0; i < len(host); i++ {
-			c := host[i]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != k[i] {
-				return false
-			}
-		}
-		return true
-	}
+	k := t.keys[s.off : int(s.off)+len(host)+8]
 	i := 0
 	for ; i+8 <= len(host); i += 8 {
-		if lower8(load64(host[i:])) != binary.LittleEndian.Uint64(s.key[i:]) {
+		if lower8(load64(host[i:])) != binary.LittleEndian.Uint64(k[i:]) {
 			return false
 		}
 	}
-	return i == len(host) || lower8(tail64(host, i)) == binary.LittleEndian.Uint64(s.key[i:])
+	if i == len(host) {
+		return true
+	}
+	keep := uint64(1)<<(8*(len(host)-i)) - 1 // the bytes that are still this key's
+	return lower8(tail64(host, i)) == binary.LittleEndian.Uint64(k[i:])&keep
 }
 
 // v4Slot is one IPv4 record; four share a cache line.
@@ -352,6 +345,7 @@ func hashV4(ip uint32, seed uint64) uint64 { return mix(uint64(ip)^seed, hashK1)
 
 func buildV4Table(recs []hostRec, seed uint64, nslots int) v4Table {
 	t := v4Table{slots: make([]v4Slot, nslots), mask: uint64(nslots - 1), seed: seed}
+	adviseHugePages(unsafe.Pointer(&t.slots[0]), uintptr(nslots)*unsafe.Sizeof(v4Slot{}))
 	for _, r := range recs {
 		ip, _ := parseIPv4(r.host)
 		i := hashV4(ip, seed) & t.mask
