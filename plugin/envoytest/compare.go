@@ -36,8 +36,10 @@ type CompareOptions struct {
 	Round       time.Duration // length of one measured round (default 2s)
 	Rounds      int           // rounds per flavor, interleaved (default 3)
 	Concurrency int           // Envoy worker threads (default 1)
-	// Lean renders the filter as a plaintext listener should
-	// (ignoreClientCertificates) with denyMetadataOnly.
+	// The filter config is the one the controller renders for a plaintext
+	// listener (ignoreClientCertificates: the source is the listener's
+	// owner; decision metadata on every request). Lean adds
+	// denyMetadataOnly (metadata on denials only).
 	Lean bool
 	// WithNoop adds an Envoy running the module's do-nothing filter,
 	// separating the cost of any Go module from meshext's own work.
@@ -290,7 +292,7 @@ func nativeOptions(filterConfig []byte) (Options, error) {
 // benchFilterConfig has n MES; the returned host is an allowed one.
 func benchFilterConfig(n int, lean bool) ([]byte, string, error) {
 	c := egress.FilterConfig{Config: core.Config{Source: core.Identity{Mesh: "default", Service: "bench"}},
-		IgnoreClientCertificates: lean, DenyMetadataOnly: lean}
+		IgnoreClientCertificates: true, DenyMetadataOnly: lean}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("svc-%d", i)
 		c.Services = append(c.Services, core.Service{Name: name, Mesh: "default", Cluster: "mes_http", Protocol: "http", Port: 80,

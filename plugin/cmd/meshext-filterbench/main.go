@@ -29,7 +29,7 @@ func main() {
 	flag.DurationVar(&o.Round, "round", time.Second, "length of one measured round")
 	flag.IntVar(&o.Rounds, "rounds", 9, "rounds per flavor (interleaved)")
 	flag.IntVar(&o.Concurrency, "workers", 1, "Envoy worker threads")
-	flag.BoolVar(&o.Lean, "lean", false, "filter config with ignoreClientCertificates and denyMetadataOnly")
+	flag.BoolVar(&o.Lean, "lean", false, "filter config with denyMetadataOnly (the default is what the controller renders: ignoreClientCertificates, metadata on every request)")
 	flag.BoolVar(&o.WithNative, "native", false, "also measure the --plugin=off rendering (native routes + RBAC)")
 	flag.BoolVar(&o.WithNoop, "noop", false, "also measure the module's empty filter (cost of any Go module)")
 	flag.BoolVar(&o.Pin, "pin", true, "give Envoy the last CPU to itself and the load generator the others")
