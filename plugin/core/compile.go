@@ -109,6 +109,7 @@ func Compile(cfg *Config) (*Table, error) {
 		entries: make([]*Entry, 0, len(cfg.Services)),
 		source:  cfg.Source,
 	}
+	colds := make([]entryCold, len(cfg.Services))
 	if len(t.slab) > 0 {
 		adviseHugePages(unsafe.Pointer(&t.slab[0]), uintptr(len(t.slab))*unsafe.Sizeof(Entry{}))
 	}
@@ -128,6 +129,7 @@ func Compile(cfg *Config) (*Table, error) {
 		}
 		e := &t.slab[i]
 		e.Service = s
+		e.entryCold = &colds[i]
 		byName[key] = e
 		t.entries = append(t.entries, e)
 		bare, withPort := hostKeys(&s)
@@ -161,7 +163,7 @@ func Compile(cfg *Config) (*Table, error) {
 		sort.Strings(e.hosts)
 		recs = appendHostRecs(recs, uint32(i), e.hosts)
 	}
-	t.index = buildHostIndex(recs, rand.Uint64())
+	t.index = buildHostIndex(recs, t.slab, rand.Uint64())
 
 	if cfg.DefaultService != "" {
 		for _, e := range t.entries {
@@ -206,7 +208,8 @@ func Compile(cfg *Config) (*Table, error) {
 		if forbid[e.Service.Mesh] {
 			e.fallback.Action = Deny
 		}
-		e.owner = e.DecideFor(&t.source)
+		owner := e.DecideFor(&t.source)
+		e.ownerAction, e.ownerPolicy, e.ownerReason = actionIndex(owner.Action), owner.Policy, owner.Reason
 	}
 	return t, nil
 }

@@ -38,9 +38,11 @@ const (
 	// flagPort: host:port leads to the entry. A name shared by services
 	// on different ports has one slot per service, each with flagPort only.
 	flagPort
+	// flagEntryKey: the key is also in Entry.key; compare it there.
+	flagEntryKey
 )
 
-func (x *hostIndex) find(authority string) (entry uint32, ok bool) {
+func (x *hostIndex) find(authority string, slab []Entry) (entry uint32, ok bool) {
 	host, port, hasPort, ok := splitAuthority(authority)
 	if !ok {
 		return 0, false
@@ -48,21 +50,29 @@ func (x *hostIndex) find(authority string) (entry uint32, ok bool) {
 	if ip, isV4 := parseIPv4(host); isV4 {
 		return x.v4.find(ip, hasPort, port)
 	}
-	return x.names.find(host, hasPort, port)
+	return x.names.find(host, hasPort, port, slab)
 }
 
 // buildHostIndex sorts recs into the IPv4 and the name table. Hosts that
 // are canonical dotted-quad IPv4 strings (whether a VIP or a hostname
 // spelled like one) go to the IPv4 table, which Lookup consults exactly
 // when the request's host parses the same way.
-func buildHostIndex(recs []hostRec, seed uint64) hostIndex {
+//
+// The first name of each entry short enough for Entry.key is stored there
+// (slab is written), so a lookup of it verifies the key in the line it
+// reads the decision from.
+func buildHostIndex(recs []hostRec, slab []Entry, seed uint64) hostIndex {
 	var names, v4 []hostRec
 	for _, r := range recs {
 		if _, ok := parseIPv4(r.host); ok {
 			v4 = append(v4, r)
-		} else {
-			names = append(names, r)
+			continue
 		}
+		if e := &slab[r.entry]; e.klen == 0 && len(r.host) <= entryKey {
+			e.klen = uint8(copy(e.key[:], r.host))
+			r.flags |= flagEntryKey
+		}
+		names = append(names, r)
 	}
 	return hostIndex{
 		names: buildNameTable(names, seed, slotsFor(len(names))),
@@ -243,8 +253,8 @@ func tail64(s string, i int) uint64 {
 }
 
 // nameSlot is one name record. Sixteen bytes, so the slot array of a
-// 100k-name table is 4 MiB and mostly stays in cache; the key bytes it
-// points at and the entry it leads to are then read in parallel.
+// 100k-name table is 4 MiB and mostly stays in cache. The key is in the
+// entry's first line (flagEntryKey) or in the key arena.
 type nameSlot struct {
 	fp    uint32 // high half of the key's hash
 	entry uint32
@@ -287,7 +297,7 @@ func buildNameTable(recs []hostRec, seed uint64, nslots int) nameTable {
 	return t
 }
 
-func (t *nameTable) find(host string, hasPort bool, port uint16) (uint32, bool) {
+func (t *nameTable) find(host string, hasPort bool, port uint16, slab []Entry) (uint32, bool) {
 	h := hashLower(host, t.seed)
 	fp := uint32(h >> 32)
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
@@ -295,10 +305,29 @@ func (t *nameTable) find(host string, hasPort bool, port uint16) (uint32, bool) 
 		if s.flags == 0 {
 			return 0, false
 		}
-		if s.fp == fp && int(s.klen) == len(host) && s.accepts(hasPort, port) && t.equal(s, host) {
+		if s.fp != fp || int(s.klen) != len(host) || !s.accepts(hasPort, port) {
+			continue
+		}
+		if s.flags&flagEntryKey != 0 {
+			if equalPadded(&slab[s.entry].key, host) {
+				return s.entry, true
+			}
+		} else if t.equal(s, host) {
 			return s.entry, true
 		}
 	}
+}
+
+// equalPadded compares the lower-cased host (at most entryKey bytes) with
+// a zero-padded key of the same length.
+func equalPadded(k *[entryKey]byte, host string) bool {
+	i := 0
+	for ; i+8 <= len(host); i += 8 {
+		if lower8(load64(host[i:])) != binary.LittleEndian.Uint64(k[i:]) {
+			return false
+		}
+	}
+	return i == len(host) || lower8(tail64(host, i)) == binary.LittleEndian.Uint64(k[i:])
 }
 
 func (s *nameSlot) accepts(hasPort bool, port uint16) bool {

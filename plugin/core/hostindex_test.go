@@ -22,8 +22,10 @@ func TestLayout(t *testing.T) {
 			t.Errorf("Entry is %d bytes, want a multiple of 64 (adjust entryPad)", s)
 		}
 	}
-	if o := unsafe.Offsetof(Entry{}.owner); o != 0 {
-		t.Errorf("Entry.owner at offset %d, want 0", o)
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		if end := unsafe.Offsetof(Entry{}.key) + entryKey; end != 64 {
+			t.Errorf("Entry's owner decision and key end at byte %d, want 64 (one cache line)", end)
+		}
 	}
 	for _, n := range []int{0, 1, 3, 100, 5000} {
 		nt := buildNameTable(nil, 1, slotsFor(n))
@@ -107,16 +109,16 @@ func TestNameTableNearlyFull(t *testing.T) {
 				hasPort bool
 				port    uint16
 			}{{r.host, false, 0}, {r.host, true, 80}, {strings.ToUpper(r.host), true, 80}} {
-				if e, ok := nt.find(q.host, q.hasPort, q.port); !ok || e != r.entry {
+				if e, ok := nt.find(q.host, q.hasPort, q.port, nil); !ok || e != r.entry {
 					t.Fatalf("seed %d: find(%q, %v, %d) = %d, %v, want %d", seed, q.host, q.hasPort, q.port, e, ok, r.entry)
 				}
 			}
-			if e, ok := nt.find(r.host, true, 81); ok {
+			if e, ok := nt.find(r.host, true, 81, nil); ok {
 				t.Fatalf("seed %d: wrong port found entry %d", seed, e)
 			}
 		}
 		for _, miss := range []string{"h15.ext", "h1.ex", "h1.extt", "x"} {
-			if e, ok := nt.find(miss, false, 0); ok {
+			if e, ok := nt.find(miss, false, 0, nil); ok {
 				t.Fatalf("seed %d: find(%q) = %d, want miss", seed, miss, e)
 			}
 		}
@@ -141,12 +143,28 @@ func TestNameTableFingerprintCollision(t *testing.T) {
 	if a == "" {
 		t.Fatal("no fingerprint collision found within the search bound")
 	}
+	// The same through hostIndex, where both keys sit in their entries.
+	slab := make([]Entry, 2)
+	x := buildHostIndex([]hostRec{{host: a, entry: 0, flags: flagBare}}, slab, seed)
+	if e, ok := x.find(b, slab); ok {
+		t.Errorf("%q found entry %d of %q, which has the same fingerprint and slot", b, e, a)
+	}
+	slab = make([]Entry, 2)
+	x = buildHostIndex([]hostRec{{host: a, entry: 0, flags: flagBare}, {host: b, entry: 1, flags: flagBare}}, slab, seed)
+	if slab[0].klen == 0 || slab[1].klen == 0 {
+		t.Fatal("keys not stored in the entries")
+	}
+	for i, h := range []string{a, b} {
+		if e, ok := x.find(h, slab); !ok || e != uint32(i) {
+			t.Errorf("find(%q) = %d, %v, want %d", h, e, ok, i)
+		}
+	}
 	for _, order := range [][2]string{{a, b}, {b, a}} {
 		nt := buildNameTable([]hostRec{{host: order[0], entry: 1, flags: flagBare}, {host: order[1], entry: 2, flags: flagBare}}, seed, mask+1)
-		if e, ok := nt.find(order[1], false, 0); !ok || e != 2 {
+		if e, ok := nt.find(order[1], false, 0, nil); !ok || e != 2 {
 			t.Errorf("%q shares fingerprint and slot with %q: got %d, %v, want 2", order[1], order[0], e, ok)
 		}
-		if e, ok := nt.find(order[0], false, 0); !ok || e != 1 {
+		if e, ok := nt.find(order[0], false, 0, nil); !ok || e != 1 {
 			t.Errorf("%q: got %d, %v, want 1", order[0], e, ok)
 		}
 	}
@@ -155,7 +173,7 @@ func TestNameTableFingerprintCollision(t *testing.T) {
 // equal must look at every byte of the key and none of the next one,
 // ignoring case.
 func TestSlotKeyCompare(t *testing.T) {
-	for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 47, 48, 49, 64, 200, 255} {
+	for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 39, 40, 41, 47, 48, 49, 64, 200, 255} {
 		key := make([]byte, n)
 		for i := range key {
 			key[i] = "abcdefghijklmnopqrstuvwxyz0123456789-."[i%38]
@@ -173,11 +191,20 @@ func TestSlotKeyCompare(t *testing.T) {
 		if !nt.equal(s, string(key)) || !nt.equal(s, strings.ToUpper(string(key))) {
 			t.Fatalf("%d-byte key does not equal itself", n)
 		}
+		var padded [entryKey]byte
+		copy(padded[:], key)
+		short := n <= entryKey
+		if short && (!equalPadded(&padded, string(key)) || !equalPadded(&padded, strings.ToUpper(string(key)))) {
+			t.Fatalf("%d-byte entry key does not equal itself", n)
+		}
 		for p := 0; p < n; p++ {
 			other := append([]byte(nil), key...)
 			other[p] = '_'
 			if nt.equal(s, string(other)) {
 				t.Fatalf("%d-byte key equals a copy differing at byte %d", n, p)
+			}
+			if short && equalPadded(&padded, string(other)) {
+				t.Fatalf("%d-byte entry key equals a copy differing at byte %d", n, p)
 			}
 		}
 	}
@@ -188,7 +215,7 @@ func TestSlotKeyCompare(t *testing.T) {
 func TestLongKeys(t *testing.T) {
 	var services []Service
 	var names []string
-	for _, n := range []int{7, 8, 9, 47, 48, 49, 56, 57, 100, 253} {
+	for _, n := range []int{7, 8, 9, 39, 40, 41, 47, 48, 49, 56, 57, 100, 253} {
 		for _, last := range []string{"a", "b"} {
 			name := strings.Repeat("x", n-1) + last
 			names = append(names, name)

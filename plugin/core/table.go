@@ -48,14 +48,30 @@ func (d Decision) PolicyOrReason() string {
 
 // Entry is one compiled MES. It is immutable once its Table is built.
 //
-// A Table keeps its entries in one array; owner comes first and the size
-// is a multiple of 64 bytes, so the decision a lookup returns sits in the
-// entry's first cache line.
+// A Table keeps its entries in one array, 64-byte aligned with a size
+// that is a multiple of 64, and a lookup reads only an entry's first
+// cache line: the owner decision and the entry's first hostname, which
+// the index compares the request's host with. So a hit on that name costs
+// one index slot (a small, mostly cached array) and this one line.
 type Entry struct {
 	// owner is the decision for the Config's Source, precomputed so the
-	// common request (no client certificate) costs one table lookup.
-	owner   Decision
+	// common request (no client certificate) costs one table lookup. Its
+	// action is stored as an index into actions to leave room for key.
+	ownerAction uint8
+	ownerReason Reason
+	klen        uint8 // length of key, 0 when the index keeps no key here
+	_           [5]byte
+	ownerPolicy string
+	// key is the entry's first hostname, lower case, zero padded.
+	key     [entryKey]byte
 	Service Service
+	*entryCold
+	_ [entryPad]byte
+}
+
+// entryCold is what only the client-certificate path and configuration
+// rendering read.
+type entryCold struct {
 	// rules are the from[] entries that can apply to this MES, most
 	// specific first (see precedence in compile.go).
 	rules []rule
@@ -63,11 +79,28 @@ type Entry struct {
 	fallback Decision
 	// hosts are the lookup keys that lead here, sorted.
 	hosts []string
-	_     [entryPad]byte
 }
 
-// entryPad rounds Entry up to 256 bytes on 64-bit platforms (checked by a test).
-const entryPad = 16
+// entryKey fills the first cache line after the owner decision; names up
+// to this long are verified there, longer ones in the index's key arena.
+const entryKey = 40
+
+// entryPad rounds Entry up to 192 bytes on 64-bit platforms (checked by a test).
+const entryPad = 8
+
+// actions are the values of Entry.ownerAction; a power-of-two length lets
+// the compiler drop the bounds check.
+var actions = [4]Action{Allow, Deny, AllowWithShadowDeny, Deny}
+
+func actionIndex(a Action) uint8 {
+	switch a {
+	case Allow:
+		return 0
+	case AllowWithShadowDeny:
+		return 2
+	}
+	return 1
+}
 
 // Hosts lists the host keys (lower-case names and VIPs, bare and with
 // port) that lead to this entry, sorted; a name shared with another MES on
@@ -109,14 +142,16 @@ const maxAuthority = 272
 // returns the DefaultService entry when nothing matches, nil when there is
 // no default either. It does not allocate.
 func (t *Table) Lookup(authority string) *Entry {
-	if i, ok := t.index.find(authority); ok {
+	if i, ok := t.index.find(authority, t.slab); ok {
 		return &t.slab[i]
 	}
 	return t.dflt
 }
 
 // Decide returns the decision for the listener owner (the Config's Source).
-func (e *Entry) Decide() Decision { return e.owner }
+func (e *Entry) Decide() Decision {
+	return Decision{Action: actions[e.ownerAction&3], Policy: e.ownerPolicy, Reason: e.ownerReason}
+}
 
 // DecideFor returns the decision for another source, e.g. a SPIFFE
 // identity taken from a validated client certificate. It does not allocate.
