@@ -113,10 +113,10 @@ func Compile(cfg *Config) (*Table, error) {
 	if len(t.slab) > 0 {
 		adviseHugePages(unsafe.Pointer(&t.slab[0]), uintptr(len(t.slab))*unsafe.Sizeof(Entry{}))
 	}
-	byName := map[[2]string]*Entry{} // (mesh, name)
+	byName := make(map[[2]string]*Entry, len(cfg.Services)) // (mesh, name)
 	// owners tracks which service set each key, to report collisions;
 	// ambiguous collects host keys without port that two services share.
-	owners := map[string]*Entry{}
+	owners := make(map[string]*Entry, 4*len(cfg.Services))
 	ambiguous := map[string]bool{}
 	for i := range cfg.Services {
 		s := cfg.Services[i]
