@@ -38,7 +38,8 @@ const (
 	// flagPort: host:port leads to the entry. A name shared by services
 	// on different ports has one slot per service, each with flagPort only.
 	flagPort
-	// flagEntryKey: the key is also in Entry.key; compare it there.
+	// flagEntryKey: the record lives in its entry (Entry.key and
+	// neighbours), not in the name table's arena.
 	flagEntryKey
 )
 
@@ -70,6 +71,7 @@ func buildHostIndex(recs []hostRec, slab []Entry, seed uint64) hostIndex {
 		}
 		if e := &slab[r.entry]; e.klen == 0 && len(r.host) <= entryKey {
 			e.klen = uint8(copy(e.key[:], r.host))
+			e.keyFlags, e.keyPort = r.flags, r.port
 			r.flags |= flagEntryKey
 		}
 		names = append(names, r)
@@ -252,17 +254,21 @@ func tail64(s string, i int) uint64 {
 	return w
 }
 
-// nameSlot is one name record. Sixteen bytes, so the slot array of a
-// 100k-name table is 4 MiB and mostly stays in cache. The key is in the
-// entry's first line (flagEntryKey) or in the key arena.
+// nameSlot is one name in 8 bytes, so the slot array of a 100k-name
+// table is 2 MiB and mostly stays in cache; only a fingerprint match
+// reads further. ref says where the rest of the record is: an entry
+// index (the entry's first line holds key, port and flags) or, with
+// refArena set, the offset of a record in nameTable.arena.
 type nameSlot struct {
-	fp    uint32 // high half of the key's hash
-	entry uint32
-	off   uint32 // key offset in nameTable.keys
-	port  uint16
-	flags uint8 // 0: empty slot
-	klen  uint8 // key length; keys are at most 255 bytes (DNS names 253)
+	fp  uint32 // high half of the key's hash, low bit forced to 1; 0: empty slot
+	ref uint32
 }
+
+const refArena = 1 << 31
+
+// Arena records are an 8-byte header (entry uint32, port uint16, flags
+// uint8, key length uint8, little endian) and the lower-case key.
+const arenaHeader = 8
 
 // nameTable is an open-addressing (linear probing) table of nameSlot.
 // Hostnames and IPv6 literals live here. It holds no Go pointers, so the
@@ -271,51 +277,70 @@ type nameTable struct {
 	slots []nameSlot
 	mask  uint64
 	seed  uint64
-	// keys are the lower-case keys back to back, then 8 zero bytes so a
-	// word read at any key's end stays in bounds.
-	keys []byte
+	// arena holds the records whose key is not in their entry, back to
+	// back, then 8 zero bytes so a word read at any key's end is in bounds.
+	arena []byte
 }
 
+// buildNameTable indexes recs. Those flagged flagEntryKey must already
+// have their key, port and flags in their slab entry.
 func buildNameTable(recs []hostRec, seed uint64, nslots int) nameTable {
 	t := nameTable{slots: make([]nameSlot, nslots), mask: uint64(nslots - 1), seed: seed}
 	adviseHugePages(unsafe.Pointer(&t.slots[0]), uintptr(nslots)*unsafe.Sizeof(nameSlot{}))
 	size := 8
 	for _, r := range recs {
-		size += len(r.host)
+		if r.flags&flagEntryKey == 0 {
+			size += arenaHeader + len(r.host)
+		}
 	}
-	t.keys = make([]byte, 0, size)
+	t.arena = make([]byte, 0, size)
 	for _, r := range recs {
 		h := hashLower(r.host, seed)
 		i := h & t.mask
-		for t.slots[i].flags != 0 {
+		for t.slots[i].fp != 0 {
 			i = (i + 1) & t.mask
 		}
-		t.slots[i] = nameSlot{fp: uint32(h >> 32), entry: r.entry, off: uint32(len(t.keys)), port: r.port, flags: r.flags, klen: uint8(len(r.host))}
-		t.keys = append(t.keys, r.host...)
+		ref := r.entry
+		if r.flags&flagEntryKey == 0 {
+			ref = refArena | uint32(len(t.arena))
+			t.arena = binary.LittleEndian.AppendUint32(t.arena, r.entry)
+			t.arena = binary.LittleEndian.AppendUint16(t.arena, r.port)
+			t.arena = append(t.arena, r.flags, uint8(len(r.host)))
+			t.arena = append(t.arena, r.host...)
+		}
+		t.slots[i] = nameSlot{fp: uint32(h>>32) | 1, ref: ref}
 	}
-	t.keys = append(t.keys, make([]byte, 8)...)
+	t.arena = append(t.arena, make([]byte, 8)...)
 	return t
 }
 
 func (t *nameTable) find(host string, hasPort bool, port uint16, slab []Entry) (uint32, bool) {
 	h := hashLower(host, t.seed)
-	fp := uint32(h >> 32)
+	fp := uint32(h>>32) | 1
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
-		s := &t.slots[i]
-		if s.flags == 0 {
+		s := t.slots[i]
+		if s.fp == 0 {
 			return 0, false
 		}
-		if s.fp != fp || int(s.klen) != len(host) || !s.accepts(hasPort, port) {
+		if s.fp != fp {
 			continue
 		}
-		if s.flags&flagEntryKey != 0 {
-			if equalPadded(&slab[s.entry].key, host) {
-				return s.entry, true
+		if s.ref&refArena == 0 {
+			e := &slab[s.ref]
+			if int(e.klen) == len(host) && accepts(e.keyFlags, e.keyPort, hasPort, port) && equalPadded(&e.key, host) {
+				return s.ref, true
 			}
-		} else if t.equal(s, host) {
-			return s.entry, true
+		} else if e, ok := t.arenaMatch(s.ref&^refArena, host, hasPort, port); ok {
+			return e, true
 		}
 	}
+}
+
+func accepts(flags uint8, keyPort uint16, hasPort bool, port uint16) bool {
+	if hasPort {
+		return flags&flagPort != 0 && keyPort == port
+	}
+	return flags&flagBare != 0
 }
 
 // equalPadded compares the lower-cased host (at most entryKey bytes) with
@@ -330,28 +355,27 @@ func equalPadded(k *[entryKey]byte, host string) bool {
 	return i == len(host) || lower8(tail64(host, i)) == binary.LittleEndian.Uint64(k[i:])
 }
 
-func (s *nameSlot) accepts(hasPort bool, port uint16) bool {
-	if hasPort {
-		return s.flags&flagPort != 0 && s.port == port
+// arenaMatch checks the arena record at off against the request.
+func (t *nameTable) arenaMatch(off uint32, host string, hasPort bool, port uint16) (uint32, bool) {
+	hdr := binary.LittleEndian.Uint64(t.arena[off:])
+	entry, keyPort, flags, klen := uint32(hdr), uint16(hdr>>32), uint8(hdr>>48), int(hdr>>56)
+	if klen != len(host) || !accepts(flags, keyPort, hasPort, port) {
+		return 0, false
 	}
-	return s.flags&flagBare != 0
-}
-
-// equal compares the lower-cased host with the slot's key; the caller has
-// checked the lengths are equal.
-func (t *nameTable) equal(s *nameSlot, host string) bool {
-	k := t.keys[s.off : int(s.off)+len(host)+8]
+	k := t.arena[int(off)+arenaHeader : int(off)+arenaHeader+len(host)+8]
 	i := 0
 	for ; i+8 <= len(host); i += 8 {
 		if lower8(load64(host[i:])) != binary.LittleEndian.Uint64(k[i:]) {
-			return false
+			return 0, false
 		}
 	}
-	if i == len(host) {
-		return true
+	if i < len(host) {
+		keep := uint64(1)<<(8*(len(host)-i)) - 1 // the bytes that are still this key's
+		if lower8(tail64(host, i)) != binary.LittleEndian.Uint64(k[i:])&keep {
+			return 0, false
+		}
 	}
-	keep := uint64(1)<<(8*(len(host)-i)) - 1 // the bytes that are still this key's
-	return lower8(tail64(host, i)) == binary.LittleEndian.Uint64(k[i:])&keep
+	return entry, true
 }
 
 // v4Slot is one IPv4 record; four share a cache line.

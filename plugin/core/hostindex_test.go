@@ -7,12 +7,12 @@ import (
 	"unsafe"
 )
 
-// The lookup structure's speed rests on these sizes: four name or IPv4
-// slots share a cache line, and an entry's owner decision never
-// straddles two lines.
+// The lookup structure's speed rests on these sizes: eight name or four
+// IPv4 slots share a cache line, and an entry's owner decision and key
+// never straddle two lines.
 func TestLayout(t *testing.T) {
-	if s := unsafe.Sizeof(nameSlot{}); s != 16 {
-		t.Errorf("nameSlot is %d bytes, want 16", s)
+	if s := unsafe.Sizeof(nameSlot{}); s != 8 {
+		t.Errorf("nameSlot is %d bytes, want 8", s)
 	}
 	if s := unsafe.Sizeof(v4Slot{}); s != 16 {
 		t.Errorf("v4Slot is %d bytes, want 16", s)
@@ -29,8 +29,8 @@ func TestLayout(t *testing.T) {
 	}
 	for _, n := range []int{0, 1, 3, 100, 5000} {
 		nt := buildNameTable(nil, 1, slotsFor(n))
-		if p := uintptr(unsafe.Pointer(&nt.slots[0])); p%16 != 0 {
-			t.Errorf("slotsFor(%d): name slots at %#x, not 16-byte aligned", n, p)
+		if p := uintptr(unsafe.Pointer(&nt.slots[0])); p%8 != 0 {
+			t.Errorf("slotsFor(%d): name slots at %#x, not 8-byte aligned", n, p)
 		}
 	}
 }
@@ -181,14 +181,12 @@ func TestSlotKeyCompare(t *testing.T) {
 		// Another key follows in the arena: the compare's last word
 		// reads into it and must mask it off.
 		next := strings.Repeat(string(key[n-1:]), 8)
-		nt := buildNameTable([]hostRec{{host: string(key), flags: flagBare}, {host: next, flags: flagBare}}, 3, 8)
-		var s *nameSlot
-		for i := range nt.slots {
-			if nt.slots[i].flags != 0 && int(nt.slots[i].klen) == n && nt.slots[i].off == 0 {
-				s = &nt.slots[i]
-			}
+		nt := buildNameTable([]hostRec{{host: string(key), entry: 5, flags: flagBare}, {host: next, flags: flagBare}}, 3, 8)
+		equal := func(h string) bool {
+			e, ok := nt.arenaMatch(0, h, false, 0) // the first record
+			return ok && e == 5
 		}
-		if !nt.equal(s, string(key)) || !nt.equal(s, strings.ToUpper(string(key))) {
+		if !equal(string(key)) || !equal(strings.ToUpper(string(key))) {
 			t.Fatalf("%d-byte key does not equal itself", n)
 		}
 		var padded [entryKey]byte
@@ -200,7 +198,7 @@ func TestSlotKeyCompare(t *testing.T) {
 		for p := 0; p < n; p++ {
 			other := append([]byte(nil), key...)
 			other[p] = '_'
-			if nt.equal(s, string(other)) {
+			if equal(string(other)) {
 				t.Fatalf("%d-byte key equals a copy differing at byte %d", n, p)
 			}
 			if short && equalPadded(&padded, string(other)) {

@@ -59,12 +59,16 @@ type Entry struct {
 	// action is stored as an index into actions to leave room for key.
 	ownerAction uint8
 	ownerReason Reason
-	klen        uint8 // length of key, 0 when the index keeps no key here
-	_           [5]byte
+	// key is the entry's first hostname, lower case, zero padded, with
+	// its length and the hostIndex flags and port that go with it; klen 0
+	// when the index keeps no key here.
+	klen        uint8
+	keyFlags    uint8
+	keyPort     uint16
+	_           [2]byte
 	ownerPolicy string
-	// key is the entry's first hostname, lower case, zero padded.
-	key     [entryKey]byte
-	Service Service
+	key         [entryKey]byte
+	Service     Service
 	*entryCold
 	_ [entryPad]byte
 }
