@@ -125,8 +125,20 @@ func splitHostPort(a string) (host string, port uint16, hasPort, ok bool) {
 			}
 			p, hasPort = a[j+2:], true
 		}
-	} else if i := strings.IndexByte(a, ':'); i >= 0 && strings.IndexByte(a[i+1:], ':') < 0 {
-		host, p, hasPort = a[:i], a[i+1:], true
+	} else {
+		// A port has at most 5 digits, so look for its colon at the end
+		// first; a value with a colon further in is a bare IPv6 address
+		// or has no valid port, and either way is looked up whole.
+		i := -1
+		for j := len(a) - 1; j >= 0 && j >= len(a)-6; j-- {
+			if a[j] == ':' {
+				i = j
+				break
+			}
+		}
+		if i >= 0 && strings.IndexByte(a[:i], ':') < 0 {
+			host, p, hasPort = a[:i], a[i+1:], true
+		}
 	}
 	if hasPort {
 		if port, ok = parsePort(p); !ok {
@@ -209,17 +221,24 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-// hashLower hashes the ASCII-lower-cased bytes of s under seed.
+// hashLower hashes the ASCII-lower-cased bytes of s under seed, 16 bytes
+// per multiplication.
 func hashLower(s string, seed uint64) uint64 {
-	h := mix(seed^uint64(len(s)), hashK0)
+	h := seed ^ uint64(len(s))*hashK0
+	sk := seed ^ hashK2
 	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		h = mix(h^lower8(load64(s[i:])), hashK1)
+	for ; len(s)-i > 16; i += 16 {
+		h = mix(lower8(load64(s[i:]))^h^hashK1, lower8(load64(s[i+8:]))^sk)
 	}
-	if i < len(s) {
-		h = mix(h^lower8(tail64(s, i)), hashK2)
+	// 0 to 16 bytes are left.
+	var a, b uint64
+	switch rem := len(s) - i; {
+	case rem > 8:
+		a, b = lower8(load64(s[i:])), lower8(tail64(s, i+8))
+	case rem > 0:
+		a = lower8(tail64(s, i))
 	}
-	return mix(h, hashK0^seed)
+	return mix(mix(a^h^hashK1, b^sk), hashK0^seed)
 }
 
 // lower8 lower-cases the ASCII capitals among the 8 bytes of w; other
@@ -240,7 +259,7 @@ func load64(s string) uint64 {
 		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
-// tail64 returns s[i:] (1 to 7 bytes) as a little-endian word padded with
+// tail64 returns s[i:] (1 to 8 bytes) as a little-endian word padded with
 // zeros, without reading past the end of s.
 func tail64(s string, i int) uint64 {
 	n := len(s) - i
