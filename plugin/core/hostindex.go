@@ -15,10 +15,11 @@ import (
 // "vip:port"): at 100k services that is 400k keys whose buckets, key bytes
 // and entries no longer fit in the last-level cache, and each lookup paid
 // two or three DRAM misses. Here the port is parsed off the authority
-// once, a name costs a 16-byte slot plus its key bytes, an IPv4 literal a
-// 16-byte slot keyed by the address; the slot arrays are small enough to
-// stay mostly in cache, and a hit then reads the key and the entry's
-// first line, whose addresses are both known once the slot is read.
+// once; a name costs an 8-byte slot, an IPv4 literal a 16-byte slot keyed
+// by the address (2 and 4 MiB at 100k, mostly in cache). A hit on an
+// entry's first name or on its IPv4 VIP then reads one more cache line,
+// the entry's first, which holds that name and the owner decision; other
+// names also read their record in the name table's arena.
 type hostIndex struct {
 	names nameTable
 	v4    v4Table
@@ -59,9 +60,9 @@ func (x *hostIndex) find(authority string, slab []Entry) (entry uint32, ok bool)
 // spelled like one) go to the IPv4 table, which Lookup consults exactly
 // when the request's host parses the same way.
 //
-// The first name of each entry short enough for Entry.key is stored there
-// (slab is written), so a lookup of it verifies the key in the line it
-// reads the decision from.
+// Each entry's first name (in recs order, i.e. sorted) that fits
+// Entry.key is stored there (slab is written), so a lookup of it verifies
+// the key in the line it reads the decision from.
 func buildHostIndex(recs []hostRec, slab []Entry, seed uint64) hostIndex {
 	var names, v4 []hostRec
 	for _, r := range recs {

@@ -27,6 +27,16 @@ func TestLayout(t *testing.T) {
 			t.Errorf("Entry's owner decision and key end at byte %d, want 64 (one cache line)", end)
 		}
 	}
+	for _, n := range []int{1, 2, 3, 5, 7, 100, 1000} {
+		var services []Service
+		for i := 0; i < n; i++ {
+			services = append(services, svc(fmt.Sprintf("s%d", i), 80, "", fmt.Sprintf("s%d.ext", i)))
+		}
+		tab := mustCompile(t, &Config{Source: web, Services: services})
+		if p := uintptr(unsafe.Pointer(&tab.slab[0])); p%64 != 0 {
+			t.Errorf("%d entries at %#x, not 64-byte aligned", n, p)
+		}
+	}
 	for _, n := range []int{0, 1, 3, 100, 5000} {
 		nt := buildNameTable(nil, 1, slotsFor(n))
 		if p := uintptr(unsafe.Pointer(&nt.slots[0])); p%8 != 0 {
