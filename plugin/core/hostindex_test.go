@@ -27,7 +27,9 @@ func TestLayout(t *testing.T) {
 			t.Errorf("Entry's owner decision and key end at byte %d, want 64 (one cache line)", end)
 		}
 	}
-	for _, n := range []int{1, 2, 3, 5, 7, 100, 1000} {
+	// Arrays over 32 KiB are page aligned; smaller ones (with pointers)
+	// sit after an 8-byte allocation header, and are all in cache anyway.
+	for _, n := range []int{200, 1000, 5000} {
 		var services []Service
 		for i := 0; i < n; i++ {
 			services = append(services, svc(fmt.Sprintf("s%d", i), 80, "", fmt.Sprintf("s%d.ext", i)))

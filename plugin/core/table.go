@@ -49,8 +49,9 @@ func (d Decision) PolicyOrReason() string {
 // Entry is one compiled MES. It is immutable once its Table is built.
 //
 // A Table keeps its entries in one array whose element size is a multiple
-// of 64 bytes (and which Go's allocator places 64-byte aligned, checked by
-// a test), and a lookup reads only an entry's first cache line: the owner decision and the entry's first hostname, which
+// of 64 bytes (Go page-aligns arrays over 32 KiB, checked by a test; in
+// smaller ones alignment does not matter, they stay in cache), and a
+// lookup reads only an entry's first cache line: the owner decision and the entry's first hostname, which
 // the index compares the request's host with. So a hit on that name costs
 // one index slot (a small, mostly cached array) and this one line.
 type Entry struct {
