@@ -129,6 +129,7 @@ func Compile(cfg *Config) (*Table, error) {
 		}
 		e := &t.slab[i]
 		e.Service = s
+		e.port = uint16(s.Port) // checked by checkService
 		e.entryCold = &colds[i]
 		byName[key] = e
 		t.entries = append(t.entries, e)

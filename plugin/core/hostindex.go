@@ -15,11 +15,11 @@ import (
 // "vip:port"): at 100k services that is 400k keys whose buckets, key bytes
 // and entries no longer fit in the last-level cache, and each lookup paid
 // two or three DRAM misses. Here the port is parsed off the authority
-// once; a name costs an 8-byte slot, an IPv4 literal a 16-byte slot keyed
-// by the address (2 and 4 MiB at 100k, mostly in cache). A hit on an
-// entry's first name or on its IPv4 VIP then reads one more cache line,
-// the entry's first, which holds that name and the owner decision; other
-// names also read their record in the name table's arena.
+// once; a name costs an 8-byte slot, an IPv4 literal an 8-byte slot keyed
+// by the address (2 MiB each at 100k, mostly in cache). A hit on an
+// entry's first name or first IPv4 address then reads one more cache
+// line, the entry's first, which holds that name, the flags and the owner
+// decision; other hosts also read a record of their own.
 type hostIndex struct {
 	names nameTable
 	v4    v4Table
@@ -50,7 +50,7 @@ func (x *hostIndex) find(authority string, slab []Entry) (entry uint32, ok bool)
 		return 0, false
 	}
 	if ip, isV4 := parseIPv4(host); isV4 {
-		return x.v4.find(ip, hasPort, port)
+		return x.v4.find(ip, hasPort, port, slab)
 	}
 	return x.names.find(host, hasPort, port, slab)
 }
@@ -66,13 +66,18 @@ func (x *hostIndex) find(authority string, slab []Entry) (entry uint32, ok bool)
 func buildHostIndex(recs []hostRec, slab []Entry, seed uint64) hostIndex {
 	var names, v4 []hostRec
 	for _, r := range recs {
+		e := &slab[r.entry]
 		if _, ok := parseIPv4(r.host); ok {
+			if e.v4Flags == 0 {
+				e.v4Flags = r.flags
+				r.flags |= flagEntryKey
+			}
 			v4 = append(v4, r)
 			continue
 		}
-		if e := &slab[r.entry]; e.klen == 0 && len(r.host) <= entryKey {
+		if e.klen == 0 && len(r.host) <= entryKey {
 			e.klen = uint8(copy(e.key[:], r.host))
-			e.keyFlags, e.keyPort = r.flags, r.port
+			e.keyFlags = r.flags
 			r.flags |= flagEntryKey
 		}
 		names = append(names, r)
@@ -347,7 +352,7 @@ func (t *nameTable) find(host string, hasPort bool, port uint16, slab []Entry) (
 		}
 		if s.ref&refArena == 0 {
 			e := &slab[s.ref]
-			if int(e.klen) == len(host) && accepts(e.keyFlags, e.keyPort, hasPort, port) && equalPadded(&e.key, host) {
+			if int(e.klen) == len(host) && accepts(e.keyFlags, e.port, hasPort, port) && equalPadded(&e.key, host) {
 				return s.ref, true
 			}
 		} else if e, ok := t.arenaMatch(s.ref&^refArena, host, hasPort, port); ok {
@@ -398,13 +403,19 @@ func (t *nameTable) arenaMatch(off uint32, host string, hasPort bool, port uint1
 	return entry, true
 }
 
-// v4Slot is one IPv4 record; four share a cache line.
+// v4Slot is one IPv4 address in 8 bytes (eight to a cache line). ref is
+// 0 for an empty slot, entry index + 1 when the entry's first line holds
+// the flags (Entry.v4Flags), or refArena | index into v4Table.recs.
 type v4Slot struct {
-	addr  uint32
+	addr uint32
+	ref  uint32
+}
+
+// v4Rec is an IPv4 host that is not its entry's first.
+type v4Rec struct {
 	entry uint32
 	port  uint16
-	flags uint8 // 0: empty slot
-	_     [5]byte
+	flags uint8
 }
 
 // v4Table is an open-addressing (linear probing) table keyed by address.
@@ -412,34 +423,47 @@ type v4Table struct {
 	slots []v4Slot
 	mask  uint64
 	seed  uint64
+	recs  []v4Rec
 }
 
 func hashV4(ip uint32, seed uint64) uint64 { return mix(uint64(ip)^seed, hashK1) }
 
+// buildV4Table indexes recs. Those flagged flagEntryKey must already have
+// their flags and port in their slab entry.
 func buildV4Table(recs []hostRec, seed uint64, nslots int) v4Table {
 	t := v4Table{slots: make([]v4Slot, nslots), mask: uint64(nslots - 1), seed: seed}
 	adviseHugePages(unsafe.Pointer(&t.slots[0]), uintptr(nslots)*unsafe.Sizeof(v4Slot{}))
 	for _, r := range recs {
 		ip, _ := parseIPv4(r.host)
 		i := hashV4(ip, seed) & t.mask
-		for t.slots[i].flags != 0 {
+		for t.slots[i].ref != 0 {
 			i = (i + 1) & t.mask
 		}
-		t.slots[i] = v4Slot{addr: ip, entry: r.entry, port: r.port, flags: r.flags}
+		ref := r.entry + 1
+		if r.flags&flagEntryKey == 0 {
+			ref = refArena | uint32(len(t.recs))
+			t.recs = append(t.recs, v4Rec{entry: r.entry, port: r.port, flags: r.flags})
+		}
+		t.slots[i] = v4Slot{addr: ip, ref: ref}
 	}
 	return t
 }
 
-func (t *v4Table) find(ip uint32, hasPort bool, port uint16) (uint32, bool) {
+func (t *v4Table) find(ip uint32, hasPort bool, port uint16, slab []Entry) (uint32, bool) {
 	for i := hashV4(ip, t.seed) & t.mask; ; i = (i + 1) & t.mask {
-		s := &t.slots[i]
-		if s.flags == 0 {
+		s := t.slots[i]
+		if s.ref == 0 {
 			return 0, false
 		}
-		if s.addr == ip {
-			if hasPort && s.flags&flagPort != 0 && s.port == port || !hasPort && s.flags&flagBare != 0 {
-				return s.entry, true
+		if s.addr != ip {
+			continue
+		}
+		if s.ref&refArena == 0 {
+			if e := &slab[s.ref-1]; accepts(e.v4Flags, e.port, hasPort, port) {
+				return s.ref - 1, true
 			}
+		} else if r := &t.recs[s.ref&^refArena]; accepts(r.flags, r.port, hasPort, port) {
+			return r.entry, true
 		}
 	}
 }

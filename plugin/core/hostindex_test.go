@@ -7,15 +7,15 @@ import (
 	"unsafe"
 )
 
-// The lookup structure's speed rests on these sizes: eight name or four
-// IPv4 slots share a cache line, and an entry's owner decision and key
+// The lookup structure's speed rests on these sizes: eight name or IPv4
+// slots share a cache line, and an entry's owner decision and key
 // never straddle two lines.
 func TestLayout(t *testing.T) {
 	if s := unsafe.Sizeof(nameSlot{}); s != 8 {
 		t.Errorf("nameSlot is %d bytes, want 8", s)
 	}
-	if s := unsafe.Sizeof(v4Slot{}); s != 16 {
-		t.Errorf("v4Slot is %d bytes, want 16", s)
+	if s := unsafe.Sizeof(v4Slot{}); s != 8 {
+		t.Errorf("v4Slot is %d bytes, want 8", s)
 	}
 	if unsafe.Sizeof(uintptr(0)) == 8 {
 		if s := unsafe.Sizeof(Entry{}); s%64 != 0 {
@@ -280,6 +280,11 @@ func TestVIPLiterals(t *testing.T) {
 		svc("six", 443, "FD00::7", "six.ext"),
 		// A hostname spelled like an IPv4 address is found like one.
 		svc("dotted", 80, "", "10.1.2.3"),
+		// Two IPv4 hosts: the second is not kept in the entry.
+		svc("two", 8080, "242.0.0.20", "10.9.9.9"),
+		// One IPv4 host on two ports: only host:port resolves.
+		svc("v80", 80, "", "10.7.7.7"),
+		svc("v443", 443, "", "10.7.7.7"),
 	}})
 	cases := map[string]string{
 		"242.0.0.1": "four", "242.0.0.1:80": "four", "242.0.0.1.:80": "four", "242.0.0.1:81": "",
@@ -288,6 +293,8 @@ func TestVIPLiterals(t *testing.T) {
 		"fd00::7": "six", "FD00::7": "six", "[fd00::7]": "six", "[fd00::7]:443": "six", "[FD00::7]:443": "six",
 		"[fd00::7]:80": "", "[fd00::7]:": "", "[fd00::7]x": "", "[fd00::7": "", "fd00::7:443": "", "[fd00::8]:443": "",
 		"10.1.2.3": "dotted", "10.1.2.3:80": "dotted",
+		"10.9.9.9": "two", "10.9.9.9:8080": "two", "242.0.0.20": "two", "242.0.0.20:8080": "two", "242.0.0.20:80": "", "10.9.9.9:80": "",
+		"10.7.7.7:80": "v80", "10.7.7.7:443": "v443", "10.7.7.7": "", "10.7.7.7:8080": "",
 	}
 	for a, want := range cases {
 		got := ""

@@ -61,12 +61,14 @@ type Entry struct {
 	ownerAction uint8
 	ownerReason Reason
 	// key is the entry's first hostname, lower case, zero padded, with
-	// its length and the hostIndex flags and port that go with it; klen 0
-	// when the index keeps no key here.
+	// its length and hostIndex flags; klen 0 when the index keeps no key
+	// here. v4Flags are the flags of the entry's first IPv4 host, port is
+	// Service.Port: hostIndex reads them instead of a record of its own.
 	klen        uint8
 	keyFlags    uint8
-	keyPort     uint16
-	_           [2]byte
+	port        uint16
+	v4Flags     uint8
+	_           [1]byte
 	ownerPolicy string
 	key         [entryKey]byte
 	Service     Service
