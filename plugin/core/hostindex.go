@@ -45,9 +45,14 @@ const (
 )
 
 func (x *hostIndex) find(authority string, slab []Entry) (entry uint32, ok bool) {
-	host, port, hasPort, ok := splitAuthority(authority)
+	host, port, hasPort, ok := splitHostPort(authority)
 	if !ok {
 		return 0, false
+	}
+	// A request may end its host with a dot (fully qualified); keys
+	// never do, except one that was part of the name ("a.." gives "a.").
+	if len(host) > 1 && host[len(host)-1] == '.' {
+		host = host[:len(host)-1]
 	}
 	if ip, isV4 := parseIPv4(host); isV4 {
 		return x.v4.find(ip, hasPort, port, slab)
@@ -97,19 +102,6 @@ func slotsFor(n int) int {
 		c <<= 1
 	}
 	return c
-}
-
-// splitAuthority takes a request's "host[:port]" apart (splitHostPort)
-// and drops one trailing dot of the host. ok is false when nothing can
-// match.
-func splitAuthority(a string) (host string, port uint16, hasPort, ok bool) {
-	if host, port, hasPort, ok = splitHostPort(a); !ok {
-		return "", 0, false, false
-	}
-	if len(host) > 1 && host[len(host)-1] == '.' {
-		host = host[:len(host)-1]
-	}
-	return host, port, hasPort, true
 }
 
 // splitHostPort takes "host[:port]" apart the way the table's keys are
@@ -178,7 +170,7 @@ func parsePort(s string) (uint16, bool) {
 // no leading zeros: what netip.Addr.String prints), the spelling of the
 // table's IPv4 keys. Anything else is treated as a name.
 func parseIPv4(s string) (uint32, bool) {
-	if len(s) < 7 || len(s) > 15 || s[0] < '0' || s[0] > '9' {
+	if len(s) < 7 || len(s) > 15 || s[0] < '0' || s[0] > '9' || s[len(s)-1] < '0' || s[len(s)-1] > '9' {
 		return 0, false
 	}
 	var ip, v uint32

@@ -12,7 +12,7 @@ import (
 // working set of that size lives (L2, L3, DRAM, plus TLB misses). It is
 // the floor under a lookup that must touch cold lines one after another.
 func BenchmarkMemoryLatency(b *testing.B) {
-	for _, mib := range []int{1, 8, 16, 32, 64, 256} {
+	for _, mib := range []int{1, 4, 8, 16, 32, 64, 256} {
 		b.Run(fmt.Sprintf("size=%dMiB", mib), func(b *testing.B) {
 			const words = 8 // one cache line of uint64
 			lines := mib << 20 / 64
