@@ -54,8 +54,12 @@ func (x *hostIndex) find(authority string, slab []Entry) (entry uint32, ok bool)
 	if len(host) > 1 && host[len(host)-1] == '.' {
 		host = host[:len(host)-1]
 	}
-	if ip, isV4 := parseIPv4(host); isV4 {
-		return x.v4.find(ip, hasPort, port, slab)
+	// Only a host ending in a digit can be an IPv4 literal; most names
+	// end in a letter (their TLD) and skip the call.
+	if c := host[len(host)-1]; '0' <= c && c <= '9' {
+		if ip, isV4 := parseIPv4(host); isV4 {
+			return x.v4.find(ip, hasPort, port, slab)
+		}
 	}
 	return x.names.find(host, hasPort, port, slab)
 }
