@@ -13,13 +13,13 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/plugin/core"
 	"github.com/meshext/meshext/plugin/egress"
 	"github.com/meshext/meshext/plugin/rbac"
@@ -111,17 +111,17 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	if o.Rounds == 0 {
 		o.Rounds = 3
 	}
-	envoyCPU, loadCPU, pinned := cpuSplit()
+	envoyCPU, loadCPU, pinned := envoyproc.CPUSplit()
 	pinned = pinned && o.Pin
 	if pinned {
-		prev, err := affinity()
+		prev, err := envoyproc.Affinity()
 		if err != nil {
 			return nil, err
 		}
-		if err := pinProcess(0, loadCPU); err != nil {
+		if err := envoyproc.Pin(0, loadCPU); err != nil {
 			return nil, err
 		}
-		defer func() { _ = pinProcess(0, prev) }()
+		defer func() { _ = envoyproc.Pin(0, prev) }()
 	}
 	up, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -171,7 +171,7 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		defer env.Stop()
 		envs[i] = env
 		if pinned {
-			if err := pinProcess(env.PID(), envoyCPU); err != nil {
+			if err := envoyproc.Pin(env.PID(), envoyCPU); err != nil {
 				return nil, fmt.Errorf("envoy (%s): %w", names[i], err)
 			}
 		}
@@ -236,29 +236,13 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	return res, nil
 }
 
-// processCPU is a process's user+system CPU time from /proc/<pid>/stat
-// (0 when unreadable). Clock ticks are 100 Hz on Linux.
+// processCPU is a process's user+system CPU time (0 when unreadable).
 func processCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	t, err := envoyproc.CPUTicks(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name (field 2) may contain spaces; fields after ")" are fixed.
-	s := string(b)
-	end := strings.LastIndexByte(s, ')')
-	if end < 0 {
-		return 0
-	}
-	f := strings.Fields(s[end+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return time.Duration(t) * time.Second / envoyproc.ClockTicks
 }
 
 // nativeOptions renders the same filter config the --plugin=off way.

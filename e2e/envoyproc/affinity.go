@@ -1,4 +1,4 @@
-package envoytest
+package envoyproc
 
 import (
 	"fmt"
@@ -9,10 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cpuSplit gives Envoy the last CPU and the load generator (this process,
-// the upstream and wrk) the others, so Envoy is the one saturated part and
-// its throughput shows its own cost. ok is false on a one-CPU machine.
-func cpuSplit() (envoy, load unix.CPUSet, ok bool) {
+// CPUSplit gives Envoy the last CPU of this process's set and the load
+// generators (this process, upstreams, wrk) the others, so a one-worker
+// Envoy is the saturated part and throughput shows its own cost. ok is
+// false with fewer than two CPUs.
+func CPUSplit() (envoy, load unix.CPUSet, ok bool) {
 	var all unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &all); err != nil || all.Count() < 2 {
 		return envoy, load, false
@@ -29,9 +30,10 @@ func cpuSplit() (envoy, load unix.CPUSet, ok bool) {
 	return envoy, load, true
 }
 
-// pinProcess sets the CPU affinity of every thread of pid (0 = this
-// process). Threads created later inherit it from their creator.
-func pinProcess(pid int, set unix.CPUSet) error {
+// Pin sets the CPU affinity of every thread of pid (0 = this process).
+// Threads created later inherit it from their creator, and so do children
+// started afterwards.
+func Pin(pid int, set unix.CPUSet) error {
 	dir := "/proc/self/task"
 	if pid != 0 {
 		dir = fmt.Sprintf("/proc/%d/task", pid)
@@ -53,8 +55,8 @@ func pinProcess(pid int, set unix.CPUSet) error {
 	return nil
 }
 
-// affinity reads this process's CPU set, for restoring it afterwards.
-func affinity() (unix.CPUSet, error) {
+// Affinity reads this process's CPU set, for restoring it afterwards.
+func Affinity() (unix.CPUSet, error) {
 	var s unix.CPUSet
 	err := unix.SchedGetaffinity(0, &s)
 	return s, err
