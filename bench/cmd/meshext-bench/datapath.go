@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/meshext/meshext/e2e/envoyproc"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testpki"
 )
 
@@ -52,6 +54,19 @@ type dpConfig struct {
 	conns              map[string]int // per protocol, the same for every variant
 	streams            int
 	render             renderer
+	// pin gives each Envoy the last CPU and everything else (this process,
+	// its upstreams, wrk, h2load) the others.
+	pin      bool
+	envoyCPU unix.CPUSet // set by runDataPath when pinning applies
+	pinned   bool
+}
+
+// pinEnvoy moves a started Envoy onto its CPU when pinning applies.
+func (cfg *dpConfig) pinEnvoy(p *envoyproc.Proc) error {
+	if !cfg.pinned {
+		return nil
+	}
+	return envoyproc.Pin(p.Pid(), cfg.envoyCPU)
 }
 
 // variantRun is one variant's set-up for one protocol.
@@ -97,6 +112,13 @@ func freePort() (int, error) {
 
 // runDataPath measures every protocol and returns the Markdown section.
 func runDataPath(ctx context.Context, cfg dpConfig) string {
+	if cfg.pin {
+		envoyCPU, loadCPU, ok := envoyproc.CPUSplit()
+		if prev, err := envoyproc.Affinity(); ok && err == nil && envoyproc.Pin(0, loadCPU) == nil {
+			cfg.envoyCPU, cfg.pinned = envoyCPU, true
+			defer func() { _ = envoyproc.Pin(0, prev) }()
+		}
+	}
 	var md strings.Builder
 	md.WriteString("## 1. Data path\n\n")
 	var missing []string
@@ -113,8 +135,8 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		"throughput ratios are the targets' measure, Envoy CPU per request ratios (lower is cheaper) are the steadier signal on a busy host. "+
 		"Envoy runs with `--concurrency 1` (one worker); clients use the same connection count for every variant of a protocol. "+
 		"Load is closed-loop, so latencies are at saturation, not at a fixed rate. Envoy CPU = utime+stime delta of the Envoy process from /proc/<pid>/stat during the run "+
-		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. Client, Envoy and upstream share the machine's cores.\n\n",
-		cfg.rounds, cfg.durations, cfg.warmup)
+		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. %s\n\n",
+		cfg.rounds, cfg.durations, cfg.warmup, cpuPlacement(&cfg))
 	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster, no access log); (b+log) %s (b plus the stdout access log with the format (c) renders: a diagnostic variant that attributes the (c)/(b) gap); "+
 		"(c) %s (a generated MES + a Dataplane with an outbound on 127.0.0.1, rendered by `meshext render --plugin off`: egress authorization by native Envoy RBAC, no Go in Envoy; run from its static `bootstrap.json`; Envoy's stdout, hence the access log, goes to a file); "+
 		"(d) %s (`meshext render` with its default `--plugin on`: the meshext Go filter, `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules`, decides every request; no MeshTrafficPermission, so every request is allowed after a table lookup).\n\n",
@@ -244,6 +266,9 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			extras = append(extras, "this meshext render does not emit the Go filter, so meshext-bench inserted it into (d) before the router")
 		}
 		runs[vi].envoy, err = envoyproc.Start(envoyproc.Pinned(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env))
+		if err == nil {
+			err = cfg.pinEnvoy(runs[vi].envoy)
+		}
 		if err != nil {
 			runs[vi].why = err.Error()
 			continue
@@ -350,7 +375,10 @@ func startHand(cfg dpConfig, r *variantRun, cmd *string, p handParams, name stri
 		r.why = err.Error()
 		return
 	}
-	if r.envoy, err = envoyproc.Start(envoyproc.Pinned(cfg.envoy, path, cfg.workDir, name, nil)); err != nil {
+	if r.envoy, err = envoyproc.Start(envoyproc.Pinned(cfg.envoy, path, cfg.workDir, name, nil)); err == nil {
+		err = cfg.pinEnvoy(r.envoy)
+	}
+	if err != nil {
 		r.why = err.Error()
 		return
 	}
@@ -517,4 +545,17 @@ func envPrefix(env []string) string {
 		return ""
 	}
 	return strings.Join(env, " ") + " "
+}
+
+// cpuPlacement says where the processes ran, for the report.
+func cpuPlacement(cfg *dpConfig) string {
+	if !cfg.pinned {
+		return "Client, Envoy and upstream share the machine's cores."
+	}
+	for c := 0; c < len(cfg.envoyCPU)*64; c++ {
+		if cfg.envoyCPU.IsSet(c) {
+			return fmt.Sprintf("Each Envoy has CPU %d to itself (sched_setaffinity on all its threads); clients, upstreams and this harness run on the other CPUs, so Envoy is the saturated part.", c)
+		}
+	}
+	return ""
 }

@@ -45,6 +45,7 @@ type options struct {
 	keepWork  bool
 	durations time.Duration
 	rounds    int
+	pin       bool
 }
 
 func run(args []string) int {
@@ -61,6 +62,7 @@ func run(args []string) int {
 	fs.StringVar(&o.sections, "sections", "datapath,controlplane,gobench", "comma-separated sections to run")
 	keep := fs.String("keep", "", "keep the work directory (configs, logs) after the run: true or false (default: true full, false quick)")
 	fs.DurationVar(&o.durations, "duration", 0, "load duration per run, whole seconds (default: 2s full, 1s quick)")
+	fs.BoolVar(&o.pin, "pin", true, "give each Envoy the last CPU to itself, clients and upstreams the others (2+ CPUs)")
 	fs.IntVar(&o.rounds, "rounds", 0, "interleaved rounds per protocol (default: 5 full, 1 quick)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: meshext-bench [flags]\n\nRuns the benchmark sections and writes bench/results/<date>-<host>[-quick].md and latest[-quick].md.")
@@ -149,6 +151,7 @@ func run(args []string) int {
 			durations: o.durations, rounds: o.rounds, warmup: map[bool]time.Duration{false: time.Second, true: 0}[quick],
 			workDir: work, conns: conns, streams: 8,
 			render: renderer{meshext: o.meshext, cpbench: o.cpbench, plugin: o.plugin},
+			pin:    o.pin,
 		}))
 	}
 	if want["controlplane"] {
