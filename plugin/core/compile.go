@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unsafe"
 )
 
 // ServiceTag is the Kuma tag naming a Dataplane's service. An Identity's
@@ -110,9 +109,6 @@ func Compile(cfg *Config) (*Table, error) {
 		source:  cfg.Source,
 	}
 	colds := make([]entryCold, len(cfg.Services))
-	if len(t.slab) > 0 {
-		adviseHugePages(unsafe.Pointer(&t.slab[0]), uintptr(len(t.slab))*unsafe.Sizeof(Entry{}))
-	}
 	byName := make(map[[2]string]*Entry, len(cfg.Services)) // (mesh, name)
 	// owners tracks which service set each key, to report collisions;
 	// ambiguous collects host keys without port that two services share.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"strings"
-	"unsafe"
 )
 
 // hostIndex is what Lookup searches: the table's hosts without port, each
@@ -307,7 +306,6 @@ type nameTable struct {
 // have their key, port and flags in their slab entry.
 func buildNameTable(recs []hostRec, seed uint64, nslots int) nameTable {
 	t := nameTable{slots: make([]nameSlot, nslots), mask: uint64(nslots - 1), seed: seed}
-	adviseHugePages(unsafe.Pointer(&t.slots[0]), uintptr(nslots)*unsafe.Sizeof(nameSlot{}))
 	size := 8
 	for _, r := range recs {
 		if r.flags&flagEntryKey == 0 {
@@ -428,7 +426,6 @@ func hashV4(ip uint32, seed uint64) uint64 { return mix(uint64(ip)^seed, hashK1)
 // their flags and port in their slab entry.
 func buildV4Table(recs []hostRec, seed uint64, nslots int) v4Table {
 	t := v4Table{slots: make([]v4Slot, nslots), mask: uint64(nslots - 1), seed: seed}
-	adviseHugePages(unsafe.Pointer(&t.slots[0]), uintptr(nslots)*unsafe.Sizeof(v4Slot{}))
 	for _, r := range recs {
 		ip, _ := parseIPv4(r.host)
 		i := hashV4(ip, seed) & t.mask

@@ -1,7 +1,0 @@
-//go:build !linux
-
-package core
-
-import "unsafe"
-
-func adviseHugePages(unsafe.Pointer, uintptr) {}
