@@ -52,3 +52,24 @@ func BenchmarkTick(b *testing.B) {
 		Tick()
 	}
 }
+
+func TestProcs(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		cpus int
+		want int
+	}{
+		{[]string{"envoy", "-c", "b.yaml"}, 4, 5},
+		{[]string{"envoy", "--concurrency", "1", "-c", "b.yaml"}, 4, 2},
+		{[]string{"envoy", "--concurrency=3"}, 8, 4},
+		{[]string{"envoy", "--concurrency", "0"}, 2, 3},    // 0 is not a worker count Envoy takes; fall back
+		{[]string{"envoy", "--concurrency", "many"}, 2, 3}, // unparsable: Envoy's default
+		{[]string{"envoy", "--concurrency"}, 2, 3},         // flag without value
+		{[]string{"envoy", "--concurrency-x", "9"}, 1, 2},  // another flag
+		{nil, 0, 2},
+	} {
+		if got := Procs(c.args, c.cpus); got != c.want {
+			t.Errorf("Procs(%q, %d) = %d, want %d", c.args, c.cpus, got, c.want)
+		}
+	}
+}

@@ -10,10 +10,12 @@ import (
 	"github.com/envoyproxy/envoy/contrib/golang/filters/http/source/go/pkg/http"
 
 	"github.com/meshext/meshext/plugin/contrib"
+	"github.com/meshext/meshext/plugin/cthread"
 	"github.com/meshext/meshext/plugin/egress"
 )
 
 func init() {
+	cthread.SetProcs() // one P per Envoy worker plus one; see plugin/cthread
 	http.RegisterHttpFilterFactoryAndConfigParser(egress.FilterName, contrib.Factory, contrib.Parser{})
 }
 

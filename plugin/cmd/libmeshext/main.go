@@ -11,11 +11,13 @@ import (
 	_ "github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/abi" // exports the envoy_dynamic_module_on_* hooks
 	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared"
 
+	"github.com/meshext/meshext/plugin/cthread"
 	"github.com/meshext/meshext/plugin/dynmod"
 	"github.com/meshext/meshext/plugin/egress"
 )
 
 func init() {
+	cthread.SetProcs() // one P per Envoy worker plus one; see plugin/cthread
 	sdk.RegisterHttpFilterConfigFactories(map[string]shared.HttpFilterConfigFactory{
 		egress.FilterName:     dynmod.ConfigFactory{},
 		dynmod.NoopFilterName: dynmod.NoopConfigFactory{},
