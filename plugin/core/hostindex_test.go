@@ -262,15 +262,7 @@ func TestPortHandling(t *testing.T) {
 		"free.ext": "portless", "free.ext:80": "", "242.0.0.3": "portless", "242.0.0.3:80": "",
 		"242.0.0.1": "p80", "242.0.0.1:80": "p80", "242.0.0.1:443": "", "242.0.0.2:443": "p443",
 	}
-	for a, want := range cases {
-		got := ""
-		if e := tab.Lookup(a); e != nil {
-			got = e.Service.Name
-		}
-		if got != want {
-			t.Errorf("Lookup(%q) = %q, want %q", a, got, want)
-		}
-	}
+	checkLookups(t, tab, cases)
 }
 
 func TestVIPLiterals(t *testing.T) {
@@ -296,15 +288,7 @@ func TestVIPLiterals(t *testing.T) {
 		"10.9.9.9": "two", "10.9.9.9:8080": "two", "242.0.0.20": "two", "242.0.0.20:8080": "two", "242.0.0.20:80": "", "10.9.9.9:80": "",
 		"10.7.7.7:80": "v80", "10.7.7.7:443": "v443", "10.7.7.7": "", "10.7.7.7:8080": "",
 	}
-	for a, want := range cases {
-		got := ""
-		if e := tab.Lookup(a); e != nil {
-			got = e.Service.Name
-		}
-		if got != want {
-			t.Errorf("Lookup(%q) = %q, want %q", a, got, want)
-		}
-	}
+	checkLookups(t, tab, cases)
 }
 
 func TestUnknownHostAndEmptyTable(t *testing.T) {
@@ -362,6 +346,20 @@ func TestEveryHostKeyLeadsToItsEntry(t *testing.T) {
 	for _, a := range []string{"s7.ext:40", "S7.EXT.:40", "242.0.0.1:40", "[fd00::2]:80", "alt-1.example.com", "nope.ext:80"} {
 		if n := testing.AllocsPerRun(100, func() { tab.Lookup(a) }); n != 0 {
 			t.Errorf("Lookup(%q) allocates %v times", a, n)
+		}
+	}
+}
+
+// checkLookups wants each authority to resolve to the named service ("" = nil).
+func checkLookups(t *testing.T, tab *Table, cases map[string]string) {
+	t.Helper()
+	for a, want := range cases {
+		got := ""
+		if e := tab.Lookup(a); e != nil {
+			got = e.Service.Name
+		}
+		if got != want {
+			t.Errorf("Lookup(%q) = %q, want %q", a, got, want)
 		}
 	}
 }
