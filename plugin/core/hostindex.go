@@ -336,6 +336,7 @@ func buildNameTable(recs []hostRec, seed uint64, nslots int) nameTable {
 func (t *nameTable) find(host string, hasPort bool, port uint16, slab []Entry) (uint32, bool) {
 	h := hashLower(host, t.seed)
 	fp := uint32(h>>32) | 1
+	// Ends at an empty slot: the table is never more than half full.
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		s := t.slots[i]
 		if s.fp == 0 {
@@ -443,6 +444,7 @@ func buildV4Table(recs []hostRec, seed uint64, nslots int) v4Table {
 }
 
 func (t *v4Table) find(ip uint32, hasPort bool, port uint16, slab []Entry) (uint32, bool) {
+	// Ends at an empty slot: the table is never more than half full.
 	for i := hashV4(ip, t.seed) & t.mask; ; i = (i + 1) & t.mask {
 		s := t.slots[i]
 		if s.ref == 0 {
