@@ -208,6 +208,7 @@ func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv
 	f, err := r.meshextFilter(&egress.FilterConfig{
 		Config:                   cfg,
 		IgnoreClientCertificates: true, // plaintext listener: the source is its owner
+		FixedCluster:             true, // the listener's route names this service's cluster
 		TableKey:                 "meshext:" + s.ClusterName(),
 	})
 	if err != nil {

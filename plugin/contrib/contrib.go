@@ -158,6 +158,9 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, _ bool) (st api.StatusTyp
 	if !c.DenyMetadataOnly {
 		f.setMetadata(&r)
 	}
+	if c.FixedCluster {
+		return api.Continue
+	}
 	h.Set(c.ClusterHeader, r.Entry.Service.Cluster)
 	// Header edits do not re-pick the route; the cluster_header route must see it.
 	f.cb.ClearRouteCache()

@@ -265,6 +265,32 @@ func TestDecodeHeaders(t *testing.T) {
 	}
 }
 
+func TestFixedClusterOnlyAuthorizes(t *testing.T) {
+	var fc egress.FilterConfig
+	if err := json.Unmarshal([]byte(configJSONForTest(t)), &fc); err != nil {
+		t.Fatal(err)
+	}
+	fc.FixedCluster = true
+	raw, err := json.Marshal(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parser{}.Parse(mustAny(t, wrapperspb.String(string(raw))), &fakeConfigCallbacks{counters: map[string]*fakeCounter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := newCallbacks(nil)
+	h := &fakeHeaders{m: map[string]string{":authority": "open.ext"}}
+	if st := Factory(cfg, cb).DecodeHeaders(h, true); st != api.Continue || cb.cleared != 0 || h.m[egress.DefaultClusterHeader] != "" {
+		t.Fatalf("allowed: status %v, route cache cleared %d times, cluster header %q", st, cb.cleared, h.m[egress.DefaultClusterHeader])
+	}
+	cb = newCallbacks(nil)
+	if st := Factory(cfg, cb).DecodeHeaders(&fakeHeaders{m: map[string]string{":authority": "closed.ext"}}, true); st != api.LocalReply ||
+		len(cb.dec.replies) != 1 || cb.dec.replies[0].code != 403 {
+		t.Fatalf("denied: status %v replies %+v", st, cb.dec.replies)
+	}
+}
+
 type panickingHeaders struct{ api.RequestHeaderMap }
 
 func (panickingHeaders) GetRaw(string) string { panic("boom") }

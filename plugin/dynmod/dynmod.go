@@ -128,6 +128,9 @@ func (x *filter) OnRequestHeaders(headers shared.HeaderMap, _ bool) (status shar
 	if !cfg.DenyMetadataOnly {
 		x.setMetadata(&r)
 	}
+	if cfg.FixedCluster {
+		return shared.HeadersStatusContinue
+	}
 	headers.Set(cfg.ClusterHeader, r.Entry.Service.Cluster)
 	// The route (and its cluster, from a client-sent header) was resolved
 	// before this filter ran; clear it so the cluster_header route re-reads

@@ -206,6 +206,32 @@ func TestDenyMetadataOnly(t *testing.T) {
 	}
 }
 
+func TestFixedClusterOnlyAuthorizes(t *testing.T) {
+	var fc egress.FilterConfig
+	if err := json.Unmarshal(testConfig(t), &fc); err != nil {
+		t.Fatal(err)
+	}
+	fc.FixedCluster = true
+	raw, _ := json.Marshal(fc)
+	ch := &fakeConfigHandle{}
+	f, err := ConfigFactory{}.Create(ch, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandle(ch)
+	st, hdrs := run(t, f, h, map[string]string{":authority": "open.ext"})
+	if st != shared.HeadersStatusContinue || h.cleared != 0 || hdrs.m[egress.DefaultClusterHeader] != "" {
+		t.Fatalf("allowed: status %v, route cache cleared %d times, cluster header %q", st, h.cleared, hdrs.m[egress.DefaultClusterHeader])
+	}
+	if h.meta["action"] != "Allow" || h.counts[egress.CounterAllowed] != 1 {
+		t.Fatalf("allowed: metadata %v counters %v", h.meta, h.counts)
+	}
+	h = newHandle(ch)
+	if st, _ := run(t, f, h, map[string]string{":authority": "closed.ext"}); st != shared.HeadersStatusStop || len(h.replies) != 1 || h.replies[0].status != 403 {
+		t.Fatalf("denied: status %v replies %v", st, h.replies)
+	}
+}
+
 func TestDenyHTTPAndGRPC(t *testing.T) {
 	ch, f := newFactory(t)
 	h := newHandle(ch)

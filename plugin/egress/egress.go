@@ -83,6 +83,10 @@ type FilterConfig struct {
 	// DenyMetadataOnly skips dynamic metadata on allowed requests (each
 	// key is a call into Envoy); denials and unknown hosts still carry it.
 	DenyMetadataOnly bool `json:"denyMetadataOnly,omitempty"`
+	// FixedCluster says the listener's route already names the one MES it
+	// serves (a per-service listener): the filter only authorizes, and
+	// neither sets ClusterHeader nor makes Envoy pick the route again.
+	FixedCluster bool `json:"fixedCluster,omitempty"`
 }
 
 // Compiled is a parsed, compiled filter configuration; immutable.
@@ -91,6 +95,7 @@ type Compiled struct {
 	ClusterHeader            string
 	IgnoreClientCertificates bool
 	DenyMetadataOnly         bool
+	FixedCluster             bool
 	key                      string
 }
 
@@ -111,7 +116,7 @@ func Parse(raw []byte) (*Compiled, error) {
 		return nil, fmt.Errorf("meshext: filter config: %w", err)
 	}
 	c := &Compiled{Table: tab, ClusterHeader: fc.ClusterHeader, IgnoreClientCertificates: fc.IgnoreClientCertificates,
-		DenyMetadataOnly: fc.DenyMetadataOnly, key: fc.TableKey}
+		DenyMetadataOnly: fc.DenyMetadataOnly, FixedCluster: fc.FixedCluster, key: fc.TableKey}
 	if c.ClusterHeader == "" {
 		c.ClusterHeader = DefaultClusterHeader
 	}
