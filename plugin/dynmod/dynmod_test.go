@@ -184,18 +184,28 @@ func TestAllowSetsClusterAndMetadata(t *testing.T) {
 	}
 }
 
-func TestDenyMetadataOnly(t *testing.T) {
+// newFactoryWith is newFactory on the test config changed by edit.
+func newFactoryWith(t *testing.T, edit func(*egress.FilterConfig)) (*fakeConfigHandle, shared.HttpFilterFactory) {
+	t.Helper()
 	var fc egress.FilterConfig
 	if err := json.Unmarshal(testConfig(t), &fc); err != nil {
 		t.Fatal(err)
 	}
-	fc.DenyMetadataOnly = true
-	raw, _ := json.Marshal(fc)
+	edit(&fc)
+	raw, err := json.Marshal(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ch := &fakeConfigHandle{}
 	f, err := ConfigFactory{}.Create(ch, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ch, f
+}
+
+func TestDenyMetadataOnly(t *testing.T) {
+	ch, f := newFactoryWith(t, func(fc *egress.FilterConfig) { fc.DenyMetadataOnly = true })
 	h := newHandle(ch)
 	if st, _ := run(t, f, h, map[string]string{":authority": "open.ext"}); st != shared.HeadersStatusContinue || len(h.meta) != 0 {
 		t.Fatalf("allowed: status %v metadata %v", st, h.meta)
@@ -207,17 +217,7 @@ func TestDenyMetadataOnly(t *testing.T) {
 }
 
 func TestFixedClusterOnlyAuthorizes(t *testing.T) {
-	var fc egress.FilterConfig
-	if err := json.Unmarshal(testConfig(t), &fc); err != nil {
-		t.Fatal(err)
-	}
-	fc.FixedCluster = true
-	raw, _ := json.Marshal(fc)
-	ch := &fakeConfigHandle{}
-	f, err := ConfigFactory{}.Create(ch, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, f := newFactoryWith(t, func(fc *egress.FilterConfig) { fc.FixedCluster = true })
 	h := newHandle(ch)
 	st, hdrs := run(t, f, h, map[string]string{":authority": "open.ext"})
 	if st != shared.HeadersStatusContinue || h.cleared != 0 || hdrs.m[egress.DefaultClusterHeader] != "" {
