@@ -96,8 +96,9 @@ type CompareResult struct {
 // listener, routes and cluster, one without and one with the meshext
 // filter (a third with WithNoop), and drives them with the same closed-loop load in interleaved
 // rounds (so machine noise hits both alike). Everything runs on loopback
-// with ephemeral ports under dir. The load generator shares the CPUs, so
-// compare the two numbers, not absolute throughput across machines.
+// with ephemeral ports under dir. Without Pin the load generator shares
+// Envoy's CPUs; either way compare the numbers of one run, not absolute
+// throughput across machines.
 func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResult, error) {
 	if o.Hostnames == 0 {
 		o.Hostnames = 1000
@@ -180,13 +181,13 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	rows := make([]FlavorResult, n)
 	elapsed := make([]time.Duration, n)
 	cpu := make([]time.Duration, n)
-	// Warm up all (connections, Go runtime in the module), then measure.
 	drive := func(listener string, d time.Duration) (int64, int64, error) {
 		if o.Wrk != "" {
 			return loadWrk(ctx, o.Wrk, listener, host, o.Connections, d)
 		}
 		return load(ctx, listener, host, o.Connections, d)
 	}
+	// Warm up all (connections, Go runtime in the module), then measure.
 	for i := range envs {
 		if _, _, err := drive(envs[i].Listener, o.Round/2); err != nil {
 			return nil, err
