@@ -36,30 +36,19 @@ func tlsEchoServer(t *testing.T, cfg *tls.Config) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				tc := c.(*tls.Conn)
-				if err := tc.Handshake(); err != nil {
-					return
-				}
-				st := tc.ConnectionState()
-				client := "-"
-				if len(st.PeerCertificates) > 0 {
-					client = st.PeerCertificates[0].Subject.CommonName
-				}
-				fmt.Fprintf(c, "sni=%s alpn=%s version=%s client=%s\n", st.ServerName, orNone(st.NegotiatedProtocol), tls.VersionName(st.Version), client)
-			}(c)
+	return testnet.Serve(t, l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := c.(*tls.Conn)
+		if err := tc.Handshake(); err != nil {
+			return
 		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
+		st := tc.ConnectionState()
+		client := "-"
+		if len(st.PeerCertificates) > 0 {
+			client = st.PeerCertificates[0].Subject.CommonName
+		}
+		fmt.Fprintf(c, "sni=%s alpn=%s version=%s client=%s\n", st.ServerName, orNone(st.NegotiatedProtocol), tls.VersionName(st.Version), client)
+	})
 }
 
 func orNone(s string) string {

@@ -10,6 +10,27 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// Serve accepts connections on l until the test ends (then l is closed)
+// and runs handle on each in its own goroutine, closing the connection
+// when handle returns; it returns l's port.
+func Serve(t testing.TB, l net.Listener, handle func(net.Conn)) int {
+	t.Helper()
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // LineServer is a plain loopback TCP server that writes one line to each
 // connection and closes it, until the test ends; it returns the port.
 func LineServer(t testing.TB, line string) int {
@@ -18,18 +39,7 @@ func LineServer(t testing.TB, line string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(c, line)
-			c.Close()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
+	return Serve(t, l, func(c net.Conn) { fmt.Fprintln(c, line) })
 }
 
 // GRPCHealthServer serves the standard gRPC health service (h2c) on
