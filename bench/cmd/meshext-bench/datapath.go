@@ -101,15 +101,6 @@ func makePKI(dir string) (pki, error) {
 	return p, leaf.WriteFiles(p.certFile, p.keyFile)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // runDataPath measures every protocol and returns the Markdown section.
 func runDataPath(ctx context.Context, cfg dpConfig) string {
 	if cfg.pin {
@@ -364,7 +355,7 @@ func filterDecisions(e *envoyproc.Proc) string {
 
 // startHand writes a hand-written config and starts its Envoy.
 func startHand(cfg dpConfig, r *variantRun, cmd *string, p handParams, name string) {
-	port, err := freePort()
+	port, err := envoyproc.FreePort()
 	if err != nil {
 		r.why = err.Error()
 		return

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/meshext/meshext/e2e/envoyproc"
 )
 
 // renderer produces variant (c) and (d) Envoy configs with the real
@@ -129,7 +131,7 @@ type benchPorts struct{ outbound, inbound, service, redirect, admin int }
 func allocPorts() (benchPorts, error) {
 	var p benchPorts
 	for _, dst := range []*int{&p.outbound, &p.inbound, &p.service, &p.redirect, &p.admin} {
-		port, err := freePort()
+		port, err := envoyproc.FreePort()
 		if err != nil {
 			return p, err
 		}
