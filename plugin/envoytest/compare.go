@@ -47,6 +47,11 @@ type CompareOptions struct {
 	// WithNative adds an Envoy with the --plugin=off rendering of the same
 	// config: a virtual host per MES with per-route RBAC (plugin/rbac).
 	WithNative bool
+	// CReferenceDir, when set, adds an Envoy loading the libmeshext.so in
+	// that directory built by BuildCReference: a C module making meshext's
+	// calls into Envoy with nothing else, so its cost is Envoy's own price
+	// for the filter's behaviour (the floor for any implementation).
+	CReferenceDir string
 	// Pin gives Envoy the last CPU to itself and the load generator and
 	// upstream the others (machines with 2+ CPUs), so Envoy is saturated
 	// and the throughput ratio is the ratio of Envoy's costs.
@@ -76,6 +81,7 @@ type CompareResult struct {
 	Baseline FlavorResult  // same listener and routes, no filter
 	Noop     *FlavorResult // the module's do-nothing filter (WithNoop only)
 	Native   *FlavorResult // native routes + RBAC, no Go (WithNative only)
+	CRef     *FlavorResult // the C reference module (CReferenceDir only)
 	Filter   FlavorResult  // the meshext dynamic module
 	// OverheadPct is (Baseline-Filter)/Baseline*100 of req/s.
 	OverheadPct float64
@@ -87,6 +93,8 @@ type CompareResult struct {
 	MedianRatio float64
 	// NoopMedianRatio is the same for the do-nothing module (WithNoop only).
 	NoopMedianRatio float64
+	// CRefMedianRatio is the same for the C reference (CReferenceDir only).
+	CRefMedianRatio float64
 	// Pinned says Envoy had a CPU of its own (Options.Pin on 2+ CPUs).
 	Pinned  bool
 	Options CompareOptions
@@ -159,6 +167,11 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		opts = append(opts, nat)
 		names = append(names, "native routes + RBAC (--plugin=off)")
 	}
+	if o.CReferenceDir != "" {
+		opts = append(opts, Options{Envoy: o.Envoy, ModuleDir: o.CReferenceDir, Flavor: DynamicModule, FilterConfig: cfg,
+			Clusters: clusters, Concurrency: o.Concurrency, Log: o.Log})
+		names = append(names, "C reference module: meshext's Envoy calls, no Go")
+	}
 	envs := make([]*Instance, len(opts))
 	for i := range opts {
 		d := filepath.Join(dir, fmt.Sprintf("envoy-%d", i))
@@ -227,6 +240,11 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	}
 	if o.WithNative {
 		res.Native = &rows[next]
+		next++
+	}
+	if o.CReferenceDir != "" {
+		res.CRef = &rows[next]
+		res.CRefMedianRatio = medianRatio(rows[next].RoundRPS, rows[0].RoundRPS)
 	}
 	if res.Baseline.RPS > 0 {
 		res.OverheadPct = (res.Baseline.RPS - res.Filter.RPS) / res.Baseline.RPS * 100

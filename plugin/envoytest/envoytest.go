@@ -405,3 +405,52 @@ func BuildModule(ctx context.Context, goBin, repoRoot, dir string) (string, erro
 	}
 	return out, nil
 }
+
+// DynamicModulesSDK is the Go module (pinned in go.mod) whose abi/abi.h
+// describes the dynamic-module ABI of the Envoy we run.
+const DynamicModulesSDK = "github.com/envoyproxy/envoy/source/extensions/dynamic_modules"
+
+// SDKABIDir is the directory holding the pinned SDK's abi.h, downloaded
+// into the module cache if needed.
+func SDKABIDir(ctx context.Context, goBin, repoRoot string) (string, error) {
+	cmd := exec.CommandContext(ctx, goBin, "mod", "download", "-json", DynamicModulesSDK)
+	cmd.Dir = repoRoot
+	b, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", DynamicModulesSDK, err)
+	}
+	var m struct{ Dir string }
+	if err := json.Unmarshal(b, &m); err != nil || m.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: no module directory in %q", DynamicModulesSDK, b)
+	}
+	return filepath.Join(m.Dir, "abi"), nil
+}
+
+// BuildCReference compiles testdata/cref/meshext_ref.c (a C module making
+// the meshext filter's calls into Envoy, see there) as libmeshext.so into
+// dir with the C compiler cc ("cc" when empty). lean builds it without the
+// decision metadata, like a denyMetadataOnly config.
+func BuildCReference(ctx context.Context, cc, goBin, repoRoot, dir string, lean bool) (string, error) {
+	if cc == "" {
+		cc = "cc"
+	}
+	if goBin == "" {
+		goBin = "go"
+	}
+	abi, err := SDKABIDir(ctx, goBin, repoRoot)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "libmeshext.so")
+	args := []string{"-O2", "-shared", "-fPIC", "-I", abi,
+		// Envoy's callbacks are resolved when Envoy loads the module.
+		"-Wl,--unresolved-symbols=ignore-all", "-o", out,
+		filepath.Join(repoRoot, "plugin", "envoytest", "testdata", "cref", "meshext_ref.c")}
+	if lean {
+		args = append([]string{"-DMESHEXT_REF_LEAN"}, args...)
+	}
+	if b, err := exec.CommandContext(ctx, cc, args...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build C reference module: %v\n%s", err, b)
+	}
+	return out, nil
+}

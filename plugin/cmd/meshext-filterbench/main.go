@@ -4,6 +4,10 @@
 //
 //	go run ./plugin/cmd/meshext-filterbench -envoy .tools/envoy/envoy/_bin/envoy -module-dir bin
 //
+// -noop, -native and -cref add reference flavors: the module's empty Go
+// filter, the --plugin=off rendering, and a C module making the filter's
+// calls into Envoy and nothing else.
+//
 // It prints a Markdown table, or JSON with -json. Exit status 1 on error.
 package main
 
@@ -17,6 +21,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/plugin/envoytest"
 )
 
@@ -34,15 +39,16 @@ func main() {
 	flag.BoolVar(&o.WithNoop, "noop", false, "also measure the module's empty filter (cost of any Go module)")
 	flag.BoolVar(&o.Pin, "pin", true, "give Envoy the last CPU to itself and the load generator the others")
 	flag.StringVar(&o.Wrk, "wrk", defaultWrk(), "wrk binary for the load (empty: a Go client)")
+	cref := flag.Bool("cref", false, "also measure a C module making the filter's calls into Envoy and nothing else (Envoy's own price for the behaviour; needs cc)")
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	flag.Parse()
-	if err := run(o, *asJSON); err != nil {
+	if err := run(o, *cref, *asJSON); err != nil {
 		fmt.Fprintln(os.Stderr, "meshext-filterbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(o envoytest.CompareOptions, asJSON bool) error {
+func run(o envoytest.CompareOptions, cref, asJSON bool) error {
 	if o.Envoy == "" {
 		return fmt.Errorf("-envoy or $ENVOY_BIN is required")
 	}
@@ -62,6 +68,15 @@ func run(o envoytest.CompareOptions, asJSON bool) error {
 	budget := time.Duration(2*o.Rounds+1)*o.Round + 2*time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
+	if cref {
+		o.CReferenceDir = filepath.Join(dir, "cref")
+		if err := os.Mkdir(o.CReferenceDir, 0o755); err != nil {
+			return err
+		}
+		if _, err := envoytest.BuildCReference(ctx, os.Getenv("CC"), "", testenv.RepoRoot(), o.CReferenceDir, o.Lean); err != nil {
+			return err
+		}
+	}
 	res, err := envoytest.CompareRPS(ctx, dir, o)
 	if err != nil {
 		return err
@@ -86,6 +101,9 @@ func run(o envoytest.CompareOptions, asJSON bool) error {
 	if res.Native != nil {
 		rows = append(rows, *res.Native)
 	}
+	if res.CRef != nil {
+		rows = append(rows, *res.CRef)
+	}
 	for _, r := range rows {
 		fmt.Printf("| %s | %.0f | %s | %d | %d |\n", r.Name, r.RPS, r.CPUPerRequest.Round(100*time.Nanosecond), r.Requests, r.Errors)
 	}
@@ -93,6 +111,9 @@ func run(o envoytest.CompareOptions, asJSON bool) error {
 	fmt.Printf("median over rounds of filter/baseline req/s: %.3f", res.MedianRatio)
 	if res.Noop != nil {
 		fmt.Printf(" (empty module: %.3f)", res.NoopMedianRatio)
+	}
+	if res.CRef != nil {
+		fmt.Printf("; C reference module: %.3f", res.CRefMedianRatio)
 	}
 	load := "Go client"
 	if o.Wrk != "" {
