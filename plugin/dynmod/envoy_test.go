@@ -320,11 +320,20 @@ func BenchmarkEnvoyRPS(b *testing.B) {
 	envoyBin := testenv.Envoy(b)
 	mods := moduleDir(b)
 	wrk, _ := exec.LookPath("wrk") // a Go client when missing
+	// The C reference (the filter's calls into Envoy, nothing else) is the
+	// floor any implementation of the filter's behaviour pays.
+	cref := ""
+	if cc, err := exec.LookPath("cc"); err == nil {
+		cref = b.TempDir()
+		if _, err := envoytest.BuildCReference(context.Background(), cc, "", testenv.RepoRoot(), cref, false); err != nil {
+			b.Fatal(err)
+		}
+	}
 	var res *envoytest.CompareResult
 	for b.Loop() {
 		var err error
 		res, err = envoytest.CompareRPS(context.Background(), b.TempDir(), envoytest.CompareOptions{Envoy: envoyBin, ModuleDir: mods,
-			Pin: true, Wrk: wrk, Round: time.Second, Rounds: 9})
+			Pin: true, Wrk: wrk, Round: time.Second, Rounds: 9, CReferenceDir: cref})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -335,6 +344,9 @@ func BenchmarkEnvoyRPS(b *testing.B) {
 	b.ReportMetric(res.MedianRatio, "median-filter/baseline")
 	b.ReportMetric(float64(res.Baseline.CPUPerRequest.Nanoseconds()), "baseline-cpu-ns/req")
 	b.ReportMetric(float64(res.Filter.CPUPerRequest.Nanoseconds()), "filter-cpu-ns/req")
+	if res.CRef != nil {
+		b.ReportMetric(res.CRefMedianRatio, "median-cref/baseline")
+	}
 }
 
 // TestStockEnvoySPIFFEIdentity: on an mTLS listener the filter takes the
