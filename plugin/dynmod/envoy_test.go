@@ -1,7 +1,6 @@
 package dynmod_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"debug/elf"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,24 +40,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	envoytest.RemoveTestModule()
 	os.Exit(code)
-}
-
-// syncBuffer collects Envoy's log for failure messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func filterConfig(t *testing.T, policies []core.Policy) []byte {
@@ -114,7 +94,7 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 	// gRPC upstream (h2c): the standard health service.
 	grpcAddr := testnet.GRPCHealthServer(t)
 
-	logs := &syncBuffer{}
+	logs := &envoytest.LogBuffer{}
 	dir := t.TempDir()
 	accessLog := filepath.Join(dir, "access.log")
 	env, err := envoytest.Start(ctx, dir, envoytest.Options{
@@ -248,7 +228,7 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 				t.Errorf("counter %s missing or zero in:\n%s", name, stats)
 			}
 		}
-		logText := waitForFile(t, accessLog, "403 Deny secret deny-secret web")
+		logText := envoytest.WaitForFile(t, accessLog, "403 Deny secret deny-secret web")
 		for _, want := range []string{"200 Allow httpbin mesh-default -", "200 AllowWithShadowDeny shadow shadow-all -", "404 NotFound"} {
 			if !strings.Contains(logText, want) {
 				t.Errorf("access log lacks %q:\n%s", want, logText)
@@ -293,23 +273,6 @@ func hasPositiveStat(stats, name string) bool {
 		}
 	}
 	return false
-}
-
-// waitForFile polls (bounded) until path contains want; Envoy flushes
-// access logs asynchronously.
-func waitForFile(t *testing.T, path, want string) string {
-	t.Helper()
-	var last string
-	for i := 0; i < 100; i++ {
-		b, _ := os.ReadFile(path)
-		last = string(b)
-		if strings.Contains(last, want) {
-			return last
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s never contained %q:\n%s", path, want, last)
-	return ""
 }
 
 // BenchmarkEnvoyRPS measures requests/s through a real Envoy with and
@@ -388,7 +351,7 @@ func TestStockEnvoySPIFFEIdentity(t *testing.T) {
 			}}},
 	}}
 	raw, _ := json.Marshal(fc)
-	logs := &syncBuffer{}
+	logs := &envoytest.LogBuffer{}
 	env, err := envoytest.Start(ctx, filepath.Join(dir, "envoy"), envoytest.Options{Envoy: envoyBin, ModuleDir: mods, Flavor: envoytest.DynamicModule,
 		FilterConfig: raw, Clusters: []envoytest.Cluster{{Name: "mes_http", Addr: strings.TrimPrefix(up.URL, "http://")}}, MTLS: m, Log: logs})
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -39,10 +38,10 @@ func TestCReferenceModuleDoesTheFiltersWork(t *testing.T) {
 
 	dir := t.TempDir()
 	accessLog := filepath.Join(dir, "access.log")
-	var logs strings.Builder
+	logs := &LogBuffer{}
 	env, err := Start(ctx, dir, Options{Envoy: envoyBin, ModuleDir: modDir, Flavor: DynamicModule,
 		Clusters:  []Cluster{{Name: "mes_http", Addr: strings.TrimPrefix(up.URL, "http://")}},
-		AccessLog: accessLog, Log: &logs})
+		AccessLog: accessLog, Log: logs})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, logs.String())
 	}
@@ -66,17 +65,5 @@ func TestCReferenceModuleDoesTheFiltersWork(t *testing.T) {
 	if stats, err := env.Stats(ctx, "meshext_allowed"); err != nil || !strings.Contains(stats, "meshext_allowed: 1\n") {
 		t.Fatalf("counter meshext_allowed: %q, %v; want 1", stats, err)
 	}
-	// The access log is flushed every 100 ms (bounded wait).
-	want := "200 Allow svc-7 mesh-default"
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, _ := os.ReadFile(accessLog)
-		if strings.Contains(string(b), want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("access log %q lacks %q", b, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	WaitForFile(t, accessLog, "200 Allow svc-7 mesh-default")
 }

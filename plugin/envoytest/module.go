@@ -1,9 +1,11 @@
 package envoytest
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,4 +68,40 @@ func RemoveTestModule() {
 // dynamic module from dir (a Go runtime in Envoy needs cgocheck off).
 func ModuleEnv(dir string) []string {
 	return []string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + dir, "GODEBUG=cgocheck=0"}
+}
+
+// WaitForFile polls (bounded: 10 s) until path contains want and returns
+// its text; Envoy flushes access logs asynchronously.
+func WaitForFile(t testing.TB, path, want string) string {
+	t.Helper()
+	var last string
+	for i := 0; i < 100; i++ {
+		b, _ := os.ReadFile(path)
+		last = string(b)
+		if strings.Contains(last, want) {
+			return last
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never contained %q:\n%s", path, want, last)
+	return ""
+}
+
+// LogBuffer collects an Envoy's log (Options.Log) for failure messages;
+// Envoy's output is copied in from another goroutine.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
