@@ -1,6 +1,7 @@
 // Package testenv decides what a test does when a prerequisite (root, Envoy,
 // a client binary) is missing: under CI=true that is a failure, elsewhere a
-// skip that names what is missing.
+// skip that names what is missing. It also holds the few helpers tests of
+// several packages share (SyncBuffer).
 package testenv
 
 import (

@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,9 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/e2e/testpki"
 )
 
@@ -26,26 +25,9 @@ type RenegotiatingServer struct {
 	addr  string
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	out   *lockedBuffer
+	out   *testenv.SyncBuffer
 	dir   string
 	done  chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // StartRenegotiatingServer runs opensslPath (e.g. testenv.Tool(t, "openssl"))
@@ -71,7 +53,7 @@ func StartRenegotiatingServer(opensslPath, host string, cert *testpki.Leaf) (*Re
 	addr := probe.Addr().String()
 	probe.Close()
 
-	r := &RenegotiatingServer{addr: addr, out: &lockedBuffer{}, dir: dir, done: make(chan struct{})}
+	r := &RenegotiatingServer{addr: addr, out: &testenv.SyncBuffer{}, dir: dir, done: make(chan struct{})}
 	r.cmd = exec.Command(opensslPath, "s_server", "-accept", addr, "-cert", crt, "-key", key,
 		"-tls1_2", "-no_ticket")
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out

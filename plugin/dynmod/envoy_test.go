@@ -94,7 +94,7 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 	// gRPC upstream (h2c): the standard health service.
 	grpcAddr := testnet.GRPCHealthServer(t)
 
-	logs := &envoytest.LogBuffer{}
+	logs := &testenv.SyncBuffer{}
 	dir := t.TempDir()
 	accessLog := filepath.Join(dir, "access.log")
 	env, err := envoytest.Start(ctx, dir, envoytest.Options{
@@ -351,7 +351,7 @@ func TestStockEnvoySPIFFEIdentity(t *testing.T) {
 			}}},
 	}}
 	raw, _ := json.Marshal(fc)
-	logs := &envoytest.LogBuffer{}
+	logs := &testenv.SyncBuffer{}
 	env, err := envoytest.Start(ctx, filepath.Join(dir, "envoy"), envoytest.Options{Envoy: envoyBin, ModuleDir: mods, Flavor: envoytest.DynamicModule,
 		FilterConfig: raw, Clusters: []envoytest.Cluster{{Name: "mes_http", Addr: strings.TrimPrefix(up.URL, "http://")}}, MTLS: m, Log: logs})
 	if err != nil {

@@ -38,7 +38,7 @@ func TestCReferenceModuleDoesTheFiltersWork(t *testing.T) {
 
 	dir := t.TempDir()
 	accessLog := filepath.Join(dir, "access.log")
-	logs := &LogBuffer{}
+	logs := &testenv.SyncBuffer{}
 	env, err := Start(ctx, dir, Options{Envoy: envoyBin, ModuleDir: modDir, Flavor: DynamicModule,
 		Clusters:  []Cluster{{Name: "mes_http", Addr: strings.TrimPrefix(up.URL, "http://")}},
 		AccessLog: accessLog, Log: logs})

@@ -1,7 +1,6 @@
 package envoytest
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -85,23 +84,4 @@ func WaitForFile(t testing.TB, path, want string) string {
 	}
 	t.Fatalf("%s never contained %q:\n%s", path, want, last)
 	return ""
-}
-
-// LogBuffer collects an Envoy's log (Options.Log) for failure messages;
-// Envoy's output is copied in from another goroutine.
-type LogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *LogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *LogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
