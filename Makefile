@@ -10,6 +10,10 @@ ENVOY_LOCAL     := $(TOOLS)/envoy/envoy/_bin/envoy
 ENVOY_BIN       ?=
 ENVOY           := $(if $(ENVOY_BIN),$(ENVOY_BIN),$(ENVOY_LOCAL))
 FUZZTIME        ?= 10s
+# FUZZ_TARGETS: the package:FuzzName pairs `make fuzz` runs, each for FUZZTIME.
+FUZZ_TARGETS    ?= \
+	./controller/validate:FuzzParseValidate \
+	./controller/hostname:FuzzTemplate
 TEST_TIMEOUT    ?= 20m
 
 export ENVOY_BIN := $(ENVOY)
@@ -69,8 +73,12 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+## fuzz: every FUZZ_TARGETS pair for FUZZTIME each (go test fuzzes one target at a time)
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseValidate$$' -fuzztime $(FUZZTIME) ./controller/validate
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} $${t#*:} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
 
 ## test: everything, with a real Envoy; under CI=true nothing may skip
 test: build envoy tools plugin fmt-check vet

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"text/template"
 
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/validate"
@@ -56,39 +55,33 @@ func Render(text string, d Data) (string, error) {
 	return c.render(d)
 }
 
-// compiled is a parsed template whose `label` function reads the labels of
-// the Data being rendered; one compiled template must not render concurrently.
+// compiled is a parsed template in validate's restricted language (bounded
+// work and memory per rendering); one compiled template must not render
+// concurrently.
 type compiled struct {
-	t      *template.Template
-	labels map[string]string
-	stub   bool
+	t *validate.Template
 }
 
 func compile(text string) (*compiled, error) {
-	c := &compiled{}
+	t, err := validate.ParseTemplate(text)
+	if err != nil {
+		return nil, fmt.Errorf("failed compiling gotemplate error=%q", err.Error())
+	}
+	return &compiled{t: t}, nil
+}
+
+func (c *compiled) render(d Data) (string, error) {
 	label := func(key string) (string, error) {
-		if c.stub {
-			return "label", nil
+		if d.Labels == nil {
+			return "label", nil // stub rendering
 		}
-		v, ok := c.labels[key]
+		v, ok := d.Labels[key]
 		if !ok {
 			return "", fmt.Errorf("label %s not found", key)
 		}
 		return v, nil
 	}
-	// validate's parser refuses range/template actions and caps the output,
-	// so a generator cannot make the controller loop or allocate unboundedly.
-	t, err := validate.ParseTemplate(text, label)
-	if err != nil {
-		return nil, fmt.Errorf("failed compiling gotemplate error=%q", err.Error())
-	}
-	c.t = t
-	return c, nil
-}
-
-func (c *compiled) render(d Data) (string, error) {
-	c.labels, c.stub = d.Labels, d.Labels == nil
-	h, err := validate.RenderTemplate(c.t, validate.TemplateData{Name: d.Name, DisplayName: d.DisplayName, Namespace: d.Namespace, Mesh: d.Mesh, Zone: d.Zone})
+	h, err := c.t.Render(validate.TemplateData{Name: d.Name, DisplayName: d.DisplayName, Namespace: d.Namespace, Mesh: d.Mesh, Zone: d.Zone}, label)
 	if err != nil {
 		return "", fmt.Errorf("pre evaluation of template with parameters failed with error=%q", execErrorText(err))
 	}

@@ -29,7 +29,11 @@ func TestRender(t *testing.T) {
 		{"consecutive dots", "{{ .Name }}..local", k8s, `is not a valid DNS name`, true},
 		{"underscore", "{{ .Name }}_x.local", k8s, `is not a valid DNS name`, true},
 		{"empty namespace on universal", "{{ .Name }}.{{ .Namespace }}.local", Data{Name: "a", Labels: map[string]string{}}, `generated hostname "a..local"`, true},
-		{"range refused", "{{ range 1000000000 }}a{{ end }}.local", k8s, `range actions are not supported`, true},
+		{"range refused", "{{ range 1000000000 }}a{{ end }}.local", k8s, `range is not supported in hostname templates`, true},
+		{"huge label value", `{{ label "big" }}.local`, Data{Labels: map[string]string{"big": strings.Repeat("a", 1<<20)}}, `rendering needs more than 1024 bytes`, true},
+		{"replace blow-up", `{{ replace "t" "tttttttttttttttt" (replace "t" "tttttttttttttttt" (replace "t" "tttttttttttttttt" .Name)) }}.local`, k8s, `rendering needs more than 1024 bytes`, true},
+		{"printf refused", `{{ printf "%0999999d" 1 }}.local`, k8s, `printf\" is not allowed in hostname templates`, true},
+		{"string functions", `{{ .Namespace | trimPrefix "kuma-" }}.{{ label "upper" | lower }}.local`, k8s, "system.bad.local", false},
 		{"label over 63", strings.Repeat("a", 64) + ".local", k8s, `must be no more than 63 characters`, true},
 		{"name over 253", strings.Repeat(strings.Repeat("a", 60)+".", 5) + "local", k8s, `must be no more than 253 characters`, true},
 	}

@@ -151,6 +151,12 @@ func TestEveryRuleHasAGoldenCase(t *testing.T) {
 		"spec.template: couldn't render template with stub values:",
 		`spec.template: template renders to ".name.mesh" which is not a valid DNS name: a lowercase RFC 1123 subdomain must consist of`,
 		"must be no more than 253 characters",
+		`spec.template: couldn't parse template: template: :1:3: function "printf" is not allowed in hostname templates (allowed: label, lower, upper, trimPrefix, trimSuffix, replace, eq, ne, not, and, or)`,
+		"spec.template: couldn't parse template: template: :1:3: a variable is not supported in hostname templates",
+		"spec.template: couldn't parse template: template: :1:9: range is not supported in hostname templates",
+		"spec.template: couldn't parse template: template: define and block actions are not supported in hostname templates",
+		"error calling replace: rendering needs more than 1024 bytes (a hostname is at most 253)",
+		"spec.template: couldn't parse template: template: must be at most 4096 bytes",
 		// MeshTrafficPermission
 		"spec.targetRef.name: must be set with kind MeshExternalService",
 		"spec.targetRef.tags: cannot be set with kind MeshExternalService",
@@ -287,32 +293,6 @@ func TestObjectToleratesHandBuiltResources(t *testing.T) {
 	assert.Empty(t, valid.Objects())
 	assert.Empty(t, problems)
 	assert.Nil(t, validate.Object(nil, nil))
-}
-
-// TestTemplateHelpers covers the exported template functions the hostname
-// generator can share: the label function and the forbidden actions.
-func TestTemplateHelpers(t *testing.T) {
-	labels := map[string]string{"team": "payments"}
-	tmpl, err := validate.ParseTemplate(`{{ .DisplayName }}.{{ label "team" }}.{{ .Zone }}`, func(k string) (string, error) {
-		if v, ok := labels[k]; ok {
-			return v, nil
-		}
-		return "", fmt.Errorf("label %s not found", k)
-	})
-	require.NoError(t, err)
-	out, err := validate.RenderTemplate(tmpl, validate.TemplateData{Name: "n", DisplayName: "web", Zone: "z1"})
-	require.NoError(t, err)
-	assert.Equal(t, "web.payments.z1", out)
-
-	tmpl, err = validate.ParseTemplate(`{{ label "missing" }}.mesh`, nil)
-	require.NoError(t, err)
-	_, err = validate.RenderTemplate(tmpl, validate.TemplateData{})
-	assert.ErrorContains(t, err, "label missing not found")
-
-	for _, bad := range []string{`{{ range 5 }}x{{ end }}`, `{{ block "b" . }}x{{ end }}`, `{{ if true }}{{ with .Name }}{{ template "x" }}{{ end }}{{ end }}`} {
-		_, err := validate.ParseTemplate(bad, nil)
-		assert.ErrorContains(t, err, "not supported in hostname templates", bad)
-	}
 }
 
 // TestGoldenInputsAreSorted keeps golden file names discoverable per kind.
