@@ -3,12 +3,16 @@
 // service keeps its VIP across restarts and unrelated changes.
 //
 // Rules:
-//   - A key ("<mesh>/<name>") keeps its VIP for ever, also while the service
-//     is absent: a deleted service's VIP is never handed to another service
-//     (clients may still hold its DNS answer), and a service that comes back
-//     gets its old VIP again. The state file is therefore also the tombstone list.
-//   - Addresses are handed out from a monotonic cursor; after the end of the
-//     CIDR the allocator wraps once to fill holes only a CIDR change can leave.
+//   - A key ("<mesh>/<name>") keeps its VIP while it is passed to Assign and
+//     for a grace period after the first Assign without it (SetReleaseAfter;
+//     0, the default, keeps it for ever, as Kuma does): clients may still hold
+//     its DNS answer, and a service that comes back (a rename undone) gets its
+//     old VIP again. After the grace period the key is forgotten and its VIP
+//     returns to the pool.
+//   - Addresses are handed out from a monotonic cursor that wraps at the end
+//     of the CIDR, so a released VIP is handed out again only after every
+//     other address has been handed out once (or is held): a stale DNS
+//     answer in some client rarely reaches a new service.
 //   - The network address (242.0.0.0) and, for IPv4 prefixes up to /30, the
 //     broadcast address are never handed out. Kuma's first VIP is 242.0.0.0;
 //     an all-zeros host address is rejected or treated as "this network" by some
@@ -32,6 +36,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -43,6 +48,13 @@ const (
 	DefaultCIDR = "242.0.0.0/8"
 	// EnvCIDR overrides DefaultCIDR (Kuma's variable name).
 	EnvCIDR = "KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR"
+
+	// DefaultReleaseAfter is `meshext run`'s grace period for the VIP of a
+	// removed service: a rename undone, or a file fixed, the next working day
+	// gets the old VIP back, and it is thousands of times the 30 s TTL of our
+	// DNS answers. A CIDR then absorbs as many removals per day as it has
+	// free addresses.
+	DefaultReleaseAfter = 24 * time.Hour
 
 	stateFile = "ipam.json"
 	lockFile  = "ipam.lock"
@@ -91,8 +103,13 @@ type entry struct {
 	VIP       netip.Addr `json:"vip"`
 	Serial    uint64     `json:"serial"`
 	FirstSeen time.Time  `json:"firstSeen,omitzero"`
-	// Previous lists VIPs the key held before CIDR changes; they stay reserved.
+	// Previous lists VIPs the key held before CIDR changes; they stay
+	// reserved as long as the key.
 	Previous []netip.Addr `json:"previous,omitempty"`
+	// AbsentSince is when an Assign first went without the key (zero while
+	// it is present). Optional: files written before releases existed lack
+	// it, and meshext versions without releases ignore it.
+	AbsentSince time.Time `json:"absentSince,omitzero"`
 }
 
 type state struct {
@@ -110,6 +127,8 @@ type Allocator struct {
 	prefix netip.Prefix
 	st     state
 	now    func() time.Time
+	// releaseAfter is the grace period of absent keys; 0 = never release.
+	releaseAfter time.Duration
 	// loaded identifies the state file version in st, to skip re-reading an unchanged file.
 	loaded os.FileInfo
 }
@@ -145,11 +164,22 @@ func Open(stateDir, cidr string) (*Allocator, error) {
 // CIDR is the range VIPs are handed out from.
 func (a *Allocator) CIDR() netip.Prefix { return a.prefix }
 
+// SetReleaseAfter sets the grace period after which an absent key's VIP is
+// released (0 = never). Only an allocator with a grace period tracks
+// absence, so `meshext inspect` or `render` on a subset of the services,
+// sharing the state directory, takes no lease away from `meshext run`.
+func (a *Allocator) SetReleaseAfter(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.releaseAfter = max(d, 0)
+}
+
 // Assign returns a lease for every key, allocating for keys seen for the first
 // time (in sorted key order, so the result does not depend on the caller's
-// order) and moving keys whose VIP lies outside the CIDR. Keys not passed keep
-// their VIPs. On exhaustion the keys that could be served are returned along
-// with an error naming the others.
+// order) and moving keys whose VIP lies outside the CIDR. keys is the whole
+// set of current services: keys not passed keep their VIPs for the release
+// grace period, counted from the first call without them. On exhaustion the
+// keys that could be served are returned along with an error naming the others.
 func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -166,10 +196,10 @@ func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 	sorted := append([]string(nil), keys...)
 	sort.Strings(sorted)
 
+	changed := a.trackAbsence(sorted)
 	var used map[netip.Addr]bool // built on the first allocation only
 	out := make(map[string]Lease, len(sorted))
 	var failed []string
-	changed := false
 	for _, k := range sorted {
 		if _, dup := out[k]; dup {
 			continue
@@ -212,9 +242,49 @@ func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 		}
 	}
 	if len(failed) > 0 {
-		return out, &ExhaustedError{CIDR: a.prefix, Reserved: len(used), Keys: failed}
+		e := &ExhaustedError{CIDR: a.prefix, Reserved: len(used), Keys: failed, ReleaseAfter: a.releaseAfter}
+		for _, en := range a.st.Entries {
+			if !en.AbsentSince.IsZero() && a.prefix.Contains(en.VIP) {
+				e.Absent++
+				if r := en.AbsentSince.Add(a.releaseAfter); e.NextRelease.IsZero() || r.Before(e.NextRelease) {
+					e.NextRelease = r
+				}
+			}
+		}
+		return out, e
 	}
 	return out, nil
+}
+
+// trackAbsence marks keys missing from present (sorted) as absent, clears the
+// mark of keys back again, and forgets keys absent for the grace period,
+// which releases their VIPs. It reports whether the state changed.
+func (a *Allocator) trackAbsence(present []string) bool {
+	if a.releaseAfter == 0 {
+		return false
+	}
+	now := a.now().UTC().Truncate(time.Second)
+	changed := false
+	for k, e := range a.st.Entries {
+		_, found := slices.BinarySearch(present, k)
+		switch {
+		case found && e.AbsentSince.IsZero():
+			continue
+		case found:
+			e.AbsentSince = time.Time{}
+		case e.AbsentSince.IsZero():
+			e.AbsentSince = now
+		case now.Sub(e.AbsentSince) >= a.releaseAfter:
+			delete(a.st.Entries, k)
+			changed = true
+			continue
+		default:
+			continue
+		}
+		a.st.Entries[k] = e
+		changed = true
+	}
+	return changed
 }
 
 // ExhaustedError says which keys got no VIP.
@@ -222,10 +292,22 @@ type ExhaustedError struct {
 	CIDR     netip.Prefix
 	Reserved int
 	Keys     []string
+	// Absent of the Reserved addresses belong to removed services within
+	// their ReleaseAfter grace; the first of them is released at NextRelease.
+	Absent       int
+	ReleaseAfter time.Duration
+	NextRelease  time.Time
 }
 
 func (e *ExhaustedError) Error() string {
-	return fmt.Sprintf("MeshExternalServiceCIDR %s is exhausted: all %d usable addresses are held by current or deleted services (VIPs are never reused); cannot assign a VIP to %v; use a larger CIDR", e.CIDR, e.Reserved, e.Keys)
+	held := "VIPs of removed services are never reused"
+	if e.ReleaseAfter > 0 {
+		held = fmt.Sprintf("%d of them by removed services within their %s release grace", e.Absent, e.ReleaseAfter)
+		if e.Absent > 0 {
+			held += "; the next is released at " + e.NextRelease.Format(time.RFC3339)
+		}
+	}
+	return fmt.Sprintf("MeshExternalServiceCIDR %s is exhausted: all %d usable addresses are held by current or removed services (%s); cannot assign a VIP to %v; use a larger CIDR", e.CIDR, e.Reserved, held, e.Keys)
 }
 
 // usedSet is every address reserved in the current CIDR: current and previous

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func assign(t *testing.T, a *Allocator, keys ...string) map[string]string {
@@ -311,5 +312,143 @@ func BenchmarkAssignKnown(b *testing.B) {
 		if _, err := a.Assign(keys); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// clock is a settable time source for release tests.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time                   { return c.t }
+func (c *clock) advance(d time.Duration)          { c.t = c.t.Add(d) }
+func withClock(a *Allocator, c *clock) *Allocator { a.now = c.now; return a }
+
+// Issue 12 item 8: renaming one service a few times in a small CIDR must not
+// exhaust it once the old names' grace periods have passed.
+func TestRenamesDoNotExhaustSmallCIDR(t *testing.T) {
+	for _, tc := range []struct {
+		cidr, dir string
+		usable    int
+	}{
+		{"10.0.0.0/29", "", 6},
+		{"10.0.0.0/29", "persisted", 6},
+		{"fd00:fd02::/125", "persisted", 7}, // IPv6: no broadcast address
+	} {
+		t.Run(tc.cidr+"/"+tc.dir, func(t *testing.T) {
+			dir := tc.dir
+			if dir != "" {
+				dir = t.TempDir()
+			}
+			c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			a := withClock(open(t, dir, tc.cidr), c)
+			a.SetReleaseAfter(24 * time.Hour)
+			vips := map[string]bool{}
+			for i := 0; i < 20; i++ {
+				name := fmt.Sprintf("m/renamed-%d", i)
+				got := assign(t, a, "m/a", "m/b", name)
+				vips[got[name]] = true
+				c.advance(25 * time.Hour)
+				if dir != "" && i%5 == 4 {
+					a = withClock(open(t, dir, tc.cidr), c) // restarts keep the clocks
+					a.SetReleaseAfter(24 * time.Hour)
+				}
+			}
+			if len(vips) != tc.usable-2 {
+				t.Fatalf("the renamed service used %d VIPs, want all %d not held by m/a and m/b, each in turn: %v", len(vips), tc.usable-2, vips)
+			}
+		})
+	}
+}
+
+func TestRenameBackWithinGraceGetsOldVIP(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	dir := t.TempDir()
+	a := withClock(open(t, dir, "10.0.0.0/29"), c)
+	a.SetReleaseAfter(24 * time.Hour)
+	equal(t, assign(t, a, "m/api"), map[string]string{"m/api": "10.0.0.1"})
+	c.advance(time.Hour)
+	equal(t, assign(t, a, "m/api-v2"), map[string]string{"m/api-v2": "10.0.0.2"}) // renamed
+	c.advance(23 * time.Hour)                                                     // a restart in between
+	a = withClock(open(t, dir, "10.0.0.0/29"), c)
+	a.SetReleaseAfter(24 * time.Hour)
+	c.advance(59 * time.Minute) // 23h59m after the rename
+	equal(t, assign(t, a, "m/api"), map[string]string{"m/api": "10.0.0.1"})
+	// And the name it had meanwhile is now the absent one, with its own grace.
+	c.advance(23 * time.Hour)
+	equal(t, assign(t, a, "m/api", "m/api-v2"), map[string]string{"m/api": "10.0.0.1", "m/api-v2": "10.0.0.2"})
+}
+
+// After the grace period a VIP returns to the pool, but it is handed out
+// again only once every never-used address has been.
+func TestReleasedVIPIsReusedLast(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	a := withClock(open(t, t.TempDir(), "10.0.0.0/29"), c) // .1-.6
+	a.SetReleaseAfter(24 * time.Hour)
+	equal(t, assign(t, a, "m/a", "m/b"), map[string]string{"m/a": "10.0.0.1", "m/b": "10.0.0.2"})
+	assign(t, a, "m/b") // m/a removed
+	c.advance(24*time.Hour + time.Second)
+	assign(t, a, "m/b") // m/a released now
+	c.advance(time.Hour)
+	got := assign(t, a, "m/b", "m/c", "m/d", "m/e", "m/f")
+	equal(t, got, map[string]string{"m/b": "10.0.0.2", "m/c": "10.0.0.3", "m/d": "10.0.0.4", "m/e": "10.0.0.5", "m/f": "10.0.0.6"})
+	// Only now, with every other address used once, does .1 come back.
+	equal(t, assign(t, a, "m/b", "m/c", "m/d", "m/e", "m/f", "m/g"), map[string]string{
+		"m/b": "10.0.0.2", "m/c": "10.0.0.3", "m/d": "10.0.0.4", "m/e": "10.0.0.5", "m/f": "10.0.0.6", "m/g": "10.0.0.1"})
+	// m/a coming back after its release is a new service: it waits for a free VIP.
+	_, err := a.Assign([]string{"m/a", "m/b", "m/c", "m/d", "m/e", "m/f", "m/g"})
+	var ex *ExhaustedError
+	if !errors.As(err, &ex) || !strings.Contains(err.Error(), "m/a") {
+		t.Fatalf("want m/a unserved, got %v", err)
+	}
+}
+
+// Within the grace period a removed service's VIP stays held, also under
+// pressure: a stale DNS answer must not reach another service. The error
+// says when the next VIP frees up.
+func TestExhaustionWithinGraceNamesTheNextRelease(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	a := withClock(open(t, "", "10.0.0.0/30"), c) // .1 .2
+	a.SetReleaseAfter(24 * time.Hour)
+	assign(t, a, "m/a", "m/b")
+	c.advance(time.Hour)
+	_, err := a.Assign([]string{"m/c"})
+	if err == nil || !strings.Contains(err.Error(), "2 of them by removed services within their 24h0m0s release grace; the next is released at 2026-01-02T01:00:00Z") {
+		t.Fatalf("error %v", err)
+	}
+	a.SetReleaseAfter(0)
+	_, err = a.Assign([]string{"m/c"})
+	if err == nil || !strings.Contains(err.Error(), "VIPs of removed services are never reused") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+// A state file written before leases could be released (entries without
+// absentSince) is read as is: every key keeps its VIP and is considered
+// present until an Assign without it.
+func TestReadsStateFileWithoutAbsence(t *testing.T) {
+	dir := t.TempDir()
+	old := `{
+  "version": 1,
+  "cidr": "10.0.0.0/29",
+  "next": "10.0.0.3",
+  "serial": 2,
+  "entries": {
+    "m/a": {"vip": "10.0.0.1", "serial": 1, "firstSeen": "2025-06-01T00:00:00Z"},
+    "m/b": {"vip": "10.0.0.2", "serial": 2, "firstSeen": "2025-06-01T00:00:00Z", "previous": ["10.1.0.9"]}
+  }
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, stateFile), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	a := withClock(open(t, dir, "10.0.0.0/29"), c)
+	a.SetReleaseAfter(24 * time.Hour)
+	equal(t, assign(t, a, "m/a"), map[string]string{"m/a": "10.0.0.1"})
+	c.advance(25 * time.Hour) // m/b's grace runs from the first Assign without it
+	equal(t, assign(t, a, "m/a", "m/b"), map[string]string{"m/a": "10.0.0.1", "m/b": "10.0.0.2"})
+	var s state
+	data, _ := os.ReadFile(filepath.Join(dir, stateFile))
+	if err := json.Unmarshal(data, &s); err != nil || s.Version != 1 || s.Entries["m/b"].Serial != 2 || len(s.Entries["m/b"].Previous) != 1 {
+		t.Fatalf("state after upgrade %s: %v", data, err)
 	}
 }

@@ -51,6 +51,9 @@ type Config struct {
 	UpstreamDNS string
 	// CIDR is the VIP range ("" = Kuma's default).
 	CIDR string
+	// VIPReleaseAfter is how long a removed service's VIP stays reserved
+	// (0 = for ever; `meshext run` defaults to ipam.DefaultReleaseAfter).
+	VIPReleaseAfter time.Duration
 	// Zone is the local zone name.
 	Zone string
 	// EnvoyFlavor (render.FlavorStock | render.FlavorContrib) and Plugin
@@ -107,6 +110,9 @@ func (c *Config) check() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
 		}
+	}
+	if c.VIPReleaseAfter < 0 {
+		errs = append(errs, fmt.Errorf("--vip-release-after %s: must not be negative", c.VIPReleaseAfter))
 	}
 	if c.UpstreamDNS != "" {
 		if _, err := netip.ParseAddrPort(c.UpstreamDNS); err != nil {

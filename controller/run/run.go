@@ -58,6 +58,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	alloc.SetReleaseAfter(cfg.VIPReleaseAfter)
 	r := &Runner{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	r.pipe = newPipeline(&r.cfg, alloc)
 	if cfg.fileDelivery() {

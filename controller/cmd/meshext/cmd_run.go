@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/meshext/meshext/controller/dns"
+	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/run"
 )
@@ -43,6 +44,7 @@ func runMain(args []string, stderr io.Writer) int {
 	dnsUpstream := fs.String("dns-upstream", "", "comma-separated resolvers for names outside meshext's zones (default: /etc/resolv.conf's)")
 	fs.StringVar(&cfg.UpstreamDNS, "upstream-dns", "", "IP:PORT resolver Envoy's DNS clusters use (default: Envoy's, from resolv.conf)")
 	fs.StringVar(&cfg.CIDR, "cidr", "", "VIP range (default $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR or 242.0.0.0/8)")
+	fs.DurationVar(&cfg.VIPReleaseAfter, "vip-release-after", ipam.DefaultReleaseAfter, "how long a removed MeshExternalService's VIP stays reserved for it before it returns to the pool (0 = for ever, as Kuma)")
 	fs.StringVar(&cfg.Zone, "zone", "default", "local zone name")
 	fs.StringVar(&cfg.EnvoyFlavor, "envoy-flavor", render.FlavorStock, flavorUsage)
 	fs.StringVar(&cfg.Plugin, "plugin", render.PluginOn, pluginUsage)
