@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 var (
 	queriesDesc = prometheus.NewDesc("meshext_dns_queries_total",
-		"DNS queries by outcome: answered (VIP record or hosts file), nxdomain (unknown name in our zones), forwarded, forward_failed (SERVFAIL).",
+		"DNS queries by outcome: answered (VIP record or hosts file), nxdomain (unknown name in our zones), forwarded, forward_failed (SERVFAIL), refused (no forwarding for this client), rate_limited (dropped or refused).",
 		[]string{"result"}, nil)
 	recordsDesc = prometheus.NewDesc("meshext_dns_records",
 		"Names currently answered, by source (vip, hosts).", []string{"source"}, nil)
@@ -25,6 +25,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.s.Stats()
 	for result, v := range map[string]uint64{
 		"answered": st.Answered, "nxdomain": st.NXDomain, "forwarded": st.Forwarded, "forward_failed": st.ForwardFailed,
+		"refused": st.Refused, "rate_limited": st.RateLimited,
 	} {
 		ch <- prometheus.MustNewConstMetric(queriesDesc, prometheus.CounterValue, float64(v), result)
 	}

@@ -1,8 +1,14 @@
 // Package dns is meshext's embedded DNS server. It answers the hostnames the
 // HostnameGenerators produce with their VIPs, says NXDOMAIN for other names
 // inside those zones, serves optional static overrides from a hosts file, and
-// forwards everything else to upstream resolvers. Envoy's DNS clusters and
-// the user's clients can both point at it.
+// forwards everything else to upstream resolvers, for local clients only.
+// Envoy's DNS clusters and the user's clients can both point at it.
+//
+// It is built to be reachable by hostile clients: replies over UDP fit the
+// client's buffer and are at most MaxUDPAmplification times the query (else
+// truncated, TC set, so the client retries over TCP, where the source is
+// verified); each source has a token bucket; forwarded queries in flight are
+// bounded.
 package dns
 
 import (
@@ -25,6 +31,23 @@ import (
 const (
 	DefaultTTL            = 30 * time.Second
 	DefaultForwardTimeout = 2 * time.Second
+	// DefaultRateLimit is queries per second per source; the burst is twice
+	// that. An Envoy with a thousand DNS clusters refreshing every 5 s asks
+	// 200/s, and it asks from loopback, which is exempt anyway.
+	DefaultRateLimit = 200
+	// DefaultMaxForwards bounds forwarded queries in flight (each holds a
+	// goroutine for up to len(Upstreams) x ForwardTimeout).
+	DefaultMaxForwards = 256
+	// MaxUDPAmplification bounds a UDP reply to this many times the size of
+	// its query: a spoofed source gains little by reflecting off us. A
+	// typical answer (a few A records, a short CNAME chain) is 2-6 times.
+	MaxUDPAmplification = 10
+	// maxRateSources bounds the rate limiter's table (about 100 bytes a source).
+	maxRateSources = 10000
+	// maxTCPPerSource and maxTCPConns bound open TCP connections (loopback
+	// exempt); the server closes idle ones after 8 s.
+	maxTCPPerSource = 16
+	maxTCPConns     = 1024
 )
 
 // Config configures a Server. Only Listen is required.
@@ -33,9 +56,23 @@ type Config struct {
 	// that both transports share (tests).
 	Listen string
 	// Upstreams are resolvers ("host" or "host:port", port 53 by default)
-	// asked, in order, about names outside our zones. Empty means such
-	// names get SERVFAIL.
+	// asked, in order, about names outside our zones, on behalf of
+	// ForwardClients only. Empty means such names get REFUSED.
 	Upstreams []string
+	// ForwardClients are the client networks whose queries may be
+	// forwarded; others get REFUSED. nil means local clients: loopback, the
+	// host's own addresses and the networks of the interface holding the
+	// listen address (of every interface for a wildcard listen address).
+	ForwardClients []netip.Prefix
+	// RateLimit is queries per second per source (IPv4 address or IPv6
+	// /64; loopback is exempt), RateBurst the bucket size. Over the limit a
+	// UDP query is dropped and a TCP query REFUSED. 0 means DefaultRateLimit
+	// (burst twice the rate), negative means no limit.
+	RateLimit float64
+	RateBurst int
+	// MaxForwards bounds forwarded queries in flight; beyond it SERVFAIL at
+	// once. 0 means DefaultMaxForwards.
+	MaxForwards int
 	// Zones we answer authoritatively (NXDOMAIN for unknown names) in
 	// addition to the zones derived from the records: each record's parent
 	// domain when it has at least two labels (mes-tcp.svc.meshext.local →
@@ -60,7 +97,9 @@ type Stats struct {
 	Answered      uint64 // from VIP records or the hosts file (including NODATA)
 	NXDomain      uint64 // unknown names inside our zones
 	Forwarded     uint64 // answered by an upstream
-	ForwardFailed uint64 // every upstream failed or none configured: SERVFAIL
+	ForwardFailed uint64 // every upstream failed, or too many in flight: SERVFAIL
+	Refused       uint64 // outside our zones, for a client we do not forward for (or no upstream)
+	RateLimited   uint64 // over the source's rate: dropped (UDP) or REFUSED (TCP)
 }
 
 // snapshot is the immutable record set a query reads; SetRecords and
@@ -87,7 +126,17 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	answered, nxdomain, forwarded, forwardFailed atomic.Uint64
+	limiter  *limiter        // nil: no rate limit
+	clients  *forwardClients // who may have names forwarded
+	forwards chan struct{}   // semaphore of forwards in flight
+	tcpLimit *connLimitListener
+	// exemptLoopback spares loopback clients the rate and connection
+	// limits: they are the host's own Envoy and stub resolver, all behind
+	// one address (limiting it would let one local process starve the
+	// others), and loopback cannot be spoofed from outside. Tests clear it.
+	exemptLoopback bool
+
+	answered, nxdomain, forwarded, forwardFailed, refused, rateLimited atomic.Uint64
 }
 
 // New validates cfg and loads the hosts file; it does not listen yet.
@@ -113,7 +162,26 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, ttl: uint32(cfg.TTL / time.Second), log: cfg.Logger}
+	if cfg.RateLimit == 0 {
+		cfg.RateLimit = DefaultRateLimit
+	}
+	if cfg.RateBurst == 0 {
+		cfg.RateBurst = max(1, int(2*cfg.RateLimit))
+	}
+	if cfg.RateBurst < 0 {
+		return nil, fmt.Errorf("dns: negative rate burst %d", cfg.RateBurst)
+	}
+	if cfg.MaxForwards == 0 {
+		cfg.MaxForwards = DefaultMaxForwards
+	}
+	if cfg.MaxForwards < 0 {
+		return nil, fmt.Errorf("dns: negative MaxForwards %d", cfg.MaxForwards)
+	}
+	s := &Server{cfg: cfg, ttl: uint32(cfg.TTL / time.Second), log: cfg.Logger,
+		clients: &forwardClients{fixed: cfg.ForwardClients}, forwards: make(chan struct{}, cfg.MaxForwards), exemptLoopback: true}
+	if cfg.RateLimit > 0 {
+		s.limiter = newLimiter(cfg.RateLimit, cfg.RateBurst, maxRateSources)
+	}
 	for _, u := range cfg.Upstreams {
 		hp, err := normalizeUpstream(u)
 		if err != nil {
@@ -172,6 +240,27 @@ func SystemUpstreams(resolvConf, listen string) ([]string, error) {
 			continue
 		}
 		out = append(out, hp)
+	}
+	return out, nil
+}
+
+// ParseClientNetworks splits a comma-separated --dns-forward-clients value
+// into prefixes; a bare address is a single-address prefix.
+func ParseClientNetworks(csv string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, part := range strings.Split(csv, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(part); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, fmt.Errorf("dns: client network %q: want a CIDR or an IP address", part)
+		}
+		out = append(out, p.Masked())
 	}
 	return out, nil
 }
@@ -272,6 +361,8 @@ func (s *Server) Stats() Stats {
 		NXDomain:      s.nxdomain.Load(),
 		Forwarded:     s.forwarded.Load(),
 		ForwardFailed: s.forwardFailed.Load(),
+		Refused:       s.refused.Load(),
+		RateLimited:   s.rateLimited.Load(),
 	}
 }
 
@@ -307,8 +398,10 @@ func (s *Server) Start() error {
 	if err != nil {
 		return err
 	}
+	s.clients.listen = ln.Addr().(*net.TCPAddr).AddrPort().Addr()
+	s.tcpLimit = newConnLimitListener(ln, maxTCPPerSource, maxTCPConns, s.exemptLoopback)
 	udp := &mdns.Server{PacketConn: pc, Handler: s}
-	tcp := &mdns.Server{Listener: ln, Handler: s}
+	tcp := &mdns.Server{Listener: s.tcpLimit, Handler: s}
 	var running []*mdns.Server
 	for _, srv := range []*mdns.Server{udp, tcp} {
 		started := make(chan struct{})
@@ -364,13 +457,25 @@ func (s *Server) Close() error {
 
 // ServeDNS answers one query; it implements miekg/dns.Handler.
 func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
+	src := remoteAddr(w)
+	if !(s.exemptLoopback && src.IsLoopback()) && !s.limiter.allow(src, time.Now()) {
+		s.rateLimited.Add(1)
+		// A UDP source may be spoofed, so it gets silence; over TCP the
+		// source is real and learns it is limited.
+		if !isUDP(w) {
+			m := new(mdns.Msg)
+			m.SetRcode(r, mdns.RcodeRefused)
+			s.reply(w, r, m)
+		}
+		return
+	}
 	if r.Opcode != mdns.OpcodeQuery || len(r.Question) != 1 {
 		m := new(mdns.Msg)
 		m.SetRcode(r, mdns.RcodeNotImplemented)
 		if len(r.Question) != 1 {
 			m.SetRcode(r, mdns.RcodeFormatError)
 		}
-		_ = w.WriteMsg(m)
+		s.reply(w, r, m)
 		return
 	}
 	q := r.Question[0]
@@ -379,11 +484,11 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 
 	if q.Qclass == mdns.ClassINET || q.Qclass == mdns.ClassANY {
 		if addrs, ok := snap.hosts[name]; ok {
-			s.answer(w, r, addrs, false, snap)
+			s.answer(w, r, addrs, false, snap, src)
 			return
 		}
 		if addr, ok := snap.records[name]; ok {
-			s.answer(w, r, []netip.Addr{addr}, true, snap)
+			s.answer(w, r, []netip.Addr{addr}, true, snap, src)
 			return
 		}
 		if zone := snap.zoneOf(name); zone == name {
@@ -392,26 +497,68 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 			m := new(mdns.Msg)
 			m.SetReply(r)
 			m.Authoritative = true
-			m.RecursionAvailable = len(s.upstreams) > 0
+			m.RecursionAvailable = s.recursionFor(src)
 			if q.Qtype == mdns.TypeSOA || q.Qtype == mdns.TypeANY {
 				m.Answer = []mdns.RR{s.soa(zone)}
 			} else {
 				m.Ns = []mdns.RR{s.soa(zone)}
 			}
-			_ = w.WriteMsg(m)
+			s.reply(w, r, m)
 			return
 		} else if zone != "" {
 			s.nxdomain.Add(1)
 			m := new(mdns.Msg)
 			m.SetRcode(r, mdns.RcodeNameError)
 			m.Authoritative = true
-			m.RecursionAvailable = len(s.upstreams) > 0
+			m.RecursionAvailable = s.recursionFor(src)
 			m.Ns = []mdns.RR{s.soa(zone)}
-			_ = w.WriteMsg(m)
+			s.reply(w, r, m)
 			return
 		}
 	}
-	s.forward(w, r)
+	s.forward(w, r, src)
+}
+
+// recursionFor reports whether we forward for src (the RA bit we send it).
+func (s *Server) recursionFor(src netip.Addr) bool {
+	return len(s.upstreams) > 0 && s.clients.allowed(src)
+}
+
+// reply writes m. Over UDP it first truncates m (TC set) to the client's
+// buffer (its EDNS0 size, else 512), and a reply still larger than
+// MaxUDPAmplification times the query to its header and question alone.
+func (s *Server) reply(w mdns.ResponseWriter, r, m *mdns.Msg) {
+	if isUDP(w) {
+		size := mdns.MinMsgSize
+		if o := r.IsEdns0(); o != nil {
+			size = max(int(o.UDPSize()), mdns.MinMsgSize)
+		}
+		m.Truncate(size)
+		if m.Len() > MaxUDPAmplification*r.Len() {
+			opt := m.IsEdns0()
+			m.Answer, m.Ns, m.Extra = nil, nil, nil
+			if opt != nil {
+				m.Extra = []mdns.RR{opt}
+			}
+			m.Truncated = true
+		}
+	}
+	_ = w.WriteMsg(m)
+}
+
+func isUDP(w mdns.ResponseWriter) bool {
+	_, udp := w.RemoteAddr().(*net.UDPAddr)
+	return udp
+}
+
+func remoteAddr(w mdns.ResponseWriter) netip.Addr {
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // zoneOf returns the longest of our zones containing name, or "".
@@ -429,13 +576,13 @@ func (sn *snapshot) zoneOf(name string) string {
 // AAAA with the IPv4-mapped form ::ffff:a.b.c.d, as Kuma does, so IPv6-first
 // clients still reach an IPv4 VIP; hosts-file names answer only what the
 // file lists, like /etc/hosts.
-func (s *Server) answer(w mdns.ResponseWriter, r *mdns.Msg, addrs []netip.Addr, mapV4 bool, snap *snapshot) {
+func (s *Server) answer(w mdns.ResponseWriter, r *mdns.Msg, addrs []netip.Addr, mapV4 bool, snap *snapshot, src netip.Addr) {
 	s.answered.Add(1)
 	q := r.Question[0]
 	m := new(mdns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
-	m.RecursionAvailable = len(s.upstreams) > 0
+	m.RecursionAvailable = s.recursionFor(src)
 	hdr := func(t uint16) mdns.RR_Header {
 		// Echo the question's spelling: resolvers using 0x20 case randomisation compare it.
 		return mdns.RR_Header{Name: q.Name, Rrtype: t, Class: mdns.ClassINET, Ttl: s.ttl}
@@ -461,14 +608,7 @@ func (s *Server) answer(w mdns.ResponseWriter, r *mdns.Msg, addrs []netip.Addr, 
 		}
 		m.Ns = []mdns.RR{s.soa(zone)}
 	}
-	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
-		size := mdns.MinMsgSize
-		if o := r.IsEdns0(); o != nil {
-			size = int(o.UDPSize())
-		}
-		m.Truncate(size)
-	}
-	_ = w.WriteMsg(m)
+	s.reply(w, r, m)
 }
 
 // soa is a synthetic SOA for negative answers; its minimum is our TTL so
@@ -488,27 +628,78 @@ func (s *Server) soa(zone string) mdns.RR {
 }
 
 // forward relays r to the upstreams in order over the transport the client
-// used (a truncated UDP reply goes back as is; the client retries over TCP).
-func (s *Server) forward(w mdns.ResponseWriter, r *mdns.Msg) {
+// used, for clients we forward for; others, and every client when there is
+// no upstream, get REFUSED. The reply goes through reply, so a big answer
+// reaches a UDP client truncated (it retries over TCP).
+func (s *Server) forward(w mdns.ResponseWriter, r *mdns.Msg, src netip.Addr) {
+	if !s.recursionFor(src) {
+		s.refused.Add(1)
+		m := new(mdns.Msg)
+		m.SetRcode(r, mdns.RcodeRefused)
+		s.reply(w, r, m)
+		return
+	}
+	select {
+	case s.forwards <- struct{}{}:
+		defer func() { <-s.forwards }()
+	default:
+		s.forwardFailed.Add(1)
+		s.log.Debug("dns forward refused: too many in flight", "limit", cap(s.forwards))
+		m := new(mdns.Msg)
+		m.SetRcode(r, mdns.RcodeServerFailure)
+		m.RecursionAvailable = true
+		s.reply(w, r, m)
+		return
+	}
 	network := "udp"
-	if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
+	if !isUDP(w) {
 		network = "tcp"
 	}
 	for _, up := range s.upstreams {
-		c := &mdns.Client{Net: network, Timeout: s.cfg.ForwardTimeout}
-		resp, _, err := c.Exchange(r, up)
+		resp, err := s.exchange(network, up, r)
 		if err != nil {
 			s.log.Debug("dns forward failed", "upstream", up, "name", r.Question[0].Name, "err", err)
 			continue
 		}
 		s.forwarded.Add(1)
 		resp.Id = r.Id
-		_ = w.WriteMsg(resp)
+		resp.RecursionAvailable = true // we recursed for this client
+		s.reply(w, r, resp)
 		return
 	}
 	s.forwardFailed.Add(1)
 	m := new(mdns.Msg)
 	m.SetRcode(r, mdns.RcodeServerFailure)
-	m.RecursionAvailable = len(s.upstreams) > 0
-	_ = w.WriteMsg(m)
+	m.RecursionAvailable = true
+	s.reply(w, r, m)
+}
+
+// exchange asks one upstream. Over UDP it reads into a 64 KiB buffer,
+// whatever size the client asked for, so an upstream that answers bigger
+// than asked is truncated by reply instead of failing to parse.
+func (s *Server) exchange(network, upstream string, r *mdns.Msg) (*mdns.Msg, error) {
+	c := &mdns.Client{Net: network, Timeout: s.cfg.ForwardTimeout}
+	if network != "udp" {
+		resp, _, err := c.Exchange(r, upstream)
+		return resp, err
+	}
+	conn, err := c.Dial(upstream)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(s.cfg.ForwardTimeout))
+	conn.UDPSize = mdns.MaxMsgSize
+	if err := conn.WriteMsg(r); err != nil {
+		return nil, err
+	}
+	for { // bounded by the deadline
+		resp, err := conn.ReadMsg()
+		if err != nil {
+			return nil, err
+		}
+		if resp.Id == r.Id {
+			return resp, nil
+		}
+	}
 }

@@ -47,6 +47,11 @@ type Config struct {
 	DNSHosts string
 	// DNSUpstreams are the resolvers for names outside our zones.
 	DNSUpstreams []string
+	// DNSForwardClients may have names forwarded (nil = local clients) and
+	// DNSRateLimit is queries/s per source (0 = default, negative = none);
+	// see dns.Config.
+	DNSForwardClients []netip.Prefix
+	DNSRateLimit      float64
 	// UpstreamDNS (IP:PORT) is the resolver Envoy's DNS clusters use (render option).
 	UpstreamDNS string
 	// CIDR is the VIP range ("" = Kuma's default).

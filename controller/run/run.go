@@ -65,7 +65,8 @@ func New(cfg Config) (*Runner, error) {
 		r.files = &xds.FileWriter{Dir: cfg.XDSDir}
 	}
 	if cfg.DNSListen != "" {
-		r.dns, err = dns.New(dns.Config{Listen: cfg.DNSListen, Upstreams: cfg.DNSUpstreams, HostsFile: cfg.DNSHosts, Logger: cfg.Logger})
+		r.dns, err = dns.New(dns.Config{Listen: cfg.DNSListen, Upstreams: cfg.DNSUpstreams, HostsFile: cfg.DNSHosts, Logger: cfg.Logger,
+			ForwardClients: cfg.DNSForwardClients, RateLimit: cfg.DNSRateLimit})
 		if err != nil {
 			return nil, err
 		}

@@ -42,6 +42,8 @@ func runMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.DNSListen, "dns-listen", "", "embedded DNS server address, e.g. 127.0.0.1:5353 (\"\" = off)")
 	fs.StringVar(&cfg.DNSHosts, "dns-hosts", "", "hosts file of static DNS overrides")
 	dnsUpstream := fs.String("dns-upstream", "", "comma-separated resolvers for names outside meshext's zones (default: /etc/resolv.conf's)")
+	dnsClients := fs.String("dns-forward-clients", "", "comma-separated client `CIDRs` whose other names are forwarded (default: loopback, this host's addresses and the networks of the --dns-listen interface); others get REFUSED")
+	dnsRate := fs.Float64("dns-rate-limit", dns.DefaultRateLimit, "DNS queries per second per client address (IPv6: per /64), burst twice that; loopback is exempt; 0 = no limit")
 	fs.StringVar(&cfg.UpstreamDNS, "upstream-dns", "", "IP:PORT resolver Envoy's DNS clusters use (default: Envoy's, from resolv.conf)")
 	fs.StringVar(&cfg.CIDR, "cidr", "", "VIP range (default $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR or 242.0.0.0/8)")
 	fs.DurationVar(&cfg.VIPReleaseAfter, "vip-release-after", ipam.DefaultReleaseAfter, "how long a removed MeshExternalService's VIP stays reserved for it before it returns to the pool (0 = for ever, as Kuma)")
@@ -84,6 +86,23 @@ Flags:`)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.DNSListen != "" {
+		clients, err := dns.ParseClientNetworks(*dnsClients)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshext run: --dns-forward-clients: %v\n", err)
+			return 2
+		}
+		if len(clients) > 0 {
+			cfg.DNSForwardClients = clients
+		}
+		switch {
+		case *dnsRate < 0:
+			fmt.Fprintf(stderr, "meshext run: --dns-rate-limit %v: must not be negative\n", *dnsRate)
+			return 2
+		case *dnsRate == 0:
+			cfg.DNSRateLimit = -1 // off
+		default:
+			cfg.DNSRateLimit = *dnsRate
+		}
 		if strings.TrimSpace(*dnsUpstream) != "" {
 			ups, err := dns.ParseUpstreams(*dnsUpstream)
 			if err != nil {
