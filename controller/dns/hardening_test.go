@@ -484,3 +484,29 @@ func TestParseClientNetworks(t *testing.T) {
 		t.Fatalf("bad network: %v", err)
 	}
 }
+
+// A query's zone look-up costs its labels, not the number of zones (one per
+// generated hostname's parent, so as many as the services): the longest
+// zone still wins.
+func TestZoneOfWithManyZones(t *testing.T) {
+	s, err := New(Config{Listen: "127.0.0.1:0", Zones: []string{"mesh", "b.mesh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := map[string]netip.Addr{}
+	for i := 0; i < 10000; i++ {
+		recs[fmt.Sprintf("svc.ns%d.example", i)] = netip.AddrFrom4([4]byte{242, 0, byte(i >> 8), byte(i)})
+	}
+	if err := s.SetRecords(recs); err != nil {
+		t.Fatal(err)
+	}
+	snap := s.snap.Load()
+	for name, want := range map[string]string{
+		"x.b.mesh": "b.mesh", "b.mesh": "b.mesh", "x.a.mesh": "mesh", "mesh": "mesh", "xmesh": "",
+		"other.ns9999.example": "ns9999.example", "example": "", "": "",
+	} {
+		if got := snap.zoneOf(name); got != want {
+			t.Errorf("zoneOf(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

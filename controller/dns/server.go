@@ -108,6 +108,7 @@ type snapshot struct {
 	records map[string]netip.Addr
 	hosts   map[string][]netip.Addr
 	zones   []string // lower case, no trailing dot
+	zoneSet map[string]bool
 }
 
 // Server is the embedded DNS server. Create it with New, then Start.
@@ -204,7 +205,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		snap.hosts = h
 	}
-	snap.zones = s.zonesFor(snap.records)
+	snap.zones, snap.zoneSet = s.zonesFor(snap.records)
 	s.snap.Store(snap)
 	return s, nil
 }
@@ -280,8 +281,9 @@ func normalizeUpstream(u string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// zonesFor is the configured zones plus the derived ones (see Config.Zones).
-func (s *Server) zonesFor(records map[string]netip.Addr) []string {
+// zonesFor is the configured zones plus the derived ones (see Config.Zones),
+// as a list and as a set.
+func (s *Server) zonesFor(records map[string]netip.Addr) ([]string, map[string]bool) {
 	seen := map[string]bool{}
 	var zones []string
 	add := func(z string) {
@@ -298,7 +300,7 @@ func (s *Server) zonesFor(records map[string]netip.Addr) []string {
 			add(parent)
 		}
 	}
-	return zones
+	return zones, seen
 }
 
 // SetRecords atomically replaces the VIP records (hostname → VIP). Names are
@@ -319,7 +321,8 @@ func (s *Server) SetRecords(records map[string]netip.Addr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.snap.Load()
-	s.snap.Store(&snapshot{records: next, hosts: old.hosts, zones: s.zonesFor(next)})
+	zones, zoneSet := s.zonesFor(next)
+	s.snap.Store(&snapshot{records: next, hosts: old.hosts, zones: zones, zoneSet: zoneSet})
 	return nil
 }
 
@@ -350,7 +353,7 @@ func (s *Server) ReloadHosts() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.snap.Load()
-	s.snap.Store(&snapshot{records: old.records, hosts: h, zones: old.zones})
+	s.snap.Store(&snapshot{records: old.records, hosts: h, zones: old.zones, zoneSet: old.zoneSet})
 	return nil
 }
 
@@ -561,15 +564,17 @@ func remoteAddr(w mdns.ResponseWriter) netip.Addr {
 	return netip.Addr{}
 }
 
-// zoneOf returns the longest of our zones containing name, or "".
+// zoneOf returns the longest of our zones containing name, or "". It looks
+// up name and each of its parents, so a query costs its label count, not
+// the number of zones.
 func (sn *snapshot) zoneOf(name string) string {
-	best := ""
-	for _, z := range sn.zones {
-		if (name == z || strings.HasSuffix(name, "."+z)) && len(z) > len(best) {
-			best = z
+	for n := name; n != ""; {
+		if sn.zoneSet[n] {
+			return n
 		}
+		_, n, _ = strings.Cut(n, ".")
 	}
-	return best
+	return ""
 }
 
 // answer writes A/AAAA records for addrs. VIP records (mapV4) also answer
