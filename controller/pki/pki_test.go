@@ -314,6 +314,13 @@ func TestEnsurePrivateDir(t *testing.T) {
 	if err := EnsurePrivateDir(file); err == nil {
 		t.Errorf("a file accepted as a private directory")
 	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsurePrivateDir(link); err == nil {
+		t.Errorf("a symbolic link accepted as a private directory")
+	}
 	if os.Geteuid() == 0 {
 		os.Chown(dir, 65534, 65534)
 		if err := EnsurePrivateDir(dir); err == nil || !strings.Contains(err.Error(), "belongs to uid") {

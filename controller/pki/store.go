@@ -23,16 +23,20 @@ const (
 )
 
 // EnsurePrivateDir makes dir (and missing parents) with mode 0700. An
-// existing dir must be a directory owned by this process's user; group or
-// other permission bits on it are removed. Anything else is an error, so a
-// key is never written where another user could read or swap it.
+// existing dir must be a directory (not a symbolic link) owned by this
+// process's user; group or other permission bits on it are removed.
+// Anything else is an error, so a key or socket is never put where another
+// user could read or swap it.
 func EnsurePrivateDir(dir string) error {
 	if err := os.MkdirAll(dir, PrivateDirMode); err != nil {
 		return err
 	}
-	st, err := os.Stat(dir)
+	st, err := os.Lstat(dir)
 	if err != nil {
 		return err
+	}
+	if st.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("%s is a symbolic link, not a private directory", dir)
 	}
 	if !st.IsDir() {
 		return fmt.Errorf("%s is not a directory", dir)
