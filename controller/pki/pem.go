@@ -38,12 +38,12 @@ func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("pki: certificate %d: %w", len(out)+1, err)
+			return nil, fmt.Errorf("certificate %d does not parse: %v", len(out)+1, err)
 		}
 		out = append(out, c)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("pki: no CERTIFICATE PEM block found")
+		return nil, errors.New("no PEM certificate found")
 	}
 	return out, nil
 }

@@ -128,12 +128,7 @@ func NewCA(o CAOptions) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	sn, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
 		Subject:               o.Subject,
 		URIs:                  o.URIs,
 		NotBefore:             notBefore,
@@ -142,15 +137,11 @@ func NewCA(o CAOptions) (*CA, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, fmt.Errorf("pki: create CA certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	cert, err := sign(tmpl, key, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &CA{Cert: cert, Key: key, CertPEM: EncodeCertPEM(der)}, nil
+	return &CA{Cert: cert, Key: key, CertPEM: EncodeCertPEM(cert.Raw)}, nil
 }
 
 // Pool is a cert pool holding only this CA, for tls.Config RootCAs/ClientCAs.
@@ -215,10 +206,6 @@ func issue(o LeafOptions, parent *x509.Certificate, parentKey crypto.Signer) (*K
 	if err != nil {
 		return nil, err
 	}
-	sn, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
 	usage := o.ExtKeyUsage
 	if len(usage) == 0 {
 		usage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
@@ -228,7 +215,6 @@ func issue(o LeafOptions, parent *x509.Certificate, parentKey crypto.Signer) (*K
 		keyUsage |= x509.KeyUsageKeyEncipherment
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
 		Subject:               pkix.Name{CommonName: o.CommonName},
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
@@ -239,14 +225,7 @@ func issue(o LeafOptions, parent *x509.Certificate, parentKey crypto.Signer) (*K
 		IPAddresses:           o.IPs,
 		URIs:                  o.URIs,
 	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-	if err != nil {
-		return nil, fmt.Errorf("pki: create certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	cert, err := sign(tmpl, key, parent, parentKey)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +233,25 @@ func issue(o LeafOptions, parent *x509.Certificate, parentKey crypto.Signer) (*K
 	if err != nil {
 		return nil, err
 	}
-	return &KeyPair{Cert: cert, Key: key, CertPEM: EncodeCertPEM(der), KeyPEM: keyPEM}, nil
+	return &KeyPair{Cert: cert, Key: key, CertPEM: EncodeCertPEM(cert.Raw), KeyPEM: keyPEM}, nil
+}
+
+// sign gives tmpl a fresh serial and signs it for key: by parent, or by key
+// itself when parent is nil.
+func sign(tmpl *x509.Certificate, key crypto.Signer, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, error) {
+	sn, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = sn
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		return nil, fmt.Errorf("pki: create certificate: %w", err)
+	}
+	return x509.ParseCertificate(der)
 }
 
 // newSerial is a random serial in [1, 2^128), as RFC 5280 and the CA/B

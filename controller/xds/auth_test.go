@@ -82,12 +82,21 @@ func serveNodes(t *testing.T, ep *Endpoint) {
 	if err := srv.Update(ctx, nodes); err != nil {
 		t.Fatal(err)
 	}
+	serve(t, ctx, cancel, srv, ep)
+}
+
+// serve runs srv on ep until the test ends, then cancels ctx and expects
+// Serve to return cleanly within its grace period.
+func serve(t *testing.T, ctx context.Context, cancel context.CancelFunc, srv *Server, ep *Endpoint) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ep) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-served:
+		case err := <-served:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
 		case <-time.After(2 * ShutdownGrace):
 			t.Errorf("Serve did not return after cancel")
 		}

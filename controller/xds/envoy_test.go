@@ -96,19 +96,7 @@ func TestADSReachesEnvoy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ep) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(2 * ShutdownGrace):
-			t.Errorf("Serve did not return after cancel")
-		}
-	})
+	serve(t, ctx, cancel, srv, ep)
 
 	pem := testCA(t)
 	nodes := func(names ...string) map[string]*Resources {

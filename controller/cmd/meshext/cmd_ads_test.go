@@ -21,16 +21,6 @@ import (
 	"github.com/meshext/meshext/e2e/testnet"
 )
 
-// meshextBinary builds the meshext command for a test that runs it.
-func meshextBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "meshext")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // startMeshextRun runs `meshext run` with args and waits until /healthz is ok.
 func startMeshextRun(t *testing.T, bin string, args ...string) {
 	t.Helper()
@@ -93,16 +83,7 @@ func bootstrapFile(t *testing.T, bin, out string, args ...string) string {
 // one MeshExternalService.
 func adsDropDir(t *testing.T) string {
 	drop := t.TempDir()
-	runTestWrite(t, drop, "gen.yaml", `type: HostnameGenerator
-name: gen
-mesh: default
-spec:
-  selector:
-    meshExternalService:
-      matchLabels:
-        kuma.io/origin: zone
-  template: "{{ .DisplayName }}.svc.meshext.local"
-`)
+	runTestWrite(t, drop, "gen.yaml", runTestGenerator)
 	for _, dp := range []string{"dp-a", "dp-b"} {
 		runTestWrite(t, drop, dp+".yaml", fmt.Sprintf(`type: Dataplane
 mesh: default
@@ -125,7 +106,7 @@ const mesACluster = "meshext_default_mes-a"
 func TestADSCommandWithEnvoy(t *testing.T) {
 	t.Parallel()
 	testenv.Envoy(t)
-	bin := meshextBinary(t)
+	bin := buildValidateTestBinary(t)
 	drop := adsDropDir(t)
 
 	t.Run("unix socket", func(t *testing.T) {
