@@ -2,13 +2,12 @@ package model
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"strings"
 
+	capki "github.com/meshext/meshext/controller/pki" // named so: model's tests declare a type pki
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -179,25 +178,8 @@ func readSource(m *resource.MeshExternalService, field string, ds *resource.Data
 // checkCertificates requires at least one PEM certificate and that every
 // CERTIFICATE block parses.
 func checkCertificates(data []byte) error {
-	n := 0
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return fmt.Errorf("certificate %d does not parse: %v", n+1, err)
-		}
-		n++
-	}
-	if n == 0 {
-		return fmt.Errorf("no PEM certificate found")
-	}
-	return nil
+	_, err := capki.ParseCertsPEM(data)
+	return err
 }
 
 // tlsSummary is the TLSReady message: mode, versions and trust source.

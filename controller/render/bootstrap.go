@@ -1,6 +1,7 @@
 package render
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,9 +16,12 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/meshext/meshext/controller/xds"
 )
 
 // How Envoy gets its dynamic config.
@@ -42,12 +46,29 @@ type BootstrapOptions struct {
 	XDS string
 	// XDSDir is the absolute directory holding cds.json and lds.json (XDSFile).
 	XDSDir string
-	// ADSAddress is the ADS server, HOST:PORT (XDSADS).
+	// ADSAddress is the ADS server (XDSADS): unix:PATH for meshext run's
+	// unix socket (an Envoy pipe address), or HOST:PORT.
 	ADSAddress string
+	// ADSTLS is how Envoy authenticates to a HOST:PORT ADS address (mTLS,
+	// meshext run's default for TCP). A TCP address needs it or ADSInsecure.
+	ADSTLS *ADSTLS
+	// ADSInsecure: plain TCP without authentication (meshext run --ads-insecure).
+	ADSInsecure bool
 	// Delta selects incremental (delta) ADS instead of state-of-the-world.
 	Delta bool
 	// UpstreamDNS ("IP:PORT") becomes Envoy's default DNS resolver; "" keeps resolv.conf.
 	UpstreamDNS string
+}
+
+// ADSTLS are the files of an Envoy's mTLS connection to the ADS server.
+type ADSTLS struct {
+	// CertFile and KeyFile are the node's xDS client certificate and key.
+	CertFile, KeyFile string
+	// CAFile is the xDS CA, which the server certificate must chain to.
+	CAFile string
+	// ServerName is the DNS name or IP address the server certificate must
+	// carry (also the SNI for a name); "" = the host of ADSAddress.
+	ServerName string
 }
 
 func (o *BootstrapOptions) base() (*bootstrapv3.Bootstrap, error) {
@@ -117,7 +138,7 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		}
 		b.DynamicResources = &bootstrapv3.Bootstrap_DynamicResources{CdsConfig: src(CDSFile), LdsConfig: src(LDSFile)}
 	case XDSADS:
-		c, err := adsCluster(o.ADSAddress)
+		c, err := adsCluster(o)
 		if err != nil {
 			return nil, err
 		}
@@ -151,16 +172,41 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	return b, nil
 }
 
-// adsCluster reaches the ADS server over plaintext HTTP/2 (gRPC) on loopback
-// or a trusted network; a host name is resolved with LOGICAL_DNS.
-func adsCluster(hostport string) (*clusterv3.Cluster, error) {
-	host, p, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return nil, fmt.Errorf("ADS address %q: want HOST:PORT: %v", hostport, err)
-	}
-	port, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || port == 0 || host == "" {
-		return nil, fmt.Errorf("ADS address %q: want HOST:PORT with a port in 1..65535", hostport)
+// adsCluster reaches the ADS server over HTTP/2 (gRPC): through a unix
+// socket (pipe), over mTLS, or, when the operator said so, plain TCP. A
+// host name is resolved with LOGICAL_DNS.
+func adsCluster(o BootstrapOptions) (*clusterv3.Cluster, error) {
+	var addr *corev3.Address
+	var host string
+	typ := clusterv3.Cluster_STATIC
+	if path, ok := xds.UnixPath(o.ADSAddress); ok {
+		if !filepath.IsAbs(path) {
+			return nil, fmt.Errorf("ADS address %q: want unix:/absolute/path", o.ADSAddress)
+		}
+		if o.ADSTLS != nil || o.ADSInsecure {
+			return nil, fmt.Errorf("ADS address %q is a unix socket: mTLS and insecure are for TCP", o.ADSAddress)
+		}
+		addr = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}}
+	} else {
+		h, p, err := net.SplitHostPort(o.ADSAddress)
+		if err != nil {
+			return nil, fmt.Errorf("ADS address %q: want unix:PATH or HOST:PORT: %v", o.ADSAddress, err)
+		}
+		port, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || port == 0 || h == "" {
+			return nil, fmt.Errorf("ADS address %q: want HOST:PORT with a port in 1..65535", o.ADSAddress)
+		}
+		switch {
+		case o.ADSTLS != nil && o.ADSInsecure:
+			return nil, errors.New("ADS over TCP: choose mTLS or insecure, not both")
+		case o.ADSTLS == nil && !o.ADSInsecure:
+			return nil, fmt.Errorf("ADS address %q is TCP: Envoy needs its xDS client certificate (mTLS), or insecure for a server run with --ads-insecure", o.ADSAddress)
+		}
+		host = h
+		addr = socketAddress(h, uint32(port))
+		if !hostIsIP(h) {
+			typ = clusterv3.Cluster_LOGICAL_DNS
+		}
 	}
 	h2, err := pack(&upstreamhttpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
@@ -178,11 +224,7 @@ func adsCluster(hostport string) (*clusterv3.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	typ := clusterv3.Cluster_STATIC
-	if !hostIsIP(host) {
-		typ = clusterv3.Cluster_LOGICAL_DNS
-	}
-	return &clusterv3.Cluster{
+	c := &clusterv3.Cluster{
 		Name:                          XDSClusterName,
 		ConnectTimeout:                durationpb.New(connectTimeout),
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: typ},
@@ -190,10 +232,56 @@ func adsCluster(hostport string) (*clusterv3.Cluster, error) {
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: XDSClusterName,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
-				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(host, uint32(port))}},
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
 			}}}},
 		},
-	}, nil
+	}
+	if o.ADSTLS != nil {
+		if c.TransportSocket, err = adsTLSSocket(o.ADSTLS, host); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// adsTLSSocket: the node's client certificate, the xDS CA as the only trust
+// anchor, and the server certificate checked for the name Envoy dials.
+func adsTLSSocket(t *ADSTLS, host string) (*corev3.TransportSocket, error) {
+	for name, f := range map[string]string{"client certificate": t.CertFile, "client key": t.KeyFile, "CA": t.CAFile} {
+		if f == "" || !filepath.IsAbs(f) {
+			return nil, fmt.Errorf("ADS mTLS: the %s file must be an absolute path, got %q", name, f)
+		}
+	}
+	name := t.ServerName
+	if name == "" {
+		name = host
+	}
+	san := &tlsv3.SubjectAltNameMatcher{
+		SanType: tlsv3.SubjectAltNameMatcher_DNS,
+		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}},
+	}
+	sni := name
+	if hostIsIP(name) {
+		san.SanType, sni = tlsv3.SubjectAltNameMatcher_IP_ADDRESS, ""
+	}
+	file := func(p string) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: p}}
+	}
+	a, err := pack(&tlsv3.UpstreamTlsContext{
+		Sni: sni,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols:   []string{"h2"},
+			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(t.CertFile), PrivateKey: file(t.KeyFile)}},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa:                 file(t.CAFile),
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{san},
+			}},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
 }
 
 // StaticBootstrap puts a node's whole config inline: clusters, listeners and

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshext/meshext/controller/xds"
 	"github.com/meshext/meshext/e2e/testenv"
 )
 
@@ -13,8 +14,14 @@ import (
 // these options; the test keeps them from drifting (-update rewrites them).
 var documentedBootstraps = map[string]BootstrapOptions{
 	"bootstrap-file.yaml":      {XDS: XDSFile, XDSDir: "/var/run/meshext/xds", UpstreamDNS: "127.0.0.1:15053"},
-	"bootstrap-ads.yaml":       {XDS: XDSADS, ADSAddress: "127.0.0.1:18000"},
-	"bootstrap-delta-ads.yaml": {XDS: XDSADS, ADSAddress: "meshext.example.internal:18000", Delta: true, NodeID: "default.example"},
+	"bootstrap-ads.yaml":       {XDS: XDSADS, ADSAddress: "unix:/var/lib/meshext/ads/ads.sock"},
+	"bootstrap-delta-ads.yaml": {XDS: XDSADS, ADSAddress: "meshext.example.internal:18000", Delta: true, NodeID: "default.example", ADSTLS: docTLS},
+}
+
+var docTLS = &ADSTLS{
+	CertFile: "/etc/envoy/xds/default.example-xds-client.crt",
+	KeyFile:  "/etc/envoy/xds/default.example-xds-client.key",
+	CAFile:   "/etc/envoy/xds/xds-ca.crt",
 }
 
 func TestDocumentedBootstraps(t *testing.T) {
@@ -41,9 +48,16 @@ func TestBootstrapBadOptions(t *testing.T) {
 		{XDS: XDSADS},
 		{XDS: XDSADS, ADSAddress: "127.0.0.1"},
 		{XDS: XDSADS, ADSAddress: "127.0.0.1:0"},
-		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000", AdminAddress: "localhost"},
-		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000", UpstreamDNS: "dns.example:53"},
-		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000", AdminPort: 70000},
+		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000", AdminAddress: "localhost", ADSInsecure: true},
+		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000", UpstreamDNS: "dns.example:53", ADSInsecure: true},
+		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000", AdminPort: 70000, ADSInsecure: true},
+		// TCP needs mTLS or an explicit insecure; a unix socket takes neither.
+		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000"},
+		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000", ADSTLS: docTLS, ADSInsecure: true},
+		{XDS: XDSADS, ADSAddress: "127.0.0.1:18000", ADSTLS: &ADSTLS{CertFile: "c.crt", KeyFile: "/k", CAFile: "/ca"}},
+		{XDS: XDSADS, ADSAddress: "unix:relative/ads.sock"},
+		{XDS: XDSADS, ADSAddress: "unix:/run/ads.sock", ADSTLS: docTLS},
+		{XDS: XDSADS, ADSAddress: "unix:/run/ads.sock", ADSInsecure: true},
 	} {
 		if _, err := Bootstrap(o); err == nil {
 			t.Errorf("Bootstrap(%+v) accepted bad options", o)
@@ -53,7 +67,8 @@ func TestBootstrapBadOptions(t *testing.T) {
 
 // TestEnvoyValidatesBootstraps runs envoy --mode validate on the file-mode
 // bootstrap (with a rendered cds.json/lds.json in place, as Envoy requires the
-// paths to exist) and on both ADS bootstraps.
+// paths to exist) and on the ADS bootstraps: unix socket, mTLS (with real
+// certificate files) and insecure TCP.
 func TestEnvoyValidatesBootstraps(t *testing.T) {
 	envoy := testenv.Envoy(t)
 	dir := t.TempDir()
@@ -63,9 +78,11 @@ func TestEnvoyValidatesBootstraps(t *testing.T) {
 	n := onlyNode(t, mustRender(t, w, Options{SecretsVia: SecretsFile, SecretsDir: secrets}))
 	writeNodeFiles(t, n, dir, secrets)
 	cases := map[string]BootstrapOptions{
-		"file":      {XDS: XDSFile, XDSDir: dir, UpstreamDNS: "127.0.0.1:53"},
-		"ads":       {XDS: XDSADS, ADSAddress: "127.0.0.1:18000"},
-		"delta-ads": {XDS: XDSADS, ADSAddress: "localhost:18000", Delta: true},
+		"file":         {XDS: XDSFile, XDSDir: dir, UpstreamDNS: "127.0.0.1:53"},
+		"ads":          {XDS: XDSADS, ADSAddress: "unix:" + filepath.Join(dir, "ads.sock")},
+		"delta-ads":    {XDS: XDSADS, ADSAddress: "localhost:18000", Delta: true, ADSTLS: xdsClientFiles(t, dir, "default")},
+		"mtls-ip":      {XDS: XDSADS, ADSAddress: "127.0.0.1:18000", ADSTLS: xdsClientFiles(t, dir, "default")},
+		"insecure-tcp": {XDS: XDSADS, ADSAddress: "127.0.0.1:18000", ADSInsecure: true},
 	}
 	for name, o := range cases {
 		b, err := Bootstrap(o)
@@ -110,4 +127,24 @@ func writeNodeFiles(t testing.TB, n *Node, dir, secrets string) {
 	if err := os.WriteFile(filepath.Join(dir, LDSFile), lds, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// xdsClientFiles writes an xDS CA and node's client certificate into dir.
+func xdsClientFiles(t testing.TB, dir, node string) *ADSTLS {
+	t.Helper()
+	ca, _, err := xds.LoadOrCreateCA(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := xds.IssueClientCert(ca, node, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &ADSTLS{CertFile: filepath.Join(dir, node+".crt"), KeyFile: filepath.Join(dir, node+".key"), CAFile: filepath.Join(dir, "xds-ca.crt")}
+	for p, b := range map[string][]byte{f.CertFile: kp.CertPEM, f.KeyFile: kp.KeyPEM, f.CAFile: ca.CertPEM} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
 }

@@ -37,8 +37,17 @@ type Config struct {
 	XDS string
 	// XDSDir receives the file drops (XDSFile, XDSBoth).
 	XDSDir string
-	// ADSListen is host:port of the ADS gRPC server (XDSADS, XDSBoth); port 0 picks one.
+	// ADSListen is where the ADS gRPC server listens (XDSADS, XDSBoth):
+	// unix:PATH, or HOST:PORT (port 0 picks one). "" is the default unix
+	// socket (DefaultADSSocket). A TCP address serves mTLS with the xDS CA
+	// kept in StateDir, unless ADSInsecure. See ads.go.
 	ADSListen string
+	// ADSInsecure serves a TCP ADSListen as plain gRPC without authentication.
+	ADSInsecure bool
+	// ADSServerNames are the DNS names and IP addresses Envoys dial to reach
+	// a TCP ADSListen with mTLS (the server certificate's SANs); the
+	// ADSListen host is added when it is not a wildcard.
+	ADSServerNames []string
 	// StatusListen is host:port of /status, /metrics and /healthz; "" disables it.
 	StatusListen string
 	// DNSListen is host:port of the embedded DNS server; "" disables it.
@@ -104,9 +113,7 @@ func (c *Config) check() error {
 		}
 	}
 	if c.adsDelivery() {
-		if _, _, err := net.SplitHostPort(c.ADSListen); err != nil {
-			errs = append(errs, fmt.Errorf("--ads-listen %q: %v", c.ADSListen, err))
-		}
+		errs = append(errs, c.checkADS()...)
 	}
 	for name, addr := range map[string]string{"--status-listen": c.StatusListen, "--dns-listen": c.DNSListen} {
 		if addr == "" {

@@ -53,7 +53,8 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	dropWrite(t, dir, "e.yaml", tlsMES("mes-e", 4004, 9005, "ca-e"))
 	dropWrite(t, dir, "ca-e.yaml", secretYAML("ca-e", newCAPEM(t)))
 
-	r, _ := startRunner(t, Config{Dir: dir, StateDir: state, XDS: XDSBoth, XDSDir: out, ADSListen: "127.0.0.1:0"})
+	// ADS on the default unix socket in the state directory.
+	r, _ := startRunner(t, Config{Dir: dir, StateDir: state, XDS: XDSBoth, XDSDir: out})
 
 	fileNode, adsNode := "default.dp-file", "default.dp-ads"
 	fileEnvoy := envoytest.Start(t, bootstrap(t, render.BootstrapOptions{

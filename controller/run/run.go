@@ -34,6 +34,7 @@ type Runner struct {
 	dns     *dns.Server
 	metrics *metrics
 
+	adsEP             *xds.Endpoint
 	adsLis, statusLis net.Listener
 	watcher           *fsnotify.Watcher
 
@@ -89,9 +90,10 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) Start(ctx context.Context) error {
 	var err error
 	if r.cfg.adsDelivery() {
-		if r.adsLis, err = net.Listen("tcp", r.cfg.ADSListen); err != nil {
+		if r.adsEP, err = r.cfg.listenADS(); err != nil {
 			return fmt.Errorf("ADS listen: %w", err)
 		}
+		r.adsLis = r.adsEP.Listener()
 		r.ads = xds.NewServer(ctx, r.log)
 	}
 	if r.cfg.StatusListen != "" {
@@ -132,8 +134,13 @@ func (r *Runner) closeListeners() {
 	}
 }
 
-// ADSAddr is the bound ADS address ("" without ADS).
-func (r *Runner) ADSAddr() string { return addrOf(r.adsLis) }
+// ADSAddr is the bound ADS address, unix:PATH or HOST:PORT ("" without ADS).
+func (r *Runner) ADSAddr() string {
+	if r.adsEP == nil {
+		return ""
+	}
+	return r.adsEP.Addr()
+}
 
 // StatusAddr is the bound status HTTP address ("" when disabled).
 func (r *Runner) StatusAddr() string { return addrOf(r.statusLis) }
@@ -176,7 +183,7 @@ func (r *Runner) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if r.ads != nil {
-		run("ADS server", func() error { return r.ads.Serve(ctx, r.adsLis) })
+		run("ADS server", func() error { return r.ads.Serve(ctx, r.adsEP) })
 	}
 	if r.statusLis != nil {
 		run("status server", func() error { return r.serveStatus(ctx) })

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
@@ -38,6 +38,7 @@ type Server struct {
 	log   *slog.Logger
 	cache cachev3.SnapshotCache
 	xds   serverv3.Server
+	guard *guard
 
 	mu    sync.Mutex
 	nodes map[string]bool
@@ -48,7 +49,7 @@ func NewServer(ctx context.Context, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{log: log, nodes: map[string]bool{}}
+	s := &Server{log: log, nodes: map[string]bool{}, guard: newGuard(log)}
 	// ads=true: answer an ADS stream only once every resource it names exists,
 	// so Envoy never gets a partial SDS answer.
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log})
@@ -126,14 +127,26 @@ func toResources[T types.Resource](items []T) []types.Resource {
 	return out
 }
 
-// Serve runs the gRPC server on lis until ctx ends, then stops it,
-// waiting at most ShutdownGrace for open streams.
-func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	g := grpc.NewServer(
+// Serve runs the gRPC server on ep until ctx ends, then stops it,
+// waiting at most ShutdownGrace for open streams. ep says how Envoys are
+// authenticated (see auth.go); every stream is checked against it.
+func (s *Server) Serve(ctx context.Context, ep *Endpoint) error {
+	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(grpcMaxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcKeepaliveTime, Timeout: grpcKeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcKeepaliveMinTime, PermitWithoutStream: true}),
-	)
+		// A TLS or peer-credential handshake that stalls must not hold a connection slot.
+		grpc.ConnectionTimeout(10 * time.Second),
+	}
+	if ep.creds != nil {
+		opts = append(opts, grpc.Creds(ep.creds))
+	} else {
+		s.guard.mu.Lock()
+		s.guard.anonymous = true
+		s.guard.mu.Unlock()
+		s.log.Warn("ADS server accepts plain TCP without authentication (--ads-insecure): anyone who can connect gets any node's config and private keys", "addr", ep.Addr())
+	}
+	g := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
@@ -153,8 +166,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			g.Stop()
 		}
 	}()
-	s.log.Info("ADS server listening", "addr", lis.Addr().String())
-	err := g.Serve(lis)
+	s.log.Info("ADS server listening", "addr", ep.Addr(), "auth", ep.Kind())
+	err := g.Serve(ep.lis)
 	<-done
 	if errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
@@ -162,16 +175,30 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return err
 }
 
+// callbacks authorize every stream when it opens and every request on it
+// (see guard), then note what an operator needs to see.
 func (s *Server) callbacks() serverv3.CallbackFuncs {
+	g := s.guard
 	return serverv3.CallbackFuncs{
+		StreamOpenFunc:        func(ctx context.Context, id int64, _ string) error { return g.open(g.sotw, ctx, id) },
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { g.closed(g.sotw, id) },
+		DeltaStreamOpenFunc:   func(ctx context.Context, id int64, _ string) error { return g.open(g.delta, ctx, id) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { g.closed(g.delta, id) },
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			if err := g.request(g.sotw, id, req.GetNode(), req.GetTypeUrl()); err != nil {
+				return err
+			}
 			s.noteRequest(id, req.GetNode().GetId(), req.GetTypeUrl(), req.GetErrorDetail().GetMessage())
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			if err := g.request(g.delta, id, req.GetNode(), req.GetTypeUrl()); err != nil {
+				return err
+			}
 			s.noteRequest(id, req.GetNode().GetId(), req.GetTypeUrl(), req.GetErrorDetail().GetMessage())
 			return nil
 		},
+		FetchRequestFunc: g.fetch,
 	}
 }
 

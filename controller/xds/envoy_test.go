@@ -2,7 +2,6 @@ package xds
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -87,28 +86,17 @@ func TestFileDropsReachEnvoy(t *testing.T) {
 }
 
 // TestADSReachesEnvoy serves two Envoys, one SotW and one delta, from one
-// server, each with its own node id, and checks updates and SDS arrive.
+// server on its unix socket, each with its own node id, and checks updates
+// and SDS arrive.
 func TestADSReachesEnvoy(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := NewServer(ctx, nil)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	ep, err := ListenUnix(socketPath(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, lis) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(2 * ShutdownGrace):
-			t.Errorf("Serve did not return after cancel")
-		}
-	})
+	serve(t, ctx, cancel, srv, ep)
 
 	pem := testCA(t)
 	nodes := func(names ...string) map[string]*Resources {
@@ -129,8 +117,8 @@ func TestADSReachesEnvoy(t *testing.T) {
 	if err := srv.Update(ctx, nodes("a")); err != nil {
 		t.Fatal(err)
 	}
-	sotw := envoytest.Start(t, envoytest.ADSBootstrap("mesh.sotw", lis.Addr().String(), false))
-	delta := envoytest.Start(t, envoytest.ADSBootstrap("mesh.delta", lis.Addr().String(), true))
+	sotw := envoytest.Start(t, envoytest.ADSBootstrap("mesh.sotw", ep.Addr(), false))
+	delta := envoytest.Start(t, envoytest.ADSBootstrap("mesh.delta", ep.Addr(), true))
 	for _, e := range []struct {
 		name string
 		e    *envoytest.Envoy

@@ -1,29 +1,26 @@
 // Package testpki makes throw-away certificate authorities and leaf
 // certificates for tests: server and client certificates with chosen DNS, IP
 // and URI SANs, expired or not-yet-valid certificates, and self-signed ones.
+// It is an options front end over controller/pki, which does the crypto.
 // Nothing here is meant for production keys.
 package testpki
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/meshext/meshext/controller/pki"
 )
 
 // KeyType selects the private key algorithm of a certificate.
@@ -147,19 +144,19 @@ func collect(opts []Option) (*params, error) {
 	return p, nil
 }
 
-func newKey(k KeyType) (crypto.Signer, error) {
-	switch k {
+func (p *params) keySpec() (pki.KeySpec, error) {
+	switch p.keyType {
 	case ECDSAP256:
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		return pki.KeySpec{}, nil
 	case RSA2048:
-		return rsa.GenerateKey(rand.Reader, 2048)
+		return pki.KeySpec{RSABits: 2048}, nil
 	default:
-		return nil, fmt.Errorf("testpki: unknown key type %d", k)
+		return pki.KeySpec{}, fmt.Errorf("testpki: unknown key type %d", p.keyType)
 	}
 }
 
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+func (p *params) validity() pki.Validity {
+	return pki.Validity{NotBefore: p.notBefore, NotAfter: p.notAfter}
 }
 
 // NewCA makes a self-signed CA. Options: CommonName, Validity/Expired, Key.
@@ -171,32 +168,19 @@ func NewCA(opts ...Option) (*CA, error) {
 	if p.commonName == "" {
 		p.commonName = "meshext test CA"
 	}
-	key, err := newKey(p.keyType)
+	key, err := p.keySpec()
 	if err != nil {
 		return nil, err
 	}
-	sn, err := serial()
+	ca, err := pki.NewCA(pki.CAOptions{
+		Subject:  pkix.Name{CommonName: p.commonName, Organization: []string{"meshext tests"}},
+		Key:      key,
+		Validity: p.validity(),
+	})
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: p.commonName, Organization: []string{"meshext tests"}},
-		NotBefore:             p.notBefore,
-		NotAfter:              p.notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, fmt.Errorf("testpki: create CA: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &CA{Cert: cert, Key: key, CertPEM: pemCert(der)}, nil
+	return &CA{Cert: ca.Cert, Key: ca.Key, CertPEM: ca.CertPEM}, nil
 }
 
 // Issue signs a leaf certificate. With no SAN options the leaf has no SANs
@@ -206,7 +190,7 @@ func (ca *CA) Issue(opts ...Option) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sign(p, ca.Cert, ca.Key)
+	return sign(p, &pki.CA{Cert: ca.Cert, Key: ca.Key, CertPEM: ca.CertPEM})
 }
 
 // SelfSigned makes a leaf certificate signed by its own key (not a CA).
@@ -215,15 +199,12 @@ func SelfSigned(opts ...Option) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sign(p, nil, nil)
+	return sign(p, nil)
 }
 
-func sign(p *params, parent *x509.Certificate, parentKey crypto.Signer) (*Leaf, error) {
-	key, err := newKey(p.keyType)
-	if err != nil {
-		return nil, err
-	}
-	sn, err := serial()
+// sign issues from ca, or self-signs when ca is nil.
+func sign(p *params, ca *pki.CA) (*Leaf, error) {
+	key, err := p.keySpec()
 	if err != nil {
 		return nil, err
 	}
@@ -238,44 +219,20 @@ func sign(p *params, parent *x509.Certificate, parentKey crypto.Signer) (*Leaf, 
 	case p.server && !p.client:
 		usage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             p.notBefore,
-		NotAfter:              p.notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:           usage,
-		BasicConstraintsValid: true,
-		DNSNames:              p.dnsNames,
-		IPAddresses:           p.ips,
-		URIs:                  p.uris,
+	o := pki.LeafOptions{
+		CommonName: cn, DNSNames: p.dnsNames, IPs: p.ips, URIs: p.uris,
+		ExtKeyUsage: usage, Key: key, Validity: p.validity(),
 	}
-	if parent == nil { // self-signed
-		parent, parentKey = tmpl, key
+	var kp *pki.KeyPair
+	if ca == nil {
+		kp, err = pki.SelfSigned(o)
+	} else {
+		kp, err = ca.Issue(o)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: create certificate: %w", err)
+		return nil, fmt.Errorf("testpki: %w", err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &Leaf{
-		Cert:    cert,
-		Key:     key,
-		CertPEM: pemCert(der),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		TLS:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert},
-	}, nil
-}
-
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return &Leaf{Cert: kp.Cert, Key: kp.Key, CertPEM: kp.CertPEM, KeyPEM: kp.KeyPEM, TLS: kp.TLSCertificate()}, nil
 }
 
 // Pool is a cert pool holding only this CA, for tls.Config.RootCAs/ClientCAs.
@@ -292,11 +249,11 @@ func (ca *CA) WriteCertPEM(path string) error {
 
 // WriteKeyPEM writes the CA private key to path with mode 0600.
 func (ca *CA) WriteKeyPEM(path string) error {
-	der, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	keyPEM, err := pki.EncodeKeyPEM(ca.Key)
 	if err != nil {
 		return err
 	}
-	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	return writeFile(path, keyPEM, 0o600)
 }
 
 // WriteFiles writes the leaf certificate (0644) and key (0600).
@@ -308,28 +265,12 @@ func (l *Leaf) WriteFiles(certPath, keyPath string) error {
 }
 
 // writeFile replaces path atomically (temp file + rename), so a watcher never
-// reads a half-written PEM.
+// reads a half-written PEM, creating parent directories.
 func writeFile(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".testpki-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr, os.Chmod(tmp, mode)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return pki.WriteFileAtomic(path, data, mode)
 }
 
 // SPKISHA256 is the hex SHA-256 of a certificate's SubjectPublicKeyInfo, the
@@ -341,16 +282,11 @@ func SPKISHA256(cert *x509.Certificate) string {
 
 // ParseCertPEM parses the first CERTIFICATE block of a PEM document.
 func ParseCertPEM(data []byte) (*x509.Certificate, error) {
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, errors.New("testpki: no CERTIFICATE PEM block found")
-		}
-		if b.Type == "CERTIFICATE" {
-			return x509.ParseCertificate(b.Bytes)
-		}
+	certs, err := pki.ParseCertsPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("testpki: %w", err)
 	}
+	return certs[0], nil
 }
 
 // LoadCA reads a CA certificate and its PKCS#8 (or EC/PKCS#1) private key
@@ -365,20 +301,12 @@ func LoadCA(certPath, keyPath string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testpki: %w", err)
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, key, err := pki.ParseKeyPairPEM(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("testpki: CA %s / %s: %w", certPath, keyPath, err)
-	}
-	cert, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return nil, err
 	}
 	if !cert.IsCA {
 		return nil, fmt.Errorf("testpki: %s is not a CA certificate", certPath)
 	}
-	signer, ok := pair.PrivateKey.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("testpki: %s: key cannot sign", keyPath)
-	}
-	return &CA{Cert: cert, Key: signer, CertPEM: pemCert(pair.Certificate[0])}, nil
+	return &CA{Cert: cert, Key: key, CertPEM: pki.EncodeCertPEM(cert.Raw)}, nil
 }

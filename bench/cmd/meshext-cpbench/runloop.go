@@ -146,13 +146,15 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 		return nil, err
 	}
 	r := &Result{N: n, Files: files}
-	var ports [3]int
+	var ports [2]int
 	for i := range ports {
 		if ports[i], err = envoyproc.FreePort(); err != nil {
 			return r, err
 		}
 	}
-	ads, status, admin := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1]), ports[2]
+	// ADS on meshext run's owner-only unix socket, its default.
+	ads := "unix:" + filepath.Join(dir, "ads", "ads.sock")
+	status, admin := fmt.Sprintf("127.0.0.1:%d", ports[0]), ports[1]
 	logf, err := os.Create(filepath.Join(dir, "meshext-run.log"))
 	if err != nil {
 		return r, err

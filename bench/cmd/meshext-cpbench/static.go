@@ -63,5 +63,6 @@ func staticConfig(args []string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(*out, data, 0o644)
+	// Inline secrets (client keys) are in it: owner-only, like meshext render's bootstrap.json.
+	return os.WriteFile(*out, data, 0o600)
 }

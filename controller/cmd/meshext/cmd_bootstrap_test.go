@@ -26,15 +26,17 @@ func TestBootstrapCommandShapes(t *testing.T) {
 		}
 	}
 
+	// TCP: mTLS with a client certificate issued from the state dir's xDS CA.
 	path := filepath.Join(t.TempDir(), "boot.json")
-	if _, stderr, code := runBootstrapTest("--xds", "ads", "--ads-address", "127.0.0.1:18000", "--delta", "--out", path); code != 0 {
+	if _, stderr, code := runBootstrapTest("--xds", "ads", "--ads-address", "127.0.0.1:18000", "--delta", "--state-dir", t.TempDir(), "--out", path); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"apiType": "DELTA_GRPC"`, `"clusterName": "meshext_xds"`, `"ads": {}`} {
+	for _, want := range []string{`"apiType": "DELTA_GRPC"`, `"clusterName": "meshext_xds"`, `"ads": {}`,
+		`"filename": "` + filepath.Join(filepath.Dir(path), "default-xds-client.key") + `"`, `"sanType": "IP_ADDRESS"`} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("ADS bootstrap (JSON by extension) lacks %s:\n%s", want, b)
 		}
@@ -51,6 +53,12 @@ func TestBootstrapCommandErrors(t *testing.T) {
 		{"--xds", "pigeon"},
 		{"--xds", "ads", "--ads-address", "127.0.0.1:18000", "--admin-port", "0"},
 		{"--xds", "ads", "--ads-address", "127.0.0.1:18000", "extra"},
+		// TCP needs the xDS CA (mTLS) or an explicit --ads-insecure.
+		{"--xds", "ads", "--ads-address", "127.0.0.1:18000"},
+		{"--xds", "ads", "--ads-address", "127.0.0.1:18000", "--state-dir", t.TempDir(), "--out", "-"},
+		{"--xds", "ads", "--ads-address", "127.0.0.1:18000", "--state-dir", t.TempDir(), "--node", "a/b", "--cert-dir", t.TempDir()},
+		{"--xds", "ads", "--ads-address", "unix:relative.sock"},
+		{"--xds", "ads", "--ads-address", "unix:/run/ads.sock", "--ads-insecure"},
 	} {
 		if _, _, code := runBootstrapTest(args...); code != 2 {
 			t.Errorf("args %q: exit %d, want 2", args, code)

@@ -37,7 +37,9 @@ func runMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory for VIP leases and status.json (\"\" = leases in memory, no status file)")
 	fs.StringVar(&cfg.XDS, "xds", run.XDSFile, "how Envoy gets config: file, ads or both")
 	fs.StringVar(&cfg.XDSDir, "xds-dir", "", "directory for file drops: <dir>/<node-id>/{cds,lds}.json and <dir>/sds/<secret>.json")
-	fs.StringVar(&cfg.ADSListen, "ads-listen", "127.0.0.1:18000", "ADS gRPC listen address (--xds ads|both)")
+	fs.StringVar(&cfg.ADSListen, "ads-listen", "", "ADS gRPC listen address (--xds ads|both): unix:PATH (owner-only socket), or HOST:PORT served with mTLS (client certificates from 'meshext bootstrap --state-dir'), plain TCP only with --ads-insecure (default unix:<state-dir>/ads/ads.sock, or unix:$TMPDIR/meshext-<uid>/ads.sock)")
+	fs.BoolVar(&cfg.ADSInsecure, "ads-insecure", false, "serve a TCP --ads-listen as plain gRPC without authentication: anyone who can connect gets every node's config and private keys")
+	adsNames := fs.String("ads-server-names", "", "comma-separated DNS names and IPs Envoys dial to reach a TCP --ads-listen; the mTLS server certificate covers them and the --ads-listen host")
 	fs.StringVar(&cfg.StatusListen, "status-listen", "127.0.0.1:9902", "HTTP address for /status, /metrics and /healthz (\"\" = off)")
 	fs.StringVar(&cfg.DNSListen, "dns-listen", "", "embedded DNS server address, e.g. 127.0.0.1:5353 (\"\" = off)")
 	fs.StringVar(&cfg.DNSHosts, "dns-hosts", "", "hosts file of static DNS overrides")
@@ -62,7 +64,9 @@ Watches DROPDIR and, on every real change, validates the resources, builds
 the model (VIPs, hostnames, TLS material) and renders Envoy config per node
 (one per Dataplane "<mesh>.<name>", or "default"). Config is delivered as
 file drops (--xds file: point Envoy at the files with 'meshext bootstrap
---xds file'), over ADS (--xds ads), or both. Bad input never takes working
+--xds file'), over ADS (--xds ads), or both. ADS authenticates every Envoy:
+a unix socket only this user (and root) can reach, or mTLS over TCP where a
+client certificate names the one node it may ask for. Bad input never takes working
 config away: a broken file or resource keeps its last good version, a
 broken secret breaks only its MeshExternalService. SIGINT/SIGTERM stop it.
 
@@ -85,6 +89,11 @@ Flags:`)
 		return 2
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	for _, n := range strings.Split(*adsNames, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.ADSServerNames = append(cfg.ADSServerNames, n)
+		}
+	}
 	if cfg.DNSListen != "" {
 		clients, err := dns.ParseClientNetworks(*dnsClients)
 		if err != nil {

@@ -31,16 +31,7 @@ func TestRunCommandWithEnvoy(t *testing.T) {
 	drop, xdsDir, state := t.TempDir(), t.TempDir(), t.TempDir()
 	echo := testnet.EchoServer(t)
 	outPort, statusPort, adminPort := testnet.FreePort(t), testnet.FreePort(t), testnet.FreePort(t)
-	runTestWrite(t, drop, "gen.yaml", `type: HostnameGenerator
-name: gen
-mesh: default
-spec:
-  selector:
-    meshExternalService:
-      matchLabels:
-        kuma.io/origin: zone
-  template: "{{ .DisplayName }}.svc.meshext.local"
-`)
+	runTestWrite(t, drop, "gen.yaml", runTestGenerator)
 	runTestWrite(t, drop, "dp.yaml", fmt.Sprintf(`type: Dataplane
 mesh: default
 name: dp
@@ -129,6 +120,18 @@ networking:
 		t.Errorf("status.json not written: %v", err)
 	}
 }
+
+// runTestGenerator gives every MeshExternalService <name>.svc.meshext.local.
+const runTestGenerator = `type: HostnameGenerator
+name: gen
+mesh: default
+spec:
+  selector:
+    meshExternalService:
+      matchLabels:
+        kuma.io/origin: zone
+  template: "{{ .DisplayName }}.svc.meshext.local"
+`
 
 func runTestMES(name string, port, endpointPort int) string {
 	return fmt.Sprintf(`type: MeshExternalService

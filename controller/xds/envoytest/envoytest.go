@@ -149,13 +149,18 @@ func FileBootstrap(node, cdsPath, ldsPath string) string {
 }
 
 // ADSBootstrap is a minimal bootstrap for CDS/LDS over ADS (delta or SotW)
-// from a management server at addr (host:port).
+// from a management server at addr: unix:PATH (a pipe), or host:port over
+// plain TCP.
 func ADSBootstrap(node, addr string, delta bool) string {
 	api := "GRPC"
 	if delta {
 		api = "DELTA_GRPC"
 	}
-	host, port, _ := strings.Cut(addr, ":")
+	endpoint := fmt.Sprintf(`{"pipe": {"path": %q}}`, strings.TrimPrefix(addr, "unix:"))
+	if !strings.HasPrefix(addr, "unix:") {
+		host, port, _ := strings.Cut(addr, ":")
+		endpoint = fmt.Sprintf(`{"socket_address": {"address": %q, "port_value": %s}}`, host, port)
+	}
 	return fmt.Sprintf(`{
   "node": {"id": %q, "cluster": "meshext-test"},
   "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -170,8 +175,8 @@ func ADSBootstrap(node, addr string, delta bool) string {
       "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         "explicit_http_config": {"http2_protocol_options": {}}}},
-      "load_assignment": {"cluster_name": "meshext_xds", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": %q, "port_value": %s}}}}]}]}
+      "load_assignment": {"cluster_name": "meshext_xds", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": %s}}]}]}
     }]
   }
-}`, node, api, host, port)
+}`, node, api, endpoint)
 }
