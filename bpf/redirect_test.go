@@ -240,9 +240,15 @@ func rawExchange(fd int, dst netip.AddrPort) (string, int, error) {
 		port = sa.(*unix.SockaddrInet4).Port
 	}
 	var buf [256]byte
-	n := 0
+	n, interrupted := 0, 0
 	for n < len(buf) {
 		m, err := unix.Read(fd, buf[n:])
+		// A signal (Go's preemption, the test runner's timers) can interrupt a
+		// raw read; retry a bounded number of times, each bounded by SO_RCVTIMEO.
+		if err == unix.EINTR && interrupted < 100 {
+			interrupted++
+			continue
+		}
 		if err != nil {
 			return "", port, fmt.Errorf("read: %w", err)
 		}

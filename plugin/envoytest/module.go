@@ -69,19 +69,28 @@ func ModuleEnv(dir string) []string {
 	return []string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + dir, "GODEBUG=cgocheck=0"}
 }
 
-// WaitForFile polls (bounded: 10 s) until path contains want and returns
+// WaitForFile polls (bounded: 10 s) until path contains every one of wants and returns
 // its text; Envoy flushes access logs asynchronously.
-func WaitForFile(t testing.TB, path, want string) string {
+func WaitForFile(t testing.TB, path string, wants ...string) string {
 	t.Helper()
 	var last string
 	for i := 0; i < 100; i++ {
 		b, _ := os.ReadFile(path)
 		last = string(b)
-		if strings.Contains(last, want) {
+		if containsAll(last, wants) {
 			return last
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("%s never contained %q:\n%s", path, want, last)
+	t.Fatalf("%s never contained all of %q:\n%s", path, wants, last)
 	return ""
+}
+
+func containsAll(s string, wants []string) bool {
+	for _, w := range wants {
+		if !strings.Contains(s, w) {
+			return false
+		}
+	}
+	return true
 }
