@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/controller/render"
+	"github.com/meshext/meshext/controller/validate"
 )
 
 // Delivery modes for Config.XDS.
@@ -106,6 +107,11 @@ func (c *Config) check() error {
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", name, addr, err))
+		}
+	}
+	if c.Zone != "" {
+		if err := validate.ZoneName(c.Zone); err != nil {
+			errs = append(errs, fmt.Errorf("--zone %q: %v", c.Zone, err))
 		}
 	}
 	if c.UpstreamDNS != "" {
