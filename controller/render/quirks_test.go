@@ -497,9 +497,11 @@ func TestNoDataplanesGivesDefaultNodeWithTransparentListenerOnly(t *testing.T) {
 func TestSecretPathIsOneSafeElement(t *testing.T) {
 	for name, want := range map[string]string{
 		"meshext_default_api_ca": "/d/meshext_default_api_ca.json",
-		"a/../../etc/passwd":     "/d/a_.._.._etc_passwd.json",
-		"..":                     "/d/_...json",
-		"ü":                      "/d/_.json",
+		"a/../../etc/passwd":     "/d/a%2F..%2F..%2Fetc%2Fpasswd.json",
+		"..":                     "/d/%2E..json",
+		"ü":                      "/d/%C3%BC.json",
+		"bank/api":               "/d/bank%2Fapi.json",
+		"bank_api":               "/d/bank_api.json",
 	} {
 		if got := SecretPath("/d", name); got != want {
 			t.Errorf("SecretPath(%q) = %q, want %q", name, got, want)

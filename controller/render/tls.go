@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -30,9 +29,8 @@ func systemCASecretName(path string) string {
 func clientSecretName(s *model.Service) string { return s.ClusterName() + "_client" }
 
 // SecretPath is where SecretsFile mode expects the secret's DiscoveryResponse
-// file in dir: the name made one safe path element exactly as controller/xds
-// names the files it writes.
-func SecretPath(dir, name string) string { return filepath.Join(dir, xds.SafeName(name)+".json") }
+// file in dir (the SDS directory): the file controller/xds writes.
+func SecretPath(dir, name string) string { return xds.SecretFile(dir, name) }
 
 // upstreamTLS renders the cluster's TLS transport socket and its SDS secrets.
 //

@@ -62,6 +62,10 @@ func New(cfg Config) (*Runner, error) {
 	r.pipe = newPipeline(&r.cfg, alloc)
 	if cfg.fileDelivery() {
 		r.files = &xds.FileWriter{Dir: cfg.XDSDir}
+		// Refuse a --xds-dir holding files meshext did not write, at start.
+		if err := r.files.Open(); err != nil {
+			return nil, fmt.Errorf("--xds-dir: %w", err)
+		}
 	}
 	if cfg.DNSListen != "" {
 		r.dns, err = dns.New(dns.Config{Listen: cfg.DNSListen, Upstreams: cfg.DNSUpstreams, HostsFile: cfg.DNSHosts, Logger: cfg.Logger})
