@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshext/meshext/controller/xds"
 )
@@ -26,6 +27,36 @@ func TestXDSDirMeshextDidNotWriteIsRefused(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(theirs); string(b) != "theirs" {
 		t.Fatalf("file changed: %q", b)
+	}
+}
+
+// TestServingDataplaneKeepsItsNodeID: a Dataplane whose node id folds onto a
+// serving one's ("a" + "b.c" vs "a.b" + "c") is refused across reloads, even
+// when it sorts first and claims an older creation time; the serving
+// Dataplane's Envoy keeps its own config.
+func TestServingDataplaneKeepsItsNodeID(t *testing.T) {
+	t.Parallel()
+	dir, out := t.TempDir(), t.TempDir()
+	mes := func(mesh, port string) string {
+		return "type: MeshExternalService\nname: svc\nmesh: " + mesh + "\nspec: {match: {port: " + port + ", protocol: tcp}, endpoints: [{address: 127.0.0.1, port: 9000}]}\n"
+	}
+	dp := func(mesh, name, extra string) string {
+		return "type: Dataplane\nname: " + name + "\nmesh: " + mesh + "\n" + extra + "networking: {address: 127.0.0.1}\n"
+	}
+	dropWrite(t, dir, "serving.yaml", mes("a.b", "80")+"---\n"+dp("a.b", "c", ""))
+	r, _ := startRunner(t, Config{Dir: dir, XDS: XDSFile, XDSDir: out})
+	cds := xds.CDSPath(out, "a.b.c")
+	waitStatus(t, r, 5*time.Second, "node a.b.c", func(s *Status) bool {
+		b, _ := os.ReadFile(cds)
+		return strings.Contains(string(b), "a.b_svc__default_extsvc_80")
+	})
+
+	dropWrite(t, dir, "newcomer.yaml", mes("a", "81")+"---\n"+dp("a", "b.c", "creationTime: \"2001-01-01T00:00:00Z\"\n"))
+	waitStatus(t, r, 5*time.Second, "newcomer refused", func(s *Status) bool {
+		return hasProblem(s, `Dataplane a/b.c: name: Envoy node id "a.b.c" is already used by Dataplane a.b/c (`)
+	})
+	if c := readFile(t, cds); !strings.Contains(c, "a.b_svc__default_extsvc_80") || strings.Contains(c, "a_svc__default_extsvc_81") {
+		t.Fatalf("node a.b.c no longer serves Dataplane a.b/c:\n%s", c)
 	}
 }
 

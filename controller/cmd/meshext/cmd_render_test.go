@@ -111,7 +111,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(cds, []byte("meshext_default_good")) || bytes.Contains(cds, []byte("meshext_default_bad")) {
+	if !bytes.Contains(cds, []byte(`"default_good__default_extsvc_80"`)) || bytes.Contains(cds, []byte("default_bad_")) {
 		t.Errorf("cds.json should hold good and not bad:\n%s", cds)
 	}
 }
@@ -199,7 +199,8 @@ networking:
 	e := envoyproc.StartT(t, envoyproc.Options{Bin: envoy, Config: boot})
 
 	// Wait (bounded) until the cluster, its two SDS secrets and the listeners are active.
-	want := []string{`"meshext_default_api"`, `"meshext_default_api_ca"`, `"meshext_default_api_client"`, fmt.Sprintf(`"outbound:127.0.0.1:%d"`, outbound), `"outbound:transparent"`}
+	const cluster = "default_api__default_extsvc_443"
+	want := []string{`"` + cluster + `"`, `"` + cluster + `_ca"`, `"` + cluster + `_client"`, fmt.Sprintf(`"outbound:127.0.0.1:%d"`, outbound), `"outbound:transparent"`}
 	var dump string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -220,8 +221,8 @@ networking:
 	}
 	// /clusters lists active clusters only: a cluster whose SDS secrets did not
 	// load stays warming and is absent.
-	if c := e.Text("/clusters"); !strings.Contains(c, "meshext_default_api::127.0.0.1:8443::") {
-		t.Errorf("cluster meshext_default_api not active:\n%s", c)
+	if c := e.Text("/clusters"); !strings.Contains(c, cluster+"::127.0.0.1:8443::") {
+		t.Errorf("cluster %s not active:\n%s", cluster, c)
 	}
 	if strings.Contains(dump, "PRIVATE KEY") {
 		t.Error("config_dump shows the private key")
