@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/xds"
 )
 
@@ -64,5 +66,33 @@ func TestZoneFlagFollowsTheZoneLabelRule(t *testing.T) {
 	_, err := New(Config{Dir: t.TempDir(), XDS: XDSADS, ADSListen: "127.0.0.1:0", Zone: "Zone_1"})
 	if err == nil || !strings.Contains(err.Error(), `--zone "Zone_1": a lowercase RFC 1123 label`) {
 		t.Fatalf("New: %v", err)
+	}
+}
+
+// TestRedirectTargetsNeverCrossMeshes: eBPF attachments are named by
+// Dataplane. Two Dataplanes "web" in meshes a and b must not share one
+// attachment (the later one's Envoy would get the other's workload, with
+// its permissions); the node id names each, the plain name neither.
+func TestRedirectTargetsNeverCrossMeshes(t *testing.T) {
+	dp := func(mesh, name string, port int64) *resource.Dataplane {
+		d := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: mesh, Name: name}}
+		d.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: port}
+		return d
+	}
+	w := &model.World{Dataplanes: []*resource.Dataplane{dp("a", "web", 15001), dp("b", "web", 15002), dp("a", "db", 15003), dp("x", "a.db", 15004)}}
+	got := redirectTargets(w)
+	want := map[string]uint16{
+		"a.web": 15001, "b.web": 15002, "web": ambiguousRedirect,
+		"db":     15003,
+		"a.db":   ambiguousRedirect, // a/db's node id, and x/a.db's name
+		"x.a.db": 15004,
+	}
+	for name, port := range want {
+		if got[name] != port {
+			t.Errorf("%s -> %d, want %d (all: %v)", name, got[name], port, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("targets %v, want %v", got, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -43,6 +44,8 @@ type Runner struct {
 	// are what the last delivery asks of eBPF redirects (see redirect.go).
 	redirectTargets map[string]uint16
 	redirectCIDR    netip.Prefix
+	// redirectWarned: an ambiguous attachment name was logged once.
+	redirectWarned atomic.Bool
 
 	// reloaded, when set (tests), is told after each reload attempt.
 	reloaded func()
