@@ -39,12 +39,17 @@ var dns1123SubdomainRE = regexp.MustCompile("^" + dns1123SubdomainFmt + "$")
 
 // dns1123Subdomain returns why s is not a lowercase RFC 1123 subdomain (nil when it is).
 func dns1123Subdomain(s string) []string {
+	return apimachineryName(s, dns1123SubdomainMaxLength, dns1123SubdomainRE, dns1123SubdomainMsg)
+}
+
+// apimachineryName is how Kubernetes reports a name: its length, then its shape.
+func apimachineryName(s string, maxLength int, re *regexp.Regexp, msg string) []string {
 	var errs []string
-	if len(s) > dns1123SubdomainMaxLength {
-		errs = append(errs, "must be no more than 253 characters")
+	if len(s) > maxLength {
+		errs = append(errs, fmt.Sprintf("must be no more than %d characters", maxLength))
 	}
-	if !dns1123SubdomainRE.MatchString(s) {
-		errs = append(errs, dns1123SubdomainMsg)
+	if !re.MatchString(s) {
+		errs = append(errs, msg)
 	}
 	return errs
 }
@@ -64,14 +69,7 @@ var dns1123LabelRE = regexp.MustCompile("^" + dns1123LabelFmt + "$")
 
 // dns1123Label returns why s is not a lowercase RFC 1123 label (nil when it is).
 func dns1123Label(s string) []string {
-	var errs []string
-	if len(s) > dns1123LabelMaxLength {
-		errs = append(errs, "must be no more than 63 characters")
-	}
-	if !dns1123LabelRE.MatchString(s) {
-		errs = append(errs, dns1123LabelMsg)
-	}
-	return errs
+	return apimachineryName(s, dns1123LabelMaxLength, dns1123LabelRE, dns1123LabelMsg)
 }
 
 // Kuma's universal name rules (pkg/core/resources/apis/mesh/meta_validator.go):
