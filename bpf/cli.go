@@ -111,7 +111,7 @@ func RunCLI(args []string, stdout, stderr io.Writer) int {
 	sub, rest := args[0], args[1:]
 	fset := flag.NewFlagSet("meshext redirect "+sub, flag.ContinueOnError)
 	fset.SetOutput(stderr)
-	name := fset.String("dataplane", "", "name of the attachment (the Dataplane); pins go to <bpffs>/meshext/NAME")
+	name := fset.String("dataplane", "", "name of the attachment: the Dataplane's name, or its node id <mesh>.<name> (needed when Dataplanes of two meshes share the name); pins go to <bpffs>/meshext/NAME")
 	bpffs := fset.String("bpffs", DefaultBPFFS, "BPF filesystem (mounted there if needed)")
 	switch sub {
 	case "attach":

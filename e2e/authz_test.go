@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/e2e/testenv"
 )
 
@@ -207,7 +208,8 @@ func TestEgressAuthorization(t *testing.T) {
 
 		// The denied source's chain never connects upstream (network RBAC
 		// alone would act only on the first client bytes).
-		upstreamCx := "cluster.meshext_default_mes-tcp.upstream_cx_total"
+		// Kuma's destination name of the seed's mes-tcp (kuma-system, port 4242).
+		upstreamCx := "cluster." + names.LegacyDestination("default", "mes-tcp", "kuma-system", "default", names.ExtSvcShortName, 4242) + ".upstream_cx_total"
 		eventually(t, 20*time.Second, "TCP connection closed", func() error {
 			before := m.counter(t, upstreamCx)
 			if out := tcpEcho(); out != "" {

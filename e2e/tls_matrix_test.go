@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/e2e/testpki"
 	"github.com/meshext/meshext/e2e/upstream"
 )
@@ -157,20 +158,20 @@ spec:
 			// The refusal and its reason are in Envoy's access log, on this service's line.
 			eventually(t, 30*time.Second, "access log line for "+c.name, func() error {
 				for _, l := range strings.Split(m.envoyLog(), "\n") {
-					if strings.Contains(l, "cluster=meshext_default_"+c.name+" ") && strings.Contains(l, c.reason) {
+					if strings.Contains(l, "cluster="+matrixCluster(c.name)+" ") && strings.Contains(l, c.reason) {
 						return nil
 					}
 				}
-				return fmt.Errorf("no access log line with cluster meshext_default_%s and %q in:\n%s", c.name, c.reason, grepLines(m.envoyLog(), c.name))
+				return fmt.Errorf("no access log line with cluster %s and %q in:\n%s", matrixCluster(c.name), c.reason, grepLines(m.envoyLog(), c.name))
 			})
 		})
 	}
 	// SkipCA keeps SAN matchers, but Envoy's ACCEPT_UNTRUSTED only counts a
 	// mismatch (see controller/render/tls.go, F3): the count is what is checked.
 	t.Run("skipca-san-mismatch-counted", func(t *testing.T) {
-		untrusted := "cluster.meshext_default_skipca-self-signed.ssl.fail_verify_error"
+		untrusted := "cluster." + matrixCluster("skipca-self-signed") + ".ssl.fail_verify_error"
 		assert.Equal(t, "1", m.envoy.StatValue(untrusted), "the untrusted self-signed chain is counted, not refused")
-		bad := "cluster.meshext_default_skipca-san-mismatch.ssl.fail_verify_san"
+		bad := "cluster." + matrixCluster("skipca-san-mismatch") + ".ssl.fail_verify_san"
 		n, err := strconv.Atoi(m.envoy.StatValue(bad))
 		require.NoError(t, err, "stat %s", bad)
 		assert.GreaterOrEqual(t, n, 1, "the SAN mismatch is counted")
@@ -185,4 +186,10 @@ func grepLines(text, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// matrixCluster is the Envoy cluster of a matrix service: Kuma's destination
+// name of a universal MeshExternalService on port 443 in zone "default".
+func matrixCluster(name string) string {
+	return names.LegacyDestination("default", name, "", "default", names.ExtSvcShortName, 443)
 }

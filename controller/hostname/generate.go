@@ -44,6 +44,10 @@ func (a Age) less(b Age) (less, decided bool) {
 	return a.Serial < b.Serial, true
 }
 
+// Less reports whether a is older than b; decided is false when their ages
+// do not tell them apart (callers then order by mesh and name).
+func (a Age) Less(b Age) (less, decided bool) { return a.less(b) }
+
 // CreationTime parses metadata.creationTimestamp / creationTime (RFC 3339);
 // zero when absent or unparseable.
 func CreationTime(m *resource.Meta) time.Time {

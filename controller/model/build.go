@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshext/meshext/controller/hostname"
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -24,6 +25,10 @@ type Options struct {
 	// "" = $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, else the first
 	// existing OS bundle (see SystemCABundles).
 	SystemCAPath string
+	// Claims remembers who owns each derived identifier (node id, cluster
+	// name) across builds, so a newcomer that folds onto a serving resource's
+	// identifier is the one refused; nil = decide by age alone.
+	Claims *names.Claims
 }
 
 // Condition types Build sets on services. Hostname conditions use Kuma's
@@ -54,7 +59,7 @@ func Build(set *resource.Set, opts Options) *World {
 	for _, m := range valid.Meshes {
 		w.Meshes[m.Name] = m
 	}
-	w.Dataplanes = sortedByMeshName(valid.Dataplanes)
+	w.Dataplanes = w.settleNodeIDs(opts.Claims, sortedByMeshName(valid.Dataplanes))
 	w.Permissions = sortedByMeshName(valid.MeshTrafficPermissions)
 	mess := sortedByMeshName(valid.MeshExternalServices)
 
@@ -73,18 +78,20 @@ func Build(set *resource.Set, opts Options) *World {
 		leases, ipamErr = alloc.Assign(keys)
 	}
 
+	serviceAge := func(m *resource.MeshExternalService) hostname.Age {
+		if t := hostname.CreationTime(&m.Meta); !t.IsZero() {
+			return hostname.Age{Time: t}
+		}
+		l := leases[hostname.Key(&m.Meta)]
+		return hostname.Age{Time: l.FirstSeen, Serial: l.Serial}
+	}
+
 	// Hostnames.
 	gen := hostname.Generate(hostname.Input{
 		Generators: valid.HostnameGenerators,
 		Services:   mess,
 		Zone:       opts.Zone,
-		ServiceAge: func(m *resource.MeshExternalService) hostname.Age {
-			if t := hostname.CreationTime(&m.Meta); !t.IsZero() {
-				return hostname.Age{Time: t}
-			}
-			l := leases[hostname.Key(&m.Meta)]
-			return hostname.Age{Time: l.FirstSeen, Serial: l.Serial}
-		},
+		ServiceAge: serviceAge,
 	})
 
 	sysCA := resolveSystemCA(opts.SystemCAPath)
@@ -96,6 +103,7 @@ func Build(set *resource.Set, opts Options) *World {
 			Port:      matchPort(m.Spec.Match.Port),
 			Endpoints: endpoints(m),
 		}
+		s.Cluster = names.MeshExternalServiceCluster(&m.Meta, s.Port)
 		// VIP.
 		if l, ok := leases[key]; ok && l.VIP.IsValid() {
 			s.VIP = l.VIP
@@ -138,14 +146,84 @@ func Build(set *resource.Set, opts Options) *World {
 				s.cond(ConditionTLSReady, StatusTrue, "Resolved", tlsSummary(t))
 			}
 		}
+		w.Services = append(w.Services, s)
+	}
+	w.settleClusters(opts.Claims, serviceAge)
+	for _, s := range w.Services {
 		if s.Broken == "" {
 			s.cond(ConditionReady, StatusTrue, "Ready", "")
 		} else {
 			s.cond(ConditionReady, StatusFalse, "Broken", s.Broken)
 		}
-		w.Services = append(w.Services, s)
 	}
 	return w
+}
+
+// settleClusters finds services whose Envoy cluster names still coincide
+// (Kuma's destination names differ for different valid names, but two
+// services may carry the same kuma.io/display-name): the owner of the name
+// at the last build keeps it, else the older service (Kuma's order: creation
+// time, then first seen, then mesh and name); the other is Broken, so Envoy
+// never sees two clusters of one name.
+func (w *World) settleClusters(claims *names.Claims, age func(*resource.MeshExternalService) hostname.Age) {
+	byAge := slices.Clone(w.Services)
+	slices.SortStableFunc(byAge, func(a, b *Service) int {
+		if less, ok := age(a.Resource).Less(age(b.Resource)); ok {
+			if less {
+				return -1
+			}
+			return 1
+		}
+		return 0 // w.Services is already in mesh, name order
+	})
+	cs := make([]names.Claimant, len(byAge))
+	for i, s := range byAge {
+		cs[i] = names.Claimant{ID: s.Cluster, Owner: s.Resource.Key()}
+	}
+	for i, winner := range claims.Settle("cluster", cs) {
+		if winner == i {
+			continue
+		}
+		s, o := byAge[i], byAge[winner].Resource
+		w.fail(s, s.Resource.Errorf("name", "Envoy cluster name %q is already used by MeshExternalService %s/%s (%s:%d), which claimed it first; this service is not rendered",
+			s.Cluster, o.Mesh, o.Name, o.Source.File, o.LineOf("name")))
+	}
+}
+
+// settleNodeIDs keeps one Dataplane per Envoy node id. "<mesh>.<name>" can
+// fold when names hold dots (mesh "a.b" name "c", mesh "a" name "b.c"): the
+// owner of the id at the last build keeps it, else the older Dataplane
+// (creation time, then mesh and name); the other is left out with an error,
+// so one Envoy never loads another workload's config.
+func (w *World) settleNodeIDs(claims *names.Claims, dps []*resource.Dataplane) []*resource.Dataplane {
+	byAge := slices.Clone(dps)
+	slices.SortStableFunc(byAge, func(a, b *resource.Dataplane) int {
+		if less, ok := (hostname.Age{Time: hostname.CreationTime(&a.Meta)}).Less(hostname.Age{Time: hostname.CreationTime(&b.Meta)}); ok {
+			if less {
+				return -1
+			}
+			return 1
+		}
+		return 0
+	})
+	cs := make([]names.Claimant, len(byAge))
+	for i, dp := range byAge {
+		cs[i] = names.Claimant{ID: names.NodeID(dp.Mesh, dp.Name), Owner: dp.Key()}
+	}
+	lost := map[*resource.Dataplane]bool{}
+	for i, winner := range claims.Settle("node", cs) {
+		if winner == i {
+			continue
+		}
+		dp, o := byAge[i], byAge[winner]
+		lost[dp] = true
+		w.Problems = append(w.Problems, dp.Errorf("name", "Envoy node id %q is already used by Dataplane %s/%s (%s:%d), which claimed it first; this Dataplane gets no config",
+			cs[i].ID, o.Mesh, o.Name, o.Source.File, o.LineOf("name")))
+	}
+	if len(lost) == 0 {
+		return dps
+	}
+	return slices.DeleteFunc(dps, func(dp *resource.Dataplane) bool { return lost[dp] })
 }
 
 // Address is one generated hostname and the generator that produced it

@@ -7,6 +7,7 @@ package model
 import (
 	"net/netip"
 
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -56,10 +57,21 @@ type Service struct {
 	Broken string
 	// Resource is the source resource (for file/line in messages and for status).
 	Resource *resource.MeshExternalService
+	// Cluster is the Envoy cluster name (set by Build; see ClusterName).
+	Cluster string
 }
 
-// ClusterName is the Envoy cluster for this service.
-func (s *Service) ClusterName() string { return "meshext_" + s.Mesh + "_" + s.Name }
+// ClusterName is the Envoy cluster for this service: Kuma's destination name
+// (see controller/names), which Build checked is this service's alone.
+func (s *Service) ClusterName() string {
+	switch {
+	case s.Cluster != "":
+		return s.Cluster
+	case s.Resource != nil:
+		return names.MeshExternalServiceCluster(&s.Resource.Meta, s.Port)
+	}
+	return names.LegacyDestination(s.Mesh, s.Name, "", "", names.ExtSvcShortName, s.Port)
+}
 
 // Endpoint is one destination.
 type Endpoint struct {

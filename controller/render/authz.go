@@ -101,7 +101,9 @@ func AuthzConfig(w *model.World, src core.Identity, services []*model.Service) c
 		listed[[2]string{s.Mesh, s.Name}] = true
 		if s.Resource != nil {
 			if dn := s.Resource.DisplayName(); dn != "" && dn != s.Name {
-				byDisplay[[2]string{s.Mesh, dn}] = s.Name
+				if _, taken := byDisplay[[2]string{s.Mesh, dn}]; !taken {
+					byDisplay[[2]string{s.Mesh, dn}] = s.Name
+				}
 			}
 		}
 	}
@@ -120,7 +122,10 @@ func AuthzConfig(w *model.World, src core.Identity, services []*model.Service) c
 		cp := core.Policy{Name: p.Name, Mesh: p.Mesh, TargetRef: core.TargetRef{Kind: core.KindMesh}}
 		if t := p.Spec.TargetRef; t != nil && t.Kind != resource.RefMesh {
 			cp.TargetRef = core.TargetRef{Kind: t.Kind, Name: t.Name}
-			if n, ok := byDisplay[[2]string{p.Mesh, t.Name}]; ok {
+			// A service's own name wins over another's display name (as
+			// for Dataplane outbounds, byRefName): a label must not
+			// redirect a policy written for a service by name.
+			if n, ok := byDisplay[[2]string{p.Mesh, t.Name}]; ok && !listed[[2]string{p.Mesh, t.Name}] {
 				cp.TargetRef.Name = n
 			}
 			if !listed[[2]string{p.Mesh, cp.TargetRef.Name}] {

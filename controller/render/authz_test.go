@@ -172,7 +172,8 @@ func TestAuthzSourceAndDecisions(t *testing.T) {
 	if fc.Source.Service != want.Service || fc.Source.Mesh != want.Mesh || fc.Source.Tags["version"] != "v1" || len(fc.Source.Tags) != 1 {
 		t.Errorf("source = %+v, want %+v", fc.Source, want)
 	}
-	if fc.DefaultService != "mes-http" || len(fc.Services) != 1 || fc.Services[0].Cluster != "meshext_default_mes-http" || fc.TableKey != "meshext:meshext_default_mes-http" {
+	cluster := w.Service("default", "mes-http").ClusterName()
+	if fc.DefaultService != "mes-http" || len(fc.Services) != 1 || fc.Services[0].Cluster != cluster || fc.TableKey != "meshext:"+cluster {
 		t.Errorf("outbound filter config = %+v", fc)
 	}
 

@@ -21,6 +21,7 @@ import (
 
 	meshextdns "github.com/meshext/meshext/controller/dns"
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
@@ -242,7 +243,7 @@ func TestEnvoyOriginatesTLSAsRendered(t *testing.T) {
 				t.Errorf("server said %q, want it to contain %q", got, c.want)
 			}
 			if c.stat != "" {
-				name := "cluster.meshext_default_" + c.name + "." + c.stat
+				name := "cluster." + w.Service("default", c.name).ClusterName() + "." + c.stat
 				if v := statValue(t, admin, name); v == 0 {
 					t.Errorf("%s = 0, want > 0 (the failure must be the TLS check named)", name)
 				}
@@ -461,7 +462,7 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caFile := SecretPath(secrets, "meshext_default_api_ca")
+	caFile := SecretPath(secrets, names.CASecret(n2.Clusters[0].Name))
 	tmp := filepath.Join(secrets, ".rotate.tmp")
 	if err := os.WriteFile(tmp, files[caFile], 0o600); err != nil {
 		t.Fatal(err)

@@ -20,11 +20,11 @@ func TestMatchPortOmittedMatchesEveryPort(t *testing.T) {
 		}
 		for _, fc := range l.FilterChains {
 			switch fc.Name {
-			case "meshext_default_any-port":
+			case w.Services[0].ClusterName():
 				found++
 				assert.Nil(t, fc.FilterChainMatch.DestinationPort, "no port match")
 				assert.Equal(t, "242.0.0.1", fc.FilterChainMatch.PrefixRanges[0].AddressPrefix)
-			case "meshext_default_one-port":
+			case w.Services[1].ClusterName():
 				found++
 				require.NotNil(t, fc.FilterChainMatch.DestinationPort)
 				assert.Equal(t, uint32(5432), fc.FilterChainMatch.DestinationPort.Value)

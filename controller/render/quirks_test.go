@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -287,7 +288,7 @@ func TestF7MaterialTravelsBySDSNotInTheCluster(t *testing.T) {
 		refs := []*tlsv3.SdsSecretConfig{up.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0]}
 		_, ca := validationOf(up)
 		refs = append(refs, ca)
-		wantNames := []string{"meshext_default_mtls_client", "meshext_default_mtls_ca"}
+		wantNames := []string{names.ClientSecret(s.ClusterName()), names.CASecret(s.ClusterName())}
 		for i, r := range refs {
 			if r.GetName() != wantNames[i] || secretByName(n, r.GetName()) == nil {
 				t.Errorf("SDS ref %q, want %q with a matching secret", r.GetName(), wantNames[i])
@@ -303,7 +304,7 @@ func TestF7MaterialTravelsBySDSNotInTheCluster(t *testing.T) {
 				}
 			}
 		}
-		if got := secretByName(n, "meshext_default_mtls_client").GetTlsCertificate().GetPrivateKey().GetInlineBytes(); !bytes.Equal(got, fakeClientKey) {
+		if got := secretByName(n, names.ClientSecret(s.ClusterName())).GetTlsCertificate().GetPrivateKey().GetInlineBytes(); !bytes.Equal(got, fakeClientKey) {
 			t.Error("client key secret does not hold the key")
 		}
 	}
@@ -316,7 +317,7 @@ func TestF7RotatingACertificateChangesOnlyTheSecret(t *testing.T) {
 		n, s := renderOne(t, withTLS(svc("api", "tcp", 443, ep("api.example.com", 443)), tl), Options{})
 		for _, c := range n.Clusters {
 			if c.Name == s.ClusterName() {
-				return c, secretByName(n, "meshext_default_api_ca"), n.Version
+				return c, secretByName(n, names.CASecret(s.ClusterName())), n.Version
 			}
 		}
 		t.Fatal("no cluster")
@@ -392,7 +393,7 @@ func TestSkipAllKeepsClientCertAndVerifiesNothing(t *testing.T) {
 	if len(up.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()) != 1 {
 		t.Error("SkipAll dropped the client certificate (Kuma does; meshext keeps it)")
 	}
-	if secretByName(n, "meshext_default_api_ca") != nil {
+	if secretByName(n, names.CASecret(s.ClusterName())) != nil {
 		t.Error("SkipAll shipped an unused CA secret")
 	}
 }
@@ -496,10 +497,12 @@ func TestNoDataplanesGivesDefaultNodeWithTransparentListenerOnly(t *testing.T) {
 
 func TestSecretPathIsOneSafeElement(t *testing.T) {
 	for name, want := range map[string]string{
-		"meshext_default_api_ca": "/d/meshext_default_api_ca.json",
-		"a/../../etc/passwd":     "/d/a_.._.._etc_passwd.json",
-		"..":                     "/d/_...json",
-		"ü":                      "/d/_.json",
+		"default_api__default_extsvc_443_ca": "/d/default_api__default_extsvc_443_ca.json",
+		"a/../../etc/passwd":                 "/d/a%2F..%2F..%2Fetc%2Fpasswd.json",
+		"..":                                 "/d/%2E..json",
+		"ü":                                  "/d/%C3%BC.json",
+		"bank/api":                           "/d/bank%2Fapi.json",
+		"bank_api":                           "/d/bank_api.json",
 	} {
 		if got := SecretPath("/d", name); got != want {
 			t.Errorf("SecretPath(%q) = %q, want %q", name, got, want)

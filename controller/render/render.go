@@ -42,6 +42,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -175,6 +176,10 @@ func Render(w *model.World, opts Options) (*Output, error) {
 	}
 	r := &renderer{opts: opts, dns: dns, world: w, shared: memo{}}
 	var services []*rendered
+	// clusters backs up model.Build's check that cluster names are unique
+	// (a World built by hand skips it): Envoy rejects a duplicate cluster
+	// with the whole update.
+	clusters := map[string]*model.Service{}
 	for _, s := range w.Services {
 		if s.Broken != "" {
 			if msg, ok := strings.CutPrefix(s.Broken, renderBrokenPrefix); ok {
@@ -185,6 +190,11 @@ func Render(w *model.World, opts Options) (*Output, error) {
 			continue
 		}
 		rs, err := r.service(s)
+		if err == nil {
+			if o := clusters[rs.cluster.Name]; o != nil {
+				err = fmt.Errorf("Envoy cluster name %q is already used by MeshExternalService %s/%s", rs.cluster.Name, o.Mesh, o.Name)
+			}
+		}
 		if err != nil {
 			s.Broken = renderBrokenPrefix + err.Error()
 			setRendered(s, "False", ReasonRenderError, err.Error())
@@ -193,6 +203,7 @@ func Render(w *model.World, opts Options) (*Output, error) {
 			continue
 		}
 		setRendered(s, "True", ReasonRendered, tlsNote(s))
+		clusters[rs.cluster.Name] = s
 		services = append(services, rs)
 	}
 
@@ -228,8 +239,9 @@ func Render(w *model.World, opts Options) (*Output, error) {
 	return out, nil
 }
 
-// NodeID is the Envoy node id of a Dataplane: "<mesh>.<name>".
-func NodeID(dp *resource.Dataplane) string { return dp.Mesh + "." + dp.Name }
+// NodeID is the Envoy node id of a Dataplane: "<mesh>.<name>" (names.NodeID;
+// model.Build keeps one Dataplane per id).
+func NodeID(dp *resource.Dataplane) string { return names.NodeID(dp.Mesh, dp.Name) }
 
 // setRendered replaces the service's Rendered condition, so rendering the same
 // World twice does not stack conditions.
@@ -329,6 +341,7 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 		if a := dp.Networking.Admin; a != nil && a.Port > 0 {
 			n.AdminPort = uint32(a.Port)
 		}
+		inboundClusters := map[string]bool{}
 		for i, in := range dp.Networking.Inbound {
 			l, c, err := r.inbound(dp, in)
 			if err != nil {
@@ -336,7 +349,12 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 				continue
 			}
 			n.Listeners = append(n.Listeners, l)
-			n.Clusters = append(n.Clusters, c)
+			// Inbounds forwarding to one service address share its cluster
+			// (the name is the address, so the content is the same).
+			if !inboundClusters[c.Name] {
+				inboundClusters[c.Name] = true
+				n.Clusters = append(n.Clusters, c)
+			}
 		}
 		refs := byRefName(ready)
 		for i, ob := range dp.Networking.Outbound {

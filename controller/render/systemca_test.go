@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -24,13 +25,13 @@ func TestSystemCABundleIsOneSharedSecret(t *testing.T) {
 		withTLS(svc("c", "tcp", 443, ep("c.example.com", 443)), tlsSecured()),
 	)
 	n := onlyNode(t, mustRender(t, w, Options{}))
-	var names []string
+	var secrets []string
 	for _, s := range n.Secrets {
-		names = append(names, s.Name)
+		secrets = append(secrets, s.Name)
 	}
-	shared := systemCASecretName("/etc/ssl/certs/ca-certificates.crt")
-	assert.ElementsMatch(t, []string{shared, "meshext_default_c_ca"}, names)
-	for _, cl := range []string{"meshext_default_a", "meshext_default_b"} {
+	shared := names.SystemCASecret("/etc/ssl/certs/ca-certificates.crt")
+	assert.ElementsMatch(t, []string{shared, names.CASecret(w.Services[2].ClusterName())}, secrets)
+	for _, cl := range []string{w.Services[0].ClusterName(), w.Services[1].ClusterName()} {
 		up := upstreamTLSOf(t, n, cl)
 		require.NotNil(t, up)
 		assert.Equal(t, shared, up.CommonTlsContext.GetCombinedValidationContext().GetValidationContextSdsSecretConfig().GetName(), cl)

@@ -1,10 +1,7 @@
 package render
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -12,6 +9,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/xds"
 )
@@ -20,19 +18,13 @@ const transportSocketTLS = "envoy.transport_sockets.tls"
 
 // Secret names are stable per service and material, so a rotated CA or client
 // certificate changes one SDS resource and leaves the cluster untouched (F7).
-func caSecretName(s *model.Service) string { return s.ClusterName() + "_ca" }
+func caSecretName(s *model.Service) string { return names.CASecret(s.ClusterName()) }
 
-// systemCASecretName names the shared secret of a system CA bundle path.
-func systemCASecretName(path string) string {
-	sum := sha256.Sum256([]byte(path))
-	return "meshext_system_ca_" + hex.EncodeToString(sum[:6])
-}
-func clientSecretName(s *model.Service) string { return s.ClusterName() + "_client" }
+func clientSecretName(s *model.Service) string { return names.ClientSecret(s.ClusterName()) }
 
 // SecretPath is where SecretsFile mode expects the secret's DiscoveryResponse
-// file in dir: the name made one safe path element exactly as controller/xds
-// names the files it writes.
-func SecretPath(dir, name string) string { return filepath.Join(dir, xds.SafeName(name)+".json") }
+// file in dir (the SDS directory): the file controller/xds writes.
+func SecretPath(dir, name string) string { return xds.SecretFile(dir, name) }
 
 // upstreamTLS renders the cluster's TLS transport socket and its SDS secrets.
 //
@@ -86,7 +78,7 @@ func (r *renderer) upstreamTLS(s *model.Service) (*corev3.TransportSocket, []*tl
 		// in file-drop mode Envoy holds one inotify instance per SDS file, and
 		// the kernel's default limit is 128 per user. Its content is a file
 		// name, so the bundle itself still rotates by Envoy's file watch.
-		ca = &tlsv3.Secret{Name: systemCASecretName(t.SystemCAPath), Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		ca = &tlsv3.Secret{Name: names.SystemCASecret(t.SystemCAPath), Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: t.SystemCAPath}},
 		}}}
 	}

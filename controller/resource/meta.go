@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -75,16 +77,16 @@ type FieldError struct {
 
 func (e *FieldError) Error() string {
 	var b strings.Builder
-	b.WriteString(e.File)
+	b.WriteString(printable(e.File))
 	b.WriteByte(':')
 	b.WriteString(strconv.Itoa(e.Line))
 	b.WriteString(": ")
 	if e.Kind != "" {
 		b.WriteString(string(e.Kind))
 		b.WriteByte(' ')
-		b.WriteString(e.Mesh)
+		b.WriteString(printable(e.Mesh))
 		b.WriteByte('/')
-		b.WriteString(e.Name)
+		b.WriteString(printable(e.Name))
 		b.WriteString(": ")
 	}
 	if e.Field != "" {
@@ -93,6 +95,15 @@ func (e *FieldError) Error() string {
 	}
 	b.WriteString(e.Message)
 	return b.String()
+}
+
+// printable quotes s when it holds control characters or invalid UTF-8, so
+// a hostile file or resource name cannot forge or break a log line.
+func printable(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // Errorf makes a FieldError for field (a model path such as

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/controller/render"
+	"github.com/meshext/meshext/controller/validate"
 )
 
 // Delivery modes for Config.XDS.
@@ -125,6 +126,11 @@ func (c *Config) check() error {
 	}
 	if c.VIPReleaseAfter < 0 {
 		errs = append(errs, fmt.Errorf("--vip-release-after %s: must not be negative", c.VIPReleaseAfter))
+	}
+	if c.Zone != "" {
+		if err := validate.ZoneName(c.Zone); err != nil {
+			errs = append(errs, fmt.Errorf("--zone %q: %v", c.Zone, err))
+		}
 	}
 	if c.UpstreamDNS != "" {
 		if _, err := netip.ParseAddrPort(c.UpstreamDNS); err != nil {

@@ -65,7 +65,9 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 		NodeID: "default.dp-sotw", XDS: render.XDSADS, ADSAddress: r.ADSAddr()}))
 	envoys := map[string]*envoytest.Envoy{"file": fileEnvoy, "delta ads": adsEnvoy, "sotw ads": sotwEnvoy}
 
-	cluster := func(name string) string { return "meshext_default_" + name }
+	// Kuma's destination names (controller/names), with each service's match.port.
+	matchPorts := map[string]int{"mes-a": 4000, "mes-b": 4001, "mes-c": 4002, "mes-d": 4003, "mes-e": 4004}
+	cluster := func(name string) string { return fmt.Sprintf("default_%s__default_extsvc_%d", name, matchPorts[name]) }
 	want := func(what string, ok func(c *envoytest.Config) bool) map[string]*envoytest.Config {
 		t.Helper()
 		got := map[string]*envoytest.Config{}

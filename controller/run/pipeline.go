@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/validate"
@@ -40,6 +41,9 @@ type pipeline struct {
 	publishedADS  map[string]*xds.Resources
 	// validator skips re-validating resources whose content passed before.
 	validator xds.Validator
+	// claims keeps each node id and cluster name with the resource that had
+	// it first, across reloads (see model.Options.Claims).
+	claims names.Claims
 }
 
 type parsedFile struct {
@@ -179,7 +183,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	}
 	p.goodObjects = nextGood
 
-	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath})
+	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims})
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built
 

@@ -15,23 +15,41 @@ import (
 // attach` are looked for and brought in step, besides every reload.
 const RedirectSyncInterval = time.Second
 
-// redirectTargets is, per eBPF attachment name (the Dataplane's name, or
-// "default" when there are no Dataplanes), the transparent listener its VIP
-// range must reach. The attachment's DNS target is the embedded DNS server.
+// redirectTargets is, per eBPF attachment name, the transparent listener
+// its VIP range must reach: an attachment is named by the Dataplane's node
+// id ("<mesh>.<name>") or its name, or "default" when there are no
+// Dataplanes. A name that could mean two Dataplanes (the same name in two
+// meshes, or a name equal to another's node id) maps to 0 (ambiguous): such
+// an attachment is never pointed at either one's Envoy. The attachment's DNS target is the
+// embedded DNS server.
 func redirectTargets(w *model.World) map[string]uint16 {
 	out := map[string]uint16{}
 	if len(w.Dataplanes) == 0 {
 		out[render.DefaultNodeID] = render.DefaultRedirectPortOutbound
+	}
+	claimed := map[string]int{} // attachment name -> Dataplanes it could mean
+	for _, dp := range w.Dataplanes {
+		claimed[render.NodeID(dp)]++
+		claimed[dp.Name]++
 	}
 	for _, dp := range w.Dataplanes {
 		port := uint16(render.DefaultRedirectPortOutbound)
 		if tp := dp.Networking.TransparentProxying; tp != nil && tp.RedirectPortOutbound > 0 {
 			port = uint16(tp.RedirectPortOutbound)
 		}
-		out[dp.Name] = port
+		for _, name := range []string{render.NodeID(dp), dp.Name} {
+			if claimed[name] > 1 {
+				out[name] = ambiguousRedirect
+			} else {
+				out[name] = port
+			}
+		}
 	}
 	return out
 }
+
+// ambiguousRedirect marks an attachment name that several Dataplanes share.
+const ambiguousRedirect = 0
 
 // syncRedirects writes the VIP range -> transparent listener route and the
 // DNS target into every attachment pinned under cfg.RedirectBPFFS that names
@@ -51,6 +69,12 @@ func (r *Runner) syncRedirects() {
 	for name, port := range targets {
 		if _, err := os.Stat(bpf.PinDir(r.cfg.RedirectBPFFS, name)); err != nil {
 			continue // not attached
+		}
+		if port == ambiguousRedirect {
+			if r.redirectWarned.CompareAndSwap(false, true) {
+				r.log.Warn("eBPF redirect not updated: Dataplanes of several meshes have this name; attach it as <mesh>.<name>", "dataplane", name)
+			}
+			continue
 		}
 		want := []bpf.VIPRoute{{CIDR: cidr, Proxy: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port)}}
 		if err := r.applyRedirect(name, want, dnsTarget); err != nil {

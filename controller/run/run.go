@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -44,6 +45,8 @@ type Runner struct {
 	// are what the last delivery asks of eBPF redirects (see redirect.go).
 	redirectTargets map[string]uint16
 	redirectCIDR    netip.Prefix
+	// redirectWarned: an ambiguous attachment name was logged once.
+	redirectWarned atomic.Bool
 
 	// reloaded, when set (tests), is told after each reload attempt.
 	reloaded func()
@@ -64,6 +67,10 @@ func New(cfg Config) (*Runner, error) {
 	r.pipe = newPipeline(&r.cfg, alloc)
 	if cfg.fileDelivery() {
 		r.files = &xds.FileWriter{Dir: cfg.XDSDir}
+		// Refuse a --xds-dir holding files meshext did not write, at start.
+		if err := r.files.Open(); err != nil {
+			return nil, fmt.Errorf("--xds-dir: %w", err)
+		}
 	}
 	if cfg.DNSListen != "" {
 		r.dns, err = dns.New(dns.Config{Listen: cfg.DNSListen, Upstreams: cfg.DNSUpstreams, HostsFile: cfg.DNSHosts, Logger: cfg.Logger,

@@ -32,7 +32,7 @@ func TestLoopKeepsLastGoodInput(t *testing.T) {
 		t.Fatalf("hostnames %v", a.Hostnames)
 	}
 	cds := xds.CDSPath(out, "default")
-	if !strings.Contains(readFile(t, cds), "meshext_default_mes-a") {
+	if !strings.Contains(readFile(t, cds), "default_mes-a__default_extsvc_4000") {
 		t.Fatalf("cds.json lacks mes-a")
 	}
 
@@ -45,7 +45,7 @@ func TestLoopKeepsLastGoodInput(t *testing.T) {
 	if service(st, "mes-a") == nil || service(st, "mes-a").VIP != a.VIP {
 		t.Fatalf("mes-a must keep being served with its VIP %s: %+v", a.VIP, service(st, "mes-a"))
 	}
-	if c := readFile(t, cds); !strings.Contains(c, "meshext_default_mes-a") || !strings.Contains(c, "meshext_default_mes-b") {
+	if c := readFile(t, cds); !strings.Contains(c, "default_mes-a__default_extsvc_4000") || !strings.Contains(c, "default_mes-b__default_extsvc_4001") {
 		t.Fatalf("cds.json should hold mes-a (last good) and mes-b")
 	}
 
@@ -63,7 +63,7 @@ func TestLoopKeepsLastGoodInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, r, 5*time.Second, "mes-a removed", func(s *Status) bool { return service(s, "mes-a") == nil })
-	if strings.Contains(readFile(t, cds), "meshext_default_mes-a") {
+	if strings.Contains(readFile(t, cds), "default_mes-a_") {
 		t.Fatalf("cds.json still has mes-a after its file was deleted")
 	}
 

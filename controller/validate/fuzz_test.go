@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/meshext/meshext/controller/resource"
@@ -34,6 +35,7 @@ func FuzzParseValidate(f *testing.F) {
 	f.Add([]byte("type: MeshExternalService\nname: x\nspec: {match: {port: 80}, endpoints: [{address: 'unix://'}]}\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("---\n---\n"))
+	f.Add([]byte("type: Dataplane\nname: \"web/1\"\nmesh: \"a\\0b\"\nnetworking: {address: 127.0.0.1}\n"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const file = "fuzz.yaml"
@@ -83,6 +85,17 @@ func FuzzParseValidate(f *testing.F) {
 			}
 			if kept != total-malformed {
 				t.Fatalf("no validation problems, yet %d of %d resources (%d malformed) were kept", kept, total, malformed)
+			}
+		}
+		// What passes carries names controller/names can build on: no '/',
+		// NUL, space, upper case or non-ASCII, and '_' only in a mesh.
+		for _, o := range valid.Objects() {
+			m := o.GetMeta()
+			if strings.Trim(m.Name, "abcdefghijklmnopqrstuvwxyz0123456789-.") != "" {
+				t.Fatalf("valid %s with name %q", m.Kind, m.Name)
+			}
+			if m.Kind != resource.KindHostnameGenerator && strings.Trim(m.Mesh, "abcdefghijklmnopqrstuvwxyz0123456789-._") != "" {
+				t.Fatalf("valid %s with mesh %q", m.Kind, m.Mesh)
 			}
 		}
 		// Validating again gives the same answer: validation does not mutate.

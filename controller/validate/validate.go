@@ -62,10 +62,13 @@ func ObjectWithOptions(o resource.Object, set *resource.Set, opts Options) []*re
 		return nil
 	}
 	v := &violations{meta: o.GetMeta()}
-	// Admission first, as Kuma's webhook runs before the resource validator.
+	// Names first (the API server checks metadata before any webhook), then
+	// admission, as Kuma's webhook runs before the resource validator.
+	resourceNames(v)
 	admission(v, opts)
 	switch r := o.(type) {
 	case *resource.MeshExternalService:
+		destinationLabels(v)
 		meshExternalService(v, r)
 	case *resource.HostnameGenerator:
 		hostnameGenerator(v, r)
@@ -89,6 +92,14 @@ type violations struct {
 
 func (v *violations) add(field, format string, args ...any) {
 	v.list = append(v.list, v.meta.Errorf(field, format, args...))
+}
+
+// addAs is add with the field shown as the document spells it (the line is
+// still field's).
+func (v *violations) addAs(field, shown, format string, args ...any) {
+	fe := v.meta.Errorf(field, format, args...)
+	fe.Field = shown
+	v.list = append(v.list, fe)
 }
 
 // mustBeOneOf is Kuma's validators.MakeFieldMustBeOneOfErr message.

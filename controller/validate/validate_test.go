@@ -190,6 +190,18 @@ func TestEveryRuleHasAGoldenCase(t *testing.T) {
 		"networking.admin.port: port must be in the range from 1 to 65535",
 		// Secret
 		"Secret default/blank: data: must not be empty",
+		// names: Kuma's universal rules, the Kubernetes API server's, and
+		// the labels that go into Envoy cluster names
+		"name: invalid characters. A lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+		"name: value length must less or equal 253",
+		"mesh: invalid characters. Valid characters are numbers, lowercase latin letters and '-', '_', '.' symbols.",
+		"metadata.name: a lowercase RFC 1123 subdomain must consist of",
+		"metadata.namespace: a lowercase RFC 1123 label must consist of",
+		`labels["kuma.io/mesh"]: invalid characters. Valid characters are`,
+		`labels["kuma.io/display-name"]: a lowercase RFC 1123 subdomain must consist of`,
+		`labels["k8s.kuma.io/namespace"]: a lowercase RFC 1123 label must consist of`,
+		`labels["kuma.io/zone"]: a lowercase RFC 1123 label must consist of`,
+		`labels["kuma.io/zone"]: must be no more than 63 characters`,
 		// parse errors keep their file and line
 		"testdata/yaml-syntax-invalid.input.yaml:",
 		"spec.match.protocl: unknown field",
@@ -309,4 +321,59 @@ func TestGoldenInputsHaveGoldens(t *testing.T) {
 	sort.Strings(a)
 	sort.Strings(b)
 	assert.Equal(t, a, b, "every input has a golden file and no golden is orphaned")
+}
+
+// TestHostileNamesRejectedOnEveryKind: NUL, "../", '/', spaces, upper case
+// and non-ASCII letters fail validation on every kind, in both styles, at the
+// field the user wrote them in.
+func TestHostileNamesRejectedOnEveryKind(t *testing.T) {
+	bodies := map[resource.Kind]struct{ universal, kubernetes string }{
+		resource.KindMeshExternalService: {"spec: {match: {port: 80}, endpoints: [{address: 127.0.0.1, port: 80}]}",
+			"spec: {match: {port: 80}, endpoints: [{address: 127.0.0.1, port: 80}]}"},
+		resource.KindHostnameGenerator: {"spec: {selector: {meshExternalService: {}}, template: '{{ .DisplayName }}.mesh'}",
+			"spec: {selector: {meshExternalService: {}}, template: '{{ .DisplayName }}.mesh'}"},
+		resource.KindMeshTrafficPermission: {"spec: {targetRef: {kind: Mesh}, from: [{targetRef: {kind: Mesh}, default: {action: Allow}}]}",
+			"spec: {targetRef: {kind: Mesh}, from: [{targetRef: {kind: Mesh}, default: {action: Allow}}]}"},
+		resource.KindDataplane: {"networking: {address: 127.0.0.1}", "spec: {networking: {address: 127.0.0.1}}"},
+		resource.KindMesh:      {"", "spec: {}"},
+		resource.KindSecret:    {"data: eA==", "type: system.kuma.io/secret\ndata: {value: eA==}"},
+	}
+	hostile := []string{"a\\0b", "../x", "a/b", "a b", "Web", "café", "a_b", "-a", "a.", "\\n"}
+	for kind, body := range bodies {
+		for _, name := range hostile {
+			quoted := `"` + name + `"`
+			apiVersion := "kuma.io/v1alpha1"
+			if kind == resource.KindSecret {
+				apiVersion = "v1"
+			}
+			for style, doc := range map[string]string{
+				"name":          fmt.Sprintf("type: %s\nname: %s\n%s\n", kind, quoted, body.universal),
+				"metadata.name": fmt.Sprintf("apiVersion: %s\nkind: %s\nmetadata: {name: %s, namespace: kuma-system}\n%s\n", apiVersion, kind, quoted, body.kubernetes),
+			} {
+				if kind != resource.KindMesh && kind != resource.KindHostnameGenerator && style == "name" {
+					// and as the mesh of a mesh-scoped kind, which keeps
+					// Kuma's older character set
+					doc += fmt.Sprintf("---\ntype: %s\nname: ok\nmesh: %s\n%s\n", kind, quoted, body.universal)
+				}
+				objs, perrs := resource.ParseBytes("hostile.yaml", []byte(doc))
+				require.Empty(t, perrs, doc)
+				for _, o := range objs {
+					m := o.GetMeta()
+					errs := validate.Object(o, nil)
+					field := style
+					if m.Name == "ok" {
+						field = "mesh"
+						if name == "a_b" || name == "a." || name == "-a" {
+							continue // valid in a mesh name (Kuma's backward-compatible set)
+						}
+					}
+					var fields []string
+					for _, e := range errs {
+						fields = append(fields, e.Field)
+					}
+					assert.Contains(t, fields, field, "%s %q as %s: %v", kind, name, field, errs)
+				}
+			}
+		}
+	}
 }

@@ -3,17 +3,23 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshext/meshext/controller/names"
 )
 
 // File layout under FileWriter.Dir:
@@ -21,14 +27,31 @@ import (
 //	<Dir>/<node>/cds.json   DiscoveryResponse of the node's Clusters   (0644)
 //	<Dir>/<node>/lds.json   DiscoveryResponse of the node's Listeners  (0644)
 //	<Dir>/sds/<secret>.json DiscoveryResponse of one Secret (0600: keys)
+//	<Dir>/.meshext-manifest.json  what meshext wrote (ManifestFile)
 //
-// Secrets are shared by all nodes (clusters, and so their SDS references,
-// are node-independent). A bootstrap points cds_config/lds_config at the
-// first two with watched_directory = <Dir>/<node>; each SDS config names its
-// file with watched_directory = <Dir>/sds (render.Options.SecretsDir).
+// <node> and <secret> are names.PathElement of the node id and secret name:
+// injective, so two nodes never share a directory nor two secrets a file,
+// and never ".", "..", a dot-file or a path with '/'. Secrets are shared by
+// all nodes (clusters, and so their SDS references, are node-independent). A
+// bootstrap points cds_config/lds_config at the first two with
+// watched_directory = <Dir>/<node>; each SDS config names its file with
+// watched_directory = <Dir>/sds (render.Options.SecretsDir).
+
+// secretDirName is the SDS directory; no node directory takes its name.
+const secretDirName = "sds"
+
+// nodeDirName is the directory name of a node id.
+func nodeDirName(node string) string {
+	e := names.PathElement(node)
+	if e == secretDirName {
+		// PathElement never escapes 's', so "%73ds" is no other node's name.
+		return "%73ds"
+	}
+	return e
+}
 
 // NodeDir is the directory holding one node's files.
-func NodeDir(dir, node string) string { return filepath.Join(dir, SafeName(node)) }
+func NodeDir(dir, node string) string { return filepath.Join(dir, nodeDirName(node)) }
 
 // CDSPath is the clusters file of a node.
 func CDSPath(dir, node string) string { return filepath.Join(NodeDir(dir, node), "cds.json") }
@@ -37,32 +60,22 @@ func CDSPath(dir, node string) string { return filepath.Join(NodeDir(dir, node),
 func LDSPath(dir, node string) string { return filepath.Join(NodeDir(dir, node), "lds.json") }
 
 // SecretDir is the directory of the SDS files.
-func SecretDir(dir string) string { return filepath.Join(dir, "sds") }
+func SecretDir(dir string) string { return filepath.Join(dir, secretDirName) }
 
 // SecretPath is the SDS file of one secret.
-func SecretPath(dir, secret string) string {
-	return filepath.Join(SecretDir(dir), SafeName(secret)+".json")
+func SecretPath(dir, secret string) string { return SecretFile(SecretDir(dir), secret) }
+
+// SecretFile is the file of one secret in the SDS directory sdsDir.
+func SecretFile(sdsDir, secret string) string {
+	return filepath.Join(sdsDir, secretFileName(secret))
 }
 
-// SafeName maps a node id or secret name to one path element: characters
-// other than letters, digits, '.', '_' and '-' become '_', and names made of
-// dots only get a prefix, so no name can climb out of its directory.
-func SafeName(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	out := b.String()
-	if strings.Trim(out, ".") == "" {
-		out = "_" + out
-	}
-	return out
-}
+func secretFileName(secret string) string { return names.PathElement(secret) + ".json" }
+
+// Paths relative to the output directory, as its manifest lists them.
+func relCDS(nodeDir string) string     { return nodeDir + "/cds.json" }
+func relLDS(nodeDir string) string     { return nodeDir + "/lds.json" }
+func relSecret(fileName string) string { return secretDirName + "/" + fileName }
 
 // File modes: Envoy only needs to read; SDS files hold private keys.
 const (
@@ -73,13 +86,16 @@ const (
 // FileWriter publishes resources as file-based xDS. Files are replaced
 // atomically (temp file in the same directory, fsync, rename), only when
 // their content changed, in an order that never lets a listener reference a
-// cluster Envoy does not have yet. Safe for concurrent use.
+// cluster Envoy does not have yet. It writes, empties and removes only files
+// its manifest lists (see OutDir): Dir must be empty or written by meshext
+// before. Safe for concurrent use.
 type FileWriter struct {
 	Dir string
 
 	mu      sync.Mutex
-	nodes   map[string]*writtenNode
-	secrets map[string]string // secret name -> content hash, as on disk
+	out     *OutDir
+	nodes   map[string]*writtenNode // by node directory name
+	secrets map[string]string       // secret file name -> content hash, as on disk
 	// trace, when set (tests), sees each file written or removed, in order.
 	trace func(op, path string)
 }
@@ -92,8 +108,31 @@ func (w *FileWriter) note(op, path string) {
 
 // writtenNode is what was last written for a node.
 type writtenNode struct {
+	id                     string // node id ("" when adopted from a previous run)
 	cdsVersion, ldsVersion string
 	clusters               []*clusterv3.Cluster
+}
+
+// Open takes over Dir (see OutDir): it refuses a non-empty directory that
+// has no manifest. Write opens on first use; callers that want the error at
+// start-up call Open first.
+func (w *FileWriter) Open() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.open()
+}
+
+func (w *FileWriter) open() error {
+	if w.out != nil {
+		return nil
+	}
+	out, err := OpenOutDir(w.Dir)
+	if err != nil {
+		return err
+	}
+	w.out = out
+	w.adopt()
+	return nil
 }
 
 // WriteStats says what a Write changed.
@@ -109,10 +148,15 @@ type WriteStats struct {
 func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.nodes == nil {
-		w.adopt()
-	}
 	var st WriteStats
+	if err := w.open(); err != nil {
+		return st, err
+	}
+	// Everything that could refuse the write is checked before any file
+	// changes: bad resources, two nodes or secrets on one file, and paths
+	// in Dir that meshext did not write.
+	dirs := make(map[string]string, len(nodes)) // node dir -> node id
+	var claim []string
 	for node, res := range nodes {
 		if res == nil {
 			res = &Resources{}
@@ -120,28 +164,44 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		if err := checkResources(res); err != nil {
 			return st, fmt.Errorf("node %q: %w", node, err)
 		}
+		d := nodeDirName(node)
+		if other, dup := dirs[d]; dup {
+			return st, fmt.Errorf("nodes %q and %q would share directory %s", other, node, filepath.Join(w.Dir, d))
+		}
+		dirs[d] = node
+		claim = append(claim, relCDS(d), relLDS(d))
 	}
-	secrets, err := w.writeSecrets(nodes, &st)
+	secrets, err := wantedSecrets(nodes)
 	if err != nil {
 		return st, err
 	}
-	var errs []error
-	live := make(map[string]bool, len(nodes))
-	for node := range nodes {
-		live[SafeName(node)] = true
+	secretFiles := make([]string, 0, len(secrets))
+	for file := range secrets {
+		secretFiles = append(secretFiles, relSecret(file))
 	}
-	for node := range w.nodes {
-		if _, ok := nodes[node]; !ok && !live[SafeName(node)] {
-			if err := w.writeNode(node, &Resources{}, &st); err != nil {
+	if err := w.out.Claim(0o755, claim...); err != nil {
+		return st, err
+	}
+	if err := w.out.Claim(0o700, secretFiles...); err != nil {
+		return st, err
+	}
+	if err := w.writeSecrets(secrets, &st); err != nil {
+		return st, err
+	}
+	var errs []error
+	for d, prev := range w.nodes {
+		if _, ok := dirs[d]; !ok {
+			if err := w.writeNode(d, prev.id, &Resources{}, &st); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	for node, res := range nodes {
+	for d, node := range dirs {
+		res := nodes[node]
 		if res == nil {
 			res = &Resources{}
 		}
-		if err := w.writeNode(node, res, &st); err != nil {
+		if err := w.writeNode(d, node, res, &st); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -149,50 +209,36 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		// Some node may still use an old secret: keep them all.
 		return st, errors.Join(errs...)
 	}
-	for name := range w.secrets {
-		if _, ok := secrets[name]; ok {
+	for file := range w.secrets {
+		if _, ok := secrets[file]; ok {
 			continue
 		}
-		if err := os.Remove(SecretPath(w.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := w.out.Remove(relSecret(file)); err != nil {
 			return st, err
 		}
-		delete(w.secrets, name)
+		delete(w.secrets, file)
 		st.FilesRemoved++
-		w.note("remove", SecretPath(w.Dir, name))
+		w.note("remove", w.out.Path(relSecret(file)))
 	}
 	return st, nil
 }
 
-// adopt takes over what a previous process left in Dir: its nodes (emptied
-// on the first Write unless still rendered), its secrets (removed unless
-// still used) and any temp files a crash left behind.
+// adopt takes over what a previous process listed in the manifest: its
+// nodes (emptied on the first Write unless still rendered) and its secrets
+// (removed unless still used).
 func (w *FileWriter) adopt() {
 	w.nodes = map[string]*writtenNode{}
 	w.secrets = map[string]string{}
-	removeTemps := func(dir string) []os.DirEntry {
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
-				os.Remove(filepath.Join(dir, e.Name()))
-			}
-		}
-		return ents
-	}
-	for _, e := range removeTemps(w.Dir) {
-		if !e.IsDir() || e.Name() == "sds" {
-			continue
-		}
-		removeTemps(filepath.Join(w.Dir, e.Name()))
-		if _, err := os.Stat(filepath.Join(w.Dir, e.Name(), "cds.json")); err == nil {
+	for _, rel := range w.out.Files() {
+		dir, file := path.Split(rel)
+		dir = strings.TrimSuffix(dir, "/")
+		switch {
+		case dir == secretDirName && strings.HasSuffix(file, ".json"):
+			w.secrets[file] = "" // unknown content: rewritten if still used
+		case dir != "" && !strings.Contains(dir, "/") && file == "cds.json" && w.out.Owns(relLDS(dir)):
 			// Unknown versions: the first Write rewrites both files, ordered
 			// against the clusters Envoy may hold from the old file.
-			w.nodes[e.Name()] = &writtenNode{cdsVersion: "?", ldsVersion: "?",
-				clusters: readClusters(filepath.Join(w.Dir, e.Name(), "cds.json"))}
-		}
-	}
-	for _, e := range removeTemps(SecretDir(w.Dir)) {
-		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok && !e.IsDir() && !strings.HasPrefix(name, ".") {
-			w.secrets[name] = "" // unknown content: rewritten if still used
+			w.nodes[dir] = &writtenNode{cdsVersion: "?", ldsVersion: "?", clusters: readClusters(w.out.Path(rel))}
 		}
 	}
 }
@@ -218,13 +264,16 @@ func readClusters(path string) []*clusterv3.Cluster {
 	return out
 }
 
-// writeSecrets writes the secrets that are new or changed and returns the
-// hash of every secret in use. One name must mean one content on all nodes.
-func (w *FileWriter) writeSecrets(nodes map[string]*Resources, st *WriteStats) (map[string]string, error) {
-	if err := os.MkdirAll(SecretDir(w.Dir), 0o755); err != nil {
-		return nil, err
-	}
-	want := map[string]string{}
+// wantedSecret is one secret in use, by file name.
+type wantedSecret struct {
+	secret *tlsv3.Secret
+	hash   string
+}
+
+// wantedSecrets collects every secret in use by file name. One name must
+// mean one content on all nodes, and one file one name.
+func wantedSecrets(nodes map[string]*Resources) (map[string]wantedSecret, error) {
+	want := map[string]wantedSecret{}
 	for node, res := range nodes {
 		if res == nil {
 			continue
@@ -234,46 +283,59 @@ func (w *FileWriter) writeSecrets(nodes map[string]*Resources, st *WriteStats) (
 			if err != nil {
 				return nil, err
 			}
-			if old, ok := want[s.GetName()]; ok && old != h {
-				return nil, fmt.Errorf("node %q: secret %q differs from another node's secret of that name", node, s.GetName())
-			}
-			if _, ok := want[s.GetName()]; ok {
+			file := secretFileName(s.GetName())
+			if old, ok := want[file]; ok {
+				switch {
+				case old.secret.GetName() != s.GetName():
+					return nil, fmt.Errorf("secrets %q and %q would share file %s", old.secret.GetName(), s.GetName(), file)
+				case old.hash != h:
+					return nil, fmt.Errorf("node %q: secret %q differs from another node's secret of that name", node, s.GetName())
+				}
 				continue
 			}
-			want[s.GetName()] = h
-			if w.secrets[s.GetName()] == h {
-				continue
-			}
-			data, err := discoveryJSON(h[:16], resourcev3.SecretType, s)
-			if err != nil {
-				return nil, fmt.Errorf("secret %q: %w", s.GetName(), err)
-			}
-			path := SecretPath(w.Dir, s.GetName())
-			if err := writeFileAtomic(path, data, secretFileMode); err != nil {
-				return nil, err
-			}
-			w.secrets[s.GetName()] = h
-			st.FilesWritten++
-			w.note("write", path)
+			want[file] = wantedSecret{secret: s, hash: h}
 		}
 	}
 	return want, nil
 }
 
-func (w *FileWriter) writeNode(node string, res *Resources, st *WriteStats) error {
-	prev := w.nodes[node]
+// writeSecrets writes the secrets that are new or changed.
+func (w *FileWriter) writeSecrets(want map[string]wantedSecret, st *WriteStats) error {
+	for _, file := range slices.Sorted(maps.Keys(want)) {
+		ws := want[file]
+		if w.secrets[file] == ws.hash {
+			continue
+		}
+		data, err := discoveryJSON(ws.hash[:16], resourcev3.SecretType, ws.secret)
+		if err != nil {
+			return fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
+		}
+		if err := w.out.WriteFile(relSecret(file), data, secretFileMode); err != nil {
+			return err
+		}
+		w.secrets[file] = ws.hash
+		st.FilesWritten++
+		w.note("write", w.out.Path(relSecret(file)))
+	}
+	return nil
+}
+
+// writeNode brings the files of one node directory to res; node is its id,
+// for messages ("" for a node adopted from a previous run).
+func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats) error {
+	prev := w.nodes[dir]
 	if prev == nil {
 		prev = &writtenNode{}
 	}
-	next := &writtenNode{clusters: res.Clusters}
+	next := &writtenNode{id: node, clusters: res.Clusters}
+	if node == "" {
+		node = dir
+	}
 	var err error
 	if next.cdsVersion, err = versionOf(res.Clusters); err != nil {
 		return err
 	}
 	if next.ldsVersion, err = versionOf(res.Listeners); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(NodeDir(w.Dir, node), 0o755); err != nil {
 		return err
 	}
 
@@ -286,8 +348,11 @@ func (w *FileWriter) writeNode(node string, res *Resources, st *WriteStats) erro
 			return err
 		}
 		st.FilesWritten++
-		w.note("write", CDSPath(w.Dir, node))
-		return writeFileAtomic(CDSPath(w.Dir, node), data, configFileMode)
+		w.note("write", w.out.Path(relCDS(dir)))
+		if err := w.out.WriteFile(relCDS(dir), data, configFileMode); err != nil {
+			return fmt.Errorf("node %q: %w", node, err)
+		}
+		return nil
 	}
 	writeLDS := func() error {
 		data, err := discoveryJSON(next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners)...)
@@ -295,8 +360,11 @@ func (w *FileWriter) writeNode(node string, res *Resources, st *WriteStats) erro
 			return err
 		}
 		st.FilesWritten++
-		w.note("write", LDSPath(w.Dir, node))
-		return writeFileAtomic(LDSPath(w.Dir, node), data, configFileMode)
+		w.note("write", w.out.Path(relLDS(dir)))
+		if err := w.out.WriteFile(relLDS(dir), data, configFileMode); err != nil {
+			return fmt.Errorf("node %q: %w", node, err)
+		}
+		return nil
 	}
 
 	switch {
@@ -342,7 +410,7 @@ func (w *FileWriter) writeNode(node string, res *Resources, st *WriteStats) erro
 			return err
 		}
 	}
-	w.nodes[node] = next
+	w.nodes[dir] = next
 	return nil
 }
 

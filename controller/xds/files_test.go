@@ -229,3 +229,179 @@ func indexOf(list []string, s string) int {
 	}
 	return -1
 }
+
+// snapshot reads every file under dir (path -> content) except the manifest.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() || filepath.Base(p) == ManifestFile {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for rel, content := range files {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func oneNode(node string) map[string]*Resources {
+	return map[string]*Resources{node: {Clusters: []*clusterv3.Cluster{testCluster("a", 1)}, Secrets: []*tlsv3.Secret{caSecret("ca", []byte("pem"))}}}
+}
+
+// TestFileWriterRefusesForeignDirectory: a non-empty --xds-dir that meshext
+// did not write (no manifest) is refused before anything is written, and
+// what is there stays byte for byte, even files shaped like meshext's own.
+func TestFileWriterRefusesForeignDirectory(t *testing.T) {
+	dir := t.TempDir()
+	theirs := map[string]string{"default/cds.json": "not ours", "sds/key.json": "secret", "notes.txt": "keep"}
+	writeFiles(t, dir, theirs)
+	w := &FileWriter{Dir: dir}
+	err := w.Open()
+	if err == nil || !strings.Contains(err.Error(), "is not empty and has no "+ManifestFile) {
+		t.Fatalf("Open: got %v", err)
+	}
+	if _, err := w.Write(oneNode("default")); err == nil {
+		t.Fatal("Write into a foreign directory succeeded")
+	}
+	if got := snapshot(t, dir); !reflect.DeepEqual(got, theirs) {
+		t.Fatalf("foreign directory changed: %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ManifestFile)); !os.IsNotExist(err) {
+		t.Fatalf("manifest written into a foreign directory: %v", err)
+	}
+}
+
+// TestFileWriterLeavesUnlistedFilesAlone: in a directory meshext owns, files
+// it did not write (added later by someone else) are never emptied or
+// removed, even when they look like a stale node or an unused secret; and a
+// path meshext wants that someone else holds refuses the write, untouched.
+func TestFileWriterLeavesUnlistedFilesAlone(t *testing.T) {
+	dir := t.TempDir()
+	w := &FileWriter{Dir: dir}
+	if _, err := w.Write(oneNode("n1")); err != nil {
+		t.Fatal(err)
+	}
+	theirs := map[string]string{"other/cds.json": "theirs", "other/lds.json": "theirs", "sds/user.json": "theirs",
+		"n1/extra.txt": "theirs", ".hidden.json.tmp-1": "theirs", "n1/.x.json.tmp-2": "theirs"}
+	writeFiles(t, dir, theirs)
+	// A new process adopts the directory, drops n1, adds n2.
+	w = &FileWriter{Dir: dir}
+	if _, err := w.Write(map[string]*Resources{"n2": {}}); err != nil {
+		t.Fatal(err)
+	}
+	got := snapshot(t, dir)
+	for rel, content := range theirs {
+		if got[rel] != content {
+			t.Errorf("%s: %q, want %q untouched", rel, got[rel], content)
+		}
+	}
+	if r := readResponse(t, CDSPath(dir, "n1")); len(r.Resources) != 0 {
+		t.Errorf("meshext's own stale node n1 not emptied")
+	}
+	if _, err := os.Stat(SecretPath(dir, "ca")); !os.IsNotExist(err) {
+		t.Errorf("meshext's own unused secret not removed: %v", err)
+	}
+
+	// Someone else's file where meshext would write: refused, nothing changes.
+	writeFiles(t, dir, map[string]string{"n3/cds.json": "theirs"})
+	before := snapshot(t, dir)
+	_, err := w.Write(map[string]*Resources{"n2": {Clusters: []*clusterv3.Cluster{testCluster("b", 1)}}, "n3": {}})
+	if err == nil || !strings.Contains(err.Error(), "was not written by meshext") {
+		t.Fatalf("got %v", err)
+	}
+	if after := snapshot(t, dir); !reflect.DeepEqual(after, before) {
+		t.Fatalf("a refused write changed files")
+	}
+}
+
+// TestFileWriterNamesNeverFold: the node ids and secret names issue 12 saw
+// sharing one file now get their own, and none leaves the directory.
+func TestFileWriterNamesNeverFold(t *testing.T) {
+	dir := t.TempDir()
+	w := &FileWriter{Dir: dir}
+	nodes := map[string]*Resources{}
+	for i, n := range []string{"web/1", "web_1", "a/b_c", "a_b/c", "sds", "..", ".hidden"} {
+		nodes[n] = &Resources{Clusters: []*clusterv3.Cluster{testCluster("c", uint32(i+1))}}
+	}
+	nodes["web/1"].Secrets = []*tlsv3.Secret{caSecret("bank/api", []byte("one"))}
+	nodes["web_1"].Secrets = []*tlsv3.Secret{caSecret("bank_api", []byte("two"))}
+	if _, err := w.Write(nodes); err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]string{}
+	for n := range nodes {
+		d := NodeDir(dir, n)
+		if filepath.Dir(d) != dir || d == SecretDir(dir) || strings.HasPrefix(filepath.Base(d), ".") {
+			t.Errorf("node %q: directory %s is not its own element of %s", n, d, dir)
+		}
+		if other, dup := dirs[d]; dup {
+			t.Errorf("nodes %q and %q share %s", other, n, d)
+		}
+		dirs[d] = n
+		if r := readResponse(t, CDSPath(dir, n)); len(r.Resources) != 1 || r.VersionInfo != mustVersion(t, nodes[n].Clusters) {
+			t.Errorf("node %q reads another node's clusters", n)
+		}
+	}
+	if SecretPath(dir, "bank/api") == SecretPath(dir, "bank_api") {
+		t.Fatal("secrets share a file")
+	}
+}
+
+func mustVersion(t *testing.T, cs []*clusterv3.Cluster) string {
+	t.Helper()
+	v, err := versionOf(cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestOutDirRefusesTamperedManifestAndSymlinks(t *testing.T) {
+	for name, entry := range map[string]string{"parent": "../x", "absolute": "/etc/passwd", "unclean": "a/../b", "manifest": ManifestFile} {
+		dir := t.TempDir()
+		writeFiles(t, dir, map[string]string{ManifestFile: `{"meshext": 1, "files": ["` + entry + `"]}`})
+		if _, err := OpenOutDir(dir); err == nil || !strings.Contains(err.Error(), "not a plain relative path") {
+			t.Errorf("%s: manifest entry %q: got %v", name, entry, err)
+		}
+	}
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{ManifestFile: "garbage"})
+	if _, err := OpenOutDir(dir); err == nil || !strings.Contains(err.Error(), "not a meshext manifest") {
+		t.Errorf("garbage manifest: got %v", err)
+	}
+
+	// A symlinked node directory someone planted is not written through.
+	dir = t.TempDir()
+	w := &FileWriter{Dir: dir}
+	if _, err := w.Write(map[string]*Resources{"n1": {}}); err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	if err := os.Symlink(target, NodeDir(dir, "n2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(map[string]*Resources{"n1": {}, "n2": {}}); err == nil || !strings.Contains(err.Error(), "not a directory meshext created") {
+		t.Fatalf("got %v", err)
+	}
+	if ents, _ := os.ReadDir(target); len(ents) != 0 {
+		t.Fatalf("wrote through a symlink: %v", ents)
+	}
+}

@@ -73,19 +73,6 @@ func TestVersionIsContentHash(t *testing.T) {
 	}
 }
 
-func TestSafeName(t *testing.T) {
-	for in, want := range map[string]string{
-		"default.dp-1": "default.dp-1",
-		"../etc":       ".._etc",
-		"..":           "_..",
-		"a/b c":        "a_b_c",
-	} {
-		if got := SafeName(in); got != want {
-			t.Errorf("SafeName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestValidatorRemembersOnlyPasses(t *testing.T) {
 	var v Validator
 	good := &Resources{Listeners: []*listenerv3.Listener{testListener("l", "c", "out")}}

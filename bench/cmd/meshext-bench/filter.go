@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/meshext/meshext/controller/names"
 )
 
 // Variant (d) is (c) with the meshext HTTP filter (libmeshext.so, stock
@@ -16,13 +18,19 @@ import (
 
 const dynamicModuleFilter = "envoy.filters.http.dynamic_modules"
 
+// benchCluster is the rendered cluster of the benchmark's MES (render.go:
+// Kubernetes style in kuma-system, zone "default", match.port = port).
+func benchCluster(name string, port int) string {
+	return names.LegacyDestination("default", name, "kuma-system", "default", names.ExtSvcShortName, uint32(port))
+}
+
 // filterConfig is the plugin's JSON (egress.FilterConfig) for one MES.
 func filterConfig(proto, listener string, port int) ([]byte, error) {
 	name := "bench-" + proto
 	cfg := map[string]any{
 		"source":   map[string]any{"mesh": "default", "service": "bench", "tags": map[string]string{"kuma.io/service": "bench"}},
 		"meshes":   []any{map[string]any{"name": "default", "defaultForbidMeshExternalServiceAccess": true}},
-		"services": []any{map[string]any{"name": name, "mesh": "default", "cluster": "meshext_default_" + name, "protocol": mesProtocol(proto), "port": port, "hostnames": []string{name + ".svc.meshext.local"}}},
+		"services": []any{map[string]any{"name": name, "mesh": "default", "cluster": benchCluster(name, port), "protocol": mesProtocol(proto), "port": port, "hostnames": []string{name + ".svc.meshext.local"}}},
 		"policies": []any{map[string]any{
 			"name": "allow-bench", "mesh": "default", "targetRef": map[string]any{"kind": "Mesh"},
 			"from": []any{map[string]any{"targetRef": map[string]any{"kind": "Mesh"}, "default": map[string]any{"action": "Allow"}}},

@@ -5,9 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/model"
@@ -135,22 +136,29 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, int) {
 }
 
 // writeRendered writes every node's files and the shared secrets, and prints
-// one summary line per node.
+// one summary line per node. dir is meshext's only where its manifest says so
+// (xds.OutDir): a non-empty directory without one is refused, a file someone
+// else put where meshext would write is never replaced, and of the files a
+// previous render left, only those listed and not rendered now are removed.
 func writeRendered(dir string, res *render.Output, stdout io.Writer) error {
+	out, err := xds.OpenOutDir(dir)
+	if err != nil {
+		return err
+	}
+	type file struct {
+		data []byte
+		mode os.FileMode
+	}
+	nodeFiles := map[string]file{}   // relative path -> content, in node directories
+	secretFiles := map[string]file{} // relative path -> content, in the SDS directory
+	rel := func(p string) string {
+		r, _ := filepath.Rel(dir, p)
+		return filepath.ToSlash(r)
+	}
 	secretDir := xds.SecretDir(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(secretDir, 0o700); err != nil {
-		return err
-	}
-	secrets := map[string][]byte{}
 	for _, id := range res.NodeIDs() {
 		n := res.Nodes[id]
-		nodeDir := xds.NodeDir(dir, id)
-		if err := os.MkdirAll(nodeDir, 0o755); err != nil {
-			return err
-		}
+		nodeDir := rel(xds.NodeDir(dir, id))
 		b, err := render.StaticBootstrap(n, render.BootstrapOptions{})
 		if err != nil {
 			return fmt.Errorf("node %s: %w", id, err)
@@ -172,37 +180,50 @@ func writeRendered(dir string, res *render.Output, stdout io.Writer) error {
 			return err
 		}
 		for p, b := range files {
-			secrets[p] = b
+			secretFiles[rel(p)] = file{b, 0o600}
 		}
-		// Secrets (and so the static bootstrap) are written before cds.json
-		// references them; cds.json before lds.json, whose listeners need its clusters.
-		if err := writeFileAtomic(filepath.Join(nodeDir, "bootstrap.json"), boot, 0o600); err != nil {
+		// The static bootstrap inlines the secrets, so it is 0600 too.
+		nodeFiles[nodeDir+"/bootstrap.json"] = file{boot, 0o600}
+		nodeFiles[nodeDir+"/"+render.CDSFile] = file{cds, 0o644}
+		nodeFiles[nodeDir+"/"+render.LDSFile] = file{lds, 0o644}
+	}
+	if err := out.Claim(0o755, slices.Sorted(maps.Keys(nodeFiles))...); err != nil {
+		return err
+	}
+	if err := out.Claim(0o700, slices.Sorted(maps.Keys(secretFiles))...); err != nil {
+		return err
+	}
+	// Secrets first (the static bootstrap and cds.json reference them), then
+	// per node bootstrap, cds.json, and lds.json, whose listeners need its clusters.
+	for _, p := range slices.Sorted(maps.Keys(secretFiles)) {
+		if err := out.WriteFile(p, secretFiles[p].data, secretFiles[p].mode); err != nil {
 			return err
 		}
-		for _, p := range sortedKeys(files) {
-			if err := writeFileAtomic(p, files[p], 0o600); err != nil {
+	}
+	for _, id := range res.NodeIDs() {
+		n := res.Nodes[id]
+		nodeDir := rel(xds.NodeDir(dir, id))
+		for _, name := range []string{"bootstrap.json", render.CDSFile, render.LDSFile} {
+			f := nodeFiles[nodeDir+"/"+name]
+			if err := out.WriteFile(nodeDir+"/"+name, f.data, f.mode); err != nil {
 				return err
 			}
 		}
-		if err := writeFileAtomic(filepath.Join(nodeDir, render.CDSFile), cds, 0o644); err != nil {
-			return err
-		}
-		if err := writeFileAtomic(filepath.Join(nodeDir, render.LDSFile), lds, 0o644); err != nil {
-			return err
-		}
 		fmt.Fprintf(stdout, "node %s: %d clusters, %d listeners, %d secrets, version %s -> %s\n",
-			id, len(n.Clusters), len(n.Listeners), len(n.Secrets), n.Version, nodeDir)
+			id, len(n.Clusters), len(n.Listeners), len(n.Secrets), n.Version, out.Path(nodeDir))
 	}
-	return nil
-}
-
-func sortedKeys(m map[string][]byte) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
+	var stale []string
+	for _, p := range out.Files() {
+		if _, ok := nodeFiles[p]; !ok {
+			if _, ok := secretFiles[p]; !ok {
+				stale = append(stale, p)
+			}
+		}
 	}
-	sort.Strings(ks)
-	return ks
+	if err := out.Remove(stale...); err != nil {
+		return err
+	}
+	return out.PruneDirs()
 }
 
 // writeFileAtomic replaces path with data: a temp file in the same directory,

@@ -111,7 +111,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(cds, []byte("meshext_default_good")) || bytes.Contains(cds, []byte("meshext_default_bad")) {
+	if !bytes.Contains(cds, []byte(`"default_good__default_extsvc_80"`)) || bytes.Contains(cds, []byte("default_bad_")) {
 		t.Errorf("cds.json should hold good and not bad:\n%s", cds)
 	}
 }
@@ -199,7 +199,8 @@ networking:
 	e := envoyproc.StartT(t, envoyproc.Options{Bin: envoy, Config: boot})
 
 	// Wait (bounded) until the cluster, its two SDS secrets and the listeners are active.
-	want := []string{`"meshext_default_api"`, `"meshext_default_api_ca"`, `"meshext_default_api_client"`, fmt.Sprintf(`"outbound:127.0.0.1:%d"`, outbound), `"outbound:transparent"`}
+	const cluster = "default_api__default_extsvc_443"
+	want := []string{`"` + cluster + `"`, `"` + cluster + `_ca"`, `"` + cluster + `_client"`, fmt.Sprintf(`"outbound:127.0.0.1:%d"`, outbound), `"outbound:transparent"`}
 	var dump string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -220,8 +221,8 @@ networking:
 	}
 	// /clusters lists active clusters only: a cluster whose SDS secrets did not
 	// load stays warming and is absent.
-	if c := e.Text("/clusters"); !strings.Contains(c, "meshext_default_api::127.0.0.1:8443::") {
-		t.Errorf("cluster meshext_default_api not active:\n%s", c)
+	if c := e.Text("/clusters"); !strings.Contains(c, cluster+"::127.0.0.1:8443::") {
+		t.Errorf("cluster %s not active:\n%s", cluster, c)
 	}
 	if strings.Contains(dump, "PRIVATE KEY") {
 		t.Error("config_dump shows the private key")
@@ -229,3 +230,66 @@ networking:
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// TestRenderOutputDirectoryIsOnlyPartlyOurs: `meshext render --out` refuses a
+// non-empty directory it did not write, never replaces a file it did not
+// write, and on a re-render removes only its own stale files.
+func TestRenderOutputDirectoryIsOnlyPartlyOurs(t *testing.T) {
+	t.Setenv(ipam.EnvCIDR, "")
+	in := t.TempDir()
+	mes := "type: MeshExternalService\nname: api\nmesh: default\nspec: {match: {port: 80, protocol: http}, endpoints: [{address: 10.0.0.1, port: 80}]}\n"
+	withDP := filepath.Join(in, "with-dp.yaml")
+	writeYAML(t, withDP, mes+"---\ntype: Dataplane\nname: web\nmesh: default\nnetworking: {address: 127.0.0.1}\n")
+	noDP := filepath.Join(in, "no-dp.yaml")
+	writeYAML(t, noDP, mes)
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	// Someone else's directory: refused, untouched.
+	foreign := t.TempDir()
+	writeYAML(t, filepath.Join(foreign, "notes.txt"), "keep me")
+	_, stderr, code := runRenderTest(t, withDP, "--out", foreign)
+	if code != 2 || !strings.Contains(stderr, "is not empty and has no .meshext-manifest.json") {
+		t.Fatalf("foreign dir: exit %d, stderr:\n%s", code, stderr)
+	}
+	if ents, _ := os.ReadDir(foreign); len(ents) != 1 || read(filepath.Join(foreign, "notes.txt")) != "keep me" {
+		t.Fatalf("foreign dir changed: %v", ents)
+	}
+
+	// Ours: a re-render removes our stale node and leaves the rest.
+	out := t.TempDir()
+	if _, stderr, code := runRenderTest(t, withDP, "--out", out); code != 0 {
+		t.Fatalf("first render: exit %d:\n%s", code, stderr)
+	}
+	writeYAML(t, filepath.Join(out, "default.web", "mine.txt"), "mine")
+	writeYAML(t, filepath.Join(out, "mine.json"), "mine")
+	if _, stderr, code := runRenderTest(t, noDP, "--out", out); code != 0 {
+		t.Fatalf("second render: exit %d:\n%s", code, stderr)
+	}
+	for _, gone := range []string{"bootstrap.json", "cds.json", "lds.json"} {
+		if _, err := os.Stat(filepath.Join(out, "default.web", gone)); !os.IsNotExist(err) {
+			t.Errorf("stale default.web/%s not removed: %v", gone, err)
+		}
+	}
+	if read(filepath.Join(out, "default.web", "mine.txt")) != "mine" || read(filepath.Join(out, "mine.json")) != "mine" {
+		t.Error("files meshext did not write were changed")
+	}
+	if !strings.Contains(read(filepath.Join(out, "default", "cds.json")), "10.0.0.1") {
+		t.Error("the new node's files are missing")
+	}
+
+	// A file of someone else's where render would write: refused, untouched.
+	writeYAML(t, filepath.Join(out, "default.web", "cds.json"), "theirs")
+	_, stderr, code = runRenderTest(t, withDP, "--out", out)
+	if code != 2 || !strings.Contains(stderr, "was not written by meshext") {
+		t.Fatalf("occupied path: exit %d, stderr:\n%s", code, stderr)
+	}
+	if read(filepath.Join(out, "default.web", "cds.json")) != "theirs" {
+		t.Error("someone else's cds.json was replaced")
+	}
+}

@@ -95,11 +95,11 @@ networking:
 		t.Fatal(err)
 	}
 	e := envoytest.Start(t, string(bootText))
-	e.WaitConfig(t, 15*time.Second, "mes-a", func(c *envoytest.Config) bool { return c.Clusters["meshext_default_mes-a"] != "" })
+	e.WaitConfig(t, 15*time.Second, "mes-a", func(c *envoytest.Config) bool { return c.Clusters["default_mes-a__default_extsvc_4000"] != "" })
 	testnet.EchoThrough(t, fmt.Sprintf("127.0.0.1:%d", outPort), "hello through meshext\n", 15*time.Second)
 
 	runTestWrite(t, drop, "b.yaml", runTestMES("mes-b", 4001, echo))
-	e.WaitConfig(t, 15*time.Second, "mes-b added", func(c *envoytest.Config) bool { return c.Clusters["meshext_default_mes-b"] != "" })
+	e.WaitConfig(t, 15*time.Second, "mes-b added", func(c *envoytest.Config) bool { return c.Clusters["default_mes-b__default_extsvc_4001"] != "" })
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
