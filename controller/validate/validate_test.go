@@ -58,6 +58,10 @@ func run(t *testing.T, input string) (out string, problems, valids int) {
 			spec = r.Routing
 		case *resource.Secret:
 			spec = r.String() // never the data itself
+		case resource.Policy:
+			spec = r.SpecValue()
+			role, _ := resource.ComputePolicyRole(r)
+			fmt.Fprintf(&b, "  role=%s\n", role)
 		}
 		js, err := json.Marshal(spec)
 		require.NoError(t, err)
