@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshext/meshext/controller/hostname"
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/policy"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -24,6 +25,9 @@ type Options struct {
 	// "" = $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, else the first
 	// existing OS bundle (see SystemCABundles).
 	SystemCAPath string
+	// SkipDefaultPolicies lists Kuma default policy kinds not to add in any
+	// mesh ("*" = all), on top of each Mesh's skipCreatingInitialPolicies.
+	SkipDefaultPolicies []string
 }
 
 // Condition types Build sets on services. Hostname conditions use Kuma's
@@ -50,6 +54,7 @@ func Build(set *resource.Set, opts Options) *World {
 		opts.Zone = "default"
 	}
 	w := &World{Meshes: map[string]*resource.Mesh{}, Problems: problems}
+	w.Policies = policy.Resolve(valid, policy.Options{Zone: opts.Zone, SkipDefaults: opts.SkipDefaultPolicies})
 
 	for _, m := range valid.Meshes {
 		w.Meshes[m.Name] = m

@@ -230,9 +230,10 @@ func TestExamplesValidate(t *testing.T) {
 	}
 	assert.Equal(t, len(set.Objects()), len(valid.Objects()))
 	assert.Equal(t, set.Files, valid.Files)
-	files, err := filepath.Glob(filepath.Join(examples, "*.yaml"))
+	files, err := resource.ExpandPaths([]string{examples})
 	require.NoError(t, err)
 	assert.Len(t, set.Files, len(files), "every example file is read")
+	assert.Len(t, set.Policies, len(resource.PolicyKinds), "examples/policies holds one valid policy per kind")
 }
 
 // TestBrokenResourceAffectsOnlyItself: one bad MES among good ones.
