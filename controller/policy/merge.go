@@ -98,26 +98,53 @@ func newConf(k resource.Kind) any {
 	panic("policy: no conf type for " + string(k))
 }
 
+// confOrigin is one conf to merge, as plain JSON, and where it comes from.
 type confOrigin struct {
-	conf   any
-	origin Origin
+	generic any
+	origin  Origin
 }
 
 // mergeConfs merges the confs of es (lowest precedence first) into kind's
-// conf type; nil when es is empty.
-func mergeConfs(k resource.Kind, es []entry) *Conf {
+// conf type; nil when es is empty. Callers hold r.mu.
+func (r *Resolver) mergeConfs(k resource.Kind, es []entry) *Conf {
 	if len(es) == 0 {
 		return nil
 	}
+	key := entriesKey(string(k), es)
+	if c, ok := r.confs[key]; ok {
+		return c
+	}
 	cs := make([]confOrigin, len(es))
 	for i, e := range es {
-		cs[i] = confOrigin{conf: e.conf, origin: originOf(e.policy, e.index)}
+		cs[i] = confOrigin{generic: r.genericOf(e), origin: originOf(e.policy, e.index)}
 	}
 	c := mergeList(k, cs)
 	for _, x := range cs {
 		c.Origins = append(c.Origins, x.origin)
 	}
+	r.confs[key] = c
 	return c
+}
+
+// genericOf is e's conf as plain JSON, converted once.
+func (r *Resolver) genericOf(e entry) any {
+	id := [2]int{e.ord, e.index}
+	if g, ok := r.generic[id]; ok {
+		return g
+	}
+	g := mustGeneric(e.conf)
+	r.generic[id] = g
+	return g
+}
+
+// mustGeneric converts a conf of a validated resource, whose types marshal
+// losslessly; an error is a programming error.
+func mustGeneric(conf any) any {
+	g, err := toGeneric(conf)
+	if err != nil {
+		panic(fmt.Sprintf("policy: %T does not marshal: %v", conf, err))
+	}
+	return g
 }
 
 // mergeList merges confs into a Conf of kind k. The inputs come from
@@ -126,11 +153,7 @@ func mergeConfs(k resource.Kind, es []entry) *Conf {
 func mergeList(k resource.Kind, cs []confOrigin) *Conf {
 	var root *node
 	for _, c := range cs {
-		g, err := toGeneric(c.conf)
-		if err != nil {
-			panic(fmt.Sprintf("policy: %s conf does not marshal: %v", k, err))
-		}
-		root = mergePatch(root, g, c.origin)
+		root = mergePatch(root, c.generic, c.origin)
 	}
 	merged := newConf(k)
 	b, err := json.Marshal(root.value())

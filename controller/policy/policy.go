@@ -22,6 +22,8 @@ package policy
 import (
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/meshext/meshext/controller/resource"
 )
@@ -43,12 +45,22 @@ type Resolver struct {
 	policies []resource.Policy // user policies, then implicit defaults
 	defaults []resource.Policy
 	routes   []*resource.MeshHTTPRoute
+	roles    []string // per policy; "" when Kuma would refuse its role
+
+	// Memos: many proxies and services share the same applicable to[]
+	// items, so each distinct merge runs once (results are shared and
+	// read-only).
+	mu      sync.Mutex
+	entries map[string]map[resource.Kind][]entry // proxy id + mesh
+	confs   map[string]*Conf                     // kind + entry ids
+	rules   map[string][]HTTPRule                // entry ids
+	generic map[[2]int]any                       // (policy, to[] index) -> conf as plain JSON
 }
 
 // Resolve indexes the policies of set (which should hold only valid
 // resources) and adds Kuma's default policies.
 func Resolve(set *resource.Set, opts Options) *Resolver {
-	r := &Resolver{}
+	r := &Resolver{entries: map[string]map[resource.Kind][]entry{}, confs: map[string]*Conf{}, rules: map[string][]HTTPRule{}, generic: map[[2]int]any{}}
 	if set == nil {
 		return r
 	}
@@ -59,6 +71,11 @@ func Resolve(set *resource.Set, opts Options) *Resolver {
 		if h, ok := p.(*resource.MeshHTTPRoute); ok {
 			r.routes = append(r.routes, h)
 		}
+		role, err := resource.ComputePolicyRole(p)
+		if err != nil {
+			role = "" // validation refuses it; never selects a proxy
+		}
+		r.roles = append(r.roles, role)
 	}
 	return r
 }
@@ -178,24 +195,24 @@ var routeKinds = []resource.Kind{
 }
 
 // For computes what proxy p does with traffic to mes. It returns nil when
-// p cannot reach mes (a Dataplane of another mesh).
+// p cannot reach mes (a Dataplane of another mesh). The Confs and rules it
+// returns may be shared with other results: treat them as read-only.
 func (r *Resolver) For(p Proxy, mes *resource.MeshExternalService) *Effective {
 	if mes == nil || (p.Dataplane != nil && p.Dataplane.Mesh != mes.Mesh) {
 		return nil
 	}
-	byKind := map[resource.Kind][]entry{}
-	for _, e := range r.entries(p, mes.Mesh) {
-		byKind[e.kind()] = append(byKind[e.kind()], e)
-	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	byKind := r.proxyEntries(p, mes.Mesh)
 	eff := &Effective{Confs: map[resource.Kind]*Conf{}}
 	for _, k := range ConfKinds {
-		var relevant []entry
+		relevant := make([]entry, 0, len(byKind[k]))
 		for _, e := range byKind[k] {
 			if e.ref.Kind == resource.RefMesh || r.selectsService(e, mes) {
 				relevant = append(relevant, e)
 			}
 		}
-		if c := mergeConfs(k, relevant); c != nil {
+		if c := r.mergeConfs(k, relevant); c != nil {
 			eff.Confs[k] = c
 		}
 	}
@@ -205,7 +222,7 @@ func (r *Resolver) For(p Proxy, mes *resource.MeshExternalService) *Effective {
 			routeEntries = append(routeEntries, e)
 		}
 	}
-	eff.HTTPRules = mergeHTTPRules(routeEntries)
+	eff.HTTPRules = r.mergeHTTPRules(routeEntries)
 
 	// Per-route confs: for each route that contributes rules, the to[] items
 	// aimed at it, merged over the Mesh-wide items (Kuma's lookup goes
@@ -237,7 +254,7 @@ func (r *Resolver) For(p Proxy, mes *resource.MeshExternalService) *Effective {
 			}
 			relevant := slices.Concat(mesh, own)
 			sortEntries(relevant)
-			if c := mergeConfs(k, relevant); c != nil {
+			if c := r.mergeConfs(k, relevant); c != nil {
 				if eff.RouteConfs == nil {
 					eff.RouteConfs = map[RouteKey]map[resource.Kind]*Conf{}
 				}
@@ -263,31 +280,50 @@ func (r *Resolver) route(k RouteKey) *resource.MeshHTTPRoute {
 // entry is one spec.to[] item of a policy that selects the proxy.
 type entry struct {
 	policy resource.Policy
+	ord    int // the policy's index in Resolver.policies
 	index  int
 	ref    resource.PolicyTargetRef
 	conf   any
 	role   string
 }
 
+// entriesKey identifies a list of entries, for the merge memos.
+func entriesKey(prefix string, es []entry) string {
+	var b strings.Builder
+	b.WriteString(prefix)
+	for _, e := range es {
+		b.WriteByte(' ')
+		b.WriteString(strconv.Itoa(e.ord))
+		b.WriteByte('.')
+		b.WriteString(strconv.Itoa(e.index))
+	}
+	return b.String()
+}
+
 func (e entry) kind() resource.Kind { return e.policy.GetMeta().Kind }
 
-// entries returns the to[] items of mesh's policies whose top-level
-// targetRef selects p, in Kuma's merge order.
-func (r *Resolver) entries(p Proxy, mesh string) []entry {
+// proxyEntries returns the to[] items of mesh's policies whose top-level
+// targetRef selects p, by kind, each in Kuma's merge order. Callers hold r.mu.
+func (r *Resolver) proxyEntries(p Proxy, mesh string) map[resource.Kind][]entry {
+	key := p.ID + "\x00" + mesh
+	if byKind, ok := r.entries[key]; ok {
+		return byKind
+	}
 	var out []entry
-	for _, pol := range r.policies {
-		m := pol.GetMeta()
-		if m.Mesh != mesh {
-			continue
-		}
-		role, err := resource.ComputePolicyRole(pol)
-		if err != nil || !selectsProxy(pol, role, p) {
+	for ord, pol := range r.policies {
+		role := r.roles[ord]
+		if pol.GetMeta().Mesh != mesh || role == "" || !selectsProxy(pol, role, p) {
 			continue
 		}
 		for i, to := range pol.ToEntries() {
-			out = append(out, entry{policy: pol, index: i, ref: to.TargetRef, conf: to.Conf, role: role})
+			out = append(out, entry{policy: pol, ord: ord, index: i, ref: to.TargetRef, conf: to.Conf, role: role})
 		}
 	}
 	sortEntries(out)
-	return out
+	byKind := map[resource.Kind][]entry{}
+	for _, e := range out {
+		byKind[e.kind()] = append(byKind[e.kind()], e)
+	}
+	r.entries[key] = byKind
+	return byKind
 }

@@ -13,7 +13,12 @@ import (
 // earlier) and move to where the later one stands; the list is reversed
 // again. So the rules of the item with the highest precedence come first,
 // each item keeps its own order, and equal matches combine field by field.
-func mergeHTTPRules(es []entry) []HTTPRule {
+// Callers hold r.mu.
+func (r *Resolver) mergeHTTPRules(es []entry) []HTTPRule {
+	key := entriesKey("", es)
+	if rules, ok := r.rules[key]; ok {
+		return rules
+	}
 	type acc struct {
 		matches []resource.HTTPRouteMatch
 		confs   []confOrigin
@@ -29,10 +34,10 @@ func mergeHTTPRules(es []entry) []HTTPRule {
 		slices.Reverse(reversed)
 		o := originOf(e.policy, e.index)
 		for i := range reversed {
-			r := &reversed[i]
-			item := acc{matches: r.Matches, confs: []confOrigin{{conf: &r.Default, origin: o}}}
+			rule := &reversed[i]
+			item := acc{matches: rule.Matches, confs: []confOrigin{{generic: mustGeneric(&rule.Default), origin: o}}}
 			for j := range list {
-				if !list[j].skip && reflect.DeepEqual(list[j].matches, r.Matches) {
+				if !list[j].skip && reflect.DeepEqual(list[j].matches, rule.Matches) {
 					item.confs = append(slices.Clone(list[j].confs), item.confs...)
 					list[j] = acc{skip: true}
 				}
@@ -54,5 +59,6 @@ func mergeHTTPRules(es []entry) []HTTPRule {
 		})
 	}
 	slices.Reverse(out)
+	r.rules[key] = out
 	return out
 }
