@@ -50,35 +50,24 @@ type ToEntry struct {
 	Conf      any
 }
 
-// newPolicy returns an empty resource of a policy kind, or nil.
+// newPolicy returns an empty resource of a policy kind and its spec to
+// decode into, or nil.
 func newPolicy(meta *Meta) (Policy, any) {
-	switch meta.Kind {
-	case KindMeshTimeout:
-		r := &MeshTimeout{Meta: *meta}
-		return r, &r.Spec
-	case KindMeshRetry:
-		r := &MeshRetry{Meta: *meta}
-		return r, &r.Spec
-	case KindMeshCircuitBreaker:
-		r := &MeshCircuitBreaker{Meta: *meta}
-		return r, &r.Spec
-	case KindMeshHealthCheck:
-		r := &MeshHealthCheck{Meta: *meta}
-		return r, &r.Spec
-	case KindMeshLoadBalancingStrategy:
-		r := &MeshLoadBalancingStrategy{Meta: *meta}
-		return r, &r.Spec
-	case KindMeshAccessLog:
-		r := &MeshAccessLog{Meta: *meta}
-		return r, &r.Spec
-	case KindMeshHTTPRoute:
-		r := &MeshHTTPRoute{Meta: *meta}
-		return r, &r.Spec
-	case KindMeshTCPRoute:
-		r := &MeshTCPRoute{Meta: *meta}
-		return r, &r.Spec
+	if mk := policyConstructors[meta.Kind]; mk != nil {
+		return mk(*meta)
 	}
 	return nil, nil
+}
+
+var policyConstructors = map[Kind]func(Meta) (Policy, any){
+	KindMeshTimeout:               func(m Meta) (Policy, any) { r := &MeshTimeout{Meta: m}; return r, &r.Spec },
+	KindMeshRetry:                 func(m Meta) (Policy, any) { r := &MeshRetry{Meta: m}; return r, &r.Spec },
+	KindMeshCircuitBreaker:        func(m Meta) (Policy, any) { r := &MeshCircuitBreaker{Meta: m}; return r, &r.Spec },
+	KindMeshHealthCheck:           func(m Meta) (Policy, any) { r := &MeshHealthCheck{Meta: m}; return r, &r.Spec },
+	KindMeshLoadBalancingStrategy: func(m Meta) (Policy, any) { r := &MeshLoadBalancingStrategy{Meta: m}; return r, &r.Spec },
+	KindMeshAccessLog:             func(m Meta) (Policy, any) { r := &MeshAccessLog{Meta: m}; return r, &r.Spec },
+	KindMeshHTTPRoute:             func(m Meta) (Policy, any) { r := &MeshHTTPRoute{Meta: m}; return r, &r.Spec },
+	KindMeshTCPRoute:              func(m Meta) (Policy, any) { r := &MeshTCPRoute{Meta: m}; return r, &r.Spec },
 }
 
 // TargetRef kinds beyond the ones MeshTrafficPermission uses.

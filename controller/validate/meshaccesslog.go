@@ -22,14 +22,8 @@ var (
 func meshAccessLog(v *violations, r *resource.MeshAccessLog) {
 	s := &r.Spec
 	policyRole(v, r)
-	top := resource.PolicyTargetRef{Kind: resource.RefMesh}
-	if s.TargetRef != nil {
-		top = *s.TargetRef
-	}
-	if policyRef(v, "spec.targetRef", &top, refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true,
-		inbound: nonEmptyList(s.From) || nonEmptyList(s.Rules)}) {
-		meshextTop(v, s.TargetRef)
-	}
+	top := topRef(v, s.TargetRef, refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true,
+		inbound: nonEmptyList(s.From) || nonEmptyList(s.Rules)})
 	nTo, nFrom, nRules := len(s.To), sliceLen(s.From), sliceLen(s.Rules)
 	if nRules > 0 && (nTo > 0 || nFrom > 0) {
 		v.add("spec", "fields 'to' and 'from' must be empty when 'rules' is defined")
@@ -40,13 +34,7 @@ func meshAccessLog(v *violations, r *resource.MeshAccessLog) {
 	for i := range s.To {
 		at := fmt.Sprintf("spec.to[%d]", i)
 		to := &s.To[i]
-		kinds := []string{resource.RefMesh, resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService, resource.RefMeshHTTPRoute}
-		if top.Kind == resource.RefMeshGateway {
-			kinds = []string{resource.RefMesh}
-		}
-		if policyRef(v, at+".targetRef", &to.TargetRef, refOpts{kinds: kinds}) {
-			meshextTo(v, at+".targetRef", &to.TargetRef)
-		}
+		toRef(v, at, &to.TargetRef, toKindsUnder(top, toKindsAll, []string{resource.RefMesh}, resource.RefMeshGateway))
 		accessLogDefault(v, at+".default", &to.Default)
 	}
 	meshextInbound(v, s.From, s.Rules)

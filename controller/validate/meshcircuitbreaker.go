@@ -11,13 +11,9 @@ import (
 func meshCircuitBreaker(v *violations, r *resource.MeshCircuitBreaker) {
 	s := &r.Spec
 	policyRole(v, r)
-	if s.TargetRef != nil {
-		// Kuma allows the same top-level kinds whatever the role.
-		if policyRef(v, "spec.targetRef", s.TargetRef, refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true,
-			inbound: nonEmptyList(s.From) || nonEmptyList(s.Rules)}) {
-			meshextTop(v, s.TargetRef)
-		}
-	}
+	// Kuma allows the same top-level kinds whatever the role.
+	topRef(v, s.TargetRef, refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true,
+		inbound: nonEmptyList(s.From) || nonEmptyList(s.Rules)})
 	nTo, nFrom, nRules := len(s.To), sliceLen(s.From), sliceLen(s.Rules)
 	if nRules == 0 && nTo == 0 && nFrom == 0 {
 		v.add("spec", "at least one of 'from', 'to' or 'rules' has to be defined")
@@ -29,10 +25,7 @@ func meshCircuitBreaker(v *violations, r *resource.MeshCircuitBreaker) {
 	for i := range s.To {
 		at := fmt.Sprintf("spec.to[%d]", i)
 		to := &s.To[i]
-		kinds := []string{resource.RefMesh, resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService}
-		if policyRef(v, at+".targetRef", &to.TargetRef, refOpts{kinds: kinds}) {
-			meshextTo(v, at+".targetRef", &to.TargetRef)
-		}
+		toRef(v, at, &to.TargetRef, refOpts{kinds: toKindsDestinations})
 		circuitBreakerDefault(v, at+".default", &to.Default)
 	}
 }

@@ -11,18 +11,11 @@ import (
 func meshHealthCheck(v *violations, r *resource.MeshHealthCheck) {
 	s := &r.Spec
 	policyRole(v, r)
-	if s.TargetRef != nil {
-		if policyRef(v, "spec.targetRef", s.TargetRef, refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true}) {
-			meshextTop(v, s.TargetRef)
-		}
-	}
+	topRef(v, s.TargetRef, refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true})
 	for i := range s.To {
 		at := fmt.Sprintf("spec.to[%d]", i)
 		to := &s.To[i]
-		kinds := []string{resource.RefMesh, resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService}
-		if policyRef(v, at+".targetRef", &to.TargetRef, refOpts{kinds: kinds}) {
-			meshextTo(v, at+".targetRef", &to.TargetRef)
-		}
+		toRef(v, at, &to.TargetRef, refOpts{kinds: toKindsDestinations})
 		healthCheckDefault(v, at+".default", &to.Default)
 	}
 }

@@ -27,28 +27,11 @@ var (
 // (Kuma mirrors only to a MeshService).
 func meshHTTPRoute(v *violations, r *resource.MeshHTTPRoute) {
 	s := &r.Spec
-	role := policyRole(v, r)
-	top := resource.RefMesh
-	if s.TargetRef != nil {
-		opts := refOpts{kinds: topKindsWorkload}
-		if role == resource.RoleSystem {
-			opts = refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true}
-		}
-		if policyRef(v, "spec.targetRef", s.TargetRef, opts) {
-			meshextTop(v, s.TargetRef)
-		}
-		top = s.TargetRef.Kind
-	}
+	top := topRef(v, s.TargetRef, roleOpts(policyRole(v, r), topKindsGateway))
 	for i := range s.To {
 		at := fmt.Sprintf("spec.to[%d]", i)
 		to := &s.To[i]
-		kinds := []string{resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService}
-		if top == resource.RefMeshGateway {
-			kinds = []string{resource.RefMesh}
-		}
-		if policyRef(v, at+".targetRef", &to.TargetRef, refOpts{kinds: kinds}) {
-			meshextTo(v, at+".targetRef", &to.TargetRef)
-		}
+		toRef(v, at, &to.TargetRef, toKindsUnder(top, toKindsRoutes, []string{resource.RefMesh}, resource.RefMeshGateway))
 		for j := range to.Rules {
 			rule := &to.Rules[j]
 			rat := fmt.Sprintf("%s.rules[%d]", at, j)
@@ -163,10 +146,7 @@ func httpFilters(v *violations, at, top string, filters *[]resource.HTTPRouteFil
 				v.add(fat+".requestRedirect", msgMustBeDefined)
 				continue
 			}
-			if rr.Path != nil && rr.Path.ReplacePrefixMatch != nil && !allPathPrefix(matches) {
-				v.add(fat+".requestRedirect.path.replacePrefixMatch", "can only appear if all matches match a path prefix")
-			}
-			preciseHostname(v, fat+".requestRedirect.hostname", rr.Hostname)
+			rewriteTarget(v, fat+".requestRedirect", rr.Path, rr.Hostname, matches)
 			if rr.Scheme != nil && !slices.Contains(redirectSchemes, *rr.Scheme) {
 				v.add(fat+".requestRedirect.scheme", "%s", mustBeOneOf("scheme", redirectSchemes...))
 			}
@@ -183,10 +163,7 @@ func httpFilters(v *violations, at, top string, filters *[]resource.HTTPRouteFil
 				v.add(fat+".urlRewrite", msgMustBeDefined)
 				continue
 			}
-			if u.Path != nil && u.Path.ReplacePrefixMatch != nil && !allPathPrefix(matches) {
-				v.add(fat+".urlRewrite.path.replacePrefixMatch", "can only appear if all matches match a path prefix")
-			}
-			preciseHostname(v, fat+".urlRewrite.hostname", u.Hostname)
+			rewriteTarget(v, fat+".urlRewrite", u.Path, u.Hostname, matches)
 			if u.HostToBackendHostname != nil && *u.HostToBackendHostname {
 				if top != resource.RefMeshGateway {
 					v.add(fat+".urlRewrite.hostToBackendHostname", "can only be set with MeshGateway")
@@ -210,6 +187,15 @@ func httpFilters(v *violations, at, top string, filters *[]resource.HTTPRouteFil
 			v.add(fat+".type", "%s", mustBeOneOf("type", filterTypes...))
 		}
 	}
+}
+
+// rewriteTarget is what Kuma checks in both a redirect and a rewrite: a
+// prefix replacement needs prefix matches, and the hostname is a DNS name.
+func rewriteTarget(v *violations, at string, path *resource.HTTPPathRewrite, hostname *string, matches []resource.HTTPRouteMatch) {
+	if path != nil && path.ReplacePrefixMatch != nil && !allPathPrefix(matches) {
+		v.add(at+".path.replacePrefixMatch", "can only appear if all matches match a path prefix")
+	}
+	preciseHostname(v, at+".hostname", hostname)
 }
 
 func headerModifier(v *violations, at string, m *resource.HTTPHeaderModifier) {

@@ -31,13 +31,7 @@ const (
 func meshLoadBalancingStrategy(v *violations, r *resource.MeshLoadBalancingStrategy) {
 	s := &r.Spec
 	policyRole(v, r)
-	top := resource.RefMesh
-	if s.TargetRef != nil {
-		if policyRef(v, "spec.targetRef", s.TargetRef, refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true}) {
-			meshextTop(v, s.TargetRef)
-		}
-		top = s.TargetRef.Kind
-	}
+	top := topRef(v, s.TargetRef, refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true})
 	for i := range s.To {
 		at := fmt.Sprintf("spec.to[%d]", i)
 		to := &s.To[i]
@@ -51,9 +45,7 @@ func meshLoadBalancingStrategy(v *violations, r *resource.MeshLoadBalancingStrat
 				opts = refOpts{kinds: []string{resource.RefMesh, resource.RefMeshService, resource.RefMeshMultiZoneService}}
 			}
 		}
-		if policyRef(v, at+".targetRef", &to.TargetRef, opts) {
-			meshextTo(v, at+".targetRef", &to.TargetRef)
-		}
+		toRef(v, at, &to.TargetRef, opts)
 		if to.TargetRef.Kind == resource.RefMeshExternalService && top != resource.RefMesh {
 			v.add(at+".targetRef.kind", "kind MeshExternalService is only allowed with targetRef.kind: Mesh as it is configured on the Zone Egress and shared by all clients in the mesh")
 		}

@@ -22,28 +22,11 @@ var (
 // field ("default.http.backOff"), as the YAML spells it.
 func meshRetry(v *violations, r *resource.MeshRetry) {
 	s := &r.Spec
-	role := policyRole(v, r)
-	top := resource.RefMesh
-	if s.TargetRef != nil {
-		opts := refOpts{kinds: topKindsWorkload}
-		if role == resource.RoleSystem {
-			opts = refOpts{kinds: topKindsSystemRoute, gatewayListenerTagsAllowed: true}
-		}
-		if policyRef(v, "spec.targetRef", s.TargetRef, opts) {
-			meshextTop(v, s.TargetRef)
-		}
-		top = s.TargetRef.Kind
-	}
+	top := topRef(v, s.TargetRef, roleOpts(policyRole(v, r), topKindsSystemRoute))
 	for i := range s.To {
 		at := fmt.Sprintf("spec.to[%d]", i)
 		to := &s.To[i]
-		kinds := []string{resource.RefMesh, resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService, resource.RefMeshHTTPRoute}
-		if top == resource.RefMeshHTTPRoute || top == resource.RefMeshGateway {
-			kinds = []string{resource.RefMesh, resource.RefMeshExternalService}
-		}
-		if policyRef(v, at+".targetRef", &to.TargetRef, refOpts{kinds: kinds}) {
-			meshextTo(v, at+".targetRef", &to.TargetRef)
-		}
+		toRef(v, at, &to.TargetRef, toKindsUnder(top, toKindsAll, toKindsGatewayRoute, resource.RefMeshHTTPRoute, resource.RefMeshGateway))
 		meshRetryDefault(v, at+".default", &to.Default)
 		if to.TargetRef.Kind == resource.RefMeshHTTPRoute && to.Default.TCP != nil {
 			v.add(at+".default.tcp", "a MeshHTTPRoute carries HTTP and gRPC requests: tcp retries do not apply to it")

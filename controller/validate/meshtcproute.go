@@ -11,28 +11,11 @@ import (
 // refusal of destinations that are not MeshExternalServices.
 func meshTCPRoute(v *violations, r *resource.MeshTCPRoute) {
 	s := &r.Spec
-	role := policyRole(v, r)
-	top := resource.RefMesh
-	if s.TargetRef != nil {
-		opts := refOpts{kinds: topKindsWorkload}
-		if role == resource.RoleSystem {
-			opts = refOpts{kinds: topKindsGateway, gatewayListenerTagsAllowed: true}
-		}
-		if policyRef(v, "spec.targetRef", s.TargetRef, opts) {
-			meshextTop(v, s.TargetRef)
-		}
-		top = s.TargetRef.Kind
-	}
+	top := topRef(v, s.TargetRef, roleOpts(policyRole(v, r), topKindsGateway))
 	for i := range s.To {
 		at := fmt.Sprintf("spec.to[%d]", i)
 		to := &s.To[i]
-		kinds := []string{resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService}
-		if top == resource.RefMeshGateway {
-			kinds = []string{resource.RefMesh}
-		}
-		if policyRef(v, at+".targetRef", &to.TargetRef, refOpts{kinds: kinds}) {
-			meshextTo(v, at+".targetRef", &to.TargetRef)
-		}
+		toRef(v, at, &to.TargetRef, toKindsUnder(top, toKindsRoutes, []string{resource.RefMesh}, resource.RefMeshGateway))
 		for j := range to.Rules {
 			bat := fmt.Sprintf("%s.rules[%d].default.backendRefs", at, j)
 			refs := to.Rules[j].Default.BackendRefs

@@ -11,19 +11,9 @@ import (
 // but never applies to a route.
 func meshTimeout(v *violations, r *resource.MeshTimeout) {
 	s := &r.Spec
-	role := policyRole(v, r)
-	top := resource.RefMesh
-	if s.TargetRef != nil {
-		opts := refOpts{kinds: topKindsWorkload}
-		if role == resource.RoleSystem {
-			opts = refOpts{kinds: topKindsSystemRoute, gatewayListenerTagsAllowed: true}
-		}
-		opts.inbound = nonEmptyList(s.From) || nonEmptyList(s.Rules)
-		if policyRef(v, "spec.targetRef", s.TargetRef, opts) {
-			meshextTop(v, s.TargetRef)
-		}
-		top = s.TargetRef.Kind
-	}
+	opts := roleOpts(policyRole(v, r), topKindsSystemRoute)
+	opts.inbound = nonEmptyList(s.From) || nonEmptyList(s.Rules)
+	top := topRef(v, s.TargetRef, opts)
 	nTo, nFrom, nRules := len(s.To), sliceLen(s.From), sliceLen(s.Rules)
 	if nRules > 0 && (nTo > 0 || nFrom > 0) {
 		v.add("spec", "fields 'to' and 'from' must be empty when 'rules' is defined")
@@ -35,13 +25,7 @@ func meshTimeout(v *violations, r *resource.MeshTimeout) {
 	for i := range s.To {
 		at := fmt.Sprintf("spec.to[%d]", i)
 		to := &s.To[i]
-		kinds := []string{resource.RefMesh, resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService, resource.RefMeshHTTPRoute}
-		if top == resource.RefMeshHTTPRoute || top == resource.RefMeshGateway {
-			kinds = []string{resource.RefMesh, resource.RefMeshExternalService}
-		}
-		if policyRef(v, at+".targetRef", &to.TargetRef, refOpts{kinds: kinds}) {
-			meshextTo(v, at+".targetRef", &to.TargetRef)
-		}
+		toRef(v, at, &to.TargetRef, toKindsUnder(top, toKindsAll, toKindsGatewayRoute, resource.RefMeshHTTPRoute, resource.RefMeshGateway))
 		if meshTimeoutDefault(v, at+".default", &to.Default, top) && to.TargetRef.Kind == resource.RefMeshHTTPRoute {
 			meshTimeoutRoute(v, at+".default", &to.Default)
 		}
@@ -55,21 +39,7 @@ func meshTimeoutDefault(v *violations, at string, c *resource.MeshTimeoutConf, t
 		return false
 	}
 	if top == resource.RefMeshHTTPRoute {
-		const msg = "can't be specified when top-level TargetRef is referencing MeshHTTPRoute"
-		if c.ConnectionTimeout != nil {
-			v.add(at+".connectionTimeout", msg)
-		}
-		if c.IdleTimeout != nil {
-			v.add(at+".idleTimeout", msg)
-		}
-		if h := c.HTTP; h != nil {
-			if h.MaxStreamDuration != nil {
-				v.add(at+".http.maxStreamDuration", msg)
-			}
-			if h.MaxConnectionDuration != nil {
-				v.add(at+".http.maxConnectionDuration", msg)
-			}
-		}
+		refuseTimeouts(v, at, c, false, "can't be specified when top-level TargetRef is referencing MeshHTTPRoute")
 	}
 	durationGT0(v, at+".connectionTimeout", c.ConnectionTimeout)
 	durationNonNeg(v, at+".idleTimeout", c.IdleTimeout)
@@ -90,22 +60,27 @@ func meshTimeoutDefault(v *violations, at string, c *resource.MeshTimeoutConf, t
 // meshTimeoutRoute refuses, on a to[] item targeting a MeshHTTPRoute, the
 // fields Kuma accepts there but applies only per listener or cluster.
 func meshTimeoutRoute(v *violations, at string, c *resource.MeshTimeoutConf) {
-	const msg = "only http.requestTimeout and http.streamIdleTimeout apply to a MeshHTTPRoute; set this on a Mesh or MeshExternalService targetRef"
-	if c.ConnectionTimeout != nil {
-		v.add(at+".connectionTimeout", msg)
+	refuseTimeouts(v, at, c, true, "only http.requestTimeout and http.streamIdleTimeout apply to a MeshHTTPRoute; "+
+		"set this on a Mesh or MeshExternalService targetRef")
+}
+
+// refuseTimeouts reports, with msg, each timeout a route cannot carry that
+// c sets: the connection and idle timeouts, the stream and connection
+// durations, and (headers) the request-headers timeout.
+func refuseTimeouts(v *violations, at string, c *resource.MeshTimeoutConf, headers bool, msg string) {
+	type field struct {
+		path string
+		set  bool
 	}
-	if c.IdleTimeout != nil {
-		v.add(at+".idleTimeout", msg)
-	}
+	fields := []field{{"connectionTimeout", c.ConnectionTimeout != nil}, {"idleTimeout", c.IdleTimeout != nil}}
 	if h := c.HTTP; h != nil {
-		if h.MaxStreamDuration != nil {
-			v.add(at+".http.maxStreamDuration", msg)
-		}
-		if h.MaxConnectionDuration != nil {
-			v.add(at+".http.maxConnectionDuration", msg)
-		}
-		if h.RequestHeadersTimeout != nil {
-			v.add(at+".http.requestHeadersTimeout", msg)
+		fields = append(fields, field{"http.maxStreamDuration", h.MaxStreamDuration != nil},
+			field{"http.maxConnectionDuration", h.MaxConnectionDuration != nil},
+			field{"http.requestHeadersTimeout", headers && h.RequestHeadersTimeout != nil})
+	}
+	for _, f := range fields {
+		if f.set {
+			v.add(at+"."+f.path, "%s", msg)
 		}
 	}
 }

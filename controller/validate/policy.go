@@ -198,7 +198,57 @@ var (
 	topKindsSystemRoute = slices.Concat(topKindsGateway, []string{resource.RefMeshHTTPRoute})
 )
 
-// policyMeta is what every policy validator checks first, after admission:
+// to[] targetRef kinds as Kuma lists them.
+var (
+	// MeshTimeout, MeshRetry, MeshAccessLog.
+	toKindsAll = []string{resource.RefMesh, resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService, resource.RefMeshHTTPRoute}
+	// MeshTimeout and MeshRetry under a top-level MeshGateway or MeshHTTPRoute.
+	toKindsGatewayRoute = []string{resource.RefMesh, resource.RefMeshExternalService}
+	// MeshCircuitBreaker, MeshHealthCheck.
+	toKindsDestinations = []string{resource.RefMesh, resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService}
+	// MeshHTTPRoute, MeshTCPRoute (a gateway's routes take [Mesh]).
+	toKindsRoutes = []string{resource.RefMeshService, resource.RefMeshExternalService, resource.RefMeshMultiZoneService}
+)
+
+// toKindsUnder picks the to[] kinds Kuma allows under top: special when
+// top is one of specialTops, normal otherwise.
+func toKindsUnder(top string, normal, special []string, specialTops ...string) refOpts {
+	if slices.Contains(specialTops, top) {
+		return refOpts{kinds: special}
+	}
+	return refOpts{kinds: normal}
+}
+
+// roleOpts are the top-level kinds of the kinds whose list depends on the
+// role: a system policy may use system (with gateway listener tags).
+func roleOpts(role string, system []string) refOpts {
+	if role == resource.RoleSystem {
+		return refOpts{kinds: system, gatewayListenerTagsAllowed: true}
+	}
+	return refOpts{kinds: topKindsWorkload}
+}
+
+// topRef checks spec.targetRef (absent = Mesh) and refuses what selects no
+// meshext proxy; it returns the kind.
+func topRef(v *violations, ref *resource.PolicyTargetRef, opts refOpts) string {
+	if ref == nil {
+		return resource.RefMesh
+	}
+	if policyRef(v, "spec.targetRef", ref, opts) {
+		meshextTop(v, ref)
+	}
+	return ref.Kind
+}
+
+// toRef checks spec.to[i].targetRef (at is "spec.to[i]") and refuses
+// traffic meshext does not carry.
+func toRef(v *violations, at string, ref *resource.PolicyTargetRef, opts refOpts) {
+	if policyRef(v, at+".targetRef", ref, opts) {
+		meshextTo(v, at+".targetRef", ref)
+	}
+}
+
+// policyRole is what every policy validator checks first, after admission:
 // the role computation Kuma does when it labels the resource.
 func policyRole(v *violations, p resource.Policy) string {
 	role, err := resource.ComputePolicyRole(p)

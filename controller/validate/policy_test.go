@@ -1,27 +1,15 @@
 package validate_test
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 // TestEveryPolicyRuleHasAGoldenCase guards the policy kinds' coverage: each
 // message their validators can produce appears in a golden file.
 func TestEveryPolicyRuleHasAGoldenCase(t *testing.T) {
-	goldens, err := filepath.Glob(filepath.Join("testdata", "*.golden.txt"))
-	require.NoError(t, err)
-	var all strings.Builder
-	for _, g := range goldens {
-		b, err := os.ReadFile(g)
-		require.NoError(t, err)
-		all.Write(b)
-	}
-	text := all.String()
+	text := allGoldens(t)
 	for _, want := range []string{
 		// Kuma's targetRef rules
 		"spec.targetRef.name: using name with kind Mesh is not yet supported",
