@@ -4,6 +4,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/validate"
 )
 
 // TestEveryPolicyRuleHasAGoldenCase guards the policy kinds' coverage: each
@@ -152,5 +155,38 @@ func TestEveryPolicyRuleHasAGoldenCase(t *testing.T) {
 		"spec.to[1].rules: must have at most 1 item",
 	} {
 		assert.Contains(t, text, want, "no golden case shows this rule")
+	}
+}
+
+// TestPolicyValidatorsTolerateZeroValues: hand-built policies with empty
+// specs and empty nested parts never panic, and each gets a message.
+func TestPolicyValidatorsTolerateZeroValues(t *testing.T) {
+	meta := func(k resource.Kind) resource.Meta { return resource.Meta{Kind: k, Mesh: "default", Name: "p"} }
+	empty := resource.PolicyTargetRef{}
+	objs := []resource.Object{
+		&resource.MeshTimeout{Meta: meta(resource.KindMeshTimeout)},
+		&resource.MeshTimeout{Meta: meta(resource.KindMeshTimeout), Spec: resource.MeshTimeoutSpec{To: []resource.MeshTimeoutTo{{Default: resource.MeshTimeoutConf{HTTP: &resource.MeshTimeoutHTTP{}}}}}},
+		&resource.MeshRetry{Meta: meta(resource.KindMeshRetry), Spec: resource.MeshRetrySpec{TargetRef: &empty, To: []resource.MeshRetryTo{{Default: resource.MeshRetryConf{
+			HTTP: &resource.MeshRetryHTTP{RateLimitedBackOff: &resource.MeshRetryRateLimitedBackOff{}, HostSelection: &[]resource.MeshRetryPredicate{{}}}}}}}},
+		&resource.MeshCircuitBreaker{Meta: meta(resource.KindMeshCircuitBreaker), Spec: resource.MeshCircuitBreakerSpec{To: []resource.MeshCircuitBreakerTo{{Default: resource.MeshCircuitBreakerConf{
+			OutlierDetection: &resource.OutlierDetection{Detectors: &resource.Detectors{SuccessRate: &resource.SuccessRateDetector{}}}}}}}},
+		&resource.MeshHealthCheck{Meta: meta(resource.KindMeshHealthCheck), Spec: resource.MeshHealthCheckSpec{To: []resource.MeshHealthCheckTo{{}}}},
+		&resource.MeshLoadBalancingStrategy{Meta: meta(resource.KindMeshLoadBalancingStrategy), Spec: resource.MeshLoadBalancingStrategySpec{To: []resource.MeshLoadBalancingStrategyTo{{
+			Default: resource.MeshLoadBalancingStrategyConf{LoadBalancer: &resource.LoadBalancer{}, HashPolicies: &[]resource.HashPolicy{{}}}}}}},
+		&resource.MeshAccessLog{Meta: meta(resource.KindMeshAccessLog), Spec: resource.MeshAccessLogSpec{To: []resource.MeshAccessLogTo{{Default: resource.MeshAccessLogConf{
+			Backends: &[]resource.AccessLogBackend{{}, {Type: resource.BackendFile, File: &resource.AccessLogFileBackend{Format: &resource.AccessLogFormat{}}}}}}}}},
+		&resource.MeshHTTPRoute{Meta: meta(resource.KindMeshHTTPRoute), Spec: resource.MeshHTTPRouteSpec{To: []resource.MeshHTTPRouteTo{{Rules: []resource.HTTPRouteRule{{
+			Matches: []resource.HTTPRouteMatch{{Path: &resource.HTTPPathMatch{}, QueryParams: &[]resource.HTTPQueryParamMatch{{}}, Headers: &[]resource.HeaderMatch{{}}}},
+			Default: resource.HTTPRouteConf{Filters: &[]resource.HTTPRouteFilter{{}, {Type: resource.FilterRequestMirror, RequestMirror: &resource.HTTPRequestMirror{}},
+				{Type: resource.FilterURLRewrite, URLRewrite: &resource.HTTPURLRewrite{Path: &resource.HTTPPathRewrite{}}}}, BackendRefs: &[]resource.PolicyBackendRef{{}}}}}}}}},
+		&resource.MeshTCPRoute{Meta: meta(resource.KindMeshTCPRoute), Spec: resource.MeshTCPRouteSpec{To: []resource.MeshTCPRouteTo{{Rules: []resource.TCPRouteRule{{}}}}}},
+	}
+	for _, o := range objs {
+		errs := validate.Object(o, nil)
+		assert.NotEmpty(t, errs, "%s: a zero value has something to say", o.GetMeta().Kind)
+		for _, e := range errs {
+			assert.NotEmpty(t, e.Message)
+			assert.NotEmpty(t, e.Field)
+		}
 	}
 }
