@@ -117,7 +117,7 @@ func TestForOtherMesh(t *testing.T) {
 	assert.Nil(t, r.For(policy.Proxy{ID: "a.dp", Dataplane: dp}, nil))
 	eff := r.For(policy.Proxy{ID: policy.DefaultProxyID}, mes)
 	require.NotNil(t, eff)
-	assert.Equal(t, []string{"MeshCircuitBreaker", "MeshTimeout", "MeshRetry"}, kinds(eff), "the default node gets mesh b's defaults")
+	assert.Equal(t, []string{"MeshTimeout", "MeshCircuitBreaker", "MeshRetry"}, kinds(eff), "the default node gets mesh b's defaults")
 	assert.NotNil(t, policy.Resolve(nil, policy.Options{}))
 }
 

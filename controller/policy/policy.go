@@ -183,10 +183,13 @@ type RouteKey struct {
 
 func (k RouteKey) MarshalText() ([]byte, error) { return []byte(k.Mesh + "/" + k.Name), nil }
 
-// ConfKinds are the kinds For fills in Effective.Confs, in Kuma's plugin order.
+// ConfKinds are the kinds For fills in Effective.Confs, in Kuma's plugin
+// order (resource.PolicyKinds): the order rendering applies them in, so
+// where two kinds set the same Envoy field (healthyPanicThreshold in
+// MeshHealthCheck and MeshCircuitBreaker) the later one wins, as in Kuma.
 var ConfKinds = []resource.Kind{
 	resource.KindMeshTCPRoute, resource.KindMeshLoadBalancingStrategy, resource.KindMeshAccessLog,
-	resource.KindMeshHealthCheck, resource.KindMeshCircuitBreaker, resource.KindMeshTimeout, resource.KindMeshRetry,
+	resource.KindMeshTimeout, resource.KindMeshHealthCheck, resource.KindMeshCircuitBreaker, resource.KindMeshRetry,
 }
 
 // routeKinds may target a MeshHTTPRoute from spec.to[].

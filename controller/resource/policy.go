@@ -24,11 +24,12 @@ const (
 )
 
 // PolicyKinds lists the policy kinds in Kuma's plugin order (each kind's
-// +kuma:policy:order: routes first, then load balancing, access logs, health
-// checks, circuit breakers, timeouts, retries).
+// +kuma:policy:order: MeshHTTPRoute 100, MeshTCPRoute 200,
+// MeshLoadBalancingStrategy 400, MeshAccessLog 600, MeshTimeout 1000,
+// MeshHealthCheck 1200, MeshCircuitBreaker 1300, MeshRetry 1400).
 var PolicyKinds = []Kind{
 	KindMeshHTTPRoute, KindMeshTCPRoute, KindMeshLoadBalancingStrategy, KindMeshAccessLog,
-	KindMeshHealthCheck, KindMeshCircuitBreaker, KindMeshTimeout, KindMeshRetry,
+	KindMeshTimeout, KindMeshHealthCheck, KindMeshCircuitBreaker, KindMeshRetry,
 }
 
 // Policy is a parsed targetRef policy of one of PolicyKinds.
