@@ -10,6 +10,7 @@ import (
 	"github.com/meshext/meshext/controller/hostname"
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/policy"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -29,6 +30,9 @@ type Options struct {
 	// name) across builds, so a newcomer that folds onto a serving resource's
 	// identifier is the one refused; nil = decide by age alone.
 	Claims *names.Claims
+	// SkipDefaultPolicies lists Kuma default policy kinds not to add in any
+	// mesh ("*" = all), on top of each Mesh's skipCreatingInitialPolicies.
+	SkipDefaultPolicies []string
 }
 
 // Condition types Build sets on services. Hostname conditions use Kuma's
@@ -55,6 +59,7 @@ func Build(set *resource.Set, opts Options) *World {
 		opts.Zone = "default"
 	}
 	w := &World{Meshes: map[string]*resource.Mesh{}, Problems: problems}
+	w.Policies = policy.Resolve(valid, policy.Options{Zone: opts.Zone, SkipDefaults: opts.SkipDefaultPolicies})
 
 	for _, m := range valid.Meshes {
 		w.Meshes[m.Name] = m

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/policy"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -25,6 +26,9 @@ type World struct {
 	Permissions []*resource.MeshTrafficPermission
 	// Problems are every validation and build error, each tied to its file, line, resource and field.
 	Problems []*resource.FieldError
+	// Policies resolves the valid targetRef policies (and Kuma's implicit
+	// defaults) into each proxy's effective conf per service: Policies.For.
+	Policies *policy.Resolver
 }
 
 // Service returns the service of that mesh and name, or nil.

@@ -17,6 +17,8 @@ type Set struct {
 	Dataplanes             []*Dataplane
 	Meshes                 []*Mesh
 	Secrets                []*Secret
+	// Policies are the targetRef policies (PolicyKinds), in the order read.
+	Policies []Policy
 	// Files lists the files read, in order.
 	Files []string
 
@@ -44,6 +46,9 @@ func (s *Set) Objects() []Object {
 		out = append(out, r)
 	}
 	for _, r := range s.Dataplanes {
+		out = append(out, r)
+	}
+	for _, r := range s.Policies {
 		out = append(out, r)
 	}
 	return out
@@ -106,6 +111,8 @@ func (s *Set) Add(obj Object) *FieldError {
 		s.Meshes = append(s.Meshes, r)
 	case *Secret:
 		s.Secrets = append(s.Secrets, r)
+	case Policy:
+		s.Policies = append(s.Policies, r)
 	}
 	return nil
 }

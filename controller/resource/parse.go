@@ -282,6 +282,11 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 				decode(n, r.Routing, "routing")
 			}
 		}
+		if body != nil {
+			if n, _ := child(body, pathStep{key: "skipCreatingInitialPolicies", index: -1}); n != nil {
+				decode(n, &r.SkipCreatingInitialPolicies, "skipCreatingInitialPolicies")
+			}
+		}
 		topKeys = nil // a Mesh has many Kuma fields meshext does not use
 		obj = r
 	case KindSecret:
@@ -317,6 +322,13 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 			r.Data = b
 		}
 		obj = r
+	default:
+		// The targetRef policy kinds (policy.go) keep everything under spec.
+		if p, spec := newPolicy(meta); p != nil {
+			decodeSpec(spec)
+			applyPolicyDefaults(p)
+			obj = p
+		}
 	}
 	if topKeys != nil {
 		for i := 0; i+1 < len(root.Content); i += 2 {

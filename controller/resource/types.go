@@ -1,6 +1,6 @@
 // Package resource is meshext's model of the Kuma resources it reads:
 // MeshExternalService, HostnameGenerator, MeshTrafficPermission, Dataplane,
-// Mesh and Secret, in Kubernetes style (apiVersion/kind/metadata/spec) or
+// Mesh, Secret and the targetRef policy kinds of policy.go, in Kubernetes style (apiVersion/kind/metadata/spec) or
 // Kuma universal style (type/name/mesh/labels). Field names and defaults follow
 // Kuma v2.14's schema so users' YAML is accepted unchanged.
 package resource
@@ -20,7 +20,7 @@ const (
 )
 
 // Kinds lists every kind meshext reads, in the order resources are reported.
-var Kinds = []Kind{KindMesh, KindSecret, KindHostnameGenerator, KindMeshExternalService, KindMeshTrafficPermission, KindDataplane}
+var Kinds = append([]Kind{KindMesh, KindSecret, KindHostnameGenerator, KindMeshExternalService, KindMeshTrafficPermission, KindDataplane}, PolicyKinds...)
 
 // Well-known labels (Kuma's names).
 const (
@@ -275,6 +275,10 @@ type Mesh struct {
 	Meta    `yaml:"-"`
 	Routing *MeshRouting   `yaml:"routing,omitempty" json:"routing,omitempty"`
 	Extra   map[string]any `yaml:",inline" json:"-"`
+
+	// SkipCreatingInitialPolicies lists the kinds of Kuma's default policies
+	// not to create for this mesh ("*" = all); see controller/policy.
+	SkipCreatingInitialPolicies []string `yaml:"skipCreatingInitialPolicies,omitempty" json:"skipCreatingInitialPolicies,omitempty"`
 }
 
 type MeshRouting struct {

@@ -85,6 +85,9 @@ type Config struct {
 	// pins; attachments named like a Dataplane get its transparent port and
 	// the DNS address kept current ("" = leave eBPF redirects alone).
 	RedirectBPFFS string
+	// SkipDefaultPolicies lists Kuma default policy kinds not to add in any
+	// mesh ("*" = all); see model.Options.
+	SkipDefaultPolicies []string
 	// Debounce is the quiet time after the last file event before a reload (0 = DefaultDebounce).
 	Debounce time.Duration
 	// Logger; nil = slog.Default().

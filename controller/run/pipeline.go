@@ -183,7 +183,8 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	}
 	p.goodObjects = nextGood
 
-	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims})
+	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims,
+		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies})
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built
 

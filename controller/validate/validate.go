@@ -1,7 +1,10 @@
 // Package validate checks parsed resources with Kuma v2.14's rules and
 // messages (MeshExternalService, HostnameGenerator, admission and label
 // rules) plus the checks Kuma misses (data-source shape, unix socket paths,
-// MeshTrafficPermission, Dataplane ports). Every violation of a resource is
+// MeshTrafficPermission, Dataplane ports). The targetRef policy kinds
+// (policy.go and one file per kind) get Kuma's validators and schema checks,
+// and meshext refuses, naming the field, what would not shape
+// MeshExternalService traffic. Every violation of a resource is
 // reported at once, each with its file, line and field path rooted at the
 // resource as Kuma roots it ("spec.match.port", "networking.outbound[1].port").
 //
@@ -80,6 +83,22 @@ func ObjectWithOptions(o resource.Object, set *resource.Set, opts Options) []*re
 		// Kuma's Mesh fields meshext reads are booleans; nothing to check.
 	case *resource.Secret:
 		secret(v, r)
+	case *resource.MeshTimeout:
+		meshTimeout(v, r)
+	case *resource.MeshRetry:
+		meshRetry(v, r)
+	case *resource.MeshCircuitBreaker:
+		meshCircuitBreaker(v, r)
+	case *resource.MeshHealthCheck:
+		meshHealthCheck(v, r)
+	case *resource.MeshLoadBalancingStrategy:
+		meshLoadBalancingStrategy(v, r)
+	case *resource.MeshAccessLog:
+		meshAccessLog(v, r)
+	case *resource.MeshHTTPRoute:
+		meshHTTPRoute(v, r)
+	case *resource.MeshTCPRoute:
+		meshTCPRoute(v, r)
 	}
 	return v.list
 }

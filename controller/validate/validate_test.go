@@ -58,6 +58,10 @@ func run(t *testing.T, input string) (out string, problems, valids int) {
 			spec = r.Routing
 		case *resource.Secret:
 			spec = r.String() // never the data itself
+		case resource.Policy:
+			spec = r.SpecValue()
+			role, _ := resource.ComputePolicyRole(r)
+			fmt.Fprintf(&b, "  role=%s\n", role)
 		}
 		js, err := json.Marshal(spec)
 		require.NoError(t, err)
@@ -101,15 +105,7 @@ func TestGolden(t *testing.T) {
 // TestEveryRuleHasAGoldenCase guards coverage: each message the validator
 // can produce appears in at least one golden file.
 func TestEveryRuleHasAGoldenCase(t *testing.T) {
-	goldens, err := filepath.Glob(filepath.Join("testdata", "*.golden.txt"))
-	require.NoError(t, err)
-	var all strings.Builder
-	for _, g := range goldens {
-		b, err := os.ReadFile(g)
-		require.NoError(t, err)
-		all.Write(b)
-	}
-	text := all.String()
+	text := allGoldens(t)
 	for _, want := range []string{
 		// Kuma v2.14 MeshExternalService
 		"name: must not be longer than 63 characters",
@@ -210,6 +206,20 @@ func TestEveryRuleHasAGoldenCase(t *testing.T) {
 	}
 }
 
+// allGoldens is every golden file's text, for the coverage tests.
+func allGoldens(t *testing.T) string {
+	t.Helper()
+	goldens, err := filepath.Glob(filepath.Join("testdata", "*.golden.txt"))
+	require.NoError(t, err)
+	var all strings.Builder
+	for _, g := range goldens {
+		b, err := os.ReadFile(g)
+		require.NoError(t, err)
+		all.Write(b)
+	}
+	return all.String()
+}
+
 // TestFullInvalidMirrorsKuma pins Kuma v2.14's full-invalid case: 13
 // violations in Kuma's order.
 func TestFullInvalidMirrorsKuma(t *testing.T) {
@@ -244,9 +254,10 @@ func TestExamplesValidate(t *testing.T) {
 	}
 	assert.Equal(t, len(set.Objects()), len(valid.Objects()))
 	assert.Equal(t, set.Files, valid.Files)
-	files, err := filepath.Glob(filepath.Join(examples, "*.yaml"))
+	files, err := resource.ExpandPaths([]string{examples})
 	require.NoError(t, err)
 	assert.Len(t, set.Files, len(files), "every example file is read")
+	assert.Len(t, set.Policies, len(resource.PolicyKinds), "examples/policies holds one valid policy per kind")
 }
 
 // TestBrokenResourceAffectsOnlyItself: one bad MES among good ones.

@@ -38,6 +38,7 @@ func inspectMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(output, "output", "table", "same as -o")
 	zone := fs.String("zone", "default", "local zone name (computed kuma.io/zone labels, .Zone in hostname templates)")
 	systemCA := fs.String("system-ca-path", "", "CA bundle for services without caCert (default $"+model.EnvSystemCAPath+", else the first OS bundle found)")
+	skipDefaults := fs.String("skip-default-policies", "", skipDefaultsUsage)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext inspect PATH... [--state-dir DIR] [--cidr CIDR] [-o table|json|yaml]
 
@@ -46,7 +47,9 @@ for each MeshExternalService: its VIP, generated hostnames and their
 conditions, protocol and port, endpoints, the TLS it originates (effective
 SNI, SAN matchers with their types, CA source, client certificate) and what
 MeshTrafficPermission allows (the mesh's default and every rule that targets
-the service or its mesh). Secret material is never printed.
+the service or its mesh), and, per proxy, the effective value of every
+policy field (MeshTimeout, MeshRetry, ...; Kuma's default policies
+included) with the policy that set it. Secret material is never printed.
 
 Problems (validation, missing secrets, hostname collisions, no trust anchors)
 go to stderr as FILE:LINE: KIND MESH/NAME: FIELD.PATH: message.
@@ -82,6 +85,11 @@ Flags:`)
 		fmt.Fprintf(stderr, "meshext inspect: -o %q: want table, json or yaml\n", *output)
 		return 2
 	}
+	skip, err := parseSkipDefaults(*skipDefaults)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshext inspect: %v\n", err)
+		return 2
+	}
 	alloc, err := ipam.Open(*stateDir, *cidr)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext inspect: %v\n", err)
@@ -92,7 +100,7 @@ Flags:`)
 		fmt.Fprintf(stderr, "meshext inspect: %v\n", err)
 		return 2
 	}
-	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA})
+	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA, SkipDefaultPolicies: skip})
 	view := newInspectView(w)
 
 	switch *output {
@@ -140,6 +148,7 @@ type serviceView struct {
 	// be resolved: the service is not rendered (see Broken), never sent in plain text.
 	TLSUnresolved bool              `json:"tlsUnresolved,omitempty"`
 	Access        accessView        `json:"access"`
+	Policies      []policyView      `json:"policies,omitempty"`
 	Conditions    []model.Condition `json:"conditions"`
 	Broken        string            `json:"broken,omitempty"`
 }
@@ -205,6 +214,7 @@ func newInspectView(w *model.World) inspectView {
 			Conditions: s.Conditions,
 			Broken:     s.Broken,
 			Access:     access(w, s),
+			Policies:   policyViews(w, s),
 		}
 		if s.VIP.IsValid() {
 			sv.VIP = s.VIP.String()
@@ -431,6 +441,7 @@ func writeInspectTable(out io.Writer, v inspectView) {
 		for _, r := range s.Access.Rules {
 			fmt.Fprintf(out, "              %s from %s (MeshTrafficPermission %s targets %s, %s)\n", r.Action, r.From, r.Policy, r.Target, r.Source)
 		}
+		writePolicyViews(out, s.Policies)
 		fmt.Fprintln(out, "  Conditions:")
 		for _, c := range s.Conditions {
 			fmt.Fprintf(out, "    %s=%s %s", c.Type, c.Status, c.Reason)

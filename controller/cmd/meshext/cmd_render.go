@@ -36,6 +36,7 @@ func renderMain(args []string, stdout, stderr io.Writer) int {
 	plugin := fs.String("plugin", render.PluginOn, pluginUsage)
 	httpProxy := fs.String("http-proxy-listen", "", httpProxyUsage)
 	systemCA := fs.String("system-ca-path", "", "CA bundle for services without caCert (default $"+model.EnvSystemCAPath+", else the first OS bundle found)")
+	skipDefaults := fs.String("skip-default-policies", "", skipDefaultsUsage)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext render PATH... --out DIR [--state-dir DIR] [--upstream-dns IP:PORT]
 
@@ -68,6 +69,11 @@ Flags:`)
 		fs.Usage()
 		return 2
 	}
+	skip, err := parseSkipDefaults(*skipDefaults)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshext render: %v\n", err)
+		return 2
+	}
 	dir, err := filepath.Abs(*out)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext render: %v\n", err)
@@ -83,7 +89,7 @@ Flags:`)
 		fmt.Fprintf(stderr, "meshext render: %v\n", err)
 		return 2
 	}
-	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA})
+	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA, SkipDefaultPolicies: skip})
 	res, err := render.Render(w, render.Options{UpstreamDNS: *upstreamDNS, SecretsVia: render.SecretsFile, SecretsDir: xds.SecretDir(dir),
 		Flavor: *flavor, Plugin: *plugin, HTTPProxyListen: *httpProxy})
 	if err != nil {

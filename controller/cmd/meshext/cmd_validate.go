@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/meshext/meshext/controller/policy"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/validate"
 )
@@ -26,6 +27,7 @@ func validateMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	zone := fs.String("zone", "default", "local zone name: computed kuma.io/zone labels, and the value a zone-origin resource's kuma.io/zone label must have")
+	skipDefaults := fs.String("skip-default-policies", "", skipDefaultsUsage)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext validate [--zone NAME] PATH...
 
@@ -34,7 +36,8 @@ MeshExternalService, HostnameGenerator, MeshTrafficPermission, Dataplane,
 Mesh, Secret; Kubernetes or universal style, several documents per file) and
 checks them with Kuma v2.14's rules plus meshext's own.
 
-Exit status: 0 when everything is valid (a summary goes to stdout); 1 when
+Exit status: 0 when everything is valid (a summary goes to stdout, with the
+default policies Kuma would add); 1 when
 there are violations, printed to stdout one per line as
   FILE:LINE: KIND MESH/NAME: FIELD.PATH: message
 (YAML that cannot be parsed gives FILE:LINE: message); 2 on usage errors or
@@ -55,6 +58,11 @@ Flags:`)
 		fs.Usage()
 		return 2
 	}
+	skip, err := parseSkipDefaults(*skipDefaults)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshext validate: %v\n", err)
+		return 2
+	}
 	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext validate: %v\n", err)
@@ -65,6 +73,13 @@ Flags:`)
 	total := len(set.Objects())
 	if len(all) == 0 {
 		fmt.Fprintf(stdout, "%s: %d resources valid\n", strings.Join(paths, " "), total)
+		var names []string
+		for _, d := range policy.Resolve(valid, policy.Options{Zone: *zone, SkipDefaults: skip}).Defaults() {
+			names = append(names, string(d.GetMeta().Kind)+" "+d.GetMeta().Mesh+"/"+d.GetMeta().Name)
+		}
+		if len(names) > 0 {
+			fmt.Fprintf(stdout, "plus Kuma's default policies: %s\n", strings.Join(names, ", "))
+		}
 		return 0
 	}
 	sortByFileAndLine(all, set.Files)

@@ -55,7 +55,9 @@ func TestValidateCommand(t *testing.T) {
 	t.Run("examples are valid", func(t *testing.T) {
 		stdout, stderr, code := runValidateBinary(t, bin, root, "validate", "examples/")
 		assert.Equal(t, 0, code, "stderr: %s", stderr)
-		assert.Equal(t, "examples/: 9 resources valid\n", stdout)
+		assert.Equal(t, "examples/: 17 resources valid\n"+
+			"plus Kuma's default policies: MeshTimeout default/mesh-timeout-all-default, "+
+			"MeshCircuitBreaker default/mesh-circuit-breaker-all-default, MeshRetry default/mesh-retry-all-default\n", stdout)
 	})
 
 	t.Run("violations give exit 1 and one line each", func(t *testing.T) {
