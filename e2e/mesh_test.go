@@ -42,6 +42,8 @@ type meshOpts struct {
 	runArgs []string
 	// ads delivers config over ADS (adsFlags) instead of file drops.
 	ads bool
+	// envoyArgs are extra Envoy command-line arguments.
+	envoyArgs []string
 }
 
 // adsFlags are the `meshext run` and `meshext bootstrap` flags that connect
@@ -96,11 +98,13 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	}
 	// meshext run renders the meshext dynamic module (--plugin on, stock) on HTTP listeners.
 	modEnv := envoyModuleEnv(t)
+	envoyArgs := o.envoyArgs
 	startEnvoy := func() {
 		o := envoyproc.Pinned(envoy, bootstrap, m.dir, "envoy", modEnv)
 		// Tests read access logs from Envoy's output; Envoy flushes it only
 		// every 10 s by default, as long as their bounded waits.
 		o.Args = append(o.Args, "--file-flush-interval-msec", "100")
+		o.Args = append(o.Args, envoyArgs...)
 		m.envoy, err = envoyproc.Start(o)
 	}
 	if o.envoyCgroup != "" {
