@@ -251,17 +251,25 @@ static int request_in_go(hostRequest* r) {
 
 // ---- callbacks Envoy provides (api.h), those the filter uses ------------------
 
-CAPIStatus envoyGoFilterHttpGetHeader(void* s, void* key_data, int key_len, uint64_t* value_data, int* value_len) {
-  hostRequest* r = request_of_state(s);
+// The checks Envoy's header callbacks make: Go is processing this state
+// (envoyGoFilterProcessStateHandlerWrapper) and the state has headers.
+static CAPIStatus state_headers(void* s, headerMap** m) {
   if (!processing(((processState*)s)->state)) {
     return CAPINotInGo;
   }
+  *m = headers_of_state(s);
+  return *m == NULL ? CAPIInvalidPhase : CAPIOK;
+}
+
+CAPIStatus envoyGoFilterHttpGetHeader(void* s, void* key_data, int key_len, uint64_t* value_data, int* value_len) {
+  hostRequest* r = request_of_state(s);
+  headerMap* m;
+  CAPIStatus st = state_headers(s, &m);
+  if (st != CAPIOK) {
+    return st;
+  }
   if (r->fault_getheader) {
     say("%s: envoyGoFilterHttpGetHeader(%.*s) -> CAPIInvalidPhase (injected fault)", r->label, key_len, (char*)key_data);
-    return CAPIInvalidPhase;
-  }
-  headerMap* m = headers_of_state(s);
-  if (m == NULL) {
     return CAPIInvalidPhase;
   }
   header* e = map_find(m, key_data, (size_t)key_len);
@@ -275,12 +283,10 @@ CAPIStatus envoyGoFilterHttpGetHeader(void* s, void* key_data, int key_len, uint
 CAPIStatus envoyGoFilterHttpSetHeaderHelper(void* s, void* key_data, int key_len, void* value_data, int value_len,
                                             headerAction action) {
   hostRequest* r = request_of_state(s);
-  if (!processing(((processState*)s)->state)) {
-    return CAPINotInGo;
-  }
-  headerMap* m = headers_of_state(s);
-  if (m == NULL) {
-    return CAPIInvalidPhase;
+  headerMap* m;
+  CAPIStatus st = state_headers(s, &m);
+  if (st != CAPIOK) {
+    return st;
   }
   say("%s: set header %.*s: %.*s (%s)", r->label, key_len, (char*)key_data, value_len, (char*)value_data,
       action == HeaderAdd ? "add" : "set");
@@ -297,12 +303,10 @@ CAPIStatus envoyGoFilterHttpSetHeaderHelper(void* s, void* key_data, int key_len
 // all before it sets one.
 CAPIStatus envoyGoFilterHttpCopyHeaders(void* s, void* strs, void* buf) {
   hostRequest* r = request_of_state(s);
-  if (!processing(((processState*)s)->state)) {
-    return CAPINotInGo;
-  }
-  headerMap* m = headers_of_state(s);
-  if (m == NULL) {
-    return CAPIInvalidPhase;
+  headerMap* m;
+  CAPIStatus st = state_headers(s, &m);
+  if (st != CAPIOK) {
+    return st;
   }
   GoString* go_strs = strs;
   char* go_buf = buf;
