@@ -69,6 +69,8 @@ bpf-check: bpf
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags dynmod ./plugin/cmd/libmeshext
+	$(GO) vet -tags so ./plugin/cmd/libmeshext-golang
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -80,9 +82,14 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
 	done
 
+# The contrib library's test drives bin/libmeshext-golang.so through Envoy's
+# C ABI; it runs on its own with -v so the log shows the decisions it saw.
+CONTRIB_ABI_TEST := ^TestGolangLibraryThroughContribABI$$
+
 ## test: everything, with a real Envoy; under CI=true nothing may skip
-test: build envoy tools plugin fmt-check vet
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+test: build envoy tools plugin plugin-golang fmt-check vet
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -skip '$(CONTRIB_ABI_TEST)' ./...
+	MESHEXT_GOLANG_LIBRARY=$(CURDIR)/bin/libmeshext-golang.so $(GO) test -count=1 -v -run '$(CONTRIB_ABI_TEST)' ./plugin/contrib
 	$(MAKE) --no-print-directory fuzz
 
 ## run: controller + Envoy + stand-in upstreams on examples/; Ctrl-C stops all

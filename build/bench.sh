@@ -3,7 +3,8 @@
 # full  → bench/results/<date>-<host>.md + latest.md (the published report, < 10 min on 2 cores)
 # quick → bench/results/<date>-<host>-quick.md + latest-quick.md (CI smoke, < 2 min)
 # `make bench` / `make bench-quick` build bin/meshext, Envoy, tools and the plugin first;
-# sections whose pieces are missing report "not available: <why>" instead of failing.
+# sections whose pieces are missing report "not available: <why>"; a failing
+# Go benchmark or harness binary is reported and makes the script exit 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-full}"
@@ -40,14 +41,25 @@ fi
 mkdir -p bin
 "$GO" build -o bin/meshext-bench ./bench/cmd/meshext-bench
 # The control-plane stage benchmark imports controller packages that may be
-# mid-change; a build failure only disables its table.
+# mid-change; if it does not build, the other sections still run and report,
+# and the run fails at the end.
 rm -f bin/meshext-cpbench
+cpbench_broken=""
 if ! "$GO" build -o bin/meshext-cpbench ./bench/cmd/meshext-cpbench 2>bin/meshext-cpbench.build.log; then
 	echo "bench: bench/cmd/meshext-cpbench does not build; see bin/meshext-cpbench.build.log" >&2
+	cpbench_broken=1
 fi
 
 envoy="${ENVOY_BIN:-}"
 if [ -z "$envoy" ]; then envoy="$(make -s envoy 2>/dev/null || true)"; fi
 
-exec ./bin/meshext-bench -mode "$mode" -envoy "$envoy" -meshext bin/meshext -plugin bin/libmeshext.so \
-	-cpbench bin/meshext-cpbench -go "$GO" -out bench/results
+# meshext-bench writes the report, then exits 1 if a Go benchmark or a
+# harness binary failed.
+status=0
+./bin/meshext-bench -mode "$mode" -envoy "$envoy" -meshext bin/meshext -plugin bin/libmeshext.so \
+	-cpbench bin/meshext-cpbench -go "$GO" -out bench/results || status=$?
+if [ -n "$cpbench_broken" ] && [ "$status" = 0 ]; then
+	echo "bench: failed: bench/cmd/meshext-cpbench does not build" >&2
+	status=1
+fi
+exit "$status"

@@ -23,12 +23,15 @@ import (
 
 // Fixed ports of this test (23000-23099 are its own; e2e tests run one at a time).
 const (
-	authzHTTP   = "127.0.0.1:23000"
-	authzGRPC   = "127.0.0.1:23001"
-	authzTCP    = "127.0.0.1:23002"
-	authzHTTPS  = "127.0.0.1:23003"
-	authzProxy  = "127.0.0.1:23080"
-	authzNodeID = "default.authz"
+	authzHTTP  = "127.0.0.1:23000"
+	authzGRPC  = "127.0.0.1:23001"
+	authzTCP   = "127.0.0.1:23002"
+	authzHTTPS = "127.0.0.1:23003"
+	authzProxy = "127.0.0.1:23080"
+	// authzKeepAlive is the outbound of mes-keepalive, which only the
+	// keep-alive client uses, so its listener's connection counter is its own.
+	authzKeepAlive = "127.0.0.1:23004"
+	authzNodeID    = "default.authz"
 )
 
 // authzDataplane is the source of every request: kuma.io/service authz-web.
@@ -54,7 +57,35 @@ networking:
       backendRef: {kind: MeshExternalService, name: mes-tcp}
     - port: 23003
       backendRef: {kind: MeshExternalService, name: mes-https}
+    - port: 23004
+      backendRef: {kind: MeshExternalService, name: mes-keepalive}
 `
+
+// mesKeepAlive is httpbin.org again under another name: its outbound
+// listener's stats (stat_prefix outbound_meshext_default_mes-keepalive)
+// count only the keep-alive client's connections.
+const mesKeepAlive = `type: MeshExternalService
+name: mes-keepalive
+mesh: default
+spec:
+  match: {type: HostnameGenerator, port: 80, protocol: http}
+  endpoints:
+    - {address: httpbin.org, port: 80}
+`
+
+// authzDropDir holds the seed's HostnameGenerator and HTTP, HTTPS, gRPC and
+// TCP examples, mes-keepalive and the authz Dataplane.
+func authzDropDir(t *testing.T) string {
+	t.Helper()
+	drop := filepath.Join(t.TempDir(), "drop")
+	require.NoError(t, os.MkdirAll(drop, 0o755))
+	for _, f := range []string{"hostname-generator.yaml", "mes-http.yaml", "mes-https.yaml", "mes-grpc.yaml", "mes-tcp.yaml"} {
+		copyFile(t, filepath.Join(testenv.RepoRoot(), "examples", f), filepath.Join(drop, f))
+	}
+	writeFile(t, filepath.Join(drop, "mes-keepalive.yaml"), mesKeepAlive)
+	writeFile(t, filepath.Join(drop, "dataplane-authz.yaml"), authzDataplane)
+	return drop
+}
 
 const denyAuthzWeb = `type: MeshTrafficPermission
 name: deny-authz-web
@@ -117,15 +148,14 @@ func TestEgressAuthorization(t *testing.T) {
 	grpcurl := testenv.Tool(t, "grpcurl")
 	nc := testenv.Tool(t, "nc")
 
-	drop := filepath.Join(t.TempDir(), "drop")
-	require.NoError(t, os.MkdirAll(drop, 0o755))
-	for _, f := range []string{"hostname-generator.yaml", "mes-http.yaml", "mes-https.yaml", "mes-grpc.yaml", "mes-tcp.yaml"} {
-		copyFile(t, filepath.Join(testenv.RepoRoot(), "examples", f), filepath.Join(drop, f))
-	}
-	writeFile(t, filepath.Join(drop, "dataplane-authz.yaml"), authzDataplane)
+	drop := authzDropDir(t)
 	m := startMesh(t, drop, meshOpts{nodeID: authzNodeID, hostsFile: hostsFile, systemCA: caFile,
-		runArgs: []string{"--http-proxy-listen", authzProxy}})
-	for _, a := range []string{authzHTTP, authzGRPC, authzTCP, authzHTTPS, authzProxy} {
+		runArgs: []string{"--http-proxy-listen", authzProxy},
+		// Connections on a replaced filter chain get closed at random over
+		// the drain time (default 600 s); an hour makes closing the
+		// keep-alive connection below a negligible chance.
+		envoyArgs: []string{"--drain-time-s", "3600"}})
+	for _, a := range []string{authzHTTP, authzGRPC, authzTCP, authzHTTPS, authzKeepAlive, authzProxy} {
 		m.waitListener(t, a)
 	}
 	proxy := []string{"--proxy", "http://" + authzProxy}
@@ -162,22 +192,28 @@ func TestEgressAuthorization(t *testing.T) {
 		assert.Contains(t, body, `no MeshExternalService matches host "nope.svc.meshext.local"`)
 	})
 
-	// A keep-alive connection opened before the change.
+	// A keep-alive connection opened before the change, to mes-keepalive's
+	// outbound, which nothing else connects to: Envoy's counter of that
+	// listener's downstream connections must stay 1 while requests are
+	// served before and after the change.
 	keepAlive := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	t.Cleanup(keepAlive.CloseIdleConnections)
-	reused := func() (int, bool) {
-		var r bool
-		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { r = i.Reused }})
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+authzHTTP+"/get", nil)
+	keepAliveCx := "listener.outbound_meshext_default_mes-keepalive.downstream_cx_total"
+	keepAliveGet := func() (int, string) {
+		t.Helper()
+		var reused bool
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }})
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+authzKeepAlive+"/get", nil)
 		require.NoError(t, err)
 		resp, err := keepAlive.Do(req)
 		require.NoError(t, err)
-		_, _ = io.Copy(io.Discard, resp.Body)
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		return resp.StatusCode, r
+		require.Equal(t, 1, m.counter(t, keepAliveCx), "Envoy accepted another connection on the keep-alive listener (client reused: %v)", reused)
+		return resp.StatusCode, string(b)
 	}
-	code, _ := reused()
-	require.Equal(t, 200, code)
+	code, body := keepAliveGet()
+	require.Equal(t, 200, code, body)
 
 	ldsBefore := m.counter(t, "listener_manager.lds.update_success")
 	writeFile(t, filepath.Join(drop, "mtp.yaml"), denyAuthzWeb)
@@ -192,12 +228,11 @@ func TestEgressAuthorization(t *testing.T) {
 		assert.Equal(t, 403, code)
 		assert.Contains(t, body, `access to MeshExternalService "mes-http" in mesh "default" from "authz-web" denied by MeshTrafficPermission "deny-authz-web"`)
 		// The connection opened before the change is decided by the new
-		// policy too (the filter's tableKey swaps the live table). Envoy
-		// drains the old filter chain gradually, so it may rarely close the
-		// connection first; then this is one more new connection.
-		kc, kr := reused()
-		assert.Equal(t, 403, kc)
-		t.Logf("keep-alive connection from before the change reused: %v", kr)
+		// policy too (the filter's tableKey swaps the live table); Envoy
+		// keeps it on the old filter chain (drained over --drain-time-s).
+		code, body = keepAliveGet()
+		assert.Equal(t, 403, code, body)
+		assert.Contains(t, body, `access to MeshExternalService "mes-keepalive" in mesh "default" from "authz-web" denied by MeshTrafficPermission "deny-authz-web"`)
 		code, body = curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...)
 		assert.Equal(t, 403, code, body)
 
@@ -264,12 +299,7 @@ func TestEgressAuthorizationWithoutPlugin(t *testing.T) {
 	curl := testenv.Tool(t, "curl")
 	grpcurl := testenv.Tool(t, "grpcurl")
 
-	drop := filepath.Join(t.TempDir(), "drop")
-	require.NoError(t, os.MkdirAll(drop, 0o755))
-	for _, f := range []string{"hostname-generator.yaml", "mes-http.yaml", "mes-https.yaml", "mes-grpc.yaml", "mes-tcp.yaml"} {
-		copyFile(t, filepath.Join(testenv.RepoRoot(), "examples", f), filepath.Join(drop, f))
-	}
-	writeFile(t, filepath.Join(drop, "dataplane-authz.yaml"), authzDataplane)
+	drop := authzDropDir(t)
 	writeFile(t, filepath.Join(drop, "mesh.yaml"), forbiddingMesh)
 	writeFile(t, filepath.Join(drop, "mtp.yaml"), allowAuthzWebHTTP)
 	m := startMesh(t, drop, meshOpts{nodeID: authzNodeID, hostsFile: hostsFile, systemCA: caFile,

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -83,9 +85,22 @@ func vipsOf(t *testing.T, statusJSON string) map[string]string {
 	return out
 }
 
+// clientSecrets is the client certificate and key of live-mtls, two Secrets
+// in one file so a rotation replaces both at once.
+func clientSecrets(l *testpki.Leaf) string {
+	return "type: Secret\nname: live-client-cert\nmesh: default\ndata: " + b64(l.CertPEM) +
+		"\n---\ntype: Secret\nname: live-client-key\nmesh: default\ndata: " + b64(l.KeyPEM) + "\n"
+}
+
+func certSHA256(l *testpki.Leaf) string {
+	sum := sha256.Sum256(l.Cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
 // TestLiveChanges: a new file becomes reachable without restarting Envoy, a
-// broken file changes nothing that works, a CA rotation through a Secret keeps
-// open connections and applies to new ones, and a restart keeps every VIP.
+// broken file changes nothing that works, a CA rotation and a client
+// certificate rotation through Secrets keep open connections and apply to new
+// ones, and a restart keeps every VIP.
 func TestLiveChanges(t *testing.T) {
 	ca1, err := testpki.NewCA(testpki.CommonName("live CA 1"))
 	require.NoError(t, err)
@@ -101,6 +116,21 @@ func TestLiveChanges(t *testing.T) {
 	t.Cleanup(func() { _ = tlsEcho.Close() })
 	_, plainPort, _ := net.SplitHostPort(plain.Addr())
 	_, tlsPort, _ := net.SplitHostPort(tlsEcho.Addr())
+	// live-mtls: the stand-in requires a client certificate and records
+	// which one each handshake presented. Both client certificates carry
+	// the same name; only the certificate itself tells them apart.
+	clientCA, err := testpki.NewCA(testpki.CommonName("live client CA"))
+	require.NoError(t, err)
+	client1, err := clientCA.Issue(testpki.ClientAuth(), testpki.CommonName("live client"))
+	require.NoError(t, err)
+	client2, err := clientCA.Issue(testpki.ClientAuth(), testpki.CommonName("live client"))
+	require.NoError(t, err)
+	var handshakes upstream.HandshakeLog
+	mtlsEcho, err := upstream.StartTCPEcho(upstream.Addr("127.0.0.1:0"), upstream.TLS(leaf.TLS),
+		upstream.RequireClientCertFrom(clientCA.Pool()), upstream.RecordHandshakes(&handshakes))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mtlsEcho.Close() })
+	_, mtlsPort, _ := net.SplitHostPort(mtlsEcho.Addr())
 
 	secret := func(pem []byte) string {
 		return "type: Secret\nname: rotating-ca\nmesh: default\ndata: " + b64(pem) + "\n"
@@ -111,13 +141,18 @@ func TestLiveChanges(t *testing.T) {
 	writeFile(t, filepath.Join(drop, "rot.yaml"), mesFile("live-rot", tlsPort,
 		"  tls:\n    enabled: true\n    verification: {serverName: rotate.test, caCert: {secret: rotating-ca}}\n"))
 	writeFile(t, filepath.Join(drop, "secret.yaml"), secret(ca1.CertPEM))
-	outbounds := map[int]string{22000: "live-a", 22001: "live-rot"}
+	writeFile(t, filepath.Join(drop, "mtls.yaml"), mesFile("live-mtls", mtlsPort,
+		"  tls:\n    enabled: true\n    verification: {serverName: rotate.test, caCert: {inline: "+b64(ca1.CertPEM)+"},\n"+
+			"      clientCert: {secret: live-client-cert}, clientKey: {secret: live-client-key}}\n"))
+	writeFile(t, filepath.Join(drop, "client-secrets.yaml"), clientSecrets(client1))
+	outbounds := map[int]string{22000: "live-a", 22001: "live-rot", 22003: "live-mtls"}
 	writeFile(t, filepath.Join(drop, "dataplane.yaml"), liveDataplane(outbounds))
 
 	stateDir := filepath.Join(t.TempDir(), "state")
 	m := startMesh(t, drop, meshOpts{nodeID: "default.live", stateDir: stateDir})
 	m.waitListener(t, "127.0.0.1:22000")
 	m.waitListener(t, "127.0.0.1:22001")
+	m.waitListener(t, "127.0.0.1:22003")
 	c, _, err := dialEcho("127.0.0.1:22000", "hello a")
 	require.NoError(t, err)
 	c.Close()
@@ -165,12 +200,19 @@ func TestLiveChanges(t *testing.T) {
 		modified := m.envoy.StatValue("cluster_manager.cluster_modified")
 
 		// Trust only CA 2: the server's CA 1 certificate no longer verifies.
+		// Refused for that reason, not any: Envoy counts a failed
+		// certificate verification on the cluster.
+		verifyErrors := "cluster.meshext_default_live-rot.ssl.fail_verify_error"
+		verifyErrorsBefore := m.counter(t, verifyErrors)
 		writeFile(t, filepath.Join(drop, "secret.yaml"), secret(ca2.CertPEM))
 		eventually(t, 20*time.Second, "new connections use the rotated CA (refused)", func() error {
 			c, _, err := dialEcho("127.0.0.1:22001", "probe")
 			if err == nil {
 				c.Close()
 				return fmt.Errorf("still accepted with CA 1 trusted")
+			}
+			if n := m.counter(t, verifyErrors); n <= verifyErrorsBefore {
+				return fmt.Errorf("refused (%v), but not by certificate verification: %s = %d", err, verifyErrors, n)
 			}
 			return nil
 		})
@@ -189,9 +231,40 @@ func TestLiveChanges(t *testing.T) {
 		assert.Equal(t, modified, m.envoy.StatValue("cluster_manager.cluster_modified"), "rotation went through SDS, not a cluster rebuild")
 	})
 
+	t.Run("client certificate rotation keeps open connections and applies to new handshakes", func(t *testing.T) {
+		conn, r, err := dialEcho("127.0.0.1:22003", "before client rotation")
+		require.NoError(t, err)
+		defer conn.Close()
+		hs := handshakes.All()
+		require.NotEmpty(t, hs)
+		require.Equal(t, certSHA256(client1), hs[len(hs)-1].ClientCertSHA256, "the stand-in saw the first client certificate")
+		modified := m.envoy.StatValue("cluster_manager.cluster_modified")
+
+		writeFile(t, filepath.Join(drop, "client-secrets.yaml"), clientSecrets(client2))
+		// Each probe is a new connection, so Envoy makes a new upstream handshake.
+		eventually(t, 20*time.Second, "a new handshake presents the rotated client certificate", func() error {
+			seen := len(handshakes.All())
+			c, _, err := dialEcho("127.0.0.1:22003", "probe")
+			if err != nil {
+				return err
+			}
+			c.Close()
+			hs := handshakes.All()
+			if len(hs) == seen {
+				return fmt.Errorf("the probe made no new handshake")
+			}
+			if last := hs[len(hs)-1]; last.ClientCertSHA256 != certSHA256(client2) {
+				return fmt.Errorf("the new handshake presented certificate %s (resumed: %v), not the rotated %s", last.ClientCertSHA256, last.Resumed, certSHA256(client2))
+			}
+			return nil
+		})
+		require.NoError(t, echoOnce(conn, r, "open connection survives the rotation"))
+		assert.Equal(t, modified, m.envoy.StatValue("cluster_manager.cluster_modified"), "rotation went through SDS, not a cluster rebuild")
+	})
+
 	t.Run("restart keeps every VIP", func(t *testing.T) {
 		before := vipsOf(t, m.status(t))
-		require.Len(t, before, 3)
+		require.Len(t, before, 4)
 		m.run.stop()
 		m.startRun(t, meshext(t), meshOpts{nodeID: "default.live", stateDir: stateDir})
 		eventually(t, 20*time.Second, "status after restart", func() error {
@@ -199,7 +272,7 @@ func TestLiveChanges(t *testing.T) {
 			if err != nil || code != 200 {
 				return fmt.Errorf("%d %v", code, err)
 			}
-			if got := vipsOf(t, body); len(got) != 3 {
+			if got := vipsOf(t, body); len(got) != 4 {
 				return fmt.Errorf("services: %v", got)
 			}
 			return nil

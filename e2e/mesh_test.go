@@ -21,8 +21,11 @@ type meshEnv struct {
 	dir, drop, state, xds string
 	nodeID                string
 	dnsAddr, statusAddr   string
-	run                   *proc
-	envoy                 *envoyproc.Proc
+	// runXDS and bootstrapXDS are the delivery flags of `meshext run` and
+	// `meshext bootstrap` (file drops in xds, or ADS).
+	runXDS, bootstrapXDS []string
+	run                  *proc
+	envoy                *envoyproc.Proc
 }
 
 type meshOpts struct {
@@ -37,6 +40,19 @@ type meshOpts struct {
 	redirectBPFFS string
 	// runArgs are extra `meshext run` arguments (e.g. --http-proxy-listen).
 	runArgs []string
+	// ads delivers config over ADS (adsFlags) instead of file drops.
+	ads bool
+	// envoyArgs are extra Envoy command-line arguments.
+	envoyArgs []string
+}
+
+// adsFlags are the `meshext run` and `meshext bootstrap` flags that connect
+// an Envoy to meshext run's ADS server, the one place to adapt when the ADS
+// transport or its access control changes; dir is the mesh's own directory
+// (for a socket or credentials).
+func adsFlags(t *testing.T, dir string) (run, bootstrap []string) {
+	addr := "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
+	return []string{"--xds", "ads", "--ads-listen", addr}, []string{"--xds", "ads", "--ads-address", addr}
 }
 
 func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
@@ -49,30 +65,46 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 		m.state = filepath.Join(m.dir, "state")
 	}
 	m.xds = filepath.Join(m.dir, "xds")
+	m.runXDS = []string{"--xds", "file", "--xds-dir", m.xds}
+	m.bootstrapXDS = m.runXDS
+	if o.ads {
+		m.runXDS, m.bootstrapXDS = adsFlags(t, m.dir)
+	}
 	m.dnsAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
 	m.statusAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
 	m.startRun(t, bin, o)
 
-	nodeDir := filepath.Join(m.xds, m.nodeID)
-	eventually(t, 20*time.Second, "meshext run writes "+nodeDir+"/lds.json", func() error {
-		if _, err := os.Stat(filepath.Join(nodeDir, "lds.json")); err != nil {
-			return fmt.Errorf("%v; meshext log: %s", err, envoyproc.Tail(m.run.log, 800))
-		}
-		return nil
-	})
+	if o.ads {
+		eventually(t, 20*time.Second, "meshext run serves its status", func() error {
+			if code, _, err := httpGet("http://" + m.statusAddr + "/status"); err != nil || code != 200 {
+				return fmt.Errorf("%d %v; meshext log: %s", code, err, envoyproc.Tail(m.run.log, 800))
+			}
+			return nil
+		})
+	} else {
+		nodeDir := filepath.Join(m.xds, m.nodeID)
+		eventually(t, 20*time.Second, "meshext run writes "+nodeDir+"/lds.json", func() error {
+			if _, err := os.Stat(filepath.Join(nodeDir, "lds.json")); err != nil {
+				return fmt.Errorf("%v; meshext log: %s", err, envoyproc.Tail(m.run.log, 800))
+			}
+			return nil
+		})
+	}
 	bootstrap := filepath.Join(m.dir, "bootstrap.json")
-	out, err := run(t, 30*time.Second, "", bin, "bootstrap", "--xds", "file", "--xds-dir", m.xds,
-		"--node", m.nodeID, "--admin-port", strconv.Itoa(testnet.FreePort(t)), "--upstream-dns", m.dnsAddr, "--out", bootstrap)
+	out, err := run(t, 30*time.Second, "", bin, append(append([]string{"bootstrap"}, m.bootstrapXDS...),
+		"--node", m.nodeID, "--admin-port", strconv.Itoa(testnet.FreePort(t)), "--upstream-dns", m.dnsAddr, "--out", bootstrap)...)
 	if err != nil {
 		t.Fatalf("meshext bootstrap: %v\n%s", err, out)
 	}
 	// meshext run renders the meshext dynamic module (--plugin on, stock) on HTTP listeners.
 	modEnv := envoyModuleEnv(t)
+	envoyArgs := o.envoyArgs
 	startEnvoy := func() {
 		o := envoyproc.Pinned(envoy, bootstrap, m.dir, "envoy", modEnv)
 		// Tests read access logs from Envoy's output; Envoy flushes it only
 		// every 10 s by default, as long as their bounded waits.
 		o.Args = append(o.Args, "--file-flush-interval-msec", "100")
+		o.Args = append(o.Args, envoyArgs...)
 		m.envoy, err = envoyproc.Start(o)
 	}
 	if o.envoyCgroup != "" {
@@ -98,9 +130,9 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 
 func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
 	t.Helper()
-	args := []string{"run", "--dir", m.drop, "--state-dir", m.state, "--xds", "file", "--xds-dir", m.xds,
-		"--dns-listen", m.dnsAddr, "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms",
-		"--redirect-bpffs", o.redirectBPFFS}
+	args := append([]string{"run", "--dir", m.drop, "--state-dir", m.state}, m.runXDS...)
+	args = append(args, "--dns-listen", m.dnsAddr, "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms",
+		"--redirect-bpffs", o.redirectBPFFS)
 	if o.hostsFile != "" {
 		args = append(args, "--dns-hosts", o.hostsFile)
 	}

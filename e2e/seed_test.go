@@ -81,13 +81,28 @@ func seedDropDir(t *testing.T) string {
 }
 
 // TestSeedExamples runs each of the seed's seven examples with the client and
-// command the seed gives, through a real Envoy configured by `meshext run`.
+// command the seed gives, through a real Envoy configured by `meshext run`
+// from the command line: by file drop (--xds file) and over ADS (--xds ads).
 func TestSeedExamples(t *testing.T) {
 	_, caFile, hostsFile := standIns(t)
+	for _, ads := range []bool{false, true} {
+		name := map[bool]string{false: "xds=file", true: "xds=ads"}[ads]
+		t.Run(name, func(t *testing.T) {
+			m := startMesh(t, seedDropDir(t), meshOpts{nodeID: "default.e2e", hostsFile: hostsFile, systemCA: caFile, ads: ads})
+			seedExamplesThrough(t, m)
+			if ads {
+				// The config came over the ADS stream meshext run serves.
+				assert.Equal(t, "1", m.envoy.StatValue("control_plane.connected_state"), "Envoy connected to meshext's ADS server")
+			}
+		})
+	}
+}
+
+// seedExamplesThrough sends the seed's commands through m's Envoy.
+func seedExamplesThrough(t *testing.T, m *meshEnv) {
 	nc := testenv.Tool(t, "nc")
 	curl := testenv.Tool(t, "curl")
 	grpcurl := testenv.Tool(t, "grpcurl")
-	m := startMesh(t, seedDropDir(t), meshOpts{nodeID: "default.e2e", hostsFile: hostsFile, systemCA: caFile})
 	for _, a := range []string{"127.0.0.1:14242", "127.0.0.1:14243", "127.0.0.1:14244", "127.0.0.1:18080", "127.0.0.1:18443", "127.0.0.1:19000", "127.0.0.1:19001"} {
 		m.waitListener(t, a)
 	}

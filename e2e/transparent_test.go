@@ -27,7 +27,7 @@ func TestTransparentSeedCommands(t *testing.T) {
 	mount := bpftest.Require(t)
 	_, caFile, hostsFile := standIns(t)
 	testenv.Tool(t, "nc")
-	testenv.Tool(t, "curl")
+	curl := testenv.Tool(t, "curl")
 	grpcurl := testenv.Tool(t, "grpcurl")
 
 	app := bpftest.NewCgroup(t, mount, "app")
@@ -112,10 +112,15 @@ func TestTransparentSeedCommands(t *testing.T) {
 		})
 	}
 	t.Run("outside the cgroup nothing is redirected", func(t *testing.T) {
-		// In this namespace there is no route to 242/8: an un-redirected connect fails at once.
+		// In this namespace there is no route to 242/8: an un-redirected
+		// connect fails at once, and curl says so with exit code 7 (could
+		// not connect). A missing curl, a timeout (28) or any answer is
+		// something else and fails here.
 		vips := vipsOf(t, m.status(t))
-		out, err := run(t, 10*time.Second, "", "curl", "-s", "--max-time", "3", "http://"+vips["mes-http"]+":80/")
-		assert.Error(t, err, out)
+		out, err := run(t, 10*time.Second, "", curl, "-sS", "--max-time", "3", "http://"+vips["mes-http"]+":80/")
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, out)
+		assert.Equal(t, 7, exit.ExitCode(), "curl exit code; output: %s", out)
 	})
 	t.Run("the transparent listener saw the VIP as original destination", func(t *testing.T) {
 		vips := vipsOf(t, m.status(t))

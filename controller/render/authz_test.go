@@ -107,7 +107,9 @@ func TestEnvoyValidatesAuthzCases(t *testing.T) {
 	envoy := testenv.Envoy(t)
 	for _, c := range authzGoldenCases {
 		if c.opts.Flavor == FlavorContrib {
-			continue // the stock binary has no envoy.filters.http.golang
+			// The stock binary has no envoy.filters.http.golang.
+			t.Run(c.name, func(t *testing.T) { contribValidate(t, mustRender(t, c.world(), c.opts), c.opts.Plugin) })
+			continue
 		}
 		t.Run(c.name, func(t *testing.T) {
 			if c.opts.pluginOn() {

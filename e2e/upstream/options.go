@@ -160,6 +160,10 @@ type Handshake struct {
 	ALPN        string
 	ClientCert  bool   // a client certificate was presented and accepted
 	ClientSubCN string // its subject CN
+	// ClientCertSHA256 is the hex SHA-256 of that certificate (DER): which
+	// certificate it was, even when two share a name.
+	ClientCertSHA256 string
+	Resumed          bool // a resumed session (the certificate is the session's)
 }
 
 // HandshakeLog collects handshakes; safe for concurrent use.
@@ -169,10 +173,12 @@ type HandshakeLog struct {
 }
 
 func (h *HandshakeLog) add(cs tls.ConnectionState) {
-	hs := Handshake{ServerName: cs.ServerName, Version: cs.Version, ALPN: cs.NegotiatedProtocol}
+	hs := Handshake{ServerName: cs.ServerName, Version: cs.Version, ALPN: cs.NegotiatedProtocol, Resumed: cs.DidResume}
 	if len(cs.PeerCertificates) > 0 {
 		hs.ClientCert = true
 		hs.ClientSubCN = cs.PeerCertificates[0].Subject.CommonName
+		sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+		hs.ClientCertSHA256 = hex.EncodeToString(sum[:])
 	}
 	h.mu.Lock()
 	h.list = append(h.list, hs)

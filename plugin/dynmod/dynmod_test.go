@@ -41,11 +41,12 @@ func (h *fakeConfigHandle) DefineCounter(name string, _ ...string) (shared.Metri
 type fakeHeaders struct {
 	shared.HeaderMap
 	m        map[string]string
-	panicGet bool
+	panicGet bool   // every read panics
+	panicKey string // reading this header panics
 }
 
 func (f *fakeHeaders) GetOne(k string) shared.UnsafeEnvoyBuffer {
-	if f.panicGet {
+	if f.panicGet || k == f.panicKey {
 		panic("boom")
 	}
 	return buf(f.m[k])
@@ -331,6 +332,23 @@ func TestPanicBecomes500(t *testing.T) {
 	st := f.Create(h).OnRequestHeaders(fh, true)
 	if st != shared.HeadersStatusStop || len(h.replies) != 1 || h.replies[0].status != 500 || h.counts[egress.CounterErrors] != 1 {
 		t.Fatalf("status %v replies %+v counts %v", st, h.replies, h.counts)
+	}
+}
+
+// A gRPC client must see the panic as INTERNAL, not as Envoy's default
+// grpc-status 0 of a local reply.
+func TestPanicOnGRPCBecomesStatus13(t *testing.T) {
+	ch, f := newFactory(t)
+	h := newHandle(ch)
+	fh := &fakeHeaders{m: map[string]string{"content-type": "application/grpc"}, panicKey: ":authority"}
+	st := f.Create(h).OnRequestHeaders(fh, true)
+	if st != shared.HeadersStatusStop || len(h.replies) != 0 || h.counts[egress.CounterErrors] != 1 {
+		t.Fatalf("status %v replies %+v counts %v", st, h.replies, h.counts)
+	}
+	want := [][2]string{{":status", "200"}, {"content-type", "application/grpc"}, {"grpc-status", "13"},
+		{"grpc-message", "meshext: internal filter error"}}
+	if fmt.Sprint(h.rawHeaders) != fmt.Sprint(want) {
+		t.Fatalf("trailers-only reply %v, want %v", h.rawHeaders, want)
 	}
 }
 

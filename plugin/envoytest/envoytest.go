@@ -393,15 +393,24 @@ func DynamicModuleFilter(filterConfig []byte) map[string]any {
 // BuildModule compiles libmeshext.so into dir with the go tool goBin
 // ("go" when empty) from the module rooted at repoRoot.
 func BuildModule(ctx context.Context, goBin, repoRoot, dir string) (string, error) {
+	return buildCShared(ctx, goBin, repoRoot, filepath.Join(dir, "libmeshext.so"), "dynmod", "./plugin/cmd/libmeshext")
+}
+
+// BuildGolangLibrary compiles libmeshext-golang.so, the filter for the
+// contrib flavor (`make plugin-golang`), into dir.
+func BuildGolangLibrary(ctx context.Context, goBin, repoRoot, dir string) (string, error) {
+	return buildCShared(ctx, goBin, repoRoot, filepath.Join(dir, "libmeshext-golang.so"), "so", "./plugin/cmd/libmeshext-golang")
+}
+
+func buildCShared(ctx context.Context, goBin, repoRoot, out, tag, pkg string) (string, error) {
 	if goBin == "" {
 		goBin = "go"
 	}
-	out := filepath.Join(dir, "libmeshext.so")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-buildmode=c-shared", "-tags", "dynmod", "-o", out, "./plugin/cmd/libmeshext")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-buildmode=c-shared", "-tags", tag, "-o", out, pkg)
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build libmeshext.so: %v\n%s", err, b)
+		return "", fmt.Errorf("build %s: %v\n%s", filepath.Base(out), err, b)
 	}
 	return out, nil
 }
@@ -410,20 +419,37 @@ func BuildModule(ctx context.Context, goBin, repoRoot, dir string) (string, erro
 // describes the dynamic-module ABI of the Envoy we run.
 const DynamicModulesSDK = "github.com/envoyproxy/envoy/source/extensions/dynamic_modules"
 
+// ContribSDK is the Go module (pinned in go.mod) holding Envoy's contrib Go
+// filter, its Go SDK and the C headers of its ABI (contrib/golang).
+const ContribSDK = "github.com/envoyproxy/envoy"
+
 // SDKABIDir is the directory holding the pinned SDK's abi.h, downloaded
 // into the module cache if needed.
 func SDKABIDir(ctx context.Context, goBin, repoRoot string) (string, error) {
-	cmd := exec.CommandContext(ctx, goBin, "mod", "download", "-json", DynamicModulesSDK)
+	dir, err := ModuleDir(ctx, goBin, repoRoot, DynamicModulesSDK)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "abi"), nil
+}
+
+// ModuleDir is the module cache directory of a module pinned in go.mod,
+// downloaded if needed.
+func ModuleDir(ctx context.Context, goBin, repoRoot, module string) (string, error) {
+	if goBin == "" {
+		goBin = "go"
+	}
+	cmd := exec.CommandContext(ctx, goBin, "mod", "download", "-json", module)
 	cmd.Dir = repoRoot
 	b, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("go mod download %s: %w", DynamicModulesSDK, err)
+		return "", fmt.Errorf("go mod download %s: %w", module, err)
 	}
 	var m struct{ Dir string }
 	if err := json.Unmarshal(b, &m); err != nil || m.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: no module directory in %q", DynamicModulesSDK, b)
+		return "", fmt.Errorf("go mod download %s: no module directory in %q", module, b)
 	}
-	return filepath.Join(m.Dir, "abi"), nil
+	return m.Dir, nil
 }
 
 // BuildCReference compiles testdata/cref/meshext_ref.c (a C module making

@@ -13,7 +13,11 @@ import (
 
 	golangv3alpha "github.com/envoyproxy/go-control-plane/contrib/envoy/extensions/filters/http/golang/v3alpha"
 	dmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshext/meshext/e2e/testenv"
@@ -98,27 +102,60 @@ func TestDynamicModuleFilterInEnvoy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := protojson.Marshal(f)
-	if err != nil {
+	// filter_config may also be a google.protobuf.Struct (plugin/README.md):
+	// Envoy hands the module its JSON.
+	var dm dmhttpv3.DynamicModuleFilter
+	if err := f.GetTypedConfig().UnmarshalTo(&dm); err != nil {
 		t.Fatal(err)
 	}
-	var logs strings.Builder
-	env, err := envoytest.Start(ctx, t.TempDir(), envoytest.Options{Envoy: envoyBin, ModuleDir: mods, HTTPFilter: js,
-		Clusters: []envoytest.Cluster{{Name: "mes_http", Addr: strings.TrimPrefix(up.URL, "http://")}}, Log: &logs})
+	var sv wrapperspb.StringValue
+	if err := dm.GetFilterConfig().UnmarshalTo(&sv); err != nil {
+		t.Fatal(err)
+	}
+	st := &structpb.Struct{}
+	if err := protojson.Unmarshal([]byte(sv.GetValue()), st); err != nil {
+		t.Fatal(err)
+	}
+	if dm.FilterConfig, err = anypb.New(st); err != nil {
+		t.Fatal(err)
+	}
+	withStruct := proto.Clone(f).(*hcmv3.HttpFilter)
+	if withStruct.ConfigType, err = typedConfig(&dm); err != nil {
+		t.Fatal(err)
+	}
+	for name, filter := range map[string]*hcmv3.HttpFilter{"StringValue": f, "Struct": withStruct} {
+		t.Run(name, func(t *testing.T) {
+			js, err := protojson.Marshal(filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs strings.Builder
+			env, err := envoytest.Start(ctx, t.TempDir(), envoytest.Options{Envoy: envoyBin, ModuleDir: mods, HTTPFilter: js,
+				Clusters: []envoytest.Cluster{{Name: "mes_http", Addr: strings.TrimPrefix(up.URL, "http://")}}, Log: &logs})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, logs.String())
+			}
+			defer env.Stop()
+			for host, want := range map[string]int{"open.ext": 200, "closed.ext": 403, "nope.ext": 404} {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+env.Listener+"/", nil)
+				req.Host = host
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != want {
+					t.Errorf("%s: got %d, want %d", host, resp.StatusCode, want)
+				}
+			}
+		})
+	}
+}
+
+func typedConfig(m proto.Message) (*hcmv3.HttpFilter_TypedConfig, error) {
+	a, err := anypb.New(m)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, logs.String())
+		return nil, err
 	}
-	defer env.Stop()
-	for host, want := range map[string]int{"open.ext": 200, "closed.ext": 403, "nope.ext": 404} {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+env.Listener+"/", nil)
-		req.Host = host
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("%s: got %d, want %d", host, resp.StatusCode, want)
-		}
-	}
+	return &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}, nil
 }

@@ -83,7 +83,7 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 		cmds = append(cmds, shellJoin(relArgv(argv)))
 		r, wall, err := runCP(ctx, argv, limit)
 		if err != nil {
-			fmt.Fprintf(&b, "| %d | failed: %s | | | | | | | | | | |\n", n, oneLine(err.Error()))
+			fmt.Fprintf(&b, "| %d | %s | | | | | | | | | | |\n", n, failed(fmt.Sprintf("control plane stages N=%d", n), err))
 			continue
 		}
 		fmt.Fprintf(&b, "| %d | %d / %d / %d | %s | %s | %s | %s | %s | %s | %.1f MB | %.0f MB | %.0f MB | %.0f MB |\n",
@@ -113,7 +113,7 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 		cmds = append(cmds, shellJoin(relArgv(argv)))
 		r, _, err := runCP(ctx, argv, limit)
 		if err != nil {
-			fmt.Fprintf(&b, "| %d | failed: %s | | | | | | |\n", n, oneLine(err.Error()))
+			fmt.Fprintf(&b, "| %d | %s | | | | | | |\n", n, failed(fmt.Sprintf("control plane change→Envoy N=%d", n), err))
 			continue
 		}
 		fmt.Fprintf(&b, "| %d | %s | %.0f MB | %d | %s | %s | %s | %s |\n", n, msCell(r.EnvoyInitialMS), r.EnvoyRSSMB, r.EnvoyInotify,
@@ -235,7 +235,7 @@ func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, 
 			cmds = append(cmds, shellJoin(relArgv(argv)))
 			r, _, err := runCP(ctx, argv, limit)
 			if err != nil {
-				fmt.Fprintf(&b, "| %d | %s | failed: %s | | | | | | | |\n", n, mode, oneLine(err.Error()))
+				fmt.Fprintf(&b, "| %d | %s | %s | | | | | | | |\n", n, mode, failed(fmt.Sprintf("meshext run --xds %s N=%d", mode, n), err))
 				continue
 			}
 			start, drop := msCell(r.TotalMS), medMax(r.ChangePipeMS)

@@ -74,7 +74,7 @@ type variantRun struct {
 	target  string
 	https   bool
 	envoy   *envoyproc.Proc
-	why     string // non-empty: not available
+	why     string // non-empty: no figures (failed: ..., else not available)
 	results []loadResult
 	round   []int     // the round of each result, to pair variants
 	cpu     []float64 // Envoy CPU seconds per run
@@ -167,11 +167,11 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		for i, v := range variants {
 			r := runs[i]
 			if r.why != "" {
-				fmt.Fprintf(&detail, "| (%s) %s | not available: %s | | | | | |\n", v.key, v.name, oneLine(r.why))
+				fmt.Fprintf(&detail, "| (%s) %s | %s | | | | | |\n", v.key, v.name, whyCell(r.why))
 				continue
 			}
 			if len(r.results) == 0 {
-				fmt.Fprintf(&detail, "| (%s) %s | failed: %s | | | | | |\n", v.key, v.name, oneLine(strings.Join(r.errs, "; ")))
+				fmt.Fprintf(&detail, "| (%s) %s | %s | | | | | |\n", v.key, v.name, failed(fmt.Sprintf("data path %s (%s)", p.key, v.key), strings.Join(r.errs, "; ")))
 				continue
 			}
 			thr, p50, p99, cpu, cpuReq, errs := summarize(r, p.key == "tcp")
@@ -261,7 +261,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			err = cfg.pinEnvoy(runs[vi].envoy)
 		}
 		if err != nil {
-			runs[vi].why = err.Error()
+			runs[vi].why = failed(fmt.Sprintf("data path %s (%s) Envoy", proto, variants[vi].key), err)
 			continue
 		}
 		runs[vi].target = rc.Target
@@ -286,6 +286,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 		if r.why != "" {
 			continue
 		}
+		what := fmt.Sprintf("data path %s (%s) warm-up", proto, variants[i].key)
 		spec := loadSpec{Proto: proto, Target: r.target, HTTPS: r.https, Conns: cfg.conns[proto], Streams: cfg.streams, Duration: cfg.durations, WorkDir: cfg.workDir}
 		cmds[i] = strings.TrimPrefix(cmds[i]+"\n", "\n") + shellJoin(spec.command(cfg.wrk, cfg.h2load))
 		// Readiness: a short load that must complete without errors.
@@ -293,9 +294,9 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			w := spec
 			w.Duration = cfg.warmup
 			if res, err := runLoad(ctx, w, cfg.wrk, cfg.h2load); err != nil {
-				r.why = "warm-up failed: " + err.Error()
+				r.why = failed(what, err)
 			} else if res.Requests == 0 {
-				r.why = "warm-up completed no requests"
+				r.why = failed(what, "completed no requests")
 			}
 		}
 	}
@@ -353,6 +354,15 @@ func filterDecisions(e *envoyproc.Proc) string {
 	return fmt.Sprintf("%d allowed, %d denied, %d errors", sums["allowed"], sums["denied"], sums["errors"])
 }
 
+// whyCell shows why a variant has no figures: it failed, or a piece is
+// not available here.
+func whyCell(why string) string {
+	if strings.HasPrefix(why, "failed: ") {
+		return why
+	}
+	return "not available: " + oneLine(why)
+}
+
 // startHand writes a hand-written config and starts its Envoy.
 func startHand(cfg dpConfig, r *variantRun, cmd *string, p handParams, name string) {
 	port, err := envoyproc.FreePort()
@@ -370,7 +380,7 @@ func startHand(cfg dpConfig, r *variantRun, cmd *string, p handParams, name stri
 		err = cfg.pinEnvoy(r.envoy)
 	}
 	if err != nil {
-		r.why = err.Error()
+		r.why = failed("data path "+name+" Envoy", err)
 		return
 	}
 	r.target = fmt.Sprintf("127.0.0.1:%d", port)

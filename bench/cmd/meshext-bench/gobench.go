@@ -61,7 +61,7 @@ func runGoBenchmarks(ctx context.Context, gobin, repo string, quick bool) string
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if err != nil {
-			fmt.Fprintf(&b, "not available: `go test` failed (%v):\n\n```\n%s\n```\n\n", err, lastLines(string(out), 15))
+			fmt.Fprintf(&b, "%s:\n\n```\n%s\n```\n\n", failed("go benchmarks "+gb.pkg, fmt.Sprintf("`go test` %v", err)), lastLines(string(out), 15))
 			continue
 		}
 		fmt.Fprintf(&b, "```\n%s\n```\n\n", strings.TrimSpace(string(out)))

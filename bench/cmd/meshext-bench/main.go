@@ -180,7 +180,24 @@ func run(args []string) int {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "bench: wrote %s and %s in %s\n", name, latest, time.Since(started).Round(time.Second))
+	if len(failures) > 0 {
+		fmt.Fprintf(os.Stderr, "bench: %d measurement(s) failed (the report says where):\n  %s\n", len(failures), strings.Join(failures, "\n  "))
+		return 1
+	}
 	return 0
+}
+
+// failures are measurements that failed, as opposed to sections whose
+// pieces are missing here ("not available"): a failing Go benchmark or
+// harness binary, a variant whose Envoy never served. The report is written
+// either way; run then exits 1, so `make bench-quick` fails CI.
+var failures []string
+
+// failed records a failure and returns the text for the report.
+func failed(what string, err any) string {
+	msg := oneLine(fmt.Sprint(err))
+	failures = append(failures, what+": "+msg)
+	return "failed: " + msg
 }
 
 func reproduceAll(mode string) string {
