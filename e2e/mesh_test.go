@@ -51,7 +51,8 @@ type meshOpts struct {
 // transport or its access control changes; dir is the mesh's own directory
 // (for a socket or credentials).
 func adsFlags(t *testing.T, dir string) (run, bootstrap []string) {
-	addr := "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
+	// The local default transport: an owner-only unix socket (Envoy's pipe).
+	addr := "unix:" + filepath.Join(dir, "ads", "ads.sock")
 	return []string{"--xds", "ads", "--ads-listen", addr}, []string{"--xds", "ads", "--ads-address", addr}
 }
 
