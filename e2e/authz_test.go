@@ -62,7 +62,7 @@ networking:
 `
 
 // mesKeepAlive is httpbin.org again under another name: its outbound
-// listener's stats (stat_prefix outbound_meshext_default_mes-keepalive)
+// listener's stats (stat_prefix outbound_default_mes-keepalive__default_extsvc_80)
 // count only the keep-alive client's connections.
 const mesKeepAlive = `type: MeshExternalService
 name: mes-keepalive
@@ -198,7 +198,7 @@ func TestEgressAuthorization(t *testing.T) {
 	// served before and after the change.
 	keepAlive := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	t.Cleanup(keepAlive.CloseIdleConnections)
-	keepAliveCx := "listener.outbound_meshext_default_mes-keepalive.downstream_cx_total"
+	keepAliveCx := "listener.outbound_default_mes-keepalive__default_extsvc_80.downstream_cx_total"
 	keepAliveGet := func() (int, string) {
 		t.Helper()
 		var reused bool

@@ -202,7 +202,7 @@ func TestLiveChanges(t *testing.T) {
 		// Trust only CA 2: the server's CA 1 certificate no longer verifies.
 		// Refused for that reason, not any: Envoy counts a failed
 		// certificate verification on the cluster.
-		verifyErrors := "cluster.meshext_default_live-rot.ssl.fail_verify_error"
+		verifyErrors := "cluster.default_live-rot__default_extsvc_80.ssl.fail_verify_error"
 		verifyErrorsBefore := m.counter(t, verifyErrors)
 		writeFile(t, filepath.Join(drop, "secret.yaml"), secret(ca2.CertPEM))
 		eventually(t, 20*time.Second, "new connections use the rotated CA (refused)", func() error {

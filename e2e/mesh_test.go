@@ -132,7 +132,9 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
 	t.Helper()
 	args := append([]string{"run", "--dir", m.drop, "--state-dir", m.state}, m.runXDS...)
-	args = append(args, "--dns-listen", m.dnsAddr, "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms",
+	// Tests never forward DNS beyond loopback: the stand-ins' names come
+	// from the hosts file, anything else is REFUSED.
+	args = append(args, "--dns-listen", m.dnsAddr, "--dns-upstream", "none", "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms",
 		"--redirect-bpffs", o.redirectBPFFS)
 	if o.hostsFile != "" {
 		args = append(args, "--dns-hosts", o.hostsFile)

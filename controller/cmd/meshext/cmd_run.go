@@ -43,7 +43,7 @@ func runMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.StatusListen, "status-listen", "127.0.0.1:9902", "HTTP address for /status, /metrics and /healthz (\"\" = off)")
 	fs.StringVar(&cfg.DNSListen, "dns-listen", "", "embedded DNS server address, e.g. 127.0.0.1:5353 (\"\" = off)")
 	fs.StringVar(&cfg.DNSHosts, "dns-hosts", "", "hosts file of static DNS overrides")
-	dnsUpstream := fs.String("dns-upstream", "", "comma-separated resolvers for names outside meshext's zones (default: /etc/resolv.conf's)")
+	dnsUpstream := fs.String("dns-upstream", "", "comma-separated resolvers for names outside meshext's zones (default: /etc/resolv.conf's; \"none\" = forward nothing, answer only meshext's zones and the hosts file)")
 	dnsClients := fs.String("dns-forward-clients", "", "comma-separated client `CIDRs` whose other names are forwarded (default: loopback, this host's addresses and the networks of the --dns-listen interface); others get REFUSED")
 	dnsRate := fs.Float64("dns-rate-limit", dns.DefaultRateLimit, "DNS queries per second per client address (IPv6: per /64), burst twice that; loopback is exempt; 0 = no limit")
 	fs.StringVar(&cfg.UpstreamDNS, "upstream-dns", "", "IP:PORT resolver Envoy's DNS clusters use (default: Envoy's, from resolv.conf)")
@@ -119,7 +119,9 @@ Flags:`)
 		default:
 			cfg.DNSRateLimit = *dnsRate
 		}
-		if strings.TrimSpace(*dnsUpstream) != "" {
+		if strings.TrimSpace(*dnsUpstream) == "none" {
+			cfg.DNSUpstreams = nil // answer our own names only; others get REFUSED
+		} else if strings.TrimSpace(*dnsUpstream) != "" {
 			ups, err := dns.ParseUpstreams(*dnsUpstream)
 			if err != nil {
 				fmt.Fprintf(stderr, "meshext run: --dns-upstream: %v\n", err)
