@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 )
 
@@ -43,59 +42,6 @@ func meshext(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return meshextBin
-}
-
-// proc is a child process whose output goes to a log file; it is stopped
-// with SIGINT (then SIGKILL after a bounded wait) when the test ends.
-type proc struct {
-	cmd    *exec.Cmd
-	log    string
-	exited chan struct{}
-}
-
-func startProc(t *testing.T, name string, env []string, bin string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	f.Close()
-	p := &proc{cmd: cmd, log: logPath, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("--- %s log (tail) ---\n%s", name, envoyproc.Tail(logPath, 4000))
-		}
-	})
-	return p
-}
-
-func (p *proc) stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-func (p *proc) logText() string {
-	b, _ := os.ReadFile(p.log)
-	return string(b)
 }
 
 // eventually polls cond every 100ms until it returns nil or the timeout passes.
@@ -128,7 +74,11 @@ func run(t *testing.T, timeout time.Duration, stdin string, bin string, args ...
 }
 
 func httpGet(url string) (int, string, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
+	return httpGetWith(&http.Client{Timeout: 5 * time.Second}, url)
+}
+
+// httpGetWith is httpGet through c (e.g. a netns.NS.HTTPClient).
+func httpGetWith(c *http.Client, url string) (int, string, error) {
 	resp, err := c.Get(url)
 	if err != nil {
 		return 0, "", err

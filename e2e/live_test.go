@@ -265,7 +265,7 @@ func TestLiveChanges(t *testing.T) {
 	t.Run("restart keeps every VIP", func(t *testing.T) {
 		before := vipsOf(t, m.status(t))
 		require.Len(t, before, 4)
-		m.run.stop()
+		m.run.Stop()
 		m.startRun(t, meshext(t), meshOpts{nodeID: "default.live", stateDir: stateDir})
 		eventually(t, 20*time.Second, "status after restart", func() error {
 			code, body, err := httpGet("http://" + m.statusAddr + "/status")

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/meshext/meshext/bpf/bpftest"
 	"github.com/meshext/meshext/e2e/envoyproc"
+	"github.com/meshext/meshext/e2e/netns"
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/e2e/testnet"
 )
@@ -24,8 +27,9 @@ type meshEnv struct {
 	// runXDS and bootstrapXDS are the delivery flags of `meshext run` and
 	// `meshext bootstrap` (file drops in xds, or ADS).
 	runXDS, bootstrapXDS []string
-	run                  *proc
+	run                  *netns.Proc
 	envoy                *envoyproc.Proc
+	client               *http.Client // reaches statusAddr (in the workload's namespace with meshOpts.workload)
 }
 
 type meshOpts struct {
@@ -44,6 +48,10 @@ type meshOpts struct {
 	ads bool
 	// envoyArgs are extra Envoy command-line arguments.
 	envoyArgs []string
+	// workload, when set, runs meshext run in the workload's network
+	// namespace and Envoy as its sidecar (namespace and sidecar cgroup);
+	// envoyCgroup is then ignored.
+	workload *netns.Workload
 }
 
 // adsFlags are the `meshext run` and `meshext bootstrap` flags that connect
@@ -60,7 +68,10 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	t.Helper()
 	bin := meshext(t)
 	envoy := testenv.Envoy(t)
-	m := &meshEnv{dir: t.TempDir(), drop: drop, nodeID: o.nodeID}
+	m := &meshEnv{dir: t.TempDir(), drop: drop, nodeID: o.nodeID, client: &http.Client{Timeout: 5 * time.Second}}
+	if o.workload != nil {
+		m.client = o.workload.HTTPClient(5 * time.Second)
+	}
 	m.state = o.stateDir
 	if m.state == "" {
 		m.state = filepath.Join(m.dir, "state")
@@ -77,8 +88,8 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 
 	if o.ads {
 		eventually(t, 20*time.Second, "meshext run serves its status", func() error {
-			if code, _, err := httpGet("http://" + m.statusAddr + "/status"); err != nil || code != 200 {
-				return fmt.Errorf("%d %v; meshext log: %s", code, err, envoyproc.Tail(m.run.log, 800))
+			if code, _, err := httpGetWith(m.client, "http://"+m.statusAddr+"/status"); err != nil || code != 200 {
+				return fmt.Errorf("%d %v; meshext log: %s", code, err, envoyproc.Tail(m.run.LogPath, 800))
 			}
 			return nil
 		})
@@ -86,7 +97,7 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 		nodeDir := filepath.Join(m.xds, m.nodeID)
 		eventually(t, 20*time.Second, "meshext run writes "+nodeDir+"/lds.json", func() error {
 			if _, err := os.Stat(filepath.Join(nodeDir, "lds.json")); err != nil {
-				return fmt.Errorf("%v; meshext log: %s", err, envoyproc.Tail(m.run.log, 800))
+				return fmt.Errorf("%v; meshext log: %s", err, envoyproc.Tail(m.run.LogPath, 800))
 			}
 			return nil
 		})
@@ -100,15 +111,19 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	// meshext run renders the meshext dynamic module (--plugin on, stock) on HTTP listeners.
 	modEnv := envoyModuleEnv(t)
 	envoyArgs := o.envoyArgs
+	w := o.workload
 	startEnvoy := func() {
 		o := envoyproc.Pinned(envoy, bootstrap, m.dir, "envoy", modEnv)
 		// Tests read access logs from Envoy's output; Envoy flushes it only
 		// every 10 s by default, as long as their bounded waits.
 		o.Args = append(o.Args, "--file-flush-interval-msec", "100")
 		o.Args = append(o.Args, envoyArgs...)
+		if w != nil {
+			w.SidecarEnvoy(&o)
+		}
 		m.envoy, err = envoyproc.Start(o)
 	}
-	if o.envoyCgroup != "" {
+	if w == nil && o.envoyCgroup != "" {
 		// Envoy inherits the cgroup; its listener sockets are created there.
 		bpftest.InCgroup(t, o.cgroupMount, o.envoyCgroup, startEnvoy)
 	} else {
@@ -140,11 +155,15 @@ func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
 		args = append(args, "--dns-hosts", o.hostsFile)
 	}
 	args = append(args, o.runArgs...)
-	var env []string
+	cmd := exec.Command(bin, args...)
+	cmd.Env = os.Environ()
 	if o.systemCA != "" {
-		env = append(env, "KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH="+o.systemCA)
+		cmd.Env = append(cmd.Env, "KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH="+o.systemCA)
 	}
-	m.run = startProc(t, "meshext-run", env, bin, args...)
+	if o.workload != nil {
+		o.workload.NS.Wrap(cmd)
+	}
+	m.run = netns.StartCmd(t, "meshext-run", cmd)
 }
 
 // envoyLog is everything Envoy printed so far, access logs included.
@@ -171,7 +190,7 @@ func (m *meshEnv) waitListener(t *testing.T, addr string) {
 // status fetches meshext run's /status JSON.
 func (m *meshEnv) status(t *testing.T) string {
 	t.Helper()
-	code, body, err := httpGet("http://" + m.statusAddr + "/status")
+	code, body, err := httpGetWith(m.client, "http://"+m.statusAddr+"/status")
 	if err != nil || code != 200 {
 		t.Fatalf("GET /status: %d %v", code, err)
 	}

@@ -83,34 +83,7 @@ func TestTransparentSeedCommands(t *testing.T) {
 		return string(b)
 	}
 
-	// The seed's commands, byte for byte.
-	for _, tc := range []struct{ name, line string }{
-		{"mes-tcp", "echo 'echo this' | nc -q 3 mes-tcp.svc.meshext.local 4242"},
-		{"mes-tcp-tls", "echo 'echo this' | nc -q 3 mes-tcp-tls.svc.meshext.local 4243"},
-		{"mes-tcp-mtls", "echo 'echo this' | nc -q 3 mes-tcp-mtls.svc.meshext.local 4244"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, "echo this\n", inApp(t, tc.line))
-		})
-	}
-	t.Run("mes-http", func(t *testing.T) {
-		out := inApp(t, "curl -s http://mes-http.svc.meshext.local")
-		assert.Contains(t, out, "<title>httpbin.org</title>")
-	})
-	t.Run("mes-https", func(t *testing.T) {
-		out := inApp(t, "curl http://mes-https.svc.meshext.local")
-		assert.Contains(t, out, "<title>httpbin.org</title>")
-	})
-	for _, tc := range []struct{ name, line string }{
-		{"mes-grpc", "grpcurl -plaintext -v mes-grpc.svc.meshext.local:9000 list"},
-		{"mes-grpcs", "grpcurl -plaintext -v mes-grpcs.svc.meshext.local:9001 list"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			out := inApp(t, tc.line)
-			assert.Contains(t, out, "grpc.health.v1.Health")
-			assert.Contains(t, out, upstream.GRPCBinService)
-		})
-	}
+	runSeedCommands(t, inApp)
 	t.Run("outside the cgroup nothing is redirected", func(t *testing.T) {
 		// In this namespace there is no route to 242/8: an un-redirected
 		// connect fails at once, and curl says so with exit code 7 (could
@@ -131,5 +104,39 @@ func TestTransparentSeedCommands(t *testing.T) {
 			}
 			return nil
 		})
+	})
+}
+
+// runSeedCommands runs the seed's seven commands, byte for byte, as
+// parallel subtests of "seed commands" (each nc waits 3 s after its input
+// ends), through inApp, which runs a shell command line as the workload and
+// fails the test unless it exits 0; it checks what each printed.
+func runSeedCommands(t *testing.T, inApp func(t *testing.T, line string) string) {
+	t.Helper()
+	type check func(t *testing.T, out string)
+	echoed := func(t *testing.T, out string) { assert.Equal(t, "echo this\n", out) }
+	httpbin := func(t *testing.T, out string) { assert.Contains(t, out, "<title>httpbin.org</title>") }
+	grpcbin := func(t *testing.T, out string) {
+		assert.Contains(t, out, "grpc.health.v1.Health")
+		assert.Contains(t, out, upstream.GRPCBinService)
+	}
+	t.Run("seed commands", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, line string
+			check      check
+		}{
+			{"mes-tcp", "echo 'echo this' | nc -q 3 mes-tcp.svc.meshext.local 4242", echoed},
+			{"mes-tcp-tls", "echo 'echo this' | nc -q 3 mes-tcp-tls.svc.meshext.local 4243", echoed},
+			{"mes-tcp-mtls", "echo 'echo this' | nc -q 3 mes-tcp-mtls.svc.meshext.local 4244", echoed},
+			{"mes-http", "curl -s http://mes-http.svc.meshext.local", httpbin},
+			{"mes-https", "curl http://mes-https.svc.meshext.local", httpbin},
+			{"mes-grpc", "grpcurl -plaintext -v mes-grpc.svc.meshext.local:9000 list", grpcbin},
+			{"mes-grpcs", "grpcurl -plaintext -v mes-grpcs.svc.meshext.local:9001 list", grpcbin},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				tc.check(t, inApp(t, tc.line))
+			})
+		}
 	})
 }

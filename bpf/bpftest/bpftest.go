@@ -23,11 +23,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/meshext/meshext/e2e/testenv"
 	"golang.org/x/sys/unix"
@@ -145,12 +148,27 @@ func cgroup2Mount() (string, error) {
 	return "", errors.New("no cgroup2 filesystem mounted")
 }
 
-var seq atomic.Int64
+var (
+	seq        atomic.Int64
+	staleOnce  sync.Once
+	staleGone  []string
+	staleErr   error
+	cgroupName = regexp.MustCompile(`^meshext-test-([0-9]+)-[0-9]+-`)
+)
 
 // NewCgroup makes a fresh child cgroup of the cgroup v2 root, removed at
 // cleanup (detach BPF programs first; register that cleanup after this).
+// The first call of a test binary also removes the cgroups of killed runs
+// (RemoveStaleCgroups).
 func NewCgroup(t testing.TB, mount, role string) string {
 	t.Helper()
+	staleOnce.Do(func() { staleGone, staleErr = RemoveStaleCgroups(mount) })
+	if staleErr != nil {
+		t.Fatalf("remove cgroups of killed runs: %v", staleErr)
+	}
+	if len(staleGone) > 0 {
+		t.Logf("removed cgroups of killed runs: %s", strings.Join(staleGone, ", "))
+	}
 	dir := filepath.Join(mount, fmt.Sprintf("meshext-test-%d-%d-%s", os.Getpid(), seq.Add(1), role))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatalf("create cgroup: %v", err)
@@ -161,6 +179,80 @@ func NewCgroup(t testing.TB, mount, role string) string {
 		}
 	})
 	return dir
+}
+
+// RemoveStaleCgroups removes the cgroups NewCgroup made for test processes
+// that no longer exist (a killed run), killing what still runs in them
+// first; cgroups of live processes stay. It returns the removed directories.
+func RemoveStaleCgroups(mount string) ([]string, error) {
+	entries, err := os.ReadDir(mount)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		m := cgroupName.FindStringSubmatch(e.Name())
+		if m == nil || !e.IsDir() {
+			continue
+		}
+		if pid, err := strconv.Atoi(m[1]); err != nil || Alive(pid) {
+			continue
+		}
+		dir := filepath.Join(mount, e.Name())
+		if err := KillCgroup(dir, 5*time.Second); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.Remove(dir); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, dir)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// KillCgroup kills every process in cgroup dir and waits, bounded, until
+// it is empty.
+func KillCgroup(dir string, timeout time.Duration) error {
+	procs := filepath.Join(dir, "cgroup.procs")
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(procs)
+		if err != nil {
+			return err
+		}
+		if len(strings.TrimSpace(string(b))) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s still holds processes %s after %s", dir, strings.Fields(string(b)), timeout)
+		}
+		// cgroup.kill (Linux 5.14+) also gets processes forking meanwhile.
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Alive reports whether a process with this pid exists (a zombie counts as gone).
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) S ...": the state follows the last ')'.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z' && s[i+2] != 'X'
+	}
+	return true
 }
 
 // InCgroup runs fn with this process moved into dir, then moves it back.

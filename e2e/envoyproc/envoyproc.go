@@ -54,6 +54,9 @@ type Options struct {
 	Log io.Writer
 	// Cmd, when set, adjusts the command before it starts (cgroup, SysProcAttr).
 	Cmd func(*exec.Cmd)
+	// Dial, when set, makes the connections to the admin listener, e.g.
+	// from inside the network namespace Envoy runs in (e2e/netns).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Ready, when set, must also hold (polled every 50 ms) after /ready says
 	// LIVE before Start returns, e.g. "every listener is bound".
 	Ready func(*Proc) bool
@@ -89,6 +92,7 @@ type Proc struct {
 	exited      chan struct{}
 	waitErr     error
 	stopTimeout time.Duration
+	client      *http.Client // admin requests
 }
 
 // Start runs Envoy and waits (bounded) until it is ready; on failure the
@@ -166,7 +170,10 @@ func start(o Options) (*Proc, error) {
 		logf.Close()
 		return nil, fmt.Errorf("start envoy %s: %w", o.Name, err)
 	}
-	p := &Proc{LogPath: logPath, cmd: cmd, exited: make(chan struct{}), stopTimeout: o.StopTimeout}
+	p := &Proc{LogPath: logPath, cmd: cmd, exited: make(chan struct{}), stopTimeout: o.StopTimeout, client: client}
+	if o.Dial != nil {
+		p.client = &http.Client{Timeout: client.Timeout, Transport: &http.Transport{DialContext: o.Dial, DisableKeepAlives: true}}
+	}
 	go func() {
 		p.waitErr = cmd.Wait()
 		logf.Close()
@@ -297,7 +304,7 @@ func (p *Proc) GetContext(ctx context.Context, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	resp, err := client.Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		return "", err
 	}

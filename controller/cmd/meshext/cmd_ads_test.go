@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/pki"
+	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/run"
 	"github.com/meshext/meshext/controller/xds/envoytest"
 	"github.com/meshext/meshext/e2e/envoyproc"
@@ -98,7 +100,10 @@ networking:
 	return drop
 }
 
-const mesACluster = "default_mes-a__default_extsvc_4000"
+// mesACluster is mes-a's Envoy cluster (port 4000 in adsDropDir; meshext
+// run's zone is "default").
+var mesACluster = names.MeshExternalServiceCluster(&resource.Meta{Mesh: "default", Name: "mes-a",
+	Labels: map[string]string{resource.LabelZone: "default"}}, 4000)
 
 // TestADSCommandWithEnvoy: real Envoys bootstrapped by `meshext bootstrap`
 // get their config from `meshext run` over the default unix socket and over
