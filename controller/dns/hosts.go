@@ -6,15 +6,17 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
+
+	"github.com/meshext/meshext/controller/inputfile"
 )
 
 // ParseHostsFile reads static overrides in /etc/hosts format: an address
 // followed by one or more names per line, '#' starts a comment. A name may
-// appear on several lines; its addresses accumulate in file order.
+// appear on several lines; its addresses accumulate in file order. Only a
+// regular file of at most inputfile.DefaultMaxSize is read, without blocking.
 func ParseHostsFile(path string) (map[string][]netip.Addr, error) {
-	data, err := os.ReadFile(path)
+	data, err := inputfile.Read(path, inputfile.DefaultMaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("dns hosts file: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/meshext/meshext/controller/inputfile"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -38,8 +39,9 @@ func resolveSystemCA(explicit string) systemCA {
 		switch {
 		case err != nil:
 			return systemCA{err: fmt.Sprintf("system CA bundle %q (%s) is unusable: %v", p, origin, err)}
-		case st.IsDir():
-			return systemCA{err: fmt.Sprintf("system CA bundle %q (%s) is a directory, not a PEM file", p, origin)}
+		case !st.Mode().IsRegular():
+			// Envoy reads the bundle; a FIFO or device there would stall or flood it.
+			return systemCA{err: fmt.Sprintf("system CA bundle %q (%s) is %s, not a PEM file", p, origin, inputfile.Describe(st.Mode()))}
 		}
 		return systemCA{path: p}
 	}
@@ -50,7 +52,7 @@ func resolveSystemCA(explicit string) systemCA {
 		return check(v, "$"+EnvSystemCAPath)
 	}
 	for _, p := range SystemCABundles {
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 			return systemCA{path: p}
 		}
 	}

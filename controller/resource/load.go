@@ -1,12 +1,14 @@
 package resource
 
 import (
-	"fmt"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/meshext/meshext/controller/inputfile"
 )
 
 // Set is every resource read from a set of files, indexed by kind.
@@ -114,6 +116,8 @@ func (s *Set) Add(obj Object) *FieldError {
 type Options struct {
 	// Zone is the local zone name put into kuma.io/zone (Kuma's default zone is "default").
 	Zone string
+	// MaxFileSize bounds each file read (0 = inputfile.DefaultMaxSize).
+	MaxFileSize int64
 }
 
 // IsResourceFile reports whether a file in a drop directory is read:
@@ -128,7 +132,8 @@ func IsResourceFile(path string) bool {
 }
 
 // ExpandPaths turns files and directories (walked recursively) into the
-// sorted list of resource files.
+// sorted list of resource files. A directory named like a resource file
+// (x.yaml/) is listed, not walked, so that reading it reports it.
 func ExpandPaths(paths []string) ([]string, error) {
 	var files []string
 	seen := map[string]bool{}
@@ -150,7 +155,15 @@ func ExpandPaths(paths []string) ([]string, error) {
 				return err
 			}
 			if d.IsDir() {
-				if path != p && strings.HasPrefix(d.Name(), ".") {
+				if path == p {
+					return nil
+				}
+				if strings.HasPrefix(d.Name(), ".") {
+					return filepath.SkipDir
+				}
+				if IsResourceFile(path) && !seen[path] {
+					found = append(found, path)
+					seen[path] = true
 					return filepath.SkipDir
 				}
 				return nil
@@ -180,9 +193,9 @@ func Load(paths []string, opts Options) (*Set, []*FieldError, error) {
 	set := &Set{}
 	var errs []*FieldError
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := inputfile.Read(f, opts.MaxFileSize)
 		if err != nil {
-			errs = append(errs, &FieldError{File: f, Line: 0, Message: fmt.Sprintf("cannot read: %v", err)})
+			errs = append(errs, ReadProblem(f, err))
 			continue
 		}
 		set.Files = append(set.Files, f)
@@ -196,6 +209,16 @@ func Load(paths []string, opts Options) (*Set, []*FieldError, error) {
 	}
 	set.ComputeLabels(opts)
 	return set, errs, nil
+}
+
+// ReadProblem is the problem reported for a file that could not be read
+// (see inputfile.Read): it is skipped, and says why.
+func ReadProblem(file string, err error) *FieldError {
+	msg := "cannot read: " + err.Error()
+	if errors.Is(err, inputfile.ErrTooLarge) {
+		msg += " (--max-file-size)"
+	}
+	return &FieldError{File: file, Line: 0, Message: msg}
 }
 
 // ComputeLabels adds the labels a Kuma zone control plane adds to what users

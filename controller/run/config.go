@@ -67,6 +67,8 @@ type Config struct {
 	// pins; attachments named like a Dataplane get its transparent port and
 	// the DNS address kept current ("" = leave eBPF redirects alone).
 	RedirectBPFFS string
+	// MaxFileSize bounds each file read from Dir (0 = inputfile.DefaultMaxSize).
+	MaxFileSize int64
 	// Debounce is the quiet time after the last file event before a reload (0 = DefaultDebounce).
 	Debounce time.Duration
 	// Logger; nil = slog.Default().

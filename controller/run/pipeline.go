@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/meshext/meshext/controller/inputfile"
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/render"
@@ -40,6 +41,8 @@ type pipeline struct {
 	publishedADS  map[string]*xds.Resources
 	// validator skips re-validating resources whose content passed before.
 	validator xds.Validator
+	// read is readInput; tests replace it to stand for a stuck file system.
+	read func(dir string, maxFileSize int64) (*input, error)
 }
 
 type parsedFile struct {
@@ -81,54 +84,81 @@ func newPipeline(cfg *Config, alloc *ipam.Allocator) *pipeline {
 		goodObjects:   map[string]resource.Object{},
 		publishedFile: map[string]*xds.Resources{},
 		publishedADS:  map[string]*xds.Resources{},
+		read:          readInput,
 	}
 }
 
 // errUnchanged says the input is byte-for-byte what was last compiled.
 var errUnchanged = errors.New("input unchanged")
 
-// readInput lists and reads the drop directory.
-func readInput(dir string) ([]string, map[string][]byte, [32]byte, error) {
+// input is one listing and read of the drop directory.
+type input struct {
+	// files lists every resource file found, in order, read or not.
+	files []string
+	// data holds the content of each file that was read.
+	data map[string][]byte
+	// problems says why each other file was not read (not a regular file,
+	// over the size limit, unreadable).
+	problems []*resource.FieldError
+	// sum hashes names, contents and read errors: any change to them changes it.
+	sum [32]byte
+}
+
+// readInput lists and reads the drop directory. Every read is bounded and
+// non-blocking (see inputfile.Read); a file that cannot be read is reported
+// and the others are read.
+func readInput(dir string, maxFileSize int64) (*input, error) {
 	files, err := resource.ExpandPaths([]string{dir})
 	if err != nil {
-		return nil, nil, [32]byte{}, err
+		return nil, err
 	}
-	data := make(map[string][]byte, len(files))
+	in := &input{data: make(map[string][]byte, len(files))}
 	h := sha256.New()
-	var kept []string
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := inputfile.Read(f, maxFileSize)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // removed between listing and reading; the next event reloads
 		}
+		in.files = append(in.files, f)
 		if err != nil {
-			return nil, nil, [32]byte{}, err
+			fe := resource.ReadProblem(f, err)
+			in.problems = append(in.problems, fe)
+			fmt.Fprintf(h, "%s\x00!%s\x00", f, fe.Message)
+			continue
 		}
-		data[f] = b
-		kept = append(kept, f)
+		in.data[f] = b
 		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
 		h.Write(b)
 	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return kept, data, sum, nil
+	copy(in.sum[:], h.Sum(nil))
+	return in, nil
 }
 
 // compile reads the drop directory and, when it changed (or force), builds
 // and renders it. errUnchanged means there is nothing to do.
 func (p *pipeline) compile(force bool) (*result, error) {
 	start := time.Now()
-	files, data, sum, err := readInput(p.cfg.Dir)
+	in, err := p.read(p.cfg.Dir, p.cfg.MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p.cfg.Dir, err)
 	}
-	if !force && sum == p.inputHash {
+	if !force && in.sum == p.inputHash {
 		return nil, errUnchanged
 	}
-	res := &result{}
+	res := &result{problems: append([]*resource.FieldError{}, in.problems...)}
 	set := &resource.Set{}
-	for _, f := range files {
-		objs, errs := p.parse(f, data[f])
+	for _, f := range in.files {
+		data, read := in.data[f]
+		if !read {
+			// Reported by readInput; a file that was good keeps serving.
+			good, ok := p.goodFiles[f]
+			if !ok {
+				continue
+			}
+			data = good
+			res.notes = append(res.notes, fmt.Sprintf("%s: cannot be read; serving its last good version", f))
+		}
+		objs, errs := p.parse(f, data)
 		if len(errs) > 0 {
 			res.problems = append(res.problems, errs...)
 			if good, ok := p.goodFiles[f]; ok {
@@ -137,7 +167,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 				res.notes = append(res.notes, fmt.Sprintf("%s: has errors; serving its last good version", f))
 			}
 		} else {
-			p.goodFiles[f] = data[f]
+			p.goodFiles[f] = data
 		}
 		set.Files = append(set.Files, f)
 		for _, o := range objs {
@@ -146,8 +176,12 @@ func (p *pipeline) compile(force bool) (*result, error) {
 			}
 		}
 	}
+	listed := make(map[string]bool, len(in.files))
+	for _, f := range in.files {
+		listed[f] = true
+	}
 	for f := range p.parsed {
-		if _, ok := data[f]; !ok {
+		if !listed[f] {
 			delete(p.goodFiles, f) // deleted files are really gone
 			delete(p.parsed, f)
 		}
@@ -210,7 +244,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 			res.records[h] = s.VIP
 		}
 	}
-	p.inputHash = sum
+	p.inputHash = in.sum
 	res.duration = time.Since(start)
 	return res, nil
 }

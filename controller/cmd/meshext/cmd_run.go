@@ -49,6 +49,7 @@ func runMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.HTTPProxyListen, "http-proxy-listen", "", httpProxyUsage)
 	fs.StringVar(&cfg.SystemCAPath, "system-ca", "", "CA bundle for services without caCert (default $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, then the OS bundle)")
 	fs.StringVar(&cfg.RedirectBPFFS, "redirect-bpffs", "/sys/fs/bpf", "BPF filesystem of 'meshext redirect attach' pins: attachments named like a Dataplane get its transparent port and the DNS address (\"\" = off)")
+	maxFileSize := addMaxFileSize(fs)
 	fs.DurationVar(&cfg.Debounce, "debounce", run.DefaultDebounce, "quiet time after the last file change before reloading")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
@@ -75,6 +76,7 @@ Flags:`)
 		fmt.Fprintf(stderr, "meshext run: unexpected arguments %q (use --dir)\n", fs.Args())
 		return 2
 	}
+	cfg.MaxFileSize = *maxFileSize
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "meshext run: --log-level %q: %v\n", *logLevel, err)

@@ -26,6 +26,7 @@ func validateMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	zone := fs.String("zone", "default", "local zone name: computed kuma.io/zone labels, and the value a zone-origin resource's kuma.io/zone label must have")
+	maxFileSize := addMaxFileSize(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext validate [--zone NAME] PATH...
 
@@ -55,7 +56,7 @@ Flags:`)
 		fs.Usage()
 		return 2
 	}
-	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone})
+	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone, MaxFileSize: *maxFileSize})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext validate: %v\n", err)
 		return 2
