@@ -111,7 +111,20 @@ func (r *Runner) Start(ctx context.Context) error {
 		}
 		return err
 	}
-	r.reload(ctx, true)
+	// The first config is published before Start returns (so files exist
+	// before Envoy starts), yet a stop request is not held up by it.
+	first := make(chan struct{})
+	go func() { defer close(first); r.reload(ctx, true) }()
+	select {
+	case <-first:
+	case <-ctx.Done():
+		r.closeListeners()
+		if r.dns != nil {
+			r.dns.Close()
+		}
+		r.watcher.Close()
+		return fmt.Errorf("stopped before the first config was delivered: %w", context.Cause(ctx))
+	}
 
 	r.done = make(chan error, 1)
 	go func() { r.done <- r.serve(ctx) }()
@@ -201,6 +214,21 @@ func (r *Runner) serve(ctx context.Context) error {
 	run("watch", func() error {
 		return watch(ctx, r.watcher, r.cfg.Debounce, changed, func(msg string, args ...any) { r.log.Warn(msg, args...) })
 	})
+	// Reloads run one at a time on their own goroutine, so the loop below
+	// always sees a stop request: a reload stuck in the kernel (a hung file
+	// system) cannot keep meshext from stopping.
+	reloads := make(chan struct{})
+	go func() {
+		defer close(reloads)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				r.reload(ctx, false)
+			}
+		}
+	}()
 	r.log.Info("meshext running", "dir", r.cfg.Dir, "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
 		"ads", r.ADSAddr(), "status", r.StatusAddr(), "dns", r.DNSAddr(),
 		"envoyFlavor", r.cfg.EnvoyFlavor, "plugin", r.cfg.Plugin)
@@ -215,16 +243,21 @@ loop:
 			r.log.Error("stopping", "error", err)
 			cancel()
 			break loop
-		case <-changed:
-			r.reload(ctx, false)
 		}
 	}
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()
+	deadline := time.Now().Add(ShutdownTimeout)
 	select {
 	case <-stopped:
-	case <-time.After(ShutdownTimeout):
+	case <-time.After(time.Until(deadline)):
 		first = errors.Join(first, errors.New("shutdown timed out"))
+	}
+	select {
+	case <-reloads:
+	case <-time.After(time.Until(deadline)):
+		// The process is stopping; the stuck reload goes with it.
+		first = errors.Join(first, errors.New("shutdown timed out: a reload is still running (stuck reading or writing files?)"))
 	}
 	for {
 		select {

@@ -29,6 +29,8 @@ func runMain(args []string, stderr io.Writer) int {
 	// Catch signals first, so one sent during startup is not lost.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, a second one kills at once (the default action).
+	go func() { <-ctx.Done(); stop() }()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg run.Config
