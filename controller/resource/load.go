@@ -150,12 +150,13 @@ func ExpandPaths(paths []string) ([]string, error) {
 			continue
 		}
 		var found []string
-		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+		root := WalkRoot(p)
+		err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
 			if d.IsDir() {
-				if path == p {
+				if path == root {
 					return nil
 				}
 				if strings.HasPrefix(d.Name(), ".") {
@@ -181,6 +182,16 @@ func ExpandPaths(paths []string) ([]string, error) {
 		files = append(files, found...)
 	}
 	return files, nil
+}
+
+// WalkRoot is dir as filepath.WalkDir should be given it: with a trailing
+// separator when dir is a symlink, which WalkDir would not follow otherwise
+// (a drop directory may be a symlink swapped to switch versions).
+func WalkRoot(dir string) string {
+	if st, err := os.Lstat(dir); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		return filepath.Clean(dir) + string(filepath.Separator)
+	}
+	return dir
 }
 
 // Load reads every resource file under paths. It returns what it could read

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/meshext/meshext/controller/xds"
 )
 
 // TestDropDirSpecialFiles puts everything that is not a readable resource
@@ -140,4 +142,111 @@ func dnsLookup(t *testing.T, addr, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestDropDirRemovedAndRecreated removes the drop directory, brings it back
+// (recreated in place, renamed over from a sibling, and as a swapped symlink)
+// and checks that the last good config serves during each gap, /status
+// reports the gap, and updates flow again once the directory is back.
+func TestDropDirRemovedAndRecreated(t *testing.T) {
+	t.Parallel()
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "drop")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dropWrite(t, dir, "gen.yaml", generatorYAML)
+	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, 9001))
+	out := t.TempDir()
+	r, _ := startRunner(t, Config{Dir: dir, XDS: XDSFile, XDSDir: out, StatusListen: "127.0.0.1:0"})
+	waitStatus(t, r, 5*time.Second, "mes-a served", func(s *Status) bool {
+		return service(s, "mes-a") != nil && s.Source.Status == SourceReady
+	})
+	cds := xds.CDSPath(out, "default")
+
+	gap := func(step string) {
+		t.Helper()
+		st := waitStatus(t, r, 5*time.Second, step+": gap reported", func(s *Status) bool { return s.Source.Status == SourceMissing })
+		if !strings.Contains(st.Source.Message, "drop directory "+dir+" missing since ") || st.Source.Since.IsZero() {
+			t.Fatalf("%s: source %+v", step, st.Source)
+		}
+		if service(st, "mes-a") == nil || !strings.Contains(readFile(t, cds), "meshext_default_mes-a") {
+			t.Fatalf("%s: mes-a must keep being served during the gap", step)
+		}
+	}
+	fill := func(d string, names ...string) {
+		t.Helper()
+		dropWrite(t, d, "gen.yaml", generatorYAML)
+		for i, n := range names {
+			dropWrite(t, d, n+".yaml", tcpMES(n, 4000+i, 9001+i))
+		}
+	}
+	back := func(step string, want ...string) {
+		t.Helper()
+		waitStatus(t, r, 10*time.Second, step+": back", func(s *Status) bool {
+			if s.Source.Status != SourceReady || s.Error != "" || len(s.Services) != len(want) {
+				return false
+			}
+			for _, n := range want {
+				if service(s, n) == nil {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	// Removed, then recreated in place.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	gap("removed")
+	if err := os.Mkdir(filepath.Join(parent, ".staging"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fill(filepath.Join(parent, ".staging"), "mes-a", "mes-b")
+	if err := os.Rename(filepath.Join(parent, ".staging"), dir); err != nil {
+		t.Fatal(err)
+	}
+	back("renamed into place", "mes-a", "mes-b")
+	dropWrite(t, dir, "c.yaml", tcpMES("mes-c", 4010, 9010))
+	back("edit after rename", "mes-a", "mes-b", "mes-c")
+
+	// Renamed away, then recreated with mkdir and files written into it.
+	if err := os.Rename(dir, filepath.Join(parent, "old")); err != nil {
+		t.Fatal(err)
+	}
+	gap("renamed away")
+	dropWrite(t, filepath.Join(parent, "old"), "x.yaml", tcpMES("mes-x", 4020, 9020)) // no longer ours
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fill(dir, "mes-a", "mes-d")
+	back("recreated", "mes-a", "mes-d")
+
+	// Replaced by a symlink to a versioned directory, then the link swapped.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	gap("removed again")
+	for _, v := range []string{"v1", "v2"} {
+		if err := os.Mkdir(filepath.Join(parent, v), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(filepath.Join(parent, "v1"), "mes-a", "mes-v1")
+	fill(filepath.Join(parent, "v2"), "mes-a", "mes-v2")
+	if err := os.Symlink("v1", dir); err != nil {
+		t.Fatal(err)
+	}
+	back("symlink to v1", "mes-a", "mes-v1")
+	dropWrite(t, filepath.Join(parent, "v1"), "e.yaml", tcpMES("mes-e", 4030, 9030))
+	back("edit behind the symlink", "mes-a", "mes-v1", "mes-e")
+	if err := os.Symlink("v2", filepath.Join(parent, ".drop.tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(parent, ".drop.tmp"), dir); err != nil {
+		t.Fatal(err)
+	}
+	back("symlink swapped to v2", "mes-a", "mes-v2")
 }

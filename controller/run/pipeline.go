@@ -91,6 +91,15 @@ func newPipeline(cfg *Config, alloc *ipam.Allocator) *pipeline {
 // errUnchanged says the input is byte-for-byte what was last compiled.
 var errUnchanged = errors.New("input unchanged")
 
+// sourceError says the drop directory itself could not be listed.
+type sourceError struct {
+	dir string
+	err error
+}
+
+func (e *sourceError) Error() string { return fmt.Sprintf("read %s: %v", e.dir, e.err) }
+func (e *sourceError) Unwrap() error { return e.err }
+
 // input is one listing and read of the drop directory.
 type input struct {
 	// files lists every resource file found, in order, read or not.
@@ -140,7 +149,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	start := time.Now()
 	in, err := p.read(p.cfg.Dir, p.cfg.MaxFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", p.cfg.Dir, err)
+		return nil, &sourceError{dir: p.cfg.Dir, err: err}
 	}
 	if !force && in.sum == p.inputHash {
 		return nil, errUnchanged

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshext/meshext/controller/dns"
@@ -35,7 +34,7 @@ type Runner struct {
 	metrics *metrics
 
 	adsLis, statusLis net.Listener
-	watcher           *fsnotify.Watcher
+	watcher           *dirWatcher
 
 	mu     sync.Mutex
 	status Status
@@ -282,9 +281,22 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 	}()
 	now := time.Now()
 	res, err := r.pipe.compile(force)
+	r.mu.Lock()
+	back := r.status.Source.Status != "" && r.status.Source.Status != SourceReady
+	r.status.Source = nextSource(r.status.Source, r.cfg.Dir, err, now)
+	back = back && r.status.Source.Status == SourceReady
+	r.mu.Unlock()
 	if errors.Is(err, errUnchanged) {
 		r.metrics.reloads.WithLabelValues("unchanged").Inc()
 		r.log.Debug("input unchanged; nothing to do")
+		if back {
+			// The drop directory is back as it was: its error is over.
+			r.mu.Lock()
+			r.status.Error = ""
+			snapshot := r.status
+			r.mu.Unlock()
+			r.saveStatus(&snapshot)
+		}
 		return
 	}
 	r.mu.Lock()
