@@ -156,6 +156,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	}
 	res := &result{problems: append([]*resource.FieldError{}, in.problems...)}
 	set := &resource.Set{}
+	var objs []resource.Object // every file's resources, in file order
 	for _, f := range in.files {
 		data, read := in.data[f]
 		if !read {
@@ -167,22 +168,27 @@ func (p *pipeline) compile(force bool) (*result, error) {
 			data = good
 			res.notes = append(res.notes, fmt.Sprintf("%s: cannot be read; serving its last good version", f))
 		}
-		objs, errs := p.parse(f, data)
-		if len(errs) > 0 {
-			res.problems = append(res.problems, errs...)
+		fobjs, errs := p.parse(f, data)
+		res.problems = append(res.problems, errs...)
+		if wholeFile(fobjs, errs) {
 			if good, ok := p.goodFiles[f]; ok {
-				// A torn or broken file keeps its last good content whole.
-				objs, _ = resource.ParseBytes(f, good)
+				// A torn file, or a document that cannot be told apart: there
+				// is no knowing which resources it holds, so it keeps its last
+				// good content whole.
+				fobjs, _ = resource.ParseBytes(f, good)
 				res.notes = append(res.notes, fmt.Sprintf("%s: has errors; serving its last good version", f))
 			}
 		} else {
+			// Errors, if any, are each a resource's own: that resource keeps
+			// its last good version (below), the file's others are current.
 			p.goodFiles[f] = data
 		}
 		set.Files = append(set.Files, f)
-		for _, o := range objs {
-			if fe := set.Add(o); fe != nil {
-				res.problems = append(res.problems, fe)
-			}
+		objs = append(objs, fobjs...)
+	}
+	for _, o := range objs {
+		if fe := set.Add(o); fe != nil {
+			res.problems = append(res.problems, fe)
 		}
 	}
 	listed := make(map[string]bool, len(in.files))
@@ -256,6 +262,26 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	p.inputHash = in.sum
 	res.duration = time.Since(start)
 	return res, nil
+}
+
+// wholeFile reports whether a file's errors are about the file rather than
+// about resources it holds: a YAML syntax error (a file cut mid-write stops
+// the reader), or a document without a kind or name.
+func wholeFile(objs []resource.Object, errs []*resource.FieldError) bool {
+	if len(errs) == 0 {
+		return false
+	}
+	keys := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		keys[o.GetMeta().Key()] = true
+	}
+	for _, e := range errs {
+		m := resource.Meta{Kind: e.Kind, Mesh: e.Mesh, Name: e.Name}
+		if e.Kind == "" || e.Name == "" || !keys[m.Key()] {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *pipeline) renderOptions(secretsVia string) render.Options {

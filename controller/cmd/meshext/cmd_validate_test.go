@@ -161,6 +161,7 @@ labels:
   kuma.io/zone: east
 spec:
   match: {port: 80}
+  endpoints: [{address: 1.1.1.1, port: 80}]
 `), 0o644))
 		stdout, _, code := runValidateBinary(t, bin, dir, "validate", "z.yaml")
 		assert.Equal(t, 1, code)
