@@ -1,6 +1,8 @@
 package run
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +50,48 @@ func TestCutOffResourceKeepsLastGood(t *testing.T) {
 	})
 	if b := service(st, "mes-b"); b == nil || b.Port != 5005 {
 		t.Fatalf("mes-b should keep its last good port 5005: %+v", b)
+	}
+}
+
+// TestNameOwnership defines a live service's name again in other files, one
+// sorting after its own (z.yaml) and one before (0.yaml): the definition
+// already serving keeps the name, each newcomer is rejected with a problem at
+// its own file, and only once the owner's file drops the name does the first
+// other definition in file order take over.
+func TestNameOwnership(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dropWrite(t, dir, "gen.yaml", generatorYAML)
+	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, 9001))
+	r, _ := startRunner(t, Config{Dir: dir, XDS: XDSFile, XDSDir: t.TempDir()})
+	st := waitStatus(t, r, 5*time.Second, "mes-a served", func(s *Status) bool { return service(s, "mes-a") != nil })
+	vip := service(st, "mes-a").VIP
+	a := filepath.Join(dir, "a.yaml")
+
+	for _, newcomer := range []string{"z.yaml", "0.yaml"} {
+		dropWrite(t, dir, newcomer, tcpMES("mes-a", 4444, 9444))
+		want := newcomer + ":2: MeshExternalService default/mes-a: name: duplicate MeshExternalService default/mes-a: already defined at " + a +
+			":1; that definition is serving and keeps it, this one is ignored"
+		st = waitStatus(t, r, 5*time.Second, newcomer+" rejected", func(s *Status) bool { return hasProblem(s, want) })
+		if got := service(st, "mes-a"); got == nil || got.Port != 4000 || got.VIP != vip || got.File != a {
+			t.Fatalf("%s took over mes-a: %+v", newcomer, got)
+		}
+		for _, p := range st.Problems {
+			if strings.Contains(p.Message, "duplicate") && p.File == a {
+				t.Fatalf("the serving file is blamed: %s", p)
+			}
+		}
+	}
+
+	// The owner's file drops the name: the first in file order (0.yaml) takes over, z.yaml stays rejected.
+	if err := os.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, r, 5*time.Second, "0.yaml took over", func(s *Status) bool {
+		m := service(s, "mes-a")
+		return m != nil && m.File == filepath.Join(dir, "0.yaml")
+	})
+	if !hasProblem(st, "z.yaml:2: MeshExternalService default/mes-a: name: duplicate MeshExternalService default/mes-a: already defined at "+filepath.Join(dir, "0.yaml")+":1") {
+		t.Fatalf("z.yaml should stay rejected: %v", st.Problems)
 	}
 }

@@ -186,7 +186,13 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		set.Files = append(set.Files, f)
 		objs = append(objs, fobjs...)
 	}
+	owner, incumbent := p.owners(objs)
 	for _, o := range objs {
+		m := o.GetMeta()
+		if own := owner[m.Key()]; own != m {
+			res.problems = append(res.problems, duplicate(m, own, incumbent[m.Key()]))
+			continue
+		}
 		if fe := set.Add(o); fe != nil {
 			res.problems = append(res.problems, fe)
 		}
@@ -282,6 +288,39 @@ func wholeFile(objs []resource.Object, errs []*resource.FieldError) bool {
 		}
 	}
 	return false
+}
+
+// owners decides who owns each kind/mesh/name: the definition already
+// serving keeps it, from the file it serves from; with none serving (a fresh
+// start, or the owner's file dropped it) the first in file order does, as
+// `meshext validate` decides. incumbent marks the owners that were serving.
+func (p *pipeline) owners(objs []resource.Object) (owner map[string]*resource.Meta, incumbent map[string]bool) {
+	owner = make(map[string]*resource.Meta, len(objs))
+	incumbent = map[string]bool{}
+	for _, o := range objs {
+		m := o.GetMeta()
+		key := m.Key()
+		if incumbent[key] {
+			continue
+		}
+		if g, ok := p.goodObjects[key]; ok && g.GetMeta().Source.File == m.Source.File {
+			owner[key], incumbent[key] = m, true
+		} else if owner[key] == nil {
+			owner[key] = m
+		}
+	}
+	return owner, incumbent
+}
+
+// duplicate is the problem reported at a definition of a name that another
+// definition owns (see owners): it names the ignored definition's file.
+func duplicate(m, owner *resource.Meta, serving bool) *resource.FieldError {
+	why := "the first definition in file order is used"
+	if serving {
+		why = "that definition is serving and keeps it"
+	}
+	return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d; %s, this one is ignored",
+		m.Kind, m.Mesh, m.Name, owner.Source.File, owner.Source.Line, why)
 }
 
 func (p *pipeline) renderOptions(secretsVia string) render.Options {
