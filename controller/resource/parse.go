@@ -25,13 +25,29 @@ var lineRE = regexp.MustCompile(`line (\d+)`)
 // ParseBytes reads every YAML document in data. It returns the resources it
 // could read and one error per problem; a broken document does not hide the
 // good ones before it.
+//
+// Resources do not keep their YAML node trees (see docSource): memory stays
+// a small multiple of the input, and a tree is rebuilt from the document's
+// text only when an error needs a line.
 func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
 	var objs []Object
 	var errs []*FieldError
 	dec := yaml.NewDecoder(bytes.NewReader(data))
+	keepTrees := utf16(data)
+	lines := newLineCursor(data)
+	var aliases aliasBudget
+	// A document's text runs from its first line to the next document's.
+	var open *docSource
+	openAt := 0
+	closeAt := func(line int) {
+		if open != nil {
+			open.text = data[openAt:lines.offset(line)]
+			open = nil
+		}
+	}
 	for idx := 0; ; idx++ {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
+		doc := new(yaml.Node)
+		err := dec.Decode(doc)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -39,14 +55,28 @@ func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
 			errs = append(errs, &FieldError{File: file, Line: lineFromYAMLError(err.Error(), 1), Message: "invalid YAML: " + trimYAMLError(err.Error())})
 			break // the decoder cannot resynchronise after a syntax error
 		}
+		closeAt(doc.Line)
 		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
 			continue // empty document, e.g. a trailing ---
 		}
-		obj, derrs := parseDocument(file, idx, &doc)
-		errs = append(errs, derrs...)
-		if obj != nil {
-			objs = append(objs, obj)
+		if why := aliases.spend(doc); why != "" {
+			errs = append(errs, &FieldError{File: file, Line: doc.Content[0].Line, Message: why})
+			continue
 		}
+		obj, derrs := parseDocument(file, idx, doc)
+		errs = append(errs, derrs...)
+		if obj == nil {
+			continue
+		}
+		objs = append(objs, obj)
+		if !keepTrees {
+			m := obj.GetMeta()
+			open, openAt = &docSource{line: doc.Line}, lines.offset(doc.Line)
+			m.src, m.root = open, nil
+		}
+	}
+	if open != nil {
+		open.text = data[openAt:]
 	}
 	return objs, errs
 }
