@@ -20,8 +20,8 @@ import (
 )
 
 // pipeline turns the drop directory into per-node Envoy resources. It holds
-// the last good input, per file and per resource, so bad input never takes
-// working config away. Not safe for concurrent use: the loop owns it.
+// the last good version of every resource, so bad input never takes working
+// config away. Not safe for concurrent use: the loop owns it.
 type pipeline struct {
 	cfg  *Config
 	log  *slog.Logger
@@ -29,8 +29,6 @@ type pipeline struct {
 
 	// inputHash is the hash of the file names and contents last compiled.
 	inputHash [32]byte
-	// goodFiles holds the content of every file as it last parsed cleanly.
-	goodFiles map[string][]byte
 	// parsed caches each file's parse by content hash: an edit re-parses one
 	// file, not the directory. Parsed resources are never modified later.
 	parsed map[string]parsedFile
@@ -79,7 +77,6 @@ type result struct {
 func newPipeline(cfg *Config, alloc *ipam.Allocator) *pipeline {
 	return &pipeline{
 		cfg: cfg, log: cfg.Logger, ipam: alloc,
-		goodFiles:     map[string][]byte{},
 		parsed:        map[string]parsedFile{},
 		goodObjects:   map[string]resource.Object{},
 		publishedFile: map[string]*xds.Resources{},
@@ -158,30 +155,29 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	set := &resource.Set{}
 	var objs []resource.Object // every file's resources, in file order
 	for _, f := range in.files {
+		var fobjs []resource.Object
 		data, read := in.data[f]
-		if !read {
-			// Reported by readInput; a file that was good keeps serving.
-			good, ok := p.goodFiles[f]
-			if !ok {
-				continue
-			}
-			data = good
-			res.notes = append(res.notes, fmt.Sprintf("%s: cannot be read; serving its last good version", f))
+		whole := !read // reported by readInput
+		if read {
+			var errs []*resource.FieldError
+			fobjs, errs = p.parse(f, data)
+			res.problems = append(res.problems, errs...)
+			whole = wholeFile(fobjs, errs)
 		}
-		fobjs, errs := p.parse(f, data)
-		res.problems = append(res.problems, errs...)
-		if wholeFile(fobjs, errs) {
-			if good, ok := p.goodFiles[f]; ok {
-				// A torn file, or a document that cannot be told apart: there
-				// is no knowing which resources it holds, so it keeps its last
-				// good content whole.
-				fobjs, _ = resource.ParseBytes(f, good)
-				res.notes = append(res.notes, fmt.Sprintf("%s: has errors; serving its last good version", f))
+		// Errors that are each a resource's own leave the file's other
+		// resources current (a resource in error keeps its last good
+		// version, below). A file that cannot be read, or is torn (a file
+		// cut mid-write stops the YAML reader), says nothing sure about what
+		// it holds: every resource it was serving keeps its last good version.
+		if whole {
+			if served := p.servedFrom(f); len(served) > 0 {
+				fobjs = served
+				why := "has errors"
+				if !read {
+					why = "cannot be read"
+				}
+				res.notes = append(res.notes, fmt.Sprintf("%s: %s; serving its last good version", f, why))
 			}
-		} else {
-			// Errors, if any, are each a resource's own: that resource keeps
-			// its last good version (below), the file's others are current.
-			p.goodFiles[f] = data
 		}
 		set.Files = append(set.Files, f)
 		objs = append(objs, fobjs...)
@@ -203,7 +199,6 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	}
 	for f := range p.parsed {
 		if !listed[f] {
-			delete(p.goodFiles, f) // deleted files are really gone
 			delete(p.parsed, f)
 		}
 	}
@@ -288,6 +283,19 @@ func wholeFile(objs []resource.Object, errs []*resource.FieldError) bool {
 		}
 	}
 	return false
+}
+
+// servedFrom returns what file f serves now (each resource as it last
+// passed validation), in file order.
+func (p *pipeline) servedFrom(f string) []resource.Object {
+	var out []resource.Object
+	for _, o := range p.goodObjects {
+		if o.GetMeta().Source.File == f {
+			out = append(out, o)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetMeta().Source.Index < out[j].GetMeta().Source.Index })
+	return out
 }
 
 // owners decides who owns each kind/mesh/name: the definition already
