@@ -10,6 +10,8 @@ ENVOY_LOCAL     := $(TOOLS)/envoy/envoy/_bin/envoy
 ENVOY_BIN       ?=
 ENVOY           := $(if $(ENVOY_BIN),$(ENVOY_BIN),$(ENVOY_LOCAL))
 FUZZTIME        ?= 10s
+# Time to shrink each new input (Go's default is 60s, long for a whole-pipeline target).
+FUZZMINIMIZETIME ?= 10s
 TEST_TIMEOUT    ?= 20m
 
 export ENVOY_BIN := $(ENVOY)
@@ -69,8 +71,17 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+## fuzz: every fuzz target in FUZZ_TARGETS (package:FuzzName, one per line), each for $(FUZZTIME);
+## one alone: make fuzz FUZZ_TARGETS=./controller/run:FuzzDropDir FUZZTIME=10m
+FUZZ_TARGETS := \
+	./controller/validate:FuzzParseValidate \
+	./controller/run:FuzzDropDir
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseValidate$$' -fuzztime $(FUZZTIME) ./controller/validate
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t##*:} in $${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) "$${t%%:*}"; \
+	done
 
 ## test: everything, with a real Envoy; under CI=true nothing may skip
 test: build envoy tools plugin fmt-check vet
