@@ -250,3 +250,38 @@ func TestDropDirRemovedAndRecreated(t *testing.T) {
 	}
 	back("symlink swapped to v2", "mes-a", "mes-v2")
 }
+
+// TestDNSHostsDirRecreated removes the hosts file's directory and brings it
+// back with new entries: the old entries answer meanwhile, the new ones once
+// it is back (the directory's watch is set again).
+func TestDNSHostsDirRecreated(t *testing.T) {
+	t.Parallel()
+	hostsDir := filepath.Join(t.TempDir(), "etc")
+	if err := os.Mkdir(hostsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hosts := filepath.Join(hostsDir, "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.21 tcpbin.com\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := startRunner(t, Config{Dir: t.TempDir(), XDS: XDSFile, XDSDir: t.TempDir(), DNSListen: "127.0.0.1:0", DNSHosts: hosts})
+	if err := os.RemoveAll(hostsDir); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := dnsLookup(t, r.DNSAddr(), "tcpbin.com."); got != "127.0.0.21" {
+		t.Fatalf("while the hosts file is gone: tcpbin.com = %q, want the previous entry", got)
+	}
+	if err := os.Mkdir(hostsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hosts, []byte("127.0.0.22 tcpbin.com\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); dnsLookup(t, r.DNSAddr(), "tcpbin.com.") != "127.0.0.22"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the recreated hosts file was not read within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -216,11 +216,17 @@ func watchFile(ctx context.Context, path string, debounce time.Duration, reload 
 		return err
 	}
 	defer w.Close()
-	if err := w.Add(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("watch %s: %w", path, err)
+	dir := filepath.Dir(path)
+	if err := w.Add(dir); err != nil {
+		// Gone since it was read: not fatal, it is looked for below.
+		logf("cannot watch the file's directory; looking for it every second", "file", path, "error", err)
 	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// The directory's watch ends when the directory is removed or renamed;
+	// until one can be set again, the directory is looked for.
+	poll := time.NewTicker(MissingDirPoll)
+	defer poll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -231,6 +237,10 @@ func watchFile(ctx context.Context, path string, debounce time.Duration, reload 
 			}
 			if filepath.Clean(ev.Name) == filepath.Clean(path) && ev.Op != fsnotify.Chmod {
 				timer.Reset(debounce)
+			}
+		case <-poll.C:
+			if len(w.WatchList()) == 0 && w.Add(dir) == nil {
+				timer.Reset(debounce) // the file may have changed while unwatched
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
