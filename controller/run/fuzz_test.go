@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/e2e/testenv"
 )
 
 // FuzzDropDir drives the whole drop-directory pipeline (read the files,
@@ -26,23 +27,7 @@ import (
 // cut, whatever it does to a.yaml, takes no service away that b.yaml
 // serves. `make fuzz` runs it for a bounded time; `go test` runs the seeds.
 func FuzzDropDir(f *testing.F) {
-	var seeds [][]byte
-	for _, pattern := range []string{
-		filepath.Join("..", "..", "examples", "*.yaml"),
-		filepath.Join("..", "validate", "testdata", "*.input.yaml"),
-	} {
-		files, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, file := range files {
-			data, err := os.ReadFile(file)
-			if err != nil {
-				f.Fatal(err)
-			}
-			seeds = append(seeds, data)
-		}
-	}
+	seeds := testenv.ReadFiles(f, filepath.Join("..", "..", "examples", "*.yaml"), filepath.Join("..", "validate", "testdata", "*.input.yaml"))
 	mes := []byte(tcpMES("mes-a", 4000, 9001))
 	gen := []byte(generatorYAML)
 	for _, s := range [][]byte{

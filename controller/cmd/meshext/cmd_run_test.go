@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -57,25 +56,8 @@ networking:
 `, testnet.FreePort(t), outPort))
 	runTestWrite(t, drop, "a.yaml", runTestMES("mes-a", 4000, echo))
 
-	var runLog bytes.Buffer
-	cmd := exec.Command(bin, "run", "--dir", drop, "--state-dir", state, "--xds", "file", "--xds-dir", xdsDir,
+	proc := startRun(t, bin, "--dir", drop, "--state-dir", state, "--xds", "file", "--xds-dir", xdsDir,
 		"--status-listen", fmt.Sprintf("127.0.0.1:%d", statusPort), "--debounce", "50ms")
-	cmd.Stdout, cmd.Stderr = &runLog, &runLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("meshext run log:\n%s", runLog.String())
-		}
-	})
 
 	// /healthz turns ok once the first config is delivered.
 	health := fmt.Sprintf("http://127.0.0.1:%d/healthz", statusPort)
@@ -111,19 +93,8 @@ networking:
 	runTestWrite(t, drop, "b.yaml", runTestMES("mes-b", 4001, echo))
 	e.WaitConfig(t, 15*time.Second, "mes-b added", func(c *envoytest.Config) bool { return c.Clusters["meshext_default_mes-b"] != "" })
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("meshext run exited with %v after SIGTERM", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("meshext run did not stop within 10s of SIGTERM")
-	}
-	if !strings.Contains(runLog.String(), "meshext stopped") {
+	proc.stop(t)
+	if !strings.Contains(proc.log.String(), "meshext stopped") {
 		t.Errorf("no clean-stop log line")
 	}
 	if _, err := os.Stat(filepath.Join(state, "status.json")); err != nil {
@@ -175,25 +146,8 @@ func TestRunSpecialFilesAndSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	statusPort := testnet.FreePort(t)
-	var runLog testenv.SyncBuffer
-	cmd := exec.Command(bin, "run", "--dir", drop, "--xds", "file", "--xds-dir", xdsDir, "--redirect-bpffs", "",
+	proc := startRun(t, bin, "--dir", drop, "--xds", "file", "--xds-dir", xdsDir, "--redirect-bpffs", "",
 		"--status-listen", fmt.Sprintf("127.0.0.1:%d", statusPort), "--debounce", "50ms")
-	cmd.Stdout, cmd.Stderr = &runLog, &runLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("meshext run log:\n%s", runLog.String())
-		}
-	})
 
 	client := &http.Client{Timeout: 2 * time.Second}
 	var status string
@@ -217,12 +171,51 @@ func TestRunSpecialFilesAndSIGTERM(t *testing.T) {
 		}
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	proc.stop(t)
+}
+
+// runProcess is a `meshext run` a test started: killed at cleanup unless
+// stopped, its log printed when the test failed.
+type runProcess struct {
+	cmd     *exec.Cmd
+	log     testenv.SyncBuffer
+	exited  chan error
+	stopped bool
+}
+
+func startRun(t *testing.T, bin string, args ...string) *runProcess {
+	t.Helper()
+	p := &runProcess{cmd: exec.Command(bin, append([]string{"run"}, args...)...), exited: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = &p.log, &p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if !p.stopped {
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("meshext run log:\n%s", p.log.String())
+		}
+	})
+	return p
+}
+
+// shutdownGrace is how long a test waits for `meshext run` to stop after
+// SIGTERM: its own shutdown timeout plus a margin for a loaded machine.
+const shutdownGrace = run.ShutdownTimeout + 3*time.Second
+
+// stop sends SIGTERM and expects a clean exit within shutdownGrace.
+func (p *runProcess) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		stopped = true
+	case err := <-p.exited:
+		p.stopped = true
 		if err != nil {
 			t.Fatalf("meshext run exited with %v after SIGTERM", err)
 		}
@@ -230,7 +223,3 @@ func TestRunSpecialFilesAndSIGTERM(t *testing.T) {
 		t.Fatalf("meshext run did not stop within %v of SIGTERM", shutdownGrace)
 	}
 }
-
-// shutdownGrace is how long a test waits for `meshext run` to stop after
-// SIGTERM: its own shutdown timeout plus a margin for a loaded machine.
-const shutdownGrace = run.ShutdownTimeout + 3*time.Second
