@@ -13,7 +13,12 @@ FUZZTIME        ?= 10s
 # FUZZ_TARGETS: the package:FuzzName pairs `make fuzz` runs, each for FUZZTIME.
 FUZZ_TARGETS    ?= \
 	./controller/validate:FuzzParseValidate \
-	./controller/hostname:FuzzTemplate
+	./controller/hostname:FuzzTemplate \
+	./controller/run:FuzzDropDir \
+	./controller/names:FuzzPathElement \
+	./controller/names:FuzzDestination
+# Time to shrink each new input (Go's default is 60s, long for a whole-pipeline target).
+FUZZMINIMIZETIME ?= 10s
 TEST_TIMEOUT    ?= 20m
 
 export ENVOY_BIN := $(ENVOY)
@@ -75,11 +80,12 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## fuzz: every FUZZ_TARGETS pair for FUZZTIME each (go test fuzzes one target at a time)
+## fuzz: every FUZZ_TARGETS pair for FUZZTIME each (go test fuzzes one target at a time);
+## one alone: make fuzz FUZZ_TARGETS=./controller/run:FuzzDropDir FUZZTIME=10m
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
-		echo "fuzz $${t%%:*} $${t#*:} for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+		echo "fuzz $${t##*:} in $${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) "$${t%%:*}"; \
 	done
 
 # The contrib library's test drives bin/libmeshext-golang.so through Envoy's

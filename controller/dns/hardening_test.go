@@ -375,7 +375,7 @@ func TestHostsFileSpecialFiles(t *testing.T) {
 	if err := os.WriteFile(big, []byte(strings.Repeat("# comment\n", MaxHostsFileBytes/10+1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for file, want := range map[string]string{fifo: "not a regular file", zero: "not a regular file", dir: "not a regular file", big: "larger than"} {
+	for file, want := range map[string]string{fifo: "not a regular file", zero: "not a regular file", dir: "not a regular file", big: "too large"} {
 		done := make(chan error, 1)
 		go func() { _, err := ParseHostsFile(file); done <- err }()
 		select {

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
-	"syscall"
+
+	"github.com/meshext/meshext/controller/inputfile"
 )
 
 // MaxHostsFileBytes bounds the hosts file (a big /etc/hosts is some 100 kB).
@@ -17,10 +17,10 @@ const MaxHostsFileBytes = 4 << 20
 // ParseHostsFile reads static overrides in /etc/hosts format: an address
 // followed by one or more names per line, '#' starts a comment. A name may
 // appear on several lines; its addresses accumulate in file order. Only a
-// regular file (or a symlink to one) of at most MaxHostsFileBytes is read: a
-// FIFO would block the reader, /dev/zero would never end.
+// regular file (or a symlink to one) of at most MaxHostsFileBytes is read,
+// without blocking: a FIFO would block the reader, /dev/zero would never end.
 func ParseHostsFile(path string) (map[string][]netip.Addr, error) {
-	data, err := readRegularFile(path, MaxHostsFileBytes)
+	data, err := inputfile.Read(path, MaxHostsFileBytes)
 	if err != nil {
 		return nil, fmt.Errorf("dns hosts file: %w", err)
 	}
@@ -29,36 +29,6 @@ func ParseHostsFile(path string) (map[string][]netip.Addr, error) {
 		return nil, fmt.Errorf("dns hosts file %s: %w", path, err)
 	}
 	return hosts, nil
-}
-
-// readRegularFile reads path if it is a regular file of at most limit
-// bytes. The open does not block (O_NONBLOCK: a FIFO without a writer would
-// wait for one), and the type is checked on the opened file, so a file
-// swapped in between cannot slip through.
-func readRegularFile(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit { // grew while we read
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
 }
 
 // ParseHosts parses /etc/hosts-format text; see ParseHostsFile.

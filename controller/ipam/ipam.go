@@ -32,6 +32,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meshext/meshext/controller/inputfile"
 	"math/big"
 	"net/netip"
 	"os"
@@ -414,7 +415,8 @@ func (a *Allocator) load() error {
 	if a.loaded != nil && os.SameFile(a.loaded, fi) && a.loaded.ModTime().Equal(fi.ModTime()) && a.loaded.Size() == fi.Size() {
 		return nil // every save renames a new file into place, so same inode = same content
 	}
-	data, err := os.ReadFile(a.path())
+	// Never blocks on a planted FIFO; 1 GiB holds millions of leases.
+	data, err := inputfile.Read(a.path(), 1<<30)
 	if err != nil {
 		return fmt.Errorf("ipam: %w", err)
 	}

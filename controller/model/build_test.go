@@ -245,6 +245,8 @@ func TestTLSResolution(t *testing.T) {
 			}},
 		{name: "explicit path missing fails closed", tls: "  tls: {enabled: true}\n", sysPath: "/nonexistent/ca.pem",
 			wantBroken: `system CA bundle "/nonexistent/ca.pem" (configured system CA path) is unusable`, wantReason: ReasonNoTrustAnchors},
+		{name: "explicit path to a device fails closed", tls: "  tls: {enabled: true}\n", sysPath: "/dev/zero",
+			wantBroken: `system CA bundle "/dev/zero" (configured system CA path) is a character device, not a PEM file`, wantReason: ReasonNoTrustAnchors},
 		{name: "inline CA beats system", tls: "  tls: {enabled: true, verification: {caCert: {inline: " + p.caB64 + "}}}\n", sysPath: bundle,
 			check: func(t *testing.T, tl *TLS) {
 				if tl.CASource != "inline" || string(tl.CA) != p.caPEM || tl.SystemCAPath != "" {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/meshext/meshext/controller/inputfile"
 	capki "github.com/meshext/meshext/controller/pki" // named so: model's tests declare a type pki
 	"github.com/meshext/meshext/controller/resource"
 )
@@ -37,8 +38,9 @@ func resolveSystemCA(explicit string) systemCA {
 		switch {
 		case err != nil:
 			return systemCA{err: fmt.Sprintf("system CA bundle %q (%s) is unusable: %v", p, origin, err)}
-		case st.IsDir():
-			return systemCA{err: fmt.Sprintf("system CA bundle %q (%s) is a directory, not a PEM file", p, origin)}
+		case !st.Mode().IsRegular():
+			// Envoy reads the bundle; a FIFO or device there would stall or flood it.
+			return systemCA{err: fmt.Sprintf("system CA bundle %q (%s) is %s, not a PEM file", p, origin, inputfile.Describe(st.Mode()))}
 		}
 		return systemCA{path: p}
 	}
@@ -49,7 +51,7 @@ func resolveSystemCA(explicit string) systemCA {
 		return check(v, "$"+EnvSystemCAPath)
 	}
 	for _, p := range SystemCABundles {
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 			return systemCA{path: p}
 		}
 	}

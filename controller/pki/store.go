@@ -3,6 +3,7 @@ package pki
 import (
 	"errors"
 	"fmt"
+	"github.com/meshext/meshext/controller/inputfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -107,6 +108,10 @@ func (ca *CA) Save(dir string) error {
 	return WriteFileAtomic(filepath.Join(dir, CACertFile), ca.CertPEM, CertFileMode)
 }
 
+// maxPEMFile bounds a CA certificate or key file: regular files only, never
+// blocking (a FIFO in the state directory must not hang start-up).
+const maxPEMFile = 1 << 20
+
 // LoadCA reads a CA saved by Save. The key file must not be readable by
 // group or others, and the certificate must be a CA that matches the key.
 func LoadCA(dir string) (*CA, error) {
@@ -118,11 +123,11 @@ func LoadCA(dir string) (*CA, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%s has mode %04o: a CA key must be readable by its owner only (chmod 600)", keyPath, st.Mode().Perm())
 	}
-	certPEM, err := os.ReadFile(certPath)
+	certPEM, err := inputfile.Read(certPath, maxPEMFile)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(keyPath)
+	keyPEM, err := inputfile.Read(keyPath, maxPEMFile)
 	if err != nil {
 		return nil, err
 	}

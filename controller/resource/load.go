@@ -1,12 +1,14 @@
 package resource
 
 import (
-	"fmt"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/meshext/meshext/controller/inputfile"
 )
 
 // Set is every resource read from a set of files, indexed by kind.
@@ -95,7 +97,8 @@ func (s *Set) Add(obj Object) *FieldError {
 		}
 	}
 	if om, dup := s.index[m.Key()]; dup {
-		return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d", m.Kind, m.Mesh, m.Name, om.Source.File, om.Source.Line)
+		return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d; the first definition in file order is used, this one is ignored",
+			m.Kind, m.Mesh, m.Name, om.Source.File, om.Source.Line)
 	}
 	s.index[m.Key()] = m
 	switch r := obj.(type) {
@@ -121,6 +124,8 @@ func (s *Set) Add(obj Object) *FieldError {
 type Options struct {
 	// Zone is the local zone name put into kuma.io/zone (Kuma's default zone is "default").
 	Zone string
+	// MaxFileSize bounds each file read (0 = inputfile.DefaultMaxSize).
+	MaxFileSize int64
 }
 
 // IsResourceFile reports whether a file in a drop directory is read:
@@ -135,7 +140,8 @@ func IsResourceFile(path string) bool {
 }
 
 // ExpandPaths turns files and directories (walked recursively) into the
-// sorted list of resource files.
+// sorted list of resource files. A directory named like a resource file
+// (x.yaml/) is listed, not walked, so that reading it reports it.
 func ExpandPaths(paths []string) ([]string, error) {
 	var files []string
 	seen := map[string]bool{}
@@ -152,12 +158,21 @@ func ExpandPaths(paths []string) ([]string, error) {
 			continue
 		}
 		var found []string
-		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+		root := WalkRoot(p)
+		err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
 			if d.IsDir() {
-				if path != p && strings.HasPrefix(d.Name(), ".") {
+				if path == root {
+					return nil
+				}
+				if strings.HasPrefix(d.Name(), ".") {
+					return filepath.SkipDir
+				}
+				if IsResourceFile(path) && !seen[path] {
+					found = append(found, path)
+					seen[path] = true
 					return filepath.SkipDir
 				}
 				return nil
@@ -177,6 +192,16 @@ func ExpandPaths(paths []string) ([]string, error) {
 	return files, nil
 }
 
+// WalkRoot is dir as filepath.WalkDir should be given it: with a trailing
+// separator when dir is a symlink, which WalkDir would not follow otherwise
+// (a drop directory may be a symlink swapped to switch versions).
+func WalkRoot(dir string) string {
+	if st, err := os.Lstat(dir); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		return filepath.Clean(dir) + string(filepath.Separator)
+	}
+	return dir
+}
+
 // Load reads every resource file under paths. It returns what it could read
 // and all problems; a broken document or file affects only itself.
 func Load(paths []string, opts Options) (*Set, []*FieldError, error) {
@@ -187,9 +212,9 @@ func Load(paths []string, opts Options) (*Set, []*FieldError, error) {
 	set := &Set{}
 	var errs []*FieldError
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := inputfile.Read(f, opts.MaxFileSize)
 		if err != nil {
-			errs = append(errs, &FieldError{File: f, Line: 0, Message: fmt.Sprintf("cannot read: %v", err)})
+			errs = append(errs, ReadProblem(f, err))
 			continue
 		}
 		set.Files = append(set.Files, f)
@@ -203,6 +228,16 @@ func Load(paths []string, opts Options) (*Set, []*FieldError, error) {
 	}
 	set.ComputeLabels(opts)
 	return set, errs, nil
+}
+
+// ReadProblem is the problem reported for a file that could not be read
+// (see inputfile.Read): it is skipped, and says why.
+func ReadProblem(file string, err error) *FieldError {
+	msg := "cannot read: " + err.Error()
+	if errors.Is(err, inputfile.ErrTooLarge) {
+		msg += " (--max-file-size)"
+	}
+	return &FieldError{File: file, Line: 0, Message: msg}
 }
 
 // ComputeLabels adds the labels a Kuma zone control plane adds to what users

@@ -42,9 +42,11 @@ type Meta struct {
 	// of the valid set.
 	Malformed bool `json:"malformed,omitempty"`
 
-	// root is the document node; specPrefix maps a model path (e.g.
+	// root is the document node while it is parsed, src its text after
+	// (LineOf rebuilds the tree from it); specPrefix maps a model path (e.g.
 	// "networking.address") to the document path for this style ("spec.networking.address").
 	root       *yaml.Node
+	src        *docSource
 	specPrefix string
 	nameField  string
 	meshField  string
@@ -121,11 +123,14 @@ func (m *Meta) Errorf(field, format string, args ...any) *FieldError {
 // Paths use dots and [i] indexes; map keys with dots may be written as
 // labels["kuma.io/origin"].
 func (m *Meta) LineOf(field string) int {
-	if m.root == nil {
+	node := m.root
+	if node == nil && m.src != nil {
+		node = m.src.root()
+	}
+	if node == nil {
 		return m.Source.Line
 	}
 	doc := m.docPath(field)
-	node := m.root
 	line := node.Line
 	if node.Kind == yaml.DocumentNode && len(node.Content) > 0 {
 		line = node.Content[0].Line // the first key, not the "---" before it

@@ -25,13 +25,29 @@ var lineRE = regexp.MustCompile(`line (\d+)`)
 // ParseBytes reads every YAML document in data. It returns the resources it
 // could read and one error per problem; a broken document does not hide the
 // good ones before it.
+//
+// Resources do not keep their YAML node trees (see docSource): memory stays
+// a small multiple of the input, and a tree is rebuilt from the document's
+// text only when an error needs a line.
 func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
 	var objs []Object
 	var errs []*FieldError
 	dec := yaml.NewDecoder(bytes.NewReader(data))
+	keepTrees := utf16(data)
+	lines := newLineCursor(data)
+	var aliases aliasBudget
+	// A document's text runs from its first line to the next document's.
+	var open *docSource
+	openAt := 0
+	closeAt := func(line int) {
+		if open != nil {
+			open.text = data[openAt:lines.offset(line)]
+			open = nil
+		}
+	}
 	for idx := 0; ; idx++ {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
+		doc := new(yaml.Node)
+		err := dec.Decode(doc)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -39,14 +55,28 @@ func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
 			errs = append(errs, &FieldError{File: file, Line: lineFromYAMLError(err.Error(), 1), Message: "invalid YAML: " + trimYAMLError(err.Error())})
 			break // the decoder cannot resynchronise after a syntax error
 		}
+		closeAt(doc.Line)
 		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
 			continue // empty document, e.g. a trailing ---
 		}
-		obj, derrs := parseDocument(file, idx, &doc)
-		errs = append(errs, derrs...)
-		if obj != nil {
-			objs = append(objs, obj)
+		if why := aliases.spend(doc); why != "" {
+			errs = append(errs, &FieldError{File: file, Line: doc.Content[0].Line, Message: why})
+			continue
 		}
+		obj, derrs := parseDocument(file, idx, doc)
+		errs = append(errs, derrs...)
+		if obj == nil {
+			continue
+		}
+		objs = append(objs, obj)
+		if !keepTrees {
+			m := obj.GetMeta()
+			open, openAt = &docSource{line: doc.Line}, lines.offset(doc.Line)
+			m.src, m.root = open, nil
+		}
+	}
+	if open != nil {
+		open.text = data[openAt:]
 	}
 	return objs, errs
 }
@@ -82,7 +112,18 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 		return nil, fail(root.Line, "document %d is not a mapping: expected a resource with apiVersion/kind or type", idx+1)
 	}
 	meta := Meta{Source: Source{File: file, Line: root.Line, Index: idx}, root: doc}
-	var body *yaml.Node // the node decoded into the typed spec
+	var body *yaml.Node   // the node decoded into the typed spec
+	var labels *yaml.Node // the labels mapping, if any
+
+	// YAML keys must be unique; decoders disagree on which one wins, so a
+	// duplicate is an error wherever it is. One in the resource's identity
+	// (kind, name, mesh) leaves no resource to attach it to.
+	dups := duplicateKeys(root, "", nil)
+	for _, d := range dups {
+		if d.identity() {
+			return nil, fail(d.line, "%s: mapping key %q already defined at line %d", joinPath(d.path, d.key), d.key, d.first)
+		}
+	}
 
 	if apiVersion, avNode := scalar(root, "apiVersion"); avNode != nil {
 		meta.Source.Style = StyleKubernetes
@@ -102,6 +143,7 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 			if err := ln.Decode(&meta.Labels); err != nil {
 				return nil, fail(ln.Line, "%s %s: metadata.labels: %s", kind, meta.Name, trimYAMLError(err.Error()))
 			}
+			labels = ln
 		}
 		meta.nameField, meta.meshField = "metadata.name", `metadata.labels["kuma.io/mesh"]`
 		meta.specPrefix = ""
@@ -142,6 +184,7 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 			if err := ln.Decode(&meta.Labels); err != nil {
 				return nil, fail(ln.Line, "%s %s: labels: %s", typ, meta.Name, trimYAMLError(err.Error()))
 			}
+			labels = ln
 		}
 		meta.nameField, meta.meshField = "name", "mesh"
 		if meta.Kind == KindMesh {
@@ -167,6 +210,14 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 	}
 
 	obj, errs := decodeBody(&meta, root, body)
+	if labels != nil {
+		// Label values are strings (Kuma's schema, and Kubernetes' labels).
+		errs = append(errs, checkFields(&meta, labels, reflect.TypeOf(meta.Labels), "labels")...)
+	}
+	for _, d := range dups {
+		errs = append(errs, &FieldError{File: file, Line: d.line, Kind: meta.Kind, Mesh: meta.Mesh, Name: meta.Name,
+			Field: joinPath(d.path, d.key), Message: fmt.Sprintf("mapping key %q already defined at line %d", d.key, d.first)})
+	}
 	if obj != nil && len(errs) > 0 {
 		obj.GetMeta().Malformed = true
 	}
@@ -197,12 +248,20 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 		if node == nil {
 			return
 		}
-		errs = append(errs, checkFields(meta, node, reflect.TypeOf(into).Elem(), field)...)
+		strict := checkFields(meta, node, reflect.TypeOf(into).Elem(), field)
+		errs = append(errs, strict...)
+		reported := map[int]bool{}
+		for _, e := range strict {
+			reported[e.Line] = true
+		}
 		if err := node.Decode(into); err != nil {
 			var te *yaml.TypeError
 			if errors.As(err, &te) {
 				for _, e := range te.Errors {
 					line := lineFromYAMLError(e, node.Line)
+					if reported[line] || strings.Contains(e, "already defined at line") {
+						continue // said already, with the field's path (duplicates: duplicateKeys)
+					}
 					msg := strings.TrimSpace(lineRE.ReplaceAllString(e, ""))
 					msg = strings.TrimPrefix(msg, ": ")
 					errs = append(errs, &FieldError{File: meta.Source.File, Line: line,
@@ -227,7 +286,8 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 	var obj Object
 	// decodeSpec reads the `spec` of the kinds that keep everything there.
 	decodeSpec := func(spec any) {
-		if body == nil {
+		if isNull(body) {
+			// Also `spec:` with nothing after it, as a file cut short leaves it.
 			errs = append(errs, meta.Errorf("spec", "must be set"))
 		}
 		decode(body, spec, "spec")
@@ -237,6 +297,12 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 	case KindMeshExternalService:
 		r := &MeshExternalService{Meta: *meta}
 		decodeSpec(&r.Spec)
+		if body != nil && body.Kind == yaml.MappingNode {
+			if m, _ := child(body, pathStep{key: "match", index: -1}); isNull(m) {
+				// Kuma's schema (rest.yaml) requires it, with this message.
+				errs = append(errs, meta.Errorf("spec.match", "in body is required"))
+			}
+		}
 		r.Spec.applyDefaults()
 		obj = r
 	case KindHostnameGenerator:
@@ -259,7 +325,7 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 					Networking any `yaml:"networking"`
 				}{}), "")...)
 				n, _ := child(body, pathStep{key: "networking", index: -1})
-				if n == nil {
+				if isNull(n) {
 					errs = append(errs, r.Errorf("networking", "must be set"))
 				}
 				decode(n, &r.Networking, "networking")
@@ -267,7 +333,7 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 		} else {
 			topKeys["networking"] = true
 			n, _ := child(root, pathStep{key: "networking", index: -1})
-			if n == nil {
+			if isNull(n) {
 				errs = append(errs, r.Errorf("networking", "must be set"))
 			}
 			decode(n, &r.Networking, "networking")
@@ -395,8 +461,117 @@ func checkFields(meta *Meta, node *yaml.Node, t reflect.Type, path string) []*Fi
 		for i, item := range node.Content {
 			errs = append(errs, checkFields(meta, item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
 		}
+	case reflect.Map:
+		if node.Kind != yaml.MappingNode {
+			return nil
+		}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			errs = append(errs, checkFields(meta, node.Content[i+1], t.Elem(), joinPath(path, node.Content[i].Value))...)
+		}
+	default:
+		if want, got := scalarMismatch(node, t); want != "" {
+			errs = append(errs, &FieldError{File: meta.Source.File, Line: node.Line, Kind: meta.Kind, Mesh: meta.Mesh, Name: meta.Name,
+				Field: path, Message: fmt.Sprintf("in body must be of type %s: %q", want, got)})
+		}
 	}
 	return errs
+}
+
+// scalarMismatch returns the JSON schema types (wanted, given) when a scalar
+// does not have the type of the field it goes into, as Kuma's schema
+// validation reports it: a fraction or exponent (80.5, 1e3) where an integer
+// belongs, which the YAML decoder would silently truncate, or a number or
+// boolean where a string belongs. Nulls and what the decoder rejects itself
+// ("80" into an integer) are left to it.
+func scalarMismatch(node *yaml.Node, t reflect.Type) (want, got string) {
+	if node.Kind != yaml.ScalarNode {
+		return "", ""
+	}
+	tag := node.ShortTag()
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if tag == "!!float" {
+			return "integer", "number"
+		}
+	case reflect.String:
+		switch tag {
+		case "!!int":
+			return "string", "integer"
+		case "!!float":
+			return "string", "number"
+		case "!!bool":
+			return "string", "boolean"
+		}
+	}
+	return "", ""
+}
+
+// isNull reports a missing node or an explicit or empty null (`spec:`).
+func isNull(n *yaml.Node) bool {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n == nil || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null")
+}
+
+// duplicateKey is a mapping key given twice.
+type duplicateKey struct {
+	path        string // of the mapping holding the key
+	key         string
+	line, first int
+}
+
+// identity reports a duplicate among the keys that say which resource a
+// document is (kind, name, mesh): with it there is no telling which resource
+// the document is.
+func (d duplicateKey) identity() bool {
+	switch d.path {
+	case "":
+		switch d.key {
+		case "apiVersion", "kind", "type", "name", "mesh", "metadata", "labels":
+			return true
+		}
+	case "metadata":
+		return d.key == "name" || d.key == "namespace" || d.key == "labels"
+	case "labels", "metadata.labels":
+		return d.key == LabelMesh
+	}
+	return false
+}
+
+// duplicateKeys finds every repeated scalar key in the mappings of the tree
+// under node, and takes the repeats out of the tree so that decoding goes on
+// with the first (the resource is rejected anyway; this keeps its other
+// errors accurate). Aliases are not followed: what they point to is checked
+// where it is defined, so the walk stays linear however often it is used.
+func duplicateKeys(node *yaml.Node, path string, out []duplicateKey) []duplicateKey {
+	switch node.Kind {
+	case yaml.MappingNode:
+		var seen map[string]int
+		kept := node.Content[:0]
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			k, v := node.Content[i], node.Content[i+1]
+			if k.Kind == yaml.ScalarNode {
+				if seen == nil {
+					seen = make(map[string]int, len(node.Content)/2)
+				}
+				if first, dup := seen[k.Value]; dup {
+					out = append(out, duplicateKey{path: path, key: k.Value, line: k.Line, first: first})
+					continue
+				}
+				seen[k.Value] = k.Line
+			}
+			kept = append(kept, k, v)
+			out = duplicateKeys(v, joinPath(path, k.Value), out)
+		}
+		node.Content = kept
+	case yaml.SequenceNode:
+		for i, item := range node.Content {
+			out = duplicateKeys(item, fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	}
+	return out
 }
 
 func joinPath(path, key string) string {

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,4 +95,45 @@ data:
 	assert.Equal(t, "hello", string(objs[0].(*Secret).Data))
 	assert.Equal(t, "world", string(objs[1].(*Secret).Data))
 	assert.NotContains(t, objs[1].(*Secret).String(), "world", "String never shows secret material")
+}
+
+// billionLaughs is a MeshExternalService whose extension config nests
+// levels of aliases, each fan times the one before.
+func billionLaughs(name string, levels, fan int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "type: MeshExternalService\nname: %s\nspec:\n  match: {port: 80}\n  endpoints: [{address: 1.1.1.1, port: 80}]\n"+
+		"  extension:\n    type: x\n    config:\n      l0: &l0 [%s]\n", name, strings.TrimSuffix(strings.Repeat("lol,", fan), ","))
+	for i := 1; i < levels; i++ {
+		fmt.Fprintf(&b, "      l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d,", i-1), fan), ","))
+	}
+	return b.String()
+}
+
+// TestAliasExpansionIsBounded feeds "billion laughs" documents: one that
+// would expand to 10^9 values is refused before decoding; many documents
+// that each stay under the YAML decoder's own per-document limit are
+// refused once the file's budget is spent, so what is decoded stays a small
+// multiple of what is written; a self-referencing alias is refused.
+func TestAliasExpansionIsBounded(t *testing.T) {
+	_, errs := ParseBytes("b.yaml", []byte(billionLaughs("bomb", 9, 10)))
+	require.Len(t, errs, 1)
+	assert.Equal(t, "b.yaml:1: YAML aliases expand this document to 1234567933 values; a file may expand to at most 4 times the 133 it holds, plus 100000", errs[0].Error())
+
+	var docs []string
+	for i := range 200 {
+		docs = append(docs, billionLaughs(fmt.Sprintf("m%d", i), 3, 10))
+	}
+	objs, errs := ParseBytes("many.yaml", []byte(strings.Join(docs, "---\n")))
+	require.NotEmpty(t, errs)
+	assert.Contains(t, errs[0].Error(), "YAML aliases expand this document to 1261 values")
+	assert.Less(t, len(objs), 200, "the budget refuses documents once spent")
+	var budget aliasBudget
+	for _, o := range objs {
+		root := o.GetMeta().src.root()
+		require.Empty(t, budget.spend(root), "every accepted document fits the file's budget")
+	}
+
+	_, errs = ParseBytes("self.yaml", []byte("type: Mesh\nname: m\nrouting: &a {x: [*a]}\n"))
+	require.NotEmpty(t, errs)
+	assert.Contains(t, errs[0].Error(), "an alias refers to a node that contains it")
 }

@@ -88,6 +88,8 @@ type Config struct {
 	// SkipDefaultPolicies lists Kuma default policy kinds not to add in any
 	// mesh ("*" = all); see model.Options.
 	SkipDefaultPolicies []string
+	// MaxFileSize bounds each file read from Dir (0 = inputfile.DefaultMaxSize).
+	MaxFileSize int64
 	// Debounce is the quiet time after the last file event before a reload (0 = DefaultDebounce).
 	Debounce time.Duration
 	// Logger; nil = slog.Default().

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/meshext/meshext/controller/inputfile"
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
@@ -20,8 +21,8 @@ import (
 )
 
 // pipeline turns the drop directory into per-node Envoy resources. It holds
-// the last good input, per file and per resource, so bad input never takes
-// working config away. Not safe for concurrent use: the loop owns it.
+// the last good version of every resource, so bad input never takes working
+// config away. Not safe for concurrent use: the loop owns it.
 type pipeline struct {
 	cfg  *Config
 	log  *slog.Logger
@@ -29,8 +30,6 @@ type pipeline struct {
 
 	// inputHash is the hash of the file names and contents last compiled.
 	inputHash [32]byte
-	// goodFiles holds the content of every file as it last parsed cleanly.
-	goodFiles map[string][]byte
 	// parsed caches each file's parse by content hash: an edit re-parses one
 	// file, not the directory. Parsed resources are never modified later.
 	parsed map[string]parsedFile
@@ -44,6 +43,8 @@ type pipeline struct {
 	// claims keeps each node id and cluster name with the resource that had
 	// it first, across reloads (see model.Options.Claims).
 	claims names.Claims
+	// read is readInput; tests replace it to stand for a stuck file system.
+	read func(dir string, maxFileSize int64) (*input, error)
 }
 
 type parsedFile struct {
@@ -80,79 +81,128 @@ type result struct {
 func newPipeline(cfg *Config, alloc *ipam.Allocator) *pipeline {
 	return &pipeline{
 		cfg: cfg, log: cfg.Logger, ipam: alloc,
-		goodFiles:     map[string][]byte{},
 		parsed:        map[string]parsedFile{},
 		goodObjects:   map[string]resource.Object{},
 		publishedFile: map[string]*xds.Resources{},
 		publishedADS:  map[string]*xds.Resources{},
+		read:          readInput,
 	}
 }
 
 // errUnchanged says the input is byte-for-byte what was last compiled.
 var errUnchanged = errors.New("input unchanged")
 
-// readInput lists and reads the drop directory.
-func readInput(dir string) ([]string, map[string][]byte, [32]byte, error) {
+// sourceError says the drop directory itself could not be listed.
+type sourceError struct {
+	dir string
+	err error
+}
+
+func (e *sourceError) Error() string { return fmt.Sprintf("read %s: %v", e.dir, e.err) }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// input is one listing and read of the drop directory.
+type input struct {
+	// files lists every resource file found, in order, read or not.
+	files []string
+	// data holds the content of each file that was read.
+	data map[string][]byte
+	// problems says why each other file was not read (not a regular file,
+	// over the size limit, unreadable).
+	problems []*resource.FieldError
+	// sum hashes names, contents and read errors: any change to them changes it.
+	sum [32]byte
+}
+
+// readInput lists and reads the drop directory. Every read is bounded and
+// non-blocking (see inputfile.Read); a file that cannot be read is reported
+// and the others are read.
+func readInput(dir string, maxFileSize int64) (*input, error) {
 	files, err := resource.ExpandPaths([]string{dir})
 	if err != nil {
-		return nil, nil, [32]byte{}, err
+		return nil, err
 	}
-	data := make(map[string][]byte, len(files))
+	in := &input{data: make(map[string][]byte, len(files))}
 	h := sha256.New()
-	var kept []string
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := inputfile.Read(f, maxFileSize)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // removed between listing and reading; the next event reloads
 		}
+		in.files = append(in.files, f)
 		if err != nil {
-			return nil, nil, [32]byte{}, err
+			fe := resource.ReadProblem(f, err)
+			in.problems = append(in.problems, fe)
+			fmt.Fprintf(h, "%s\x00!%s\x00", f, fe.Message)
+			continue
 		}
-		data[f] = b
-		kept = append(kept, f)
+		in.data[f] = b
 		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
 		h.Write(b)
 	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return kept, data, sum, nil
+	copy(in.sum[:], h.Sum(nil))
+	return in, nil
 }
 
 // compile reads the drop directory and, when it changed (or force), builds
 // and renders it. errUnchanged means there is nothing to do.
 func (p *pipeline) compile(force bool) (*result, error) {
 	start := time.Now()
-	files, data, sum, err := readInput(p.cfg.Dir)
+	in, err := p.read(p.cfg.Dir, p.cfg.MaxFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", p.cfg.Dir, err)
+		return nil, &sourceError{dir: p.cfg.Dir, err: err}
 	}
-	if !force && sum == p.inputHash {
+	if !force && in.sum == p.inputHash {
 		return nil, errUnchanged
 	}
-	res := &result{}
+	res := &result{problems: append([]*resource.FieldError{}, in.problems...)}
 	set := &resource.Set{}
-	for _, f := range files {
-		objs, errs := p.parse(f, data[f])
-		if len(errs) > 0 {
+	var objs []resource.Object // every file's resources, in file order
+	for _, f := range in.files {
+		var fobjs []resource.Object
+		data, read := in.data[f]
+		whole := !read // reported by readInput
+		if read {
+			var errs []*resource.FieldError
+			fobjs, errs = p.parse(f, data)
 			res.problems = append(res.problems, errs...)
-			if good, ok := p.goodFiles[f]; ok {
-				// A torn or broken file keeps its last good content whole.
-				objs, _ = resource.ParseBytes(f, good)
-				res.notes = append(res.notes, fmt.Sprintf("%s: has errors; serving its last good version", f))
+			whole = wholeFile(fobjs, errs)
+		}
+		// Errors that are each a resource's own leave the file's other
+		// resources current (a resource in error keeps its last good
+		// version, below). A file that cannot be read, or is torn (a file
+		// cut mid-write stops the YAML reader), says nothing sure about what
+		// it holds: every resource it was serving keeps its last good version.
+		if whole {
+			if served := p.servedFrom(f); len(served) > 0 {
+				fobjs = served
+				why := "has errors"
+				if !read {
+					why = "cannot be read"
+				}
+				res.notes = append(res.notes, fmt.Sprintf("%s: %s; serving its last good version", f, why))
 			}
-		} else {
-			p.goodFiles[f] = data[f]
 		}
 		set.Files = append(set.Files, f)
-		for _, o := range objs {
-			if fe := set.Add(o); fe != nil {
-				res.problems = append(res.problems, fe)
-			}
+		objs = append(objs, fobjs...)
+	}
+	owner, incumbent := p.owners(objs)
+	for _, o := range objs {
+		m := o.GetMeta()
+		if own := owner[m.Key()]; own != m {
+			res.problems = append(res.problems, duplicate(m, own, incumbent[m.Key()]))
+			continue
+		}
+		if fe := set.Add(o); fe != nil {
+			res.problems = append(res.problems, fe)
 		}
 	}
+	listed := make(map[string]bool, len(in.files))
+	for _, f := range in.files {
+		listed[f] = true
+	}
 	for f := range p.parsed {
-		if _, ok := data[f]; !ok {
-			delete(p.goodFiles, f) // deleted files are really gone
+		if !listed[f] {
 			delete(p.parsed, f)
 		}
 	}
@@ -215,9 +265,75 @@ func (p *pipeline) compile(force bool) (*result, error) {
 			res.records[h] = s.VIP
 		}
 	}
-	p.inputHash = sum
+	p.inputHash = in.sum
 	res.duration = time.Since(start)
 	return res, nil
+}
+
+// wholeFile reports whether a file's errors are about the file rather than
+// about resources it holds: a YAML syntax error (a file cut mid-write stops
+// the reader), or a document without a kind or name.
+func wholeFile(objs []resource.Object, errs []*resource.FieldError) bool {
+	if len(errs) == 0 {
+		return false
+	}
+	keys := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		keys[o.GetMeta().Key()] = true
+	}
+	for _, e := range errs {
+		m := resource.Meta{Kind: e.Kind, Mesh: e.Mesh, Name: e.Name}
+		if e.Kind == "" || e.Name == "" || !keys[m.Key()] {
+			return true
+		}
+	}
+	return false
+}
+
+// servedFrom returns what file f serves now (each resource as it last
+// passed validation), in file order.
+func (p *pipeline) servedFrom(f string) []resource.Object {
+	var out []resource.Object
+	for _, o := range p.goodObjects {
+		if o.GetMeta().Source.File == f {
+			out = append(out, o)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetMeta().Source.Index < out[j].GetMeta().Source.Index })
+	return out
+}
+
+// owners decides who owns each kind/mesh/name: the definition already
+// serving keeps it, from the file it serves from; with none serving (a fresh
+// start, or the owner's file dropped it) the first in file order does, as
+// `meshext validate` decides. incumbent marks the owners that were serving.
+func (p *pipeline) owners(objs []resource.Object) (owner map[string]*resource.Meta, incumbent map[string]bool) {
+	owner = make(map[string]*resource.Meta, len(objs))
+	incumbent = map[string]bool{}
+	for _, o := range objs {
+		m := o.GetMeta()
+		key := m.Key()
+		if incumbent[key] {
+			continue
+		}
+		if g, ok := p.goodObjects[key]; ok && g.GetMeta().Source.File == m.Source.File {
+			owner[key], incumbent[key] = m, true
+		} else if owner[key] == nil {
+			owner[key] = m
+		}
+	}
+	return owner, incumbent
+}
+
+// duplicate is the problem reported at a definition of a name that another
+// definition owns (see owners): it names the ignored definition's file.
+func duplicate(m, owner *resource.Meta, serving bool) *resource.FieldError {
+	why := "the first definition in file order is used"
+	if serving {
+		why = "that definition is serving and keeps it"
+	}
+	return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d; %s, this one is ignored",
+		m.Kind, m.Mesh, m.Name, owner.Source.File, owner.Source.Line, why)
 }
 
 func (p *pipeline) renderOptions(secretsVia string) render.Options {

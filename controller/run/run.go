@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshext/meshext/controller/dns"
@@ -37,7 +36,7 @@ type Runner struct {
 
 	adsEP             *xds.Endpoint
 	adsLis, statusLis net.Listener
-	watcher           *fsnotify.Watcher
+	watcher           *dirWatcher
 
 	mu     sync.Mutex
 	status Status
@@ -122,7 +121,20 @@ func (r *Runner) Start(ctx context.Context) error {
 		}
 		return err
 	}
-	r.reload(ctx, true)
+	// The first config is published before Start returns (so files exist
+	// before Envoy starts), yet a stop request is not held up by it.
+	first := make(chan struct{})
+	go func() { defer close(first); r.reload(ctx, true) }()
+	select {
+	case <-first:
+	case <-ctx.Done():
+		r.closeListeners()
+		if r.dns != nil {
+			r.dns.Close()
+		}
+		r.watcher.Close()
+		return fmt.Errorf("stopped before the first config was delivered: %w", context.Cause(ctx))
+	}
 
 	r.done = make(chan error, 1)
 	go func() { r.done <- r.serve(ctx) }()
@@ -217,6 +229,21 @@ func (r *Runner) serve(ctx context.Context) error {
 	run("watch", func() error {
 		return watch(ctx, r.watcher, r.cfg.Debounce, changed, func(msg string, args ...any) { r.log.Warn(msg, args...) })
 	})
+	// Reloads run one at a time on their own goroutine, so the loop below
+	// always sees a stop request: a reload stuck in the kernel (a hung file
+	// system) cannot keep meshext from stopping.
+	reloads := make(chan struct{})
+	go func() {
+		defer close(reloads)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				r.reload(ctx, false)
+			}
+		}
+	}()
 	r.log.Info("meshext running", "dir", r.cfg.Dir, "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
 		"ads", r.ADSAddr(), "status", r.StatusAddr(), "dns", r.DNSAddr(),
 		"envoyFlavor", r.cfg.EnvoyFlavor, "plugin", r.cfg.Plugin)
@@ -231,16 +258,21 @@ loop:
 			r.log.Error("stopping", "error", err)
 			cancel()
 			break loop
-		case <-changed:
-			r.reload(ctx, false)
 		}
 	}
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()
+	deadline := time.Now().Add(ShutdownTimeout)
 	select {
 	case <-stopped:
-	case <-time.After(ShutdownTimeout):
+	case <-time.After(time.Until(deadline)):
 		first = errors.Join(first, errors.New("shutdown timed out"))
+	}
+	select {
+	case <-reloads:
+	case <-time.After(time.Until(deadline)):
+		// The process is stopping; the stuck reload goes with it.
+		first = errors.Join(first, errors.New("shutdown timed out: a reload is still running (stuck reading or writing files?)"))
 	}
 	for {
 		select {
@@ -265,9 +297,22 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 	}()
 	now := time.Now()
 	res, err := r.pipe.compile(force)
+	r.mu.Lock()
+	back := r.status.Source.Status != "" && r.status.Source.Status != SourceReady
+	r.status.Source = nextSource(r.status.Source, r.cfg.Dir, err, now)
+	back = back && r.status.Source.Status == SourceReady
+	r.mu.Unlock()
 	if errors.Is(err, errUnchanged) {
 		r.metrics.reloads.WithLabelValues("unchanged").Inc()
 		r.log.Debug("input unchanged; nothing to do")
+		if back {
+			// The drop directory is back as it was: its error is over.
+			r.mu.Lock()
+			r.status.Error = ""
+			snapshot := r.status
+			r.mu.Unlock()
+			r.saveStatus(&snapshot)
+		}
 		return
 	}
 	r.mu.Lock()

@@ -3,6 +3,9 @@ package run
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"github.com/meshext/meshext/controller/inputfile"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,6 +38,48 @@ type Status struct {
 	Nodes        []NodeStatus `json:"nodes"`
 	// Resources counts the valid input resources by kind.
 	Resources map[string]int `json:"resources"`
+	// Source is the state of the drop directory itself.
+	Source SourceStatus `json:"source"`
+}
+
+// Source states.
+const (
+	SourceReady      = "Ready"
+	SourceMissing    = "Missing"
+	SourceUnreadable = "Unreadable"
+)
+
+// SourceStatus says whether the drop directory could be read. While it
+// cannot (removed, being replaced, no permission) the last good config keeps
+// serving and this says since when.
+type SourceStatus struct {
+	// Status is SourceReady, SourceMissing or SourceUnreadable.
+	Status  string `json:"status"`
+	Message string `json:"message,omitempty"`
+	// Since is when the directory was first found missing or unreadable.
+	Since time.Time `json:"since,omitzero"`
+}
+
+// nextSource is the source state after a reload attempt at now that ended
+// with err (nil or any error but a sourceError: the directory was read).
+func nextSource(prev SourceStatus, dir string, err error, now time.Time) SourceStatus {
+	var se *sourceError
+	if !errors.As(err, &se) {
+		return SourceStatus{Status: SourceReady}
+	}
+	st := SourceStatus{Status: SourceUnreadable, Since: now}
+	if errors.Is(err, fs.ErrNotExist) {
+		st.Status = SourceMissing
+	}
+	if prev.Status == st.Status {
+		st.Since = prev.Since
+	}
+	what := "unreadable (" + se.err.Error() + ")"
+	if st.Status == SourceMissing {
+		what = "missing"
+	}
+	st.Message = fmt.Sprintf("drop directory %s %s since %s; serving the last good config", dir, what, st.Since.UTC().Format(time.RFC3339))
+	return st
 }
 
 // ServiceStatus is the status of one MeshExternalService.
@@ -136,7 +181,7 @@ func writeStatus(stateDir string, st *Status) error {
 
 // ReadStatus loads the status `meshext run` wrote into stateDir.
 func ReadStatus(stateDir string) (*Status, error) {
-	b, err := os.ReadFile(filepath.Join(stateDir, StatusFile))
+	b, err := inputfile.Read(filepath.Join(stateDir, StatusFile), 1<<30)
 	if err != nil {
 		return nil, err
 	}

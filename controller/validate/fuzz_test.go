@@ -2,13 +2,13 @@ package validate_test
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/validate"
+	"github.com/meshext/meshext/e2e/testenv"
 )
 
 // FuzzParseValidate feeds arbitrary bytes through the parser and the
@@ -16,21 +16,8 @@ import (
 // nothing panics and that every problem is well formed. `make fuzz` runs it
 // for a bounded time; `go test` runs the seeds.
 func FuzzParseValidate(f *testing.F) {
-	for _, pattern := range []string{
-		filepath.Join("..", "..", "examples", "*.yaml"),
-		filepath.Join("testdata", "*.input.yaml"),
-	} {
-		files, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, file := range files {
-			data, err := os.ReadFile(file)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(data)
-		}
+	for _, data := range testenv.ReadFiles(f, filepath.Join("..", "..", "examples", "*.yaml"), filepath.Join("testdata", "*.input.yaml")) {
+		f.Add(data)
 	}
 	f.Add([]byte("type: MeshExternalService\nname: x\nspec: {match: {port: 80}, endpoints: [{address: 'unix://'}]}\n"))
 	f.Add([]byte("a: &a [*a]\n"))

@@ -54,6 +54,12 @@ func meshExternalService(v *violations, r *resource.MeshExternalService) {
 
 	// Kuma: with an extension, endpoints and tls are the extension's business.
 	if spec.Extension == nil {
+		// Kuma accepts none and serves a cluster that resets every connection;
+		// meshext could not render it, and a file cut short before its
+		// endpoints must not replace a working version.
+		if len(spec.Endpoints) == 0 {
+			v.add("spec.endpoints", "must have at least one element")
+		}
 		for i, ep := range spec.Endpoints {
 			endpoint(v, fmt.Sprintf("spec.endpoints[%d]", i), ep)
 		}

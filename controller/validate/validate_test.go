@@ -264,15 +264,15 @@ func TestExamplesValidate(t *testing.T) {
 func TestBrokenResourceAffectsOnlyItself(t *testing.T) {
 	src := `type: MeshExternalService
 name: good-1
-spec: {match: {port: 80}}
+spec: {match: {port: 80}, endpoints: [{address: 1.1.1.1, port: 80}]}
 ---
 type: MeshExternalService
 name: bad
-spec: {match: {port: 0}}
+spec: {match: {port: 0}, endpoints: [{address: 1.1.1.1, port: 80}]}
 ---
 type: MeshExternalService
 name: good-2
-spec: {match: {port: 81}}
+spec: {match: {port: 81}, endpoints: [{address: 1.1.1.1, port: 80}]}
 `
 	objs, perrs := resource.ParseBytes("mix.yaml", []byte(src))
 	require.Empty(t, perrs)

@@ -3,6 +3,7 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"github.com/meshext/meshext/controller/inputfile"
 	"maps"
 	"os"
 	"path"
@@ -243,9 +244,14 @@ func (w *FileWriter) adopt() {
 	}
 }
 
+// maxOwnFile bounds reading back a file meshext wrote (a cds.json of 10k
+// services is some tens of MB).
+const maxOwnFile = 1 << 30
+
 // readClusters reads a cds.json written before; nil when it cannot.
 func readClusters(path string) []*clusterv3.Cluster {
-	b, err := os.ReadFile(path)
+	// A special file planted in the output directory must not block start-up.
+	b, err := inputfile.Read(path, maxOwnFile)
 	if err != nil {
 		return nil
 	}

@@ -37,6 +37,7 @@ func inspectMain(args []string, stdout, stderr io.Writer) int {
 	output := fs.String("o", "table", "output format: table, json or yaml")
 	fs.StringVar(output, "output", "table", "same as -o")
 	zone := fs.String("zone", "default", "local zone name (computed kuma.io/zone labels, .Zone in hostname templates)")
+	maxFileSize := addMaxFileSize(fs)
 	systemCA := fs.String("system-ca-path", "", "CA bundle for services without caCert (default $"+model.EnvSystemCAPath+", else the first OS bundle found)")
 	skipDefaults := fs.String("skip-default-policies", "", skipDefaultsUsage)
 	fs.Usage = func() {
@@ -95,7 +96,7 @@ Flags:`)
 		fmt.Fprintf(stderr, "meshext inspect: %v\n", err)
 		return 2
 	}
-	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone})
+	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone, MaxFileSize: *maxFileSize})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext inspect: %v\n", err)
 		return 2

@@ -32,6 +32,7 @@ func renderMain(args []string, stdout, stderr io.Writer) int {
 	cidr := fs.String("cidr", "", "VIP range (default $"+ipam.EnvCIDR+", else "+ipam.DefaultCIDR+")")
 	upstreamDNS := fs.String("upstream-dns", "", "IP:PORT resolver for Envoy's DNS clusters (default: Envoy's, from resolv.conf)")
 	zone := fs.String("zone", "default", "local zone name")
+	maxFileSize := addMaxFileSize(fs)
 	flavor := fs.String("envoy-flavor", render.FlavorStock, flavorUsage)
 	plugin := fs.String("plugin", render.PluginOn, pluginUsage)
 	httpProxy := fs.String("http-proxy-listen", "", httpProxyUsage)
@@ -84,7 +85,7 @@ Flags:`)
 		fmt.Fprintf(stderr, "meshext render: %v\n", err)
 		return 2
 	}
-	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone})
+	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone, MaxFileSize: *maxFileSize})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext render: %v\n", err)
 		return 2

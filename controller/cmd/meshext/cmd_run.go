@@ -30,6 +30,8 @@ func runMain(args []string, stderr io.Writer) int {
 	// Catch signals first, so one sent during startup is not lost.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, a second one kills at once (the default action).
+	go func() { <-ctx.Done(); stop() }()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg run.Config
@@ -55,6 +57,7 @@ func runMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.HTTPProxyListen, "http-proxy-listen", "", httpProxyUsage)
 	fs.StringVar(&cfg.SystemCAPath, "system-ca", "", "CA bundle for services without caCert (default $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, then the OS bundle)")
 	fs.StringVar(&cfg.RedirectBPFFS, "redirect-bpffs", "/sys/fs/bpf", "BPF filesystem of 'meshext redirect attach' pins: attachments named like a Dataplane get its transparent port and the DNS address (\"\" = off)")
+	maxFileSize := addMaxFileSize(fs)
 	fs.DurationVar(&cfg.Debounce, "debounce", run.DefaultDebounce, "quiet time after the last file change before reloading")
 	skipDefaults := fs.String("skip-default-policies", "", skipDefaultsUsage)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -90,6 +93,7 @@ Flags:`)
 		return 2
 	}
 	cfg.SkipDefaultPolicies = skip
+	cfg.MaxFileSize = *maxFileSize
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "meshext run: --log-level %q: %v\n", *logLevel, err)

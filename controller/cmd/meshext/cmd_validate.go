@@ -28,6 +28,7 @@ func validateMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	zone := fs.String("zone", "default", "local zone name: computed kuma.io/zone labels, and the value a zone-origin resource's kuma.io/zone label must have")
 	skipDefaults := fs.String("skip-default-policies", "", skipDefaultsUsage)
+	maxFileSize := addMaxFileSize(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext validate [--zone NAME] PATH...
 
@@ -63,7 +64,7 @@ Flags:`)
 		fmt.Fprintf(stderr, "meshext validate: %v\n", err)
 		return 2
 	}
-	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone})
+	set, loadProblems, err := resource.Load(paths, resource.Options{Zone: *zone, MaxFileSize: *maxFileSize})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext validate: %v\n", err)
 		return 2

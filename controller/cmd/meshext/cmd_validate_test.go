@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -113,6 +114,26 @@ networking:
 		assert.Equal(t, 1, strings.Count(stdout, "\n"), "the good file adds no lines")
 	})
 
+	t.Run("special and oversized files are per-file problems", func(t *testing.T) {
+		// A symlink to /dev/zero used to exhaust memory and a FIFO to block for good.
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "a.yaml"), []byte("type: Mesh\nname: default\n"), 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "big.yaml"), []byte("type: Mesh\nname: big\n#"+strings.Repeat("x", 2000)+"\n"), 0o644))
+		require.NoError(t, os.Symlink("/dev/zero", filepath.Join(dir, "zero.yaml")))
+		require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "fifo.yaml"), 0o644))
+		require.NoError(t, os.Mkdir(filepath.Join(dir, "dir.yaml"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "dir.yaml", "inside.yaml"), []byte("type: Mesh\nname: inside\n"), 0o644))
+		stdout, stderr, code := runValidateBinary(t, bin, dir, "validate", "--max-file-size", "1KiB", ".")
+		assert.Equal(t, 1, code)
+		assert.Equal(t, []string{
+			"big.yaml:0: cannot read: file too large: 2023B, over the 1KiB limit (--max-file-size)",
+			"dir.yaml:0: cannot read: not a regular file: it is a directory",
+			"fifo.yaml:0: cannot read: not a regular file: it is a named pipe (FIFO)",
+			"zero.yaml:0: cannot read: not a regular file: it is a character device",
+		}, strings.Split(strings.TrimSpace(stdout), "\n"))
+		assert.Contains(t, stderr, "4 problems; 1 of 1 resources valid")
+	})
+
 	t.Run("usage errors give exit 2", func(t *testing.T) {
 		_, stderr, code := runValidateBinary(t, bin, root, "validate")
 		assert.Equal(t, 2, code)
@@ -142,6 +163,7 @@ labels:
   kuma.io/zone: east
 spec:
   match: {port: 80}
+  endpoints: [{address: 1.1.1.1, port: 80}]
 `), 0o644))
 		stdout, _, code := runValidateBinary(t, bin, dir, "validate", "z.yaml")
 		assert.Equal(t, 1, code)
