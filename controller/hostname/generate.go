@@ -94,8 +94,11 @@ func Key(m *resource.Meta) string { return m.Mesh + "/" + m.Name }
 // Generate renders every generator for every MeshExternalService it selects.
 // Collisions are resolved as Kuma does, deterministically: generators with
 // kuma.io/origin=zone first, then older first, then by name; services older
-// first, then by mesh and name; per mesh the first claimant of a hostname
-// keeps it. Unlike Kuma (F10), the collision message names the winner.
+// first, then by mesh and name; the first claimant of a hostname keeps it.
+// Unlike Kuma (F10), the collision message names the winner. Unlike Kuma,
+// a hostname is claimed across meshes, not per mesh: Kuma's DNS runs in
+// each kuma-dp and answers only its own mesh's names, while meshext's
+// embedded DNS answers the whole zone, so one name must mean one VIP.
 func Generate(in Input) map[string]*Result {
 	gens := append([]*resource.HostnameGenerator(nil), in.Generators...)
 	sort.SliceStable(gens, func(i, j int) bool {
@@ -134,8 +137,7 @@ func Generate(in Input) map[string]*Result {
 	for _, s := range svcs {
 		out[Key(&s.Meta)] = &Result{}
 	}
-	type claim struct{ mesh, host string }
-	owner := map[claim]*resource.MeshExternalService{}
+	owner := map[string]*resource.MeshExternalService{}
 	for _, g := range gens {
 		sel := g.Spec.Selector.MeshExternalService
 		if sel == nil {
@@ -155,12 +157,16 @@ func Generate(in Input) map[string]*Result {
 			switch {
 			case err != nil:
 				st.Reason, st.Message = ReasonTemplateError, err.Error()
-			case owner[claim{s.Mesh, h}] != nil && owner[claim{s.Mesh, h}] != s:
-				w := owner[claim{s.Mesh, h}]
+			case owner[h] != nil && owner[h] != s:
+				w := owner[h]
 				st.Reason = ReasonCollision
-				st.Message = fmt.Sprintf("Hostname %q collision with MeshExternalService: %s (%s:%d), which claimed it first", h, w.Name, w.Source.File, w.Source.Line)
+				winner := w.Name
+				if w.Mesh != s.Mesh {
+					winner = w.Name + " in mesh " + w.Mesh
+				}
+				st.Message = fmt.Sprintf("Hostname %q collision with MeshExternalService: %s (%s:%d), which claimed it first", h, winner, w.Source.File, w.Source.Line)
 			default:
-				owner[claim{s.Mesh, h}] = s
+				owner[h] = s
 				st.Generated, st.Reason, st.Hostname = true, ReasonGenerated, h
 			}
 			r.Statuses = append(r.Statuses, st)

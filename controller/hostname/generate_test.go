@@ -139,3 +139,40 @@ func TestNewServiceDoesNotSteal(t *testing.T) {
 		t.Fatalf("b-earlier lost hostnames: %v -> %v", before["default/b-earlier"].Hostnames, after["default/b-earlier"].Hostnames)
 	}
 }
+
+// One DNS answers the whole zone, so a hostname is one service's even across
+// meshes: the same template in two meshes must not give two VIPs one name.
+func TestHostnameClaimedAcrossMeshes(t *testing.T) {
+	dir := t.TempDir()
+	doc := `type: HostnameGenerator
+name: all
+spec:
+  selector: {meshExternalService: {matchLabels: {}}}
+  template: '{{ .DisplayName }}.svc.test'
+---
+type: MeshExternalService
+name: api
+mesh: a
+creationTime: "2026-01-01T00:00:00Z"
+spec: {match: {port: 80, protocol: http}, endpoints: [{address: a.example, port: 80}]}
+---
+type: MeshExternalService
+name: api
+mesh: b
+creationTime: "2026-02-01T00:00:00Z"
+spec: {match: {port: 80, protocol: http}, endpoints: [{address: b.example, port: 80}]}
+`
+	if err := os.WriteFile(filepath.Join(dir, "x.yaml"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set := load(t, filepath.Join(dir, "x.yaml"))
+	res := Generate(Input{Generators: set.HostnameGenerators, Services: set.MeshExternalServices})
+	if got := res["a/api"].Hostnames; len(got) != 1 || got[0] != "api.svc.test" {
+		t.Fatalf("the older service keeps the name: %v", got)
+	}
+	st := res["b/api"].Statuses
+	if len(res["b/api"].Hostnames) != 0 || len(st) != 1 || st[0].Reason != ReasonCollision ||
+		!strings.Contains(st[0].Message, "MeshExternalService: api in mesh a ") {
+		t.Fatalf("the newer service in another mesh must get a Collision naming the winner's mesh: %+v", res["b/api"])
+	}
+}
