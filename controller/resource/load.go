@@ -17,6 +17,7 @@ type Set struct {
 	Dataplanes             []*Dataplane
 	Meshes                 []*Mesh
 	Secrets                []*Secret
+	ZoneEgresses           []*ZoneEgress
 	// Files lists the files read, in order.
 	Files []string
 
@@ -44,6 +45,9 @@ func (s *Set) Objects() []Object {
 		out = append(out, r)
 	}
 	for _, r := range s.Dataplanes {
+		out = append(out, r)
+	}
+	for _, r := range s.ZoneEgresses {
 		out = append(out, r)
 	}
 	return out
@@ -106,6 +110,8 @@ func (s *Set) Add(obj Object) *FieldError {
 		s.Meshes = append(s.Meshes, r)
 	case *Secret:
 		s.Secrets = append(s.Secrets, r)
+	case *ZoneEgress:
+		s.ZoneEgresses = append(s.ZoneEgresses, r)
 	}
 	return nil
 }
@@ -213,7 +219,7 @@ func (s *Set) ComputeLabels(opts Options) {
 		if m.Labels == nil {
 			m.Labels = map[string]string{}
 		}
-		if m.Kind != KindMesh {
+		if m.Kind.MeshScoped() {
 			setIfAbsent(m.Labels, LabelMesh, m.Mesh)
 		}
 		setIfAbsent(m.Labels, LabelOrigin, "zone")

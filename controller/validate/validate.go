@@ -77,9 +77,11 @@ func ObjectWithOptions(o resource.Object, set *resource.Set, opts Options) []*re
 	case *resource.Dataplane:
 		dataplane(v, r)
 	case *resource.Mesh:
-		// Kuma's Mesh fields meshext reads are booleans; nothing to check.
+		mesh(v, r)
 	case *resource.Secret:
 		secret(v, r)
+	case *resource.ZoneEgress:
+		zoneEgress(v, r)
 	}
 	return v.list
 }
