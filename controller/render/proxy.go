@@ -66,7 +66,12 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 	if mesh == "" {
 		mesh = "default" // no HTTP services: every host is unknown
 	}
-	cfg := AuthzConfig(r.world, SourceIdentity(n.Dataplane, mesh), mine)
+	cfg := AuthzConfig(r.world, nodeMeta(n), SourceIdentity(n.Dataplane, mesh), mine)
+	if r.world.MTLS[mesh] != nil {
+		// The mesh's ZoneEgresses authorize its traffic (egress.go): the
+		// proxy only routes.
+		cfg.Meshes, cfg.Policies = nil, nil
+	}
 	t, err := core.Compile(&cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("http proxy listener: %w", err)
