@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -281,4 +282,52 @@ func issue(ca *pki.CA, n model.NodeIdentity, uris []string, lifetime time.Durati
 		NotBefore: kp.Cert.NotBefore, NotAfter: kp.Cert.NotAfter,
 		RenewAt: pki.RenewAt(kp.Cert),
 	}, nil
+}
+
+// Describe lists what Issue would hand out, without issuing or writing
+// anything (`meshext inspect`): each mTLS mesh's CA as it is now (a
+// builtin CA from stateDir when it exists there, a provided CA from its
+// Secrets; absent otherwise) and each node's SPIFFE ID and URI SANs.
+// Serials and validity of the nodes' certificates are the running
+// `meshext run`'s (its status); they are left empty here.
+func Describe(stateDir string, w *model.World) (views []model.IdentityView, notes []string) {
+	meshes := make([]string, 0, len(w.MTLS))
+	for m := range w.MTLS {
+		meshes = append(meshes, m)
+	}
+	sort.Strings(meshes)
+	for _, mesh := range meshes {
+		mt := w.MTLS[mesh]
+		caPEM := mt.ProvidedCert
+		if mt.Backend.Type == resource.CABuiltin {
+			caPEM = nil
+			if stateDir != "" {
+				caPEM, _ = os.ReadFile(filepath.Join(CADir(stateDir, mesh, mt.Backend.Name), pki.CACertFile))
+			}
+		}
+		ca := model.IdentityView{Mesh: mesh, CA: mt.Backend.Name + " (" + mt.Backend.Type + ")"}
+		if cs, err := pki.ParseCertsPEM(caPEM); err == nil {
+			c := cs[0]
+			ca.Serial, ca.NotBefore, ca.NotAfter = c.SerialNumber.Text(16), c.NotBefore, c.NotAfter
+			if len(c.URIs) > 0 {
+				ca.SPIFFEID = c.URIs[0].String()
+			}
+		} else {
+			ca.SPIFFEID = "spiffe://" + mesh
+			notes = append(notes, fmt.Sprintf("mesh %q: CA %q is not created yet (meshext run makes it in --state-dir)", mesh, mt.Backend.Name))
+		}
+		if mt.Problem != "" {
+			notes = append(notes, fmt.Sprintf("mesh %q: %s", mesh, mt.Problem))
+		}
+		views = append(views, ca)
+		for _, n := range w.IdentityNodes(mesh) {
+			uris, err := identityURIs(mesh, n)
+			if err != nil {
+				notes = append(notes, fmt.Sprintf("mesh %q node %q: no mTLS identity: %v", mesh, n.Node, err))
+				continue
+			}
+			views = append(views, model.IdentityView{Mesh: mesh, Node: n.Node, SPIFFEID: uris[0], URIs: uris})
+		}
+	}
+	return views, notes
 }

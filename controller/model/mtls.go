@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/controller/names"
+	capki "github.com/meshext/meshext/controller/pki"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -217,6 +218,56 @@ func (w *World) IdentityNodes(mesh string) []NodeIdentity {
 	for _, z := range w.ZoneEgresses {
 		out = append(out, NodeIdentity{Meta: &z.Meta, Node: names.ZoneEgressNodeID(z.Name), Service: names.ZoneEgressService,
 			Tags: map[string][]string{resource.LabelService: {names.ZoneEgressService}}})
+	}
+	return out
+}
+
+// IdentityView is an identity or a mesh CA as status and `meshext
+// inspect` show it: who, serial, validity; never key material.
+type IdentityView struct {
+	Mesh string `json:"mesh"`
+	// Node is the Envoy node id; empty for the mesh CA itself.
+	Node      string    `json:"node,omitempty"`
+	SPIFFEID  string    `json:"spiffeID"`
+	URIs      []string  `json:"uris,omitempty"`
+	Serial    string    `json:"serial"`
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+	RenewAt   time.Time `json:"renewAt,omitzero"`
+	// CA says which backend (for the CA) or "" for identities.
+	CA string `json:"ca,omitempty"`
+}
+
+// IdentityViews lists each mTLS mesh's CA and then its identities, meshes
+// and nodes in name order.
+func (w *World) IdentityViews() []IdentityView {
+	meshes := make([]string, 0, len(w.MTLS))
+	for m := range w.MTLS {
+		meshes = append(meshes, m)
+	}
+	slices.Sort(meshes)
+	var out []IdentityView
+	for _, m := range meshes {
+		mt := w.MTLS[m]
+		if cs, err := capki.ParseCertsPEM(mt.CACert); err == nil {
+			c := cs[0]
+			v := IdentityView{Mesh: m, Serial: c.SerialNumber.Text(16), NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+				CA: mt.Backend.Name + " (" + mt.Backend.Type + ")"}
+			if len(c.URIs) > 0 {
+				v.SPIFFEID = c.URIs[0].String()
+			}
+			out = append(out, v)
+		}
+		nodes := make([]string, 0, len(mt.Identities))
+		for n := range mt.Identities {
+			nodes = append(nodes, n)
+		}
+		slices.Sort(nodes)
+		for _, n := range nodes {
+			id := mt.Identities[n]
+			out = append(out, IdentityView{Mesh: m, Node: n, SPIFFEID: id.SPIFFEID, URIs: slices.Clone(id.URIs),
+				Serial: id.Serial, NotBefore: id.NotBefore, NotAfter: id.NotAfter, RenewAt: id.RenewAt})
+		}
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/meshca"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/render"
@@ -44,6 +45,8 @@ type pipeline struct {
 	// claims keeps each node id and cluster name with the resource that had
 	// it first, across reloads (see model.Options.Claims).
 	claims names.Claims
+	// meshCA issues the mesh CAs' identities and keeps them across reloads.
+	meshCA *meshca.Authority
 }
 
 type parsedFile struct {
@@ -85,6 +88,7 @@ func newPipeline(cfg *Config, alloc *ipam.Allocator) *pipeline {
 		goodObjects:   map[string]resource.Object{},
 		publishedFile: map[string]*xds.Resources{},
 		publishedADS:  map[string]*xds.Resources{},
+		meshCA:        meshca.New(cfg.StateDir),
 	}
 }
 
@@ -184,6 +188,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	p.goodObjects = nextGood
 
 	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims})
+	res.notes = append(res.notes, p.meshCA.Issue(w)...)
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built
 

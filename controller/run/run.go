@@ -220,6 +220,9 @@ func (r *Runner) serve(ctx context.Context) error {
 	r.log.Info("meshext running", "dir", r.cfg.Dir, "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
 		"ads", r.ADSAddr(), "status", r.StatusAddr(), "dns", r.DNSAddr(),
 		"envoyFlavor", r.cfg.EnvoyFlavor, "plugin", r.cfg.Plugin)
+	// renew fires when the first mTLS identity is due for renewal.
+	renew := time.NewTimer(r.untilRenewal())
+	defer renew.Stop()
 	var first error
 loop:
 	for {
@@ -233,7 +236,11 @@ loop:
 			break loop
 		case <-changed:
 			r.reload(ctx, false)
+		case <-renew.C:
+			r.log.Info("renewing mTLS identities")
+			r.reload(ctx, true)
 		}
+		renew.Reset(r.untilRenewal())
 	}
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()
@@ -253,6 +260,16 @@ loop:
 			return first
 		}
 	}
+}
+
+// untilRenewal is the time to the next identity renewal (at least a second
+// away, a day when nothing is due).
+func (r *Runner) untilRenewal() time.Duration {
+	next := r.pipe.meshCA.NextRenewal()
+	if next.IsZero() {
+		return 24 * time.Hour
+	}
+	return max(time.Until(next), time.Second)
 }
 
 // reload compiles the drop directory and, when it changed, delivers the
@@ -328,6 +345,7 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 	}
 	st.Nodes = nodesStatus(res.file, res.ads, r.cfg.XDSDir)
 	st.Resources = resourceCounts(res.set)
+	st.Identities = res.world.IdentityViews()
 	if len(deliveryErrs) == 0 {
 		st.LastSuccess = time.Now()
 	} else {

@@ -35,6 +35,9 @@ type Status struct {
 	Nodes        []NodeStatus `json:"nodes"`
 	// Resources counts the valid input resources by kind.
 	Resources map[string]int `json:"resources"`
+	// Identities are the mTLS meshes' CAs and the nodes' identities
+	// (SPIFFE ID, serial, validity; never keys).
+	Identities []model.IdentityView `json:"identities,omitempty"`
 }
 
 // ServiceStatus is the status of one MeshExternalService.

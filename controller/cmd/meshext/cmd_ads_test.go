@@ -98,7 +98,7 @@ networking:
 	return drop
 }
 
-const mesACluster = "meshext_default_mes-a"
+const mesACluster = "default_mes-a__default_extsvc_4000" // Kuma's destination name (controller/names)
 
 // TestADSCommandWithEnvoy: real Envoys bootstrapped by `meshext bootstrap`
 // get their config from `meshext run` over the default unix socket and over
