@@ -73,9 +73,10 @@ func (r *renderer) hopOf(n *Node, s *model.Service) hop {
 }
 
 // Access log formats of an egress: the direct formats plus the caller's
-// verified URI SANs.
+// verified URI SANs (and, for TCP, why the connection was closed, which
+// names a network RBAC denial).
 var (
-	egressTCPLogFormat  = strings.TrimSuffix(tcpLogFormat, "\n") + ` peer="%DOWNSTREAM_PEER_URI_SAN%"` + "\n"
+	egressTCPLogFormat  = strings.TrimSuffix(tcpLogFormat, "\n") + ` peer="%DOWNSTREAM_PEER_URI_SAN%" closed=%CONNECTION_TERMINATION_DETAILS%` + "\n"
 	egressHTTPLogFormat = strings.TrimSuffix(httpLogFormat, "\n") + ` peer="%DOWNSTREAM_PEER_URI_SAN%"` + "\n"
 )
 
@@ -312,6 +313,15 @@ func (r *renderer) egressChain(n *Node, s *model.Service) (*listenerv3.FilterCha
 	}
 	down := &tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
+		// No session resumption: Envoy does not validate the client
+		// certificate again on a resumed session and then reports it as not
+		// validated, so the caller would have no identity (RBAC's
+		// mtls_authenticated and the Go filter both refuse it; seen on
+		// loopback with the seventh connection of one workload). Every
+		// connection proves its certificate, which also makes a rotated or
+		// replaced certificate count at once.
+		SessionTicketKeysType:            &tlsv3.DownstreamTlsContext_DisableStatelessSessionResumption{DisableStatelessSessionResumption: true},
+		DisableStatefulSessionResumption: true,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
 			TlsParams:                      params,
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{r.sdsRef(names.IdentitySecret(mt.Mesh, n.ID))},
