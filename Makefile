@@ -85,7 +85,7 @@ test: build envoy tools plugin fmt-check vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory fuzz
 
-## run: controller + Envoy + stand-in upstreams on examples/; Ctrl-C stops all
+## run: controller + Envoy + stand-in upstreams on examples/ (EGRESS=1: through a ZoneEgress); Ctrl-C stops all
 run: build envoy tools plugin
 	./build/run.sh
 

@@ -107,3 +107,24 @@ func TestGoldenEgressDefaultNode(t *testing.T) {
 	out := mustRender(t, w, Options{})
 	golden(t, filepath.Join("testdata", "egress-default-node-has-no-identity.golden.json"), snapshot(t, w, out))
 }
+
+// TestGoldenSeedExamplesThroughEgress renders the seed's examples with
+// examples-egress/ (mesh mTLS, ZoneEgress egress-1, a rules policy): the
+// seed's Dataplane "default.example" and the egress ".egress-1", as
+// `make run EGRESS=1` serves them. Identities are fixed stand-ins (the
+// meshca step issues real ones).
+func TestGoldenSeedExamplesThroughEgress(t *testing.T) {
+	w := buildExamples(t, examplesDir(t), filepath.Join(examplesDir(t), "..", "examples-egress"))
+	mt := w.MTLS["default"]
+	if mt == nil {
+		t.Fatal("examples-egress/mesh.yaml does not enable mTLS")
+	}
+	mt.CACert = fakeCA
+	mt.Identities["default.example"] = fakeIdentity("default.example", "example")
+	mt.Identities[".egress-1"] = fakeIdentity(".egress-1", names.ZoneEgressService)
+	out := mustRender(t, w, Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"})
+	if len(out.Warnings) > 0 {
+		t.Errorf("warnings: %v", out.Warnings)
+	}
+	golden(t, filepath.Join("testdata", "example-all-through-egress.golden.json"), snapshot(t, w, out))
+}

@@ -114,6 +114,16 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 			}
 		}
 	}
+	if r.world.MTLS[mesh] != nil {
+		// Every cluster here goes to the zone's egresses (egress.go).
+		for _, vh := range vhosts {
+			for _, rt := range vh.Routes {
+				if a := rt.GetRoute(); a != nil {
+					a.RetryPolicy = egressRetryPolicy()
+				}
+			}
+		}
+	}
 	router, err := r.shared.get("router", func() (any, error) { return pack(&routerv3.Router{}) })
 	if err != nil {
 		return nil, nil, err

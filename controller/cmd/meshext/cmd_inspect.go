@@ -203,9 +203,12 @@ type sanMatcher struct {
 
 type accessView struct {
 	// Default is what a source gets when no rule below applies: Allow, or Deny
-	// when the mesh sets routing.defaultForbidMeshExternalServiceAccess.
-	Default string     `json:"default"`
-	Rules   []ruleView `json:"rules,omitempty"`
+	// when the mesh sets routing.defaultForbidMeshExternalServiceAccess or a
+	// rules policy applies (rules deny what they do not allow).
+	Default string `json:"default"`
+	// DefaultFrom says why Default is Deny: "mesh" or "rules".
+	DefaultFrom string     `json:"defaultFrom,omitempty"`
+	Rules       []ruleView `json:"rules,omitempty"`
 }
 
 type ruleView struct {
@@ -348,7 +351,7 @@ func sanTypeOf(v string) string {
 func access(w *model.World, s *model.Service) accessView {
 	v := accessView{Default: resource.ActionAllow}
 	if w.Meshes[s.Mesh].ForbidsMeshExternalServiceAccess() {
-		v.Default = resource.ActionDeny
+		v.Default, v.DefaultFrom = resource.ActionDeny, "mesh"
 	}
 	for _, p := range w.Permissions {
 		if p.Mesh != s.Mesh {
@@ -369,7 +372,10 @@ func access(w *model.World, s *model.Service) accessView {
 				Target: target, From: refString(f.TargetRef), Action: f.Default.Action,
 			})
 		}
-		v.Rules = append(v.Rules, rulesViews(p, target)...)
+		if rv := rulesViews(p, target); len(p.Spec.Rules) > 0 {
+			v.Rules = append(v.Rules, rv...)
+			v.Default, v.DefaultFrom = resource.ActionDeny, "rules"
+		}
 	}
 	return v
 }
@@ -508,8 +514,11 @@ func writeInspectTable(out io.Writer, v inspectView) {
 			fmt.Fprintf(out, "  Egress:     mTLS through ZoneEgress %s, SNI %s; the egress authorizes\n", orDash(strings.Join(e.ZoneEgresses, ", ")), e.SNI)
 		}
 		fmt.Fprintf(out, "  Access:     default %s", s.Access.Default)
-		if s.Access.Default == resource.ActionDeny {
+		switch s.Access.DefaultFrom {
+		case "mesh":
 			fmt.Fprint(out, " (mesh routing.defaultForbidMeshExternalServiceAccess)")
+		case "rules":
+			fmt.Fprint(out, " (MeshTrafficPermission rules deny what they do not allow)")
 		}
 		fmt.Fprintln(out)
 		for _, r := range s.Access.Rules {
