@@ -167,3 +167,38 @@ func BenchmarkCompile(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecisionRules is an egress's request: parse the caller's SPIFFE
+// ID and walk Kuma 2.12 rules (a deny prefix, three allows, the caller
+// matching the last one) instead of from[] rules.
+func BenchmarkDecisionRules(b *testing.B) {
+	for _, n := range []int{10, 1000, 100000} {
+		cfg, in := benchConfig(n)
+		exact := func(v string) Match { return Match{SpiffeID: &StringMatch{Type: MatchExact, Value: v}} }
+		cfg.Policies = append(cfg.Policies, Policy{Name: "rules", Mesh: "default", TargetRef: TargetRef{Kind: KindMesh}, Rules: []Rule{{Default: RuleConf{
+			Deny:  []Match{{SpiffeID: &StringMatch{Type: MatchPrefix, Value: "spiffe://default/legacy-"}}},
+			Allow: []Match{exact("spiffe://default/api"), exact("spiffe://default/batch"), exact("spiffe://default/web")},
+		}}}})
+		tab, err := Compile(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		auth := in.canonical
+		b.Run(fmt.Sprintf("hosts=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				id, ok := ParseSPIFFE("spiffe://default/web")
+				if !ok {
+					b.Fatal("parse")
+				}
+				e := tab.Lookup(auth[i%len(auth)])
+				if e == nil {
+					b.Fatal("miss")
+				}
+				if !e.DecideFor(&id).Allowed() {
+					b.Fatal("denied")
+				}
+			}
+		})
+	}
+}

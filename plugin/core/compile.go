@@ -126,9 +126,10 @@ func Compile(cfg *Config) (*Table, error) {
 			return nil, fmt.Errorf("services[%d]: duplicate service %q in mesh %q", i, s.Name, s.Mesh)
 		}
 		e := &t.slab[i]
-		e.Service = s
+		e.Service = ServiceInfo{Name: s.Name, Mesh: s.Mesh, Cluster: s.Cluster, Protocol: s.Protocol, Hostnames: s.Hostnames, VIP: s.VIP, Port: s.Port}
 		e.port = uint16(s.Port) // checked by checkService
 		e.entryCold = &colds[i]
+		e.sni = s.SNI
 		byName[key] = e
 		t.entries = append(t.entries, e)
 		bare, withPort := hostKeys(&s)

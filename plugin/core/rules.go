@@ -159,7 +159,7 @@ func matchesFor(e *Entry, policies []*compiledRules) *RuleMatches {
 	names := make([]string, 0, len(ps))
 	keep := func(out *[]IDMatch, in []ruleMatch) {
 		for _, m := range in {
-			if m.sni == "" || m.sni == e.Service.SNI {
+			if m.sni == "" || m.sni == e.sni {
 				*out = append(*out, m.id)
 			}
 		}

@@ -81,9 +81,22 @@ type Entry struct {
 	_           [1]byte
 	ownerPolicy string
 	key         [entryKey]byte
-	Service     Service
+	Service     ServiceInfo
 	*entryCold
 	_ [entryPad]byte
+}
+
+// ServiceInfo is what an Entry keeps of its Config Service: the fields
+// requests and rendering read. The SNI is not among them (compile settles
+// rules' sni matches with it), which keeps Entry at three cache lines.
+type ServiceInfo struct {
+	Name      string
+	Mesh      string
+	Cluster   string
+	Protocol  string
+	Hostnames []string
+	VIP       string
+	Port      uint32
 }
 
 // entryCold is what only the client-certificate path and configuration
@@ -99,14 +112,16 @@ type entryCold struct {
 	fallback Decision
 	// hosts are the lookup keys that lead here, sorted.
 	hosts []string
+	// sni is the Config Service's SNI.
+	sni string
 }
 
 // entryKey fills the first cache line after the owner decision; names up
 // to this long are verified there, longer ones in the index's key arena.
 const entryKey = 40
 
-// entryPad rounds Entry up to 256 bytes on 64-bit platforms (checked by a test).
-const entryPad = 56
+// entryPad rounds Entry up to 192 bytes on 64-bit platforms (checked by a test).
+const entryPad = 8
 
 // actions are the values of Entry.ownerAction; a power-of-two length lets
 // the compiler drop the bounds check.
