@@ -22,6 +22,7 @@ import (
 	"github.com/meshext/meshext/controller/meshca"
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/pki"
+	meshextrun "github.com/meshext/meshext/controller/run"
 	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/e2e/testnet"
@@ -39,6 +40,7 @@ import (
 // egressEnv is the running set-up.
 type egressEnv struct {
 	bin, dir, drop, state, xds string
+	xdsMode                    string // "file" or "ads"
 	run                        *proc
 	envoys                     map[string]*envoyproc.Proc // by node id
 	bootstraps                 map[string]string          // by node id
@@ -146,10 +148,11 @@ func freeOn(t *testing.T, ip string) string {
 }
 
 // startEgressEnv starts the stand-ins, `meshext run` and the four Envoys.
-// plugin is meshext run's --plugin.
-func startEgressEnv(t *testing.T, plugin string) *egressEnv {
+// plugin is meshext run's --plugin; xds its --xds (file, or ads over the
+// default unix socket).
+func startEgressEnv(t *testing.T, plugin, xdsMode string) *egressEnv {
 	t.Helper()
-	e := &egressEnv{bin: meshext(t), dir: t.TempDir(), envoys: map[string]*envoyproc.Proc{}, bootstraps: map[string]string{},
+	e := &egressEnv{bin: meshext(t), dir: t.TempDir(), xdsMode: xdsMode, envoys: map[string]*envoyproc.Proc{}, bootstraps: map[string]string{},
 		out: map[string]map[string]string{}, egressAddr: map[string]string{}, upstreams: map[string]*upstream.Server{}}
 	testenv.Envoy(t)
 	e.drop, e.state, e.xds = filepath.Join(e.dir, "drop"), filepath.Join(e.dir, "state"), filepath.Join(e.dir, "xds")
@@ -190,9 +193,12 @@ func startEgressEnv(t *testing.T, plugin string) *egressEnv {
 	e.write(t, "batch.yaml", egressDataplane("batch", e.out["batch"], ""))
 	e.write(t, "mtp.yaml", allowWebRules)
 
-	e.run = startProc(t, "meshext-run", []string{"KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH=" + caFile}, e.bin,
-		"run", "--dir", e.drop, "--state-dir", e.state, "--xds", "file", "--xds-dir", e.xds,
-		"--status-listen", "127.0.0.1:"+strconv.Itoa(testnet.FreePort(t)), "--debounce", "100ms", "--plugin", plugin)
+	args := []string{"run", "--dir", e.drop, "--state-dir", e.state, "--xds", xdsMode,
+		"--status-listen", "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t)), "--debounce", "100ms", "--plugin", plugin}
+	if xdsMode == "file" {
+		args = append(args, "--xds-dir", e.xds)
+	}
+	e.run = startProc(t, "meshext-run", []string{"KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH=" + caFile}, e.bin, args...)
 	e.modEnv = envoyModuleEnv(t)
 	for _, node := range []string{".egress-1", ".egress-2", "default.web", "default.batch"} {
 		e.startEnvoy(t, node)
@@ -217,9 +223,12 @@ func (e *egressEnv) write(t *testing.T, name, content string) {
 // by --zone-egress) and starts its Envoy.
 func (e *egressEnv) startEnvoy(t *testing.T, node string) {
 	t.Helper()
-	nodeDir := filepath.Join(e.xds, names.PathElement(node))
-	eventually(t, 30*time.Second, "meshext run writes "+nodeDir, func() error {
-		if _, err := os.Stat(filepath.Join(nodeDir, "lds.json")); err != nil {
+	ready := filepath.Join(e.xds, names.PathElement(node), "lds.json")
+	if e.xdsMode == "ads" {
+		ready = meshextrun.DefaultADSSocket(e.state)
+	}
+	eventually(t, 30*time.Second, "meshext run serves "+node, func() error {
+		if _, err := os.Stat(ready); err != nil {
 			return fmt.Errorf("%v; meshext log: %s", err, envoyproc.Tail(e.run.log, 1500))
 		}
 		return nil
@@ -228,6 +237,9 @@ func (e *egressEnv) startEnvoy(t *testing.T, node string) {
 	if !ok {
 		boot = filepath.Join(e.dir, names.PathElement(node)+"-bootstrap.json")
 		args := []string{"bootstrap", "--xds", "file", "--xds-dir", e.xds, "--admin-port", strconv.Itoa(testnet.FreePort(t)), "--out", boot}
+		if e.xdsMode == "ads" {
+			args = []string{"bootstrap", "--xds", "ads", "--ads-address", "unix:" + meshextrun.DefaultADSSocket(e.state), "--admin-port", strconv.Itoa(testnet.FreePort(t)), "--out", boot}
+		}
 		if z, isEgress := strings.CutPrefix(node, "."); isEgress {
 			args = append(args, "--zone-egress", z)
 		} else {
@@ -370,7 +382,7 @@ func rawGet(c net.Conn) (string, error) {
 // then one back).
 func TestEgressPathLoopback(t *testing.T) {
 	grpcurl := testenv.Tool(t, "grpcurl")
-	e := startEgressEnv(t, "on")
+	e := startEgressEnv(t, "on", "file")
 	keep := &http.Client{Timeout: 10 * time.Second}
 
 	t.Run("web reaches every service through an egress", func(t *testing.T) {
@@ -519,10 +531,11 @@ func TestEgressPathLoopback(t *testing.T) {
 
 // TestEgressPathLoopbackNativeRBAC: the same decisions without Go in the
 // egress Envoy (--plugin off): native HTTP RBAC (403, gRPC 7) and network
-// RBAC (TCP closed), and the mesh default deny.
+// RBAC (TCP closed), and the mesh default deny; config and identities over
+// ADS (the default unix socket) instead of files.
 func TestEgressPathLoopbackNativeRBAC(t *testing.T) {
 	grpcurl := testenv.Tool(t, "grpcurl")
-	e := startEgressEnv(t, "off")
+	e := startEgressEnv(t, "off", "ads")
 	c := &http.Client{Timeout: 10 * time.Second}
 	code, body := e.get(t, c, "web", "mes-http", "/get")
 	require.Equal(t, 200, code, body)
