@@ -171,9 +171,10 @@ func issueXDSClientCert(node, stateDir, certDir, out string, validity time.Durat
 	if err := os.MkdirAll(certDir, pki.PrivateDirMode); err != nil {
 		return nil, err
 	}
+	// names.PathElement: a ZoneEgress's ".<name>" must not make hidden files.
 	files := &render.ADSTLS{
-		CertFile: filepath.Join(certDir, node+"-xds-client.crt"),
-		KeyFile:  filepath.Join(certDir, node+"-xds-client.key"),
+		CertFile: filepath.Join(certDir, names.PathElement(node)+"-xds-client.crt"),
+		KeyFile:  filepath.Join(certDir, names.PathElement(node)+"-xds-client.key"),
 		CAFile:   filepath.Join(certDir, "xds-ca.crt"),
 	}
 	for _, f := range []struct {
