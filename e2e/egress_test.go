@@ -296,22 +296,7 @@ func (e *egressEnv) echoErr(dp, line string) error {
 		return err
 	}
 	defer c.Close()
-	return echoLine(c, bufio.NewReader(c), line)
-}
-
-func echoLine(c net.Conn, r *bufio.Reader, line string) error {
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte(line + "\n")); err != nil {
-		return err
-	}
-	got, err := r.ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if got != line+"\n" {
-		return fmt.Errorf("echo %q, got %q", line, got)
-	}
-	return nil
+	return echoOnce(c, bufio.NewReader(c), line)
 }
 
 // grpcList runs grpcurl list through dp's mes-grpc outbound.
@@ -484,7 +469,7 @@ func TestEgressPathLoopback(t *testing.T) {
 		require.NoError(t, err)
 		defer conn.Close()
 		r := bufio.NewReader(conn)
-		require.NoError(t, echoLine(conn, r, "before"))
+		require.NoError(t, echoOnce(conn, r, "before"))
 		before := e.identitySerial(t, "default.web")
 		// New tags: meshext run issues web a new certificate at once.
 		e.write(t, "web.yaml", egressDataplane("web", e.out["web"], "        version: v2\n"))
@@ -501,7 +486,7 @@ func TestEgressPathLoopback(t *testing.T) {
 			}
 			return nil
 		})
-		require.NoError(t, echoLine(conn, r, "after"), "the connection opened before the rotation still works")
+		require.NoError(t, echoOnce(conn, r, "after"), "the connection opened before the rotation still works")
 	})
 
 	t.Run("two egresses, one killed: traffic continues; both: nothing leaves; one back: resumes", func(t *testing.T) {

@@ -17,11 +17,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -97,12 +97,7 @@ func (a *Authority) Issue(w *model.World) (notes []string) {
 	now := a.now()
 	keep := map[string]*issued{}
 	var next time.Time
-	meshes := make([]string, 0, len(w.MTLS))
-	for m := range w.MTLS {
-		meshes = append(meshes, m)
-	}
-	sort.Strings(meshes)
-	for _, mesh := range meshes {
+	for _, mesh := range slices.Sorted(maps.Keys(w.MTLS)) {
 		mt := w.MTLS[mesh]
 		if mt.Problem != "" {
 			continue
@@ -239,12 +234,7 @@ func identityURIs(mesh string, n model.NodeIdentity) ([]string, error) {
 		return nil, err
 	}
 	uris := []string{id.String()}
-	keys := make([]string, 0, len(n.Tags))
-	for k := range n.Tags {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(n.Tags)) {
 		for _, v := range n.Tags[k] {
 			u := "kuma://" + k + "/" + v
 			if _, err := url.Parse(u); err != nil {
@@ -291,12 +281,7 @@ func issue(ca *pki.CA, n model.NodeIdentity, uris []string, lifetime time.Durati
 // Serials and validity of the nodes' certificates are the running
 // `meshext run`'s (its status); they are left empty here.
 func Describe(stateDir string, w *model.World) (views []model.IdentityView, notes []string) {
-	meshes := make([]string, 0, len(w.MTLS))
-	for m := range w.MTLS {
-		meshes = append(meshes, m)
-	}
-	sort.Strings(meshes)
-	for _, mesh := range meshes {
+	for _, mesh := range slices.Sorted(maps.Keys(w.MTLS)) {
 		mt := w.MTLS[mesh]
 		caPEM := mt.ProvidedCert
 		if mt.Backend.Type == resource.CABuiltin {
@@ -305,15 +290,8 @@ func Describe(stateDir string, w *model.World) (views []model.IdentityView, note
 				caPEM, _ = os.ReadFile(filepath.Join(CADir(stateDir, mesh, mt.Backend.Name), pki.CACertFile))
 			}
 		}
-		ca := model.IdentityView{Mesh: mesh, CA: mt.Backend.Name + " (" + mt.Backend.Type + ")"}
-		if cs, err := pki.ParseCertsPEM(caPEM); err == nil {
-			c := cs[0]
-			ca.Serial, ca.NotBefore, ca.NotAfter = c.SerialNumber.Text(16), c.NotBefore, c.NotAfter
-			if len(c.URIs) > 0 {
-				ca.SPIFFEID = c.URIs[0].String()
-			}
-		} else {
-			ca.SPIFFEID = "spiffe://" + mesh
+		ca, ok := mt.CAView(caPEM)
+		if !ok {
 			notes = append(notes, fmt.Sprintf("mesh %q: CA %q is not created yet (meshext run makes it in --state-dir)", mesh, mt.Backend.Name))
 		}
 		if mt.Problem != "" {

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -241,33 +242,33 @@ type IdentityView struct {
 // IdentityViews lists each mTLS mesh's CA and then its identities, meshes
 // and nodes in name order.
 func (w *World) IdentityViews() []IdentityView {
-	meshes := make([]string, 0, len(w.MTLS))
-	for m := range w.MTLS {
-		meshes = append(meshes, m)
-	}
-	slices.Sort(meshes)
 	var out []IdentityView
-	for _, m := range meshes {
+	for _, m := range slices.Sorted(maps.Keys(w.MTLS)) {
 		mt := w.MTLS[m]
-		if cs, err := capki.ParseCertsPEM(mt.CACert); err == nil {
-			c := cs[0]
-			v := IdentityView{Mesh: m, Serial: c.SerialNumber.Text(16), NotBefore: c.NotBefore, NotAfter: c.NotAfter,
-				CA: mt.Backend.Name + " (" + mt.Backend.Type + ")"}
-			if len(c.URIs) > 0 {
-				v.SPIFFEID = c.URIs[0].String()
-			}
+		if v, ok := mt.CAView(mt.CACert); ok {
 			out = append(out, v)
 		}
-		nodes := make([]string, 0, len(mt.Identities))
-		for n := range mt.Identities {
-			nodes = append(nodes, n)
-		}
-		slices.Sort(nodes)
-		for _, n := range nodes {
+		for _, n := range slices.Sorted(maps.Keys(mt.Identities)) {
 			id := mt.Identities[n]
 			out = append(out, IdentityView{Mesh: m, Node: n, SPIFFEID: id.SPIFFEID, URIs: slices.Clone(id.URIs),
 				Serial: id.Serial, NotBefore: id.NotBefore, NotAfter: id.NotAfter, RenewAt: id.RenewAt})
 		}
 	}
 	return out
+}
+
+// CAView describes the mesh's CA from its certificate caPEM; ok is false
+// when caPEM holds no certificate (the view then names the backend only).
+func (mt *MeshMTLS) CAView(caPEM []byte) (v IdentityView, ok bool) {
+	v = IdentityView{Mesh: mt.Mesh, SPIFFEID: "spiffe://" + mt.Mesh, CA: mt.Backend.Name + " (" + mt.Backend.Type + ")"}
+	cs, err := capki.ParseCertsPEM(caPEM)
+	if err != nil {
+		return v, false
+	}
+	c := cs[0]
+	v.Serial, v.NotBefore, v.NotAfter = c.SerialNumber.Text(16), c.NotBefore, c.NotAfter
+	if len(c.URIs) > 0 {
+		v.SPIFFEID = c.URIs[0].String()
+	}
+	return v, true
 }

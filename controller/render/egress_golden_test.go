@@ -60,14 +60,14 @@ func egressWorld() *model.World {
 	w.Permissions = []*resource.MeshTrafficPermission{
 		{Meta: resource.Meta{Kind: resource.KindMeshTrafficPermission, Mesh: "default", Name: "allow-web"},
 			Spec: resource.MeshTrafficPermissionSpec{TargetRef: mesh, Rules: []resource.TrafficPermRule{{Default: resource.TrafficPermRuleConf{
-				Allow: []resource.TrafficPermMatch{{SpiffeID: &resource.SpiffeIDMatch{Type: resource.MatchExact, Value: "spiffe://default/web"}}},
-				Deny:  []resource.TrafficPermMatch{{SpiffeID: &resource.SpiffeIDMatch{Type: resource.MatchPrefix, Value: "spiffe://default/legacy"}}},
+				Allow: []resource.TrafficPermMatch{{SpiffeID: &resource.StringMatch{Type: resource.MatchExact, Value: "spiffe://default/web"}}},
+				Deny:  []resource.TrafficPermMatch{{SpiffeID: &resource.StringMatch{Type: resource.MatchPrefix, Value: "spiffe://default/legacy"}}},
 			}}}}},
 		// Selects egress-2 only: there, mes-grpc allows anyone.
 		{Meta: resource.Meta{Kind: resource.KindMeshTrafficPermission, Mesh: "default", Name: "grpc-open-on-egress-2"},
 			Spec: resource.MeshTrafficPermissionSpec{TargetRef: &resource.TargetRef{Kind: resource.RefDataplane, Name: "egress-2"},
 				Rules: []resource.TrafficPermRule{{Default: resource.TrafficPermRuleConf{
-					Allow: []resource.TrafficPermMatch{{SNI: &resource.SNIMatch{Type: resource.MatchExact, Value: names.SNI("mes-grpc", "default", "mes", 9000)}}},
+					Allow: []resource.TrafficPermMatch{{SNI: &resource.StringMatch{Type: resource.MatchExact, Value: names.SNI("mes-grpc", "default", "mes", 9000)}}},
 				}}}}},
 	}
 	return w

@@ -14,27 +14,22 @@ type TrafficPermRuleConf struct {
 	Allow               []TrafficPermMatch `yaml:"allow,omitempty" json:"allow,omitempty"`
 }
 
-// TrafficPermMatch matches a client by its SPIFFE ID and the SNI of its
-// connection (Kuma's common Match); both, when given, must match.
+// TrafficPermMatch matches a client by its SPIFFE ID (Exact or Prefix) and
+// the SNI of its connection (Kuma 2.14; Exact only), Kuma's common Match;
+// both, when given, must match.
 type TrafficPermMatch struct {
-	SpiffeID *SpiffeIDMatch `yaml:"spiffeID,omitempty" json:"spiffeID,omitempty"`
-	SNI      *SNIMatch      `yaml:"sni,omitempty" json:"sni,omitempty"`
+	SpiffeID *StringMatch `yaml:"spiffeID,omitempty" json:"spiffeID,omitempty"`
+	SNI      *StringMatch `yaml:"sni,omitempty" json:"sni,omitempty"`
 }
 
-// SpiffeIDMatch types.
+// StringMatch types.
 const (
 	MatchExact  = "Exact"
 	MatchPrefix = "Prefix"
 )
 
-// SpiffeIDMatch matches the client's SPIFFE ID exactly or by prefix.
-type SpiffeIDMatch struct {
-	Type  string `yaml:"type" json:"type"`
-	Value string `yaml:"value" json:"value"`
-}
-
-// SNIMatch matches the connection's SNI (Kuma 2.14; Exact only).
-type SNIMatch struct {
+// StringMatch is {type, value}: Kuma's SpiffeIDMatch and SNIMatch.
+type StringMatch struct {
 	Type  string `yaml:"type" json:"type"`
 	Value string `yaml:"value" json:"value"`
 }

@@ -80,14 +80,24 @@ func TestDecideVerdicts(t *testing.T) {
 	}
 }
 
-func TestIgnoreClientCertificates(t *testing.T) {
+// withOptions is raw (a FilterConfig) changed by set, parsed.
+func withOptions(t *testing.T, raw []byte, set func(*FilterConfig)) (*Compiled, error) {
+	t.Helper()
 	var fc FilterConfig
-	if err := json.Unmarshal(config(t, "", denyFrom("deny-other", core.TargetRef{Kind: core.KindMeshService, Name: "other"})), &fc); err != nil {
+	if err := json.Unmarshal(raw, &fc); err != nil {
 		t.Fatal(err)
 	}
-	fc.IgnoreClientCertificates = true
-	raw, _ := json.Marshal(fc)
-	c, err := Parse(raw)
+	set(&fc)
+	b, err := json.Marshal(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Parse(b)
+}
+
+func TestIgnoreClientCertificates(t *testing.T) {
+	c, err := withOptions(t, config(t, "", denyFrom("deny-other", core.TargetRef{Kind: core.KindMeshService, Name: "other"})),
+		func(fc *FilterConfig) { fc.IgnoreClientCertificates = true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,13 +179,7 @@ func TestLoadSharedSwap(t *testing.T) {
 // At an egress every caller needs a verified SPIFFE identity: a request
 // without one is denied, never attributed to the listener's source.
 func TestRequireClientCertificate(t *testing.T) {
-	var fc FilterConfig
-	if err := json.Unmarshal(config(t, ""), &fc); err != nil {
-		t.Fatal(err)
-	}
-	fc.RequireClientCertificate = true
-	raw, _ := json.Marshal(fc)
-	c, err := Parse(raw)
+	c, err := withOptions(t, config(t, ""), func(fc *FilterConfig) { fc.RequireClientCertificate = true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,9 +195,8 @@ func TestRequireClientCertificate(t *testing.T) {
 	if r := c.Decide("api.ext", "spiffe://default/web"); r.Verdict != Forward || r.Source != "web" || !r.FromCertificate {
 		t.Fatalf("verified: %+v", r)
 	}
-	fc.IgnoreClientCertificates = true
-	raw, _ = json.Marshal(fc)
-	if _, err := Parse(raw); err == nil || !strings.Contains(err.Error(), "exclusive") {
+	_, err = withOptions(t, config(t, ""), func(fc *FilterConfig) { fc.RequireClientCertificate, fc.IgnoreClientCertificates = true, true })
+	if err == nil || !strings.Contains(err.Error(), "exclusive") {
 		t.Fatalf("both flags: %v", err)
 	}
 }
