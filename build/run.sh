@@ -15,13 +15,16 @@ DNS=127.0.0.1:15053
 STATUS=127.0.0.1:9902
 NODE=default.example
 EGRESS=${EGRESS:-}
-EGRESS_NODE=.egress-1
 mkdir -p "$RUN/standins"
 rm -rf "$RUN/xds" "$RUN/drop"
-# The drop directory: examples/, plus examples-egress/ with EGRESS=1.
-mkdir -p "$RUN/drop"
-cp examples/*.yaml "$RUN/drop/"
-if [ -n "$EGRESS" ]; then cp examples-egress/*.yaml "$RUN/drop/"; fi
+# The drop directory: examples/ (edit it live); with EGRESS=1 a copy of it
+# plus examples-egress/ in .run/drop.
+DROP=examples
+if [ -n "$EGRESS" ]; then
+	DROP="$RUN/drop"
+	mkdir -p "$DROP"
+	cp examples/*.yaml examples-egress/*.yaml "$DROP/"
+fi
 
 pids=()
 cleanup() {
@@ -64,7 +67,7 @@ pids+=($!)
 wait_for 20 "stand-ins" grep -q '^ready' "$RUN/standins.log"
 
 KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH="$RUN/standins/ca.crt" \
-bin/meshext run --dir "$RUN/drop" --state-dir "$RUN/state" --xds file --xds-dir "$RUN/xds" \
+bin/meshext run --dir "$DROP" --state-dir "$RUN/state" --xds file --xds-dir "$RUN/xds" \
 	--dns-listen "$DNS" --dns-hosts "$RUN/standins/hosts" --upstream-dns "$DNS" \
 	--status-listen "$STATUS" --http-proxy-listen 127.0.0.1:15080 >"$RUN/meshext.log" 2>&1 &
 pids+=($!)
@@ -129,7 +132,7 @@ The seed's Dataplane "example" has an outbound on 127.0.0.1:8080 for mes-http:
 Any HTTP MeshExternalService by its generated hostname, through the forward proxy:
   http_proxy=http://127.0.0.1:15080 curl -s http://mes-http.svc.meshext.local/get
 
-bin/meshext inspect $RUN/drop --state-dir $RUN/state    # VIPs, hostnames, TLS, access, identities
+bin/meshext inspect $DROP --state-dir $RUN/state    # VIPs, hostnames, TLS, access, identities
 EOM
 if [ -n "$EGRESS" ]; then
 cat <<EOM
