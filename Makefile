@@ -98,7 +98,7 @@ test: build envoy tools plugin plugin-golang fmt-check vet
 	MESHEXT_GOLANG_LIBRARY=$(CURDIR)/bin/libmeshext-golang.so $(GO) test -count=1 -v -run '$(CONTRIB_ABI_TEST)' ./plugin/contrib
 	$(MAKE) --no-print-directory fuzz
 
-## run: controller + Envoy + stand-in upstreams on examples/; Ctrl-C stops all
+## run: controller + Envoy + stand-in upstreams on examples/ (EGRESS=1: through a ZoneEgress); Ctrl-C stops all
 run: build envoy tools plugin
 	./build/run.sh
 

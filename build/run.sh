@@ -2,6 +2,9 @@
 # make run: stand-in upstreams for the seed's public hosts, `meshext run` on
 # examples/, and Envoy for the seed's Dataplane; with root and cgroup v2, the
 # eBPF redirect too, so the seed's own commands work unchanged.
+# EGRESS=1 adds examples-egress/ (mesh mTLS, a ZoneEgress on 127.0.0.2:10002,
+# a rules MeshTrafficPermission) and a second Envoy for the egress: every
+# request then goes workload Envoy -> egress Envoy -> stand-in.
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +14,17 @@ ENVOY="${ENVOY_BIN:-$(make -s envoy)}"
 DNS=127.0.0.1:15053
 STATUS=127.0.0.1:9902
 NODE=default.example
+EGRESS=${EGRESS:-}
 mkdir -p "$RUN/standins"
-rm -rf "$RUN/xds"
+rm -rf "$RUN/xds" "$RUN/drop"
+# The drop directory: examples/ (edit it live); with EGRESS=1 a copy of it
+# plus examples-egress/ in .run/drop.
+DROP=examples
+if [ -n "$EGRESS" ]; then
+	DROP="$RUN/drop"
+	mkdir -p "$DROP"
+	cp examples/*.yaml examples-egress/*.yaml "$DROP/"
+fi
 
 pids=()
 cleanup() {
@@ -55,7 +67,7 @@ pids+=($!)
 wait_for 20 "stand-ins" grep -q '^ready' "$RUN/standins.log"
 
 KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH="$RUN/standins/ca.crt" \
-bin/meshext run --dir examples --state-dir "$RUN/state" --xds file --xds-dir "$RUN/xds" \
+bin/meshext run --dir "$DROP" --state-dir "$RUN/state" --xds file --xds-dir "$RUN/xds" \
 	--dns-listen "$DNS" --dns-hosts "$RUN/standins/hosts" --upstream-dns "$DNS" \
 	--status-listen "$STATUS" --http-proxy-listen 127.0.0.1:15080 >"$RUN/meshext.log" 2>&1 &
 pids+=($!)
@@ -87,6 +99,20 @@ else
 fi
 wait_for 30 "Envoy" sh -c "curl -sf http://127.0.0.1:9901/ready | grep -q LIVE"
 
+if [ -n "$EGRESS" ]; then
+	# The egress Envoy: node .egress-1, admin 9903 (examples-egress/zone-egress.yaml).
+	wait_for 20 "egress config" test -f "$RUN/xds/%2Eegress-1/lds.json"
+	bin/meshext bootstrap --xds file --xds-dir "$RUN/xds" --zone-egress egress-1 --admin-port 9903 \
+		--upstream-dns "$DNS" --out "$RUN/egress-bootstrap.yaml"
+	if [ "$(id -u)" = 0 ] && [ -n "$CG2" ]; then
+		sh -c "echo \$\$ > '$CG2/meshext-proxy/cgroup.procs' && exec '$ENVOY' -c '$RUN/egress-bootstrap.yaml' --log-level warn --concurrency 2 --disable-hot-restart" >"$RUN/egress.log" 2>&1 &
+	else
+		"$ENVOY" -c "$RUN/egress-bootstrap.yaml" --log-level warn --concurrency 2 --disable-hot-restart >"$RUN/egress.log" 2>&1 &
+	fi
+	pids+=($!)
+	wait_for 30 "egress Envoy" sh -c "curl -sf http://127.0.0.1:9903/ready | grep -q LIVE"
+fi
+
 if [ "$(id -u)" = 0 ] && [ -n "$CG2" ]; then
 	if bin/meshext redirect attach --dataplane example --cgroup meshext-demo --proxy-cgroup meshext-proxy \
 		--vip "242.0.0.0/8=127.0.0.1:15001" --dns "$DNS" >"$RUN/redirect.log" 2>&1; then
@@ -106,8 +132,18 @@ The seed's Dataplane "example" has an outbound on 127.0.0.1:8080 for mes-http:
 Any HTTP MeshExternalService by its generated hostname, through the forward proxy:
   http_proxy=http://127.0.0.1:15080 curl -s http://mes-http.svc.meshext.local/get
 
-bin/meshext inspect examples --state-dir $RUN/state    # VIPs, hostnames, TLS, access
+bin/meshext inspect $DROP --state-dir $RUN/state    # VIPs, hostnames, TLS, access, identities
 EOM
+if [ -n "$EGRESS" ]; then
+cat <<EOM
+
+EGRESS=1: mesh "default" has mTLS; every request leaves through the ZoneEgress
+"egress-1" (Envoy admin http://127.0.0.1:9903, log $RUN/egress.log), which
+checks the caller's SPIFFE ID: only spiffe://default/example may pass
+(examples-egress/mtp-allow-example.yaml). Each egress log line names the caller:
+  grep peer= $RUN/egress.log
+EOM
+fi
 if [ -n "${REDIRECT:-}" ]; then
 cat <<EOM
 

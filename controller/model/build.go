@@ -64,7 +64,14 @@ func Build(set *resource.Set, opts Options) *World {
 	for _, m := range valid.Meshes {
 		w.Meshes[m.Name] = m
 	}
-	w.Dataplanes = w.settleNodeIDs(opts.Claims, sortedByMeshName(valid.Dataplanes))
+	w.MTLS = meshesMTLS(valid, set)
+	var egresses []*resource.ZoneEgress
+	for _, z := range sortedByMeshName(valid.ZoneEgresses) {
+		if z.IsLocal(opts.Zone) {
+			egresses = append(egresses, z)
+		}
+	}
+	w.Dataplanes, w.ZoneEgresses = w.settleNodeIDs(opts.Claims, sortedByMeshName(valid.Dataplanes), egresses)
 	w.Permissions = sortedByMeshName(valid.MeshTrafficPermissions)
 	mess := sortedByMeshName(valid.MeshExternalServices)
 
@@ -109,6 +116,7 @@ func Build(set *resource.Set, opts Options) *World {
 			Endpoints: endpoints(m),
 		}
 		s.Cluster = names.MeshExternalServiceCluster(&m.Meta, s.Port)
+		s.SNI = names.MeshExternalServiceSNI(&m.Meta, s.Port)
 		// VIP.
 		if l, ok := leases[key]; ok && l.VIP.IsValid() {
 			s.VIP = l.VIP
@@ -154,6 +162,8 @@ func Build(set *resource.Set, opts Options) *World {
 		w.Services = append(w.Services, s)
 	}
 	w.settleClusters(opts.Claims, serviceAge)
+	w.settleSNIs()
+	w.checkEgressPath(opts.Zone)
 	for _, s := range w.Services {
 		if s.Broken == "" {
 			s.cond(ConditionReady, StatusTrue, "Ready", "")
@@ -195,15 +205,27 @@ func (w *World) settleClusters(claims *names.Claims, age func(*resource.MeshExte
 	}
 }
 
-// settleNodeIDs keeps one Dataplane per Envoy node id. "<mesh>.<name>" can
-// fold when names hold dots (mesh "a.b" name "c", mesh "a" name "b.c"): the
-// owner of the id at the last build keeps it, else the older Dataplane
-// (creation time, then mesh and name); the other is left out with an error,
-// so one Envoy never loads another workload's config.
-func (w *World) settleNodeIDs(claims *names.Claims, dps []*resource.Dataplane) []*resource.Dataplane {
-	byAge := slices.Clone(dps)
-	slices.SortStableFunc(byAge, func(a, b *resource.Dataplane) int {
-		if less, ok := (hostname.Age{Time: hostname.CreationTime(&a.Meta)}).Less(hostname.Age{Time: hostname.CreationTime(&b.Meta)}); ok {
+// settleNodeIDs keeps one Dataplane or ZoneEgress per Envoy node id.
+// "<mesh>.<name>" can fold when names hold dots (mesh "a.b" name "c", mesh
+// "a" name "b.c"): the owner of the id at the last build keeps it, else the
+// older resource (creation time, then kind, mesh and name); the other is
+// left out with an error, so one Envoy never loads another's config.
+// ZoneEgress ids (".<name>") never meet a Dataplane's, but are settled in
+// the same space so that stays checked.
+func (w *World) settleNodeIDs(claims *names.Claims, dps []*resource.Dataplane, zes []*resource.ZoneEgress) ([]*resource.Dataplane, []*resource.ZoneEgress) {
+	type node struct {
+		meta *resource.Meta
+		id   string
+	}
+	byAge := make([]node, 0, len(dps)+len(zes))
+	for _, dp := range dps {
+		byAge = append(byAge, node{&dp.Meta, names.NodeID(dp.Mesh, dp.Name)})
+	}
+	for _, z := range zes {
+		byAge = append(byAge, node{&z.Meta, names.ZoneEgressNodeID(z.Name)})
+	}
+	slices.SortStableFunc(byAge, func(a, b node) int {
+		if less, ok := (hostname.Age{Time: hostname.CreationTime(a.meta)}).Less(hostname.Age{Time: hostname.CreationTime(b.meta)}); ok {
 			if less {
 				return -1
 			}
@@ -212,23 +234,24 @@ func (w *World) settleNodeIDs(claims *names.Claims, dps []*resource.Dataplane) [
 		return 0
 	})
 	cs := make([]names.Claimant, len(byAge))
-	for i, dp := range byAge {
-		cs[i] = names.Claimant{ID: names.NodeID(dp.Mesh, dp.Name), Owner: dp.Key()}
+	for i, n := range byAge {
+		cs[i] = names.Claimant{ID: n.id, Owner: n.meta.Key()}
 	}
-	lost := map[*resource.Dataplane]bool{}
+	lost := map[*resource.Meta]bool{}
 	for i, winner := range claims.Settle("node", cs) {
 		if winner == i {
 			continue
 		}
-		dp, o := byAge[i], byAge[winner]
-		lost[dp] = true
-		w.Problems = append(w.Problems, dp.Errorf("name", "Envoy node id %q is already used by Dataplane %s/%s (%s:%d), which claimed it first; this Dataplane gets no config",
-			cs[i].ID, o.Mesh, o.Name, o.Source.File, o.LineOf("name")))
+		n, o := byAge[i].meta, byAge[winner].meta
+		lost[n] = true
+		w.Problems = append(w.Problems, n.Errorf("name", "Envoy node id %q is already used by %s %s (%s:%d), which claimed it first; this %s gets no config",
+			cs[i].ID, o.Kind, strings.TrimPrefix(o.Mesh+"/"+o.Name, "/"), o.Source.File, o.LineOf("name"), n.Kind))
 	}
 	if len(lost) == 0 {
-		return dps
+		return dps, zes
 	}
-	return slices.DeleteFunc(dps, func(dp *resource.Dataplane) bool { return lost[dp] })
+	return slices.DeleteFunc(dps, func(dp *resource.Dataplane) bool { return lost[&dp.Meta] }),
+		slices.DeleteFunc(zes, func(z *resource.ZoneEgress) bool { return lost[&z.Meta] })
 }
 
 // Address is one generated hostname and the generator that produced it

@@ -93,3 +93,19 @@ func TestClusterNameCollision(t *testing.T) {
 		t.Fatalf("api-other-port: cluster %q broken %q", s.ClusterName(), s.Broken)
 	}
 }
+
+// TestZoneEgressNodeIDNeverFolds: a ZoneEgress named "default.web" and the
+// Dataplane web of mesh default are different nodes (".default.web" and
+// "default.web", kuma-dp's ids), both served, no problem.
+func TestZoneEgressNodeIDNeverFolds(t *testing.T) {
+	dir := t.TempDir()
+	writeYAML(t, dir, "r.yaml", "type: Dataplane\nname: web\nmesh: default\nnetworking: {address: 127.0.0.1}\n---\n"+
+		"type: ZoneEgress\nname: default.web\nnetworking: {address: 127.0.0.2, port: 10002}\n")
+	w := Build(loadPaths(t, dir), Options{Claims: &names.Claims{}})
+	if len(w.Problems) != 0 || len(w.Dataplanes) != 1 || len(w.ZoneEgresses) != 1 {
+		t.Fatalf("problems %v, dataplanes %v, egresses %d", w.Problems, dataplaneIDs(w), len(w.ZoneEgresses))
+	}
+	if a, b := names.NodeID("default", "web"), names.ZoneEgressNodeID(w.ZoneEgresses[0].Name); a == b {
+		t.Fatalf("both are %s", a)
+	}
+}

@@ -97,7 +97,7 @@ func resolveTLS(m *resource.MeshExternalService, valid, all *resource.Set, sys s
 
 	const base = "spec.tls.verification."
 	if v.CACert != nil {
-		data, src, reason, fe := readSource(m, base+"caCert", v.CACert, valid, all)
+		data, src, reason, fe := readSource(&m.Meta, base+"caCert", v.CACert, valid, all)
 		if fe != nil {
 			return nil, reason, fe
 		}
@@ -114,11 +114,11 @@ func resolveTLS(m *resource.MeshExternalService, valid, all *resource.Set, sys s
 		return nil, ReasonInvalidData, m.Errorf(base+missing, "must be set when %s is set: a client certificate needs its key", otherOf(missing))
 	}
 	if v.ClientCert != nil {
-		cert, certSrc, reason, fe := readSource(m, base+"clientCert", v.ClientCert, valid, all)
+		cert, certSrc, reason, fe := readSource(&m.Meta, base+"clientCert", v.ClientCert, valid, all)
 		if fe != nil {
 			return nil, reason, fe
 		}
-		key, _, reason, fe := readSource(m, base+"clientKey", v.ClientKey, valid, all)
+		key, _, reason, fe := readSource(&m.Meta, base+"clientKey", v.ClientKey, valid, all)
 		if fe != nil {
 			return nil, reason, fe
 		}
@@ -153,7 +153,7 @@ func otherOf(field string) string {
 
 // readSource returns a data source's bytes and a printable origin ("inline"
 // or "secret:<name>"). It never puts the data itself into a message.
-func readSource(m *resource.MeshExternalService, field string, ds *resource.DataSource, valid, all *resource.Set) ([]byte, string, string, *resource.FieldError) {
+func readSource(m *resource.Meta, field string, ds *resource.DataSource, valid, all *resource.Set) ([]byte, string, string, *resource.FieldError) {
 	what := field[strings.LastIndexByte(field, '.')+1:]
 	switch {
 	case ds.Inline != nil:

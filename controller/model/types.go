@@ -24,6 +24,10 @@ type World struct {
 	Meshes map[string]*resource.Mesh
 	// Permissions are the valid MeshTrafficPermissions, sorted by mesh then name.
 	Permissions []*resource.MeshTrafficPermission
+	// ZoneEgresses are the valid ZoneEgresses of the local zone, sorted by name.
+	ZoneEgresses []*resource.ZoneEgress
+	// MTLS holds the meshes with mTLS enabled, by name (see MeshMTLS).
+	MTLS map[string]*MeshMTLS
 	// Problems are every validation and build error, each tied to its file, line, resource and field.
 	Problems []*resource.FieldError
 	// Policies resolves the valid targetRef policies (and Kuma's implicit
@@ -63,6 +67,9 @@ type Service struct {
 	Resource *resource.MeshExternalService
 	// Cluster is the Envoy cluster name (set by Build; see ClusterName).
 	Cluster string
+	// SNI is Kuma's SNI of the service, which workloads send to a ZoneEgress
+	// (names.MeshExternalServiceSNI).
+	SNI string
 }
 
 // ClusterName is the Envoy cluster for this service: Kuma's destination name

@@ -83,14 +83,16 @@ func SourceIdentity(dp *resource.Dataplane, mesh string) core.Identity {
 	return id
 }
 
-// AuthzConfig is the decision input for traffic from src to services: the
-// services (cluster = ClusterName, generated hostnames, VIP, match port), the
-// meshes' defaultForbidMeshExternalServiceAccess, and the valid
-// MeshTrafficPermissions that can decide for them (mesh-wide ones, and those
-// targeting one of the services). A policy's MeshExternalService
-// targetRef may use the display name (Kubernetes-style resources); it is
-// translated to the service's name.
-func AuthzConfig(w *model.World, src core.Identity, services []*model.Service) core.Config {
+// AuthzConfig is the decision input for traffic from src to services on
+// the proxy of node (a Dataplane's or ZoneEgress's resource; nil for the
+// default node): the services (cluster = ClusterName, generated hostnames,
+// VIP, match port, SNI), the meshes' defaultForbidMeshExternalServiceAccess,
+// and the valid MeshTrafficPermissions that can decide for them: mesh-wide
+// ones, those targeting one of the services, and those whose
+// {kind: Dataplane} targetRef selects node (as if mesh-wide), in from[] or
+// rules[] form. A policy's MeshExternalService targetRef may use the display
+// name (Kubernetes-style resources); it is translated to the service's name.
+func AuthzConfig(w *model.World, node *resource.Meta, src core.Identity, services []*model.Service) core.Config {
 	cfg := core.Config{Source: src, Services: make([]core.Service, 0, len(services))}
 	meshes := map[string]bool{}
 	listed := map[[2]string]bool{}
@@ -120,7 +122,11 @@ func AuthzConfig(w *model.World, src core.Identity, services []*model.Service) c
 			continue
 		}
 		cp := core.Policy{Name: p.Name, Mesh: p.Mesh, TargetRef: core.TargetRef{Kind: core.KindMesh}}
-		if t := p.Spec.TargetRef; t != nil && t.Kind != resource.RefMesh {
+		if t := p.Spec.TargetRef; t != nil && t.Kind == resource.RefDataplane {
+			if !selectsProxy(t, node) {
+				continue // about other proxies
+			}
+		} else if t != nil && t.Kind != resource.RefMesh {
 			cp.TargetRef = core.TargetRef{Kind: t.Kind, Name: t.Name}
 			// A service's own name wins over another's display name (as
 			// for Dataplane outbounds, byRefName): a label must not
@@ -138,15 +144,66 @@ func AuthzConfig(w *model.World, src core.Identity, services []*model.Service) c
 				Default:   core.Conf{Action: core.Action(f.Default.Action)},
 			})
 		}
+		cp.Rules = coreRules(p.Spec.Rules)
 		cfg.Policies = append(cfg.Policies, cp)
 	}
 	return cfg
 }
 
+// selectsProxy reports whether a {kind: Dataplane} targetRef takes in the
+// proxy of node: by name (and namespace, when given) or by labels, which a
+// ZoneEgress answers to as well as a Dataplane. sectionName is not
+// checked: meshext's proxies have one listener per purpose.
+func selectsProxy(t *resource.TargetRef, node *resource.Meta) bool {
+	if node == nil {
+		return false
+	}
+	if len(t.Labels) > 0 {
+		for k, v := range t.Labels {
+			if node.Labels[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	if t.Namespace != "" && t.Namespace != node.Namespace {
+		return false
+	}
+	return t.Name == "" || t.Name == node.Name
+}
+
+// coreRules is rules[] in the filter's terms.
+func coreRules(rules []resource.TrafficPermRule) []core.Rule {
+	if len(rules) == 0 {
+		return nil
+	}
+	matches := func(in []resource.TrafficPermMatch) []core.Match {
+		var out []core.Match
+		for _, m := range in {
+			var cm core.Match
+			if m.SpiffeID != nil {
+				cm.SpiffeID = &core.StringMatch{Type: m.SpiffeID.Type, Value: m.SpiffeID.Value}
+			}
+			if m.SNI != nil {
+				cm.SNI = &core.StringMatch{Type: m.SNI.Type, Value: m.SNI.Value}
+			}
+			out = append(out, cm)
+		}
+		return out
+	}
+	out := make([]core.Rule, len(rules))
+	for i, r := range rules {
+		out[i] = core.Rule{Default: core.RuleConf{
+			Deny: matches(r.Default.Deny), AllowWithShadowDeny: matches(r.Default.AllowWithShadowDeny), Allow: matches(r.Default.Allow),
+		}}
+	}
+	return out
+}
+
 func coreService(s *model.Service) core.Service {
 	cs := core.Service{
 		Name: s.Name, Mesh: s.Mesh, Cluster: s.ClusterName(), Protocol: s.Protocol,
-		Hostnames: append([]string(nil), s.Hostnames...), Port: s.Port,
+		Hostnames: append([]string(nil), s.Hostnames...), Port: s.Port, SNI: s.SNI,
 	}
 	if cs.Protocol == "" {
 		cs.Protocol = resource.ProtocolTCP
@@ -184,7 +241,7 @@ func isHTTP(s *model.Service) bool {
 //
 // An error skips s on this node only.
 func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv3.Filter, http []*hcmv3.HttpFilter, closed bool, err error) {
-	cfg := AuthzConfig(r.world, SourceIdentity(n.Dataplane, s.Mesh), []*model.Service{s})
+	cfg := AuthzConfig(r.world, nodeMeta(n), SourceIdentity(n.Dataplane, s.Mesh), []*model.Service{s})
 	cfg.DefaultService = s.Name
 	if !isHTTP(s) || !r.opts.pluginOn() {
 		t, err := core.Compile(&cfg)
@@ -241,4 +298,12 @@ func (o *Options) checkAuthz() error {
 		return fmt.Errorf("plugin %q: a library path is for the contrib flavor; stock Envoy finds libmeshext.so through ENVOY_DYNAMIC_MODULES_SEARCH_PATH (use %q)", p, PluginOn)
 	}
 	return nil
+}
+
+// nodeMeta is the resource a workload node stands for (nil: default node).
+func nodeMeta(n *Node) *resource.Meta {
+	if n.Dataplane == nil {
+		return nil
+	}
+	return &n.Dataplane.Meta
 }

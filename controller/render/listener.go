@@ -58,15 +58,24 @@ func accessLogs(format string) ([]*accesslogv3.AccessLog, error) {
 }
 
 func (r *renderer) tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
-	logs, err := r.shared.get("tcp-logs", func() (any, error) { return accessLogs(tcpLogFormat) })
+	return r.tcpProxyVia(statPrefix, cluster, hop{})
+}
+
+// tcpProxyVia is tcpProxy for one hop of the egress path (see hop).
+func (r *renderer) tcpProxyVia(statPrefix, cluster string, h hop) (*listenerv3.Filter, error) {
+	logs, err := r.logs(resource.ProtocolTCP, h)
 	if err != nil {
 		return nil, err
 	}
-	return networkFilter("envoy.filters.network.tcp_proxy", &tcpproxyv3.TcpProxy{
+	tp := &tcpproxyv3.TcpProxy{
 		StatPrefix:       statPrefix,
 		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
-		AccessLog:        logs.([]*accesslogv3.AccessLog),
-	})
+		AccessLog:        logs,
+	}
+	if h.viaEgress {
+		tp.MaxConnectAttempts = wrapperspb.UInt32(egressConnectAttempts)
+	}
+	return networkFilter("envoy.filters.network.tcp_proxy", tp)
 }
 
 func networkFilter(name string, cfg proto.Message) (*listenerv3.Filter, error) {
@@ -81,7 +90,18 @@ func networkFilter(name string, cfg proto.Message) (*listenerv3.Filter, error) {
 // authorization (authzFilters), then tcp_proxy or an HTTP connection manager.
 // closed reports a denied tcp service (its chain goes to DeniedCluster).
 func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Filter, closed bool, err error) {
-	netAuthz, httpAuthz, closed, err := r.authzFilters(n, s)
+	h := r.hopOf(n, s)
+	var netAuthz []*listenerv3.Filter
+	var httpAuthz []*hcmv3.HttpFilter
+	switch {
+	case h.viaEgress:
+		// The ZoneEgress decides, from the caller's certificate: a
+		// workload's own Envoy is not trusted to (see egress.go).
+	case h.atEgress:
+		netAuthz, httpAuthz, err = r.egressAuthz(n, s)
+	default:
+		netAuthz, httpAuthz, closed, err = r.authzFilters(n, s)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("authorization: %w", err)
 	}
@@ -98,9 +118,9 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Fi
 			// first client bytes; a server-first protocol would talk first).
 			upstream = DeniedCluster
 		}
-		last, err = r.tcpProxy(cluster, upstream)
+		last, err = r.tcpProxyVia(cluster, upstream, h)
 	case resource.ProtocolHTTP, resource.ProtocolHTTP2, resource.ProtocolGRPC:
-		last, err = r.httpConnectionManager(s, httpAuthz)
+		last, err = r.httpConnectionManager(s, httpAuthz, h)
 	default:
 		return nil, false, fmt.Errorf("unknown protocol %q", s.Protocol)
 	}
@@ -112,7 +132,7 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Fi
 
 // httpConnectionManager routes everything to the service's cluster, rewriting
 // Host to the endpoint's name (DNS endpoints; IP endpoints keep the client's).
-func (r *renderer) httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFilter) (*listenerv3.Filter, error) {
+func (r *renderer) httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFilter, h hop) (*listenerv3.Filter, error) {
 	cluster := s.ClusterName()
 	action := &routev3.RouteAction{
 		ClusterSpecifier:     &routev3.RouteAction_Cluster{Cluster: cluster},
@@ -122,11 +142,14 @@ func (r *renderer) httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFi
 		// Streams may live for hours; Envoy's 15 s default would cut them.
 		action.Timeout = durationpb.New(0)
 	}
+	if h.viaEgress {
+		action.RetryPolicy = egressRetryPolicy()
+	}
 	router, err := r.shared.get("router", func() (any, error) { return pack(&routerv3.Router{}) })
 	if err != nil {
 		return nil, err
 	}
-	logs, err := r.shared.get("http-logs", func() (any, error) { return accessLogs(httpLogFormat) })
+	logs, err := r.logs(resource.ProtocolHTTP, h)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +178,7 @@ func (r *renderer) httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFi
 			}},
 		}},
 		HttpFilters: filters,
-		AccessLog:   logs.([]*accesslogv3.AccessLog),
+		AccessLog:   logs,
 	})
 }
 

@@ -32,8 +32,10 @@ func pack(m proto.Message) (*anypb.Any, error) {
 	if err := validate(m); err != nil {
 		return nil, fmt.Errorf("%T: %w", m, err)
 	}
-	a, err := anypb.New(m)
-	if err != nil {
+	// Deterministic: an Any's bytes go into versions and Envoy's own change
+	// detection, so maps inside (RBAC policies) must not reorder per call.
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, deterministic); err != nil {
 		return nil, fmt.Errorf("pack %T: %w", m, err)
 	}
 	return a, nil

@@ -66,7 +66,12 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 	if mesh == "" {
 		mesh = "default" // no HTTP services: every host is unknown
 	}
-	cfg := AuthzConfig(r.world, SourceIdentity(n.Dataplane, mesh), mine)
+	cfg := AuthzConfig(r.world, nodeMeta(n), SourceIdentity(n.Dataplane, mesh), mine)
+	if r.world.MTLS[mesh] != nil {
+		// The mesh's ZoneEgresses authorize its traffic (egress.go): the
+		// proxy only routes.
+		cfg.Meshes, cfg.Policies = nil, nil
+	}
 	t, err := core.Compile(&cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("http proxy listener: %w", err)
@@ -105,6 +110,16 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 			for _, rt := range vh.Routes {
 				if a := rt.GetRoute(); a != nil {
 					a.HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
+				}
+			}
+		}
+	}
+	if r.world.MTLS[mesh] != nil {
+		// Every cluster here goes to the zone's egresses (egress.go).
+		for _, vh := range vhosts {
+			for _, rt := range vh.Routes {
+				if a := rt.GetRoute(); a != nil {
+					a.RetryPolicy = egressRetryPolicy()
 				}
 			}
 		}

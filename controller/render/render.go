@@ -144,6 +144,8 @@ type Node struct {
 	AdminPort uint32
 	// Dataplane is the source Dataplane (nil for the default node).
 	Dataplane *resource.Dataplane
+	// ZoneEgress is set on a ZoneEgress's node (see egress.go).
+	ZoneEgress *resource.ZoneEgress
 }
 
 // Condition written on each service by Render.
@@ -208,6 +210,14 @@ func Render(w *model.World, opts Options) (*Output, error) {
 	}
 
 	out := &Output{Nodes: map[string]*Node{}}
+	for _, z := range w.ZoneEgresses {
+		n, warn, err := r.egressNode(z, services)
+		if err != nil {
+			return nil, err
+		}
+		out.Nodes[n.ID] = n
+		out.Warnings = append(out.Warnings, warn...)
+	}
 	if len(w.Dataplanes) == 0 {
 		n, warn, err := r.node(DefaultNodeID, nil, services)
 		if err != nil {
@@ -313,9 +323,17 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	filters := map[*model.Service][]*listenerv3.Filter{}
 	denied := false // some tcp chain goes to DeniedCluster
 	var ready []*rendered
+	// parts are the digests of the service clusters and their secrets, in
+	// n.Clusters order (see Version below).
+	var parts [][]byte
 	secretSeen := map[string]bool{}
 	for _, rs := range services {
-		f, closed, err := r.serviceFilters(n, rs.svc)
+		cluster, secrets, d, err := r.serviceOnNode(n, rs)
+		var f []*listenerv3.Filter
+		var closed bool
+		if err == nil {
+			f, closed, err = r.serviceFilters(n, rs.svc)
+		}
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
 			continue
@@ -323,9 +341,10 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 		filters[rs.svc] = f
 		denied = denied || closed
 		ready = append(ready, rs)
-		n.Clusters = append(n.Clusters, rs.cluster)
-		for _, sec := range rs.secrets {
-			// Shared secrets (a system CA bundle) are listed once per node.
+		parts = append(parts, d)
+		n.Clusters = append(n.Clusters, cluster)
+		for _, sec := range secrets {
+			// Shared secrets (a system CA bundle, the mesh CA) are listed once per node.
 			if !secretSeen[sec.Name] {
 				secretSeen[sec.Name] = true
 				n.Secrets = append(n.Secrets, sec)
@@ -405,10 +424,6 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
 
 	// Version: the services' digests (computed once) plus the node's own resources.
-	parts := make([][]byte, 0, len(ready)+len(n.Listeners)+1)
-	for _, rs := range ready {
-		parts = append(parts, rs.digest)
-	}
 	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Clusters)-len(ready))
 	for _, l := range n.Listeners {
 		own = append(own, l)
@@ -423,6 +438,32 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	parts = append(parts, d)
 	n.Version = hexDigest(parts...)
 	return n, warnings, nil
+}
+
+// serviceOnNode is the cluster and secrets node n uses for rs, with their
+// digest: rs's own (node-independent) in direct mode, a cluster to the
+// zone's egresses with the node's identity in an mTLS mesh. The default
+// node has no identity, so it serves no service of an mTLS mesh.
+func (r *renderer) serviceOnNode(n *Node, rs *rendered) (*clusterv3.Cluster, []*tlsv3.Secret, []byte, error) {
+	if r.world.MTLS[rs.svc.Mesh] == nil {
+		return rs.cluster, rs.secrets, rs.digest, nil
+	}
+	if n.Dataplane == nil {
+		return nil, nil, nil, fmt.Errorf("mesh %q has mTLS on: its traffic leaves through a ZoneEgress with a Dataplane's identity, and the default node has none (add a Dataplane)", rs.svc.Mesh)
+	}
+	c, secrets, err := r.workloadCluster(rs.svc, n.ID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	msgs := []proto.Message{c}
+	for _, sec := range secrets {
+		msgs = append(msgs, sec)
+	}
+	d, err := digest(msgs...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return c, secrets, d, nil
 }
 
 // byRefName indexes services by the names a Dataplane backendRef may use: the

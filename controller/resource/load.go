@@ -19,6 +19,7 @@ type Set struct {
 	Dataplanes             []*Dataplane
 	Meshes                 []*Mesh
 	Secrets                []*Secret
+	ZoneEgresses           []*ZoneEgress
 	// Policies are the targetRef policies (PolicyKinds), in the order read.
 	Policies []Policy
 	// Files lists the files read, in order.
@@ -48,6 +49,9 @@ func (s *Set) Objects() []Object {
 		out = append(out, r)
 	}
 	for _, r := range s.Dataplanes {
+		out = append(out, r)
+	}
+	for _, r := range s.ZoneEgresses {
 		out = append(out, r)
 	}
 	for _, r := range s.Policies {
@@ -114,6 +118,8 @@ func (s *Set) Add(obj Object) *FieldError {
 		s.Meshes = append(s.Meshes, r)
 	case *Secret:
 		s.Secrets = append(s.Secrets, r)
+	case *ZoneEgress:
+		s.ZoneEgresses = append(s.ZoneEgresses, r)
 	case Policy:
 		s.Policies = append(s.Policies, r)
 	}
@@ -255,7 +261,7 @@ func (s *Set) ComputeLabels(opts Options) {
 		if m.Labels == nil {
 			m.Labels = map[string]string{}
 		}
-		if m.Kind != KindMesh {
+		if m.Kind.MeshScoped() {
 			setIfAbsent(m.Labels, LabelMesh, m.Mesh)
 		}
 		setIfAbsent(m.Labels, LabelOrigin, "zone")

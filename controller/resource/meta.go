@@ -86,8 +86,10 @@ func (e *FieldError) Error() string {
 	if e.Kind != "" {
 		b.WriteString(string(e.Kind))
 		b.WriteByte(' ')
-		b.WriteString(printable(e.Mesh))
-		b.WriteByte('/')
+		if e.Mesh != "" || e.Kind.MeshScoped() {
+			b.WriteString(printable(e.Mesh))
+			b.WriteByte('/')
+		}
 		b.WriteString(printable(e.Name))
 		b.WriteString(": ")
 	}

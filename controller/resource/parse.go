@@ -157,13 +157,13 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 		if apiVersion != wantVersion {
 			return nil, fail(avNode.Line, "%s %s: apiVersion: must be %q, got %q", kind, meta.Name, wantVersion, apiVersion)
 		}
-		if meta.Kind != KindMesh {
+		if meta.Kind.MeshScoped() {
 			meta.Mesh = meta.Labels[LabelMesh]
 			if meta.Mesh == "" {
 				meta.Mesh = DefaultMesh
 			}
 		}
-		if meta.Kind == KindDataplane || meta.Kind == KindMesh {
+		if meta.Kind == KindDataplane || meta.Kind == KindMesh || meta.Kind == KindZoneEgress {
 			meta.specPrefix = "spec."
 		}
 		body, _ = child(root, pathStep{key: "spec", index: -1})
@@ -187,13 +187,13 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 			labels = ln
 		}
 		meta.nameField, meta.meshField = "name", "mesh"
-		if meta.Kind == KindMesh {
+		if !meta.Kind.MeshScoped() {
 			meta.Mesh = ""
 		} else if meta.Mesh == "" {
 			meta.Mesh = DefaultMesh
 		}
 		switch meta.Kind {
-		case KindDataplane, KindMesh, KindSecret:
+		case KindDataplane, KindMesh, KindSecret, KindZoneEgress:
 			body = root // fields sit at the top level
 		default:
 			body, _ = child(root, pathStep{key: "spec", index: -1})
@@ -347,6 +347,10 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 				r.Routing = &MeshRouting{}
 				decode(n, r.Routing, "routing")
 			}
+			if n, _ := child(body, pathStep{key: "mtls", index: -1}); n != nil {
+				r.MTLS = &MeshMTLS{}
+				decode(n, r.MTLS, "mtls")
+			}
 		}
 		if body != nil {
 			if n, _ := child(body, pathStep{key: "skipCreatingInitialPolicies", index: -1}); n != nil {
@@ -354,6 +358,20 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 			}
 		}
 		topKeys = nil // a Mesh has many Kuma fields meshext does not use
+		obj = r
+	case KindZoneEgress:
+		r := &ZoneEgress{Meta: *meta}
+		if meta.Source.Style == StyleKubernetes {
+			decodeSpec(&r.ZoneEgressSpec)
+		} else {
+			topKeys["zone"], topKeys["networking"] = true, true
+			if n, _ := child(root, pathStep{key: "zone", index: -1}); n != nil {
+				decode(n, &r.Zone, "zone")
+			}
+			if n, _ := child(root, pathStep{key: "networking", index: -1}); n != nil {
+				decode(n, &r.Networking, "networking")
+			}
+		}
 		obj = r
 	case KindSecret:
 		r := &Secret{Meta: *meta}

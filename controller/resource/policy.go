@@ -73,7 +73,6 @@ var policyConstructors = map[Kind]func(Meta) (Policy, any){
 
 // TargetRef kinds beyond the ones MeshTrafficPermission uses.
 const (
-	RefDataplane            = "Dataplane"
 	RefMeshGateway          = "MeshGateway"
 	RefMeshMultiZoneService = "MeshMultiZoneService"
 	RefMeshHTTPRoute        = "MeshHTTPRoute"

@@ -20,7 +20,7 @@ const (
 )
 
 // Kinds lists every kind meshext reads, in the order resources are reported.
-var Kinds = append([]Kind{KindMesh, KindSecret, KindHostnameGenerator, KindMeshExternalService, KindMeshTrafficPermission, KindDataplane}, PolicyKinds...)
+var Kinds = append([]Kind{KindMesh, KindSecret, KindHostnameGenerator, KindMeshExternalService, KindMeshTrafficPermission, KindDataplane, KindZoneEgress}, PolicyKinds...)
 
 // Well-known labels (Kuma's names).
 const (
@@ -187,6 +187,8 @@ type MeshTrafficPermission struct {
 type MeshTrafficPermissionSpec struct {
 	TargetRef *TargetRef        `yaml:"targetRef,omitempty" json:"targetRef,omitempty"`
 	From      []TrafficPermFrom `yaml:"from,omitempty" json:"from,omitempty"`
+	// Rules is Kuma 2.12's form (see mtprules.go); a policy has from or rules.
+	Rules []TrafficPermRule `yaml:"rules,omitempty" json:"rules,omitempty"`
 }
 
 // TargetRef kinds.
@@ -196,12 +198,18 @@ const (
 	RefMeshSubset          = "MeshSubset"
 	RefMeshServiceSubset   = "MeshServiceSubset"
 	RefMeshExternalService = "MeshExternalService"
+	RefDataplane           = "Dataplane"
 )
 
 type TargetRef struct {
 	Kind string            `yaml:"kind" json:"kind"`
 	Name string            `yaml:"name,omitempty" json:"name,omitempty"`
 	Tags map[string]string `yaml:"tags,omitempty" json:"tags,omitempty"`
+	// Kind Dataplane selects proxies by name (and namespace) or labels;
+	// sectionName names one of their listeners.
+	Namespace   string            `yaml:"namespace,omitempty" json:"namespace,omitempty"`
+	Labels      map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	SectionName string            `yaml:"sectionName,omitempty" json:"sectionName,omitempty"`
 }
 
 // Traffic permission actions.
@@ -269,10 +277,11 @@ type Admin struct {
 	Port int64 `yaml:"port" json:"port"`
 }
 
-// Mesh carries the mesh-wide switches meshext uses; other Kuma Mesh fields
-// (mtls, logging, ...) are accepted and ignored.
+// Mesh carries the mesh-wide switches meshext uses (mtls, routing); other
+// Kuma Mesh fields (logging, tracing, ...) are accepted and ignored.
 type Mesh struct {
 	Meta    `yaml:"-"`
+	MTLS    *MeshMTLS      `yaml:"mtls,omitempty" json:"mtls,omitempty"`
 	Routing *MeshRouting   `yaml:"routing,omitempty" json:"routing,omitempty"`
 	Extra   map[string]any `yaml:",inline" json:"-"`
 
@@ -283,6 +292,7 @@ type Mesh struct {
 
 type MeshRouting struct {
 	DefaultForbidMeshExternalServiceAccess bool           `yaml:"defaultForbidMeshExternalServiceAccess,omitempty" json:"defaultForbidMeshExternalServiceAccess,omitempty"`
+	ZoneEgress                             bool           `yaml:"zoneEgress,omitempty" json:"zoneEgress,omitempty"`
 	Extra                                  map[string]any `yaml:",inline" json:"-"`
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshext/meshext/controller/inputfile"
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/meshca"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/render"
@@ -45,6 +46,8 @@ type pipeline struct {
 	claims names.Claims
 	// read is readInput; tests replace it to stand for a stuck file system.
 	read func(dir string, maxFileSize int64) (*input, error)
+	// meshCA issues the mesh CAs' identities and keeps them across reloads.
+	meshCA *meshca.Authority
 }
 
 type parsedFile struct {
@@ -86,6 +89,7 @@ func newPipeline(cfg *Config, alloc *ipam.Allocator) *pipeline {
 		publishedFile: map[string]*xds.Resources{},
 		publishedADS:  map[string]*xds.Resources{},
 		read:          readInput,
+		meshCA:        meshca.New(cfg.StateDir),
 	}
 }
 
@@ -235,6 +239,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 
 	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims,
 		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies})
+	res.notes = append(res.notes, p.meshCA.Issue(w)...)
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built
 

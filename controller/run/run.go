@@ -232,16 +232,24 @@ func (r *Runner) serve(ctx context.Context) error {
 	// Reloads run one at a time on their own goroutine, so the loop below
 	// always sees a stop request: a reload stuck in the kernel (a hung file
 	// system) cannot keep meshext from stopping.
+	// The mTLS identity renewal timer lives here too: a renewal is a forced
+	// reload, and the next deadline is known only once it has run.
 	reloads := make(chan struct{})
 	go func() {
 		defer close(reloads)
+		renew := time.NewTimer(r.untilRenewal())
+		defer renew.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-changed:
 				r.reload(ctx, false)
+			case <-renew.C:
+				r.log.Info("renewing mTLS identities")
+				r.reload(ctx, true)
 			}
+			renew.Reset(r.untilRenewal())
 		}
 	}()
 	r.log.Info("meshext running", "dir", r.cfg.Dir, "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
@@ -285,6 +293,16 @@ loop:
 			return first
 		}
 	}
+}
+
+// untilRenewal is the time to the next identity renewal (at least a second
+// away, a day when nothing is due).
+func (r *Runner) untilRenewal() time.Duration {
+	next := r.pipe.meshCA.NextRenewal()
+	if next.IsZero() {
+		return 24 * time.Hour
+	}
+	return max(time.Until(next), time.Second)
 }
 
 // reload compiles the drop directory and, when it changed, delivers the
@@ -373,6 +391,7 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 	}
 	st.Nodes = nodesStatus(res.file, res.ads, r.cfg.XDSDir)
 	st.Resources = resourceCounts(res.set)
+	st.Identities = res.world.IdentityViews()
 	if len(deliveryErrs) == 0 {
 		st.LastSuccess = time.Now()
 	} else {

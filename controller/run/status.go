@@ -40,6 +40,9 @@ type Status struct {
 	Resources map[string]int `json:"resources"`
 	// Source is the state of the drop directory itself.
 	Source SourceStatus `json:"source"`
+	// Identities are the mTLS meshes' CAs and the nodes' identities
+	// (SPIFFE ID, serial, validity; never keys).
+	Identities []model.IdentityView `json:"identities,omitempty"`
 }
 
 // Source states.

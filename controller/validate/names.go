@@ -118,7 +118,7 @@ func resourceNames(v *violations) {
 	} else if msg := identifier(m.Name, dns1123SubdomainRE, identifierMsg); msg != "" {
 		v.add("name", "%s", msg)
 	}
-	if m.Kind == resource.KindMesh || m.Kind == resource.KindHostnameGenerator {
+	if !m.Kind.MeshScoped() || m.Kind == resource.KindHostnameGenerator {
 		return // not mesh-scoped
 	}
 	if msg := identifier(m.Mesh, meshNameRE, meshNameMsg); msg != "" {

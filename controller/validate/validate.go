@@ -80,7 +80,7 @@ func ObjectWithOptions(o resource.Object, set *resource.Set, opts Options) []*re
 	case *resource.Dataplane:
 		dataplane(v, r)
 	case *resource.Mesh:
-		// Kuma's Mesh fields meshext reads are booleans; nothing to check.
+		mesh(v, r)
 	case *resource.Secret:
 		secret(v, r)
 	case *resource.MeshTimeout:
@@ -99,6 +99,8 @@ func ObjectWithOptions(o resource.Object, set *resource.Set, opts Options) []*re
 		meshHTTPRoute(v, r)
 	case *resource.MeshTCPRoute:
 		meshTCPRoute(v, r)
+	case *resource.ZoneEgress:
+		zoneEgress(v, r)
 	}
 	return v.list
 }

@@ -56,6 +56,14 @@ func run(t *testing.T, input string) (out string, problems, valids int) {
 			spec = r.Networking
 		case *resource.Mesh:
 			spec = r.Routing
+			if r.MTLS != nil {
+				spec = struct {
+					Routing *resource.MeshRouting `json:"routing,omitempty"`
+					MTLS    *resource.MeshMTLS    `json:"mtls"`
+				}{r.Routing, r.MTLS}
+			}
+		case *resource.ZoneEgress:
+			spec = r.ZoneEgressSpec
 		case *resource.Secret:
 			spec = r.String() // never the data itself
 		case resource.Policy:
@@ -158,7 +166,28 @@ func TestEveryRuleHasAGoldenCase(t *testing.T) {
 		"spec.targetRef.tags: cannot be set with kind MeshExternalService",
 		"spec.targetRef.kind: value is not supported",
 		"spec.targetRef.name: cannot be set with kind Mesh",
-		"spec.from: must have at least one element",
+		"spec: at least one of 'from' or 'rules' has to be defined",
+		"spec: field 'from' must be empty when 'rules' is defined",
+		"spec.rules[0]: at least one of 'allow', 'allowWithShadowDeny', 'deny' has to be defined",
+		"spiffeID: must be a valid Spiffe ID: scheme is missing or invalid",
+		"spiffeID: must be a valid Spiffe ID: path cannot have a trailing slash",
+		`sni.type: unrecognized type "Prefix", supported values are: Exact`,
+		"sni.value: must be set",
+		"spec.targetRef.labels: either labels or name and namespace must be specified",
+		// Mesh mTLS
+		"mtls.backends: cannot have more than 1 backends",
+		`mtls.backends[1].name: "ca-1" name is already used for another backend`,
+		"mtls.backends[0].dpCert.rotation.expiration: has to be a valid format",
+		"mtls.backends[1].type: could not find installed plugin for this type",
+		"mtls.enabledBackend: has to be set to one of the backends in the mesh",
+		"mtls: has to be set when zoneEgress enabled",
+		`name must be valid dns name`,
+		"conf.key: has to be defined",
+		// ZoneEgress
+		"networking.port: port must be in the range [1, 65535]",
+		"networking.admin.port: must differ from port",
+		"networking.address: must not be 0.0.0.0 or ::",
+		"networking.address: address has to be valid IP address or domain name",
 		"spec.from[0].targetRef.tags: cannot be set with kind MeshService",
 		"spec.from[1].targetRef.tags: must be set with kind MeshSubset",
 		"spec.from[1].targetRef.name: cannot be set with kind MeshSubset",

@@ -13,7 +13,9 @@ import (
 // Service field counts as this tag when MeshSubset tags are matched.
 const ServiceTag = "kuma.io/service"
 
-// Precedence (egress MeshTrafficPermission), applied per (source, MES):
+// Precedence (egress MeshTrafficPermission), applied per (source, MES),
+// for from[] policies (rules[] policies, when any applies to the MES,
+// decide instead; see Rule):
 //
 //  1. Only policies in the MES's mesh whose targetRef is that MES
 //     ({kind: MeshExternalService, name}) or the whole mesh ({kind: Mesh})
@@ -124,9 +126,10 @@ func Compile(cfg *Config) (*Table, error) {
 			return nil, fmt.Errorf("services[%d]: duplicate service %q in mesh %q", i, s.Name, s.Mesh)
 		}
 		e := &t.slab[i]
-		e.Service = s
+		e.Service = ServiceInfo{Name: s.Name, Mesh: s.Mesh, Cluster: s.Cluster, Protocol: s.Protocol, Hostnames: s.Hostnames, VIP: s.VIP, Port: s.Port}
 		e.port = uint16(s.Port) // checked by checkService
 		e.entryCold = &colds[i]
+		e.sni = s.SNI
 		byName[key] = e
 		t.entries = append(t.entries, e)
 		bare, withPort := hostKeys(&s)
@@ -179,11 +182,26 @@ func Compile(cfg *Config) (*Table, error) {
 	// Mesh-wide rules are shared by every MES of the mesh; MES rules by one.
 	meshRules := map[string][]rule{}
 	mesRules := map[*Entry][]rule{}
+	// rules[] policies, likewise by mesh and by MES.
+	meshMatches := map[string][]*compiledRules{}
+	mesMatches := map[*Entry][]*compiledRules{}
 	for i := range cfg.Policies {
 		p := &cfg.Policies[i]
 		rules, err := compilePolicy(p)
 		if err != nil {
 			return nil, fmt.Errorf("policies[%d] %q: %w", i, p.Name, err)
+		}
+		if len(p.Rules) > 0 {
+			cr, err := compileRules(p)
+			if err != nil {
+				return nil, fmt.Errorf("policies[%d] %q: %w", i, p.Name, err)
+			}
+			if p.TargetRef.Kind == KindMesh {
+				meshMatches[p.Mesh] = append(meshMatches[p.Mesh], cr)
+			} else if e := byName[[2]string{p.Mesh, p.TargetRef.Name}]; e != nil {
+				mesMatches[e] = append(mesMatches[e], cr)
+			}
+			continue
 		}
 		if p.TargetRef.Kind == KindMesh {
 			meshRules[p.Mesh] = append(meshRules[p.Mesh], rules...)
@@ -201,6 +219,7 @@ func Compile(cfg *Config) (*Table, error) {
 		rs := append(append([]rule(nil), mesRules[e]...), meshRules[e.Service.Mesh]...)
 		sort.SliceStable(rs, func(a, b int) bool { return rs[a].before(&rs[b]) })
 		e.rules = rs
+		e.matches = matchesFor(e, append(append([]*compiledRules(nil), mesMatches[e]...), meshMatches[e.Service.Mesh]...))
 		e.fallback = Decision{Action: Allow, Reason: ReasonMeshDefault}
 		if forbid[e.Service.Mesh] {
 			e.fallback.Action = Deny

@@ -77,6 +77,10 @@ type Service struct {
 	VIP string `json:"vip,omitempty"`
 	// Port is the MES match.port; 0 means the host matches without a port only.
 	Port uint32 `json:"port,omitempty"`
+	// SNI is the server name workloads send for this MES through a
+	// ZoneEgress (Kuma's legacy form, see controller/names); a rules
+	// policy's sni match compares with it.
+	SNI string `json:"sni,omitempty"`
 }
 
 // Action is an MTP default.action.
@@ -99,13 +103,50 @@ const (
 
 // Policy is a MeshTrafficPermission with egress semantics: targetRef names
 // the destination (one MES, or the whole Mesh = every MES of that mesh),
-// from[] the sources.
+// and either from[] the sources (Kuma's targetRef form) or rules[] the
+// matches (Kuma 2.12's form; see Rule). A policy has one of the two.
 type Policy struct {
 	Name      string    `json:"name"`
 	Mesh      string    `json:"mesh"`
 	TargetRef TargetRef `json:"targetRef"`
-	From      []From    `json:"from"`
+	From      []From    `json:"from,omitempty"`
+	Rules     []Rule    `json:"rules,omitempty"`
 }
+
+// Rule is one rules[] entry of an MTP: identities denied, allowed with a
+// shadow deny, and allowed. When any rules policy applies to an MES, the
+// rules decide it (from[] policies and the mesh default do not): a deny
+// match denies, else an allowWithShadowDeny match passes with a shadow
+// deny, else an allow match allows, else the request is denied.
+type Rule struct {
+	Default RuleConf `json:"default"`
+}
+
+// RuleConf is a rule's default.
+type RuleConf struct {
+	Deny                []Match `json:"deny,omitempty"`
+	AllowWithShadowDeny []Match `json:"allowWithShadowDeny,omitempty"`
+	Allow               []Match `json:"allow,omitempty"`
+}
+
+// Match matches a source by SPIFFE ID and the MES by SNI; both, when
+// given, must match. A match with neither never matches (Kuma skips it).
+type Match struct {
+	SpiffeID *StringMatch `json:"spiffeID,omitempty"`
+	SNI      *StringMatch `json:"sni,omitempty"`
+}
+
+// StringMatch is {type: Exact|Prefix, value}; sni matches are Exact only.
+type StringMatch struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+// Match types.
+const (
+	MatchExact  = "Exact"
+	MatchPrefix = "Prefix"
+)
 
 // TargetRef selects a destination (kind Mesh or MeshExternalService) or a
 // source (kind Mesh, MeshService, MeshSubset or MeshServiceSubset).

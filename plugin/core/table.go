@@ -13,6 +13,12 @@ const (
 	ReasonMeshDefault
 	// ReasonForeignMesh: the source belongs to another mesh than the MES; always Deny.
 	ReasonForeignMesh
+	// ReasonRulesDefault: rules policies apply to the MES and none of their
+	// matches names the source; Deny (Decision.Policy lists the policies).
+	ReasonRulesDefault
+	// ReasonUnauthenticated: the listener requires a verified client
+	// certificate with a SPIFFE ID and the request has none; Deny.
+	ReasonUnauthenticated
 )
 
 func (r Reason) String() string {
@@ -23,6 +29,10 @@ func (r Reason) String() string {
 		return "mesh-default"
 	case ReasonForeignMesh:
 		return "foreign-mesh"
+	case ReasonRulesDefault:
+		return "rules-default"
+	case ReasonUnauthenticated:
+		return "unauthenticated"
 	}
 	return "unknown"
 }
@@ -40,7 +50,7 @@ func (d Decision) Allowed() bool { return d.Action != Deny }
 
 // PolicyOrReason names what decided, for logs, metadata and reply bodies.
 func (d Decision) PolicyOrReason() string {
-	if d.Reason == ReasonPolicy {
+	if d.Reason == ReasonPolicy || d.Reason == ReasonRulesDefault && d.Policy != "" {
 		return d.Policy
 	}
 	return d.Reason.String()
@@ -71,9 +81,22 @@ type Entry struct {
 	_           [1]byte
 	ownerPolicy string
 	key         [entryKey]byte
-	Service     Service
+	Service     ServiceInfo
 	*entryCold
 	_ [entryPad]byte
+}
+
+// ServiceInfo is what an Entry keeps of its Config Service: the fields
+// requests and rendering read. The SNI is not among them (compile settles
+// rules' sni matches with it), which keeps Entry at three cache lines.
+type ServiceInfo struct {
+	Name      string
+	Mesh      string
+	Cluster   string
+	Protocol  string
+	Hostnames []string
+	VIP       string
+	Port      uint32
 }
 
 // entryCold is what only the client-certificate path and configuration
@@ -82,10 +105,15 @@ type entryCold struct {
 	// rules are the from[] entries that can apply to this MES, most
 	// specific first (see precedence in compile.go).
 	rules []rule
+	// matches, when set, are the rules[] policies' matches for this MES:
+	// they decide instead of rules and fallback.
+	matches *RuleMatches
 	// fallback applies when no rule matches.
 	fallback Decision
 	// hosts are the lookup keys that lead here, sorted.
 	hosts []string
+	// sni is the Config Service's SNI.
+	sni string
 }
 
 // entryKey fills the first cache line after the owner decision; names up
@@ -165,6 +193,9 @@ func (e *Entry) Decide() Decision {
 func (e *Entry) DecideFor(id *Identity) Decision {
 	if id.Mesh != e.Service.Mesh {
 		return Decision{Action: Deny, Reason: ReasonForeignMesh}
+	}
+	if e.matches != nil {
+		return e.matches.decide(id)
 	}
 	for i := range e.rules {
 		if e.rules[i].matches(id) {

@@ -73,6 +73,11 @@ type FilterConfig struct {
 	// validated client certificate's SPIFFE URI SAN; every request is then
 	// attributed to the Config's source.
 	IgnoreClientCertificates bool `json:"ignoreClientCertificates,omitempty"`
+	// RequireClientCertificate denies (403, gRPC 7) every request without a
+	// validated client certificate carrying a SPIFFE ID, instead of
+	// attributing it to the Config's source: set it where callers are told
+	// apart by certificate only (a ZoneEgress).
+	RequireClientCertificate bool `json:"requireClientCertificate,omitempty"`
 	// TableKey makes filter configs with the same key share one live table
 	// (use the listener name). Envoy keeps connections opened under an old
 	// listener config on the old filter chain until they drain; with a key,
@@ -94,6 +99,7 @@ type Compiled struct {
 	Table                    *core.Table
 	ClusterHeader            string
 	IgnoreClientCertificates bool
+	RequireClientCertificate bool
 	DenyMetadataOnly         bool
 	FixedCluster             bool
 	key                      string
@@ -115,8 +121,12 @@ func Parse(raw []byte) (*Compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("meshext: filter config: %w", err)
 	}
+	if fc.RequireClientCertificate && fc.IgnoreClientCertificates {
+		return nil, fmt.Errorf("meshext: filter config: requireClientCertificate and ignoreClientCertificates are exclusive")
+	}
 	c := &Compiled{Table: tab, ClusterHeader: fc.ClusterHeader, IgnoreClientCertificates: fc.IgnoreClientCertificates,
-		DenyMetadataOnly: fc.DenyMetadataOnly, FixedCluster: fc.FixedCluster, key: fc.TableKey}
+		RequireClientCertificate: fc.RequireClientCertificate,
+		DenyMetadataOnly:         fc.DenyMetadataOnly, FixedCluster: fc.FixedCluster, key: fc.TableKey}
 	if c.ClusterHeader == "" {
 		c.ClusterHeader = DefaultClusterHeader
 	}
@@ -199,6 +209,8 @@ func (c *Compiled) Decide(authority, peerURISAN string) Result {
 	if id, ok := core.ParseSPIFFE(peerURISAN); ok && !c.IgnoreClientCertificates {
 		d = e.DecideFor(&id)
 		source, fromCert = id.Service, true
+	} else if c.RequireClientCertificate {
+		d, source = core.Decision{Action: core.Deny, Reason: core.ReasonUnauthenticated}, ""
 	} else {
 		d = e.Decide()
 	}
@@ -258,6 +270,10 @@ func describe(d core.Decision) string {
 		return "MeshTrafficPermission " + strconv.Quote(d.Policy)
 	case core.ReasonForeignMesh:
 		return "mesh boundary (source is in another mesh)"
+	case core.ReasonRulesDefault:
+		return "MeshTrafficPermission rules " + strconv.Quote(d.Policy) + " (no rule allows this source)"
+	case core.ReasonUnauthenticated:
+		return "the egress (no verified client certificate with a SPIFFE ID)"
 	}
 	return "mesh default (routing.defaultForbidMeshExternalServiceAccess)"
 }

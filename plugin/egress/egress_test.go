@@ -80,14 +80,24 @@ func TestDecideVerdicts(t *testing.T) {
 	}
 }
 
-func TestIgnoreClientCertificates(t *testing.T) {
+// withOptions is raw (a FilterConfig) changed by set, parsed.
+func withOptions(t *testing.T, raw []byte, set func(*FilterConfig)) (*Compiled, error) {
+	t.Helper()
 	var fc FilterConfig
-	if err := json.Unmarshal(config(t, "", denyFrom("deny-other", core.TargetRef{Kind: core.KindMeshService, Name: "other"})), &fc); err != nil {
+	if err := json.Unmarshal(raw, &fc); err != nil {
 		t.Fatal(err)
 	}
-	fc.IgnoreClientCertificates = true
-	raw, _ := json.Marshal(fc)
-	c, err := Parse(raw)
+	set(&fc)
+	b, err := json.Marshal(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Parse(b)
+}
+
+func TestIgnoreClientCertificates(t *testing.T) {
+	c, err := withOptions(t, config(t, "", denyFrom("deny-other", core.TargetRef{Kind: core.KindMeshService, Name: "other"})),
+		func(fc *FilterConfig) { fc.IgnoreClientCertificates = true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,5 +173,47 @@ func TestLoadSharedSwap(t *testing.T) {
 	}
 	if r := private.Current().Decide("api.ext", ""); r.Verdict != Forward {
 		t.Fatalf("private config changed by another load: %+v", r)
+	}
+}
+
+// At an egress every caller needs a verified SPIFFE identity: a request
+// without one is denied, never attributed to the listener's source.
+func TestRequireClientCertificate(t *testing.T) {
+	c, err := withOptions(t, config(t, ""), func(fc *FilterConfig) { fc.RequireClientCertificate = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range []string{"", "https://x/y", "spiffe://default"} {
+		r := c.Decide("api.ext", peer)
+		if r.Verdict != Reject || r.Decision.Reason != core.ReasonUnauthenticated || r.Source != "" {
+			t.Fatalf("peer %q: %+v", peer, r)
+		}
+		if !strings.Contains(r.DenyBody(), "no verified client certificate") {
+			t.Errorf("body %q", r.DenyBody())
+		}
+	}
+	if r := c.Decide("api.ext", "spiffe://default/web"); r.Verdict != Forward || r.Source != "web" || !r.FromCertificate {
+		t.Fatalf("verified: %+v", r)
+	}
+	_, err = withOptions(t, config(t, ""), func(fc *FilterConfig) { fc.RequireClientCertificate, fc.IgnoreClientCertificates = true, true })
+	if err == nil || !strings.Contains(err.Error(), "exclusive") {
+		t.Fatalf("both flags: %v", err)
+	}
+}
+
+// A rules default deny names the policies in the 403.
+func TestRulesDenyBody(t *testing.T) {
+	p := core.Policy{Name: "only-web", Mesh: "default", TargetRef: core.TargetRef{Kind: core.KindMesh},
+		Rules: []core.Rule{{Default: core.RuleConf{Allow: []core.Match{{SpiffeID: &core.StringMatch{Type: core.MatchExact, Value: "spiffe://default/web"}}}}}}}
+	c, err := Parse(config(t, "", p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Decide("api.ext", "spiffe://default/batch")
+	if r.Verdict != Reject || !strings.Contains(r.DenyBody(), `MeshTrafficPermission rules "only-web" (no rule allows this source)`) {
+		t.Fatalf("%+v %q", r, r.DenyBody())
+	}
+	if r := c.Decide("api.ext", "spiffe://default/web"); r.Verdict != Forward {
+		t.Fatalf("web: %+v", r)
 	}
 }

@@ -61,13 +61,17 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	}
 	check("top level", keys(schema.Properties), reflect.TypeOf(FilterConfig{}))
 	for def, typ := range map[string]reflect.Type{
-		"identity":  reflect.TypeOf(core.Identity{}),
-		"mesh":      reflect.TypeOf(core.Mesh{}),
-		"service":   reflect.TypeOf(core.Service{}),
-		"targetRef": reflect.TypeOf(core.TargetRef{}),
-		"policy":    reflect.TypeOf(core.Policy{}),
-		"from":      reflect.TypeOf(core.From{}),
-		"conf":      reflect.TypeOf(core.Conf{}),
+		"identity":    reflect.TypeOf(core.Identity{}),
+		"mesh":        reflect.TypeOf(core.Mesh{}),
+		"service":     reflect.TypeOf(core.Service{}),
+		"targetRef":   reflect.TypeOf(core.TargetRef{}),
+		"policy":      reflect.TypeOf(core.Policy{}),
+		"from":        reflect.TypeOf(core.From{}),
+		"conf":        reflect.TypeOf(core.Conf{}),
+		"rule":        reflect.TypeOf(core.Rule{}),
+		"ruleConf":    reflect.TypeOf(core.RuleConf{}),
+		"match":       reflect.TypeOf(core.Match{}),
+		"stringMatch": reflect.TypeOf(core.StringMatch{}),
 	} {
 		d, ok := schema.Defs[def]
 		if !ok {

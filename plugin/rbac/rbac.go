@@ -71,6 +71,9 @@ func Rules(e *core.Entry, mode Mode) (enforce, shadow *rbacv3.RBAC) {
 
 	mesh := e.Service.Mesh
 	prefix := "spiffe://" + mesh + "/"
+	if rm := e.RuleMatches(); rm != nil {
+		return ruleMatches(rm, prefix)
+	}
 	byService, others := e.SPIFFEDecisions()
 	names := make([]string, 0, len(byService))
 	for s := range byService {
@@ -184,4 +187,64 @@ func spiffe(m *matcherv3.StringMatcher) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Custom{Custom: &corev3.TypedExtensionConfig{
 		Name: "envoy.rbac.principals.mtls_authenticated", TypedConfig: cfg,
 	}}}
+}
+
+// ruleMatches renders a rules[] decision (core.RuleMatches) for validated
+// client certificates: an ALLOW list whose every principal is a mesh
+// identity that matches an allow or allowWithShadowDeny entry and no deny
+// entry (so deny wins, and anything else is denied, as in Kuma), plus
+// shadow rules that would deny the allowWithShadowDeny matches that pass.
+func ruleMatches(rm *core.RuleMatches, prefix string) (enforce, shadow *rbacv3.RBAC) {
+	inMesh := spiffe(prefixMatch(prefix))
+	principal := func(m core.IDMatch) *rbacv3.Principal {
+		switch {
+		case m.Any:
+			return inMesh
+		case m.Prefix:
+			return spiffe(prefixMatch(m.Value))
+		}
+		return spiffe(exact(m.Value))
+	}
+	var denied *rbacv3.Principal
+	if len(rm.Deny) > 0 {
+		var ids []*rbacv3.Principal
+		for _, m := range rm.Deny {
+			ids = append(ids, principal(m))
+		}
+		denied = &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ids}}}
+	}
+	// byPolicy groups matches by their policy, keeping first-seen order.
+	byPolicy := func(lists ...[]core.IDMatch) map[string][]*rbacv3.Principal {
+		g := map[string][]*rbacv3.Principal{}
+		for _, l := range lists {
+			for _, m := range l {
+				g["mtp:"+m.Policy] = append(g["mtp:"+m.Policy], principal(m))
+			}
+		}
+		return g
+	}
+	and := func(ids ...*rbacv3.Principal) *rbacv3.Principal {
+		return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: ids}}}
+	}
+	allowed := map[string]*rbacv3.Policy{}
+	for key, ps := range byPolicy(rm.AllowWithShadowDeny, rm.Allow) {
+		ids := []*rbacv3.Principal{inMesh, {Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ps}}}}
+		if denied != nil {
+			ids = append(ids, &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: denied}})
+		}
+		allowed[key] = policy([]*rbacv3.Principal{and(ids...)})
+	}
+	enforce = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: allowed}
+	if len(rm.AllowWithShadowDeny) > 0 {
+		sp := map[string]*rbacv3.Policy{}
+		for key, ps := range byPolicy(rm.AllowWithShadowDeny) {
+			ids := []*rbacv3.Principal{inMesh, {Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ps}}}}
+			if denied != nil {
+				ids = append(ids, &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: denied}})
+			}
+			sp[key] = policy([]*rbacv3.Principal{and(ids...)})
+		}
+		shadow = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: sp}
+	}
+	return enforce, shadow
 }

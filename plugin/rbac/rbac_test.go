@@ -48,8 +48,20 @@ func mtp(name string, kind, svc string, a core.Action) core.Policy {
 		From: []core.From{{TargetRef: core.TargetRef{Kind: kind, Name: svc}, Default: core.Conf{Action: a}}}}
 }
 
+// rulesPolicy is a Kuma 2.12 rules policy for db: allow web and the
+// batch-* services by prefix, deny batch-legacy.
+func rulesPolicy() core.Policy {
+	m := func(typ, v string) core.Match { return core.Match{SpiffeID: &core.StringMatch{Type: typ, Value: v}} }
+	return core.Policy{Name: "rules", Mesh: "default", TargetRef: core.TargetRef{Kind: core.KindMesh}, Rules: []core.Rule{{Default: core.RuleConf{
+		Allow:               []core.Match{m(core.MatchExact, "spiffe://default/web")},
+		AllowWithShadowDeny: []core.Match{m(core.MatchPrefix, "spiffe://default/batch-")},
+		Deny:                []core.Match{m(core.MatchExact, "spiffe://default/batch-legacy")},
+	}}}}
+}
+
 func TestRulesValidate(t *testing.T) {
 	cases := map[string]*core.Entry{
+		"rules":               entry(t, false, rulesPolicy()),
 		"default allow":       entry(t, false),
 		"default deny":        entry(t, true),
 		"deny one":            entry(t, false, mtp("deny-web", core.KindMeshService, "web", core.Deny)),
@@ -186,6 +198,7 @@ func TestNetworkRBACInEnvoy(t *testing.T) {
 	allowDefault := entry(t, false)
 	certPolicies := entry(t, false, mtp("deny-api", core.KindMeshService, "api", core.Deny))
 	certAllowList := entry(t, true, mtp("allow-web", core.KindMeshService, "web", core.Allow))
+	certRules := entry(t, false, rulesPolicy())
 
 	host, port, _ := net.SplitHostPort(echo)
 	boot := obj{
@@ -199,6 +212,7 @@ func TestNetworkRBACInEnvoy(t *testing.T) {
 				tcpListener(t, "owner_allowed", rbac.Network(allowDefault, rbac.ByListenerOwner, "owner_allowed"), nil),
 				tcpListener(t, "cert_denylist", rbac.Network(certPolicies, rbac.ByClientCertificate, "cert_denylist"), mtls),
 				tcpListener(t, "cert_allowlist", rbac.Network(certAllowList, rbac.ByClientCertificate, "cert_allowlist"), mtls),
+				tcpListener(t, "cert_rules", rbac.Network(certRules, rbac.ByClientCertificate, "cert_rules"), mtls),
 			},
 		},
 	}
@@ -211,7 +225,7 @@ func TestNetworkRBACInEnvoy(t *testing.T) {
 	var logs strings.Builder
 	var logMu sync.Mutex
 	env, err := envoytest.StartStatic(ctx, dir, envoyBin, bootJSON,
-		[]string{"owner_denied", "owner_allowed", "cert_denylist", "cert_allowlist"}, lockedWriter{&logMu, &logs})
+		[]string{"owner_denied", "owner_allowed", "cert_denylist", "cert_allowlist", "cert_rules"}, lockedWriter{&logMu, &logs})
 	if err != nil {
 		logMu.Lock()
 		defer logMu.Unlock()
@@ -259,6 +273,8 @@ func TestNetworkRBACInEnvoy(t *testing.T) {
 	api := client(ca, "spiffe://default/api")
 	foreign := client(ca, "spiffe://other/web")
 	forged := client(otherCA, "spiffe://default/web")
+	batch1 := client(ca, "spiffe://default/batch-1")
+	batchLegacy := client(ca, "spiffe://default/batch-legacy")
 
 	checks := []struct {
 		name string
@@ -274,6 +290,11 @@ func TestNetworkRBACInEnvoy(t *testing.T) {
 		{"deny list: no client cert refused", func() (bool, error) { return withCert("cert_denylist", nil) }, false},
 		{"allow list: web allowed", func() (bool, error) { return withCert("cert_allowlist", &web) }, true},
 		{"allow list: api denied by default", func() (bool, error) { return withCert("cert_allowlist", &api) }, false},
+		{"rules: web allowed", func() (bool, error) { return withCert("cert_rules", &web) }, true},
+		{"rules: batch-1 allowed by prefix", func() (bool, error) { return withCert("cert_rules", &batch1) }, true},
+		{"rules: batch-legacy denied, deny wins", func() (bool, error) { return withCert("cert_rules", &batchLegacy) }, false},
+		{"rules: api denied by the rules default", func() (bool, error) { return withCert("cert_rules", &api) }, false},
+		{"rules: other mesh denied", func() (bool, error) { return withCert("cert_rules", &foreign) }, false},
 	}
 	for _, c := range checks {
 		got, err := c.run()
@@ -285,11 +306,12 @@ func TestNetworkRBACInEnvoy(t *testing.T) {
 			t.Errorf("%s: let through = %v, want %v", c.name, got, c.want)
 		}
 	}
-	stats, err := env.Stats(ctx, `rbac\.(allowed|denied)`)
+	stats, err := env.Stats(ctx, `rbac\.(allowed|denied)|shadow`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"owner_denied.rbac.denied: 1", "cert_denylist.rbac.denied: 2", "cert_allowlist.rbac.allowed: 1"} {
+	for _, want := range []string{"owner_denied.rbac.denied: 1", "cert_denylist.rbac.denied: 2", "cert_allowlist.rbac.allowed: 1",
+		"cert_rules.rbac.allowed: 2", "cert_rules.rbac.denied: 3", "cert_rules.rbac.shadow_.shadow_denied: 1"} {
 		if !strings.Contains(stats, want) {
 			t.Errorf("stats lack %q:\n%s", want, stats)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/pki"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/xds"
@@ -36,7 +37,8 @@ func bootstrapMain(args []string, stdout, stderr io.Writer) int {
 	certValidity := fs.Duration("cert-validity", xds.DefaultClientCertLifetime, "lifetime of the node's xDS client certificate; run this command again to renew it")
 	fs.BoolVar(&o.ADSInsecure, "ads-insecure", false, "plain TCP without authentication, for a meshext run --ads-insecure")
 	fs.BoolVar(&o.Delta, "delta", false, "use incremental (delta) ADS instead of state of the world (--xds ads)")
-	fs.StringVar(&o.NodeID, "node", render.DefaultNodeID, "Envoy node id: a Dataplane's <mesh>.<name>, or default")
+	fs.StringVar(&o.NodeID, "node", render.DefaultNodeID, "Envoy node id: a Dataplane's <mesh>.<name>, a ZoneEgress's .<name>, or default")
+	zoneEgress := fs.String("zone-egress", "", "bootstrap the ZoneEgress of this name: node id .<name> (give its networking.admin.port as --admin-port)")
 	adminPort := fs.Uint("admin-port", render.DefaultAdminPort, "Envoy admin port (on --admin-address)")
 	fs.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1", "Envoy admin IP address")
 	fs.StringVar(&o.UpstreamDNS, "upstream-dns", "", "IP:PORT resolver Envoy uses by default (e.g. meshext run's --dns-listen)")
@@ -55,7 +57,8 @@ Writes the Envoy bootstrap that connects an Envoy to 'meshext run':
                          (SPIFFE ID spiffe://meshext-xds/node/<node>) from the xDS CA
                          in --state-dir and writes it, its key and the CA to --cert-dir.
 The node id must match what meshext renders: a Dataplane's "<mesh>.<name>",
-or "default" when there are no Dataplanes. Examples of each shape are in envoy/.
+a ZoneEgress's ".<name>" (--zone-egress NAME), or "default" when there are
+no Dataplanes. Examples of each shape are in envoy/.
 
 Flags:`)
 		fs.PrintDefaults()
@@ -67,6 +70,13 @@ Flags:`)
 	if len(pos) > 0 {
 		fmt.Fprintf(stderr, "meshext bootstrap: unexpected arguments %q\n", pos)
 		return 2
+	}
+	if *zoneEgress != "" {
+		if o.NodeID != render.DefaultNodeID {
+			fmt.Fprintln(stderr, "meshext bootstrap: --zone-egress and --node are exclusive")
+			return 2
+		}
+		o.NodeID = names.ZoneEgressNodeID(*zoneEgress)
 	}
 	if *adminPort == 0 || *adminPort > 65535 {
 		fmt.Fprintf(stderr, "meshext bootstrap: --admin-port %d out of range\n", *adminPort)
@@ -161,9 +171,10 @@ func issueXDSClientCert(node, stateDir, certDir, out string, validity time.Durat
 	if err := os.MkdirAll(certDir, pki.PrivateDirMode); err != nil {
 		return nil, err
 	}
+	// names.PathElement: a ZoneEgress's ".<name>" must not make hidden files.
 	files := &render.ADSTLS{
-		CertFile: filepath.Join(certDir, node+"-xds-client.crt"),
-		KeyFile:  filepath.Join(certDir, node+"-xds-client.key"),
+		CertFile: filepath.Join(certDir, names.PathElement(node)+"-xds-client.crt"),
+		KeyFile:  filepath.Join(certDir, names.PathElement(node)+"-xds-client.key"),
 		CAFile:   filepath.Join(certDir, "xds-ca.crt"),
 	}
 	for _, f := range []struct {

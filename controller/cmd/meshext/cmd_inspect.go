@@ -6,18 +6,22 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/meshca"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/run"
 )
 
 func init() {
@@ -103,6 +107,8 @@ Flags:`)
 	}
 	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA, SkipDefaultPolicies: skip})
 	view := newInspectView(w)
+	var idNotes []string
+	view.Identities, idNotes = identityViews(*stateDir, w)
 
 	switch *output {
 	case "json":
@@ -117,8 +123,12 @@ Flags:`)
 		stdout.Write(b)
 	default:
 		writeInspectTable(stdout, view)
+		writeIdentities(stdout, view.Identities)
 	}
 
+	for _, n := range idNotes {
+		fmt.Fprintf(stderr, "note: %s\n", n)
+	}
 	problems := append(loadProblems, w.Problems...)
 	if len(problems) == 0 {
 		return 0
@@ -133,6 +143,10 @@ Flags:`)
 // inspectView is what inspect prints; json/yaml use these field names.
 type inspectView struct {
 	Services []serviceView `json:"services"`
+	// Identities are the mTLS meshes' CAs and the nodes' identities
+	// (certificate serials and expiry from the running meshext run's
+	// status in --state-dir); never key material.
+	Identities []model.IdentityView `json:"identities,omitempty"`
 }
 
 type serviceView struct {
@@ -152,6 +166,14 @@ type serviceView struct {
 	Policies      []policyView      `json:"policies,omitempty"`
 	Conditions    []model.Condition `json:"conditions"`
 	Broken        string            `json:"broken,omitempty"`
+	// Egress is set in a mesh with mTLS: the traffic leaves through these
+	// ZoneEgresses, sending SNI.
+	Egress *egressView `json:"egress,omitempty"`
+}
+
+type egressView struct {
+	SNI          string   `json:"sni"`
+	ZoneEgresses []string `json:"zoneEgresses"`
 }
 
 type endpointView struct {
@@ -191,9 +213,12 @@ type sanMatcher struct {
 
 type accessView struct {
 	// Default is what a source gets when no rule below applies: Allow, or Deny
-	// when the mesh sets routing.defaultForbidMeshExternalServiceAccess.
-	Default string     `json:"default"`
-	Rules   []ruleView `json:"rules,omitempty"`
+	// when the mesh sets routing.defaultForbidMeshExternalServiceAccess or a
+	// rules policy applies (rules deny what they do not allow).
+	Default string `json:"default"`
+	// DefaultFrom says why Default is Deny: "mesh" or "rules".
+	DefaultFrom string     `json:"defaultFrom,omitempty"`
+	Rules       []ruleView `json:"rules,omitempty"`
 }
 
 type ruleView struct {
@@ -219,6 +244,12 @@ func newInspectView(w *model.World) inspectView {
 		}
 		if s.VIP.IsValid() {
 			sv.VIP = s.VIP.String()
+		}
+		if w.MTLS[s.Mesh] != nil {
+			sv.Egress = &egressView{SNI: s.SNI, ZoneEgresses: []string{}}
+			for _, z := range w.ZoneEgresses {
+				sv.Egress.ZoneEgresses = append(sv.Egress.ZoneEgresses, z.Name+" "+net.JoinHostPort(z.Networking.Address, strconv.FormatInt(z.Networking.Port, 10)))
+			}
 		}
 		for _, e := range s.Endpoints {
 			kind := "dns"
@@ -331,14 +362,16 @@ func sanTypeOf(v string) string {
 func access(w *model.World, s *model.Service) accessView {
 	v := accessView{Default: resource.ActionAllow}
 	if w.Meshes[s.Mesh].ForbidsMeshExternalServiceAccess() {
-		v.Default = resource.ActionDeny
+		v.Default, v.DefaultFrom = resource.ActionDeny, "mesh"
 	}
 	for _, p := range w.Permissions {
 		if p.Mesh != s.Mesh {
 			continue
 		}
 		target := resource.RefMesh
-		if tr := p.Spec.TargetRef; tr != nil && tr.Kind != resource.RefMesh {
+		if tr := p.Spec.TargetRef; tr != nil && tr.Kind == resource.RefDataplane {
+			target = refString(resource.TargetRef{Kind: tr.Kind, Name: tr.Name, Tags: tr.Labels}) // the proxies it selects
+		} else if tr != nil && tr.Kind != resource.RefMesh {
 			if tr.Kind != resource.RefMeshExternalService || tr.Name != s.Name {
 				continue
 			}
@@ -350,8 +383,62 @@ func access(w *model.World, s *model.Service) accessView {
 				Target: target, From: refString(f.TargetRef), Action: f.Default.Action,
 			})
 		}
+		if rv := rulesViews(p, target); len(p.Spec.Rules) > 0 {
+			v.Rules = append(v.Rules, rv...)
+			v.Default, v.DefaultFrom = resource.ActionDeny, "rules"
+		}
 	}
 	return v
+}
+
+// rulesViews lists a policy's rules[] matches; the enforcing proxies are
+// the ones its targetRef selects (every one for Mesh).
+func rulesViews(p *resource.MeshTrafficPermission, target string) []ruleView {
+	var out []ruleView
+	add := func(action string, ms []resource.TrafficPermMatch) {
+		for _, m := range ms {
+			var conds []string
+			if m.SpiffeID != nil {
+				conds = append(conds, "spiffeID "+m.SpiffeID.Type+" "+m.SpiffeID.Value)
+			}
+			if m.SNI != nil {
+				conds = append(conds, "sni "+m.SNI.Type+" "+m.SNI.Value)
+			}
+			out = append(out, ruleView{Policy: p.Name, Source: p.Source.File + ":" + strconv.Itoa(p.Source.Line),
+				Target: target, From: strings.Join(conds, " and "), Action: action})
+		}
+	}
+	for _, r := range p.Spec.Rules {
+		add(resource.ActionDeny, r.Default.Deny)
+		add(resource.ActionAllowWithShadowDeny, r.Default.AllowWithShadowDeny)
+		add(resource.ActionAllow, r.Default.Allow)
+	}
+	return out
+}
+
+// identityViews is what `meshext inspect` knows of the mesh identities:
+// meshca.Describe (CAs, SPIFFE IDs, URI SANs), completed with the serials
+// and validity of the running meshext run's certificates from the status
+// file in stateDir.
+func identityViews(stateDir string, w *model.World) ([]model.IdentityView, []string) {
+	views, notes := meshca.Describe(stateDir, w)
+	if stateDir == "" || len(views) == 0 {
+		return views, notes
+	}
+	st, err := run.ReadStatus(stateDir)
+	if err != nil {
+		return views, append(notes, "no certificate serials and expiry: meshext run's status is not readable in --state-dir")
+	}
+	running := map[[2]string]model.IdentityView{}
+	for _, v := range st.Identities {
+		running[[2]string{v.Mesh, v.Node}] = v
+	}
+	for i, v := range views {
+		if r, ok := running[[2]string{v.Mesh, v.Node}]; ok && v.Node != "" && r.SPIFFEID == v.SPIFFEID {
+			views[i].Serial, views[i].NotBefore, views[i].NotAfter, views[i].RenewAt = r.Serial, r.NotBefore, r.NotAfter, r.RenewAt
+		}
+	}
+	return views, notes
 }
 
 func refString(r resource.TargetRef) string {
@@ -434,9 +521,15 @@ func writeInspectTable(out io.Writer, v inspectView) {
 				fmt.Fprintf(out, "    Client:   certificate from %s\n", t.ClientCert)
 			}
 		}
+		if e := s.Egress; e != nil {
+			fmt.Fprintf(out, "  Egress:     mTLS through ZoneEgress %s, SNI %s; the egress authorizes\n", orDash(strings.Join(e.ZoneEgresses, ", ")), e.SNI)
+		}
 		fmt.Fprintf(out, "  Access:     default %s", s.Access.Default)
-		if s.Access.Default == resource.ActionDeny {
+		switch s.Access.DefaultFrom {
+		case "mesh":
 			fmt.Fprint(out, " (mesh routing.defaultForbidMeshExternalServiceAccess)")
+		case "rules":
+			fmt.Fprint(out, " (MeshTrafficPermission rules deny what they do not allow)")
 		}
 		fmt.Fprintln(out)
 		for _, r := range s.Access.Rules {
@@ -454,6 +547,27 @@ func writeInspectTable(out io.Writer, v inspectView) {
 			}
 			fmt.Fprintln(out)
 		}
+	}
+}
+
+// writeIdentities prints the identities section of the table.
+func writeIdentities(out io.Writer, ids []model.IdentityView) {
+	if len(ids) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "\nIdentities (mesh mTLS; keys are never shown)")
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	for _, v := range ids {
+		if v.Node == "" {
+			fmt.Fprintf(out, "  mesh %s CA %s: %s serial %s expires %s\n", v.Mesh, v.CA, v.SPIFFEID, orDash(v.Serial), when(v.NotAfter))
+			continue
+		}
+		fmt.Fprintf(out, "    node %s: %s serial %s expires %s renews %s\n", v.Node, strings.Join(v.URIs, " "), orDash(v.Serial), when(v.NotAfter), when(v.RenewAt))
 	}
 }
 

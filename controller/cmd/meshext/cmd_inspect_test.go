@@ -195,3 +195,19 @@ func TestInspectCIDRAndUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestInspectEgress: with mesh mTLS, every service says it leaves through
+// the ZoneEgress with its SNI, the rules policy makes the default a deny,
+// and the identities section lists the mesh CA and each node's SPIFFE ID
+// and URI SANs (serials only with a running meshext run's state).
+func TestInspectEgress(t *testing.T) {
+	t.Setenv(ipam.EnvCIDR, "")
+	out, errOut, code := runInspectTest(t, examplesDir, "../../../examples-egress", "--system-ca-path", inspectCA)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, errOut)
+	}
+	inspectGolden(t, "egress.table.golden", out)
+	if !strings.Contains(errOut, `mesh "default": CA "ca-1" is not created yet`) {
+		t.Fatalf("stderr: %s", errOut)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/meshca"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/resource"
@@ -91,6 +92,7 @@ Flags:`)
 		return 2
 	}
 	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA, SkipDefaultPolicies: skip})
+	idNotes := meshca.New(*stateDir).Issue(w)
 	res, err := render.Render(w, render.Options{UpstreamDNS: *upstreamDNS, SecretsVia: render.SecretsFile, SecretsDir: xds.SecretDir(dir),
 		Flavor: *flavor, Plugin: *plugin, HTTPProxyListen: *httpProxy})
 	if err != nil {
@@ -116,6 +118,9 @@ Flags:`)
 	}
 	for _, warn := range res.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", warn)
+	}
+	for _, n := range idNotes {
+		fmt.Fprintf(stderr, "note: %s\n", n)
 	}
 	if len(problems) > 0 || failed > 0 {
 		return 1
