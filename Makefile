@@ -18,7 +18,7 @@ TEST_TIMEOUT    ?= 20m
 
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: all build envoy tools sysdeps test vet fmt-check fuzz run plugin plugin-golang bpf bpf-check bench bench-quick clean
+.PHONY: all build envoy tools k8s-tools sysdeps test vet fmt-check fuzz run plugin plugin-golang bpf bpf-check bench bench-quick clean
 
 all: build
 
@@ -51,6 +51,11 @@ sysdeps:
 tools: sysdeps
 	@[ -x "$(TOOLS)/bin/grpcurl" ] || GOBIN="$(TOOLS)/bin" $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
+## k8s-tools: kube-apiserver, kubectl and etcd for the Kubernetes test cluster into .tools/k8s,
+## built from build/k8stools (its own module) once; a rerun with the same stamp does nothing
+k8s-tools:
+	@GO="$(GO)" ./build/k8s-tools.sh
+
 ## plugin: libmeshext.so, the Envoy dynamic module for the stock binary
 plugin:
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -tags dynmod -o bin/libmeshext.so ./plugin/cmd/libmeshext
@@ -81,7 +86,7 @@ fuzz:
 	done
 
 ## test: everything, with a real Envoy; under CI=true nothing may skip
-test: build envoy tools plugin fmt-check vet
+test: build envoy tools k8s-tools plugin fmt-check vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory fuzz
 
