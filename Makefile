@@ -23,7 +23,7 @@ TEST_TIMEOUT    ?= 20m
 
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: all build envoy tools sysdeps test vet fmt-check fuzz run plugin plugin-golang bpf bpf-check bench bench-quick clean
+.PHONY: all build envoy tools k8s-tools sysdeps test vet fmt-check fuzz run plugin plugin-golang bpf bpf-check bench bench-quick clean
 
 all: build
 
@@ -55,6 +55,11 @@ sysdeps:
 ## tools: client binaries used by tests and examples (grpcurl) into .tools/bin
 tools: sysdeps
 	@[ -x "$(TOOLS)/bin/grpcurl" ] || GOBIN="$(TOOLS)/bin" $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+## k8s-tools: kube-apiserver, kubectl and etcd for the Kubernetes test cluster into .tools/k8s,
+## built from build/k8stools (its own module) once; a rerun with the same stamp does nothing
+k8s-tools:
+	@GO="$(GO)" ./build/k8s-tools.sh
 
 ## plugin: libmeshext.so, the Envoy dynamic module for the stock binary
 plugin:
@@ -93,7 +98,7 @@ fuzz:
 CONTRIB_ABI_TEST := ^TestGolangLibraryThroughContribABI$$
 
 ## test: everything, with a real Envoy; under CI=true nothing may skip
-test: build envoy tools plugin plugin-golang fmt-check vet
+test: build envoy tools k8s-tools plugin plugin-golang fmt-check vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -skip '$(CONTRIB_ABI_TEST)' ./...
 	MESHEXT_GOLANG_LIBRARY=$(CURDIR)/bin/libmeshext-golang.so $(GO) test -count=1 -v -run '$(CONTRIB_ABI_TEST)' ./plugin/contrib
 	$(MAKE) --no-print-directory fuzz
