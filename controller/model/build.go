@@ -200,8 +200,8 @@ func (w *World) settleClusters(claims *names.Claims, age func(*resource.MeshExte
 			continue
 		}
 		s, o := byAge[i], byAge[winner].Resource
-		w.fail(s, s.Resource.Errorf("name", "Envoy cluster name %q is already used by MeshExternalService %s/%s (%s:%d), which claimed it first; this service is not rendered",
-			s.Cluster, o.Mesh, o.Name, o.Source.File, o.LineOf("name")))
+		w.fail(s, s.Resource.Errorf("name", "Envoy cluster name %q is already used by MeshExternalService %s/%s (%s), which claimed it first; this service is not rendered",
+			s.Cluster, o.Mesh, o.Name, o.Where("name")))
 	}
 }
 
@@ -244,8 +244,8 @@ func (w *World) settleNodeIDs(claims *names.Claims, dps []*resource.Dataplane, z
 		}
 		n, o := byAge[i].meta, byAge[winner].meta
 		lost[n] = true
-		w.Problems = append(w.Problems, n.Errorf("name", "Envoy node id %q is already used by %s %s (%s:%d), which claimed it first; this %s gets no config",
-			cs[i].ID, o.Kind, strings.TrimPrefix(o.Mesh+"/"+o.Name, "/"), o.Source.File, o.LineOf("name"), n.Kind))
+		w.Problems = append(w.Problems, n.Errorf("name", "Envoy node id %q is already used by %s %s (%s), which claimed it first; this %s gets no config",
+			cs[i].ID, o.Kind, strings.TrimPrefix(o.Mesh+"/"+o.Name, "/"), o.Where("name"), n.Kind))
 	}
 	if len(lost) == 0 {
 		return dps, zes
