@@ -19,9 +19,10 @@ type Options struct {
 	// Zone is the local zone name (.Zone in hostname templates for resources
 	// without a kuma.io/zone label); "" = "default".
 	Zone string
-	// IPAM hands out VIPs; nil = a fresh in-memory allocator (first-fit in
+	// IPAM hands out VIPs (an *ipam.Allocator, or a view of VIPs another
+	// replica allocates); nil = a fresh in-memory allocator (first-fit in
 	// sorted order, CIDR from $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR or 242.0.0.0/8).
-	IPAM *ipam.Allocator
+	IPAM ipam.Assigner
 	// SystemCAPath is the CA bundle used when a service gives no caCert;
 	// "" = $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, else the first
 	// existing OS bundle (see SystemCABundles).
