@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sync"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -42,42 +40,11 @@ func LoadOrCreateCA(stateDir string) (*pki.CA, error) {
 // the API server dials), reissued in memory before it expires; its key is
 // never written.
 func TLSConfig(ca *pki.CA, names []string) (*tls.Config, error) {
-	if len(names) == 0 {
-		return nil, errors.New("webhook: the serving certificate needs at least one DNS name or IP address (--server-names)")
-	}
-	var dns []string
-	var ips []net.IP
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			ips = append(ips, ip)
-		} else {
-			dns = append(dns, n)
-		}
-	}
-	issue := func() (*tls.Certificate, error) {
-		kp, err := ca.Issue(pki.LeafOptions{CommonName: names[0], DNSNames: dns, IPs: ips,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, Validity: pki.Validity{Lifetime: ServingCertLifetime}})
-		if err != nil {
-			return nil, err
-		}
-		c := kp.TLSCertificate()
-		return &c, nil
-	}
-	cur, err := issue()
+	get, err := pki.ServingCertificate(ca, names, pki.LeafOptions{Validity: pki.Validity{Lifetime: ServingCertLifetime}})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("webhook: %w (--server-names)", err)
 	}
-	var mu sync.Mutex
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Now().After(pki.RenewAt(cur.Leaf)) {
-			if next, err := issue(); err == nil { // on failure the current one serves on
-				cur = next
-			}
-		}
-		return cur, nil
-	}}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: get}, nil
 }
 
 // Serve answers on lis over TLS until ctx ends.
