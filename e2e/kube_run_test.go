@@ -167,6 +167,7 @@ func TestKubernetesControlPlane(t *testing.T) {
 			}
 			return nil
 		})
+		t.Logf("$ kubectl get meshexternalservices -n kuma-system\n%s", c.MustKubectl(t, "get", "meshexternalservices", "-n", "kuma-system"))
 		vips := map[string]bool{}
 		for _, name := range seedMeshExternalServices {
 			vips[rows[name][1]] = true
@@ -290,6 +291,12 @@ func TestKubernetesControlPlane(t *testing.T) {
 		// again at once (the cursor goes round the CIDR first).
 		c.MustKubectl(t, "delete", "extsvc", "kube-live", "-n", "kuma-system")
 		deleted := time.Now()
+		eventually(t, kubeTimout, "the ledger holds the VIP again", func() error {
+			if e, ok := ipamLedger(t, c)["default/kube-live"]; !ok || e.VIP != vip {
+				return fmt.Errorf("ledger entry %+v (present %v)", e, ok)
+			}
+			return nil
+		})
 		eventually(t, kubeTimout, "the VIP released after the grace", func() error {
 			if e, ok := ipamLedger(t, c)["default/kube-live"]; ok {
 				return fmt.Errorf("still held: %+v", e)

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"encoding/json"
 	"net/netip"
 	"testing"
@@ -139,4 +140,45 @@ func TestKindsCoverEveryResourceKind(t *testing.T) {
 		}
 	}
 	assert.ElementsMatch(t, want, got, "a custom resource for every kind meshext reads")
+}
+
+func TestWatchDebouncesAndNeverWaitsForever(t *testing.T) {
+	s := &Source{events: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	changed := make(chan struct{}, 1)
+	done := make(chan error)
+	go func() { done <- s.Watch(ctx, 50*time.Millisecond, changed) }()
+
+	// A burst is one reload, after it is quiet.
+	start := time.Now()
+	for range 5 {
+		s.poke()
+		time.Sleep(10 * time.Millisecond)
+	}
+	<-changed
+	assert.GreaterOrEqual(t, time.Since(start), 90*time.Millisecond)
+	select {
+	case <-changed:
+		t.Fatal("one burst, two reloads")
+	case <-time.After(150 * time.Millisecond):
+	}
+
+	// Changes that never stop still reload, every maxDebounceWait periods at most.
+	start = time.Now()
+	stop := time.After(2 * time.Second)
+	got := 0
+loop:
+	for {
+		select {
+		case <-changed:
+			got++
+		case <-stop:
+			break loop
+		case <-time.After(20 * time.Millisecond):
+			s.poke()
+		}
+	}
+	assert.GreaterOrEqual(t, got, 2, "reloads in %s of steady changes", time.Since(start))
+	cancel()
+	require.NoError(t, <-done)
 }
