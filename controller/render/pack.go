@@ -32,7 +32,10 @@ func pack(m proto.Message) (*anypb.Any, error) {
 	if err := validate(m); err != nil {
 		return nil, fmt.Errorf("%T: %w", m, err)
 	}
-	a, err := anypb.New(m)
+	// Deterministic: an inner map (a JSON log format's Struct) must give
+	// the same bytes every time, or versions would change with nothing else.
+	a := &anypb.Any{}
+	err := anypb.MarshalFrom(a, m, deterministic)
 	if err != nil {
 		return nil, fmt.Errorf("pack %T: %w", m, err)
 	}

@@ -80,6 +80,10 @@ type Options struct {
 	// HTTPProxyListen ("IP:PORT") adds the HTTP forward-proxy listener to
 	// every node ("" = none).
 	HTTPProxyListen string
+	// AccessLogFIFODir is the absolute directory of the access-log relay's
+	// FIFOs (AccessLogFIFO): MeshAccessLog Tcp backends write there, and
+	// are left out (with a warning) when it is "".
+	AccessLogFIFODir string
 }
 
 // Check reports bad Options (Render returns the same error).
@@ -103,6 +107,9 @@ func (o *Options) check() (dns netip.AddrPort, err error) {
 		}
 	default:
 		return dns, fmt.Errorf("secrets via %q: want %q or %q", o.SecretsVia, SecretsADS, SecretsFile)
+	}
+	if o.AccessLogFIFODir != "" && !filepath.IsAbs(o.AccessLogFIFODir) {
+		return dns, fmt.Errorf("access-log FIFO directory %q: must be absolute", o.AccessLogFIFODir)
 	}
 	if o.HTTPProxyListen != "" {
 		if _, err := netip.ParseAddrPort(o.HTTPProxyListen); err != nil {
@@ -144,6 +151,10 @@ type Node struct {
 	AdminPort uint32
 	// Dataplane is the source Dataplane (nil for the default node).
 	Dataplane *resource.Dataplane
+	// AccessLogFIFO is the access-log relay FIFO this node's Tcp access-log
+	// backends write to ("" = none): it must have a reader before Envoy
+	// gets the config (see controller/accesslog).
+	AccessLogFIFO string
 }
 
 // Condition written on each service by Render.
@@ -174,7 +185,7 @@ func Render(w *model.World, opts Options) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &renderer{opts: opts, dns: dns, world: w, shared: memo{}}
+	r := &renderer{opts: opts, dns: dns, world: w, shared: memo{}, pol: newPolicyState()}
 	var services []*rendered
 	// clusters backs up model.Build's check that cluster names are unique
 	// (a World built by hand skips it): Envoy rejects a duplicate cluster
@@ -267,9 +278,14 @@ type renderer struct {
 	opts  Options
 	dns   netip.AddrPort
 	world *model.World
-	// shared holds messages that are identical everywhere (access logs, the
-	// router), packed once per Render and referenced by every filter.
+	// shared holds messages that are identical everywhere (the router),
+	// packed once per Render and referenced by every filter.
 	shared memo
+	// pol is the policy memo (policy.go).
+	pol policyState
+	// onNode are the services whose clusters the node being built holds:
+	// the destinations its routes may lead to.
+	onNode []*rendered
 }
 
 // memo builds each named value once.
@@ -314,16 +330,18 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	denied := false // some tcp chain goes to DeniedCluster
 	var ready []*rendered
 	secretSeen := map[string]bool{}
+	// Clusters first: a route of one service may lead to another's cluster.
+	var placed []*rendered
+	var parts [][]byte // the placed clusters' digests, for Version
 	for _, rs := range services {
-		f, closed, err := r.serviceFilters(n, rs.svc)
+		c, d, err := r.policyCluster(n, rs)
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
 			continue
 		}
-		filters[rs.svc] = f
-		denied = denied || closed
-		ready = append(ready, rs)
-		n.Clusters = append(n.Clusters, rs.cluster)
+		placed = append(placed, rs)
+		parts = append(parts, d)
+		n.Clusters = append(n.Clusters, c)
 		for _, sec := range rs.secrets {
 			// Shared secrets (a system CA bundle) are listed once per node.
 			if !secretSeen[sec.Name] {
@@ -332,6 +350,18 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 			}
 		}
 	}
+	r.onNode = placed
+	for _, rs := range placed {
+		f, closed, err := r.serviceFilters(n, rs.svc)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
+			continue
+		}
+		filters[rs.svc] = f
+		denied = denied || closed
+		ready = append(ready, rs)
+	}
+	nsvc := len(n.Clusters)
 
 	redirect := uint32(DefaultRedirectPortOutbound)
 	if dp != nil {
@@ -401,19 +431,23 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 		}
 		n.Clusters = append(n.Clusters, dc)
 	}
+	oc, err := r.accessLogClusters(n)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.Clusters = append(n.Clusters, oc...)
+	n.AccessLogFIFO = r.pol.fifo[n.ID]
 	n.Listeners, warn = dedupeListeners(n.Listeners)
 	warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
+	warnings = append(warnings, prefixAll("node "+id+": ", r.pol.notes[id])...)
 
-	// Version: the services' digests (computed once) plus the node's own resources.
-	parts := make([][]byte, 0, len(ready)+len(n.Listeners)+1)
-	for _, rs := range ready {
-		parts = append(parts, rs.digest)
-	}
-	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Clusters)-len(ready))
+	// Version: the services' cluster digests (computed once per setting)
+	// plus the node's own resources.
+	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Clusters)-nsvc)
 	for _, l := range n.Listeners {
 		own = append(own, l)
 	}
-	for _, c := range n.Clusters[len(ready):] {
+	for _, c := range n.Clusters[nsvc:] {
 		own = append(own, c)
 	}
 	d, err := digest(own...)
