@@ -37,7 +37,30 @@ type meshOpts struct {
 	redirectBPFFS string
 	// runArgs are extra `meshext run` arguments (e.g. --http-proxy-listen).
 	runArgs []string
+	// noAccessLog leaves e2eAccessLog out of the drop directory.
+	noAccessLog bool
 }
+
+// e2eAccessLog is a MeshAccessLog every test drop gets unless
+// meshOpts.noAccessLog: meshext logs only what a MeshAccessLog asks for
+// (Kuma's default), and these tests read the decisions, clusters and TLS
+// failure reasons from Envoy's output.
+const e2eAccessLog = `type: MeshAccessLog
+name: e2e-stdout
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: Mesh}
+      default:
+        backends:
+          - type: File
+            file:
+              path: /dev/stdout
+              format:
+                type: Plain
+                plain: '[%START_TIME%] meshext %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%" details=%RESPONSE_CODE_DETAILS% authz=%DYNAMIC_METADATA(meshext:action)% policy=%DYNAMIC_METADATA(meshext:policy)%'
+`
 
 func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	t.Helper()
@@ -49,6 +72,9 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 		m.state = filepath.Join(m.dir, "state")
 	}
 	m.xds = filepath.Join(m.dir, "xds")
+	if !o.noAccessLog {
+		writeFile(t, filepath.Join(drop, "e2e-access-log.yaml"), e2eAccessLog)
+	}
 	m.dnsAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
 	m.statusAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
 	m.startRun(t, bin, o)

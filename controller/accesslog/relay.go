@@ -51,6 +51,7 @@ type Relay struct {
 	fifos   map[string]*os.File
 	senders map[string]*sender
 	closed  bool
+	done    chan struct{} // closed by Close: senders stop at once
 	wg      sync.WaitGroup
 
 	// Relayed and Dropped count records.
@@ -62,7 +63,7 @@ func New(log *slog.Logger) *Relay {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Relay{log: log, fifos: map[string]*os.File{}, senders: map[string]*sender{}}
+	return &Relay{log: log, fifos: map[string]*os.File{}, senders: map[string]*sender{}, done: make(chan struct{})}
 }
 
 // Ensure makes each path a FIFO (mode 0600, created with its directory
@@ -220,8 +221,9 @@ func (r *Relay) sender(addr string) *sender {
 	return s
 }
 
-// Close stops reading and sending and waits until every goroutine ended.
-// The FIFOs stay (an Envoy may still hold one open).
+// Close stops reading and sending (queued records are dropped) and waits
+// until every goroutine ended: at most one write timeout. The FIFOs stay
+// (an Envoy may still hold one open).
 func (r *Relay) Close() {
 	r.mu.Lock()
 	if r.closed {
@@ -229,6 +231,7 @@ func (r *Relay) Close() {
 		return
 	}
 	r.closed = true
+	close(r.done)
 	for _, f := range r.fifos {
 		f.Close()
 	}
@@ -269,6 +272,11 @@ func (s *sender) run() {
 		}
 	}()
 	for msg := range s.queue {
+		select {
+		case <-s.relay.done:
+			return
+		default:
+		}
 		if conn == nil {
 			if !failedAt.IsZero() && time.Since(failedAt) < RetryAfter {
 				s.relay.Dropped.Add(1)

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,43 @@ func TestEnvoyValidatesPolicies(t *testing.T) {
 			t.Parallel()
 			w := buildPolicyCase(t, input)
 			envoyValidate(t, envoy, mustRender(t, w, Options{AccessLogFIFODir: t.TempDir()}))
+		})
+	}
+}
+
+// TestEveryExamplePolicyShapesTheConfig: each file of examples/policies
+// (one per kind), added alone to the seed's examples, changes the rendered
+// config, and the result is one a real Envoy accepts.
+func TestEveryExamplePolicyShapesTheConfig(t *testing.T) {
+	dir := examplesDir(t)
+	var seed []string
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".yaml") {
+			seed = append(seed, filepath.Join(dir, e.Name()))
+		}
+	}
+	policies, err := filepath.Glob(filepath.Join(dir, "policies", "*.yaml"))
+	if err != nil || len(policies) != len(resource.PolicyKinds) {
+		t.Fatalf("want one example per policy kind, got %v (%v)", policies, err)
+	}
+	base := buildExamples(t, seed...)
+	without := snapshot(t, base, mustRender(t, base, Options{}))
+	envoy := testenv.Envoy(t)
+	for _, p := range policies {
+		t.Run(filepath.Base(p), func(t *testing.T) {
+			w := buildExamples(t, append(append([]string{}, seed...), p)...)
+			out := mustRender(t, w, Options{})
+			if len(out.Warnings) > 0 {
+				t.Errorf("warnings: %v", out.Warnings)
+			}
+			if with := snapshot(t, w, out); bytes.Equal(with, without) {
+				t.Fatalf("%s leaves the rendered config unchanged", p)
+			}
+			envoyValidate(t, envoy, out)
 		})
 	}
 }
