@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,18 +20,40 @@ import (
 // slowUpstream answers every request after delay, on loopback.
 func slowUpstream(t *testing.T, delay time.Duration) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testnet.HTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(delay):
 			fmt.Fprint(w, "slow answer")
 		case <-r.Context().Done():
 		}
-	}), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return l.Addr().(*net.TCPAddr).Port
+	}))
+}
+
+// oneServiceDrop is a drop directory with MeshExternalService name (http,
+// match port 80) on 127.0.0.1:port and Dataplane dp whose outbound
+// listener for it is on out, plus extra.
+func oneServiceDrop(t *testing.T, name string, port int, dp string, out int, extra string) string {
+	t.Helper()
+	drop := filepath.Join(t.TempDir(), "drop")
+	require.NoError(t, os.MkdirAll(drop, 0o755))
+	writeFile(t, filepath.Join(drop, "world.yaml"), fmt.Sprintf(`type: MeshExternalService
+name: %s
+mesh: default
+spec:
+  match: {port: 80, protocol: http}
+  endpoints: [{address: 127.0.0.1, port: %d}]
+---
+type: Dataplane
+mesh: default
+name: %s
+networking:
+  address: 127.0.0.1
+  transparentProxying: {redirectPortOutbound: %d}
+  outbound:
+    - port: %d
+      backendRef: {kind: MeshExternalService, name: %s}
+`, name, port, dp, testnet.FreePort(t), out, name)+extra)
+	return drop
 }
 
 func meshTimeoutYAML(request string) string {
@@ -74,25 +93,7 @@ func TestPolicyChangeReachesRunningEnvoy(t *testing.T) {
 	curl := testenv.Tool(t, "curl")
 	up := slowUpstream(t, 2*time.Second)
 	out := testnet.FreePort(t)
-	drop := filepath.Join(t.TempDir(), "drop")
-	require.NoError(t, os.MkdirAll(drop, 0o755))
-	writeFile(t, filepath.Join(drop, "slow.yaml"), fmt.Sprintf(`type: MeshExternalService
-name: slow
-mesh: default
-spec:
-  match: {port: 80, protocol: http}
-  endpoints: [{address: 127.0.0.1, port: %d}]
-`, up))
-	writeFile(t, filepath.Join(drop, "dataplane.yaml"), fmt.Sprintf(`type: Dataplane
-mesh: default
-name: policy
-networking:
-  address: 127.0.0.1
-  transparentProxying: {redirectPortOutbound: %d}
-  outbound:
-    - port: %d
-      backendRef: {kind: MeshExternalService, name: slow}
-`, testnet.FreePort(t), out))
+	drop := oneServiceDrop(t, "slow", up, "policy", out, "")
 	writeFile(t, filepath.Join(drop, "timeout.yaml"), meshTimeoutYAML("1s"))
 	m := startMesh(t, drop, meshOpts{nodeID: "default.policy"})
 	addr := fmt.Sprintf("127.0.0.1:%d", out)
@@ -136,39 +137,9 @@ networking:
 func TestMeshAccessLogTCPThroughMeshextRun(t *testing.T) {
 	curl := testenv.Tool(t, "curl")
 	up := slowUpstream(t, 0)
-	var mu sync.Mutex
-	var lines []string
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	testnet.Serve(t, l, func(c net.Conn) {
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		sc := bufio.NewScanner(c)
-		for sc.Scan() {
-			mu.Lock()
-			lines = append(lines, sc.Text())
-			mu.Unlock()
-		}
-	})
+	sinkAddr, sinkLines := testnet.LineSink(t)
 	out := testnet.FreePort(t)
-	drop := filepath.Join(t.TempDir(), "drop")
-	require.NoError(t, os.MkdirAll(drop, 0o755))
-	writeFile(t, filepath.Join(drop, "world.yaml"), fmt.Sprintf(`type: MeshExternalService
-name: logged
-mesh: default
-spec:
-  match: {port: 80, protocol: http}
-  endpoints: [{address: 127.0.0.1, port: %d}]
----
-type: Dataplane
-mesh: default
-name: logs
-networking:
-  address: 127.0.0.1
-  transparentProxying: {redirectPortOutbound: %d}
-  outbound:
-    - port: %d
-      backendRef: {kind: MeshExternalService, name: logged}
----
+	drop := oneServiceDrop(t, "logged", up, "logs", out, fmt.Sprintf(`---
 type: MeshAccessLog
 name: to-tcp
 mesh: default
@@ -181,7 +152,7 @@ spec:
             tcp:
               address: %q
               format: {type: Plain, plain: 'tcp-sink %%KUMA_SOURCE_SERVICE%% -> %%KUMA_DESTINATION_SERVICE%% %%REQ(:PATH)%% %%RESPONSE_CODE%%'}
-`, up, testnet.FreePort(t), out, l.Addr().String()))
+`, sinkAddr))
 	m := startMesh(t, drop, meshOpts{nodeID: "default.logs", noAccessLog: true})
 	addr := fmt.Sprintf("127.0.0.1:%d", out)
 	m.waitListener(t, addr)
@@ -190,8 +161,7 @@ spec:
 		require.Equal(t, 200, code, body)
 	}
 	eventually(t, 30*time.Second, "three lines at the TCP sink", func() error {
-		mu.Lock()
-		defer mu.Unlock()
+		lines := sinkLines()
 		for i := range 3 {
 			want := fmt.Sprintf("tcp-sink logs -> logged /req-%d 200", i)
 			if !contains(lines, want) {
@@ -200,7 +170,7 @@ spec:
 		}
 		return nil
 	})
-	_, err = os.Stat(filepath.Join(m.state, "access-log", "default.logs.fifo"))
+	_, err := os.Stat(filepath.Join(m.state, "access-log", "default.logs.fifo"))
 	assert.NoError(t, err, "the FIFO lives in the state directory")
 }
 

@@ -1,7 +1,6 @@
 package accesslog
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -10,51 +9,27 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshext/meshext/e2e/testnet"
 )
 
 // sink collects the lines sent to a loopback TCP listener.
 type sink struct {
-	mu    sync.Mutex
-	lines []string
 	addr  string
+	lines func() []string
 }
 
 func newSink(t *testing.T) *sink {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &sink{addr: l.Addr().String()}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					s.mu.Lock()
-					s.lines = append(s.lines, sc.Text())
-					s.mu.Unlock()
-				}
-			}()
-		}
-	}()
-	return s
+	addr, lines := testnet.LineSink(t)
+	return &sink{addr: addr, lines: lines}
 }
 
 func (s *sink) wait(t *testing.T, n int) []string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		s.mu.Lock()
-		got := append([]string(nil), s.lines...)
-		s.mu.Unlock()
+		got := s.lines()
 		if len(got) >= n {
 			return got
 		}

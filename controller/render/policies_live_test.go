@@ -1,7 +1,6 @@
 package render
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -100,18 +99,7 @@ func mesYAML(name, protocol string, matchPort int, endpoints ...int) string {
 		name, matchPort, protocol, strings.Join(eps, ", "))
 }
 
-// httpServer serves h on loopback until the test ends; it returns the port.
-func httpServer(t *testing.T, h http.HandlerFunc) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return l.Addr().(*net.TCPAddr).Port
-}
+func httpServer(t *testing.T, h http.HandlerFunc) int { return testnet.HTTPServer(t, h) }
 
 // nameServer answers every request with its name.
 func nameServer(t *testing.T, name string) int {
@@ -499,37 +487,10 @@ spec:
 	t.Logf("split over %d connections: primary %d (%.1f %%), replica %d", total, got["primary"], share*100, got["replica"])
 }
 
-// tcpSink collects the lines a TCP access-log backend receives.
-type tcpSink struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func startTCPSink(t *testing.T) (*tcpSink, string) {
-	t.Helper()
-	s := &tcpSink{}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	testnet.Serve(t, l, func(c net.Conn) {
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		sc := bufio.NewScanner(c)
-		for sc.Scan() {
-			s.mu.Lock()
-			s.lines = append(s.lines, sc.Text())
-			s.mu.Unlock()
-		}
-	})
-	return s, l.Addr().String()
-}
-
-// records are the sink's JSON lines as "key=value ..." (keys sorted).
-func (s *tcpSink) records() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// sinkRecords are a TCP sink's JSON lines as "key=value ...".
+func sinkRecords(lines []string) string {
 	var out []string
-	for _, l := range s.lines {
+	for _, l := range lines {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			out = append(out, "not JSON: "+l)
@@ -540,12 +501,6 @@ func (s *tcpSink) records() string {
 	return strings.Join(out, "\n")
 }
 
-func (s *tcpSink) text() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Join(s.lines, "\n")
-}
-
 // TestEnvoyMeshAccessLogFileAndTCP: with a MeshAccessLog, an HTTP request
 // and a TCP connection are logged to a file and, through meshext's relay,
 // to a TCP sink, with Kuma's placeholders filled and meshext's TLS failure
@@ -554,7 +509,7 @@ func TestEnvoyMeshAccessLogFileAndTCP(t *testing.T) {
 	web := nameServer(t, "web")
 	echo := testnet.LineServer(t, "hello over tcp")
 	logFile := filepath.Join(t.TempDir(), "access.log")
-	sink, sinkAddr := startTCPSink(t)
+	sinkAddr, sinkLines := testnet.LineSink(t)
 	fifoDir := t.TempDir()
 	relay := accesslog.New(nil)
 	t.Cleanup(relay.Close)
@@ -612,7 +567,7 @@ spec:
 		if _, err := os.Stat(logFile); !os.IsNotExist(err) {
 			t.Fatalf("access log file exists without a MeshAccessLog (%v)", err)
 		}
-		if s := sink.text(); s != "" {
+		if s := sinkLines(); len(s) > 0 {
 			t.Fatalf("TCP sink got %q without a MeshAccessLog", s)
 		}
 		if log := lp.envoy.LogText(); strings.Contains(log, "/logged") || strings.Contains(log, "hello") {
@@ -638,7 +593,7 @@ spec:
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			b, _ := os.ReadFile(logFile)
-			file, tcp := string(b), sink.records()
+			file, tcp := string(b), sinkRecords(sinkLines())
 			missing := ""
 			for _, w := range wantFile {
 				if !strings.Contains(file, w) {
