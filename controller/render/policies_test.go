@@ -116,3 +116,28 @@ func TestEveryExamplePolicyShapesTheConfig(t *testing.T) {
 		})
 	}
 }
+
+// Without a relay FIFO directory, Tcp access-log backends are left out
+// with a warning (Envoy would block opening a FIFO nobody reads), and the
+// node asks for no FIFO.
+func TestTCPAccessLogWithoutRelayIsLeftOut(t *testing.T) {
+	w := buildPolicyCase(t, filepath.Join("testdata", "policies", "meshaccesslog.input.yaml"))
+	out := mustRender(t, w, Options{})
+	n := out.Nodes["default.web"]
+	if n == nil || n.AccessLogFIFO != "" {
+		t.Fatalf("node %v: want no FIFO", n)
+	}
+	found := 0
+	for _, warn := range out.Warnings {
+		if strings.Contains(warn, "Tcp backend") && strings.Contains(warn, "no access-log relay") {
+			found++
+		}
+	}
+	if found == 0 {
+		t.Fatalf("no warning about the Tcp backends: %v", out.Warnings)
+	}
+	with := mustRender(t, buildPolicyCase(t, filepath.Join("testdata", "policies", "meshaccesslog.input.yaml")), Options{AccessLogFIFODir: policyFIFODir})
+	if got, want := with.Nodes["default.web"].AccessLogFIFO, AccessLogFIFO(policyFIFODir, "default.web"); got != want {
+		t.Fatalf("FIFO %q, want %q", got, want)
+	}
+}
