@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,9 +37,9 @@ type livePolicy struct {
 }
 
 // startPolicyEnvoy builds yaml (with a leading "# skip-defaults:" line
-// honoured as in the goldens) and runs Envoy on its node "default.live".
-// fifoDir, when set, is the access-log relay's FIFO directory.
-func startPolicyEnvoy(t *testing.T, yaml string, fifoDir string) *livePolicy {
+// honoured as in the goldens), renders it with opts and runs Envoy on its
+// node "default.live".
+func startPolicyEnvoy(t *testing.T, yaml string, opts Options) *livePolicy {
 	t.Helper()
 	envoy := testenv.Envoy(t)
 	input := filepath.Join(t.TempDir(), "world.yaml")
@@ -46,7 +47,7 @@ func startPolicyEnvoy(t *testing.T, yaml string, fifoDir string) *livePolicy {
 		t.Fatal(err)
 	}
 	w := buildPolicyCase(t, input)
-	out := mustRender(t, w, Options{AccessLogFIFODir: fifoDir})
+	out := mustRender(t, w, opts)
 	if len(out.Warnings) > 0 {
 		t.Fatalf("render warnings: %v", out.Warnings)
 	}
@@ -169,7 +170,7 @@ spec:
           retryOn: ["503"]
           backOff: {baseInterval: 10ms, maxInterval: 20ms}
 `
-	lp := startPolicyEnvoy(t, yaml, "")
+	lp := startPolicyEnvoy(t, yaml, Options{})
 	code, body := get(t, out, "/")
 	if code != 200 || body != "third time lucky" {
 		t.Fatalf("got %d %q, want 200 after two retries", code, body)
@@ -206,7 +207,7 @@ spec:
       default:
         http: {requestTimeout: 1s}
 `
-	lp := startPolicyEnvoy(t, yaml, "")
+	lp := startPolicyEnvoy(t, yaml, Options{})
 	start := time.Now()
 	code, body := get(t, out, "/")
 	took := time.Since(start)
@@ -262,7 +263,7 @@ spec:
       default:
         connectionLimits: {maxConnections: 1, maxPendingRequests: 1}
 `
-	lp := startPolicyEnvoy(t, yaml, "")
+	lp := startPolicyEnvoy(t, yaml, Options{})
 	const n = 6
 	codes := make([]int, n)
 	var wg sync.WaitGroup
@@ -331,7 +332,7 @@ spec:
         healthyPanicThreshold: 0
         http: {path: /health}
 `
-	lp := startPolicyEnvoy(t, yaml, "")
+	lp := startPolicyEnvoy(t, yaml, Options{})
 	cluster := "cluster." + lp.world.Service("default", "pair").ClusterName()
 	waitStat(t, lp.envoy, cluster+".membership_healthy", func(v int64) bool { return v == 2 })
 	seen := map[string]int{}
@@ -384,7 +385,7 @@ spec:
               - type: Header
                 header: {name: x-user}
 `
-	startPolicyEnvoy(t, yaml, "")
+	startPolicyEnvoy(t, yaml, Options{})
 	used := map[string]int{}
 	for u := range 20 {
 		user := "user-" + strconv.Itoa(u)
@@ -434,7 +435,7 @@ spec:
               - {kind: MeshExternalService, name: blue, weight: 80}
               - {kind: MeshExternalService, name: green, weight: 20}
 `
-	startPolicyEnvoy(t, yaml, "")
+	startPolicyEnvoy(t, yaml, Options{})
 	for range 20 {
 		if _, body := get(t, out, "/", "x-color", "green"); body != "green" {
 			t.Fatalf("x-color: green went to %q", body)
@@ -474,7 +475,7 @@ spec:
               - {kind: MeshExternalService, name: db, weight: 80}
               - {kind: MeshExternalService, name: db-replica, weight: 20}
 `
-	startPolicyEnvoy(t, yaml, "")
+	startPolicyEnvoy(t, yaml, Options{})
 	const total = 1000
 	got := map[string]int{}
 	for range total {
@@ -557,7 +558,7 @@ spec:
 
 	t.Run("without a MeshAccessLog nothing is logged", func(t *testing.T) {
 		y, httpOut, tcpOut := world(false)
-		lp := startPolicyEnvoy(t, y, fifoDir)
+		lp := startPolicyEnvoy(t, y, Options{AccessLogFIFODir: fifoDir})
 		if lp.node.AccessLogFIFO != "" {
 			t.Fatalf("a node without Tcp backends needs no FIFO, got %s", lp.node.AccessLogFIFO)
 		}
@@ -582,7 +583,7 @@ spec:
 		if err := relay.Ensure(AccessLogFIFO(fifoDir, "default.live")); err != nil {
 			t.Fatal(err)
 		}
-		lp := startPolicyEnvoy(t, y, fifoDir)
+		lp := startPolicyEnvoy(t, y, Options{AccessLogFIFODir: fifoDir})
 		if want := AccessLogFIFO(fifoDir, "default.live"); lp.node.AccessLogFIFO != want {
 			t.Fatalf("node FIFO %q, want %q", lp.node.AccessLogFIFO, want)
 		}
@@ -631,7 +632,7 @@ func TestEnvoyConfigDumpShowsKumaDefaults(t *testing.T) {
 	httpOut, tcpOut := testnet.FreePort(t), testnet.FreePort(t)
 	yaml := liveDataplane(t, "", map[string]int{"web": httpOut, "echo": tcpOut}) +
 		mesYAML("web", "http", 80, web) + mesYAML("echo", "tcp", 4242, echo)
-	lp := startPolicyEnvoy(t, yaml, "")
+	lp := startPolicyEnvoy(t, yaml, Options{})
 	dump, err := lp.envoy.ConfigDump("")
 	if err != nil {
 		t.Fatal(err)
@@ -663,4 +664,115 @@ func TestEnvoyConfigDumpShowsKumaDefaults(t *testing.T) {
 		t.Fatalf("http: %d %q", code, body)
 	}
 	testnet.EchoThrough(t, fmt.Sprintf("127.0.0.1:%d", tcpOut), "ping\n", 10*time.Second)
+}
+
+// TestEnvoyMeshAccessLogOnAMeshHTTPRoute: a MeshAccessLog aimed at a
+// MeshHTTPRoute logs that route's requests to its own file; the service's
+// MeshAccessLog logs the others, and not those.
+func TestEnvoyMeshAccessLogOnAMeshHTTPRoute(t *testing.T) {
+	web := nameServer(t, "web")
+	dir := t.TempDir()
+	routeLog, serviceLog := filepath.Join(dir, "admin.log"), filepath.Join(dir, "service.log")
+	out := testnet.FreePort(t)
+	yaml := liveDataplane(t, "*", map[string]int{"web": out}) + mesYAML("web", "http", 80, web) + fmt.Sprintf(`---
+type: MeshHTTPRoute
+name: admin
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: MeshExternalService, name: web}
+      rules:
+        - matches: [{path: {type: PathPrefix, value: /admin}}]
+          default: {}
+---
+type: MeshAccessLog
+name: service-log
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: MeshExternalService, name: web}
+      default:
+        backends: [{type: File, file: {path: %s, format: {type: Plain, plain: 'service %%REQ(:PATH)%%'}}}]
+---
+type: MeshAccessLog
+name: admin-log
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: MeshHTTPRoute, name: admin}
+      default:
+        backends: [{type: File, file: {path: %s, format: {type: Plain, plain: 'admin %%REQ(:PATH)%%'}}}]
+`, serviceLog, routeLog)
+	startPolicyEnvoy(t, yaml, Options{})
+	for _, p := range []string{"/admin/users", "/public", "/admin", "/other"} {
+		if code, body := get(t, out, p); code != 200 || body != "web" {
+			t.Fatalf("%s: %d %q", p, code, body)
+		}
+	}
+	want := map[string]string{routeLog: "admin /admin/users\nadmin /admin\n", serviceLog: "service /public\nservice /other\n"}
+	deadline := time.Now().Add(15 * time.Second)
+	for path, w := range want {
+		for {
+			b, _ := os.ReadFile(path)
+			if string(b) == w {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %q, want %q", filepath.Base(path), b, w)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// TestEnvoyForwardProxyLogsPerDestination: on the forward-proxy listener
+// each destination's MeshAccessLog logs the requests that went to it.
+func TestEnvoyForwardProxyLogsPerDestination(t *testing.T) {
+	logged, quiet := nameServer(t, "logged"), nameServer(t, "quiet")
+	logFile := filepath.Join(t.TempDir(), "proxy.log")
+	proxy := testnet.FreePort(t)
+	yaml := liveDataplane(t, "*", map[string]int{}) + mesYAML("logged", "http", 80, logged) + mesYAML("quiet", "http", 80, quiet) + fmt.Sprintf(`---
+type: HostnameGenerator
+name: gen
+mesh: default
+spec:
+  selector: {meshExternalService: {matchLabels: {kuma.io/origin: zone}}}
+  template: "{{ .DisplayName }}.svc.meshext.local"
+---
+type: MeshAccessLog
+name: logged-only
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: MeshExternalService, name: logged}
+      default:
+        backends: [{type: File, file: {path: %s, format: {type: Plain, plain: '%%REQ(:AUTHORITY)%% -> %%KUMA_DESTINATION_SERVICE%% %%RESPONSE_CODE%%'}}}]
+`, logFile)
+	startPolicyEnvoy(t, yaml, Options{HTTPProxyListen: fmt.Sprintf("127.0.0.1:%d", proxy)})
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: func(*http.Request) (*url.URL, error) {
+		return url.Parse(fmt.Sprintf("http://127.0.0.1:%d", proxy))
+	}}}
+	for _, host := range []string{"logged", "quiet"} {
+		resp, err := c.Get("http://" + host + ".svc.meshext.local/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != host {
+			t.Fatalf("%s: %d %q", host, resp.StatusCode, body)
+		}
+	}
+	want := "logged.svc.meshext.local -> default_logged__default_extsvc_80 200\n"
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _ := os.ReadFile(logFile)
+		if string(b) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy log %q, want %q", b, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
