@@ -223,9 +223,10 @@ spec:
 }
 
 // TestEnvoyMeshCircuitBreakerOverflowsWith503: maxConnections 1 (and one
-// pending request) against a slow upstream: of 6 concurrent requests one
-// is served on the single connection, one waits for it, the rest get 503
-// at once (flag UO), and the upstream never sees a second connection.
+// pending request: for HTTP/1.1 Envoy queues what the connection limit
+// holds back) against a slow upstream: of 6 concurrent requests the one
+// that waits for the single connection is served, the others get 503 at
+// once (flag UO), and the upstream never sees a second connection.
 func TestEnvoyMeshCircuitBreakerOverflowsWith503(t *testing.T) {
 	var open, maxOpen atomic.Int32
 	l, err := net.Listen("tcp", "127.0.0.1:0")
