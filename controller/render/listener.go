@@ -120,7 +120,8 @@ func (r *renderer) httpConnectionManager(n *Node, s *model.Service, authz []*hcm
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		StatPrefix: cluster,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: cluster,
+			Name:             cluster,
+			ValidateClusters: noClusterValidation(),
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name:    cluster,
 				Domains: []string{"*"},
@@ -137,6 +138,16 @@ func (r *renderer) httpConnectionManager(n *Node, s *model.Service, authz []*hcm
 	}
 	return networkFilter("envoy.filters.network.http_connection_manager", hcm)
 }
+
+// noClusterValidation turns off Envoy's check that every cluster an
+// inline route config names exists, which it makes when the listener
+// arrives. Delivered as files, a new listener may arrive while a cluster of
+// the same update is still warming, and Envoy would reject the whole
+// listener update and keep the stale one (seen at an egress when a service
+// was added); without the check the route answers 503 for that moment.
+// Render puts every cluster a route names on the same node (as Kuma, which
+// sets it false too).
+func noClusterValidation() *wrapperspb.BoolValue { return wrapperspb.Bool(false) }
 
 // outbound is a Dataplane outbound (backendRef MeshExternalService): a plain
 // listener on outbound.address (default 127.0.0.1):port.

@@ -139,7 +139,7 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 		StatPrefix:           "http_proxy",
 		StripTrailingHostDot: true,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: "meshext:http-proxy", VirtualHosts: vhosts,
+			Name: "meshext:http-proxy", VirtualHosts: vhosts, ValidateClusters: noClusterValidation(),
 		}},
 		HttpFilters: filters,
 		AccessLog:   logs,
