@@ -125,18 +125,27 @@ func TestGoldenEgressDefaultNode(t *testing.T) {
 // meshca step issues real ones).
 func TestGoldenSeedExamplesThroughEgress(t *testing.T) {
 	w := buildExamples(t, examplesDir(t), filepath.Join(examplesDir(t), "..", "examples-egress"))
-	mt := w.MTLS["default"]
-	if mt == nil {
-		t.Fatal("examples-egress/mesh.yaml does not enable mTLS")
-	}
-	mt.CACert = fakeCA
-	mt.Identities["default.example"] = fakeIdentity("default.example", "example")
-	mt.Identities[".egress-1"] = fakeIdentity(".egress-1", names.ZoneEgressService)
+	standInIdentities(t, w, "example")
 	out := mustRender(t, w, Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"})
 	if len(out.Warnings) > 0 {
 		t.Errorf("warnings: %v", out.Warnings)
 	}
 	golden(t, filepath.Join("testdata", "example-all-through-egress.golden.json"), snapshot(t, w, out))
+}
+
+// standInIdentities gives mesh default's CA and the identities of
+// Dataplane dp and ZoneEgress egress-1 fixed stand-ins (the meshca step
+// issues real ones).
+func standInIdentities(t *testing.T, w *model.World, dp string) *model.MeshMTLS {
+	t.Helper()
+	mt := w.MTLS["default"]
+	if mt == nil {
+		t.Fatal("mesh default does not enable mTLS")
+	}
+	mt.CACert = fakeCA
+	mt.Identities["default."+dp] = fakeIdentity("default."+dp, dp)
+	mt.Identities[".egress-1"] = fakeIdentity(".egress-1", names.ZoneEgressService)
+	return mt
 }
 
 // egressPoliciesWorld is testdata/egress-policies.input.yaml with
@@ -145,13 +154,7 @@ func TestGoldenSeedExamplesThroughEgress(t *testing.T) {
 func egressPoliciesWorld(t *testing.T, real bool) *model.World {
 	t.Helper()
 	w := buildExamples(t, filepath.Join("testdata", "egress-policies.input.yaml"))
-	mt := w.MTLS["default"]
-	if mt == nil {
-		t.Fatal("the input does not enable mTLS")
-	}
-	mt.CACert = fakeCA
-	mt.Identities["default.web"] = fakeIdentity("default.web", "web")
-	mt.Identities[".egress-1"] = fakeIdentity(".egress-1", names.ZoneEgressService)
+	mt := standInIdentities(t, w, "web")
 	if real {
 		ca, err := testpki.NewCA()
 		if err != nil {

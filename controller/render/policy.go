@@ -31,6 +31,11 @@ import (
 //   - HTTP: MeshHTTPRoute's route table (policy_httproute.go), and per
 //     route MeshTimeout, MeshRetry (policy_retry.go) and hash policies.
 //
+// Through a ZoneEgress (mesh mTLS) the kinds split between the two Envoys
+// (see hop in egress.go): policy.For gives the workload all but the
+// cluster-side kinds, and the egress those, MeshTimeout and MeshAccessLog;
+// policyCluster then shapes the egress's upstream cluster.
+//
 // A World built by hand (no Resolver) renders as if no policy applied.
 
 // policyState is a Render's policy memo.
