@@ -23,7 +23,8 @@ DROP=examples
 if [ -n "$EGRESS" ]; then
 	DROP="$RUN/drop"
 	mkdir -p "$DROP"
-	cp examples/*.yaml examples-egress/*.yaml "$DROP/"
+	cp -r examples/. "$DROP/"
+	cp examples-egress/*.yaml "$DROP/"
 fi
 
 pids=()

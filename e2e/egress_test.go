@@ -194,6 +194,7 @@ func startEgressEnv(t *testing.T, plugin, xdsMode string) *egressEnv {
 	e.write(t, "web.yaml", egressDataplane("web", e.out["web"], ""))
 	e.write(t, "batch.yaml", egressDataplane("batch", e.out["batch"], ""))
 	e.write(t, "mtp.yaml", allowWebRules)
+	e.write(t, "access-log.yaml", e2eAccessLog)
 
 	args := []string{"run", "--dir", e.drop, "--state-dir", e.state, "--xds", xdsMode,
 		"--status-listen", "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t)), "--debounce", "100ms", "--plugin", plugin}

@@ -54,6 +54,8 @@ type meshOpts struct {
 	// namespace and Envoy as its sidecar (namespace and sidecar cgroup);
 	// envoyCgroup is then ignored.
 	workload *netns.Workload
+	// noAccessLog leaves e2eAccessLog out of the drop directory.
+	noAccessLog bool
 }
 
 // adsFlags are the `meshext run` and `meshext bootstrap` flags that connect
@@ -65,6 +67,29 @@ func adsFlags(t *testing.T, dir string) (run, bootstrap []string) {
 	addr := "unix:" + filepath.Join(dir, "ads", "ads.sock")
 	return []string{"--xds", "ads", "--ads-listen", addr}, []string{"--xds", "ads", "--ads-address", addr}
 }
+
+// e2eAccessLog is a MeshAccessLog every test drop gets unless
+// meshOpts.noAccessLog (and the egress tests' drops): meshext logs only
+// what a MeshAccessLog asks for (Kuma's default), and these tests read the
+// decisions, clusters and TLS failure reasons from Envoy's output, and at
+// a ZoneEgress the caller's verified URI SANs and why a TCP connection
+// closed.
+const e2eAccessLog = `type: MeshAccessLog
+name: e2e-stdout
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: Mesh}
+      default:
+        backends:
+          - type: File
+            file:
+              path: /dev/stdout
+              format:
+                type: Plain
+                plain: '[%START_TIME%] meshext %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%" details=%RESPONSE_CODE_DETAILS% authz=%DYNAMIC_METADATA(meshext:action)% policy=%DYNAMIC_METADATA(meshext:policy)% peer="%DOWNSTREAM_PEER_URI_SAN%" closed=%CONNECTION_TERMINATION_DETAILS%'
+`
 
 func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	t.Helper()
@@ -83,6 +108,9 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	m.bootstrapXDS = m.runXDS
 	if o.ads {
 		m.runXDS, m.bootstrapXDS = adsFlags(t, m.dir)
+	}
+	if !o.noAccessLog {
+		writeFile(t, filepath.Join(drop, "e2e-access-log.yaml"), e2eAccessLog)
 	}
 	m.dnsAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
 	m.statusAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))

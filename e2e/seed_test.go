@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testnet"
 	"github.com/meshext/meshext/e2e/upstream"
 )
 
@@ -98,8 +101,11 @@ func TestSeedExamples(t *testing.T) {
 	}
 }
 
-// seedExamplesThrough sends the seed's commands through m's Envoy.
+// seedExamplesThrough runs the seed's seven commands against the e2e
+// Dataplane's outbound listeners of m's Envoy, and checks the inbound, the
+// DNS answers and that no key reaches Envoy's log.
 func seedExamplesThrough(t *testing.T, m *meshEnv) {
+	t.Helper()
 	nc := testenv.Tool(t, "nc")
 	curl := testenv.Tool(t, "curl")
 	grpcurl := testenv.Tool(t, "grpcurl")
@@ -178,4 +184,62 @@ func seedExamplesThrough(t *testing.T, m *meshEnv) {
 		assert.Equal(t, dns.RcodeNameError, r.Rcode)
 	})
 	assert.False(t, strings.Contains(m.envoyLog(), "PRIVATE KEY"), "no key material in Envoy's log")
+}
+
+// TestSeedExamplesWithPolicies adds examples/policies (one Kuma policy per
+// kind, as `make run` serves them) to the seed's drop: the seven commands
+// still behave as the README shows, and each example's effect is visible.
+func TestSeedExamplesWithPolicies(t *testing.T) {
+	_, caFile, hostsFile := standIns(t)
+	curl := testenv.Tool(t, "curl")
+	drop := seedDropDir(t)
+	policies := filepath.Join(testenv.RepoRoot(), "examples", "policies")
+	entries, err := os.ReadDir(policies)
+	require.NoError(t, err)
+	require.Len(t, entries, 8, "one example per kind")
+	for _, e := range entries {
+		copyFile(t, filepath.Join(policies, e.Name()), filepath.Join(drop, "policy-"+e.Name()))
+	}
+	// The example MeshAccessLog is the drop's only access log.
+	m := startMesh(t, drop, meshOpts{nodeID: "default.e2e", hostsFile: hostsFile, systemCA: caFile, noAccessLog: true})
+	seedExamplesThrough(t, m)
+
+	cluster := func(name string, port uint32) string {
+		return names.LegacyDestination("default", name, "kuma-system", "default", names.ExtSvcShortName, port)
+	}
+	t.Run("MeshHTTPRoute: x-backend https goes to mes-https, the rest is tagged", func(t *testing.T) {
+		out, err := run(t, 20*time.Second, "", curl, "-s", "-H", "x-backend: https", "http://127.0.0.1:18080/get")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "https://httpbin.org/get", "routed to mes-https (TLS to httpbin.org:443)")
+		out, err = run(t, 20*time.Second, "", curl, "-s", "http://127.0.0.1:18080/get")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "http://httpbin.org/get")
+		assert.Contains(t, out, `"X-Routed-By": "meshext"`)
+	})
+	t.Run("MeshTCPRoute: mes-tcp's connections go 90/10 to mes-tcp and mes-tcp-tls", func(t *testing.T) {
+		before := m.counter(t, "cluster."+cluster("mes-tcp-tls", 4243)+".upstream_cx_total")
+		for range 100 {
+			testnet.EchoThrough(t, "127.0.0.1:14242", "echo this\n", 10*time.Second)
+		}
+		via := m.counter(t, "cluster."+cluster("mes-tcp-tls", 4243)+".upstream_cx_total") - before
+		assert.Positive(t, via, "some connections to mes-tcp went through mes-tcp-tls")
+		assert.Less(t, via, 40, "about 10 of 100")
+		t.Logf("100 echoes through mes-tcp: %d via mes-tcp-tls", via)
+	})
+	t.Run("MeshHealthCheck probes mes-tcp; MeshAccessLog logs to Envoy's output", func(t *testing.T) {
+		eventually(t, 20*time.Second, "health checks of mes-tcp", func() error {
+			if n := m.counter(t, "cluster."+cluster("mes-tcp", 4242)+".health_check.success"); n == 0 {
+				return fmt.Errorf("no successful health check yet")
+			}
+			return nil
+		})
+		eventually(t, 20*time.Second, "access log lines", func() error {
+			for _, want := range []string{"cluster=" + cluster("mes-http", 80) + " ", "cluster=" + cluster("mes-tcp", 4242) + " "} {
+				if !strings.Contains(m.envoyLog(), want) {
+					return fmt.Errorf("no %q in Envoy's output", want)
+				}
+			}
+			return nil
+		})
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -24,6 +25,16 @@ func Proxies(dps []*resource.Dataplane) []Proxy {
 	out := make([]Proxy, 0, len(dps))
 	for _, dp := range dps {
 		out = append(out, Proxy{ID: dp.Mesh + "." + dp.Name, Dataplane: dp})
+	}
+	return out
+}
+
+// EgressProxies lists the ZoneEgress proxies render builds nodes for (id
+// ".<name>", names.ZoneEgressNodeID).
+func EgressProxies(zes []*resource.ZoneEgress) []Proxy {
+	out := make([]Proxy, 0, len(zes))
+	for _, z := range zes {
+		out = append(out, Proxy{ID: names.ZoneEgressNodeID(z.Name), ZoneEgress: z})
 	}
 	return out
 }

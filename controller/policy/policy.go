@@ -90,11 +90,20 @@ func (r *Resolver) Defaults() []resource.Policy { return r.defaults }
 // Proxy is one Envoy that originates MeshExternalService traffic: a
 // Dataplane's, or, when there are no Dataplanes, the default node, which
 // serves every mesh and is selected only by a Mesh targetRef (or a
-// Dataplane targetRef that names no Dataplane, which selects all).
+// Dataplane targetRef that names no Dataplane, which selects all); or a
+// ZoneEgress's, which holds the upstream clusters of every mTLS mesh's
+// services (see selectsProxy and EgressKinds).
 type Proxy struct {
-	// ID is the Envoy node id (controller/render's NodeID, or "default").
+	// ID is the Envoy node id (controller/render's NodeID, "default", or
+	// a ZoneEgress's ".<name>").
 	ID        string
 	Dataplane *resource.Dataplane
+	// ViaEgress says the proxy's MeshExternalService traffic leaves
+	// through the zone's ZoneEgresses (its mesh has mTLS): the kinds that
+	// shape only the upstream cluster (ClusterKinds) apply at the egress,
+	// not here.
+	ViaEgress  bool
+	ZoneEgress *resource.ZoneEgress
 }
 
 // Origin names the policy and to[] item a value comes from.
@@ -192,6 +201,27 @@ var ConfKinds = []resource.Kind{
 	resource.KindMeshTimeout, resource.KindMeshHealthCheck, resource.KindMeshCircuitBreaker, resource.KindMeshRetry,
 }
 
+// EgressKinds are the kinds For fills for a ZoneEgress: those that shape
+// the upstream cluster of a MeshExternalService, which in an mTLS mesh is
+// the egress's (MeshTimeout's connection parts among them), and
+// MeshAccessLog. Routes, retries and request timeouts stay with the
+// workload's Envoy, which originates the request (Kuma's egress plugins
+// are MeshCircuitBreaker, MeshHealthCheck and MeshLoadBalancingStrategy;
+// meshext adds MeshTimeout's cluster side and MeshAccessLog).
+var EgressKinds = []resource.Kind{
+	resource.KindMeshLoadBalancingStrategy, resource.KindMeshAccessLog,
+	resource.KindMeshTimeout, resource.KindMeshHealthCheck, resource.KindMeshCircuitBreaker,
+}
+
+// ClusterKinds shape only the upstream cluster of a MeshExternalService
+// (and, for MeshLoadBalancingStrategy, the hash policies that go with its
+// balancing). Via the egresses that cluster is the egress's: For leaves
+// them out for a ViaEgress proxy. MeshTimeout, with listener and route
+// parts too, stays on both.
+var ClusterKinds = []resource.Kind{
+	resource.KindMeshLoadBalancingStrategy, resource.KindMeshHealthCheck, resource.KindMeshCircuitBreaker,
+}
+
 // routeKinds may target a MeshHTTPRoute from spec.to[].
 var routeKinds = []resource.Kind{
 	resource.KindMeshLoadBalancingStrategy, resource.KindMeshAccessLog, resource.KindMeshTimeout, resource.KindMeshRetry,
@@ -199,7 +229,9 @@ var routeKinds = []resource.Kind{
 
 // For computes what proxy p does with traffic to mes. It returns nil when
 // p cannot reach mes (a Dataplane of another mesh). The Confs and rules it
-// returns may be shared with other results: treat them as read-only.
+// returns may be shared with other results: treat them as read-only. For
+// a ZoneEgress it fills only EgressKinds, for a ViaEgress proxy all but
+// ClusterKinds.
 func (r *Resolver) For(p Proxy, mes *resource.MeshExternalService) *Effective {
 	if mes == nil || (p.Dataplane != nil && p.Dataplane.Mesh != mes.Mesh) {
 		return nil
@@ -208,7 +240,14 @@ func (r *Resolver) For(p Proxy, mes *resource.MeshExternalService) *Effective {
 	defer r.mu.Unlock()
 	byKind := r.proxyEntries(p, mes.Mesh)
 	eff := &Effective{Confs: map[resource.Kind]*Conf{}}
-	for _, k := range ConfKinds {
+	kinds := ConfKinds
+	switch {
+	case p.ZoneEgress != nil:
+		kinds = EgressKinds
+	case p.ViaEgress:
+		kinds = slices.DeleteFunc(slices.Clone(kinds), func(k resource.Kind) bool { return slices.Contains(ClusterKinds, k) })
+	}
+	for _, k := range kinds {
 		relevant := make([]entry, 0, len(byKind[k]))
 		for _, e := range byKind[k] {
 			if e.ref.Kind == resource.RefMesh || r.selectsService(e, mes) {
@@ -218,6 +257,9 @@ func (r *Resolver) For(p Proxy, mes *resource.MeshExternalService) *Effective {
 		if c := r.mergeConfs(k, relevant); c != nil {
 			eff.Confs[k] = c
 		}
+	}
+	if p.ZoneEgress != nil {
+		return eff
 	}
 	var routeEntries []entry
 	for _, e := range byKind[resource.KindMeshHTTPRoute] {
@@ -243,6 +285,9 @@ func (r *Resolver) For(p Proxy, mes *resource.MeshExternalService) *Effective {
 			continue
 		}
 		for _, k := range routeKinds {
+			if p.ViaEgress && slices.Contains(ClusterKinds, k) {
+				continue
+			}
 			var mesh, own []entry
 			for _, e := range byKind[k] {
 				switch {

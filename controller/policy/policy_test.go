@@ -43,7 +43,16 @@ func resolve(t *testing.T, input string) string {
 	for _, d := range r.Defaults() {
 		fmt.Fprintf(&b, "implicit %s %s/%s\n", d.GetMeta().Kind, d.GetMeta().Mesh, d.GetMeta().Name)
 	}
-	for _, p := range policy.Proxies(valid.Dataplanes) {
+	// With mesh mTLS the workloads are ViaEgress and the ZoneEgresses
+	// are proxies too.
+	proxies := policy.Proxies(valid.Dataplanes)
+	for i := range proxies {
+		if dp := proxies[i].Dataplane; dp != nil && valid.Mesh(dp.Mesh).EnabledMTLSBackend() != nil {
+			proxies[i].ViaEgress = true
+		}
+	}
+	proxies = append(proxies, policy.EgressProxies(valid.ZoneEgresses)...)
+	for _, p := range proxies {
 		for _, mes := range valid.MeshExternalServices {
 			eff := r.For(p, mes)
 			if eff == nil {

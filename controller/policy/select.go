@@ -16,6 +16,14 @@ const matchAllTag = "*"
 // Dataplanes may be pure clients, so Mesh and Dataplane targetRefs select
 // a Dataplane whatever its inbounds (tag-based kinds still need an inbound
 // whose tags match).
+//
+// A ZoneEgress is selected by a Mesh targetRef without proxyTypes (it is
+// neither a sidecar nor a gateway) and by a Dataplane targetRef that names
+// it (name and namespace, or labels, as MeshTrafficPermission selects it),
+// never by a namespaced (consumer, workload-owner) policy or by workload
+// tags. Kuma applies every policy of the mesh at a ZoneEgress whatever its
+// top-level targetRef; meshext keeps a policy aimed at some workloads from
+// changing the egress every workload shares.
 func selectsProxy(pol resource.Policy, role string, p Proxy) bool {
 	m := pol.GetMeta()
 	ref := resource.PolicyTargetRef{Kind: resource.RefMesh}
@@ -25,18 +33,28 @@ func selectsProxy(pol resource.Policy, role string, p Proxy) bool {
 	dp := p.Dataplane
 	switch {
 	case dp != nil:
-		if !selectedByZone(m, role, dp) || !selectedByNamespace(m, role, dp) {
+		if !selectedByZone(m, role, dp.Labels) || !selectedByNamespace(m, role, dp) {
 			return false
 		}
 	case role == resource.RoleConsumer || role == resource.RoleWorkloadOwner:
 		return false // namespaced policies select only proxies of their namespace
+	case p.ZoneEgress != nil:
+		if !selectedByZone(m, role, p.ZoneEgress.Labels) {
+			return false
+		}
 	}
 	switch ref.Kind {
 	case resource.RefMesh:
+		if p.ZoneEgress != nil {
+			return ref.ProxyTypes == nil || len(*ref.ProxyTypes) == 0
+		}
 		return sidecarOK(ref.ProxyTypes)
 	case resource.RefDataplane:
 		if ref.Name == "" && ref.Namespace == "" && ref.Labels == nil {
 			return true
+		}
+		if p.ZoneEgress != nil {
+			return p.ZoneEgress.SelectedByProxyRef(ref.Name, ref.Namespace, ref.Labels)
 		}
 		if dp == nil {
 			return false
@@ -86,11 +104,11 @@ func anyInbound(dp *resource.Dataplane, selector map[string]string) bool {
 
 // selectedByZone is Kuma's dppSelectedByZone: a policy created in a zone
 // selects only that zone's proxies (producer policies select everywhere).
-func selectedByZone(pm *resource.Meta, role string, dp *resource.Dataplane) bool {
+func selectedByZone(pm *resource.Meta, role string, proxyLabels map[string]string) bool {
 	if role == resource.RoleProducer {
 		return true
 	}
-	origin, ok := dp.Labels[resource.LabelOrigin]
+	origin, ok := proxyLabels[resource.LabelOrigin]
 	if !ok || origin == "global" {
 		return true
 	}
@@ -101,7 +119,7 @@ func selectedByZone(pm *resource.Meta, role string, dp *resource.Dataplane) bool
 	if !ok {
 		return true
 	}
-	dz, ok := dp.Labels[resource.LabelZone]
+	dz, ok := proxyLabels[resource.LabelZone]
 	return !ok || dz == zone
 }
 

@@ -151,25 +151,9 @@ func AuthzConfig(w *model.World, node *resource.Meta, src core.Identity, service
 }
 
 // selectsProxy reports whether a {kind: Dataplane} targetRef takes in the
-// proxy of node: by name (and namespace, when given) or by labels, which a
-// ZoneEgress answers to as well as a Dataplane. sectionName is not
-// checked: meshext's proxies have one listener per purpose.
+// proxy of node (nil: the default node, which no such ref names).
 func selectsProxy(t *resource.TargetRef, node *resource.Meta) bool {
-	if node == nil {
-		return false
-	}
-	if len(t.Labels) > 0 {
-		for k, v := range t.Labels {
-			if node.Labels[k] != v {
-				return false
-			}
-		}
-		return true
-	}
-	if t.Namespace != "" && t.Namespace != node.Namespace {
-		return false
-	}
-	return t.Name == "" || t.Name == node.Name
+	return node != nil && node.SelectedByProxyRef(t.Name, t.Namespace, t.Labels)
 }
 
 // coreRules is rules[] in the filter's terms.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/policy"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -62,6 +63,30 @@ func BenchmarkEncodeCDS(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if _, err := node.CDS(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRenderWithDefaultPolicies is BenchmarkRender with Kuma's
+// default policies resolved and rendered for every service (what a World
+// from model.Build has unless skipCreatingInitialPolicies).
+func BenchmarkRenderWithDefaultPolicies(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			w := benchWorld(n)
+			set := &resource.Set{}
+			for _, s := range w.Services {
+				s.Resource = &resource.MeshExternalService{Meta: resource.Meta{Kind: resource.KindMeshExternalService, Mesh: s.Mesh, Name: s.Name}}
+				set.MeshExternalServices = append(set.MeshExternalServices, s.Resource)
+			}
+			w.Policies = policy.Resolve(set, policy.Options{})
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := Render(w, Options{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -3,10 +3,10 @@ package render
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/policy"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/plugin/core"
 	"github.com/meshext/meshext/plugin/egress"
@@ -51,14 +53,25 @@ const kumaALPN = "kuma"
 // tried on another (tcp_proxy), up to this many attempts in all.
 const egressConnectAttempts = 3
 
-// hop is where a service's filter chain sits on the egress path.
+// hop is where a service's filter chain sits on the egress path, and so
+// which of Kuma's policies it carries (Kuma's split between a workload's
+// outbound and its ZoneEgress):
+//
+//   - direct (neither): everything, as the workload's Envoy originates the
+//     traffic itself.
+//   - viaEgress: the route side (MeshHTTPRoute, MeshTCPRoute, MeshRetry
+//     combined with the egress failover, MeshTimeout's request and stream
+//     timeouts, MeshAccessLog); its cluster goes to the egresses and keeps
+//     their failover settings; no authorization (the egress decides, also
+//     for route backends).
+//   - atEgress: the cluster side on the upstream cluster (MeshCircuitBreaker,
+//     MeshHealthCheck, MeshLoadBalancingStrategy with its hash policies,
+//     MeshTimeout's connection timeouts), MeshAccessLog, and authorization
+//     by client certificate; one route to the upstream, no retries or
+//     request timeouts of its own (the workload's apply).
 type hop struct {
-	// viaEgress: a workload's chain whose cluster's endpoints are
-	// ZoneEgresses (no authorization here; retry connect failures).
 	viaEgress bool
-	// atEgress: an egress chain (authorization by client certificate;
-	// access logs name the caller).
-	atEgress bool
+	atEgress  bool
 }
 
 // hopOf says where n's chain for s sits.
@@ -72,48 +85,85 @@ func (r *renderer) hopOf(n *Node, s *model.Service) hop {
 	return hop{}
 }
 
-// Access log formats of an egress: the direct formats plus the caller's
-// verified URI SANs (and, for TCP, why the connection was closed, which
-// names a network RBAC denial).
-var (
-	egressTCPLogFormat  = strings.TrimSuffix(tcpLogFormat, "\n") + ` peer="%DOWNSTREAM_PEER_URI_SAN%" closed=%CONNECTION_TERMINATION_DETAILS%` + "\n"
-	egressHTTPLogFormat = strings.TrimSuffix(httpLogFormat, "\n") + ` peer="%DOWNSTREAM_PEER_URI_SAN%"` + "\n"
+// Egress failover on a workload's route: a request whose connection to an
+// egress failed is retried on another egress; nothing was sent, so any
+// request is safe to retry.
+const (
+	egressRetryOn               = "connect-failure,refused-stream"
+	egressHostSelectionAttempts = 3
+	previousHostsPredicateName  = "envoy.retry_host_predicates.previous_hosts"
+	egressMinRetries            = egressConnectAttempts - 1
 )
 
-// logs is the access log for protocol's filter on hop h, built once.
-func (r *renderer) logs(protocol string, h hop) ([]*accesslogv3.AccessLog, error) {
-	key, format := "http-logs", httpLogFormat
-	if protocol == resource.ProtocolTCP {
-		key, format = "tcp-logs", tcpLogFormat
-	}
-	if h.atEgress {
-		key, format = "egress-"+key, egressHTTPLogFormat
-		if protocol == resource.ProtocolTCP {
-			format = egressTCPLogFormat
-		}
-	}
-	v, err := r.shared.get(key, func() (any, error) { return accessLogs(format) })
-	if err != nil {
-		return nil, err
-	}
-	return v.([]*accesslogv3.AccessLog), nil
+// egressRetryPolicy is the egress failover alone (no MeshRetry).
+func egressRetryPolicy() *routev3.RetryPolicy {
+	return withEgressFailover(nil)
 }
 
-// egressRetryPolicy retries a request whose connection to an egress failed
-// on another egress; nothing was sent, so any request is safe to retry.
-func egressRetryPolicy() *routev3.RetryPolicy {
-	prev, err := anypb.New(&previoushostsv3.PreviousHostsPredicate{})
-	if err != nil {
-		panic(fmt.Sprintf("render: marshal previous_hosts: %v", err)) // static message type, cannot fail
+// withEgressFailover adds the egress failover to a route's retry policy p
+// (nil: none), so a MeshRetry never takes it away: connect-failure and
+// refused-stream join retryOn, retries go to another egress first
+// (previous_hosts), and at least egressMinRetries of them are allowed. p
+// is changed in place.
+func withEgressFailover(p *routev3.RetryPolicy) *routev3.RetryPolicy {
+	if p == nil {
+		p = &routev3.RetryPolicy{}
 	}
-	return &routev3.RetryPolicy{
-		RetryOn:    "connect-failure,refused-stream",
-		NumRetries: wrapperspb.UInt32(egressConnectAttempts - 1),
-		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
-			Name: "envoy.retry_host_predicates.previous_hosts", ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: prev},
-		}},
-		HostSelectionRetryMaxAttempts: 3,
+	on := slices.DeleteFunc(strings.Split(p.RetryOn, ","), func(s string) bool { return s == "" })
+	for _, c := range strings.Split(egressRetryOn, ",") {
+		if !slices.Contains(on, c) {
+			on = append(on, c)
+		}
 	}
+	p.RetryOn = strings.Join(on, ",")
+	// Without num_retries Envoy allows one.
+	if p.NumRetries.GetValue() < egressMinRetries {
+		p.NumRetries = wrapperspb.UInt32(egressMinRetries)
+	}
+	if !slices.ContainsFunc(p.RetryHostPredicate, func(hp *routev3.RetryPolicy_RetryHostPredicate) bool { return hp.Name == previousHostsPredicateName }) {
+		prev, err := pack(&previoushostsv3.PreviousHostsPredicate{})
+		if err != nil {
+			panic(fmt.Sprintf("render: pack previous_hosts: %v", err)) // static valid message, cannot fail
+		}
+		p.RetryHostPredicate = append(p.RetryHostPredicate, &routev3.RetryPolicy_RetryHostPredicate{
+			Name: previousHostsPredicateName, ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: prev},
+		})
+	}
+	p.HostSelectionRetryMaxAttempts = max(p.HostSelectionRetryMaxAttempts, egressHostSelectionAttempts)
+	return p
+}
+
+// egressConnects is a workload tcp_proxy's max_connect_attempts via the
+// egresses: MeshRetry's tcp.maxConnectAttempt (nil: Envoy's one), but never
+// fewer than the egress failover needs.
+func egressConnects(tp *tcpproxyv3.TcpProxy) {
+	tp.MaxConnectAttempts = wrapperspb.UInt32(max(tp.MaxConnectAttempts.GetValue(), egressConnectAttempts))
+}
+
+// egressRoutes is the route table of s's chain on an egress: everything to
+// s's upstream cluster with the endpoint's name as Host (DNS endpoints),
+// and the hash policies of the egress's MeshLoadBalancingStrategy, which
+// shapes that cluster. No timeout of its own: the workload's route times
+// requests and idle streams out (MeshTimeout), and the egress must not cut
+// them first (Kuma's egress routes have timeout 0 too).
+func (r *renderer) egressRoutes(s *model.Service, eff *policy.Effective) ([]*routev3.Route, error) {
+	action := &routev3.RouteAction{
+		ClusterSpecifier:     &routev3.RouteAction_Cluster{Cluster: s.ClusterName()},
+		HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
+		Timeout:              durationpb.New(0),
+		IdleTimeout:          durationpb.New(0),
+		HashPolicy:           hashPolicies(confOf[resource.MeshLoadBalancingStrategyConf](eff, resource.KindMeshLoadBalancingStrategy)),
+	}
+	rt := &routev3.Route{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: action},
+	}
+	if r.opts.pluginOn() {
+		// The meshext filter names its cluster in this header; it must not
+		// leave the mesh.
+		rt.RequestHeadersToRemove = []string{egress.DefaultClusterHeader}
+	}
+	return []*routev3.Route{rt}, nil
 }
 
 // meshCASecret is the mesh CA certificate as a validation context.
@@ -220,8 +270,10 @@ func EgressListenerName(z *resource.ZoneEgress) string {
 }
 
 // egressNode assembles a ZoneEgress's config: for every ready service of
-// every mTLS mesh its upstream cluster and secrets, one filter chain on
-// the egress listener, and the mesh CA and the egress's identity.
+// every mTLS mesh its upstream cluster as the egress's policies shape it
+// (policyCluster) and its secrets, one filter chain on the egress listener,
+// and the mesh CA and the egress's identity; then the collectors its
+// access logs use.
 func (r *renderer) egressNode(z *resource.ZoneEgress, services []*rendered) (*Node, []string, error) {
 	n := &Node{ID: names.ZoneEgressNodeID(z.Name), ZoneEgress: z, AdminPort: resource.DefaultZoneEgressAdminPort}
 	if a := z.Networking.Admin; a != nil && a.Port > 0 {
@@ -245,6 +297,11 @@ func (r *renderer) egressNode(z *resource.ZoneEgress, services []*rendered) (*No
 			continue
 		}
 		_, secrets, err := r.meshSecrets(s, n.ID)
+		var cluster *clusterv3.Cluster
+		var d []byte
+		if err == nil {
+			cluster, d, err = r.policyCluster(n, rs)
+		}
 		if err == nil {
 			var fc *listenerv3.FilterChain
 			if fc, err = r.egressChain(n, s); err == nil {
@@ -255,11 +312,12 @@ func (r *renderer) egressNode(z *resource.ZoneEgress, services []*rendered) (*No
 			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this egress)", n.ID, s.Mesh, s.Name, err))
 			continue
 		}
-		n.Clusters = append(n.Clusters, rs.cluster)
+		n.Clusters = append(n.Clusters, cluster)
 		addSecrets(rs.secrets)
 		addSecrets(secrets)
-		digests = append(digests, rs.digest)
+		digests = append(digests, d)
 	}
+	nsvc := len(n.Clusters)
 	if len(chains) > 0 {
 		// Envoy refuses a listener without filter chains; with no service
 		// the egress has nothing to serve (Kuma sends none either).
@@ -282,12 +340,24 @@ func (r *renderer) egressNode(z *resource.ZoneEgress, services []*rendered) (*No
 		}
 		n.Listeners = append(n.Listeners, l)
 	}
-	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Secrets))
+	oc, err := r.accessLogClusters(n)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.Clusters = append(n.Clusters, oc...)
+	n.AccessLogFIFO = r.pol.fifo[n.ID]
+	warnings = append(warnings, prefixAll("node "+n.ID+": ", r.pol.notes[n.ID])...)
+	// Version: the upstream clusters' digests (with their TLS secrets)
+	// plus the node's own resources.
+	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Secrets)+len(n.Clusters)-nsvc)
 	for _, l := range n.Listeners {
 		own = append(own, l)
 	}
 	for _, sec := range n.Secrets {
 		own = append(own, sec)
+	}
+	for _, c := range n.Clusters[nsvc:] {
+		own = append(own, c)
 	}
 	d, err := digest(own...)
 	if err != nil {

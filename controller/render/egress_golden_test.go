@@ -2,11 +2,21 @@ package render
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testpki"
 )
 
 // fakeIdentity stands in for an identity the meshca step issues.
@@ -115,16 +125,156 @@ func TestGoldenEgressDefaultNode(t *testing.T) {
 // meshca step issues real ones).
 func TestGoldenSeedExamplesThroughEgress(t *testing.T) {
 	w := buildExamples(t, examplesDir(t), filepath.Join(examplesDir(t), "..", "examples-egress"))
-	mt := w.MTLS["default"]
-	if mt == nil {
-		t.Fatal("examples-egress/mesh.yaml does not enable mTLS")
-	}
-	mt.CACert = fakeCA
-	mt.Identities["default.example"] = fakeIdentity("default.example", "example")
-	mt.Identities[".egress-1"] = fakeIdentity(".egress-1", names.ZoneEgressService)
+	standInIdentities(t, w, "example")
 	out := mustRender(t, w, Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"})
 	if len(out.Warnings) > 0 {
 		t.Errorf("warnings: %v", out.Warnings)
 	}
 	golden(t, filepath.Join("testdata", "example-all-through-egress.golden.json"), snapshot(t, w, out))
+}
+
+// standInIdentities gives mesh default's CA and the identities of
+// Dataplane dp and ZoneEgress egress-1 fixed stand-ins (the meshca step
+// issues real ones).
+func standInIdentities(t *testing.T, w *model.World, dp string) *model.MeshMTLS {
+	t.Helper()
+	mt := w.MTLS["default"]
+	if mt == nil {
+		t.Fatal("mesh default does not enable mTLS")
+	}
+	mt.CACert = fakeCA
+	mt.Identities["default."+dp] = fakeIdentity("default."+dp, dp)
+	mt.Identities[".egress-1"] = fakeIdentity(".egress-1", names.ZoneEgressService)
+	return mt
+}
+
+// egressPoliciesWorld is testdata/egress-policies.input.yaml with
+// identities for web and egress-1: stand-ins for the golden file, or real
+// ones (issued by a test CA) for Envoy to parse.
+func egressPoliciesWorld(t *testing.T, real bool) *model.World {
+	t.Helper()
+	w := buildExamples(t, filepath.Join("testdata", "egress-policies.input.yaml"))
+	mt := standInIdentities(t, w, "web")
+	if real {
+		ca, err := testpki.NewCA()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mt.CACert = ca.CertPEM
+		for node, id := range mt.Identities {
+			leaf, err := ca.Issue(testpki.URIs(id.SPIFFEID), testpki.ClientAuth(), testpki.ServerAuth())
+			if err != nil {
+				t.Fatal(err)
+			}
+			mt.Identities[node] = &model.Identity{Node: node, SPIFFEID: id.SPIFFEID, CertPEM: leaf.CertPEM, KeyPEM: leaf.KeyPEM}
+		}
+	}
+	return w
+}
+
+// TestGoldenEgressPolicies renders Kuma's policies through a ZoneEgress:
+// the route side on the workload, the cluster side on the egress's
+// upstream clusters (see the input's comment), into a golden file that a
+// real Envoy accepts; the assertions below spell out what the golden
+// shows.
+func TestGoldenEgressPolicies(t *testing.T) {
+	w := egressPoliciesWorld(t, false)
+	out := mustRender(t, w, Options{Plugin: PluginOff})
+	golden(t, filepath.Join("testdata", "egress-policies.golden.json"), snapshot(t, w, out))
+
+	web, egress := out.Nodes["default.web"], out.Nodes[".egress-1"]
+	if web == nil || egress == nil {
+		t.Fatalf("nodes %v", out.NodeIDs())
+	}
+	api := w.Service("default", "api").ClusterName()
+	db := w.Service("default", "db").ClusterName()
+
+	// Workload: clusters to the egress keep the failover settings only.
+	for _, name := range []string{api, db} {
+		c := clusterNamed(t, web, name)
+		if c.CircuitBreakers != nil || len(c.HealthChecks) > 0 || c.LbPolicy != clusterv3.Cluster_ROUND_ROBIN {
+			t.Errorf("workload cluster %s carries cluster-side policies: %v", name, c)
+		}
+		if c.GetOutlierDetection().GetConsecutive_5Xx().GetValue() != defaultOutlierDetection().GetConsecutive_5Xx().GetValue() {
+			t.Errorf("workload cluster %s lost the egress outlier detection", name)
+		}
+	}
+	// Egress: the same names, the real upstreams, shaped by the policies.
+	ac := clusterNamed(t, egress, api)
+	if th := ac.GetCircuitBreakers().GetThresholds(); len(th) != 1 || th[0].GetMaxConnections().GetValue() != 10 || th[0].GetMaxPendingRequests().GetValue() != 5 {
+		t.Errorf("egress api thresholds %v", th)
+	}
+	if hc := ac.GetHealthChecks(); len(hc) != 1 || hc[0].GetHttpHealthCheck().GetPath() != "/health" {
+		t.Errorf("egress api health checks %v", hc)
+	}
+	if ac.LbPolicy != clusterv3.Cluster_RING_HASH || ac.GetConnectTimeout().AsDuration() != 2*time.Second {
+		t.Errorf("egress api lb %v connect timeout %v", ac.LbPolicy, ac.GetConnectTimeout().AsDuration())
+	}
+	if th := clusterNamed(t, egress, db).GetCircuitBreakers().GetThresholds(); len(th) != 1 || th[0].GetMaxConnections().GetValue() != 1024 {
+		t.Errorf("egress db thresholds %v: want the mesh default (web-only-breaker selects web, not the egress)", th)
+	}
+	// Route backends: web may not call api-v2, and its split still leads
+	// there; api-v2's chain on the egress denies it (native RBAC).
+	routes := routesOf(t, listenerByName(t, web, "outbound:127.0.0.1:8080"))
+	split := routes[len(routes)-1].GetRoute().GetWeightedClusters().GetClusters()
+	if len(split) != 2 || split[1].Name != w.Service("default", "api-v2").ClusterName() {
+		t.Errorf("web's split %v: want api and api-v2 (the egress decides)", split)
+	}
+	if rules := egressChainRBAC(t, egress, w.Service("default", "api-v2").SNI); rules == nil || len(rules.GetPolicies()) != 0 || rules.GetAction() != rbacconfigv3.RBAC_ALLOW {
+		t.Errorf("api-v2's egress chain: want RBAC allowing nobody, got %v", rules)
+	}
+	found := false
+	for _, warn := range out.Warnings {
+		found = found || strings.Contains(warn, `URLRewrite hostname "canary.api.example.com" reaches only endpoints given by IP`)
+	}
+	if !found {
+		t.Errorf("no warning about the URLRewrite hostname through the egress: %v", out.Warnings)
+	}
+}
+
+// TestEnvoyValidatesEgressPolicies: both nodes of the egress-policies
+// case are config a real Envoy accepts (the Go filter needs its module:
+// see the e2e tests).
+func TestEnvoyValidatesEgressPolicies(t *testing.T) {
+	envoyValidate(t, testenv.Envoy(t), mustRender(t, egressPoliciesWorld(t, true), Options{Plugin: PluginOff, HTTPProxyListen: "127.0.0.1:15080"}))
+}
+
+func clusterNamed(t *testing.T, n *Node, name string) *clusterv3.Cluster {
+	t.Helper()
+	for _, c := range n.Clusters {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("node %s has no cluster %s", n.ID, name)
+	return nil
+}
+
+// routesOf is the route table of a listener's first chain's connection manager.
+func routesOf(t *testing.T, l *listenerv3.Listener) []*routev3.Route {
+	t.Helper()
+	fs := l.GetFilterChains()[0].GetFilters()
+	return hcmOf(t, fs[len(fs)-1]).GetRouteConfig().GetVirtualHosts()[0].GetRoutes()
+}
+
+// egressChainRBAC is the native HTTP RBAC rules of the egress chain
+// matched by sni.
+func egressChainRBAC(t *testing.T, n *Node, sni string) *rbacconfigv3.RBAC {
+	t.Helper()
+	for _, l := range n.Listeners {
+		for _, fc := range l.GetFilterChains() {
+			if len(fc.GetFilterChainMatch().GetServerNames()) != 1 || fc.GetFilterChainMatch().GetServerNames()[0] != sni {
+				continue
+			}
+			fs := fc.GetFilters()
+			for _, hf := range hcmOf(t, fs[len(fs)-1]).GetHttpFilters() {
+				var r rbachttpv3.RBAC
+				if hf.GetTypedConfig().UnmarshalTo(&r) == nil {
+					return r.GetRules()
+				}
+			}
+		}
+	}
+	t.Fatalf("node %s: no chain with an HTTP RBAC filter for SNI %s", n.ID, sni)
+	return nil
 }

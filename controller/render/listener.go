@@ -6,76 +6,33 @@ import (
 	"sort"
 	"strconv"
 
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
-	"github.com/meshext/meshext/plugin/egress"
 )
 
 // TransparentListenerName is the listener the eBPF redirect feeds.
 const TransparentListenerName = "outbound:transparent"
 
-// Access log formats. Every line names the cluster, the response flags and the
-// upstream TLS failure reason, which is how a TLS verification problem shows.
-const (
-	tcpLogFormat = `[%START_TIME%] meshext tcp %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% ` +
-		`cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% ` +
-		`rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%"` + "\n"
-	httpLogFormat = `[%START_TIME%] meshext http %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% ` +
-		`"%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% ` +
-		`cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% ` +
-		`rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%" ` +
-		// Authorization: the meshext filter's decision and deciding policy
-		// (native RBAC names its policy in the details instead).
-		`details=%RESPONSE_CODE_DETAILS% authz=%DYNAMIC_METADATA(meshext:action)% policy=%DYNAMIC_METADATA(meshext:policy)%` + "\n"
-)
-
-func accessLogs(format string) ([]*accesslogv3.AccessLog, error) {
-	cfg := &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
-		Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{
-			Specifier: &corev3.DataSource_InlineString{InlineString: format},
-		}},
-	}}}
-	a, err := pack(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}}, nil
-}
-
+// tcpProxy is a plain tcp_proxy: the listeners that carry no
+// MeshExternalService traffic (unknown destinations, inbounds). Kuma's
+// default is no access log; MeshAccessLog adds one to service traffic.
 func (r *renderer) tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
-	return r.tcpProxyVia(statPrefix, cluster, hop{})
-}
-
-// tcpProxyVia is tcpProxy for one hop of the egress path (see hop).
-func (r *renderer) tcpProxyVia(statPrefix, cluster string, h hop) (*listenerv3.Filter, error) {
-	logs, err := r.logs(resource.ProtocolTCP, h)
-	if err != nil {
-		return nil, err
-	}
-	tp := &tcpproxyv3.TcpProxy{
+	return networkFilter("envoy.filters.network.tcp_proxy", &tcpproxyv3.TcpProxy{
 		StatPrefix:       statPrefix,
 		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
-		AccessLog:        logs,
-	}
-	if h.viaEgress {
-		tp.MaxConnectAttempts = wrapperspb.UInt32(egressConnectAttempts)
-	}
-	return networkFilter("envoy.filters.network.tcp_proxy", tp)
+	})
 }
 
 func networkFilter(name string, cfg proto.Message) (*listenerv3.Filter, error) {
@@ -118,9 +75,11 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Fi
 			// first client bytes; a server-first protocol would talk first).
 			upstream = DeniedCluster
 		}
-		last, err = r.tcpProxyVia(cluster, upstream, h)
+		var denied bool
+		last, denied, err = r.serviceTCPProxy(n, s, upstream, closed, h)
+		closed = closed || denied
 	case resource.ProtocolHTTP, resource.ProtocolHTTP2, resource.ProtocolGRPC:
-		last, err = r.httpConnectionManager(s, httpAuthz, h)
+		last, err = r.httpConnectionManager(n, s, httpAuthz, h)
 	default:
 		return nil, false, fmt.Errorf("unknown protocol %q", s.Protocol)
 	}
@@ -130,57 +89,65 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Fi
 	return append(append([]*listenerv3.Filter{}, netAuthz...), last), closed, nil
 }
 
-// httpConnectionManager routes everything to the service's cluster, rewriting
-// Host to the endpoint's name (DNS endpoints; IP endpoints keep the client's).
-func (r *renderer) httpConnectionManager(s *model.Service, authz []*hcmv3.HttpFilter, h hop) (*listenerv3.Filter, error) {
+// httpConnectionManager serves s's HTTP traffic from node n on hop h: its
+// authorization filter, then the router over s's route table (a single
+// route to s's cluster unless a MeshHTTPRoute or MeshTCPRoute says
+// otherwise; see policy_httproute.go), with the node's MeshTimeout and
+// MeshAccessLog for s. At an egress the table is one route to s's upstream
+// cluster (egressRoutes): routes, retries and request timeouts are the
+// workload's.
+func (r *renderer) httpConnectionManager(n *Node, s *model.Service, authz []*hcmv3.HttpFilter, h hop) (*listenerv3.Filter, error) {
 	cluster := s.ClusterName()
-	action := &routev3.RouteAction{
-		ClusterSpecifier:     &routev3.RouteAction_Cluster{Cluster: cluster},
-		HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
+	eff := r.policiesFor(n, s)
+	var routes []*routev3.Route
+	var err error
+	if h.atEgress {
+		routes, err = r.egressRoutes(s, eff)
+	} else {
+		routes, err = r.routeTable(n, s, eff, h)
 	}
-	if s.Protocol == resource.ProtocolGRPC {
-		// Streams may live for hours; Envoy's 15 s default would cut them.
-		action.Timeout = durationpb.New(0)
-	}
-	if h.viaEgress {
-		action.RetryPolicy = egressRetryPolicy()
+	if err != nil {
+		return nil, err
 	}
 	router, err := r.shared.get("router", func() (any, error) { return pack(&routerv3.Router{}) })
 	if err != nil {
 		return nil, err
 	}
-	logs, err := r.logs(resource.ProtocolHTTP, h)
-	if err != nil {
-		return nil, err
-	}
-	var headersToRemove []string
-	if r.opts.pluginOn() {
-		headersToRemove = []string{egress.DefaultClusterHeader}
-	}
 	filters := append(append([]*hcmv3.HttpFilter{}, authz...), &hcmv3.HttpFilter{
 		Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router.(*anypb.Any)},
 	})
-	return networkFilter("envoy.filters.network.http_connection_manager", &hcmv3.HttpConnectionManager{
+	hcm := &hcmv3.HttpConnectionManager{
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		StatPrefix: cluster,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: cluster,
+			Name:             cluster,
+			ValidateClusters: noClusterValidation(),
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name:    cluster,
 				Domains: []string{"*"},
-				Routes: []*routev3.Route{{
-					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: action},
-					// The meshext filter names its cluster in this header; it
-					// must not leave the mesh.
-					RequestHeadersToRemove: headersToRemove,
-				}},
+				Routes:  routes,
 			}},
 		}},
 		HttpFilters: filters,
-		AccessLog:   logs,
-	})
+	}
+	if t := confOf[resource.MeshTimeoutConf](eff, resource.KindMeshTimeout); t != nil && !h.atEgress {
+		hcmTimeouts(t, hcm)
+	}
+	if hcm.AccessLog, err = r.httpAccessLogs(n, s, eff); err != nil {
+		return nil, err
+	}
+	return networkFilter("envoy.filters.network.http_connection_manager", hcm)
 }
+
+// noClusterValidation turns off Envoy's check that every cluster an
+// inline route config names exists, which it makes when the listener
+// arrives. Delivered as files, a new listener may arrive while a cluster of
+// the same update is still warming, and Envoy would reject the whole
+// listener update and keep the stale one (seen at an egress when a service
+// was added); without the check the route answers 503 for that moment.
+// Render puts every cluster a route names on the same node (as Kuma, which
+// sets it false too).
+func noClusterValidation() *wrapperspb.BoolValue { return wrapperspb.Bool(false) }
 
 // outbound is a Dataplane outbound (backendRef MeshExternalService): a plain
 // listener on outbound.address (default 127.0.0.1):port.

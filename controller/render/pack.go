@@ -33,7 +33,8 @@ func pack(m proto.Message) (*anypb.Any, error) {
 		return nil, fmt.Errorf("%T: %w", m, err)
 	}
 	// Deterministic: an Any's bytes go into versions and Envoy's own change
-	// detection, so maps inside (RBAC policies) must not reorder per call.
+	// detection, so maps inside (RBAC policies, a JSON log format's Struct)
+	// must give the same bytes every time.
 	a := &anypb.Any{}
 	if err := anypb.MarshalFrom(a, m, deterministic); err != nil {
 		return nil, fmt.Errorf("pack %T: %w", m, err)

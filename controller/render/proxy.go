@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strconv"
 
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -128,7 +127,7 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 	if err != nil {
 		return nil, nil, err
 	}
-	logs, err := r.shared.get("http-logs", func() (any, error) { return accessLogs(httpLogFormat) })
+	logs, err := r.proxyAccessLogs(n, mine)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -140,10 +139,10 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 		StatPrefix:           "http_proxy",
 		StripTrailingHostDot: true,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: "meshext:http-proxy", VirtualHosts: vhosts,
+			Name: "meshext:http-proxy", VirtualHosts: vhosts, ValidateClusters: noClusterValidation(),
 		}},
 		HttpFilters: filters,
-		AccessLog:   logs.([]*accesslogv3.AccessLog),
+		AccessLog:   logs,
 	})
 	if err != nil {
 		return nil, nil, err

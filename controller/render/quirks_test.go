@@ -451,6 +451,7 @@ func TestBadOptionsAreErrors(t *testing.T) {
 		{SecretsVia: "carrier-pigeon"},
 		{SecretsVia: SecretsFile},
 		{SecretsVia: SecretsFile, SecretsDir: "relative/dir"},
+		{AccessLogFIFODir: "relative/fifos"},
 	} {
 		if _, err := Render(world(), o); err == nil {
 			t.Errorf("Render(%+v) accepted bad options", o)

@@ -80,6 +80,10 @@ type Options struct {
 	// HTTPProxyListen ("IP:PORT") adds the HTTP forward-proxy listener to
 	// every node ("" = none).
 	HTTPProxyListen string
+	// AccessLogFIFODir is the absolute directory of the access-log relay's
+	// FIFOs (AccessLogFIFO): MeshAccessLog Tcp backends write there, and
+	// are left out (with a warning) when it is "".
+	AccessLogFIFODir string
 }
 
 // Check reports bad Options (Render returns the same error).
@@ -103,6 +107,9 @@ func (o *Options) check() (dns netip.AddrPort, err error) {
 		}
 	default:
 		return dns, fmt.Errorf("secrets via %q: want %q or %q", o.SecretsVia, SecretsADS, SecretsFile)
+	}
+	if o.AccessLogFIFODir != "" && !filepath.IsAbs(o.AccessLogFIFODir) {
+		return dns, fmt.Errorf("access-log FIFO directory %q: must be absolute", o.AccessLogFIFODir)
 	}
 	if o.HTTPProxyListen != "" {
 		if _, err := netip.ParseAddrPort(o.HTTPProxyListen); err != nil {
@@ -146,6 +153,10 @@ type Node struct {
 	Dataplane *resource.Dataplane
 	// ZoneEgress is set on a ZoneEgress's node (see egress.go).
 	ZoneEgress *resource.ZoneEgress
+	// AccessLogFIFO is the access-log relay FIFO this node's Tcp access-log
+	// backends write to ("" = none): it must have a reader before Envoy
+	// gets the config (see controller/accesslog).
+	AccessLogFIFO string
 }
 
 // Condition written on each service by Render.
@@ -176,7 +187,7 @@ func Render(w *model.World, opts Options) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &renderer{opts: opts, dns: dns, world: w, shared: memo{}}
+	r := &renderer{opts: opts, dns: dns, world: w, shared: memo{}, pol: newPolicyState()}
 	var services []*rendered
 	// clusters backs up model.Build's check that cluster names are unique
 	// (a World built by hand skips it): Envoy rejects a duplicate cluster
@@ -277,9 +288,14 @@ type renderer struct {
 	opts  Options
 	dns   netip.AddrPort
 	world *model.World
-	// shared holds messages that are identical everywhere (access logs, the
-	// router), packed once per Render and referenced by every filter.
+	// shared holds messages that are identical everywhere (the router),
+	// packed once per Render and referenced by every filter.
 	shared memo
+	// pol is the policy memo (policy.go).
+	pol policyState
+	// onNode are the services whose clusters the node being built holds:
+	// the destinations its routes may lead to.
+	onNode []*rendered
 }
 
 // memo builds each named value once.
@@ -323,24 +339,19 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	filters := map[*model.Service][]*listenerv3.Filter{}
 	denied := false // some tcp chain goes to DeniedCluster
 	var ready []*rendered
-	// parts are the digests of the service clusters and their secrets, in
+	secretSeen := map[string]bool{}
+	// Clusters first: a route of one service may lead to another's cluster.
+	var placed []*rendered
+	// parts are the digests of the placed clusters and their secrets, in
 	// n.Clusters order (see Version below).
 	var parts [][]byte
-	secretSeen := map[string]bool{}
 	for _, rs := range services {
 		cluster, secrets, d, err := r.serviceOnNode(n, rs)
-		var f []*listenerv3.Filter
-		var closed bool
-		if err == nil {
-			f, closed, err = r.serviceFilters(n, rs.svc)
-		}
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
 			continue
 		}
-		filters[rs.svc] = f
-		denied = denied || closed
-		ready = append(ready, rs)
+		placed = append(placed, rs)
 		parts = append(parts, d)
 		n.Clusters = append(n.Clusters, cluster)
 		for _, sec := range secrets {
@@ -351,6 +362,18 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 			}
 		}
 	}
+	r.onNode = placed
+	for _, rs := range placed {
+		f, closed, err := r.serviceFilters(n, rs.svc)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
+			continue
+		}
+		filters[rs.svc] = f
+		denied = denied || closed
+		ready = append(ready, rs)
+	}
+	nsvc := len(n.Clusters)
 
 	redirect := uint32(DefaultRedirectPortOutbound)
 	if dp != nil {
@@ -420,15 +443,23 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 		}
 		n.Clusters = append(n.Clusters, dc)
 	}
+	oc, err := r.accessLogClusters(n)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.Clusters = append(n.Clusters, oc...)
+	n.AccessLogFIFO = r.pol.fifo[n.ID]
 	n.Listeners, warn = dedupeListeners(n.Listeners)
 	warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
+	warnings = append(warnings, prefixAll("node "+id+": ", r.pol.notes[id])...)
 
-	// Version: the services' digests (computed once) plus the node's own resources.
-	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Clusters)-len(ready))
+	// Version: the placed clusters' digests (computed once per setting)
+	// plus the node's own resources.
+	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Clusters)-nsvc)
 	for _, l := range n.Listeners {
 		own = append(own, l)
 	}
-	for _, c := range n.Clusters[len(ready):] {
+	for _, c := range n.Clusters[nsvc:] {
 		own = append(own, c)
 	}
 	d, err := digest(own...)
@@ -441,12 +472,15 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 }
 
 // serviceOnNode is the cluster and secrets node n uses for rs, with their
-// digest: rs's own (node-independent) in direct mode, a cluster to the
-// zone's egresses with the node's identity in an mTLS mesh. The default
-// node has no identity, so it serves no service of an mTLS mesh.
+// digest: in direct mode rs's own cluster as n's policies shape it
+// (policyCluster); in an mTLS mesh a cluster to the zone's egresses with the
+// node's identity, which keeps its egress-failover settings: the
+// cluster-side policies shape the egress's upstream cluster instead. The
+// default node has no identity, so it serves no service of an mTLS mesh.
 func (r *renderer) serviceOnNode(n *Node, rs *rendered) (*clusterv3.Cluster, []*tlsv3.Secret, []byte, error) {
 	if r.world.MTLS[rs.svc.Mesh] == nil {
-		return rs.cluster, rs.secrets, rs.digest, nil
+		c, d, err := r.policyCluster(n, rs)
+		return c, rs.secrets, d, err
 	}
 	if n.Dataplane == nil {
 		return nil, nil, nil, fmt.Errorf("mesh %q has mTLS on: its traffic leaves through a ZoneEgress with a Dataplane's identity, and the default node has none (add a Dataplane)", rs.svc.Mesh)

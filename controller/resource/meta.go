@@ -84,6 +84,27 @@ func (m *Meta) DisplayName() string {
 	return m.Name
 }
 
+// SelectedByProxyRef reports whether a {kind: Dataplane} targetRef with
+// name, namespace and labels takes in the proxy m stands for (a
+// Dataplane's or a ZoneEgress's resource): by labels when it has any, else
+// by name (and namespace, when given); a ref with neither takes in every
+// proxy. sectionName is not compared: meshext's proxies have one listener
+// per purpose.
+func (m *Meta) SelectedByProxyRef(name, namespace string, labels map[string]string) bool {
+	if len(labels) > 0 {
+		for k, v := range labels {
+			if got, ok := m.Labels[k]; !ok || got != v {
+				return false
+			}
+		}
+		return true
+	}
+	if namespace != "" && namespace != m.Namespace {
+		return false
+	}
+	return name == "" || name == m.Name
+}
+
 // FieldError is one problem with one resource field, printed as
 // FILE:LINE: KIND MESH/NAME: FIELD.PATH: message, or for a resource read
 // from an object (Line NoLine) OBJECT-REFERENCE: FIELD.PATH: message.

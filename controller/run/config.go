@@ -102,6 +102,10 @@ type Config struct {
 	SkipDefaultPolicies []string
 	// MaxFileSize bounds each file read from Dir (0 = inputfile.DefaultMaxSize).
 	MaxFileSize int64
+	// AccessLogFIFODir holds the FIFOs through which Envoys hand MeshAccessLog
+	// Tcp-backend records to the relay this runner runs (controller/accesslog);
+	// "" = StateDir/access-log, or no relay without a StateDir.
+	AccessLogFIFODir string
 	// Debounce is the quiet time after the last file event before a reload (0 = DefaultDebounce).
 	Debounce time.Duration
 	// Logger; nil = slog.Default().
@@ -153,6 +157,16 @@ func (c *Config) check() error {
 		if _, err := netip.ParseAddrPort(c.UpstreamDNS); err != nil {
 			errs = append(errs, fmt.Errorf("--upstream-dns %q: want IP:PORT: %v", c.UpstreamDNS, err))
 		}
+	}
+	if c.AccessLogFIFODir == "" && c.StateDir != "" {
+		c.AccessLogFIFODir = filepath.Join(c.StateDir, "access-log")
+	}
+	if c.AccessLogFIFODir != "" && !filepath.IsAbs(c.AccessLogFIFODir) {
+		abs, err := filepath.Abs(c.AccessLogFIFODir)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.AccessLogFIFODir = abs
 	}
 	ro := render.Options{Flavor: c.EnvoyFlavor, Plugin: c.Plugin, HTTPProxyListen: c.HTTPProxyListen}
 	if err := ro.Check(); err != nil {

@@ -81,7 +81,9 @@ type result struct {
 	// file and ads are the per-node resources for each delivery (nil when unused).
 	file, ads map[string]*xds.Resources
 	// records are hostname -> VIP for the DNS server.
-	records  map[string]netip.Addr
+	records map[string]netip.Addr
+	// fifos are the access-log relay FIFOs the rendered nodes write to.
+	fifos    []string
 	duration time.Duration
 }
 
@@ -267,6 +269,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 			return nil, fmt.Errorf("render: %w", err)
 		}
 		res.notes = append(res.notes, out.Warnings...)
+		res.fifos = append(res.fifos, accessLogFIFOs(out)...)
 		res.file = p.sanitize(out, p.publishedFile, &res.notes)
 	}
 	if p.cfg.adsDelivery() {
@@ -277,6 +280,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		if res.file == nil {
 			res.notes = append(res.notes, out.Warnings...)
 		}
+		res.fifos = append(res.fifos, accessLogFIFOs(out)...)
 		res.ads = p.sanitize(out, p.publishedADS, &res.notes)
 	}
 	res.records = map[string]netip.Addr{}
@@ -361,7 +365,8 @@ func duplicate(m, owner *resource.Meta, serving bool) *resource.FieldError {
 
 func (p *pipeline) renderOptions(secretsVia string) render.Options {
 	o := render.Options{UpstreamDNS: p.cfg.UpstreamDNS, SecretsVia: secretsVia,
-		Flavor: p.cfg.EnvoyFlavor, Plugin: p.cfg.Plugin, HTTPProxyListen: p.cfg.HTTPProxyListen}
+		Flavor: p.cfg.EnvoyFlavor, Plugin: p.cfg.Plugin, HTTPProxyListen: p.cfg.HTTPProxyListen,
+		AccessLogFIFODir: p.cfg.AccessLogFIFODir}
 	if secretsVia == render.SecretsFile {
 		o.SecretsDir = xds.SecretDir(p.cfg.XDSDir)
 	}
@@ -401,4 +406,15 @@ func dedupe(in []*resource.FieldError) []*resource.FieldError {
 		return out[i].Line < out[j].Line
 	})
 	return out
+}
+
+// accessLogFIFOs lists the relay FIFOs of out's nodes.
+func accessLogFIFOs(out *render.Output) []string {
+	var fifos []string
+	for _, id := range out.NodeIDs() {
+		if f := out.Nodes[id].AccessLogFIFO; f != "" {
+			fifos = append(fifos, f)
+		}
+	}
+	return fifos
 }

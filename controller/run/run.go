@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meshext/meshext/controller/accesslog"
 	"github.com/meshext/meshext/controller/dns"
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/model"
@@ -33,6 +34,8 @@ type Runner struct {
 	ads     *xds.Server
 	dns     *dns.Server
 	metrics *metrics
+	// relay forwards MeshAccessLog Tcp-backend records (nil without a FIFO directory).
+	relay *accesslog.Relay
 
 	adsEP             *xds.Endpoint
 	adsLis, statusLis net.Listener
@@ -68,6 +71,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	var err error
 	r := &Runner{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
+	if cfg.AccessLogFIFODir != "" {
+		r.relay = accesslog.New(cfg.Logger)
+	}
 	r.pipe = newPipeline(&r.cfg, alloc)
 	if cfg.fileDelivery() {
 		r.files = &xds.FileWriter{Dir: cfg.XDSDir}
@@ -234,6 +240,9 @@ func (r *Runner) serve(ctx context.Context) error {
 	if r.cfg.RedirectBPFFS != "" {
 		run("eBPF redirect sync", func() error { return r.watchRedirects(ctx) })
 	}
+	if r.relay != nil {
+		run("access-log relay", func() error { <-ctx.Done(); r.relay.Close(); return nil })
+	}
 	changed := make(chan struct{}, 1)
 	run("watch", func() error {
 		if r.cfg.Source != nil {
@@ -355,6 +364,12 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 	r.metrics.renderDuration.Observe(res.duration.Seconds())
 
 	var deliveryErrs []error
+	if r.relay != nil {
+		// A FIFO needs its reader before an Envoy is told to open it.
+		if err := r.relay.Ensure(res.fifos...); err != nil {
+			deliveryErrs = append(deliveryErrs, fmt.Errorf("access-log relay: %w", err))
+		}
+	}
 	if r.files != nil {
 		if st, err := r.files.Write(res.file); err != nil {
 			deliveryErrs = append(deliveryErrs, fmt.Errorf("file drops: %w", err))

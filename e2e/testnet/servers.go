@@ -1,9 +1,13 @@
 package testnet
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"net/http"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -55,4 +59,46 @@ func GRPCHealthServer(t testing.TB) string {
 	go func() { _ = s.Serve(l) }()
 	t.Cleanup(s.Stop)
 	return l.Addr().String()
+}
+
+// HTTPServer serves h over HTTP/1.1 on loopback until the test ends; it
+// returns the port.
+func HTTPServer(t testing.TB, h http.Handler) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// LineSink accepts loopback TCP connections until the test ends and
+// collects the lines they send (each connection bounded to 60 s), as a
+// TCP log collector would; it returns its address and the lines so far.
+func LineSink(t testing.TB) (addr string, lines func() []string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	Serve(t, l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		sc := bufio.NewScanner(c)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			mu.Lock()
+			got = append(got, sc.Text())
+			mu.Unlock()
+		}
+	})
+	return l.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
 }

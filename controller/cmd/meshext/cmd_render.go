@@ -39,6 +39,7 @@ func renderMain(args []string, stdout, stderr io.Writer) int {
 	httpProxy := fs.String("http-proxy-listen", "", httpProxyUsage)
 	systemCA := fs.String("system-ca-path", "", "CA bundle for services without caCert (default $"+model.EnvSystemCAPath+", else the first OS bundle found)")
 	skipDefaults := fs.String("skip-default-policies", "", skipDefaultsUsage)
+	fifoDir := fs.String("access-log-fifo-dir", "", "directory of the FIFOs of 'meshext access-log-relay': MeshAccessLog Tcp backends write there (\"\" = Tcp backends left out)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext render PATH... --out DIR [--state-dir DIR] [--upstream-dns IP:PORT]
 
@@ -94,7 +95,7 @@ Flags:`)
 	w := model.Build(set, model.Options{Zone: *zone, IPAM: alloc, SystemCAPath: *systemCA, SkipDefaultPolicies: skip})
 	idNotes := meshca.New(*stateDir).Issue(w)
 	res, err := render.Render(w, render.Options{UpstreamDNS: *upstreamDNS, SecretsVia: render.SecretsFile, SecretsDir: xds.SecretDir(dir),
-		Flavor: *flavor, Plugin: *plugin, HTTPProxyListen: *httpProxy})
+		Flavor: *flavor, Plugin: *plugin, HTTPProxyListen: *httpProxy, AccessLogFIFODir: absOrEmpty(*fifoDir)})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext render: %v\n", err)
 		return 2
@@ -269,4 +270,16 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return nil
+}
+
+// absOrEmpty makes a path absolute (Envoy resolves paths from its own
+// working directory); "" stays "".
+func absOrEmpty(p string) string {
+	if p == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }

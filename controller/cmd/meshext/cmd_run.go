@@ -65,6 +65,7 @@ func runMain(args []string, stderr io.Writer) int {
 	maxFileSize := addMaxFileSize(fs)
 	fs.DurationVar(&cfg.Debounce, "debounce", run.DefaultDebounce, "quiet time after the last file change before reloading")
 	skipDefaults := fs.String("skip-default-policies", "", skipDefaultsUsage)
+	fs.StringVar(&cfg.AccessLogFIFODir, "access-log-fifo-dir", "", "directory of the FIFOs through which Envoys hand MeshAccessLog Tcp-backend records to meshext's relay (default <state-dir>/access-log; without a state dir Tcp backends are left out)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext run --dir DROPDIR [--xds file|ads|both] [--xds-dir DIR] [flags]

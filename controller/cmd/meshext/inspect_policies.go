@@ -20,14 +20,28 @@ type policyView struct {
 }
 
 // policyViews groups the proxies that reach s by identical effective
-// config, in node order.
+// config, in node order. In an mTLS mesh those are the workloads (without
+// the cluster-side kinds) and the zone's egresses (those kinds, MeshTimeout
+// and MeshAccessLog), as rendered.
 func policyViews(w *model.World, s *model.Service) []policyView {
 	if w.Policies == nil || s.Resource == nil {
 		return nil
 	}
+	viaEgress := w.MTLS[s.Mesh] != nil
+	var proxies []policy.Proxy
+	for _, p := range policy.Proxies(w.Dataplanes) {
+		if viaEgress && p.Dataplane == nil {
+			continue // the default node has no identity: it serves no mTLS mesh
+		}
+		p.ViaEgress = viaEgress
+		proxies = append(proxies, p)
+	}
+	if viaEgress {
+		proxies = append(proxies, policy.EgressProxies(w.ZoneEgresses)...)
+	}
 	var out []policyView
 	index := map[string]int{}
-	for _, p := range policy.Proxies(w.Dataplanes) {
+	for _, p := range proxies {
 		eff := w.Policies.For(p, s.Resource)
 		if eff == nil || (len(eff.Confs) == 0 && len(eff.HTTPRules) == 0) {
 			continue // nothing to show: Envoy's and meshext's own defaults apply

@@ -32,6 +32,5 @@ func parseSkipDefaults(s string) ([]string, error) {
 	return out, nil
 }
 
-// policiesNote marks resolved policies in inspect's output until rendering
-// applies them to Envoy (issue 14, phase 2).
-const policiesNote = "resolved as Kuma would apply them; meshext does not render them into Envoy config yet"
+// policiesNote heads the effective policies in inspect's output.
+const policiesNote = "effective values, each with the policy that set it, as rendered into this proxy's Envoy config"
