@@ -265,7 +265,7 @@ func (s *Source) Read() (*source.Input, error) {
 		rank    int
 		created time.Time
 		version string
-		doc     func() (map[string]any, error)
+		doc     func() map[string]any
 	}
 	rank := map[resource.Kind]int{}
 	for i, k := range resource.Kinds {
@@ -285,7 +285,7 @@ func (s *Source) Read() (*source.Input, error) {
 			kind := k.Kind
 			items = append(items, item{name: Ref(kind, u.GetNamespace(), u.GetName()), rank: rank[kind],
 				created: u.GetCreationTimestamp().Time, version: u.GetResourceVersion(),
-				doc: func() (map[string]any, error) { return Document(kind, u), nil }})
+				doc: func() map[string]any { return Document(kind, u) }})
 		}
 	}
 	for _, o := range s.secrets.GetStore().List() {
@@ -295,7 +295,7 @@ func (s *Source) Read() (*source.Input, error) {
 		}
 		items = append(items, item{name: Ref(resource.KindSecret, sec.Namespace, sec.Name), rank: rank[resource.KindSecret],
 			created: sec.CreationTimestamp.Time, version: sec.ResourceVersion,
-			doc: func() (map[string]any, error) { return secretDocument(sec), nil }})
+			doc: func() map[string]any { return secretDocument(sec) }})
 	}
 	slices.SortFunc(items, func(a, b item) int {
 		return cmp.Or(cmp.Compare(a.rank, b.rank), a.created.Compare(b.created), cmp.Compare(a.name, b.name))
@@ -310,11 +310,8 @@ func (s *Source) Read() (*source.Input, error) {
 	for _, it := range items {
 		c, ok := s.docs[it.name]
 		if !ok || c.version != it.version || it.version == "" {
-			d, err := it.doc()
-			if err == nil {
-				c.data, err = json.Marshal(d)
-			}
-			if err != nil {
+			var err error
+			if c.data, err = json.Marshal(it.doc()); err != nil {
 				in.Names = append(in.Names, it.name)
 				in.Problems = append(in.Problems, &resource.FieldError{File: it.name, Line: resource.NoLine, Message: "cannot read: " + err.Error()})
 				fmt.Fprintf(h, "%s\x00!\x00", it.name)
