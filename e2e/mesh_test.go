@@ -109,7 +109,7 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	if o.ads {
 		m.runXDS, m.bootstrapXDS = adsFlags(t, m.dir)
 	}
-	if !o.noAccessLog {
+	if !o.noAccessLog && o.source == nil { // another source brings its own policies
 		writeFile(t, filepath.Join(drop, "e2e-access-log.yaml"), e2eAccessLog)
 	}
 	m.dnsAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
