@@ -44,6 +44,8 @@ type meshOpts struct {
 	redirectBPFFS string
 	// runArgs are extra `meshext run` arguments (e.g. --http-proxy-listen).
 	runArgs []string
+	// source replaces `--dir DROP` (e.g. --source kubernetes --kubeconfig F).
+	source []string
 	// ads delivers config over ADS (adsFlags) instead of file drops.
 	ads bool
 	// envoyArgs are extra Envoy command-line arguments.
@@ -107,7 +109,7 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	if o.ads {
 		m.runXDS, m.bootstrapXDS = adsFlags(t, m.dir)
 	}
-	if !o.noAccessLog {
+	if !o.noAccessLog && o.source == nil { // another source brings its own policies
 		writeFile(t, filepath.Join(drop, "e2e-access-log.yaml"), e2eAccessLog)
 	}
 	m.dnsAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
@@ -174,7 +176,11 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 
 func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
 	t.Helper()
-	args := append([]string{"run", "--dir", m.drop, "--state-dir", m.state}, m.runXDS...)
+	source := o.source
+	if source == nil {
+		source = []string{"--dir", m.drop}
+	}
+	args := append(append(append([]string{"run"}, source...), "--state-dir", m.state), m.runXDS...)
 	// Tests never forward DNS beyond loopback: the stand-ins' names come
 	// from the hosts file, anything else is REFUSED.
 	args = append(args, "--dns-listen", m.dnsAddr, "--dns-upstream", "none", "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms",

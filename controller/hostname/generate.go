@@ -164,7 +164,7 @@ func Generate(in Input) map[string]*Result {
 				if w.Mesh != s.Mesh {
 					winner = w.Name + " in mesh " + w.Mesh
 				}
-				st.Message = fmt.Sprintf("Hostname %q collision with MeshExternalService: %s (%s:%d), which claimed it first", h, winner, w.Source.File, w.Source.Line)
+				st.Message = fmt.Sprintf("Hostname %q collision with MeshExternalService: %s (%s), which claimed it first", h, winner, w.Source.Where())
 			default:
 				owner[h] = s
 				st.Generated, st.Reason, st.Hostname = true, ReasonGenerated, h

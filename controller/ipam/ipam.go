@@ -23,24 +23,22 @@
 //     allocation: the "age" used to resolve hostname collisions for resources
 //     without a creation time.
 //
-// Writes are atomic (temp file in the same directory, fsync, rename, fsync of
-// the directory) and serialised between processes with flock, so `meshext
-// inspect --state-dir` next to a running `meshext run` is safe.
+// The state lives in a Store: a state directory (Open), where writes are
+// atomic (temp file in the same directory, fsync, rename, fsync of the
+// directory) and serialised between processes with flock, so `meshext
+// inspect --state-dir` next to a running `meshext run` is safe; or any other
+// Store (OpenStore), such as the Kubernetes API server of `meshext run
+// --source kubernetes`. One allocator, whatever keeps its state.
 package ipam
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"github.com/meshext/meshext/controller/inputfile"
 	"math/big"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -57,9 +55,8 @@ const (
 	// free addresses.
 	DefaultReleaseAfter = 24 * time.Hour
 
-	stateFile = "ipam.json"
-	lockFile  = "ipam.lock"
-	version   = 1
+	// Version is the state format (ipam.json) this package reads and writes.
+	Version = 1
 )
 
 // ResolveCIDR picks the CIDR: flagValue when non-empty, else $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR,
@@ -100,7 +97,8 @@ type Lease struct {
 	Moved netip.Addr
 }
 
-type entry struct {
+// Entry is one key's record in the state.
+type Entry struct {
 	VIP       netip.Addr `json:"vip"`
 	Serial    uint64     `json:"serial"`
 	FirstSeen time.Time  `json:"firstSeen,omitzero"`
@@ -113,25 +111,47 @@ type entry struct {
 	AbsentSince time.Time `json:"absentSince,omitzero"`
 }
 
-type state struct {
+// State is everything an allocator keeps (the ipam.json format).
+type State struct {
 	Version int              `json:"version"`
 	CIDR    netip.Prefix     `json:"cidr"`
 	Next    netip.Addr       `json:"next"` // cursor: next candidate address
 	Serial  uint64           `json:"serial"`
-	Entries map[string]entry `json:"entries"`
+	Entries map[string]Entry `json:"entries"`
+}
+
+// Store keeps an allocator's state between calls, processes and restarts.
+type Store interface {
+	// Lock serialises a Load, the allocation and its Save against other
+	// users of the store; unlock ends it.
+	Lock() (unlock func(), err error)
+	// Load returns the stored state, or nil when the allocator's copy is
+	// current (nothing stored yet, or nothing changed since the last Load
+	// or Save).
+	Load() (*State, error)
+	// Save stores st.
+	Save(st *State) error
+}
+
+// Assigner is what gives services their VIPs: an Allocator, or a view of
+// VIPs that another process allocates (a follower replica reads them from
+// the API server).
+type Assigner interface {
+	Assign(keys []string) (map[string]Lease, error)
+	CIDR() netip.Prefix
 }
 
 // Allocator assigns VIPs. It is safe for concurrent use.
 type Allocator struct {
 	mu     sync.Mutex
-	dir    string // "" = in memory
+	store  Store // nil = in memory
 	prefix netip.Prefix
-	st     state
+	st     State
 	now    func() time.Time
 	// releaseAfter is the grace period of absent keys; 0 = never release.
 	releaseAfter time.Duration
-	// loaded identifies the state file version in st, to skip re-reading an unchanged file.
-	loaded os.FileInfo
+	// firstSeen: the store outlives this process, so a first-seen time means something.
+	firstSeen bool
 }
 
 // Open returns an allocator for cidr (see ResolveCIDR for "") persisted in
@@ -139,19 +159,28 @@ type Allocator struct {
 // state lives in memory: VIPs are then first-fit in the order keys are first
 // assigned.
 func Open(stateDir, cidr string) (*Allocator, error) {
-	p, err := ResolveCIDR(cidr)
-	if err != nil {
-		return nil, err
-	}
-	a := &Allocator{dir: stateDir, prefix: p, now: time.Now}
-	a.st = state{Version: version, CIDR: p, Entries: map[string]entry{}}
 	if stateDir == "" {
-		return a, nil
+		return OpenStore(nil, cidr)
 	}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("ipam: state directory: %w", err)
 	}
-	unlock, err := a.lock()
+	return OpenStore(&fileStore{dir: stateDir}, cidr)
+}
+
+// OpenStore returns an allocator for cidr whose state lives in store (nil:
+// in memory), loading what the store holds.
+func OpenStore(store Store, cidr string) (*Allocator, error) {
+	p, err := ResolveCIDR(cidr)
+	if err != nil {
+		return nil, err
+	}
+	a := &Allocator{store: store, prefix: p, now: time.Now, firstSeen: store != nil}
+	a.st = State{Version: Version, CIDR: p, Entries: map[string]Entry{}}
+	if store == nil {
+		return a, nil
+	}
+	unlock, err := store.Lock()
 	if err != nil {
 		return nil, err
 	}
@@ -184,8 +213,8 @@ func (a *Allocator) SetReleaseAfter(d time.Duration) {
 func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.dir != "" {
-		unlock, err := a.lock()
+	if a.store != nil {
+		unlock, err := a.store.Lock()
 		if err != nil {
 			return nil, err
 		}
@@ -227,7 +256,7 @@ func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 		} else {
 			a.st.Serial++
 			e.Serial = a.st.Serial
-			if a.dir != "" {
+			if a.firstSeen {
 				e.FirstSeen = a.now().UTC().Truncate(time.Second)
 			}
 		}
@@ -236,9 +265,8 @@ func (a *Allocator) Assign(keys []string) (map[string]Lease, error) {
 		a.st.Entries[k] = e
 		out[k] = l
 	}
-	if changed && a.dir != "" {
-		if err := a.save(); err != nil {
-			a.loaded = nil // st holds unsaved allocations: re-read the file next time
+	if changed && a.store != nil {
+		if err := a.store.Save(&a.st); err != nil {
 			return nil, err
 		}
 	}
@@ -384,97 +412,23 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return addr
 }
 
-func (a *Allocator) path() string { return filepath.Join(a.dir, stateFile) }
-
-// lock takes an exclusive flock on the state directory's lock file.
-func (a *Allocator) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(a.dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("ipam: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("ipam: lock %s: %w", f.Name(), err)
-	}
-	return func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
-}
-
-// load reads the state file; a missing file is an empty state. The cursor
-// is kept only when the CIDR is unchanged.
+// load adopts the store's state when it has a newer one. The cursor is
+// kept only when the CIDR is unchanged.
 func (a *Allocator) load() error {
-	fi, err := os.Stat(a.path())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	st, err := a.store.Load()
+	if err != nil || st == nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("ipam: %w", err)
-	}
-	if a.loaded != nil && os.SameFile(a.loaded, fi) && a.loaded.ModTime().Equal(fi.ModTime()) && a.loaded.Size() == fi.Size() {
-		return nil // every save renames a new file into place, so same inode = same content
-	}
-	// Never blocks on a planted FIFO; 1 GiB holds millions of leases.
-	data, err := inputfile.Read(a.path(), 1<<30)
-	if err != nil {
-		return fmt.Errorf("ipam: %w", err)
-	}
-	var st state
-	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("ipam: state file %s is corrupt (%v); move it away to start afresh, which gives every service a new VIP", a.path(), err)
-	}
-	if st.Version != version {
-		return fmt.Errorf("ipam: state file %s has version %d, this meshext reads version %d", a.path(), st.Version, version)
+	if st.Version != Version {
+		return fmt.Errorf("ipam: stored state has version %d, this meshext reads version %d", st.Version, Version)
 	}
 	if st.Entries == nil {
-		st.Entries = map[string]entry{}
+		st.Entries = map[string]Entry{}
 	}
 	if st.CIDR != a.prefix {
 		st.Next = netip.Addr{}
 		st.CIDR = a.prefix
 	}
-	a.st = st
-	a.loaded = fi
-	return nil
-}
-
-// save writes the state atomically: temp file in the same directory, fsync,
-// rename, fsync of the directory.
-func (a *Allocator) save() error {
-	data, err := json.MarshalIndent(a.st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("ipam: %w", err)
-	}
-	tmp, err := os.CreateTemp(a.dir, "."+stateFile+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("ipam: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ipam: write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ipam: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ipam: fsync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("ipam: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), a.path()); err != nil {
-		return fmt.Errorf("ipam: %w", err)
-	}
-	if fi, err := os.Stat(a.path()); err == nil {
-		a.loaded = fi
-	}
-	if d, err := os.Open(a.dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	a.st = *st
 	return nil
 }

@@ -240,7 +240,7 @@ func TestStateFileIsAtomicAndReadable(t *testing.T) {
 			t.Errorf("temporary file left behind: %s", e.Name())
 		}
 	}
-	var s state
+	var s State
 	data, _ := os.ReadFile(filepath.Join(dir, stateFile))
 	if err := json.Unmarshal(data, &s); err != nil || s.Entries["m/a"].VIP != netip.MustParseAddr("242.0.0.1") {
 		t.Fatalf("state %s: %v", data, err)
@@ -446,9 +446,62 @@ func TestReadsStateFileWithoutAbsence(t *testing.T) {
 	equal(t, assign(t, a, "m/a"), map[string]string{"m/a": "10.0.0.1"})
 	c.advance(25 * time.Hour) // m/b's grace runs from the first Assign without it
 	equal(t, assign(t, a, "m/a", "m/b"), map[string]string{"m/a": "10.0.0.1", "m/b": "10.0.0.2"})
-	var s state
+	var s State
 	data, _ := os.ReadFile(filepath.Join(dir, stateFile))
 	if err := json.Unmarshal(data, &s); err != nil || s.Version != 1 || s.Entries["m/b"].Serial != 2 || len(s.Entries["m/b"].Previous) != 1 {
 		t.Fatalf("state after upgrade %s: %v", data, err)
+	}
+}
+
+// recordingStore is a Store whose state a test sets and reads.
+type recordingStore struct {
+	next  *State // what the next Load returns
+	saved []State
+	locks int
+}
+
+func (s *recordingStore) Lock() (func(), error) { s.locks++; return func() {}, nil }
+func (s *recordingStore) Load() (*State, error) {
+	st := s.next
+	s.next = nil
+	return st, nil
+}
+func (s *recordingStore) Save(st *State) error {
+	c := *st
+	c.Entries = map[string]Entry{}
+	for k, e := range st.Entries {
+		c.Entries[k] = e
+	}
+	s.saved = append(s.saved, c)
+	return nil
+}
+
+func TestOpenStoreKeepsStateWhereTheStoreSays(t *testing.T) {
+	st := &recordingStore{next: &State{Version: Version, CIDR: netip.MustParsePrefix("242.0.0.0/8"), Next: netip.MustParseAddr("242.0.0.9"),
+		Serial: 3, Entries: map[string]Entry{"m/held": {VIP: netip.MustParseAddr("242.0.0.5"), Serial: 3}}}}
+	a, err := OpenStore(st, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, assign(t, a, "m/held", "m/new"), map[string]string{"m/held": "242.0.0.5", "m/new": "242.0.0.9"})
+	if len(st.saved) != 1 || st.saved[0].Entries["m/new"].Serial != 4 || st.saved[0].Next != netip.MustParseAddr("242.0.0.10") {
+		t.Fatalf("saved %+v", st.saved)
+	}
+	// Nothing new: no save. A newer stored state is adopted before allocating.
+	assign(t, a, "m/held", "m/new")
+	if len(st.saved) != 1 {
+		t.Fatalf("saved again without a change: %+v", st.saved)
+	}
+	st.next = &State{Version: Version, Entries: map[string]Entry{"m/other": {VIP: netip.MustParseAddr("242.0.0.9"), Serial: 1}}}
+	got := assign(t, a, "m/other", "m/x")
+	if got["m/other"] != "242.0.0.9" || got["m/x"] == "242.0.0.9" {
+		t.Fatalf("after a reload: %v", got)
+	}
+	if st.locks != 4 {
+		t.Fatalf("locks %d, want one per open and assign", st.locks)
+	}
+	st.next = &State{Version: 2}
+	if _, err := a.Assign([]string{"m/x"}); err == nil || !strings.Contains(err.Error(), "version 2") {
+		t.Fatalf("a state of another version: %v", err)
 	}
 }

@@ -19,9 +19,10 @@ type Options struct {
 	// Zone is the local zone name (.Zone in hostname templates for resources
 	// without a kuma.io/zone label); "" = "default".
 	Zone string
-	// IPAM hands out VIPs; nil = a fresh in-memory allocator (first-fit in
+	// IPAM hands out VIPs (an *ipam.Allocator, or a view of VIPs another
+	// replica allocates); nil = a fresh in-memory allocator (first-fit in
 	// sorted order, CIDR from $KUMA_IPAM_MESH_EXTERNAL_SERVICE_CIDR or 242.0.0.0/8).
-	IPAM *ipam.Allocator
+	IPAM ipam.Assigner
 	// SystemCAPath is the CA bundle used when a service gives no caCert;
 	// "" = $KUMA_DATAPLANE_RUNTIME_DYNAMIC_SYSTEM_CA_PATH, else the first
 	// existing OS bundle (see SystemCABundles).
@@ -200,8 +201,8 @@ func (w *World) settleClusters(claims *names.Claims, age func(*resource.MeshExte
 			continue
 		}
 		s, o := byAge[i], byAge[winner].Resource
-		w.fail(s, s.Resource.Errorf("name", "Envoy cluster name %q is already used by MeshExternalService %s/%s (%s:%d), which claimed it first; this service is not rendered",
-			s.Cluster, o.Mesh, o.Name, o.Source.File, o.LineOf("name")))
+		w.fail(s, s.Resource.Errorf("name", "Envoy cluster name %q is already used by MeshExternalService %s/%s (%s), which claimed it first; this service is not rendered",
+			s.Cluster, o.Mesh, o.Name, o.Where("name")))
 	}
 }
 
@@ -244,8 +245,8 @@ func (w *World) settleNodeIDs(claims *names.Claims, dps []*resource.Dataplane, z
 		}
 		n, o := byAge[i].meta, byAge[winner].meta
 		lost[n] = true
-		w.Problems = append(w.Problems, n.Errorf("name", "Envoy node id %q is already used by %s %s (%s:%d), which claimed it first; this %s gets no config",
-			cs[i].ID, o.Kind, strings.TrimPrefix(o.Mesh+"/"+o.Name, "/"), o.Source.File, o.LineOf("name"), n.Kind))
+		w.Problems = append(w.Problems, n.Errorf("name", "Envoy node id %q is already used by %s %s (%s), which claimed it first; this %s gets no config",
+			cs[i].ID, o.Kind, strings.TrimPrefix(o.Mesh+"/"+o.Name, "/"), o.Where("name"), n.Kind))
 	}
 	if len(lost) == 0 {
 		return dps, zes

@@ -170,7 +170,7 @@ func readSource(m *resource.Meta, field string, ds *resource.DataSource, valid, 
 			return sec.Data, "secret:" + name, "", nil
 		}
 		if sec := all.Secret(m.Mesh, name); sec != nil {
-			return nil, "", ReasonSecretNotFound, m.Errorf(field+".secret", "could not load %s: Secret %s/%s (%s:%d) is invalid", what, m.Mesh, name, sec.Source.File, sec.Source.Line)
+			return nil, "", ReasonSecretNotFound, m.Errorf(field+".secret", "could not load %s: Secret %s/%s (%s) is invalid", what, m.Mesh, name, sec.Source.Where())
 		}
 		return nil, "", ReasonSecretNotFound, m.Errorf(field+".secret", "could not load %s: Secret %q not found in mesh %q", what, name, m.Mesh)
 	}

@@ -122,7 +122,7 @@ func originOf(p resource.Policy, to int) Origin {
 	m := p.GetMeta()
 	src := "default"
 	if m.Source.File != "" {
-		src = m.Source.File + ":" + strconv.Itoa(m.LineOf("spec.to["+strconv.Itoa(to)+"]"))
+		src = m.Where("spec.to[" + strconv.Itoa(to) + "]")
 	}
 	return Origin{Kind: m.Kind, Mesh: m.Mesh, Name: m.Name, To: to, Source: src}
 }

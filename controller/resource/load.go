@@ -101,8 +101,8 @@ func (s *Set) Add(obj Object) *FieldError {
 		}
 	}
 	if om, dup := s.index[m.Key()]; dup {
-		return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d; the first definition in file order is used, this one is ignored",
-			m.Kind, m.Mesh, m.Name, om.Source.File, om.Source.Line)
+		return m.Errorf("name", "duplicate %s %s/%s: already defined at %s; the first definition in file order is used, this one is ignored",
+			m.Kind, m.Mesh, m.Name, om.Source.Where())
 	}
 	s.index[m.Key()] = m
 	switch r := obj.(type) {

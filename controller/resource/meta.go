@@ -18,6 +18,12 @@ const (
 	StyleUniversal  Style = "universal"
 )
 
+// NoLine is the line of a resource read from an object rather than a file
+// (a Kubernetes object), and of its problems: Source.File then holds the
+// object reference ("MeshExternalService kuma-system/mes-http"), which
+// messages print in place of FILE:LINE.
+const NoLine = -1
+
 // Source says where a resource came from.
 type Source struct {
 	File  string `json:"file"`
@@ -54,6 +60,19 @@ type Meta struct {
 
 func (m *Meta) GetMeta() *Meta { return m }
 
+// Where is the resource's place for messages: FILE:LINE, or its object reference.
+func (s Source) Where() string { return where(s.File, s.Line) }
+
+// Where is the place of field for messages: FILE:LINE, or the object reference.
+func (m *Meta) Where(field string) string { return where(m.Source.File, m.LineOf(field)) }
+
+func where(file string, line int) string {
+	if line == NoLine {
+		return printable(file)
+	}
+	return printable(file) + ":" + strconv.Itoa(line)
+}
+
 // Key identifies a resource: kind, mesh and name.
 func (m *Meta) Key() string { return string(m.Kind) + " " + m.Mesh + "/" + m.Name }
 
@@ -87,7 +106,8 @@ func (m *Meta) SelectedByProxyRef(name, namespace string, labels map[string]stri
 }
 
 // FieldError is one problem with one resource field, printed as
-// FILE:LINE: KIND MESH/NAME: FIELD.PATH: message.
+// FILE:LINE: KIND MESH/NAME: FIELD.PATH: message, or for a resource read
+// from an object (Line NoLine) OBJECT-REFERENCE: FIELD.PATH: message.
 type FieldError struct {
 	File    string `json:"file"`
 	Line    int    `json:"line"`
@@ -100,11 +120,10 @@ type FieldError struct {
 
 func (e *FieldError) Error() string {
 	var b strings.Builder
-	b.WriteString(printable(e.File))
-	b.WriteByte(':')
-	b.WriteString(strconv.Itoa(e.Line))
+	b.WriteString(where(e.File, e.Line))
 	b.WriteString(": ")
-	if e.Kind != "" {
+	// An object reference names the resource already.
+	if e.Kind != "" && (e.Line != NoLine || e.File == "") {
 		b.WriteString(string(e.Kind))
 		b.WriteByte(' ')
 		if e.Mesh != "" || e.Kind.MeshScoped() {
@@ -146,6 +165,9 @@ func (m *Meta) Errorf(field, format string, args ...any) *FieldError {
 // Paths use dots and [i] indexes; map keys with dots may be written as
 // labels["kuma.io/origin"].
 func (m *Meta) LineOf(field string) int {
+	if m.Source.Line == NoLine {
+		return NoLine
+	}
 	node := m.root
 	if node == nil && m.src != nil {
 		node = m.src.root()

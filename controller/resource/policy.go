@@ -60,6 +60,10 @@ func newPolicy(meta *Meta) (Policy, any) {
 	return nil, nil
 }
 
+// NewPolicy returns an empty resource of a policy kind and its spec (what
+// the parser decodes into), or nil.
+func NewPolicy(kind Kind) (Policy, any) { return newPolicy(&Meta{Kind: kind}) }
+
 var policyConstructors = map[Kind]func(Meta) (Policy, any){
 	KindMeshTimeout:               func(m Meta) (Policy, any) { r := &MeshTimeout{Meta: m}; return r, &r.Spec },
 	KindMeshRetry:                 func(m Meta) (Policy, any) { r := &MeshRetry{Meta: m}; return r, &r.Spec },

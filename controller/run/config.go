@@ -14,7 +14,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/render"
+	"github.com/meshext/meshext/controller/source"
 	"github.com/meshext/meshext/controller/validate"
 )
 
@@ -32,6 +35,15 @@ const DefaultDebounce = 200 * time.Millisecond
 type Config struct {
 	// Dir is the drop directory of resource files (*.yaml, *.yml), watched recursively.
 	Dir string
+	// Source, when set, is read instead of Dir (Kubernetes: controller/source/kube).
+	Source source.Source
+	// IPAM, when set, gives services their VIPs instead of an allocator
+	// kept in StateDir (a Kubernetes replica reads them from the API server).
+	IPAM ipam.Assigner
+	// Compiled, when set, is called with every model built and delivered,
+	// on the reload goroutine: it must hand the model on, not block (the
+	// Kubernetes leader writes status from it).
+	Compiled func(*model.World)
 	// StateDir keeps VIP leases and status.json; "" keeps leases in memory and writes no status file.
 	StateDir string
 	// XDS is XDSFile, XDSADS or XDSBoth.
@@ -102,7 +114,7 @@ type Config struct {
 
 func (c *Config) check() error {
 	var errs []error
-	if c.Dir == "" {
+	if c.Dir == "" && c.Source == nil {
 		errs = append(errs, errors.New("--dir is required"))
 	}
 	switch c.XDS {
@@ -167,6 +179,14 @@ func (c *Config) check() error {
 		c.Logger = slog.Default()
 	}
 	return errors.Join(errs...)
+}
+
+// sourceName names where resources come from, for logs and status.
+func (c *Config) sourceName() string {
+	if c.Source != nil {
+		return c.Source.String()
+	}
+	return c.Dir
 }
 
 func (c *Config) fileDelivery() bool { return c.XDS == XDSFile || c.XDS == XDSBoth }

@@ -17,6 +17,7 @@ import (
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/source"
 	"github.com/meshext/meshext/controller/validate"
 	"github.com/meshext/meshext/controller/xds"
 )
@@ -27,7 +28,7 @@ import (
 type pipeline struct {
 	cfg  *Config
 	log  *slog.Logger
-	ipam *ipam.Allocator
+	ipam ipam.Assigner
 
 	// inputHash is the hash of the file names and contents last compiled.
 	inputHash [32]byte
@@ -44,8 +45,11 @@ type pipeline struct {
 	// claims keeps each node id and cluster name with the resource that had
 	// it first, across reloads (see model.Options.Claims).
 	claims names.Claims
-	// read is readInput; tests replace it to stand for a stuck file system.
+	// read is readInput, or reads cfg.Source; tests replace it to stand for
+	// a stuck file system.
 	read func(dir string, maxFileSize int64) (*input, error)
+	// parseDoc reads one document: resource.ParseBytes, or cfg.Source's.
+	parseDoc func(name string, data []byte) ([]resource.Object, []*resource.FieldError)
 	// meshCA issues the mesh CAs' identities and keeps them across reloads.
 	meshCA *meshca.Authority
 }
@@ -62,7 +66,7 @@ func (p *pipeline) parse(file string, data []byte) ([]resource.Object, []*resour
 	if c, ok := p.parsed[file]; ok && c.sum == sum {
 		return c.objs, c.errs
 	}
-	objs, errs := resource.ParseBytes(file, data)
+	objs, errs := p.parseDoc(file, data)
 	p.parsed[file] = parsedFile{sum: sum, objs: objs, errs: errs}
 	return objs, errs
 }
@@ -83,16 +87,30 @@ type result struct {
 	duration time.Duration
 }
 
-func newPipeline(cfg *Config, alloc *ipam.Allocator) *pipeline {
-	return &pipeline{
+func newPipeline(cfg *Config, alloc ipam.Assigner) *pipeline {
+	p := &pipeline{
 		cfg: cfg, log: cfg.Logger, ipam: alloc,
 		parsed:        map[string]parsedFile{},
 		goodObjects:   map[string]resource.Object{},
 		publishedFile: map[string]*xds.Resources{},
 		publishedADS:  map[string]*xds.Resources{},
 		read:          readInput,
+		parseDoc:      resource.ParseBytes,
 		meshCA:        meshca.New(cfg.StateDir),
 	}
+	if src := cfg.Source; src != nil {
+		p.read, p.parseDoc = func(string, int64) (*input, error) { return readSource(src) }, src.Parse
+	}
+	return p
+}
+
+// readSource is one reading of a source other than the drop directory.
+func readSource(src source.Source) (*input, error) {
+	in, err := src.Read()
+	if err != nil {
+		return nil, err
+	}
+	return &input{files: in.Names, data: in.Data, problems: in.Problems, sum: in.Sum}, nil
 }
 
 // errUnchanged says the input is byte-for-byte what was last compiled.
@@ -156,7 +174,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	start := time.Now()
 	in, err := p.read(p.cfg.Dir, p.cfg.MaxFileSize)
 	if err != nil {
-		return nil, &sourceError{dir: p.cfg.Dir, err: err}
+		return nil, &sourceError{dir: p.cfg.sourceName(), err: err}
 	}
 	if !force && in.sum == p.inputHash {
 		return nil, errUnchanged
@@ -341,8 +359,8 @@ func duplicate(m, owner *resource.Meta, serving bool) *resource.FieldError {
 	if serving {
 		why = "that definition is serving and keeps it"
 	}
-	return m.Errorf("name", "duplicate %s %s/%s: already defined at %s:%d; %s, this one is ignored",
-		m.Kind, m.Mesh, m.Name, owner.Source.File, owner.Source.Line, why)
+	return m.Errorf("name", "duplicate %s %s/%s: already defined at %s; %s, this one is ignored",
+		m.Kind, m.Mesh, m.Name, owner.Source.Where(), why)
 }
 
 func (p *pipeline) renderOptions(secretsVia string) render.Options {

@@ -60,11 +60,16 @@ func New(cfg Config) (*Runner, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	alloc, err := ipam.Open(cfg.StateDir, cfg.CIDR)
-	if err != nil {
-		return nil, err
+	alloc := cfg.IPAM
+	if alloc == nil {
+		a, err := ipam.Open(cfg.StateDir, cfg.CIDR)
+		if err != nil {
+			return nil, err
+		}
+		a.SetReleaseAfter(cfg.VIPReleaseAfter)
+		alloc = a
 	}
-	alloc.SetReleaseAfter(cfg.VIPReleaseAfter)
+	var err error
 	r := &Runner{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	if cfg.AccessLogFIFODir != "" {
 		r.relay = accesslog.New(cfg.Logger)
@@ -120,12 +125,14 @@ func (r *Runner) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	if r.watcher, err = newWatcher(r.cfg.Dir); err != nil {
-		r.closeListeners()
-		if r.dns != nil {
-			r.dns.Close()
+	if r.cfg.Source == nil {
+		if r.watcher, err = newWatcher(r.cfg.Dir); err != nil {
+			r.closeListeners()
+			if r.dns != nil {
+				r.dns.Close()
+			}
+			return err
 		}
-		return err
 	}
 	// The first config is published before Start returns (so files exist
 	// before Envoy starts), yet a stop request is not held up by it.
@@ -138,7 +145,9 @@ func (r *Runner) Start(ctx context.Context) error {
 		if r.dns != nil {
 			r.dns.Close()
 		}
-		r.watcher.Close()
+		if r.watcher != nil {
+			r.watcher.Close()
+		}
 		return fmt.Errorf("stopped before the first config was delivered: %w", context.Cause(ctx))
 	}
 
@@ -236,6 +245,9 @@ func (r *Runner) serve(ctx context.Context) error {
 	}
 	changed := make(chan struct{}, 1)
 	run("watch", func() error {
+		if r.cfg.Source != nil {
+			return r.cfg.Source.Watch(ctx, r.cfg.Debounce, changed)
+		}
 		return watch(ctx, r.watcher, r.cfg.Debounce, changed, func(msg string, args ...any) { r.log.Warn(msg, args...) })
 	})
 	// Reloads run one at a time on their own goroutine, so the loop below
@@ -261,7 +273,7 @@ func (r *Runner) serve(ctx context.Context) error {
 			renew.Reset(r.untilRenewal())
 		}
 	}()
-	r.log.Info("meshext running", "dir", r.cfg.Dir, "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
+	r.log.Info("meshext running", "source", r.cfg.sourceName(), "xds", r.cfg.XDS, "xdsDir", r.cfg.XDSDir,
 		"ads", r.ADSAddr(), "status", r.StatusAddr(), "dns", r.DNSAddr(),
 		"envoyFlavor", r.cfg.EnvoyFlavor, "plugin", r.cfg.Plugin)
 	var first error
@@ -326,7 +338,7 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 	res, err := r.pipe.compile(force)
 	r.mu.Lock()
 	back := r.status.Source.Status != "" && r.status.Source.Status != SourceReady
-	r.status.Source = nextSource(r.status.Source, r.cfg.Dir, err, now)
+	r.status.Source = nextSource(r.status.Source, r.cfg.sourceName(), err, now)
 	back = back && r.status.Source.Status == SourceReady
 	r.mu.Unlock()
 	if errors.Is(err, errUnchanged) {
@@ -416,6 +428,9 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 	r.mu.Unlock()
 
 	r.updateMetrics(&snapshot, res.world, len(res.notes)+len(deliveryErrs))
+	if r.cfg.Compiled != nil {
+		r.cfg.Compiled(res.world)
+	}
 	if len(deliveryErrs) > 0 {
 		r.metrics.reloads.WithLabelValues("error").Inc()
 		r.log.Error("delivery failed; Envoy keeps its previous config", "error", snapshot.Error)

@@ -122,51 +122,19 @@ func ServerTLS(ca *pki.CA, names []string) (*tls.Config, error) {
 	if len(names) == 0 {
 		return nil, errors.New("the xDS server certificate needs at least one name or address")
 	}
-	var dns []string
-	var ips []net.IP
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			ips = append(ips, ip)
-		} else {
-			dns = append(dns, n)
-		}
-	}
 	td, err := pki.SPIFFEID(TrustDomain, "control-plane")
 	if err != nil {
 		return nil, err
 	}
-	issue := func() (*tls.Certificate, error) {
-		kp, err := ca.Issue(pki.LeafOptions{
-			CommonName: names[0], DNSNames: dns, IPs: ips, URIs: []*url.URL{td},
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			Validity:    pki.Validity{Lifetime: ServerCertLifetime},
-		})
-		if err != nil {
-			return nil, err
-		}
-		c := kp.TLSCertificate()
-		return &c, nil
-	}
-	cur, err := issue()
+	get, err := pki.ServingCertificate(ca, names, pki.LeafOptions{URIs: []*url.URL{td}, Validity: pki.Validity{Lifetime: ServerCertLifetime}})
 	if err != nil {
 		return nil, err
 	}
-	var mu sync.Mutex
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs:  ca.Pool(),
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if time.Now().After(pki.RenewAt(cur.Leaf)) {
-				// On failure the current one serves until it expires.
-				if next, err := issue(); err == nil {
-					cur = next
-				}
-			}
-			return cur, nil
-		},
+		MinVersion:     tls.VersionTLS12,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      ca.Pool(),
+		GetCertificate: get,
 	}, nil
 }
 

@@ -173,6 +173,20 @@ func start(t testing.TB, tools, dir string) (*Cluster, error) {
 	return c, os.MkdirAll(filepath.Join(dir, "home"), 0o700)
 }
 
+// ServiceAccountKubeconfig writes a kubeconfig (0600) that authenticates
+// as service account namespace/name with a token from the TokenRequest API
+// (valid for an hour), so a test can run a program with exactly the
+// permissions RBAC grants that account.
+func (c *Cluster) ServiceAccountKubeconfig(t testing.TB, namespace, name string) string {
+	t.Helper()
+	token := strings.TrimSpace(c.MustKubectl(t, "create", "token", name, "-n", namespace, "--duration=1h"))
+	path := filepath.Join(c.Dir, "kubeconfig-"+namespace+"-"+name)
+	if err := os.WriteFile(path, kubeconfig(c.Server, c.CAPEM, token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // HTTPClient trusts the cluster's CA and nothing else; requests carry no
 // credentials unless the caller adds them (see Get).
 func (c *Cluster) HTTPClient() *http.Client {

@@ -11,15 +11,17 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/meshext/meshext/controller/dns"
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/kubestatus"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/run"
 )
 
 func init() {
-	register(&command{name: "run", summary: "watch a drop directory and serve Envoy config (file drops and/or ADS), DNS and status", run: runRun})
+	register(&command{name: "run", summary: "watch a drop directory or the Kubernetes API and serve Envoy config (file drops and/or ADS), DNS and status", run: runRun})
 }
 
 func runRun(args []string) int {
@@ -35,7 +37,10 @@ func runMain(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg run.Config
-	fs.StringVar(&cfg.Dir, "dir", "", "drop directory of resource files (*.yaml, *.yml), watched recursively (required)")
+	fs.StringVar(&cfg.Dir, "dir", "", "drop directory of resource files (*.yaml, *.yml), watched recursively (required with --source file)")
+	sourceKind := fs.String("source", "file", "where resources come from: file (--dir) or kubernetes (Kuma's custom resources and Secrets through the API server)")
+	var kc kubeFlags
+	kc.add(fs)
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory for VIP leases and status.json (\"\" = leases in memory, no status file)")
 	fs.StringVar(&cfg.XDS, "xds", run.XDSFile, "how Envoy gets config: file, ads or both")
 	fs.StringVar(&cfg.XDSDir, "xds-dir", "", "directory for file drops: <dir>/<node-id>/{cds,lds}.json and <dir>/sds/<secret>.json")
@@ -64,8 +69,12 @@ func runMain(args []string, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: meshext run --dir DROPDIR [--xds file|ads|both] [--xds-dir DIR] [flags]
+       meshext run --source kubernetes [--kubeconfig FILE] [--xds ads] [flags]
 
-Watches DROPDIR and, on every real change, validates the resources, builds
+Watches DROPDIR (or, with --source kubernetes, Kuma's custom resources and
+Secrets through the API server, in or out of a cluster, any number of
+replicas: the one holding the Lease allocates VIPs and writes status, every
+replica serves ADS) and, on every real change, validates the resources, builds
 the model (VIPs, hostnames, TLS material) and renders Envoy config per node
 (one per Dataplane "<mesh>.<name>", or "default"). Config is delivered as
 file drops (--xds file: point Envoy at the files with 'meshext bootstrap
@@ -86,6 +95,21 @@ Flags:`)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "meshext run: unexpected arguments %q (use --dir)\n", fs.Args())
+		return 2
+	}
+	switch *sourceKind {
+	case "file":
+		if kc.set(fs) {
+			fmt.Fprintln(stderr, "meshext run: --kubeconfig and --leader-* need --source kubernetes")
+			return 2
+		}
+	case "kubernetes":
+		if cfg.Dir != "" {
+			fmt.Fprintln(stderr, "meshext run: --dir and --source kubernetes exclude each other")
+			return 2
+		}
+	default:
+		fmt.Fprintf(stderr, "meshext run: --source %q: want file or kubernetes\n", *sourceKind)
 		return 2
 	}
 	skip, err := parseSkipDefaults(*skipDefaults)
@@ -140,10 +164,34 @@ Flags:`)
 			cfg.DNSUpstreams = ups
 		}
 	}
+	var leader *kubestatus.Leader
+	if *sourceKind == "kubernetes" {
+		if leader, err = kc.wire(ctx, &cfg); err != nil {
+			fmt.Fprintf(stderr, "meshext run: %v\n", err)
+			return 1
+		}
+	}
 	r, err := run.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "meshext run: %v\n", err)
 		return 2
+	}
+	if leader != nil {
+		// The election runs beside the runner; on the way out it gives
+		// the Lease up, so another replica leads at once.
+		elected := make(chan struct{})
+		go func() {
+			defer close(elected)
+			if err := leader.Run(ctx); err != nil {
+				cfg.Logger.Error("leader election", "error", err)
+			}
+		}()
+		defer func() {
+			select {
+			case <-elected:
+			case <-time.After(run.ShutdownTimeout):
+			}
+		}()
 	}
 	if err := r.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "meshext run: %v\n", err)
