@@ -38,7 +38,7 @@ func benchReload(b *testing.B, n int, mode string) {
 	dir, out := b.TempDir(), b.TempDir()
 	caPEM := newCAPEM(b)
 	writeBenchFiles(b, dir, n, caPEM, 0)
-	cfg := &Config{Dir: dir, XDS: mode, XDSDir: out, ADSListen: "127.0.0.1:0",
+	cfg := &Config{Dir: dir, XDS: mode, XDSDir: out, ADSListen: "unix:" + filepath.Join(b.TempDir(), "ads.sock"),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if err := cfg.check(); err != nil {
 		b.Fatal(err)
