@@ -1,16 +1,26 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshext/meshext/bpf"
+	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/netns"
 	"github.com/meshext/meshext/e2e/testenv"
+	"github.com/meshext/meshext/e2e/testnet"
 )
 
 // TestNetnsSeedCommandsDirect proves the egress topology's plumbing with
@@ -32,21 +42,131 @@ func TestNetnsSeedCommandsDirect(t *testing.T) {
 	m := startMesh(t, seedDropDir(t), meshOpts{nodeID: "default.e2e", hostsFile: in.HostsFile, systemCA: in.CAFile,
 		workload: w, redirectBPFFS: w.BPFFS})
 	m.waitListener(t, "127.0.0.1:15101")
-	eventually(t, 20*time.Second, "meshext run updates the redirect", func() error {
+	waitRedirect(t, m, w, "127.0.0.1:15101")
+	runSeedCommands(t, asWorkload(w))
+}
+
+// waitRedirect waits until meshext run has pointed w's eBPF redirect at
+// the transparent listener proxy and at its own DNS server.
+func waitRedirect(t *testing.T, m *meshEnv, w *netns.Workload, proxy string) {
+	t.Helper()
+	eventually(t, 20*time.Second, "meshext run updates the redirect of "+w.Name, func() error {
 		cfg, err := w.Redirect.Config()
 		if err != nil {
 			return err
 		}
-		want := []bpf.VIPRoute{{CIDR: bpf.DefaultVIPCIDR, Proxy: netip.MustParseAddrPort("127.0.0.1:15101")}}
+		want := []bpf.VIPRoute{{CIDR: bpf.DefaultVIPCIDR, Proxy: netip.MustParseAddrPort(proxy)}}
 		if len(cfg.VIPs) != 1 || cfg.VIPs[0] != want[0] || cfg.DNS.String() != m.dnsAddr {
 			return fmt.Errorf("config %+v, want VIPs %v and DNS %s", cfg, want, m.dnsAddr)
 		}
 		return nil
 	})
-	runSeedCommands(t, func(t *testing.T, line string) string {
+}
+
+// asWorkload runs a command line as w (runSeedCommands' inApp); it must succeed.
+func asWorkload(w *netns.Workload) func(t *testing.T, line string) string {
+	return func(t *testing.T, line string) string {
 		t.Helper()
 		out, err := w.Shell(30*time.Second, line)
 		require.NoError(t, err, "%s\n%s", line, out)
 		return out
+	}
+}
+
+// Where the egress scenarios put the ZoneEgresses: Envoys in the egress
+// namespace, on the address workloads reach it by.
+const netnsEgressPort, netnsEgressAdmin = 10002, 9903
+
+// netnsMeshDrop is a drop directory with the seed's services, the Mesh of
+// examples-egress/ (builtin CA, zoneEgress) and n ZoneEgresses egress-<i> on
+// netns.EgressAddr, ports netnsEgressPort+i-1, admin ports netnsEgressAdmin+i-1.
+func netnsMeshDrop(t *testing.T, drop string, n int) {
+	t.Helper()
+	copyFile(t, filepath.Join(testenv.RepoRoot(), "examples-egress", "mesh.yaml"), filepath.Join(drop, "mesh.yaml"))
+	for i := 1; i <= n; i++ {
+		addr := netip.AddrPortFrom(netns.EgressAddr, uint16(netnsEgressPort+i-1)).String()
+		writeFile(t, filepath.Join(drop, fmt.Sprintf("egress-%d.yaml", i)), egressZone(fmt.Sprintf("egress-%d", i), addr, netnsEgressAdmin+i-1))
+	}
+}
+
+// netnsADS is where meshext run serves ADS in the netns scenarios: the
+// workload's address on the egress link, over mTLS. A ZoneEgress is another
+// host in a real zone: it reaches its control plane over the network with a
+// client certificate naming its node (and gets only its own keys), never
+// through a shared directory.
+func netnsADS(t *testing.T) string {
+	return netip.AddrPortFrom(netns.WorkloadAddr, uint16(testnet.FreePort(t))).String()
+}
+
+// startZoneEgress bootstraps the ZoneEgress name (node .<name>, admin port
+// admin) with m's delivery flags and starts its Envoy in tp's egress
+// namespace, where Envoy resolves the external names through that
+// namespace's resolver (the internet's DNS).
+func (m *meshEnv) startZoneEgress(t *testing.T, tp *netns.Topology, name string, admin int) *envoyproc.Proc {
+	t.Helper()
+	node := names.ZoneEgressNodeID(name)
+	dir := filepath.Join(m.dir, names.PathElement(node))
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	boot := m.bootstrap(t, dir, "--zone-egress", name, "--admin-port", strconv.Itoa(admin))
+	o := envoyproc.Pinned(testenv.Envoy(t), boot, dir, "envoy", envoyModuleEnv(t))
+	tp.Egress.Envoy(&o)
+	return startEnvoyProc(t, o, node)
+}
+
+// TestNetnsSeedCommandsThroughEgress is issue 13's acceptance path: mesh
+// mTLS on (examples-egress/mesh.yaml, Kuma's builtin CA), `meshext run` and
+// the seed Dataplane's sidecar Envoy in the workload namespace (eBPF
+// redirect, meshext's DNS), a ZoneEgress Envoy in the egress namespace on
+// 192.0.2.1 fed over ADS (mTLS TCP to meshext run on 192.0.2.2), the
+// stand-ins in the internet namespace. The workload namespace has a route
+// only to the egress: the seed's seven commands, unchanged, work from the
+// workload through the egress (whose access log names the workload's
+// SPIFFE ID for each service), and a direct connection to each stand-in
+// fails although meshext's DNS knows their addresses.
+func TestNetnsSeedCommandsThroughEgress(t *testing.T) {
+	tp := netns.New(t, netns.Options{})
+	in := tp.StartInternet(t)
+	testenv.Tool(t, "nc")
+	testenv.Tool(t, "curl")
+	testenv.Tool(t, "grpcurl")
+	w := tp.AttachWorkload(t, netns.WorkloadOptions{Name: "e2e"})
+	drop := seedDropDir(t)
+	netnsMeshDrop(t, drop, 1)
+	// No MeshTrafficPermission: every identity of the mesh passes (Kuma's default).
+	m := startMesh(t, drop, meshOpts{nodeID: "default.e2e", hostsFile: in.HostsFile, systemCA: in.CAFile,
+		workload: w, redirectBPFFS: w.BPFFS, adsTCP: netnsADS(t), ownResolver: true})
+	egress := m.startZoneEgress(t, tp, "egress-1", netnsEgressAdmin)
+	m.waitListener(t, "127.0.0.1:15101")
+	waitRedirect(t, m, w, "127.0.0.1:15101")
+
+	runSeedCommands(t, asWorkload(w))
+
+	t.Run("each service went through the egress as spiffe://default/e2e", func(t *testing.T) {
+		for _, s := range []struct {
+			name string
+			port uint32
+		}{{"mes-tcp", 4242}, {"mes-tcp-tls", 4243}, {"mes-tcp-mtls", 4244}, {"mes-http", 80}, {"mes-https", 80}, {"mes-grpc", 9000}, {"mes-grpcs", 9001}} {
+			want := "sni=" + names.SNI(s.name, "default", "mes", s.port)
+			eventually(t, 10*time.Second, "egress access log of "+s.name, func() error {
+				for _, line := range strings.Split(egress.LogText(), "\n") {
+					if strings.Contains(line, want+" ") && strings.Contains(line, `peer="spiffe://default/e2e,`) {
+						return nil
+					}
+				}
+				return fmt.Errorf("no line with %s and the workload's identity", want)
+			})
+		}
+	})
+	t.Run("no bypass: the workload reaches no stand-in directly", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, tp.Workload.CheckNoRoute(ctx, in.Endpoints()))
+		// Neither as the workload by name (meshext's DNS answers the
+		// stand-ins' real addresses from its hosts file).
+		// curl's exit code 7: resolved, could not connect (6 would be DNS).
+		out, err := w.Shell(10*time.Second, "curl -sS --max-time 3 http://httpbin.org/get")
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, out)
+		assert.Equal(t, 7, exit.ExitCode(), "curl exit code; output: %s", out)
 	})
 }
