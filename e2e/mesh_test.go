@@ -258,8 +258,14 @@ func (m *meshEnv) envoyLog() string {
 // waitListener waits until Envoy serves a listener bound to addr (e.g. 127.0.0.1:18080).
 func (m *meshEnv) waitListener(t *testing.T, addr string) {
 	t.Helper()
+	waitEnvoyListener(t, m.envoy, addr)
+}
+
+// waitEnvoyListener waits until p serves a listener bound to addr.
+func waitEnvoyListener(t *testing.T, p *envoyproc.Proc, addr string) {
+	t.Helper()
 	eventually(t, 20*time.Second, "Envoy listener on "+addr, func() error {
-		body, err := m.envoy.Get("/listeners")
+		body, err := p.Get("/listeners")
 		if err != nil {
 			return err
 		}

@@ -16,7 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshext/meshext/bpf"
+	"github.com/meshext/meshext/controller/meshca"
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/pki"
 	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/netns"
 	"github.com/meshext/meshext/e2e/testenv"
@@ -168,5 +170,165 @@ func TestNetnsSeedCommandsThroughEgress(t *testing.T) {
 		var exit *exec.ExitError
 		require.ErrorAs(t, err, &exit, out)
 		assert.Equal(t, 7, exit.ExitCode(), "curl exit code; output: %s", out)
+	})
+}
+
+// netnsDataplane is a Dataplane of the workload namespace reached only by
+// the eBPF redirect: its transparent listener on 127.0.0.1:redirectPort,
+// its SPIFFE ID spiffe://default/<name>.
+func netnsDataplane(name string, redirectPort int) string {
+	return fmt.Sprintf(`type: Dataplane
+mesh: default
+name: %s
+networking:
+  address: 127.0.0.1
+  transparentProxying: {redirectPortOutbound: %d}
+  inbound:
+    - port: %d
+      tags:
+        kuma.io/service: %s
+`, name, redirectPort, redirectPort+1000, name)
+}
+
+// seedServices are the seed's services with their ports and protocols.
+var seedServices = []struct {
+	name string
+	port uint32
+	tcp  bool // else HTTP or gRPC
+	grpc bool
+}{
+	{"mes-tcp", 4242, true, false}, {"mes-tcp-tls", 4243, true, false}, {"mes-tcp-mtls", 4244, true, false},
+	{"mes-http", 80, false, false}, {"mes-https", 80, false, false},
+	{"mes-grpc", 9000, false, true}, {"mes-grpcs", 9001, false, true},
+}
+
+// checkRefusedAtEgress calls every seed service as w, the seed's clients
+// by the generated names, and wants each refused at the egress: HTTP 403
+// whose body says deniedBy, gRPC status 7 (PermissionDenied), TCP closed
+// without an echo; for TCP the egress's access log (egressLogs) names w's
+// identity and the network RBAC denial.
+func checkRefusedAtEgress(t *testing.T, w *netns.Workload, deniedBy string, egressLogs func() string) {
+	t.Helper()
+	for _, s := range seedServices {
+		t.Run(w.Name+" "+s.name, func(t *testing.T) {
+			t.Parallel()
+			host := s.name + ".svc.meshext.local"
+			switch {
+			case s.tcp:
+				out, _ := w.Shell(20*time.Second, fmt.Sprintf("echo 'echo this' | nc -N -w 5 %s %d", host, s.port))
+				assert.Empty(t, out, "connected, then closed without an echo")
+				sni := "sni=" + names.SNI(s.name, "default", "mes", s.port) + " "
+				eventually(t, 10*time.Second, "the egress closed "+w.Name+"'s connection by network RBAC", func() error {
+					for _, line := range strings.Split(egressLogs(), "\n") {
+						if strings.Contains(line, sni) && strings.Contains(line, `peer="spiffe://default/`+w.Name+",") &&
+							strings.Contains(line, "closed=rbac_access_denied") {
+							return nil
+						}
+					}
+					return fmt.Errorf("no line with %s, %s's identity and rbac_access_denied", sni, w.Name)
+				})
+			case s.grpc:
+				out, err := w.Shell(20*time.Second, fmt.Sprintf("grpcurl -plaintext %s:%d list", host, s.port))
+				assert.Error(t, err, out)
+				assert.Contains(t, out, "code = PermissionDenied", "gRPC status 7")
+			default:
+				out, err := w.Shell(20*time.Second, fmt.Sprintf("curl -sS --max-time 10 -w '\\n%%{http_code}' http://%s/get", host))
+				require.NoError(t, err, out)
+				assert.True(t, strings.HasSuffix(out, "\n403"), "HTTP 403: %s", out)
+				assert.Contains(t, out, deniedBy)
+			}
+		})
+	}
+}
+
+// TestNetnsEgressAuthorization: two workloads in the workload namespace
+// (Dataplanes web and batch: two app cgroups with their own redirect and
+// sidecar Envoy), two ZoneEgress Envoys in the egress namespace. A Kuma
+// `rules` MeshTrafficPermission allowing spiffe://default/web lets web's
+// seed commands through and refuses batch's at the egress for every
+// protocol; a client skipping its sidecar with another CA's certificate or
+// none is refused at the egress; one egress killed, traffic continues;
+// both, nothing leaves; one restarted, traffic resumes; and with no policy
+// and routing.defaultForbidMeshExternalServiceAccess nobody passes.
+func TestNetnsEgressAuthorization(t *testing.T) {
+	tp := netns.New(t, netns.Options{})
+	in := tp.StartInternet(t)
+	testenv.Tool(t, "nc")
+	testenv.Tool(t, "curl")
+	testenv.Tool(t, "grpcurl")
+	web := tp.AttachWorkload(t, netns.WorkloadOptions{Name: "web"})
+	batch := tp.AttachWorkload(t, netns.WorkloadOptions{Name: "batch"})
+	drop := seedServicesDropDir(t)
+	netnsMeshDrop(t, drop, 2)
+	writeFile(t, filepath.Join(drop, "web.yaml"), netnsDataplane("web", 15101))
+	writeFile(t, filepath.Join(drop, "batch.yaml"), netnsDataplane("batch", 15102))
+	writeFile(t, filepath.Join(drop, "mtp.yaml"), allowWebRules)
+	m := startMesh(t, drop, meshOpts{nodeID: "default.web", hostsFile: in.HostsFile, systemCA: in.CAFile,
+		workload: web, redirectBPFFS: web.BPFFS, adsTCP: netnsADS(t), ownResolver: true})
+	batchEnvoy := m.startSidecar(t, "default.batch", batch)
+	egresses := map[string]*envoyproc.Proc{}
+	egressLogs := func() string { return egresses["egress-1"].LogText() + egresses["egress-2"].LogText() }
+	// A restarted egress belongs to the whole test, not to the subtest
+	// that restarts it (which would stop it when it ends).
+	startEgress := func(name string) {
+		i, _ := strconv.Atoi(strings.TrimPrefix(name, "egress-"))
+		egresses[name] = m.startZoneEgress(t, tp, name, netnsEgressAdmin+i-1)
+	}
+	startEgress("egress-1")
+	startEgress("egress-2")
+	m.waitListener(t, "127.0.0.1:15101")
+	waitEnvoyListener(t, batchEnvoy, "127.0.0.1:15102")
+	waitRedirect(t, m, web, "127.0.0.1:15101")
+	waitRedirect(t, m, batch, "127.0.0.1:15102")
+
+	t.Run("rules: web passes", func(t *testing.T) { runSeedCommands(t, asWorkload(web)) })
+	t.Run("rules: batch is refused at the egress", func(t *testing.T) {
+		checkRefusedAtEgress(t, batch, `from "batch" denied by MeshTrafficPermission rules "allow-web"`, egressLogs)
+	})
+	t.Run("a client with another CA's certificate, or none, is refused at the egress", func(t *testing.T) {
+		ca, err := pki.LoadCA(meshca.CADir(m.state, "default", "ca-1"))
+		require.NoError(t, err)
+		addr := netip.AddrPortFrom(netns.EgressAddr, netnsEgressPort).String()
+		checkEgressClientCertificates(t, tp.Workload.DialContext, addr, ca)
+	})
+	t.Run("two egresses, one killed: traffic continues; both: nothing leaves; one restarted: resumes", func(t *testing.T) {
+		tr := egressTraffic{
+			get: func() (int, string) {
+				out, err := web.Shell(20*time.Second, "curl -sS --max-time 10 -w '\\n%{http_code}' http://mes-http.svc.meshext.local/get")
+				i := strings.LastIndex(out, "\n")
+				code, cerr := strconv.Atoi(out[i+1:])
+				if err != nil || cerr != nil {
+					return 0, fmt.Sprintf("%v: %s", err, out)
+				}
+				return code, out[:max(i, 0)]
+			},
+			echo: func(line string) error {
+				out, err := web.Shell(20*time.Second, fmt.Sprintf("echo '%s' | nc -N -w 5 mes-tcp.svc.meshext.local 4242", line))
+				if err != nil || out != line+"\n" {
+					return fmt.Errorf("echo %q: %q %v", line, out, err)
+				}
+				return nil
+			},
+		}
+		checkEgressFailover(t, tr, func(name string) { egresses[name].Kill() }, startEgress)
+	})
+	t.Run("defaultForbidMeshExternalServiceAccess without a policy: nobody passes", func(t *testing.T) {
+		require.NoError(t, os.Remove(filepath.Join(drop, "mtp.yaml")))
+		mesh, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples-egress", "mesh.yaml"))
+		require.NoError(t, err)
+		writeFile(t, filepath.Join(drop, "mesh.yaml"), string(mesh)+"  defaultForbidMeshExternalServiceAccess: true\n")
+		const deniedBy = "denied by mesh default (routing.defaultForbidMeshExternalServiceAccess)"
+		eventually(t, 20*time.Second, "web denied by the mesh default", func() error {
+			out, _ := web.Shell(20*time.Second, "curl -sS --max-time 10 http://mes-http.svc.meshext.local/get")
+			if !strings.Contains(out, deniedBy) {
+				return fmt.Errorf("%s", out)
+			}
+			return nil
+		})
+		// Only egress-2 runs (egress-1 is down since the failover), its log
+		// new since its restart: the TCP denials found are this policy's.
+		logs := func() string { return egresses["egress-2"].LogText() }
+		checkRefusedAtEgress(t, web, deniedBy, logs)
+		checkRefusedAtEgress(t, batch, deniedBy, logs)
 	})
 }
