@@ -33,11 +33,7 @@ import (
 // since here the sidecar itself connects to the stand-ins. The seed's seven
 // commands run unchanged as the workload.
 func TestNetnsSeedCommandsDirect(t *testing.T) {
-	tp := netns.New(t, netns.Options{DirectRoute: true})
-	in := tp.StartInternet(t)
-	testenv.Tool(t, "nc")
-	testenv.Tool(t, "curl")
-	testenv.Tool(t, "grpcurl")
+	tp, in := netnsWithStandIns(t, netns.Options{DirectRoute: true})
 	// Named like the e2e Dataplane, so meshext run points the redirect at
 	// its transparent listener (15101) and at its own DNS server.
 	w := tp.AttachWorkload(t, netns.WorkloadOptions{Name: "e2e"})
@@ -46,6 +42,18 @@ func TestNetnsSeedCommandsDirect(t *testing.T) {
 	m.waitListener(t, "127.0.0.1:15101")
 	waitRedirect(t, m, w, "127.0.0.1:15101")
 	runSeedCommands(t, asWorkload(w))
+}
+
+// netnsWithStandIns builds the namespaces with the stand-ins running and
+// checks that the seed's clients are there.
+func netnsWithStandIns(t *testing.T, o netns.Options) (*netns.Topology, *netns.Internet) {
+	t.Helper()
+	tp := netns.New(t, o)
+	in := tp.StartInternet(t)
+	for _, tool := range []string{"nc", "curl", "grpcurl"} {
+		testenv.Tool(t, tool)
+	}
+	return tp, in
 }
 
 // waitRedirect waits until meshext run has pointed w's eBPF redirect at
@@ -126,11 +134,7 @@ func (m *meshEnv) startZoneEgress(t *testing.T, tp *netns.Topology, name string,
 // SPIFFE ID for each service), and a direct connection to each stand-in
 // fails although meshext's DNS knows their addresses.
 func TestNetnsSeedCommandsThroughEgress(t *testing.T) {
-	tp := netns.New(t, netns.Options{})
-	in := tp.StartInternet(t)
-	testenv.Tool(t, "nc")
-	testenv.Tool(t, "curl")
-	testenv.Tool(t, "grpcurl")
+	tp, in := netnsWithStandIns(t, netns.Options{})
 	w := tp.AttachWorkload(t, netns.WorkloadOptions{Name: "e2e"})
 	drop := seedDropDir(t)
 	netnsMeshDrop(t, drop, 1)
@@ -251,11 +255,7 @@ func checkRefusedAtEgress(t *testing.T, w *netns.Workload, deniedBy string, egre
 // both, nothing leaves; one restarted, traffic resumes; and with no policy
 // and routing.defaultForbidMeshExternalServiceAccess nobody passes.
 func TestNetnsEgressAuthorization(t *testing.T) {
-	tp := netns.New(t, netns.Options{})
-	in := tp.StartInternet(t)
-	testenv.Tool(t, "nc")
-	testenv.Tool(t, "curl")
-	testenv.Tool(t, "grpcurl")
+	tp, in := netnsWithStandIns(t, netns.Options{})
 	web := tp.AttachWorkload(t, netns.WorkloadOptions{Name: "web"})
 	batch := tp.AttachWorkload(t, netns.WorkloadOptions{Name: "batch"})
 	drop := seedServicesDropDir(t)
