@@ -120,7 +120,10 @@ func (m *meshEnv) startZoneEgress(t *testing.T, tp *netns.Topology, name string,
 	boot := m.bootstrap(t, dir, "--zone-egress", name, "--admin-port", strconv.Itoa(admin))
 	o := envoyproc.Pinned(testenv.Envoy(t), boot, dir, "envoy", envoyModuleEnv(t))
 	tp.Egress.Envoy(&o)
-	return startEnvoyProc(t, o, node)
+	start := time.Now()
+	p := startEnvoyProc(t, o, node)
+	t.Logf("ZoneEgress %s: Envoy ready %.1fs after its start", name, time.Since(start).Seconds())
+	return p
 }
 
 // TestNetnsSeedCommandsThroughEgress is issue 13's acceptance path: mesh
