@@ -201,12 +201,22 @@ func (m *meshEnv) startSidecar(t *testing.T, node string, w *netns.Workload) *en
 // log printed (and kept in $TMPDIR) when the test failed.
 func startEnvoyProc(t *testing.T, o envoyproc.Options, node string) *envoyproc.Proc {
 	t.Helper()
+	p, err := launchEnvoy(t, o, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// launchEnvoy is startEnvoyProc returning the error: safe on another
+// goroutine than the test's.
+func launchEnvoy(t *testing.T, o envoyproc.Options, node string) (*envoyproc.Proc, error) {
 	// Tests read access logs from Envoy's output; Envoy flushes it only
 	// every 10 s by default, as long as their bounded waits.
 	o.Args = append([]string{"--file-flush-interval-msec", "100"}, o.Args...)
 	p, err := envoyproc.Start(o)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -217,7 +227,7 @@ func startEnvoyProc(t *testing.T, o envoyproc.Options, node string) *envoyproc.P
 		}
 		p.Stop()
 	})
-	return p
+	return p, nil
 }
 
 func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {

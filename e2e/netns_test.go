@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -108,22 +110,48 @@ func netnsADS(t *testing.T) string {
 	return netip.AddrPortFrom(netns.WorkloadAddr, uint16(testnet.FreePort(t))).String()
 }
 
-// startZoneEgress bootstraps the ZoneEgress name (node .<name>, admin port
-// admin) with m's delivery flags and starts its Envoy in tp's egress
-// namespace, where Envoy resolves the external names through that
-// namespace's resolver (the internet's DNS).
-func (m *meshEnv) startZoneEgress(t *testing.T, tp *netns.Topology, name string, admin int) *envoyproc.Proc {
+// startZoneEgresses bootstraps the ZoneEgresses of netnsMeshDrop named
+// (egress-<i>: node .egress-<i>, its admin port) with m's delivery flags and
+// starts their Envoys, side by side, in tp's egress namespace, where Envoy
+// resolves the external names through that namespace's resolver (the
+// internet's DNS).
+func (m *meshEnv) startZoneEgresses(t *testing.T, tp *netns.Topology, egresses ...string) map[string]*envoyproc.Proc {
 	t.Helper()
-	node := names.ZoneEgressNodeID(name)
-	dir := filepath.Join(m.dir, names.PathElement(node))
-	require.NoError(t, os.MkdirAll(dir, 0o700))
-	boot := m.bootstrap(t, dir, "--zone-egress", name, "--admin-port", strconv.Itoa(admin))
-	o := envoyproc.Pinned(testenv.Envoy(t), boot, dir, "envoy", envoyModuleEnv(t))
-	tp.Egress.Envoy(&o)
-	start := time.Now()
-	p := startEnvoyProc(t, o, node)
-	t.Logf("ZoneEgress %s: Envoy ready %.1fs after its start", name, time.Since(start).Seconds())
-	return p
+	type started struct {
+		name string
+		p    *envoyproc.Proc
+		err  error
+		took time.Duration
+	}
+	done := make(chan started, len(egresses))
+	for _, name := range egresses {
+		i, err := strconv.Atoi(strings.TrimPrefix(name, "egress-"))
+		require.NoError(t, err, "a ZoneEgress of netnsMeshDrop: egress-<i>")
+		node := names.ZoneEgressNodeID(name)
+		dir := filepath.Join(m.dir, names.PathElement(node))
+		require.NoError(t, os.MkdirAll(dir, 0o700))
+		boot := m.bootstrap(t, dir, "--zone-egress", name, "--admin-port", strconv.Itoa(netnsEgressAdmin+i-1))
+		o := envoyproc.Pinned(testenv.Envoy(t), boot, dir, "envoy", envoyModuleEnv(t))
+		tp.Egress.Envoy(&o)
+		go func() {
+			start := time.Now()
+			p, err := launchEnvoy(t, o, node)
+			done <- started{name, p, err, time.Since(start)}
+		}()
+	}
+	out := map[string]*envoyproc.Proc{}
+	var errs []error
+	for range egresses {
+		s := <-done
+		if s.err != nil {
+			errs = append(errs, s.err)
+			continue
+		}
+		out[s.name] = s.p
+		t.Logf("ZoneEgress %s: Envoy ready %.1fs after its start", s.name, s.took.Seconds())
+	}
+	require.NoError(t, errors.Join(errs...))
+	return out
 }
 
 // TestNetnsSeedCommandsThroughEgress is issue 13's acceptance path: mesh
@@ -144,7 +172,7 @@ func TestNetnsSeedCommandsThroughEgress(t *testing.T) {
 	// No MeshTrafficPermission: every identity of the mesh passes (Kuma's default).
 	m := startMesh(t, drop, meshOpts{nodeID: "default.e2e", hostsFile: in.HostsFile, systemCA: in.CAFile,
 		workload: w, redirectBPFFS: w.BPFFS, adsTCP: netnsADS(t), ownResolver: true})
-	egress := m.startZoneEgress(t, tp, "egress-1", netnsEgressAdmin)
+	egress := m.startZoneEgresses(t, tp, "egress-1")["egress-1"]
 	m.waitListener(t, "127.0.0.1:15101")
 	waitRedirect(t, m, w, "127.0.0.1:15101")
 
@@ -269,16 +297,9 @@ func TestNetnsEgressAuthorization(t *testing.T) {
 	m := startMesh(t, drop, meshOpts{nodeID: "default.web", hostsFile: in.HostsFile, systemCA: in.CAFile,
 		workload: web, redirectBPFFS: web.BPFFS, adsTCP: netnsADS(t), ownResolver: true})
 	batchEnvoy := m.startSidecar(t, "default.batch", batch)
-	egresses := map[string]*envoyproc.Proc{}
+	egresses := m.startZoneEgresses(t, tp, "egress-1", "egress-2")
+	outer := t
 	egressLogs := func() string { return egresses["egress-1"].LogText() + egresses["egress-2"].LogText() }
-	// A restarted egress belongs to the whole test, not to the subtest
-	// that restarts it (which would stop it when it ends).
-	startEgress := func(name string) {
-		i, _ := strconv.Atoi(strings.TrimPrefix(name, "egress-"))
-		egresses[name] = m.startZoneEgress(t, tp, name, netnsEgressAdmin+i-1)
-	}
-	startEgress("egress-1")
-	startEgress("egress-2")
 	m.waitListener(t, "127.0.0.1:15101")
 	waitEnvoyListener(t, batchEnvoy, "127.0.0.1:15102")
 	waitRedirect(t, m, web, "127.0.0.1:15101")
@@ -313,7 +334,11 @@ func TestNetnsEgressAuthorization(t *testing.T) {
 				return nil
 			},
 		}
-		checkEgressFailover(t, tr, func(name string) { egresses[name].Kill() }, startEgress)
+		checkEgressFailover(t, tr, func(name string) { egresses[name].Kill() }, func(name string) {
+			// Restarted for the whole test: on the subtest's t it would stop
+			// when the subtest ends.
+			maps.Copy(egresses, m.startZoneEgresses(outer, tp, name))
+		})
 	})
 	t.Run("defaultForbidMeshExternalServiceAccess without a policy: nobody passes", func(t *testing.T) {
 		require.NoError(t, os.Remove(filepath.Join(drop, "mtp.yaml")))
