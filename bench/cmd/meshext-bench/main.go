@@ -59,7 +59,7 @@ func run(args []string) int {
 	fs.StringVar(&o.gobin, "go", "go", "go command, for the packages' Go benchmarks")
 	fs.StringVar(&o.out, "out", "bench/results", "report directory")
 	fs.StringVar(&o.repo, "repo", ".", "repository root")
-	fs.StringVar(&o.sections, "sections", "datapath,controlplane,gobench", "comma-separated sections to run")
+	fs.StringVar(&o.sections, "sections", "datapath,egress,controlplane,gobench", "comma-separated sections to run")
 	keep := fs.String("keep", "", "keep the work directory (configs, logs) after the run: true or false (default: true full, false quick)")
 	fs.DurationVar(&o.durations, "duration", 0, "load duration per run, whole seconds (default: 2s full, 1s quick)")
 	fs.BoolVar(&o.pin, "pin", true, "give each Envoy the last CPU to itself, clients and upstreams the others (2+ CPUs)")
@@ -137,10 +137,10 @@ func run(args []string) int {
 	for _, s := range strings.Split(o.sections, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case "datapath", "controlplane", "gobench":
+		case "datapath", "egress", "controlplane", "gobench":
 			want[s] = true
 		default:
-			fmt.Fprintf(os.Stderr, "meshext-bench: unknown section %q (want datapath, controlplane, gobench)\n", s)
+			fmt.Fprintf(os.Stderr, "meshext-bench: unknown section %q (want datapath, egress, controlplane, gobench)\n", s)
 			return 2
 		}
 	}
@@ -153,6 +153,9 @@ func run(args []string) int {
 			render: renderer{meshext: o.meshext, cpbench: o.cpbench, plugin: o.plugin},
 			pin:    o.pin,
 		}))
+	}
+	if want["egress"] {
+		rep.WriteString(egressSection(ctx, o, work, quick))
 	}
 	if want["controlplane"] {
 		rep.WriteString(runControlPlane(ctx, cpConfig{quick: quick, cpbench: o.cpbench, meshext: o.meshext, envoy: o.envoy, plugin: o.plugin, workDir: work}))
