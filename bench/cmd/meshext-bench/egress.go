@@ -289,7 +289,7 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 	var md strings.Builder
 	md.WriteString("## Egress path: workload → ZoneEgress → upstream\n\n")
 	fmt.Fprintf(&md, "Kuma's egress path next to the direct path, every config rendered by `meshext render` from one resource set per variant (three MeshExternalServices: tcp, http, grpc; a Dataplane `bench` with an outbound to each). "+
-		"Variants, interleaved c, d, e, e' in each of %d round(s) of %s (after a %s warm-up per variant), each cell the median over rounds: "+
+		"Variants, interleaved in each of %d round(s) (c, d, e, e' in the first, each later round starting one variant later) of %s (after a %s warm-up per variant), each cell the median over rounds: "+
 		"(c) %s; (d) %s (`--plugin on`); (e) %s: mesh mTLS with the builtin CA, the workload Envoy originates mTLS with Kuma's SNI to a ZoneEgress Envoy, which checks the client certificate, "+
 		"and its Go filter (`bin/libmeshext.so`, stock-Envoy dynamic module) decides every request from the caller's SPIFFE ID against a MeshTrafficPermission (Kuma 2.12 `rules`) allowing exactly `spiffe://default/bench`, then the egress forwards to the upstream; "+
 		"(e') %s (`--plugin off`: the same policy as native HTTP RBAC on the peer principal). TCP services get network RBAC at the egress with either `--plugin`, so TCP runs (c) and (e) only. "+
@@ -376,6 +376,7 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 		}
 		fmt.Fprintf(&detail, "### Egress path, %s\n\n| variant | %s | p50 | p99 | Envoy CPU (sum) | Envoy CPU/req (sum) | errors |\n|---|---|---|---|---|---|---|\n", pr.name, unit)
 		byKey := map[string]*variantRun{}
+		var idle []string
 		for i, v := range egressVariants {
 			r := runs[i]
 			if r.why != "" {
@@ -400,6 +401,12 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 				errCell += " (" + oneLine(strings.Join(r.errs, "; ")) + ")"
 			}
 			fmt.Fprintf(&detail, "| (%s) %s | %s | %s | %s | %.0f %% | %.1f µs | %s |\n", v.key, v.name, thrCell, fmtDur(p50), fmtDur(p99), cpu*100, cpuReq*1e6, errCell)
+			if notSaturated(cpu) {
+				idle = append(idle, fmt.Sprintf("(%s) %.0f %%", v.key, cpu*100))
+			}
+		}
+		if len(idle) > 0 {
+			fmt.Fprintf(&detail, "\nNot saturated: the Envoy CPU was %s of the one core, so the limit was elsewhere (client, upstream, the host's other work, or the wake-up latency of an idle vCPU); read those rows' throughput as a floor and compare CPU/req.\n", strings.Join(idle, ", "))
 		}
 		detail.WriteString("\nReproduce (the resources and rendered configs are kept in the work directory named at the top; ports were ephemeral):\n\n```\n")
 		fmt.Fprintf(&detail, "# upstream (the resources name its address)\n%s\n", strings.TrimSuffix(upstreamCommand(pr.upstream, cfg.workDir), " &")+" -addr "+ups[pr.key]+" &")
@@ -457,7 +464,10 @@ func measureEgressProto(ctx context.Context, cfg dpConfig, proto string, setups 
 		}
 	}
 	for round := 0; round < cfg.rounds && ctx.Err() == nil; round++ {
-		for i, r := range runs {
+		// Each round starts one variant later, so no variant always runs
+		// first (after set-up or a pause) or right after the same one.
+		for _, i := range roundOrder(len(runs), round) {
+			r := runs[i]
 			if r.why != "" {
 				continue
 			}
@@ -476,6 +486,20 @@ func measureEgressProto(ctx context.Context, cfg dpConfig, proto string, setups 
 		}
 	}
 	return runs
+}
+
+// notSaturated says whether a variant's Envoys (summed, share of one core)
+// left the Envoy CPU idle much of the run: closed-loop load should keep it
+// near 100 %.
+func notSaturated(cpu float64) bool { return cpu > 0 && cpu < 0.6 }
+
+// roundOrder is the order of n variants in a round: rotated by round.
+func roundOrder(n, round int) []int {
+	order := make([]int, n)
+	for k := range order {
+		order[k] = (k + round) % n
+	}
+	return order
 }
 
 // egressDecisions is the proof that the authorization ran where the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,5 +124,22 @@ tcp.other.rbac.allowed: x
 	allowed, denied := sumRBACStats(body)
 	if allowed != 15 || denied != 3 {
 		t.Errorf("sumRBACStats = %d allowed, %d denied; want 15, 3", allowed, denied)
+	}
+}
+
+func TestRoundOrderRotates(t *testing.T) {
+	for round, want := range [][]int{{0, 1, 2, 3}, {1, 2, 3, 0}, {2, 3, 0, 1}, {3, 0, 1, 2}, {0, 1, 2, 3}} {
+		got := roundOrder(4, round)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("round %d: order %v, want %v", round, got, want)
+		}
+	}
+}
+
+func TestNotSaturated(t *testing.T) {
+	for cpu, want := range map[float64]bool{0: false, 0.41: true, 0.59: true, 0.6: false, 0.97: false} {
+		if got := notSaturated(cpu); got != want {
+			t.Errorf("notSaturated(%v) = %v, want %v", cpu, got, want)
+		}
 	}
 }
