@@ -377,7 +377,7 @@ func BenchmarkEnvoyRPS(b *testing.B) {
 	cref := ""
 	if cc, err := exec.LookPath("cc"); err == nil {
 		cref = b.TempDir()
-		if _, err := envoytest.BuildCReference(context.Background(), cc, "", testenv.RepoRoot(), cref, false); err != nil {
+		if _, err := envoytest.BuildCReference(context.Background(), cc, "", testenv.RepoRoot(), cref, true); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -46,11 +46,11 @@ func runGoBenchmarks(ctx context.Context, gobin, repo string, quick bool) string
 		fmt.Fprintf(os.Stderr, "bench: go benchmarks %s\n", gb.pkg)
 		fmt.Fprintf(&b, "### %s (`%s`)\n\n", gb.title, gb.pkg)
 		if !hasBenchmarks(filepath.Join(repo, gb.pkg)) {
-			fmt.Fprintf(&b, "not available: no Benchmark functions in %s yet\n\n", gb.pkg)
+			fmt.Fprintf(&b, "%s\n\n", notAvailable("go benchmarks "+gb.pkg, "no Benchmark functions in "+gb.pkg+" yet"))
 			continue
 		}
 		if gb.needs == "root" && os.Geteuid() != 0 {
-			fmt.Fprintf(&b, "not available: needs root\n\n")
+			fmt.Fprintf(&b, "%s\n\n", notAvailable("go benchmarks "+gb.pkg, "needs root"))
 			continue
 		}
 		argv := []string{gobin, "test", "-run", "^$", "-bench", pattern, "-benchmem", "-benchtime", benchtime, "-count", "1", gb.pkg}
