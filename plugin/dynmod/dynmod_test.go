@@ -443,6 +443,31 @@ func BenchmarkOnRequestHeaders(b *testing.B) {
 	}
 }
 
+// BenchmarkFastAllow is the Go work plugin/dynabi does for an allowed
+// request with the rendered default config (its calls into Envoy aside).
+func BenchmarkFastAllow(b *testing.B) {
+	var fc egress.FilterConfig
+	if err := json.Unmarshal(testConfig(b), &fc); err != nil {
+		b.Fatal(err)
+	}
+	fc.IgnoreClientCertificates, fc.DenyMetadataOnly = true, true
+	raw, err := json.Marshal(fc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := ConfigFactory{}.Create(&fakeConfigHandle{}, raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fast := f.(FastDecider)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := fast.FastAllow("open.ext:80"); !ok {
+			b.Fatal("not allowed")
+		}
+	}
+}
+
 func TestNoopFilterPassesEverything(t *testing.T) {
 	fac, err := NoopConfigFactory{}.Create(&fakeConfigHandle{}, []byte("ignored"))
 	if err != nil {
