@@ -40,7 +40,9 @@ func runForwardProxy(ctx context.Context, cfg fpConfig) string {
 		"(2) the meshext Go filter (`bin/libmeshext.so`) with the config the controller renders there (`ignoreClientCertificates`, `denyMetadataOnly`); "+
 		"(3) a C dynamic module making the filter's calls into Envoy on that path and nothing else (read the authority, count, set the cluster header, clear the route cache: "+
 		"`plugin/envoytest/testdata/cref`), so Go/C-ref is the Go filter's own cost; "+
-		"(4) the `--plugin off` rendering: a virtual host per MES with per-route RBAC (`plugin/rbac`). "+
+		"(4) the `--plugin off` rendering: a virtual host per MES with per-route RBAC (`plugin/rbac`); "+
+		"(5, diagnostic) the module's empty Go filter (`meshext-noop`): what any Go module costs, and whether a Go runtime in Envoy changes throughput by itself "+
+		"(its threads keep an otherwise idle CPU awake: when empty module / no filter is above 1, req/s ratios between Go and non-Go flavors overstate the Go filter, and Envoy CPU per request is the figure to read). "+
 		"Ratios are medians of per-round ratios; Envoy CPU per request (lower is cheaper) is the steadier signal on a busy host.\n\n", cfg.rounds, cfg.round)
 	if cfg.envoy == "" {
 		return b.String() + notAvailable("forward proxy", "no Envoy binary (make envoy)") + "\n\n"
@@ -62,7 +64,7 @@ func runForwardProxy(ctx context.Context, cfg fpConfig) string {
 		return b.String() + failed("forward proxy: C reference module", err) + "\n\n"
 	}
 	o := envoytest.CompareOptions{Envoy: cfg.envoy, ModuleDir: filepath.Dir(cfg.plugin), Round: cfg.round, Rounds: cfg.rounds,
-		WithNative: true, CReferenceDir: crefDir, Pin: cfg.pin, Wrk: cfg.wrk}
+		WithNative: true, WithNoop: true, CReferenceDir: crefDir, Pin: cfg.pin, Wrk: cfg.wrk}
 	res, err := envoytest.CompareRPS(ctx, dir, o)
 	if err != nil {
 		return b.String() + failed("forward proxy", err) + "\n\n"
@@ -87,8 +89,16 @@ func forwardProxyReport(res *envoytest.CompareResult, cfg fpConfig) string {
 	ratio("C reference / no filter", cref, base, 0)
 	ratio("native RBAC / no filter", native, base, 0)
 	ratio("Go filter / no filter", goF, base, 0)
+	if res.Noop != nil {
+		ratio("Go filter / empty Go module", goF, res.Noop, 0)
+		ratio("empty Go module / no filter (diagnostic)", res.Noop, base, 0)
+	}
 	b.WriteString("\n| flavor | req/s (median round) | lowest–highest round | Envoy CPU/req | requests | errors |\n|---|---|---|---|---|---|\n")
-	for _, r := range []*envoytest.FlavorResult{base, goF, cref, native} {
+	rows := []*envoytest.FlavorResult{base, goF, cref, native}
+	if res.Noop != nil {
+		rows = append(rows, res.Noop)
+	}
+	for _, r := range rows {
 		lo, med, hi := roundSpread(r.RoundRPS)
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f–%.0f | %s | %d | %d |\n", r.Name, med, lo, hi, r.CPUPerRequest.Round(100*time.Nanosecond), r.Requests, r.Errors)
 	}
@@ -97,7 +107,7 @@ func forwardProxyReport(res *envoytest.CompareResult, cfg fpConfig) string {
 		load = "wrk"
 	}
 	fmt.Fprintf(&b, "\nLoad: %s, %d keep-alive connections; Envoy on a CPU of its own: %v.\n\n", load, res.Options.Connections, res.Pinned)
-	fmt.Fprintf(&b, "Reproduce: `make envoy plugin && go run ./plugin/cmd/meshext-filterbench -envoy %s -module-dir bin -cref -native -rounds %d -round %s`\n\n",
+	fmt.Fprintf(&b, "Reproduce: `make envoy plugin && go run ./plugin/cmd/meshext-filterbench -envoy %s -module-dir bin -cref -native -noop -rounds %d -round %s`\n\n",
 		displayPath(cfg.envoy), cfg.rounds, cfg.round)
 	return b.String()
 }
