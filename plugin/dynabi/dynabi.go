@@ -3,7 +3,7 @@
 // Package dynabi binds meshext's dynamic-module filters (plugin/dynmod) to
 // stock Envoy's dynamic-module ABI with as little Go per request as the
 // filter's work allows. It replaces the SDK's abi package, which enters Go
-// for every hook of every stream (a stream object, a locked registry, seven
+// for every hook of every stream (a stream object, a locked registry, six
 // crossings for a GET): here the hooks that do nothing are C (hooks.c), a
 // stream has no Go state, and a request enters Go once, with its authority
 // already read. An allowed request then makes one call back into C for
