@@ -230,7 +230,7 @@ func startEgressVariant(cfg *dpConfig, v egressVariant, ups map[string]string, s
 	for _, node := range egressNodes(v) {
 		boot := filepath.Join(out, names.PathElement(node), "bootstrap.json")
 		if _, err := os.Stat(boot); err != nil {
-			s.why = "this meshext render wrote no " + node + " node (no ZoneEgress support?)"
+			s.why, s.failWhat = "this meshext render wrote no "+node+" node (no ZoneEgress support?)", "egress ("+v.key+") render"
 			return s
 		}
 		e, err := envoyproc.Start(envoyproc.Pinned(cfg.envoy, boot, dir, names.PathElement(node), s.env))
@@ -244,8 +244,7 @@ func startEgressVariant(cfg *dpConfig, v egressVariant, ups map[string]string, s
 		}
 		s.commands = append(s.commands, fmt.Sprintf("%s$(make -s envoy) -c %s --concurrency 1 --disable-hot-restart &", envPrefix(s.env), boot))
 	}
-	// The workload's outbound listeners come over no xDS wait (static
-	// bootstrap), but an egress Envoy must be accepting before the first load.
+	// Every listener must accept before the first load.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, pr := range egressProtos {
@@ -287,7 +286,7 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 		}
 	}
 	var md strings.Builder
-	md.WriteString("## Egress path: workload → ZoneEgress → upstream\n\n")
+	md.WriteString("## 1c. Egress path: workload → ZoneEgress → upstream\n\n")
 	fmt.Fprintf(&md, "Kuma's egress path next to the direct path, every config rendered by `meshext render` from one resource set per variant (three MeshExternalServices: tcp, http, grpc; a Dataplane `bench` with an outbound to each). "+
 		"Variants, interleaved in each of %d round(s) (c, d, e, e' in the first, each later round starting one variant later) of %s (after a %s warm-up per variant), each cell the median over rounds: "+
 		"(c) %s; (d) %s (`--plugin on`); (e) %s: mesh mTLS with the builtin CA, the workload Envoy originates mTLS with Kuma's SNI to a ZoneEgress Envoy, which checks the client certificate, "+
@@ -314,11 +313,11 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 		missing = append(missing, "h2load (apt-get install nghttp2-client)")
 	}
 	if len(missing) > 0 {
-		fmt.Fprintf(&md, "not available: missing %s\n\n", strings.Join(missing, ", "))
+		fmt.Fprintf(&md, "%s\n\n", notAvailable("egress path", "missing "+strings.Join(missing, ", ")))
 		return md.String()
 	}
 	if h := cfg.render.renderHelp(); !strings.Contains(h, "-plugin") {
-		md.WriteString("not available: this meshext render has no --plugin flag\n\n")
+		fmt.Fprintf(&md, "%s\n\n", notAvailable("egress path", "this meshext render has no --plugin flag"))
 		return md.String()
 	}
 
@@ -327,7 +326,7 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 	for _, pr := range egressProtos {
 		up, err := startUpstream(pr.upstream, "", "")
 		if err != nil {
-			fmt.Fprintf(&md, "not available: upstream %s: %v\n\n", pr.key, err)
+			fmt.Fprintf(&md, "%s\n\n", failed("egress path upstream "+pr.key, err))
 			return md.String()
 		}
 		defer up.stop()
@@ -406,7 +405,7 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 			}
 		}
 		if len(idle) > 0 {
-			fmt.Fprintf(&detail, "\nNot saturated: the Envoy CPU was %s of the one core, so the limit was elsewhere (client, upstream, the host's other work, or the wake-up latency of an idle vCPU); read those rows' throughput as a floor and compare CPU/req.\n", strings.Join(idle, ", "))
+			fmt.Fprintf(&detail, "\nNot saturated: the Envoy CPU was %s of the one core, so the limit was elsewhere (client, upstream, the host's other work, or an idle CPU: a lone Envoy without Go lets its pinned CPU idle between bursts, where two Envoys or a Go runtime keep it busy; see section 1b); read those rows' throughput as a floor and compare CPU/req.\n", strings.Join(idle, ", "))
 		}
 		detail.WriteString("\nReproduce (the resources and rendered configs are kept in the work directory named at the top; ports were ephemeral):\n\n```\n")
 		fmt.Fprintf(&detail, "# upstream (the resources name its address)\n%s\n", strings.TrimSuffix(upstreamCommand(pr.upstream, cfg.workDir), " &")+" -addr "+ups[pr.key]+" &")
