@@ -293,7 +293,7 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 		"and its Go filter (`bin/libmeshext.so`, stock-Envoy dynamic module) decides every request from the caller's SPIFFE ID against a MeshTrafficPermission (Kuma 2.12 `rules`) allowing exactly `spiffe://default/bench`, then the egress forwards to the upstream; "+
 		"(e') %s (`--plugin off`: the same policy as native HTTP RBAC on the peer principal). TCP services get network RBAC at the egress with either `--plugin`, so TCP runs (c) and (e) only. "+
 		"Envoy CPU is the utime+stime delta of every Envoy of the variant, summed (workload + egress for (e), (e')); CPU/req divides it by completed requests. %s "+
-		"The ratios (e)/(c) (the whole price of the egress hop, mTLS and authorization at the egress, against today's direct path), (e)/(d) (the hop with the Go filter on both sides) and (e)/(e') (the egress's Go filter against native RBAC) are medians of per-round ratios.\n\n",
+		"The ratios (e)/(c) (the whole price of the egress hop, mTLS and authorization at the egress, against today's direct path), (e)/(d) (against the direct path with the same Go filter deciding in the workload Envoy) and (e)/(e') (the egress's Go filter against native RBAC) are medians of per-round ratios.\n\n",
 		cfg.rounds, cfg.durations, cfg.warmup,
 		egressVariants[evC].name, egressVariants[evD].name, egressVariants[evE].name, egressVariants[evE2].name, egressCPUPlacement(&cfg))
 	var missing []string
