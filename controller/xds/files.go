@@ -85,7 +85,8 @@ const (
 )
 
 // FileWriter publishes resources as file-based xDS. Files are replaced
-// atomically (temp file in the same directory, fsync, rename), only when
+// atomically (temp file in the same directory, then one durable sync for the
+// whole write and the renames, see Batch), only when
 // their content changed, in an order that never lets a listener reference a
 // cluster Envoy does not have yet. It writes, empties and removes only files
 // its manifest lists (see OutDir): Dir must be empty or written by meshext
@@ -186,15 +187,34 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 	if err := w.out.Claim(0o700, secretFiles...); err != nil {
 		return st, err
 	}
-	if err := w.writeSecrets(secrets, &st); err != nil {
-		return st, err
+	// Every file goes into one of three batches, each made durable with one
+	// sync and renamed in order: secrets first (a new cluster's SDS file
+	// must exist), then each node's first, second and third file of its
+	// sequence (see stageNode), so a node's files keep their order with a
+	// sync between steps, as if written one by one.
+	var stages [nodeSteps]*Batch
+	for i := range stages {
+		stages[i] = w.out.NewBatch()
 	}
+	defer func() {
+		for _, b := range stages {
+			b.Abort()
+		}
+	}()
+	written := w.stageSecrets(secrets, stages[0])
 	var errs []error
+	plans := map[string]*writtenNode{}
+	stage := func(d, node string, res *Resources) {
+		next, err := w.stageNode(d, node, res, &stages)
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		plans[d] = next
+	}
 	for d, prev := range w.nodes {
 		if _, ok := dirs[d]; !ok {
-			if err := w.writeNode(d, prev.id, &Resources{}, &st); err != nil {
-				errs = append(errs, err)
-			}
+			stage(d, prev.id, &Resources{})
 		}
 	}
 	for d, node := range dirs {
@@ -202,26 +222,64 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		if res == nil {
 			res = &Resources{}
 		}
-		if err := w.writeNode(d, node, res, &st); err != nil {
+		stage(d, node, res)
+	}
+	if written.err != nil {
+		errs = append(errs, written.err)
+	}
+	if len(errs) > 0 {
+		// Nothing renamed yet: the deferred Abort leaves every file as it was.
+		return st, errors.Join(errs...)
+	}
+	for i, b := range stages {
+		err := b.Commit(func(rel string) {
+			st.FilesWritten++
+			w.note("write", w.out.Path(rel))
+			if i == 0 {
+				if file, ok := strings.CutPrefix(rel, secretDirName+"/"); ok {
+					if h, ok := written.hashes[file]; ok {
+						w.secrets[file] = h
+					}
+				}
+			}
+		})
+		if err != nil {
 			errs = append(errs, err)
+			break
 		}
 	}
 	if len(errs) > 0 {
+		// Envoy may hold any of the files of a node not fully written:
+		// rewrite both next time, ordered against every cluster it may have.
+		for d, next := range plans {
+			prev := w.nodes[d]
+			if prev == nil {
+				prev = &writtenNode{}
+			}
+			w.nodes[d] = &writtenNode{id: next.id, cdsVersion: "?", ldsVersion: "?", clusters: unionClusters(next.clusters, prev.clusters)}
+		}
 		// Some node may still use an old secret: keep them all.
 		return st, errors.Join(errs...)
 	}
+	maps.Copy(w.nodes, plans)
+	var gone []string
 	for file := range w.secrets {
-		if _, ok := secrets[file]; ok {
-			continue
+		if _, ok := secrets[file]; !ok {
+			gone = append(gone, relSecret(file))
 		}
-		if err := w.out.Remove(relSecret(file)); err != nil {
-			return st, err
-		}
-		delete(w.secrets, file)
-		st.FilesRemoved++
-		w.note("remove", w.out.Path(relSecret(file)))
 	}
-	return st, nil
+	slices.Sort(gone)
+	// One manifest save for all of them.
+	err = w.out.Remove(gone...)
+	for _, rel := range gone {
+		if w.out.Owns(rel) {
+			continue // not removed: tried again next time
+		}
+		delete(w.secrets, strings.TrimPrefix(rel, secretDirName+"/"))
+		st.FilesRemoved++
+		w.note("remove", w.out.Path(rel))
+	}
+	return st, err
 }
 
 // adopt takes over what a previous process listed in the manifest: its
@@ -305,8 +363,16 @@ func wantedSecrets(nodes map[string]*Resources) (map[string]wantedSecret, error)
 	return want, nil
 }
 
-// writeSecrets writes the secrets that are new or changed.
-func (w *FileWriter) writeSecrets(want map[string]wantedSecret, st *WriteStats) error {
+// stagedSecrets are the secret files added to a batch, by file name, with
+// the content hash each will have once renamed.
+type stagedSecrets struct {
+	hashes map[string]string
+	err    error
+}
+
+// stageSecrets adds the secrets that are new or changed to b.
+func (w *FileWriter) stageSecrets(want map[string]wantedSecret, b *Batch) stagedSecrets {
+	out := stagedSecrets{hashes: map[string]string{}}
 	for _, file := range slices.Sorted(maps.Keys(want)) {
 		ws := want[file]
 		if w.secrets[file] == ws.hash {
@@ -314,21 +380,27 @@ func (w *FileWriter) writeSecrets(want map[string]wantedSecret, st *WriteStats) 
 		}
 		data, err := discoveryJSON(ws.hash[:16], resourcev3.SecretType, ws.secret)
 		if err != nil {
-			return fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
+			out.err = fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
+			return out
 		}
-		if err := w.out.WriteFile(relSecret(file), data, secretFileMode); err != nil {
-			return err
+		if err := b.Add(relSecret(file), data, secretFileMode); err != nil {
+			out.err = err
+			return out
 		}
-		w.secrets[file] = ws.hash
-		st.FilesWritten++
-		w.note("write", w.out.Path(relSecret(file)))
+		out.hashes[file] = ws.hash
 	}
-	return nil
+	return out
 }
 
-// writeNode brings the files of one node directory to res; node is its id,
-// for messages ("" for a node adopted from a previous run).
-func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats) error {
+// nodeSteps is the most files one node's update writes in sequence (make
+// before break: clusters old and new, listeners, new clusters).
+const nodeSteps = 3
+
+// stageNode adds the files of one node directory for res to the batches,
+// its i-th file in sequence to stages[i]; node is its id, for messages (""
+// for a node adopted from a previous run). It returns what the node will
+// hold once the batches are committed.
+func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSteps]*Batch) (*writtenNode, error) {
 	prev := w.nodes[dir]
 	if prev == nil {
 		prev = &writtenNode{}
@@ -339,85 +411,60 @@ func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats)
 	}
 	var err error
 	if next.cdsVersion, err = versionOf(res.Clusters); err != nil {
-		return err
+		return nil, err
 	}
 	if next.ldsVersion, err = versionOf(res.Listeners); err != nil {
-		return err
+		return nil, err
 	}
 
 	cdsChanged := next.cdsVersion != prev.cdsVersion
 	ldsChanged := next.ldsVersion != prev.ldsVersion
 	added, removed := diffNames(prev.clusters, res.Clusters)
-	writeCDS := func(version string, clusters []*clusterv3.Cluster) error {
-		data, err := discoveryJSON(version, resourcev3.ClusterType, toMessages(clusters)...)
-		if err != nil {
-			return err
+	step := 0
+	add := func(rel string, data []byte, err error) error {
+		if err == nil {
+			err = stages[step].Add(rel, data, configFileMode)
 		}
-		st.FilesWritten++
-		w.note("write", w.out.Path(relCDS(dir)))
-		if err := w.out.WriteFile(relCDS(dir), data, configFileMode); err != nil {
+		step++
+		if err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
 		}
 		return nil
 	}
-	writeLDS := func() error {
+	cds := func(version string, clusters []*clusterv3.Cluster) error {
+		data, err := discoveryJSON(version, resourcev3.ClusterType, toMessages(clusters)...)
+		return add(relCDS(dir), data, err)
+	}
+	lds := func() error {
 		data, err := discoveryJSON(next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners)...)
-		if err != nil {
-			return err
-		}
-		st.FilesWritten++
-		w.note("write", w.out.Path(relLDS(dir)))
-		if err := w.out.WriteFile(relLDS(dir), data, configFileMode); err != nil {
-			return fmt.Errorf("node %q: %w", node, err)
-		}
-		return nil
+		return add(relLDS(dir), data, err)
 	}
 
 	switch {
 	case !ldsChanged:
 		if cdsChanged {
-			if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
-				return err
-			}
+			err = cds(next.cdsVersion, res.Clusters)
 		}
 	case removed && added:
 		// Make before break: clusters old and new, then the listeners, then
 		// only the new clusters.
 		union := unionClusters(res.Clusters, prev.clusters)
-		uv, err := versionOf(union)
-		if err != nil {
-			return err
+		uv, verr := versionOf(union)
+		if verr != nil {
+			return nil, verr
 		}
-		if err := writeCDS(uv, union); err != nil {
-			return err
-		}
-		if err := writeLDS(); err != nil {
-			return err
-		}
-		if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
-			return err
-		}
+		err = errors.Join(cds(uv, union), lds(), cds(next.cdsVersion, res.Clusters))
 	case removed:
 		// Listeners stop referencing the clusters before they go.
-		if err := writeLDS(); err != nil {
-			return err
-		}
-		if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
-			return err
-		}
+		err = errors.Join(lds(), cds(next.cdsVersion, res.Clusters))
 	default:
 		// Clusters first, so new listeners find them.
 		if cdsChanged {
-			if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
-				return err
-			}
+			err = cds(next.cdsVersion, res.Clusters)
 		}
-		if err := writeLDS(); err != nil {
-			return err
-		}
+		err = errors.Join(err, lds())
 	}
-	w.nodes[dir] = next
-	return nil
+	return next, err
 }
 
 func diffNames(old, cur []*clusterv3.Cluster) (added, removed bool) {
