@@ -1,10 +1,13 @@
 package xds
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,10 +44,19 @@ func (b *Batch) Len() int { return len(b.pending) }
 // rel is replaced only by Commit. A parent meshext created and someone
 // removed since is created again.
 func (b *Batch) Add(rel string, data []byte, mode os.FileMode) error {
+	return b.AddFunc(rel, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// AddFunc is Add with the content written by write (buffered), so a large
+// file need not be held in memory.
+func (b *Batch) AddFunc(rel string, mode os.FileMode, write func(io.Writer) error) error {
 	if err := b.d.prepare(rel); err != nil {
 		return err
 	}
-	tmp, err := writeTemp(b.d.Path(rel), data, mode)
+	tmp, err := writeTemp(b.d.Path(rel), mode, write)
 	if err != nil {
 		return err
 	}
@@ -133,11 +145,15 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// writerPool holds the buffers of writeTemp: a batch writes thousands of
+// small files.
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+
 // writeTemp writes data into a new temp file beside path (a rename across
 // file systems is a copy), mode set before any byte is written, and returns
 // its name. The name starts with '.', which file watchers here ignore, and
 // tempTarget maps it back to path's base name.
-func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
+func writeTemp(path string, mode os.FileMode, write func(io.Writer) error) (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", err
@@ -148,7 +164,15 @@ func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
 		os.Remove(tmp)
 		return "", err
 	}
-	if _, err := f.Write(data); err != nil {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(f)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writerPool.Put(bw)
+	if err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return "", err

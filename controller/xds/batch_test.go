@@ -12,6 +12,11 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // claimedDir is an OutDir with files a/f0..f{n-1} holding "old-i".
@@ -267,5 +272,38 @@ func TestFileWriterStagingFailureChangesNothing(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(CDSPath(w.Dir, "n1")); bytes.Equal(b, cds) {
 		t.Fatal("cds.json not rewritten")
+	}
+}
+
+// The streamed DiscoveryResponse JSON reads back as the message built with
+// Anys, with no resources, an empty resource and several.
+func TestWriteDiscoveryJSONMatchesAnyPacking(t *testing.T) {
+	for _, items := range [][]proto.Message{
+		nil,
+		{&clusterv3.Cluster{}},
+		{testCluster("a", 1), &clusterv3.Cluster{}, testCluster("b\"\\ü", 2)},
+		{caSecret("ca", []byte("pem"))},
+	} {
+		for _, version := range []string{"", "v1"} {
+			var buf bytes.Buffer
+			if err := writeDiscoveryJSON(&buf, version, resourcev3.ClusterType, items); err != nil {
+				t.Fatal(err)
+			}
+			var got discoveryv3.DiscoveryResponse
+			if err := protojson.Unmarshal(buf.Bytes(), &got); err != nil {
+				t.Fatalf("%d items, version %q: %v\n%s", len(items), version, err, buf.Bytes())
+			}
+			want := &discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: resourcev3.ClusterType}
+			for _, it := range items {
+				a, err := anypb.New(it)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want.Resources = append(want.Resources, a)
+			}
+			if !proto.Equal(&got, want) {
+				t.Fatalf("%d items, version %q: got %v, want %v", len(items), version, &got, want)
+			}
+		}
 	}
 }

@@ -1,9 +1,12 @@
 package xds
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/meshext/meshext/controller/inputfile"
+	"io"
 	"maps"
 	"os"
 	"path"
@@ -18,7 +21,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshext/meshext/controller/names"
 )
@@ -378,13 +380,11 @@ func (w *FileWriter) stageSecrets(want map[string]wantedSecret, b *Batch) staged
 		if w.secrets[file] == ws.hash {
 			continue
 		}
-		data, err := discoveryJSON(ws.hash[:16], resourcev3.SecretType, ws.secret)
+		err := b.AddFunc(relSecret(file), secretFileMode, func(f io.Writer) error {
+			return writeDiscoveryJSON(f, ws.hash[:16], resourcev3.SecretType, []proto.Message{ws.secret})
+		})
 		if err != nil {
 			out.err = fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
-			return out
-		}
-		if err := b.Add(relSecret(file), data, secretFileMode); err != nil {
-			out.err = err
 			return out
 		}
 		out.hashes[file] = ws.hash
@@ -421,10 +421,10 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	ldsChanged := next.ldsVersion != prev.ldsVersion
 	added, removed := diffNames(prev.clusters, res.Clusters)
 	step := 0
-	add := func(rel string, data []byte, err error) error {
-		if err == nil {
-			err = stages[step].Add(rel, data, configFileMode)
-		}
+	add := func(rel, version, typeURL string, items []proto.Message) error {
+		err := stages[step].AddFunc(rel, configFileMode, func(f io.Writer) error {
+			return writeDiscoveryJSON(f, version, typeURL, items)
+		})
 		step++
 		if err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
@@ -432,12 +432,10 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 		return nil
 	}
 	cds := func(version string, clusters []*clusterv3.Cluster) error {
-		data, err := discoveryJSON(version, resourcev3.ClusterType, toMessages(clusters)...)
-		return add(relCDS(dir), data, err)
+		return add(relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
 	}
 	lds := func() error {
-		data, err := discoveryJSON(next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners)...)
-		return add(relLDS(dir), data, err)
+		return add(relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
 	}
 
 	switch {
@@ -511,18 +509,57 @@ func toMessages[T proto.Message](items []T) []proto.Message {
 	return out
 }
 
-// discoveryJSON is the file form Envoy's path_config_source reads: one
-// DiscoveryResponse with the resources packed as Any.
-func discoveryJSON(version, typeURL string, items ...proto.Message) ([]byte, error) {
-	resp := &discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL}
-	for _, it := range items {
-		a, err := anypb.New(it)
-		if err != nil {
-			return nil, err
-		}
-		resp.Resources = append(resp.Resources, a)
+// writeDiscoveryJSON writes the file form Envoy's path_config_source reads,
+// one DiscoveryResponse with the resources packed as Any, one resource at a
+// time: a 10k-cluster CDS file is tens of MB, and building it as one
+// DiscoveryResponse of Anys costs a binary copy of every resource plus a
+// JSON buffer of the whole file. Each resource's JSON object gets its Any
+// "@type" first, which is how protojson prints an Any.
+func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Message) error {
+	head, err := protojson.Marshal(&discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL})
+	if err != nil {
+		return err
 	}
-	return protojson.MarshalOptions{}.Marshal(resp)
+	head = bytes.TrimRight(head, " }")
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	sep := `,"resources":[`
+	if len(head) == 1 { // "{": no field before
+		sep = sep[1:]
+	}
+	if len(items) == 0 {
+		sep = ""
+	}
+	for _, it := range items {
+		body, err := protojson.Marshal(it)
+		if err != nil {
+			return err
+		}
+		body = bytes.TrimLeft(body, " ")
+		if len(body) < 2 || body[0] != '{' {
+			return fmt.Errorf("protojson of %s is not an object", it.ProtoReflect().Descriptor().FullName())
+		}
+		typ, err := json.Marshal("type.googleapis.com/" + string(it.ProtoReflect().Descriptor().FullName()))
+		if err != nil {
+			return err
+		}
+		rest := bytes.TrimLeft(body[1:], " ")
+		if rest[0] != '}' {
+			typ = append(typ, ',')
+		}
+		for _, part := range [][]byte{[]byte(sep), []byte(`{"@type":`), typ, rest} {
+			if _, err := w.Write(part); err != nil {
+				return err
+			}
+		}
+		sep = ","
+	}
+	if len(items) > 0 {
+		sep = "]"
+	}
+	_, err = io.WriteString(w, sep+"}")
+	return err
 }
 
 // writeFileAtomic replaces path so that a reader sees the old or the new

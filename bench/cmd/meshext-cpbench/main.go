@@ -86,6 +86,7 @@ func main() {
 	debounce := fs.Duration("debounce", 200*time.Millisecond, "meshext run --debounce (run)")
 	xdsMode := fs.String("xds", "file", "meshext run --xds: file or ads (run)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file (stages, apply)")
+	memProfile := fs.String("memprofile", "", "write a heap profile (allocations since start) of this process to the file at the end (stages, apply)")
 	fs.Usage = usage
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
@@ -142,6 +143,12 @@ func main() {
 		exit(1)
 	}
 	res.MaxRSSMB = maxRSSMB()
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "meshext-cpbench:", err)
+			exit(1)
+		}
+	}
 	_ = json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -156,6 +163,15 @@ func usage() {
        meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]
        meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-xds file|ads] [-plugin libmeshext.so] [-changes K] [-debounce D]
        meshext-cpbench static -res DIR -node MESH.DATAPLANE -out FILE`)
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
