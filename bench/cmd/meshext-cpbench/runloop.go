@@ -139,7 +139,7 @@ func userBootstrap(meshext, xdsDir string, admin int, out, nodeDir string) error
 // viaRunADS is viaRun over ADS: `meshext run --xds ads` and an Envoy from
 // `meshext bootstrap --xds ads`. There is no file to read the new version
 // from, so a change counts as applied when Envoy's CDS version_text moves.
-func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, debounce time.Duration) (*Result, error) {
+func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, debounce time.Duration, delta bool) (*Result, error) {
 	resDir := filepath.Join(dir, "resources")
 	files, err := generate(resDir, n)
 	if err != nil {
@@ -161,8 +161,12 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 	}
 	defer logf.Close()
 	bootPath := filepath.Join(dir, "bootstrap.json")
-	if out, err := exec.Command(meshext, "bootstrap", "--xds", "ads", "--ads-address", ads, "--node", render.DefaultNodeID,
-		"--admin-port", fmt.Sprint(admin), "--out", bootPath).CombinedOutput(); err != nil {
+	bootArgs := []string{"bootstrap", "--xds", "ads", "--ads-address", ads, "--node", render.DefaultNodeID,
+		"--admin-port", fmt.Sprint(admin), "--out", bootPath}
+	if delta {
+		bootArgs = append(bootArgs, "--delta")
+	}
+	if out, err := exec.Command(meshext, bootArgs...).CombinedOutput(); err != nil {
 		return r, fmt.Errorf("meshext bootstrap --xds ads: %v: %s", err, out)
 	}
 	t0 := time.Now()
@@ -174,7 +178,12 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 		return r, err
 	}
 	defer stop()
-	e, err := envoyproc.Start(envoyproc.Pinned(envoyBin, bootPath, dir, "run-ads-envoy", pluginEnv(plugin)))
+	// Envoy is LIVE only once meshext run has loaded, rendered and sent the
+	// initial config: at 10k services that is well past Pinned's 20 s on a
+	// busy machine.
+	opts := envoyproc.Pinned(envoyBin, bootPath, dir, "run-ads-envoy", pluginEnv(plugin))
+	opts.ReadyTimeout = 180 * time.Second
+	e, err := envoyproc.Start(opts)
 	if err != nil {
 		return r, err
 	}
