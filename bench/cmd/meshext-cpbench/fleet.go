@@ -283,6 +283,11 @@ func statInt(e *envoyproc.Proc, name string) int {
 	return v
 }
 
+func typedInt(e *envoyproc.Proc, typ, name string) int {
+	v, _ := strconv.Atoi(typedStat(e, typ, name))
+	return v
+}
+
 // fleet runs one `meshext run --xds ads` for nodes nodes over its unix
 // socket (peer credentials: this user), envoys of them real Envoys, and
 // times each edit until every node has ACKed it.
@@ -395,7 +400,7 @@ func fleet(n, nodes, envoys int, dir, envoyBin, meshext string, changes int, deb
 		go func(p *fleetEnvoy) {
 			seen := 0
 			for pollCtx.Err() == nil {
-				if v := statInt(p.e, "cluster_manager.cds.update_success"); v > seen {
+				if v := typedInt(p.e, "Counters", "cluster_manager.cds.update_success"); v > seen {
 					for ; seen < v; seen++ {
 						p.fn.ack(true)
 					}
