@@ -341,7 +341,7 @@ func fleet(n, nodes, envoys int, dir, envoyBin, meshext string, changes int, deb
 
 	t0 := time.Now()
 	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "ads", "--ads-listen", ads,
-		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", "warn"},
+		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", runLogLevel},
 		pluginArgs(meshext, "")...)...)
 	exited, stop, err := startProcess(cmd, logf)
 	if err != nil {

@@ -38,7 +38,7 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 	defer logf.Close()
 	t0 := time.Now()
 	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
-		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", "warn"},
+		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", runLogLevel},
 		pluginArgs(meshext, plugin)...)...)
 	exited, stop, err := startProcess(cmd, logf)
 	if err != nil {
@@ -171,7 +171,7 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 	}
 	t0 := time.Now()
 	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "ads", "--ads-listen", ads,
-		"--status-listen", status, "--debounce", debounce.String(), "--log-level", "warn"},
+		"--status-listen", status, "--debounce", debounce.String(), "--log-level", runLogLevel},
 		pluginArgs(meshext, plugin)...)...)
 	exited, stop, err := startProcess(cmd, logf)
 	if err != nil {
@@ -302,3 +302,12 @@ func startProcess(cmd *exec.Cmd, logf *os.File) (exited <-chan struct{}, stop fu
 		}
 	}, nil
 }
+
+// runLogLevel is meshext run's --log-level (MESHEXT_CPBENCH_LOG_LEVEL, for
+// reading each reload's "took" in meshext-run.log; warn by default).
+var runLogLevel = func() string {
+	if v := os.Getenv("MESHEXT_CPBENCH_LOG_LEVEL"); v != "" {
+		return v
+	}
+	return "warn"
+}()
