@@ -189,11 +189,11 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 	if err := w.out.Claim(0o700, secretFiles...); err != nil {
 		return st, err
 	}
-	// Every file goes into one of three batches, each made durable with one
-	// sync and renamed in order: secrets first (a new cluster's SDS file
-	// must exist), then each node's first, second and third file of its
-	// sequence (see stageNode), so a node's files keep their order with a
-	// sync between steps, as if written one by one.
+	// Every file goes into one of three batches, all made durable with one
+	// sync, then renamed batch after batch, each in order: secrets first (a
+	// new cluster's SDS file must exist), then each node's first, second and
+	// third file of its sequence (see stageNode), so a node's files keep
+	// their order, as if written one by one.
 	var stages [nodeSteps]*Batch
 	for i := range stages {
 		stages[i] = w.out.NewBatch()
@@ -233,22 +233,19 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		// Nothing renamed yet: the deferred Abort leaves every file as it was.
 		return st, errors.Join(errs...)
 	}
-	for i, b := range stages {
-		err := b.Commit(func(rel string) {
-			st.FilesWritten++
-			w.note("write", w.out.Path(rel))
-			if i == 0 {
-				if file, ok := strings.CutPrefix(rel, secretDirName+"/"); ok {
-					if h, ok := written.hashes[file]; ok {
-						w.secrets[file] = h
-					}
+	err = CommitBatches(func(i int, rel string) {
+		st.FilesWritten++
+		w.note("write", w.out.Path(rel))
+		if i == 0 {
+			if file, ok := strings.CutPrefix(rel, secretDirName+"/"); ok {
+				if h, ok := written.hashes[file]; ok {
+					w.secrets[file] = h
 				}
 			}
-		})
-		if err != nil {
-			errs = append(errs, err)
-			break
 		}
+	}, stages[:]...)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		// Envoy may hold any of the files of a node not fully written:
