@@ -69,7 +69,7 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 	b.WriteString("Each N runs in a fresh `meshext-cpbench` process (so peak RSS is that N's): it generates N MeshExternalServices as YAML " +
 		"(100 per file; TLS with an inline CA, server name and exact SAN; two HostnameGenerators, so two hostnames each; loopback IP endpoints), then runs the " +
 		"controller pipeline in-process exactly as `meshext run` does: `resource.Load` → `model.Build` (validation, VIPs, hostnames, TLS) → " +
-		"`render.Render` → `xds.FileWriter.Write` (atomic file drop: temp file, fsync, rename; CDS/LDS per node plus one SDS file per secret). " +
+		"`render.Render` → `xds.FileWriter.Write` (atomic file drop as one batch: temp files, one syncfs, renames in order, one fsync per directory; CDS/LDS per node plus one SDS file per secret). " +
 		"Rewrite = the same config written again (unchanged files are skipped by content hash).\n\n")
 	b.WriteString("| N MES | clusters / listeners / secrets | load | build | render | write files | rewrite (no change) | total | CDS + LDS size | live heap | allocated | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var cmds []string
