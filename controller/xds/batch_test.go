@@ -307,3 +307,37 @@ func TestWriteDiscoveryJSONMatchesAnyPacking(t *testing.T) {
 		}
 	}
 }
+
+// CommitBatches renames batch after batch, each in its order, and says which
+// batch each file came from; one file may be replaced twice (make before
+// break) and ends with the later content.
+func TestCommitBatchesOrder(t *testing.T) {
+	d, rels := claimedDir(t, 3)
+	b0, b1 := d.NewBatch(), d.NewBatch()
+	for _, add := range []struct {
+		b    *Batch
+		rel  string
+		data string
+	}{{b1, rels[1], "b1-1"}, {b0, rels[0], "b0-0"}, {b1, rels[0], "b1-0"}, {b0, rels[2], "b0-2"}} {
+		if err := add.b.Add(add.rel, []byte(add.data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var order []string
+	err := CommitBatches(func(i int, rel string) { order = append(order, fmt.Sprintf("%d:%s", i, rel)) }, b0, b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"0:" + rels[0], "0:" + rels[2], "1:" + rels[1], "1:" + rels[0]}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("renamed %v, want %v", order, want)
+	}
+	for rel, want := range map[string]string{rels[0]: "b1-0", rels[1]: "b1-1", rels[2]: "b0-2"} {
+		if got := content(t, d, rel); got != want {
+			t.Errorf("%s: %q, want %q", rel, got, want)
+		}
+	}
+	if left := temps(t, d.Root()); len(left) != 0 {
+		t.Fatalf("temps left: %v", left)
+	}
+}
