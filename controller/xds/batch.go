@@ -23,7 +23,7 @@ import (
 //  1. Add writes the content to ".<name>.tmp-*" (mode set first) and closes it;
 //  2. Commit makes every temp durable with one syncfs per file system, then
 //     renames them in the order they were added, then fsyncs each directory
-//     once so the renames survive a crash.
+//     once so the renames survive a crash (CommitBatches: once per batch).
 //
 // A crash before the renames leaves only temp files, which OpenOutDir
 // removes; a crash during them leaves every target old or new. Not safe for
@@ -123,23 +123,36 @@ func CommitBatches(renamed func(batch int, rel string), batches ...*Batch) error
 		return err
 	}
 	for bi, b := range batches {
+		if len(b.pending) == 0 {
+			continue
+		}
+		touched := map[string]bool{}
 		for i, p := range b.pending {
 			// rename(2), not os.Rename, which first stats the target.
 			if err := unix.Rename(p.tmp, b.d.Path(p.rel)); err != nil {
 				b.pending = b.pending[i:]
 				return &os.LinkError{Op: "rename", Old: p.tmp, New: b.d.Path(p.rel), Err: err}
 			}
+			touched[filepath.Dir(p.tmp)] = true
 			if renamed != nil {
 				renamed(bi, p.rel)
 			}
 		}
 		b.pending = nil
+		// The renames of a batch are durable before the next batch's begin,
+		// so a crash never keeps a later step without an earlier one (and
+		// Envoy's watches see the steps apart, as with one file at a time).
+		var errs []error
+		for _, dir := range dirs {
+			if touched[dir] {
+				errs = append(errs, syncDir(dir))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
 	}
-	var errs []error
-	for _, dir := range dirs {
-		errs = append(errs, syncDir(dir))
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // syncFileSystems makes the data of every file under dirs durable: one
