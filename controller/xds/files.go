@@ -1,9 +1,12 @@
 package xds
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/meshext/meshext/controller/inputfile"
+	"io"
 	"maps"
 	"os"
 	"path"
@@ -18,7 +21,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshext/meshext/controller/names"
 )
@@ -85,7 +87,8 @@ const (
 )
 
 // FileWriter publishes resources as file-based xDS. Files are replaced
-// atomically (temp file in the same directory, fsync, rename), only when
+// atomically (temp file in the same directory, then one durable sync for the
+// whole write and the renames, see Batch), only when
 // their content changed, in an order that never lets a listener reference a
 // cluster Envoy does not have yet. It writes, empties and removes only files
 // its manifest lists (see OutDir): Dir must be empty or written by meshext
@@ -186,15 +189,34 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 	if err := w.out.Claim(0o700, secretFiles...); err != nil {
 		return st, err
 	}
-	if err := w.writeSecrets(secrets, &st); err != nil {
-		return st, err
+	// Every file goes into one of three batches, all made durable with one
+	// sync, then renamed batch after batch, each in order: secrets first (a
+	// new cluster's SDS file must exist), then each node's first, second and
+	// third file of its sequence (see stageNode), so a node's files keep
+	// their order, as if written one by one.
+	var stages [nodeSteps]*Batch
+	for i := range stages {
+		stages[i] = w.out.NewBatch()
 	}
+	defer func() {
+		for _, b := range stages {
+			b.Abort()
+		}
+	}()
+	written := w.stageSecrets(secrets, stages[0])
 	var errs []error
+	plans := map[string]*writtenNode{}
+	stage := func(d, node string, res *Resources) {
+		next, err := w.stageNode(d, node, res, &stages)
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		plans[d] = next
+	}
 	for d, prev := range w.nodes {
 		if _, ok := dirs[d]; !ok {
-			if err := w.writeNode(d, prev.id, &Resources{}, &st); err != nil {
-				errs = append(errs, err)
-			}
+			stage(d, prev.id, &Resources{})
 		}
 	}
 	for d, node := range dirs {
@@ -202,26 +224,61 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		if res == nil {
 			res = &Resources{}
 		}
-		if err := w.writeNode(d, node, res, &st); err != nil {
-			errs = append(errs, err)
-		}
+		stage(d, node, res)
+	}
+	if written.err != nil {
+		errs = append(errs, written.err)
 	}
 	if len(errs) > 0 {
+		// Nothing renamed yet: the deferred Abort leaves every file as it was.
+		return st, errors.Join(errs...)
+	}
+	err = CommitBatches(func(i int, rel string) {
+		st.FilesWritten++
+		w.note("write", w.out.Path(rel))
+		if i == 0 {
+			if file, ok := strings.CutPrefix(rel, secretDirName+"/"); ok {
+				if h, ok := written.hashes[file]; ok {
+					w.secrets[file] = h
+				}
+			}
+		}
+	}, stages[:]...)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		// Envoy may hold any of the files of a node not fully written:
+		// rewrite both next time, ordered against every cluster it may have.
+		for d, next := range plans {
+			prev := w.nodes[d]
+			if prev == nil {
+				prev = &writtenNode{}
+			}
+			w.nodes[d] = &writtenNode{id: next.id, cdsVersion: "?", ldsVersion: "?", clusters: unionClusters(next.clusters, prev.clusters)}
+		}
 		// Some node may still use an old secret: keep them all.
 		return st, errors.Join(errs...)
 	}
+	maps.Copy(w.nodes, plans)
+	var gone []string
 	for file := range w.secrets {
-		if _, ok := secrets[file]; ok {
-			continue
+		if _, ok := secrets[file]; !ok {
+			gone = append(gone, relSecret(file))
 		}
-		if err := w.out.Remove(relSecret(file)); err != nil {
-			return st, err
-		}
-		delete(w.secrets, file)
-		st.FilesRemoved++
-		w.note("remove", w.out.Path(relSecret(file)))
 	}
-	return st, nil
+	slices.Sort(gone)
+	// One manifest save for all of them.
+	err = w.out.Remove(gone...)
+	for _, rel := range gone {
+		if w.out.Owns(rel) {
+			continue // not removed: tried again next time
+		}
+		delete(w.secrets, strings.TrimPrefix(rel, secretDirName+"/"))
+		st.FilesRemoved++
+		w.note("remove", w.out.Path(rel))
+	}
+	return st, err
 }
 
 // adopt takes over what a previous process listed in the manifest: its
@@ -305,30 +362,42 @@ func wantedSecrets(nodes map[string]*Resources) (map[string]wantedSecret, error)
 	return want, nil
 }
 
-// writeSecrets writes the secrets that are new or changed.
-func (w *FileWriter) writeSecrets(want map[string]wantedSecret, st *WriteStats) error {
+// stagedSecrets are the secret files added to a batch, by file name, with
+// the content hash each will have once renamed.
+type stagedSecrets struct {
+	hashes map[string]string
+	err    error
+}
+
+// stageSecrets adds the secrets that are new or changed to b.
+func (w *FileWriter) stageSecrets(want map[string]wantedSecret, b *Batch) stagedSecrets {
+	out := stagedSecrets{hashes: map[string]string{}}
 	for _, file := range slices.Sorted(maps.Keys(want)) {
 		ws := want[file]
 		if w.secrets[file] == ws.hash {
 			continue
 		}
-		data, err := discoveryJSON(ws.hash[:16], resourcev3.SecretType, ws.secret)
+		err := b.AddFunc(relSecret(file), secretFileMode, func(f io.Writer) error {
+			return writeDiscoveryJSON(f, ws.hash[:16], resourcev3.SecretType, []proto.Message{ws.secret})
+		})
 		if err != nil {
-			return fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
+			out.err = fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
+			return out
 		}
-		if err := w.out.WriteFile(relSecret(file), data, secretFileMode); err != nil {
-			return err
-		}
-		w.secrets[file] = ws.hash
-		st.FilesWritten++
-		w.note("write", w.out.Path(relSecret(file)))
+		out.hashes[file] = ws.hash
 	}
-	return nil
+	return out
 }
 
-// writeNode brings the files of one node directory to res; node is its id,
-// for messages ("" for a node adopted from a previous run).
-func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats) error {
+// nodeSteps is the most files one node's update writes in sequence (make
+// before break: clusters old and new, listeners, new clusters).
+const nodeSteps = 3
+
+// stageNode adds the files of one node directory for res to the batches,
+// its i-th file in sequence to stages[i]; node is its id, for messages (""
+// for a node adopted from a previous run). It returns what the node will
+// hold once the batches are committed.
+func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSteps]*Batch) (*writtenNode, error) {
 	prev := w.nodes[dir]
 	if prev == nil {
 		prev = &writtenNode{}
@@ -339,85 +408,58 @@ func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats)
 	}
 	var err error
 	if next.cdsVersion, err = versionOf(res.Clusters); err != nil {
-		return err
+		return nil, err
 	}
 	if next.ldsVersion, err = versionOf(res.Listeners); err != nil {
-		return err
+		return nil, err
 	}
 
 	cdsChanged := next.cdsVersion != prev.cdsVersion
 	ldsChanged := next.ldsVersion != prev.ldsVersion
 	added, removed := diffNames(prev.clusters, res.Clusters)
-	writeCDS := func(version string, clusters []*clusterv3.Cluster) error {
-		data, err := discoveryJSON(version, resourcev3.ClusterType, toMessages(clusters)...)
+	step := 0
+	add := func(rel, version, typeURL string, items []proto.Message) error {
+		err := stages[step].AddFunc(rel, configFileMode, func(f io.Writer) error {
+			return writeDiscoveryJSON(f, version, typeURL, items)
+		})
+		step++
 		if err != nil {
-			return err
-		}
-		st.FilesWritten++
-		w.note("write", w.out.Path(relCDS(dir)))
-		if err := w.out.WriteFile(relCDS(dir), data, configFileMode); err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
 		}
 		return nil
 	}
-	writeLDS := func() error {
-		data, err := discoveryJSON(next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners)...)
-		if err != nil {
-			return err
-		}
-		st.FilesWritten++
-		w.note("write", w.out.Path(relLDS(dir)))
-		if err := w.out.WriteFile(relLDS(dir), data, configFileMode); err != nil {
-			return fmt.Errorf("node %q: %w", node, err)
-		}
-		return nil
+	cds := func(version string, clusters []*clusterv3.Cluster) error {
+		return add(relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
+	}
+	lds := func() error {
+		return add(relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
 	}
 
 	switch {
 	case !ldsChanged:
 		if cdsChanged {
-			if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
-				return err
-			}
+			err = cds(next.cdsVersion, res.Clusters)
 		}
 	case removed && added:
 		// Make before break: clusters old and new, then the listeners, then
 		// only the new clusters.
 		union := unionClusters(res.Clusters, prev.clusters)
-		uv, err := versionOf(union)
-		if err != nil {
-			return err
+		uv, verr := versionOf(union)
+		if verr != nil {
+			return nil, verr
 		}
-		if err := writeCDS(uv, union); err != nil {
-			return err
-		}
-		if err := writeLDS(); err != nil {
-			return err
-		}
-		if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
-			return err
-		}
+		err = errors.Join(cds(uv, union), lds(), cds(next.cdsVersion, res.Clusters))
 	case removed:
 		// Listeners stop referencing the clusters before they go.
-		if err := writeLDS(); err != nil {
-			return err
-		}
-		if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
-			return err
-		}
+		err = errors.Join(lds(), cds(next.cdsVersion, res.Clusters))
 	default:
 		// Clusters first, so new listeners find them.
 		if cdsChanged {
-			if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
-				return err
-			}
+			err = cds(next.cdsVersion, res.Clusters)
 		}
-		if err := writeLDS(); err != nil {
-			return err
-		}
+		err = errors.Join(err, lds())
 	}
-	w.nodes[dir] = next
-	return nil
+	return next, err
 }
 
 func diffNames(old, cur []*clusterv3.Cluster) (added, removed bool) {
@@ -464,18 +506,57 @@ func toMessages[T proto.Message](items []T) []proto.Message {
 	return out
 }
 
-// discoveryJSON is the file form Envoy's path_config_source reads: one
-// DiscoveryResponse with the resources packed as Any.
-func discoveryJSON(version, typeURL string, items ...proto.Message) ([]byte, error) {
-	resp := &discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL}
-	for _, it := range items {
-		a, err := anypb.New(it)
-		if err != nil {
-			return nil, err
-		}
-		resp.Resources = append(resp.Resources, a)
+// writeDiscoveryJSON writes the file form Envoy's path_config_source reads,
+// one DiscoveryResponse with the resources packed as Any, one resource at a
+// time: a 10k-cluster CDS file is tens of MB, and building it as one
+// DiscoveryResponse of Anys costs a binary copy of every resource plus a
+// JSON buffer of the whole file. Each resource's JSON object gets its Any
+// "@type" first, which is how protojson prints an Any.
+func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Message) error {
+	head, err := protojson.Marshal(&discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL})
+	if err != nil {
+		return err
 	}
-	return protojson.MarshalOptions{}.Marshal(resp)
+	head = bytes.TrimRight(head, " }")
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	sep := `,"resources":[`
+	if len(head) == 1 { // "{": no field before
+		sep = sep[1:]
+	}
+	if len(items) == 0 {
+		sep = ""
+	}
+	for _, it := range items {
+		body, err := protojson.Marshal(it)
+		if err != nil {
+			return err
+		}
+		body = bytes.TrimLeft(body, " ")
+		if len(body) < 2 || body[0] != '{' {
+			return fmt.Errorf("protojson of %s is not an object", it.ProtoReflect().Descriptor().FullName())
+		}
+		typ, err := json.Marshal("type.googleapis.com/" + string(it.ProtoReflect().Descriptor().FullName()))
+		if err != nil {
+			return err
+		}
+		rest := bytes.TrimLeft(body[1:], " ")
+		if rest[0] != '}' {
+			typ = append(typ, ',')
+		}
+		for _, part := range [][]byte{[]byte(sep), []byte(`{"@type":`), typ, rest} {
+			if _, err := w.Write(part); err != nil {
+				return err
+			}
+		}
+		sep = ","
+	}
+	if len(items) > 0 {
+		sep = "]"
+	}
+	_, err = io.WriteString(w, sep+"}")
+	return err
 }
 
 // writeFileAtomic replaces path so that a reader sees the old or the new

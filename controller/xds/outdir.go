@@ -174,6 +174,15 @@ func parents(rel string) []string {
 // WriteFile atomically replaces rel, which must have been claimed. A parent
 // meshext created and someone removed since is created again.
 func (d *OutDir) WriteFile(rel string, data []byte, mode os.FileMode) error {
+	if err := d.prepare(rel); err != nil {
+		return err
+	}
+	return writeFileAtomic(d.Path(rel), data, mode)
+}
+
+// prepare checks that rel was claimed and creates again the parents meshext
+// created that someone removed since.
+func (d *OutDir) prepare(rel string) error {
 	if !d.files[rel] {
 		return fmt.Errorf("%s: not claimed", d.Path(rel))
 	}
@@ -185,7 +194,7 @@ func (d *OutDir) WriteFile(rel string, data []byte, mode os.FileMode) error {
 			return err
 		}
 	}
-	return writeFileAtomic(d.Path(rel), data, mode)
+	return nil
 }
 
 // Remove deletes the listed files among rels (others are left alone) and

@@ -69,7 +69,7 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 	b.WriteString("Each N runs in a fresh `meshext-cpbench` process (so peak RSS is that N's): it generates N MeshExternalServices as YAML " +
 		"(100 per file; TLS with an inline CA, server name and exact SAN; two HostnameGenerators, so two hostnames each; loopback IP endpoints), then runs the " +
 		"controller pipeline in-process exactly as `meshext run` does: `resource.Load` → `model.Build` (validation, VIPs, hostnames, TLS) → " +
-		"`render.Render` → `xds.FileWriter.Write` (atomic file drop: temp file, fsync, rename; CDS/LDS per node plus one SDS file per secret). " +
+		"`render.Render` → `xds.FileWriter.Write` (atomic file drop as one batch: temp files, one syncfs, renames in order, one fsync per directory; CDS/LDS per node plus one SDS file per secret). " +
 		"Rewrite = the same config written again (unchanged files are skipped by content hash).\n\n")
 	b.WriteString("| N MES | clusters / listeners / secrets | load | build | render | write files | rewrite (no change) | total | CDS + LDS size | live heap | allocated | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var cmds []string
@@ -123,7 +123,12 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 	fmt.Fprintf(&b, "Envoy opens one inotify instance per file-based SDS source, i.e. per secret file, plus the CDS/LDS watches; Linux limits inotify instances per user "+
 		"(`fs.inotify.max_user_instances`, %s on this host during the run; the kernel default is 128, shared by every process of the user). %s\n\n",
 		orNA(strings.TrimSpace(readFile("/proc/sys/fs/inotify/max_user_instances"))), inotifyNote())
-	b.WriteString(runMeshextRun(ctx, cfg, applySizes, changes, limit))
+	runSizes := []int{100}
+	if !cfg.quick {
+		runSizes = []int{100, 1000, 10000}
+	}
+	b.WriteString(runMeshextRun(ctx, cfg, runSizes, changes, limit))
+	b.WriteString(runFleet(ctx, cfg, limit))
 	return b.String()
 }
 
@@ -216,19 +221,29 @@ func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, 
 		return b.String()
 	}
 	fmt.Fprintf(&b, "`meshext run` (default debounce 200 ms) watches the generated resource directory and serves a real Envoy (`--concurrency 1`, bootstrap from `meshext bootstrap`), "+
-		"by file drop (`--xds file`) or over ADS (`--xds ads`). A MES's endpoint port is edited %d times. file: drop = edit → `meshext run` renamed a cds.json with a new version "+
+		"by file drop (`--xds file`) or over ADS (`--xds ads`; state of the world, or delta with `meshext bootstrap --delta`: Envoy's ads_config api_type DELTA_GRPC, so an edit "+
+		"sends only the changed cluster and secret). A MES's endpoint port is edited %d times. file: drop = edit → `meshext run` renamed a cds.json with a new version "+
 		"(includes the debounce), edit → Envoy = until Envoy's `cluster_manager.cds.version_text` equals it; start = `meshext run` start → first drop, initial load = Envoy start → that version. "+
-		"ads: initial load = `meshext run` and Envoy start → every cluster active; edit → Envoy = until Envoy's CDS version_text moves.\n\n", changes)
+		"ads: initial load = `meshext run` and Envoy start → every cluster active; edit → Envoy = until Envoy's CDS version_text moves. "+
+		"File drops stop at 1k: Envoy takes one inotify instance per SDS file, and 10k exceed the per-user limit.\n\n", changes)
 	b.WriteString("| N MES | xds | run start → first drop | Envoy initial load | edit → drop p50 / max | edit → Envoy p50 / max | meshext run RSS | Envoy RSS | Envoy inotify instances | rejected updates (CDS/LDS) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	var cmds []string
+	envoyRSS := map[int]float64{} // N -> Envoy RSS over ADS (state of the world)
 	for _, n := range sizes {
-		for _, mode := range []string{"file", "ads"} {
+		for _, mode := range []string{"file", "ads", "ads-delta"} {
 			if ctx.Err() != nil {
 				break
 			}
+			if mode == "file" && n > 1000 {
+				continue
+			}
 			fmt.Fprintf(os.Stderr, "bench: control plane meshext run --xds %s N=%d\n", mode, n)
 			dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-run-%s-%d", mode, n))
-			argv := []string{cfg.cpbench, "run", "-xds", mode, "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-meshext", cfg.meshext, "-changes", strconv.Itoa(changes)}
+			xdsMode, _, delta := strings.Cut(mode, "-")
+			argv := []string{cfg.cpbench, "run", "-xds", xdsMode, "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-meshext", cfg.meshext, "-changes", strconv.Itoa(changes)}
+			if delta {
+				argv = append(argv, "-delta")
+			}
 			if cfg.plugin != "" {
 				argv = append(argv, "-plugin", cfg.plugin)
 			}
@@ -239,15 +254,129 @@ func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, 
 				continue
 			}
 			start, drop := msCell(r.TotalMS), medMax(r.ChangePipeMS)
-			if mode == "ads" {
+			if xdsMode == "ads" {
 				start, drop = "n/a", "n/a"
+			}
+			if mode == "ads" {
+				envoyRSS[n] = r.EnvoyRSSMB
 			}
 			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %.0f MB | %.0f MB | %d | %s |\n", n, mode, start, msCell(r.EnvoyInitialMS),
 				drop, medMax(r.ChangeTotalMS), r.ControllerRSS, r.EnvoyRSSMB, r.EnvoyInotify, orNA(r.EnvoyRejected))
 		}
 	}
 	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
+	if base, ok := envoyRSS[sizes[0]]; ok && len(envoyRSS) > 1 {
+		b.WriteString("Envoy's own memory per service (ADS, state of the world; RSS after the initial config, difference to the smallest N over the difference in N):\n\n" +
+			"| N MES | Envoy RSS | per service |\n|---|---|---|\n")
+		for _, n := range sizes[1:] {
+			if rss, ok := envoyRSS[n]; ok {
+				fmt.Fprintf(&b, "| %d | %.0f MB | %.1f KB |\n", n, rss, (rss-base)*1024/float64(n-sizes[0]))
+			}
+		}
+		b.WriteString("\n")
+	}
 	return b.String()
+}
+
+// fleetResult mirrors meshext-cpbench fleet's JSON.
+type fleetResult struct {
+	N                     int       `json:"n"`
+	Nodes                 int       `json:"nodes"`
+	Envoys                int       `json:"envoys"`
+	Delta                 bool      `json:"delta"`
+	InitialMS             float64   `json:"initial_ms"`
+	ChangeMS              []float64 `json:"change_ms"`
+	ChangeFirstMS         []float64 `json:"change_first_ms"`
+	ControllerCPUInitialS float64   `json:"controller_cpu_initial_s"`
+	ControllerCPUChangeMS []float64 `json:"controller_cpu_change_ms"`
+	ControllerRSSMB       float64   `json:"controller_rss_mb"`
+	ControllerPeakMB      float64   `json:"controller_peak_mb"`
+	EnvoyRSSMB            float64   `json:"envoy_rss_mb"`
+	Rejected              int       `json:"rejected"`
+}
+
+// runFleet is one `meshext run` serving many nodes over ADS.
+func runFleet(ctx context.Context, cfg cpConfig, limit time.Duration) string {
+	var b strings.Builder
+	b.WriteString("### Fleet: one `meshext run` serving many Envoys over ADS\n\n")
+	if cfg.meshext == "" {
+		b.WriteString("not available: bin/meshext not built\n\n")
+		return b.String()
+	}
+	n, nodes, envoys, changes := 100, 100, 5, 5
+	if cfg.quick {
+		n, nodes, envoys, changes = 20, 10, 1, 2
+	}
+	fmt.Fprintf(&b, "One `meshext run --xds ads` on its unix socket (peer credentials) with %d MeshExternalServices (TLS, as above) and %d Dataplanes, so %d xDS nodes with every service each. "+
+		"%d of the nodes are real Envoys (`--concurrency 1`, `meshext bootstrap`); the others are gRPC clients in the harness that do what Envoy does on one ADS stream: "+
+		"CDS and LDS wildcard, SDS for the secrets their clusters name, every response parsed and ACKed (SotW: version and nonce; delta: nonce and subscription changes). "+
+		"A MES's endpoint port is edited %d times; edit → all ACKed = until the last node ACKed the new CDS (Envoys: `cluster_manager.cds.update_success` moved, admin polled every 10 ms), "+
+		"so it includes the 200 ms debounce; CPU = meshext run's user+system time from /proc. Initial = `meshext run` start → every node ACKed its first CDS.\n\n", n, nodes, nodes, envoys, changes)
+	b.WriteString("| nodes (Envoys) | xDS | initial | meshext CPU, initial | edit → first node ACK p50 | edit → all ACKed p50 / max | meshext CPU per edit p50 / max | meshext RSS / peak | Envoy RSS (mean) | NACKs |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	var cmds []string
+	for _, delta := range []bool{false, true} {
+		if ctx.Err() != nil {
+			break
+		}
+		mode := "SotW"
+		if delta {
+			mode = "delta"
+		}
+		fmt.Fprintf(os.Stderr, "bench: control plane fleet %s nodes=%d\n", mode, nodes)
+		dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-fleet-%s-%d", mode, nodes))
+		argv := []string{cfg.cpbench, "fleet", "-n", strconv.Itoa(n), "-nodes", strconv.Itoa(nodes), "-envoys", strconv.Itoa(envoys),
+			"-dir", dir, "-envoy", cfg.envoy, "-meshext", cfg.meshext, "-changes", strconv.Itoa(changes)}
+		if delta {
+			argv = append(argv, "-delta")
+		}
+		cmds = append(cmds, shellJoin(relArgv(argv)))
+		r, err := runFleetCP(ctx, argv, limit)
+		if err != nil {
+			fmt.Fprintf(&b, "| %d (%d) | %s | %s | | | | | | | |\n", nodes, envoys, mode, failed(fmt.Sprintf("fleet %s", mode), err))
+			continue
+		}
+		fmt.Fprintf(&b, "| %d (%d) | %s | %s | %.2f s | %s | %s | %s | %.0f / %.0f MB | %.0f MB | %d |\n", r.Nodes, r.Envoys, mode, msCell(r.InitialMS),
+			r.ControllerCPUInitialS, medianCell(r.ChangeFirstMS), medMax(r.ChangeMS), medMax(r.ControllerCPUChangeMS), r.ControllerRSSMB, r.ControllerPeakMB, r.EnvoyRSSMB, r.Rejected)
+	}
+	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
+	return b.String()
+}
+
+func medianCell(v []float64) string {
+	if len(v) == 0 {
+		return "n/a"
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return msCell(medianF(s))
+}
+
+// runFleetCP runs one meshext-cpbench fleet child, bounded, in a fresh work directory.
+func runFleetCP(ctx context.Context, argv []string, limit time.Duration) (fleetResult, error) {
+	var r fleetResult
+	for i, a := range argv[:len(argv)-1] {
+		if a == "-dir" {
+			if err := os.RemoveAll(argv[i+1]); err != nil {
+				return r, err
+			}
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, argv[0], argv[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if cctx.Err() == context.DeadlineExceeded {
+		return r, fmt.Errorf("did not finish within %s", limit)
+	}
+	if err != nil {
+		return r, fmt.Errorf("%v: %s", err, lastLines(stderr.String(), 3))
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("bad output: %v", err)
+	}
+	return r, nil
 }
 
 // inotifyNote says whether build/bench.sh raised the inotify limit.

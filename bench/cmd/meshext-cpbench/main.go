@@ -7,6 +7,11 @@
 //	meshext-cpbench run -n 1000 -dir DIR -envoy ENVOY -meshext bin/meshext
 //	    the same change timing through the real `meshext run` process
 //	    (fsnotify + debounce + reload), resource edit → Envoy version.
+//	meshext-cpbench fleet -n 100 -nodes 100 -envoys 5 -dir DIR -envoy ENVOY -meshext bin/meshext [-delta]
+//	    one `meshext run --xds ads` serving M nodes over its unix socket:
+//	    E real Envoys, the rest gRPC clients that ACK like Envoy; each
+//	    one-MES edit timed until every node has ACKed the new CDS, and
+//	    meshext run's CPU and memory.
 //	meshext-cpbench static -res DIR -node default.bench -out envoy.json
 //	    render one node as a fully static Envoy config (data-path variant c).
 //	meshext-cpbench apply -n 1000 -dir DIR -envoy ENVOY -changes 5
@@ -85,7 +90,11 @@ func main() {
 	plugin := fs.String("plugin", "", "libmeshext.so for Envoy when meshext run renders the Go filter; \"\" = run with --plugin off (run)")
 	debounce := fs.Duration("debounce", 200*time.Millisecond, "meshext run --debounce (run)")
 	xdsMode := fs.String("xds", "file", "meshext run --xds: file or ads (run)")
+	delta := fs.Bool("delta", false, "Envoy uses incremental (delta) ADS: meshext bootstrap --delta (run -xds ads)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file (stages, apply)")
+	memProfile := fs.String("memprofile", "", "write a heap profile (allocations since start) of this process to the file at the end (stages, apply)")
+	nodes := fs.Int("nodes", 100, "xDS nodes (Dataplanes) served (fleet)")
+	envoys := fs.Int("envoys", 5, "of the nodes, real Envoy processes; the rest are gRPC clients that ACK like Envoy (fleet)")
 	fs.Usage = usage
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
@@ -119,6 +128,18 @@ func main() {
 			os.Exit(2)
 		}
 		res, err = apply(*n, *dir, *envoy, *changes)
+	case "fleet":
+		if *envoy == "" || *meshext == "" || *changes < 1 || *nodes < 1 {
+			usage()
+			exit(2)
+		}
+		fr, err := fleet(*n, *nodes, *envoys, *dir, *envoy, *meshext, *changes, *debounce, *delta)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "meshext-cpbench:", err)
+			exit(1)
+		}
+		_ = json.NewEncoder(os.Stdout).Encode(fr)
+		return
 	case "run":
 		if *envoy == "" || *meshext == "" || *changes < 1 {
 			usage()
@@ -128,7 +149,7 @@ func main() {
 		case "file":
 			res, err = viaRun(*n, *dir, *envoy, *meshext, *plugin, *changes, *debounce)
 		case "ads":
-			res, err = viaRunADS(*n, *dir, *envoy, *meshext, *plugin, *changes, *debounce)
+			res, err = viaRunADS(*n, *dir, *envoy, *meshext, *plugin, *changes, *debounce, *delta)
 		default:
 			usage()
 			exit(2)
@@ -142,6 +163,12 @@ func main() {
 		exit(1)
 	}
 	res.MaxRSSMB = maxRSSMB()
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "meshext-cpbench:", err)
+			exit(1)
+		}
+	}
 	_ = json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -154,8 +181,18 @@ func exit(code int) {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: meshext-cpbench stages -n N -dir DIR
        meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]
-       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-xds file|ads] [-plugin libmeshext.so] [-changes K] [-debounce D]
+       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-xds file|ads [-delta]] [-plugin libmeshext.so] [-changes K] [-debounce D]
+       meshext-cpbench fleet  -n N -nodes M -envoys E -dir DIR -envoy ENVOY -meshext MESHEXT [-delta] [-changes K]
        meshext-cpbench static -res DIR -node MESH.DATAPLANE -out FILE`)
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -38,7 +38,7 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 	defer logf.Close()
 	t0 := time.Now()
 	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
-		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", "warn"},
+		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", runLogLevel},
 		pluginArgs(meshext, plugin)...)...)
 	exited, stop, err := startProcess(cmd, logf)
 	if err != nil {
@@ -139,7 +139,7 @@ func userBootstrap(meshext, xdsDir string, admin int, out, nodeDir string) error
 // viaRunADS is viaRun over ADS: `meshext run --xds ads` and an Envoy from
 // `meshext bootstrap --xds ads`. There is no file to read the new version
 // from, so a change counts as applied when Envoy's CDS version_text moves.
-func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, debounce time.Duration) (*Result, error) {
+func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, debounce time.Duration, delta bool) (*Result, error) {
 	resDir := filepath.Join(dir, "resources")
 	files, err := generate(resDir, n)
 	if err != nil {
@@ -161,27 +161,36 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 	}
 	defer logf.Close()
 	bootPath := filepath.Join(dir, "bootstrap.json")
-	if out, err := exec.Command(meshext, "bootstrap", "--xds", "ads", "--ads-address", ads, "--node", render.DefaultNodeID,
-		"--admin-port", fmt.Sprint(admin), "--out", bootPath).CombinedOutput(); err != nil {
+	bootArgs := []string{"bootstrap", "--xds", "ads", "--ads-address", ads, "--node", render.DefaultNodeID,
+		"--admin-port", fmt.Sprint(admin), "--out", bootPath}
+	if delta {
+		bootArgs = append(bootArgs, "--delta")
+	}
+	if out, err := exec.Command(meshext, bootArgs...).CombinedOutput(); err != nil {
 		return r, fmt.Errorf("meshext bootstrap --xds ads: %v: %s", err, out)
 	}
 	t0 := time.Now()
 	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "ads", "--ads-listen", ads,
-		"--status-listen", status, "--debounce", debounce.String(), "--log-level", "warn"},
+		"--status-listen", status, "--debounce", debounce.String(), "--log-level", runLogLevel},
 		pluginArgs(meshext, plugin)...)...)
 	exited, stop, err := startProcess(cmd, logf)
 	if err != nil {
 		return r, err
 	}
 	defer stop()
-	e, err := envoyproc.Start(envoyproc.Pinned(envoyBin, bootPath, dir, "run-ads-envoy", pluginEnv(plugin)))
+	// Envoy is LIVE only once meshext run has loaded, rendered and sent the
+	// initial config: at 10k services that is well past Pinned's 20 s on a
+	// busy machine.
+	opts := envoyproc.Pinned(envoyBin, bootPath, dir, "run-ads-envoy", pluginEnv(plugin))
+	opts.ReadyTimeout = 180 * time.Second
+	e, err := envoyproc.Start(opts)
 	if err != nil {
 		return r, err
 	}
 	defer e.Stop()
 	// Initial config: every cluster (N services + meshext's own) is active.
 	for deadline := time.Now().Add(120 * time.Second); ; {
-		if v, _ := strconv.Atoi(e.StatValue("cluster_manager.active_clusters")); v >= n && cdsVersion(e) != "" {
+		if v, _ := strconv.Atoi(typedStat(e, "Gauges", "cluster_manager.active_clusters")); v >= n && cdsVersion(e) != "" {
 			break
 		}
 		select {
@@ -211,7 +220,7 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 			if time.Now().After(deadline) {
 				return r, fmt.Errorf("Envoy's CDS version did not move within 60s of an edit")
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
 		}
 		r.ChangeTotalMS = append(r.ChangeTotalMS, ms(time.Since(t0)))
 	}
@@ -220,8 +229,25 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 	return r, nil
 }
 
+// cdsVersion is Envoy's CDS version_text.
 func cdsVersion(e *envoyproc.Proc) string {
-	return strings.Trim(e.StatValue("cluster_manager.cds.version_text"), `"`)
+	return typedStat(e, "TextReadouts", "cluster_manager.cds.version_text")
+}
+
+// typedStat reads one stat asking Envoy for that type of stat only: a plain
+// /stats filter walks every stat on Envoy's main thread, which at 10k
+// clusters takes long enough, polled, to starve the xDS updates we wait for.
+func typedStat(e *envoyproc.Proc, typ, name string) string {
+	body, err := e.Get("/stats?type=" + typ + "&filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok && k == name {
+			return strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	return ""
 }
 
 // pluginArgs: with the plugin library, meshext run renders the Go filter (its
@@ -276,3 +302,12 @@ func startProcess(cmd *exec.Cmd, logf *os.File) (exited <-chan struct{}, stop fu
 		}
 	}, nil
 }
+
+// runLogLevel is meshext run's --log-level (MESHEXT_CPBENCH_LOG_LEVEL, for
+// reading each reload's "took" in meshext-run.log; warn by default).
+var runLogLevel = func() string {
+	if v := os.Getenv("MESHEXT_CPBENCH_LOG_LEVEL"); v != "" {
+		return v
+	}
+	return "warn"
+}()

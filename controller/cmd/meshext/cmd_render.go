@@ -207,23 +207,31 @@ func writeRendered(dir string, res *render.Output, stdout io.Writer) error {
 		return err
 	}
 	// Secrets first (the static bootstrap and cds.json reference them), then
-	// per node bootstrap, cds.json, and lds.json, whose listeners need its clusters.
+	// per node bootstrap, cds.json, and lds.json, whose listeners need its
+	// clusters: one batch, renamed in that order after one durable sync.
+	batch := out.NewBatch()
+	defer batch.Abort()
 	for _, p := range slices.Sorted(maps.Keys(secretFiles)) {
-		if err := out.WriteFile(p, secretFiles[p].data, secretFiles[p].mode); err != nil {
+		if err := batch.Add(p, secretFiles[p].data, secretFiles[p].mode); err != nil {
 			return err
 		}
 	}
 	for _, id := range res.NodeIDs() {
-		n := res.Nodes[id]
 		nodeDir := rel(xds.NodeDir(dir, id))
 		for _, name := range []string{"bootstrap.json", render.CDSFile, render.LDSFile} {
 			f := nodeFiles[nodeDir+"/"+name]
-			if err := out.WriteFile(nodeDir+"/"+name, f.data, f.mode); err != nil {
+			if err := batch.Add(nodeDir+"/"+name, f.data, f.mode); err != nil {
 				return err
 			}
 		}
+	}
+	if err := batch.Commit(nil); err != nil {
+		return err
+	}
+	for _, id := range res.NodeIDs() {
+		n := res.Nodes[id]
 		fmt.Fprintf(stdout, "node %s: %d clusters, %d listeners, %d secrets, version %s -> %s\n",
-			id, len(n.Clusters), len(n.Listeners), len(n.Secrets), n.Version, out.Path(nodeDir))
+			id, len(n.Clusters), len(n.Listeners), len(n.Secrets), n.Version, out.Path(rel(xds.NodeDir(dir, id))))
 	}
 	var stale []string
 	for _, p := range out.Files() {
