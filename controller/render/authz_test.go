@@ -64,6 +64,13 @@ func authzWorld() *model.World {
 	return w
 }
 
+// authzDenyHTTPWorld is authzWorld where web may not reach mes-http either.
+func authzDenyHTTPWorld() *model.World {
+	w := authzWorld()
+	w.Permissions = append(w.Permissions, mtp("deny-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionDeny))
+	return w
+}
+
 // authzGoldenCases show each authorization rendering; they are rendered,
 // compared and validated like goldenCases.
 var authzGoldenCases = []goldenCase{
@@ -76,6 +83,10 @@ var authzGoldenCases = []goldenCase{
 		w.Permissions = append(w.Permissions, mtp("allow-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionAllow))
 		return w
 	}},
+	// meshext run's delivery: the route tables through RDS (ADS, files),
+	// where a revoked permission reaches open connections.
+	{name: "authz-routes-ads", opts: Options{Plugin: PluginOn, RoutesVia: RoutesADS}, world: authzDenyHTTPWorld},
+	{name: "authz-routes-file", opts: Options{Plugin: PluginOff, RoutesVia: RoutesFile, RoutesDir: "/var/run/meshext/xds"}, world: authzDenyHTTPWorld},
 	{name: "authz-default-node-proxy", opts: Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"}, world: func() *model.World {
 		w := authzWorld()
 		w.Dataplanes = nil
@@ -167,8 +178,17 @@ func TestAuthzSourceAndDecisions(t *testing.T) {
 	w := authzWorld()
 	n := onlyNode(t, mustRender(t, w, Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"}))
 
-	// The HTTP outbound carries one service as default, the Dataplane as source.
+	// Allowed, decided at render time: no authorization filter at all.
 	out := listenerByName(t, n, "outbound:127.0.0.1:8080")
+	if fs := hcmOf(t, out.FilterChains[0].Filters[0]).HttpFilters; len(fs) != 1 || fs[0].Name != "envoy.filters.http.router" {
+		t.Errorf("allowed outbound's HTTP filters = %v, want the router only", fs)
+	}
+
+	// A shadow denial keeps the filter (its metadata, counter and log):
+	// one service as default, the Dataplane as source.
+	ws := authzWorld()
+	ws.Permissions = append(ws.Permissions, mtp("shadow-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionAllowWithShadowDeny))
+	out = listenerByName(t, onlyNode(t, mustRender(t, ws, Options{Plugin: PluginOn})), "outbound:127.0.0.1:8080")
 	fc := filterConfigOf(t, hcmOf(t, out.FilterChains[0].Filters[0]))
 	want := core.Identity{Mesh: "default", Service: "web", Tags: map[string]string{"version": "v1"}}
 	if fc.Source.Service != want.Service || fc.Source.Mesh != want.Mesh || fc.Source.Tags["version"] != "v1" || len(fc.Source.Tags) != 1 {
@@ -177,6 +197,29 @@ func TestAuthzSourceAndDecisions(t *testing.T) {
 	cluster := w.Service("default", "mes-http").ClusterName()
 	if fc.DefaultService != "mes-http" || len(fc.Services) != 1 || fc.Services[0].Cluster != cluster || fc.TableKey != "meshext:"+cluster {
 		t.Errorf("outbound filter config = %+v", fc)
+	}
+
+	// Denied at render time: no filter, one route answering 403 with the
+	// filter's body and the decision as route metadata.
+	for _, plugin := range []string{PluginOn, PluginOff} {
+		wd := authzWorld()
+		wd.Permissions = append(wd.Permissions, mtp("deny-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionDeny))
+		h := hcmOf(t, listenerByName(t, onlyNode(t, mustRender(t, wd, Options{Plugin: plugin})), "outbound:127.0.0.1:8080").FilterChains[0].Filters[0])
+		if len(h.HttpFilters) != 1 {
+			t.Errorf("plugin %s: denied outbound's HTTP filters = %v, want the router only", plugin, h.HttpFilters)
+		}
+		routes := h.GetRouteConfig().VirtualHosts[0].Routes
+		if len(routes) != 1 || routes[0].GetDirectResponse().GetStatus() != 403 {
+			t.Fatalf("plugin %s: denied routes = %v", plugin, routes)
+		}
+		body := routes[0].GetDirectResponse().GetBody().GetInlineString()
+		if wantBody := `meshext: access to MeshExternalService "mes-http" in mesh "default" from "web" denied by MeshTrafficPermission "deny-web-http"` + "\n"; body != wantBody {
+			t.Errorf("plugin %s: deny body %q, want %q", plugin, body, wantBody)
+		}
+		md := routes[0].GetMetadata().GetFilterMetadata()[egress.MetadataNamespace].GetFields()
+		if md[egress.MetaAction].GetStringValue() != "Deny" || md[egress.MetaPolicy].GetStringValue() != "deny-web-http" || md[egress.MetaSource].GetStringValue() != "web" {
+			t.Errorf("plugin %s: deny route metadata %v", plugin, md)
+		}
 	}
 
 	// The proxy listener knows every HTTP MES, has no default (404) and routes by header.
@@ -198,14 +241,15 @@ func TestAuthzSourceAndDecisions(t *testing.T) {
 		t.Errorf("proxy route = %v", rt)
 	}
 
-	// TCP denied: network RBAC, and tcp_proxy never reaches the MES.
+	// TCP denied at render time: no RBAC filter, and tcp_proxy never
+	// reaches the MES (the connection is closed).
 	tcp := listenerByName(t, n, "outbound:127.0.0.1:8081")
 	fs := tcp.FilterChains[0].Filters
-	if len(fs) != 2 || fs[0].Name != "envoy.filters.network.rbac" {
+	if len(fs) != 1 || fs[0].Name != "envoy.filters.network.tcp_proxy" {
 		t.Fatalf("tcp filters = %v", fs)
 	}
 	var tp tcpproxyv3.TcpProxy
-	if err := fs[1].GetTypedConfig().UnmarshalTo(&tp); err != nil {
+	if err := fs[0].GetTypedConfig().UnmarshalTo(&tp); err != nil {
 		t.Fatal(err)
 	}
 	if tp.GetCluster() != DeniedCluster {

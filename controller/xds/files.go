@@ -27,6 +27,7 @@ import (
 //
 //	<Dir>/<node>/cds.json   DiscoveryResponse of the node's Clusters   (0644)
 //	<Dir>/<node>/lds.json   DiscoveryResponse of the node's Listeners  (0644)
+//	<Dir>/<node>/rds/<route>.json  one RouteConfiguration (routes.go)
 //	<Dir>/sds/<secret>.json DiscoveryResponse of one Secret (0600: keys)
 //	<Dir>/.meshext-manifest.json  what meshext wrote (ManifestFile)
 //
@@ -112,6 +113,7 @@ type writtenNode struct {
 	id                     string // node id ("" when adopted from a previous run)
 	cdsVersion, ldsVersion string
 	clusters               []*clusterv3.Cluster
+	routes                 map[string]string // route file name -> content hash, as on disk
 }
 
 // Open takes over Dir (see OutDir): it refuses a non-empty directory that
@@ -171,6 +173,9 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		}
 		dirs[d] = node
 		claim = append(claim, relCDS(d), relLDS(d))
+		for _, rc := range res.Routes {
+			claim = append(claim, relRoute(d, routeFileName(rc.GetName())))
+		}
 	}
 	secrets, err := wantedSecrets(nodes)
 	if err != nil {
@@ -239,7 +244,12 @@ func (w *FileWriter) adopt() {
 		case dir != "" && !strings.Contains(dir, "/") && file == "cds.json" && w.out.Owns(relLDS(dir)):
 			// Unknown versions: the first Write rewrites both files, ordered
 			// against the clusters Envoy may hold from the old file.
-			w.nodes[dir] = &writtenNode{cdsVersion: "?", ldsVersion: "?", clusters: readClusters(w.out.Path(rel))}
+			w.nodes[dir] = &writtenNode{cdsVersion: "?", ldsVersion: "?", clusters: readClusters(w.out.Path(rel)), routes: map[string]string{}}
+		default:
+			// Unknown content: rewritten if still used, else removed.
+			if d, f, ok := isRouteFile(rel); ok && w.nodes[d] != nil {
+				w.nodes[d].routes[f] = ""
+			}
 		}
 	}
 }
@@ -333,11 +343,17 @@ func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats)
 	if prev == nil {
 		prev = &writtenNode{}
 	}
-	next := &writtenNode{id: node, clusters: res.Clusters}
+	next := &writtenNode{id: node, clusters: res.Clusters, routes: prev.routes}
+	if next.routes == nil {
+		next.routes = map[string]string{}
+	}
 	if node == "" {
 		node = dir
 	}
-	var err error
+	routes, err := wantedRoutes(res)
+	if err != nil {
+		return fmt.Errorf("node %q: %w", node, err)
+	}
 	if next.cdsVersion, err = versionOf(res.Clusters); err != nil {
 		return err
 	}
@@ -347,6 +363,9 @@ func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats)
 
 	cdsChanged := next.cdsVersion != prev.cdsVersion
 	ldsChanged := next.ldsVersion != prev.ldsVersion
+	// Route tables go with the listeners: those a listener names are
+	// written before it, those none names any more removed after.
+	rdsChanged := routesChanged(prev.routes, routes)
 	added, removed := diffNames(prev.clusters, res.Clusters)
 	writeCDS := func(version string, clusters []*clusterv3.Cluster) error {
 		data, err := discoveryJSON(version, resourcev3.ClusterType, toMessages(clusters)...)
@@ -361,6 +380,12 @@ func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats)
 		return nil
 	}
 	writeLDS := func() error {
+		if err := w.writeRoutes(dir, routes, next.routes, st); err != nil {
+			return fmt.Errorf("node %q: %w", node, err)
+		}
+		if !ldsChanged {
+			return w.removeRoutes(dir, routes, next.routes, st)
+		}
 		data, err := discoveryJSON(next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners)...)
 		if err != nil {
 			return err
@@ -370,11 +395,11 @@ func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats)
 		if err := w.out.WriteFile(relLDS(dir), data, configFileMode); err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
 		}
-		return nil
+		return w.removeRoutes(dir, routes, next.routes, st)
 	}
 
 	switch {
-	case !ldsChanged:
+	case !ldsChanged && !rdsChanged:
 		if cdsChanged {
 			if err := writeCDS(next.cdsVersion, res.Clusters); err != nil {
 				return err
