@@ -71,7 +71,8 @@ func adsFlags(t *testing.T, dir string) (run, bootstrap []string) {
 // e2eAccessLog is a MeshAccessLog every test drop gets unless
 // meshOpts.noAccessLog (and the egress tests' drops): meshext logs only
 // what a MeshAccessLog asks for (Kuma's default), and these tests read the
-// decisions, clusters and TLS failure reasons from Envoy's output, and at
+// decisions (the filter's dynamic metadata; a decision made at render time
+// is route metadata), clusters and TLS failure reasons from Envoy's output, and at
 // a ZoneEgress the caller's verified URI SANs and why a TCP connection
 // closed.
 const e2eAccessLog = `type: MeshAccessLog
@@ -88,7 +89,7 @@ spec:
               path: /dev/stdout
               format:
                 type: Plain
-                plain: '[%START_TIME%] meshext %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%" details=%RESPONSE_CODE_DETAILS% authz=%DYNAMIC_METADATA(meshext:action)% policy=%DYNAMIC_METADATA(meshext:policy)% peer="%DOWNSTREAM_PEER_URI_SAN%" closed=%CONNECTION_TERMINATION_DETAILS%'
+                plain: '[%START_TIME%] meshext %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%" details=%RESPONSE_CODE_DETAILS% authz=%DYNAMIC_METADATA(meshext:action)% policy=%DYNAMIC_METADATA(meshext:policy)% static=%METADATA(ROUTE:meshext:action)%/%METADATA(ROUTE:meshext:policy)% peer="%DOWNSTREAM_PEER_URI_SAN%" closed=%CONNECTION_TERMINATION_DETAILS%'
 `
 
 func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
