@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	dnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -413,6 +415,52 @@ func TestF11DefaultOutlierDetection(t *testing.T) {
 		}
 	}
 	t.Fatal("cluster missing")
+}
+
+// Outlier detection and host rewrite only where they do something: one
+// endpoint has nowhere to fail over to, and Envoy rewrites the Host only
+// to a DNS-name endpoint's name.
+func TestNothingInTheHotPathNobodyAskedFor(t *testing.T) {
+	routeOf := func(n *Node) *routev3.RouteAction {
+		for _, l := range n.Listeners {
+			for _, fc := range l.FilterChains {
+				for _, f := range fc.Filters {
+					if f.GetTypedConfig().MessageIs(&hcmv3.HttpConnectionManager{}) {
+						return hcmOf(t, f).GetRouteConfig().VirtualHosts[0].Routes[0].GetRoute()
+					}
+				}
+			}
+		}
+		t.Fatal("no HTTP listener")
+		return nil
+	}
+	clusterOf := func(n *Node, s *model.Service) *clusterv3.Cluster {
+		for _, c := range n.Clusters {
+			if c.Name == s.ClusterName() {
+				return c
+			}
+		}
+		t.Fatal("cluster missing")
+		return nil
+	}
+	for _, c := range []struct {
+		name             string
+		svc              *model.Service
+		outlier, rewrite bool
+	}{
+		{"one IP endpoint", svc("ip", "http", 80, ep("10.0.0.1", 80)), false, false},
+		{"one DNS endpoint", svc("dns", "http", 80, ep("httpbin.org", 80)), false, true},
+		{"two IP endpoints", svc("ips", "http", 80, ep("10.0.0.1", 80), ep("10.0.0.2", 80)), true, false},
+		{"IP and DNS endpoints", svc("mixed", "http", 80, ep("10.0.0.1", 80), prio(ep("backup.example.com", 80), 1)), true, true},
+	} {
+		n, s := renderOne(t, c.svc, Options{})
+		if got := clusterOf(n, s).GetOutlierDetection() != nil; got != c.outlier {
+			t.Errorf("%s: outlier detection %v, want %v", c.name, got, c.outlier)
+		}
+		if got := routeOf(n).GetAutoHostRewrite().GetValue(); got != c.rewrite {
+			t.Errorf("%s: auto_host_rewrite %v, want %v", c.name, got, c.rewrite)
+		}
+	}
 }
 
 func TestAllowRenegotiationAndClientCertPairing(t *testing.T) {
