@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/e2e/testenv"
 )
 
 // Each test here names the Kuma quirk (kuma-mes-reference.md §1) it pins down.
@@ -459,6 +461,25 @@ func TestNothingInTheHotPathNobodyAskedFor(t *testing.T) {
 		}
 		if got := routeOf(n).GetAutoHostRewrite().GetValue(); got != c.rewrite {
 			t.Errorf("%s: auto_host_rewrite %v, want %v", c.name, got, c.rewrite)
+		}
+	}
+}
+
+// Without a MeshAccessLog nothing is logged (Kuma's default), with
+// Kuma's default policies applied: every seed example, every service kind.
+func TestNoAccessLogWithoutMeshAccessLog(t *testing.T) {
+	dir := filepath.Join(testenv.RepoRoot(), "examples")
+	var paths []string
+	for _, f := range []string{"dataplane.yaml", "hostname-generator.yaml", "mes-grpc.yaml", "mes-grpcs.yaml", "mes-http.yaml", "mes-https.yaml", "mes-tcp-mtls.yaml", "mes-tcp-tls.yaml", "mes-tcp.yaml"} {
+		paths = append(paths, filepath.Join(dir, f))
+	}
+	w := buildExamples(t, paths...)
+	out := mustRender(t, w, Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"})
+	for _, id := range out.NodeIDs() {
+		for _, l := range out.Nodes[id].Listeners {
+			if js := string(rawJSON(t, l)); strings.Contains(js, "accessLog") || strings.Contains(js, "access_log") {
+				t.Errorf("node %s: listener %s logs without a MeshAccessLog", id, l.Name)
+			}
 		}
 	}
 }
