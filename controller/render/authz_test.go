@@ -11,6 +11,7 @@ import (
 	dmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshext/meshext/controller/model"
@@ -301,4 +302,30 @@ func unpackDynamicModule(t *testing.T, f *hcmv3.HttpFilter) *dmhttpv3.DynamicMod
 		t.Fatal(err)
 	}
 	return &dm
+}
+
+// With a policy set that allows some services and denies others, decided at
+// render time, an allowed service's listener is exactly the one rendered
+// without any policy: the data path the benchmark's (c) measures at defaults
+// is the one a permitted caller gets under policies.
+func TestAllowedListenerIsTheUnpolicedOne(t *testing.T) {
+	plain := onlyNode(t, mustRender(t, authzWorld(), Options{Plugin: PluginOn}))
+	w := authzWorld()
+	w.Permissions = nil
+	bare := onlyNode(t, mustRender(t, w, Options{Plugin: PluginOn}))
+	w = authzWorld()
+	w.Meshes["default"] = &resource.Mesh{Meta: resource.Meta{Kind: resource.KindMesh, Name: "default"},
+		Routing: &resource.MeshRouting{DefaultForbidMeshExternalServiceAccess: true}}
+	w.Permissions = append(w.Permissions, mtp("allow-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionAllow))
+	policed := onlyNode(t, mustRender(t, w, Options{Plugin: PluginOn}))
+	for _, n := range []*Node{plain, policed} {
+		got, want := listenerByName(t, n, "outbound:127.0.0.1:8080"), listenerByName(t, bare, "outbound:127.0.0.1:8080")
+		if !proto.Equal(got, want) {
+			t.Errorf("allowed outbound differs from the one without policies:\n%s\nwant\n%s", rawJSON(t, got), rawJSON(t, want))
+		}
+	}
+	// And the denied tcp service's chain is the one thing that differs.
+	if proto.Equal(listenerByName(t, policed, "outbound:127.0.0.1:8081"), listenerByName(t, bare, "outbound:127.0.0.1:8081")) {
+		t.Error("denied tcp outbound rendered as if allowed")
+	}
 }
