@@ -22,10 +22,14 @@
 //
 // Egress authorization plugs in at authzFilters (authz.go): every MES
 // listener is authorized for its node's Dataplane (SourceIdentity) from
-// AuthzConfig, with the meshext Go filter (Options.Plugin on, per
-// Options.Flavor) or native HTTP RBAC on HTTP services and native network
-// RBAC on TCP services. Options.HTTPProxyListen adds a forward-proxy
-// listener (proxy.go) matching requests' hosts against every HTTP MES.
+// AuthzConfig. There the decision is made when rendering: no filter where
+// allowed, a direct 403 / gRPC 7 route or a closed connection where denied
+// (authz_static.go), and the per-request filter (the meshext Go filter with
+// Options.Plugin on, per Options.Flavor, or native RBAC) only for a shadow
+// denial. Options.RoutesVia puts the route tables in RDS (routes.go), so a
+// changed decision reaches open connections. Options.HTTPProxyListen adds a
+// forward-proxy listener (proxy.go) matching requests' hosts against every
+// HTTP MES, decided per request.
 package render
 
 import (
