@@ -62,8 +62,10 @@ k8s-tools:
 	@GO="$(GO)" ./build/k8s-tools.sh
 
 ## plugin: libmeshext.so, the Envoy dynamic module for the stock binary
+## (plugin/dynabi compiles against the pinned SDK's abi.h)
+DYNMOD_ABI = $(shell $(GO) list -m -f '{{.Dir}}' github.com/envoyproxy/envoy/source/extensions/dynamic_modules)/abi
 plugin:
-	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -tags dynmod -o bin/libmeshext.so ./plugin/cmd/libmeshext
+	CGO_ENABLED=1 CGO_CFLAGS="-I$(DYNMOD_ABI)" $(GO) build -buildmode=c-shared -tags dynmod -o bin/libmeshext.so ./plugin/cmd/libmeshext
 
 ## plugin-golang: libmeshext-golang.so for the contrib envoy.filters.http.golang filter
 plugin-golang:
@@ -79,7 +81,7 @@ bpf-check: bpf
 
 vet:
 	$(GO) vet ./...
-	$(GO) vet -tags dynmod ./plugin/cmd/libmeshext
+	CGO_CFLAGS="-I$(DYNMOD_ABI)" $(GO) vet -tags dynmod ./plugin/cmd/libmeshext ./plugin/dynabi
 	$(GO) vet -tags so ./plugin/cmd/libmeshext-golang
 
 fmt-check:

@@ -11,16 +11,23 @@ mode="${1:-full}"
 case "$mode" in full|quick) ;; *) echo "usage: $0 full|quick" >&2; exit 2 ;; esac
 GO="${GO:-go}"
 
-# Load generators from Debian; installed when missing and we are root.
+# What the comparisons measure with, from Debian; installed when missing and
+# we are root (as `make test` / .ci/run do): the load generators, iptables
+# and ip (the eBPF redirect against an iptables REDIRECT rule) and a C
+# compiler (the forward proxy's C reference module). A comparison whose
+# piece is still missing says "not available: <why>" (and fails under CI=true).
 missing=""
 command -v wrk >/dev/null || missing="$missing wrk"
 command -v h2load >/dev/null || missing="$missing nghttp2-client"
+command -v iptables >/dev/null || missing="$missing iptables"
+command -v ip >/dev/null || missing="$missing iproute2"
+command -v cc >/dev/null || missing="$missing gcc"
 if [ -n "$missing" ]; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 		echo "bench: installing:$missing" >&2
 		apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 	else
-		echo "bench: missing$missing (apt-get install$missing); those tables will say not available" >&2
+		echo "bench: missing$missing (apt-get install$missing); those comparisons will say not available" >&2
 	fi
 fi
 

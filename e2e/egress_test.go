@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -318,13 +319,16 @@ func (e *egressEnv) meshCA(t *testing.T) *pki.CA {
 	return ca
 }
 
-// dialEgress opens TLS straight to an egress, as a workload's Envoy would,
-// with cert (nil: none) for the SNI of svc.
-func (e *egressEnv) dialEgress(t *testing.T, egress, svc string, port uint32, cert *tls.Certificate) (*tls.Conn, error) {
-	t.Helper()
-	ca := e.meshCA(t)
+// dialFunc makes a connection from where a scenario's workloads are
+// (loopback, or the workload namespace).
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// dialEgressTLS opens TLS with dial straight to the egress at addr, as a
+// workload's Envoy would (or a workload skipping it), with cert (nil: none)
+// for the SNI of mes-http, checking the egress's identity against ca.
+func dialEgressTLS(dial dialFunc, addr string, ca *pki.CA, cert *tls.Certificate) (*tls.Conn, error) {
 	cfg := &tls.Config{
-		ServerName: names.SNI(svc, "default", "mes", port),
+		ServerName: names.SNI("mes-http", "default", "mes", 80),
 		RootCAs:    ca.Pool(),
 		MinVersion: tls.VersionTLS12,
 		// The egress's certificate names no host: check its SPIFFE ID as
@@ -345,14 +349,97 @@ func (e *egressEnv) dialEgress(t *testing.T, egress, svc string, port uint32, ce
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	d := &net.Dialer{Timeout: 3 * time.Second}
-	c, err := tls.DialWithDialer(d, "tcp", e.egressAddr[egress], cfg)
+	return tlsOver(dial, addr, cfg)
+}
+
+// tlsOver is a TLS client handshake on a connection from dial, bounded.
+func tlsOver(dial dialFunc, addr string, cfg *tls.Config) (*tls.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	raw, err := dial(ctx, "tcp", addr)
 	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, cfg)
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
 		return nil, err
 	}
 	// TLS 1.3 reports a refused client certificate only on the first read.
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	return c, nil
+}
+
+// checkEgressClientCertificates dials the egress at addr with dial as a
+// client that skips the workload's Envoy: with another CA's certificate
+// for spiffe://default/web, or none, it is refused; the mesh CA's (ca)
+// certificate for web gets a 200 from mes-http; an SNI no service has is
+// closed.
+func checkEgressClientCertificates(t *testing.T, dial dialFunc, addr string, ca *pki.CA) {
+	t.Helper()
+	other, err := testpki.NewCA()
+	require.NoError(t, err)
+	forged, err := other.Issue(testpki.URIs("spiffe://default/web"), testpki.ClientAuth())
+	require.NoError(t, err)
+	for name, cert := range map[string]*tls.Certificate{"another CA": &forged.TLS, "no certificate": nil} {
+		c, err := dialEgressTLS(dial, addr, ca, cert)
+		if err == nil {
+			_, err = rawGet(c)
+			c.Close()
+		}
+		assert.Error(t, err, name)
+	}
+	// The mesh CA's own certificate for web gets through: the refusal
+	// above is about the certificate, not the harness.
+	u, _ := pki.SPIFFEID("default", "web")
+	good, err := ca.Issue(pki.LeafOptions{URIs: []*url.URL{u}})
+	require.NoError(t, err)
+	tc := good.TLSCertificate()
+	c, err := dialEgressTLS(dial, addr, ca, &tc)
+	require.NoError(t, err)
+	status, err := rawGet(c)
+	c.Close()
+	require.NoError(t, err)
+	assert.Contains(t, status, "200")
+	// An SNI no service has: no filter chain, closed.
+	cfg := &tls.Config{ServerName: "unknown.default.mes", InsecureSkipVerify: true, Certificates: []tls.Certificate{tc}} //nolint:gosec // the handshake must fail anyway
+	if c, err := tlsOver(dial, addr, cfg); err == nil {
+		_, err = rawGet(c)
+		c.Close()
+		assert.Error(t, err, "unknown SNI")
+	}
+}
+
+// egressTraffic is how a failover scenario reaches mes-http and mes-tcp as
+// the allowed workload, each call on a fresh connection to its Envoy.
+type egressTraffic struct {
+	get  func() (int, string)    // GET mes-http /get: status and body
+	echo func(line string) error // one line through mes-tcp
+}
+
+// checkEgressFailover: with egress-1 of two killed, requests and
+// connections keep passing (retried on egress-2); with egress-2 killed
+// too, nothing leaves (503, TCP closed); egress-2 restarted, traffic
+// resumes. kill and restart take a ZoneEgress name.
+func checkEgressFailover(t *testing.T, tr egressTraffic, kill, restart func(name string)) {
+	t.Helper()
+	kill("egress-1")
+	for i := 0; i < 8; i++ {
+		code, body := tr.get()
+		require.Equal(t, 200, code, "request %d after egress-1 died: %s", i, body)
+		require.NoError(t, tr.echo(fmt.Sprintf("tcp %d", i)), "tcp connection %d after egress-1 died", i)
+	}
+	kill("egress-2")
+	code, body := tr.get()
+	assert.Equal(t, 503, code, "no egress: fail closed; %s", body)
+	assert.Error(t, tr.echo("nothing"), "no egress: tcp closed")
+	restart("egress-2")
+	eventually(t, 40*time.Second, "traffic resumes through the restarted egress-2", func() error {
+		if code, body := tr.get(); code != 200 {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		return tr.echo("back")
+	})
 }
 
 // rawGet sends one HTTP/1.1 request over c and returns the status line.
@@ -411,38 +498,8 @@ func TestEgressPathLoopback(t *testing.T) {
 	})
 
 	t.Run("a client with another CA's certificate, or none, is refused", func(t *testing.T) {
-		other, err := testpki.NewCA()
-		require.NoError(t, err)
-		forged, err := other.Issue(testpki.URIs("spiffe://default/web"), testpki.ClientAuth())
-		require.NoError(t, err)
-		for name, cert := range map[string]*tls.Certificate{"another CA": &forged.TLS, "no certificate": nil} {
-			c, err := e.dialEgress(t, "egress-1", "mes-http", 80, cert)
-			if err == nil {
-				_, err = rawGet(c)
-				c.Close()
-			}
-			assert.Error(t, err, name)
-		}
-		// The mesh CA's own certificate for web gets through: the refusal
-		// above is about the certificate, not the harness.
-		ca := e.meshCA(t)
-		u, _ := pki.SPIFFEID("default", "web")
-		good, err := ca.Issue(pki.LeafOptions{URIs: []*url.URL{u}})
-		require.NoError(t, err)
-		tc := good.TLSCertificate()
-		c, err := e.dialEgress(t, "egress-1", "mes-http", 80, &tc)
-		require.NoError(t, err)
-		status, err := rawGet(c)
-		c.Close()
-		require.NoError(t, err)
-		assert.Contains(t, status, "200")
-		// An SNI no service has: no filter chain, closed.
-		cfg := &tls.Config{ServerName: "unknown.default.mes", InsecureSkipVerify: true, Certificates: []tls.Certificate{tc}} //nolint:gosec // the handshake must fail anyway
-		if c, err := tls.Dial("tcp", e.egressAddr["egress-1"], cfg); err == nil {
-			_, err = rawGet(c)
-			c.Close()
-			assert.Error(t, err, "unknown SNI")
-		}
+		var d net.Dialer
+		checkEgressClientCertificates(t, d.DialContext, e.egressAddr["egress-1"], e.meshCA(t))
 	})
 
 	t.Run("a policy change applies on an open connection", func(t *testing.T) {
@@ -495,27 +552,14 @@ func TestEgressPathLoopback(t *testing.T) {
 	})
 
 	t.Run("two egresses, one killed: traffic continues; both: nothing leaves; one back: resumes", func(t *testing.T) {
-		e.envoys[".egress-1"].Kill()
-		for i := 0; i < 8; i++ {
-			code, body := e.get(t, keep, "web", "mes-http", "/get")
-			require.Equal(t, 200, code, "request %d after egress-1 died: %s", i, body)
-			require.NoError(t, e.echoErr("web", fmt.Sprintf("tcp %d", i)), "tcp connection %d after egress-1 died", i)
+		fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		tr := egressTraffic{
+			get:  func() (int, string) { return e.get(t, fresh, "web", "mes-http", "/get") },
+			echo: func(line string) error { return e.echoErr("web", line) },
 		}
-		e.envoys[".egress-2"].Kill()
-		keep.CloseIdleConnections()
-		code, _ := e.get(t, keep, "web", "mes-http", "/get")
-		assert.Equal(t, 503, code, "no egress: fail closed")
-		assert.False(t, e.echo("web", "nothing"), "no egress: tcp closed")
-		e.startEnvoy(t, ".egress-2")
-		eventually(t, 40*time.Second, "traffic resumes through the restarted egress-2", func() error {
-			if code, body := e.get(t, keep, "web", "mes-http", "/get"); code != 200 {
-				return fmt.Errorf("%d %s", code, body)
-			}
-			if !e.echo("web", "back") {
-				return fmt.Errorf("tcp")
-			}
-			return nil
-		})
+		checkEgressFailover(t, tr,
+			func(name string) { e.envoys[names.ZoneEgressNodeID(name)].Kill() },
+			func(name string) { e.startEnvoy(t, names.ZoneEgressNodeID(name)) })
 	})
 }
 

@@ -6,12 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/meshext/meshext/bpf/bpftest"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/netns"
 	"github.com/meshext/meshext/e2e/testenv"
@@ -56,6 +60,14 @@ type meshOpts struct {
 	workload *netns.Workload
 	// noAccessLog leaves e2eAccessLog out of the drop directory.
 	noAccessLog bool
+	// adsTCP ("HOST:PORT") serves ADS there over mTLS instead of files:
+	// `meshext bootstrap --state-dir` issues each node its client
+	// certificate, as for an Envoy on another host (a ZoneEgress).
+	adsTCP string
+	// ownResolver leaves --upstream-dns out of meshext run: each Envoy's DNS
+	// clusters use its own resolver, as an egress in another namespace must
+	// (meshext's DNS listens on the workload's loopback).
+	ownResolver bool
 }
 
 // adsFlags are the `meshext run` and `meshext bootstrap` flags that connect
@@ -110,6 +122,10 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	if o.ads {
 		m.runXDS, m.bootstrapXDS = adsFlags(t, m.dir)
 	}
+	if o.adsTCP != "" {
+		m.runXDS = []string{"--xds", "ads", "--ads-listen", o.adsTCP}
+		m.bootstrapXDS = []string{"--xds", "ads", "--ads-address", o.adsTCP, "--state-dir", m.state}
+	}
 	if !o.noAccessLog && o.source == nil { // another source brings its own policies
 		writeFile(t, filepath.Join(drop, "e2e-access-log.yaml"), e2eAccessLog)
 	}
@@ -117,7 +133,7 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	m.statusAddr = "127.0.0.1:" + strconv.Itoa(testnet.FreePort(t))
 	m.startRun(t, bin, o)
 
-	if o.ads {
+	if o.ads || o.adsTCP != "" {
 		eventually(t, 20*time.Second, "meshext run serves its status", func() error {
 			if code, _, err := httpGetWith(m.client, "http://"+m.statusAddr+"/status"); err != nil || code != 200 {
 				return fmt.Errorf("%d %v; meshext log: %s", code, err, envoyproc.Tail(m.run.LogPath, 800))
@@ -133,26 +149,18 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 			return nil
 		})
 	}
-	bootstrap := filepath.Join(m.dir, "bootstrap.json")
-	out, err := run(t, 30*time.Second, "", bin, append(append([]string{"bootstrap"}, m.bootstrapXDS...),
-		"--node", m.nodeID, "--admin-port", strconv.Itoa(testnet.FreePort(t)), "--upstream-dns", m.dnsAddr, "--out", bootstrap)...)
-	if err != nil {
-		t.Fatalf("meshext bootstrap: %v\n%s", err, out)
-	}
+	bootstrap := m.bootstrap(t, m.dir, "--node", m.nodeID, "--upstream-dns", m.dnsAddr)
 	// meshext run renders the meshext dynamic module (--plugin on, stock) on HTTP listeners.
 	modEnv := envoyModuleEnv(t)
 	envoyArgs := o.envoyArgs
 	w := o.workload
 	startEnvoy := func() {
 		o := envoyproc.Pinned(envoy, bootstrap, m.dir, "envoy", modEnv)
-		// Tests read access logs from Envoy's output; Envoy flushes it only
-		// every 10 s by default, as long as their bounded waits.
-		o.Args = append(o.Args, "--file-flush-interval-msec", "100")
 		o.Args = append(o.Args, envoyArgs...)
 		if w != nil {
 			w.SidecarEnvoy(&o)
 		}
-		m.envoy, err = envoyproc.Start(o)
+		m.envoy = startEnvoyProc(t, o, m.nodeID)
 	}
 	if w == nil && o.envoyCgroup != "" {
 		// Envoy inherits the cgroup; its listener sockets are created there.
@@ -160,19 +168,67 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	} else {
 		startEnvoy()
 	}
+	return m
+}
+
+// bootstrap writes an Envoy bootstrap into dir with `meshext bootstrap`,
+// m's delivery flags and args (the node: --node or --zone-egress), on a free
+// admin port unless args name one.
+func (m *meshEnv) bootstrap(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	out := filepath.Join(dir, "bootstrap.json")
+	if !slices.Contains(args, "--admin-port") {
+		args = append(args, "--admin-port", strconv.Itoa(testnet.FreePort(t)))
+	}
+	res, err := run(t, 30*time.Second, "", meshext(t), append(append(append([]string{"bootstrap"}, m.bootstrapXDS...), args...), "--out", out)...)
+	if err != nil {
+		t.Fatalf("meshext bootstrap %v: %v\n%s", args, err, res)
+	}
+	return out
+}
+
+// startSidecar starts the Envoy of another Dataplane of m (node
+// "<mesh>.<name>") as w's sidecar.
+func (m *meshEnv) startSidecar(t *testing.T, node string, w *netns.Workload) *envoyproc.Proc {
+	t.Helper()
+	dir := filepath.Join(m.dir, names.PathElement(node))
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	o := envoyproc.Pinned(testenv.Envoy(t), m.bootstrap(t, dir, "--node", node, "--upstream-dns", m.dnsAddr), dir, "envoy", envoyModuleEnv(t))
+	w.SidecarEnvoy(&o)
+	return startEnvoyProc(t, o, node)
+}
+
+// startEnvoyProc starts an Envoy of the e2e mesh, stopped at cleanup, its
+// log printed (and kept in $TMPDIR) when the test failed.
+func startEnvoyProc(t *testing.T, o envoyproc.Options, node string) *envoyproc.Proc {
+	t.Helper()
+	p, err := launchEnvoy(t, o, node)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+// launchEnvoy is startEnvoyProc returning the error: safe on another
+// goroutine than the test's.
+func launchEnvoy(t *testing.T, o envoyproc.Options, node string) (*envoyproc.Proc, error) {
+	// Tests read access logs from Envoy's output; Envoy flushes it only
+	// every 10 s by default, as long as their bounded waits.
+	o.Args = append([]string{"--file-flush-interval-msec", "100"}, o.Args...)
+	p, err := envoyproc.Start(o)
+	if err != nil {
+		return nil, err
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- envoy log (tail) ---\n%s", envoyproc.Tail(m.envoy.LogPath, 6000))
-			if b, err := os.ReadFile(m.envoy.LogPath); err == nil {
-				_ = os.WriteFile(filepath.Join(os.TempDir(), "meshext-e2e-"+m.nodeID+"-envoy.log"), b, 0o644)
+			t.Logf("--- envoy %s log (tail) ---\n%s", node, p.Tail(6000))
+			if b, err := os.ReadFile(p.LogPath); err == nil {
+				_ = os.WriteFile(filepath.Join(os.TempDir(), "meshext-e2e-"+names.PathElement(node)+"-envoy.log"), b, 0o644)
 			}
 		}
-		m.envoy.Stop()
+		p.Stop()
 	})
-	return m
+	return p, nil
 }
 
 func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
@@ -184,8 +240,11 @@ func (m *meshEnv) startRun(t *testing.T, bin string, o meshOpts) {
 	args := append(append(append([]string{"run"}, source...), "--state-dir", m.state), m.runXDS...)
 	// Tests never forward DNS beyond loopback: the stand-ins' names come
 	// from the hosts file, anything else is REFUSED.
-	args = append(args, "--dns-listen", m.dnsAddr, "--dns-upstream", "none", "--upstream-dns", m.dnsAddr, "--status-listen", m.statusAddr, "--debounce", "100ms",
+	args = append(args, "--dns-listen", m.dnsAddr, "--dns-upstream", "none", "--status-listen", m.statusAddr, "--debounce", "100ms",
 		"--redirect-bpffs", o.redirectBPFFS)
+	if !o.ownResolver {
+		args = append(args, "--upstream-dns", m.dnsAddr)
+	}
 	if o.hostsFile != "" {
 		args = append(args, "--dns-hosts", o.hostsFile)
 	}
@@ -210,8 +269,14 @@ func (m *meshEnv) envoyLog() string {
 // waitListener waits until Envoy serves a listener bound to addr (e.g. 127.0.0.1:18080).
 func (m *meshEnv) waitListener(t *testing.T, addr string) {
 	t.Helper()
+	waitEnvoyListener(t, m.envoy, addr)
+}
+
+// waitEnvoyListener waits until p serves a listener bound to addr.
+func waitEnvoyListener(t *testing.T, p *envoyproc.Proc, addr string) {
+	t.Helper()
 	eventually(t, 20*time.Second, "Envoy listener on "+addr, func() error {
-		body, err := m.envoy.Get("/listeners")
+		body, err := p.Get("/listeners")
 		if err != nil {
 			return err
 		}

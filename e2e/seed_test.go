@@ -72,14 +72,22 @@ func standIns(t *testing.T) (set *upstream.Set, caFile, hostsFile string) {
 	return set, caFile, hostsFile
 }
 
+// seedDropDir is a drop directory with the seed's examples and the e2e Dataplane.
 func seedDropDir(t *testing.T) string {
+	t.Helper()
+	drop := seedServicesDropDir(t)
+	writeFile(t, filepath.Join(drop, "dataplane-e2e.yaml"), e2eDataplane)
+	return drop
+}
+
+// seedServicesDropDir is a drop directory with the seed's examples only.
+func seedServicesDropDir(t *testing.T) string {
 	t.Helper()
 	drop := filepath.Join(t.TempDir(), "drop")
 	require.NoError(t, os.MkdirAll(drop, 0o755))
 	for _, f := range seedExamples {
 		copyFile(t, filepath.Join(testenv.RepoRoot(), "examples", f), filepath.Join(drop, f))
 	}
-	writeFile(t, filepath.Join(drop, "dataplane-e2e.yaml"), e2eDataplane)
 	return drop
 }
 

@@ -274,8 +274,12 @@ func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv
 	return nil, []*hcmv3.HttpFilter{f}, st, nil
 }
 
-// meshextFilter is the Go filter for the configured flavor.
+// meshextFilter is the Go filter for the configured flavor. Decision
+// metadata goes on denials and shadow denials only: an allowed request is
+// attributed by its upstream cluster in the access log, and each metadata
+// key is a call into Envoy per request.
 func (r *renderer) meshextFilter(cfg *egress.FilterConfig) (*hcmv3.HttpFilter, error) {
+	cfg.DenyMetadataOnly = true
 	if r.opts.Flavor == FlavorContrib {
 		return xdsfilter.Golang(cfg, r.opts.golangLibrary())
 	}

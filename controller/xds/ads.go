@@ -36,7 +36,7 @@ const (
 // delta, serving one snapshot per Envoy node id.
 type Server struct {
 	log   *slog.Logger
-	cache cachev3.SnapshotCache
+	cache *typeSplitCache
 	xds   serverv3.Server
 	guard *guard
 
@@ -50,9 +50,7 @@ func NewServer(ctx context.Context, log *slog.Logger) *Server {
 		log = slog.Default()
 	}
 	s := &Server{log: log, nodes: map[string]bool{}, guard: newGuard(log)}
-	// ads=true: answer an ADS stream only once every resource it names exists,
-	// so Envoy never gets a partial SDS answer.
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log})
+	s.cache = newTypeSplitCache(cacheLogger{log})
 	s.xds = serverv3.NewServer(ctx, s.cache, s.callbacks())
 	return s
 }

@@ -155,7 +155,7 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, _ bool) (st api.StatusTyp
 		f.cb.Log(api.Info, r.ShadowLog())
 	}
 	f.cfg.counters.allowed.Increment(1)
-	if !c.DenyMetadataOnly {
+	if !c.DenyMetadataOnly || r.Shadow {
 		f.setMetadata(&r)
 	}
 	if c.FixedCluster {

@@ -291,6 +291,31 @@ func TestFixedClusterOnlyAuthorizes(t *testing.T) {
 	}
 }
 
+// With denyMetadataOnly (the rendered default) an allowed request carries
+// no decision metadata; a denial and a shadow denial do.
+func TestDenyMetadataOnly(t *testing.T) {
+	var fc egress.FilterConfig
+	if err := json.Unmarshal([]byte(configJSONForTest(t)), &fc); err != nil {
+		t.Fatal(err)
+	}
+	fc.DenyMetadataOnly = true
+	raw, err := json.Marshal(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parser{}.Parse(mustAny(t, wrapperspb.String(string(raw))), &fakeConfigCallbacks{counters: map[string]*fakeCounter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, action := range map[string]any{"open.ext": nil, "closed.ext": "Deny", "shadow.ext": "AllowWithShadowDeny"} {
+		cb := newCallbacks(nil)
+		Factory(cfg, cb).DecodeHeaders(&fakeHeaders{m: map[string]string{":authority": host}}, true)
+		if got := cb.info.md.m["action"]; got != action || (action == nil && len(cb.info.md.m) != 0) {
+			t.Errorf("%s: metadata %v, want action %v", host, cb.info.md.m, action)
+		}
+	}
+}
+
 type panickingHeaders struct{ api.RequestHeaderMap }
 
 func (panickingHeaders) GetRaw(string) string { panic("boom") }

@@ -125,7 +125,7 @@ func (x *filter) OnRequestHeaders(headers shared.HeaderMap, _ bool) (status shar
 		x.h.Log(shared.LogLevelInfo, "%s", r.ShadowLog())
 	}
 	x.inc(x.f.counters.allowed)
-	if !cfg.DenyMetadataOnly {
+	if !cfg.DenyMetadataOnly || r.Shadow {
 		x.setMetadata(&r)
 	}
 	if cfg.FixedCluster {
@@ -232,3 +232,50 @@ func (noopFactory) Create(shared.HttpFilterHandle) shared.HttpFilter {
 }
 
 func (noopFactory) OnDestroy() {}
+
+// Allow is what an allowed request needs from Envoy when nothing else has
+// to be recorded: count it (Count, with Counter) and, unless Header is
+// empty, set Header to Cluster and clear the route cache.
+type Allow struct {
+	Counter shared.MetricID
+	Count   bool
+	Header  string
+	Cluster string
+}
+
+// FastDecider is a filter factory whose common case is decided from the
+// request's authority alone. A binding that reads the authority itself
+// calls FastAllow first and builds a filter only when ok is false.
+type FastDecider interface {
+	FastAllow(authority string) (a Allow, ok bool)
+}
+
+var (
+	_ FastDecider = (*Factory)(nil)
+	_ FastDecider = noopFactory{}
+)
+
+// FastAllow decides a request that needs no client certificate and no
+// decision metadata when allowed: ok is true when it is allowed and not a
+// shadow denial. Anything else (a denial, an unknown host, a shadow
+// denial, a config that reads the certificate or sets metadata on allows)
+// is ok false, and the filter (OnRequestHeaders) decides it. It allocates
+// nothing.
+func (f *Factory) FastAllow(authority string) (a Allow, ok bool) {
+	cfg := f.live.Current()
+	if !cfg.IgnoreClientCertificates || !cfg.DenyMetadataOnly {
+		return a, false
+	}
+	r := cfg.Decide(authority, "")
+	if r.Verdict != egress.Forward || r.Shadow {
+		return a, false
+	}
+	a.Counter, a.Count = f.counters.allowed.id, f.counters.allowed.ok
+	if !cfg.FixedCluster {
+		a.Header, a.Cluster = cfg.ClusterHeader, r.Entry.Service.Cluster
+	}
+	return a, true
+}
+
+// FastAllow allows everything and asks Envoy for nothing.
+func (noopFactory) FastAllow(string) (Allow, bool) { return Allow{}, true }

@@ -215,6 +215,43 @@ func TestDenyMetadataOnly(t *testing.T) {
 	if st, _ := run(t, f, h, map[string]string{":authority": "closed.ext"}); st != shared.HeadersStatusStop || h.meta["action"] != "Deny" {
 		t.Fatalf("denied: status %v metadata %v", st, h.meta)
 	}
+	// A shadow denial is allowed but recorded: the access log must say so.
+	h = newHandle(ch)
+	if st, _ := run(t, f, h, map[string]string{":authority": "shadow.ext"}); st != shared.HeadersStatusContinue || h.meta["action"] != "AllowWithShadowDeny" || h.meta["policy"] != "shadow" {
+		t.Fatalf("shadow denial: status %v metadata %v", st, h.meta)
+	}
+}
+
+func TestFastAllow(t *testing.T) {
+	lean := func(fc *egress.FilterConfig) { fc.IgnoreClientCertificates, fc.DenyMetadataOnly = true, true }
+	_, f := newFactoryWith(t, lean)
+	fast := f.(FastDecider)
+	a, ok := fast.FastAllow("Open.ext:80")
+	if !ok || a.Header != egress.DefaultClusterHeader || a.Cluster != "mes_open" || !a.Count || a.Counter != 0 {
+		t.Fatalf("allowed: %+v %v, want the cluster header and the allowed counter (id 0)", a, ok)
+	}
+	for _, host := range []string{"closed.ext", "shadow.ext", "nothing.ext", ""} {
+		if a, ok := fast.FastAllow(host); ok {
+			t.Errorf("%q decided on the fast path: %+v; the filter must handle it", host, a)
+		}
+	}
+	if got := testing.AllocsPerRun(100, func() { fast.FastAllow("open.ext") }); got != 0 {
+		t.Errorf("FastAllow allocates %v times per request", got)
+	}
+	_, fixed := newFactoryWith(t, func(fc *egress.FilterConfig) { lean(fc); fc.FixedCluster = true })
+	if a, ok := fixed.(FastDecider).FastAllow("open.ext"); !ok || a.Header != "" || !a.Count {
+		t.Fatalf("fixed cluster: %+v %v, want only the count", a, ok)
+	}
+	// Configs that read the certificate or record allows use the filter.
+	for name, edit := range map[string]func(*egress.FilterConfig){
+		"metadata on allows":  func(fc *egress.FilterConfig) { fc.IgnoreClientCertificates = true },
+		"client certificates": func(fc *egress.FilterConfig) { fc.DenyMetadataOnly = true },
+	} {
+		_, f := newFactoryWith(t, edit)
+		if a, ok := f.(FastDecider).FastAllow("open.ext"); ok {
+			t.Errorf("%s: decided on the fast path: %+v", name, a)
+		}
+	}
 }
 
 func TestFixedClusterOnlyAuthorizes(t *testing.T) {
@@ -401,6 +438,31 @@ func BenchmarkOnRequestHeaders(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if f.Create(nopHandle{}).OnRequestHeaders(hdrs, true) != shared.HeadersStatusContinue {
+			b.Fatal("not allowed")
+		}
+	}
+}
+
+// BenchmarkFastAllow is the Go work plugin/dynabi does for an allowed
+// request with the rendered default config (its calls into Envoy aside).
+func BenchmarkFastAllow(b *testing.B) {
+	var fc egress.FilterConfig
+	if err := json.Unmarshal(testConfig(b), &fc); err != nil {
+		b.Fatal(err)
+	}
+	fc.IgnoreClientCertificates, fc.DenyMetadataOnly = true, true
+	raw, err := json.Marshal(fc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := ConfigFactory{}.Create(&fakeConfigHandle{}, raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fast := f.(FastDecider)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := fast.FastAllow("open.ext:80"); !ok {
 			b.Fatal("not allowed")
 		}
 	}

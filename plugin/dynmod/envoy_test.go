@@ -262,6 +262,98 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 	}
 }
 
+// TestStockEnvoyRenderedDefault runs the config the controller renders on
+// a forward-proxy listener (ignoreClientCertificates, denyMetadataOnly):
+// allowed requests take plugin/dynabi's fast path (FastAllow and one call
+// back into C), everything else the filter. The access log shows where
+// each went: no decision metadata on plain allows, all of it on denials,
+// shadow denials and unknown hosts.
+func TestStockEnvoyRenderedDefault(t *testing.T) {
+	envoyBin := testenv.Envoy(t)
+	mods := moduleDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	httpUp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upstream path=%s cluster-header=%q", r.URL.Path, r.Header.Get(egress.DefaultClusterHeader))
+	}))
+	defer httpUp.Close()
+	lean := func(policies []core.Policy) []byte {
+		var fc egress.FilterConfig
+		if err := json.Unmarshal(filterConfig(t, policies), &fc); err != nil {
+			t.Fatal(err)
+		}
+		fc.IgnoreClientCertificates, fc.DenyMetadataOnly = true, true
+		b, err := json.Marshal(fc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	logs := &testenv.SyncBuffer{}
+	dir := t.TempDir()
+	accessLog := filepath.Join(dir, "access.log")
+	env, err := envoytest.Start(ctx, dir, envoytest.Options{Envoy: envoyBin, ModuleDir: mods, Flavor: envoytest.DynamicModule,
+		FilterConfig: lean(basePolicies),
+		// The spoofed cluster exists: only the filter's header keeps requests off it.
+		Clusters: []envoytest.Cluster{{Name: "mes_http", Addr: strings.TrimPrefix(httpUp.URL, "http://")}, {Name: "mes_grpc", Addr: "127.0.0.1:1"}},
+		Log:      logs, AccessLog: accessLog})
+	if err != nil {
+		t.Fatalf("%v\nenvoy log:\n%s", err, logs.String())
+	}
+	defer env.Stop()
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func(host, path string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+env.Listener+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set(egress.DefaultClusterHeader, "mes_grpc")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s via Host %s: %v", path, host, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("HTTPBIN.extsvc.mesh.local:80", "/fast"); code != 200 || !strings.Contains(body, "path=/fast") || !strings.Contains(body, `cluster-header=""`) {
+		t.Fatalf("allowed: got %d %q", code, body)
+	}
+	if code, body := get("secret.extsvc.mesh.local", "/"); code != 403 || !strings.Contains(body, "deny-secret") {
+		t.Fatalf("denied: got %d %q", code, body)
+	}
+	if code, _ := get("shadow.extsvc.mesh.local", "/"); code != 200 {
+		t.Fatalf("shadow deny: got %d", code)
+	}
+	if code, _ := get("nothing.example.com", "/"); code != 404 {
+		t.Fatalf("unknown host: got %d", code)
+	}
+	stats, err := env.Stats(ctx, "meshext_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{egress.CounterAllowed, egress.CounterDenied, egress.CounterShadowDeny, egress.CounterUnknownHost} {
+		if !hasPositiveStat(stats, name) {
+			t.Errorf("counter %s missing or zero in:\n%s", name, stats)
+		}
+	}
+	envoytest.WaitForFile(t, accessLog, "200 - - - -", "403 Deny secret deny-secret web",
+		"200 AllowWithShadowDeny shadow shadow-all -", "404 NotFound")
+	// The fast path reads the live table: a new policy applies on the
+	// same keep-alive connection.
+	if err := env.UpdateFilterConfig(ctx, lean(append([]core.Policy{deny("deny-httpbin", "httpbin")}, basePolicies...))); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get("httpbin.extsvc.mesh.local", "/"); code != 403 || !strings.Contains(body, "deny-httpbin") {
+		t.Fatalf("after update: got %d %q", code, body)
+	}
+	if !env.Alive() {
+		t.Fatalf("Envoy exited:\n%s", logs.String())
+	}
+}
+
 func hasPositiveStat(stats, name string) bool {
 	for _, line := range strings.Split(stats, "\n") {
 		k, v, ok := strings.Cut(line, ": ")
@@ -285,7 +377,7 @@ func BenchmarkEnvoyRPS(b *testing.B) {
 	cref := ""
 	if cc, err := exec.LookPath("cc"); err == nil {
 		cref = b.TempDir()
-		if _, err := envoytest.BuildCReference(context.Background(), cc, "", testenv.RepoRoot(), cref, false); err != nil {
+		if _, err := envoytest.BuildCReference(context.Background(), cc, "", testenv.RepoRoot(), cref, true); err != nil {
 			b.Fatal(err)
 		}
 	}

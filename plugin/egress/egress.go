@@ -86,7 +86,9 @@ type FilterConfig struct {
 	// the config is private and changes reach new connections only.
 	TableKey string `json:"tableKey,omitempty"`
 	// DenyMetadataOnly skips dynamic metadata on allowed requests (each
-	// key is a call into Envoy); denials and unknown hosts still carry it.
+	// key is a call into Envoy); denials, shadow denials (allowed by
+	// AllowWithShadowDeny) and unknown hosts still carry it. The access
+	// log attributes an allowed request by its upstream cluster.
 	DenyMetadataOnly bool `json:"denyMetadataOnly,omitempty"`
 	// FixedCluster says the listener's route already names the one MES it
 	// serves (a per-service listener): the filter only authorizes, and

@@ -36,11 +36,13 @@ type CompareOptions struct {
 	Round       time.Duration // length of one measured round (default 2s)
 	Rounds      int           // rounds per flavor, interleaved (default 3)
 	Concurrency int           // Envoy worker threads (default 1)
-	// The filter config is the one the controller renders for a plaintext
-	// listener (ignoreClientCertificates: the source is the listener's
-	// owner; decision metadata on every request). Lean adds
-	// denyMetadataOnly (metadata on denials only).
-	Lean bool
+	// The filter config is the one the controller renders for the
+	// forward-proxy listener (ignoreClientCertificates: the source is the
+	// listener's owner; denyMetadataOnly: decision metadata on denials
+	// only). MetadataOnAllows sets metadata on every request instead (the
+	// rendering before issue 15); build the C reference to match
+	// (BuildCReference's lean = !MetadataOnAllows).
+	MetadataOnAllows bool
 	// WithNoop adds an Envoy running the module's do-nothing filter,
 	// separating the cost of any Go module from meshext's own work.
 	WithNoop bool
@@ -142,7 +144,7 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	go func() { _ = srv.Serve(up) }()
 	defer srv.Close()
 
-	cfg, host, err := benchFilterConfig(o.Hostnames, o.Lean)
+	cfg, host, err := benchFilterConfig(o.Hostnames, !o.MetadataOnAllows)
 	if err != nil {
 		return nil, err
 	}
@@ -415,4 +417,13 @@ func parseWrkCounts(out string) (ok, bad int64, err error) {
 		return 0, bad, fmt.Errorf("wrk: no successful request (%d failures)", bad)
 	}
 	return ok, bad, nil
+}
+
+// RoundRatio is the median over rounds of a's req/s over b's in the same
+// round (both flavors of one CompareRPS run): 0 when either has no rounds.
+func RoundRatio(a, b *FlavorResult) float64 {
+	if a == nil || b == nil {
+		return 0
+	}
+	return medianRatio(a.RoundRPS, b.RoundRPS)
 }

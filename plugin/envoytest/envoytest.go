@@ -393,7 +393,11 @@ func DynamicModuleFilter(filterConfig []byte) map[string]any {
 // BuildModule compiles libmeshext.so into dir with the go tool goBin
 // ("go" when empty) from the module rooted at repoRoot.
 func BuildModule(ctx context.Context, goBin, repoRoot, dir string) (string, error) {
-	return buildCShared(ctx, goBin, repoRoot, filepath.Join(dir, "libmeshext.so"), "dynmod", "./plugin/cmd/libmeshext")
+	abi, err := SDKABIDir(ctx, goBin, repoRoot)
+	if err != nil {
+		return "", err
+	}
+	return buildCShared(ctx, goBin, repoRoot, filepath.Join(dir, "libmeshext.so"), "dynmod", "./plugin/cmd/libmeshext", "CGO_CFLAGS=-I"+abi)
 }
 
 // BuildGolangLibrary compiles libmeshext-golang.so, the filter for the
@@ -402,13 +406,13 @@ func BuildGolangLibrary(ctx context.Context, goBin, repoRoot, dir string) (strin
 	return buildCShared(ctx, goBin, repoRoot, filepath.Join(dir, "libmeshext-golang.so"), "so", "./plugin/cmd/libmeshext-golang")
 }
 
-func buildCShared(ctx context.Context, goBin, repoRoot, out, tag, pkg string) (string, error) {
+func buildCShared(ctx context.Context, goBin, repoRoot, out, tag, pkg string, env ...string) (string, error) {
 	if goBin == "" {
 		goBin = "go"
 	}
 	cmd := exec.CommandContext(ctx, goBin, "build", "-buildmode=c-shared", "-tags", tag, "-o", out, pkg)
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=1"), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build %s: %v\n%s", filepath.Base(out), err, b)
 	}

@@ -133,7 +133,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		"(d) %s (`meshext render` with its default `--plugin on`: the meshext Go filter, `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules`, decides every request; no MeshTrafficPermission, so every request is allowed after a table lookup).\n\n",
 		variants[vA].name, variants[vB].name, variants[vBLog].name, variants[vC].name, variants[vD].name)
 	if len(missing) > 0 {
-		fmt.Fprintf(&md, "not available: missing %s\n\n", strings.Join(missing, ", "))
+		fmt.Fprintf(&md, "%s\n\n", notAvailable("data path", "missing "+strings.Join(missing, ", ")))
 		return md.String()
 	}
 	certs, err := makePKI(cfg.workDir)

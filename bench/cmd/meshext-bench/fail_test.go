@@ -62,8 +62,24 @@ func TestQuickRunFailsWhenAHarnessBinaryFails(t *testing.T) {
 	}
 
 	// Nothing failed, a piece is missing: the run succeeds.
+	t.Setenv("CI", "")
 	code, report = runFailing(t, "-sections", "controlplane", "-cpbench", "")
 	if code != 0 || !strings.Contains(report, "not available") {
 		t.Errorf("missing cpbench: exit code %d, report:\n%s", code, report)
+	}
+}
+
+// A comparison that cannot run says why in the report; under CI=true (where
+// build/bench.sh and .ci/run install every piece) that fails the run.
+func TestMissingPieceFailsUnderCI(t *testing.T) {
+	for _, ci := range []string{"", "true"} {
+		t.Setenv("CI", ci)
+		code, report := runFailing(t, "-sections", "forwardproxy", "-envoy", filepath.Join(t.TempDir(), "no-envoy"))
+		if !strings.Contains(report, "not available: no Envoy binary") {
+			t.Fatalf("CI=%q: report does not say what is missing:\n%s", ci, report)
+		}
+		if want := map[string]int{"": 0, "true": 1}[ci]; code != want {
+			t.Errorf("CI=%q: exit code %d, want %d", ci, code, want)
+		}
 	}
 }

@@ -59,7 +59,7 @@ func run(args []string) int {
 	fs.StringVar(&o.gobin, "go", "go", "go command, for the packages' Go benchmarks")
 	fs.StringVar(&o.out, "out", "bench/results", "report directory")
 	fs.StringVar(&o.repo, "repo", ".", "repository root")
-	fs.StringVar(&o.sections, "sections", "datapath,controlplane,gobench", "comma-separated sections to run")
+	fs.StringVar(&o.sections, "sections", "datapath,forwardproxy,controlplane,gobench", "comma-separated sections to run")
 	keep := fs.String("keep", "", "keep the work directory (configs, logs) after the run: true or false (default: true full, false quick)")
 	fs.DurationVar(&o.durations, "duration", 0, "load duration per run, whole seconds (default: 2s full, 1s quick)")
 	fs.BoolVar(&o.pin, "pin", true, "give each Envoy the last CPU to itself, clients and upstreams the others (2+ CPUs)")
@@ -137,10 +137,10 @@ func run(args []string) int {
 	for _, s := range strings.Split(o.sections, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case "datapath", "controlplane", "gobench":
+		case "datapath", "forwardproxy", "controlplane", "gobench":
 			want[s] = true
 		default:
-			fmt.Fprintf(os.Stderr, "meshext-bench: unknown section %q (want datapath, controlplane, gobench)\n", s)
+			fmt.Fprintf(os.Stderr, "meshext-bench: unknown section %q (want datapath, forwardproxy, controlplane, gobench)\n", s)
 			return 2
 		}
 	}
@@ -153,6 +153,10 @@ func run(args []string) int {
 			render: renderer{meshext: o.meshext, cpbench: o.cpbench, plugin: o.plugin},
 			pin:    o.pin,
 		}))
+	}
+	if want["forwardproxy"] {
+		rep.WriteString(runForwardProxy(ctx, fpConfig{envoy: o.envoy, plugin: o.plugin, wrk: lookPath("wrk"), gobin: o.gobin, repo: o.repo,
+			workDir: work, round: o.durations, rounds: map[bool]int{false: 9, true: 1}[quick], pin: o.pin}))
 	}
 	if want["controlplane"] {
 		rep.WriteString(runControlPlane(ctx, cpConfig{quick: quick, cpbench: o.cpbench, meshext: o.meshext, envoy: o.envoy, plugin: o.plugin, workDir: work}))
@@ -192,6 +196,18 @@ func run(args []string) int {
 // harness binary, a variant whose Envoy never served. The report is written
 // either way; run then exits 1, so `make bench-quick` fails CI.
 var failures []string
+
+// notAvailable is the report's text for a comparison whose pieces are
+// missing here. Under CI=true it is a failure too: CI installs everything
+// the benchmarks measure with (build/bench.sh, .ci/run), so a missing
+// piece there is a broken setup, not a smaller report.
+func notAvailable(what, why string) string {
+	msg := "not available: " + oneLine(why)
+	if os.Getenv("CI") == "true" {
+		failures = append(failures, what+": "+msg)
+	}
+	return msg
+}
 
 // failed records a failure and returns the text for the report.
 func failed(what string, err any) string {

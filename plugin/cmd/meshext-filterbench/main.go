@@ -34,7 +34,7 @@ func main() {
 	flag.DurationVar(&o.Round, "round", time.Second, "length of one measured round")
 	flag.IntVar(&o.Rounds, "rounds", 9, "rounds per flavor (interleaved)")
 	flag.IntVar(&o.Concurrency, "workers", 1, "Envoy worker threads")
-	flag.BoolVar(&o.Lean, "lean", false, "filter config with denyMetadataOnly (the default is what the controller renders: ignoreClientCertificates, metadata on every request)")
+	flag.BoolVar(&o.MetadataOnAllows, "metadata-on-allows", false, "decision metadata on every request (the default is what the controller renders: ignoreClientCertificates, denyMetadataOnly)")
 	flag.BoolVar(&o.WithNative, "native", false, "also measure the --plugin=off rendering (native routes + RBAC)")
 	flag.BoolVar(&o.WithNoop, "noop", false, "also measure the module's empty filter (cost of any Go module)")
 	flag.BoolVar(&o.Pin, "pin", true, "give Envoy the last CPU to itself and the load generator the others")
@@ -73,7 +73,7 @@ func run(o envoytest.CompareOptions, cref, asJSON bool) error {
 		if err := os.Mkdir(o.CReferenceDir, 0o755); err != nil {
 			return err
 		}
-		if _, err := envoytest.BuildCReference(ctx, os.Getenv("CC"), "", testenv.RepoRoot(), o.CReferenceDir, o.Lean); err != nil {
+		if _, err := envoytest.BuildCReference(ctx, os.Getenv("CC"), "", testenv.RepoRoot(), o.CReferenceDir, !o.MetadataOnAllows); err != nil {
 			return err
 		}
 	}
@@ -87,8 +87,8 @@ func run(o envoytest.CompareOptions, cref, asJSON bool) error {
 		return enc.Encode(res)
 	}
 	lean := ""
-	if res.Options.Lean {
-		lean = ", lean filter config"
+	if res.Options.MetadataOnAllows {
+		lean = ", metadata on allows"
 	}
 	fmt.Printf("| Envoy config (%d MES, %d conns, %d x %s per flavor%s) | req/s | Envoy CPU per request | requests | errors |\n", res.Options.Hostnames,
 		res.Options.Connections, res.Options.Rounds, res.Options.Round, lean)
