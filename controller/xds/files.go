@@ -379,6 +379,8 @@ func (w *FileWriter) writeNode(dir, node string, res *Resources, st *WriteStats)
 		}
 		return nil
 	}
+	// writeLDS writes the listeners' side: new and changed route tables,
+	// lds.json when it changed, then the route files no longer named.
 	writeLDS := func() error {
 		if err := w.writeRoutes(dir, routes, next.routes, st); err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
