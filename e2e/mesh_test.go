@@ -50,8 +50,9 @@ type meshOpts struct {
 	runArgs []string
 	// source replaces `--dir DROP` (e.g. --source kubernetes --kubeconfig F).
 	source []string
-	// ads delivers config over ADS (adsFlags) instead of file drops.
-	ads bool
+	// ads delivers config over ADS (adsFlags) instead of file drops;
+	// delta makes Envoy use incremental (delta) xDS on that stream.
+	ads, delta bool
 	// envoyArgs are extra Envoy command-line arguments.
 	envoyArgs []string
 	// workload, when set, runs meshext run in the workload's network
@@ -121,6 +122,9 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	m.bootstrapXDS = m.runXDS
 	if o.ads {
 		m.runXDS, m.bootstrapXDS = adsFlags(t, m.dir)
+		if o.delta {
+			m.bootstrapXDS = append(m.bootstrapXDS, "--delta")
+		}
 	}
 	if o.adsTCP != "" {
 		m.runXDS = []string{"--xds", "ads", "--ads-listen", o.adsTCP}

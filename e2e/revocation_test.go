@@ -36,19 +36,23 @@ const revocationBound = time.Second
 // request on each of them within a second of Envoy applying the update,
 // without closing either, and removing it grants access again the same
 // way. Envoy drains replaced listeners for an hour here, so a listener
-// drain cannot be what answers: by file drops and over ADS.
+// drain cannot be what answers: by file drops and over ADS (state of the
+// world and delta).
 func TestRevocationOnOpenConnections(t *testing.T) {
 	_, caFile, hostsFile := standIns(t)
-	for _, ads := range []bool{false, true} {
-		t.Run(map[bool]string{false: "xds=file", true: "xds=ads"}[ads], func(t *testing.T) {
-			revocation(t, caFile, hostsFile, ads)
+	for _, c := range []struct {
+		name       string
+		ads, delta bool
+	}{{"xds=file", false, false}, {"xds=ads", true, false}, {"xds=ads-delta", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			revocation(t, caFile, hostsFile, c.ads, c.delta)
 		})
 	}
 }
 
-func revocation(t *testing.T, caFile, hostsFile string, ads bool) {
+func revocation(t *testing.T, caFile, hostsFile string, ads, delta bool) {
 	drop := authzDropDir(t)
-	m := startMesh(t, drop, meshOpts{nodeID: authzNodeID, hostsFile: hostsFile, systemCA: caFile, ads: ads,
+	m := startMesh(t, drop, meshOpts{nodeID: authzNodeID, hostsFile: hostsFile, systemCA: caFile, ads: ads, delta: delta,
 		envoyArgs: []string{"--drain-time-s", "3600"}})
 	for _, a := range []string{authzGRPC, authzKeepAlive} {
 		m.waitListener(t, a)
