@@ -59,7 +59,7 @@ func run(args []string) int {
 	fs.StringVar(&o.gobin, "go", "go", "go command, for the packages' Go benchmarks")
 	fs.StringVar(&o.out, "out", "bench/results", "report directory")
 	fs.StringVar(&o.repo, "repo", ".", "repository root")
-	fs.StringVar(&o.sections, "sections", "datapath,forwardproxy,controlplane,gobench", "comma-separated sections to run")
+	fs.StringVar(&o.sections, "sections", "datapath,forwardproxy,egress,controlplane,gobench", "comma-separated sections to run")
 	keep := fs.String("keep", "", "keep the work directory (configs, logs) after the run: true or false (default: true full, false quick)")
 	fs.DurationVar(&o.durations, "duration", 0, "load duration per run, whole seconds (default: 2s full, 1s quick)")
 	fs.BoolVar(&o.pin, "pin", true, "give each Envoy the last CPU to itself, clients and upstreams the others (2+ CPUs)")
@@ -137,10 +137,10 @@ func run(args []string) int {
 	for _, s := range strings.Split(o.sections, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case "datapath", "forwardproxy", "controlplane", "gobench":
+		case "datapath", "forwardproxy", "egress", "controlplane", "gobench":
 			want[s] = true
 		default:
-			fmt.Fprintf(os.Stderr, "meshext-bench: unknown section %q (want datapath, forwardproxy, controlplane, gobench)\n", s)
+			fmt.Fprintf(os.Stderr, "meshext-bench: unknown section %q (want datapath, forwardproxy, egress, controlplane, gobench)\n", s)
 			return 2
 		}
 	}
@@ -157,6 +157,9 @@ func run(args []string) int {
 	if want["forwardproxy"] {
 		rep.WriteString(runForwardProxy(ctx, fpConfig{envoy: o.envoy, plugin: o.plugin, wrk: lookPath("wrk"), gobin: o.gobin, repo: o.repo,
 			workDir: work, round: o.durations, rounds: map[bool]int{false: 9, true: 1}[quick], pin: o.pin}))
+	}
+	if want["egress"] {
+		rep.WriteString(egressSection(ctx, o, work, quick))
 	}
 	if want["controlplane"] {
 		rep.WriteString(runControlPlane(ctx, cpConfig{quick: quick, cpbench: o.cpbench, meshext: o.meshext, envoy: o.envoy, plugin: o.plugin, workDir: work}))
