@@ -329,3 +329,35 @@ func TestAllowedListenerIsTheUnpolicedOne(t *testing.T) {
 		t.Error("denied tcp outbound rendered as if allowed")
 	}
 }
+
+// Kuma's rules form is decided when rendering too: a rules policy on the
+// MES that allows another SPIFFE ID only leaves the node's caller denied
+// (rules default), one that allows it leaves no filter at all.
+func TestRulesFormDecidedWhenRendering(t *testing.T) {
+	rules := func(allow string) *resource.MeshTrafficPermission {
+		return &resource.MeshTrafficPermission{
+			Meta: resource.Meta{Kind: resource.KindMeshTrafficPermission, Mesh: "default", Name: "rules-http"},
+			Spec: resource.MeshTrafficPermissionSpec{TargetRef: toMES("mes-http"), Rules: []resource.TrafficPermRule{{
+				Default: resource.TrafficPermRuleConf{Allow: []resource.TrafficPermMatch{{SpiffeID: &resource.StringMatch{Type: resource.MatchExact, Value: allow}}}},
+			}}},
+		}
+	}
+	for _, c := range []struct {
+		allow  string
+		denied bool
+	}{{"spiffe://default/web", false}, {"spiffe://default/other", true}} {
+		w := authzWorld()
+		w.Permissions = []*resource.MeshTrafficPermission{rules(c.allow)}
+		h := hcmOf(t, listenerByName(t, onlyNode(t, mustRender(t, w, Options{Plugin: PluginOn})), "outbound:127.0.0.1:8080").FilterChains[0].Filters[0])
+		if len(h.HttpFilters) != 1 {
+			t.Errorf("rules allowing %s: HTTP filters %v, want the router only", c.allow, h.HttpFilters)
+		}
+		dr := h.GetRouteConfig().VirtualHosts[0].Routes[0].GetDirectResponse()
+		if got := dr.GetStatus() == 403; got != c.denied {
+			t.Errorf("rules allowing %s: denied %v, want %v", c.allow, got, c.denied)
+		}
+		if c.denied && !strings.Contains(dr.GetBody().GetInlineString(), `MeshTrafficPermission rules "rules-http"`) {
+			t.Errorf("rules deny body %q", dr.GetBody().GetInlineString())
+		}
+	}
+}
