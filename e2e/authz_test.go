@@ -222,14 +222,18 @@ func TestEgressAuthorization(t *testing.T) {
 			if code, body := curlCode(t, curl, "http://"+authzHTTP+"/get"); code != 403 {
 				return fmt.Errorf("got %d %s", code, body)
 			}
+			// The proxy's decision comes with its listener (LDS), not RDS.
+			if code, body := curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...); code != 403 {
+				return fmt.Errorf("through the proxy: got %d %s", code, body)
+			}
 			return nil
 		})
 		code, body := curlCode(t, curl, "http://"+authzHTTP+"/get")
 		assert.Equal(t, 403, code)
 		assert.Contains(t, body, `access to MeshExternalService "mes-http" in mesh "default" from "authz-web" denied by MeshTrafficPermission "deny-authz-web"`)
 		// The connection opened before the change is decided by the new
-		// policy too (the filter's tableKey swaps the live table); Envoy
-		// keeps it on the old filter chain (drained over --drain-time-s).
+		// policy too: the decision is in the route table, which RDS swaps
+		// under open connections (TestRevocationOnOpenConnections).
 		code, body = keepAliveGet()
 		assert.Equal(t, 403, code, body)
 		assert.Contains(t, body, `access to MeshExternalService "mes-keepalive" in mesh "default" from "authz-web" denied by MeshTrafficPermission "deny-authz-web"`)
@@ -256,10 +260,12 @@ func TestEgressAuthorization(t *testing.T) {
 			return nil
 		})
 		assert.Greater(t, m.counter(t, "listener_manager.lds.update_success"), ldsBefore, "delivered as an LDS update to the running Envoy")
-		// Decisions show in the access log and the filter's counters.
+		// Decisions show in the access log: on the outbounds decided at
+		// render time (a direct response, the decision as route metadata),
+		// and the forward proxy's filter counts its denials.
 		eventually(t, 10*time.Second, "access log of the denials", func() error {
 			log := m.envoyLog()
-			for _, want := range []string{"details=meshext_egress_denied authz=Deny policy=deny-authz-web", "cluster=meshext_denied"} {
+			for _, want := range []string{"details=direct_response authz=- policy=- static=Deny/deny-authz-web", "cluster=meshext_denied"} {
 				if !strings.Contains(log, want) {
 					return fmt.Errorf("no %q in the Envoy log", want)
 				}
@@ -272,17 +278,20 @@ func TestEgressAuthorization(t *testing.T) {
 	writeFile(t, filepath.Join(drop, "mesh.yaml"), forbiddingMesh)
 	writeFile(t, filepath.Join(drop, "mtp.yaml"), allowAuthzWebHTTP)
 	t.Run("defaultForbidMeshExternalServiceAccess: only what an Allow policy matches", func(t *testing.T) {
+		// The outbound's decision is in its route table (RDS), the
+		// proxy's in its listener's filter (LDS): two updates, both awaited.
 		eventually(t, 20*time.Second, "mes-http allowed by its Allow policy", func() error {
 			if code, body := curlCode(t, curl, "http://"+authzHTTP+"/get"); code != 200 {
 				return fmt.Errorf("got %d %s", code, body)
+			}
+			if code, body := curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...); code != 200 {
+				return fmt.Errorf("through the proxy: got %d %s", code, body)
 			}
 			return nil
 		})
 		code, body := curlCode(t, curl, "http://"+authzHTTPS+"/get")
 		assert.Equal(t, 403, code, body)
 		assert.Contains(t, body, `"mes-https"`)
-		code, body = curlCode(t, curl, append(proxy, "http://mes-http.svc.meshext.local/get")...)
-		assert.Equal(t, 200, code, body)
 		code, body = curlCode(t, curl, append(proxy, "http://mes-https.svc.meshext.local/get")...)
 		assert.Equal(t, 403, code, body)
 		out, err := grpcList()

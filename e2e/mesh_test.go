@@ -50,8 +50,9 @@ type meshOpts struct {
 	runArgs []string
 	// source replaces `--dir DROP` (e.g. --source kubernetes --kubeconfig F).
 	source []string
-	// ads delivers config over ADS (adsFlags) instead of file drops.
-	ads bool
+	// ads delivers config over ADS (adsFlags) instead of file drops;
+	// delta makes Envoy use incremental (delta) xDS on that stream.
+	ads, delta bool
 	// envoyArgs are extra Envoy command-line arguments.
 	envoyArgs []string
 	// workload, when set, runs meshext run in the workload's network
@@ -83,7 +84,8 @@ func adsFlags(t *testing.T, dir string) (run, bootstrap []string) {
 // e2eAccessLog is a MeshAccessLog every test drop gets unless
 // meshOpts.noAccessLog (and the egress tests' drops): meshext logs only
 // what a MeshAccessLog asks for (Kuma's default), and these tests read the
-// decisions, clusters and TLS failure reasons from Envoy's output, and at
+// decisions (the filter's dynamic metadata; a decision made at render time
+// is route metadata), clusters and TLS failure reasons from Envoy's output, and at
 // a ZoneEgress the caller's verified URI SANs and why a TCP connection
 // closed.
 const e2eAccessLog = `type: MeshAccessLog
@@ -100,7 +102,7 @@ spec:
               path: /dev/stdout
               format:
                 type: Plain
-                plain: '[%START_TIME%] meshext %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%" details=%RESPONSE_CODE_DETAILS% authz=%DYNAMIC_METADATA(meshext:action)% policy=%DYNAMIC_METADATA(meshext:policy)% peer="%DOWNSTREAM_PEER_URI_SAN%" closed=%CONNECTION_TERMINATION_DETAILS%'
+                plain: '[%START_TIME%] meshext %DOWNSTREAM_REMOTE_ADDRESS% -> %DOWNSTREAM_LOCAL_ADDRESS% "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% cluster=%UPSTREAM_CLUSTER% upstream=%UPSTREAM_HOST% flags=%RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% ms=%DURATION% tls_failure="%UPSTREAM_TRANSPORT_FAILURE_REASON%" details=%RESPONSE_CODE_DETAILS% authz=%DYNAMIC_METADATA(meshext:action)% policy=%DYNAMIC_METADATA(meshext:policy)% static=%METADATA(ROUTE:meshext:action)%/%METADATA(ROUTE:meshext:policy)% peer="%DOWNSTREAM_PEER_URI_SAN%" closed=%CONNECTION_TERMINATION_DETAILS%'
 `
 
 func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
@@ -120,6 +122,9 @@ func startMesh(t *testing.T, drop string, o meshOpts) *meshEnv {
 	m.bootstrapXDS = m.runXDS
 	if o.ads {
 		m.runXDS, m.bootstrapXDS = adsFlags(t, m.dir)
+		if o.delta {
+			m.bootstrapXDS = append(m.bootstrapXDS, "--delta")
+		}
 	}
 	if o.adsTCP != "" {
 		m.runXDS = []string{"--xds", "ads", "--ads-listen", o.adsTCP}

@@ -214,42 +214,53 @@ func isHTTP(s *model.Service) bool {
 // The decision input is AuthzConfig with s as the only (and default) service
 // and the node's Dataplane as source (SourceIdentity).
 //
-//   - tcp: network RBAC (plugin/rbac, by listener owner) before tcp_proxy;
-//     closed reports a denied source, whose tcp_proxy then goes to the cluster
-//     without endpoints, so the connection is closed without reaching s even
-//     for server-first protocols.
-//   - http/http2/grpc with the plugin on: the meshext filter (plugin/xdsfilter,
-//     dynamic module or contrib golang per Options.Flavor) before the router,
-//     table key "meshext:<cluster>" (the same config on every listener of s).
-//   - with PluginOff: native HTTP RBAC (403 / gRPC PERMISSION_DENIED).
+// There the caller (the node) and the destination (s) are both fixed, so the
+// decision is known now (static): nothing depends on the request.
+//
+//   - Allow: no authorization filter at all.
+//   - Deny: no filter either; the returned staticDecision says so, and
+//     serviceFilters answers every request with a direct 403 (gRPC status
+//     7) naming the policy (staticDenyRoute), or sends a tcp service's
+//     connections to DeniedCluster (closed without reaching s).
+//   - AllowWithShadowDeny: the request passes, but the shadow denial must
+//     stay observable as before (the filter's metadata, counter and log, or
+//     RBAC's shadow stats), so the per-request filter is kept: network RBAC
+//     (plugin/rbac, by listener owner) for tcp; for HTTP the meshext Go
+//     filter (plugin/xdsfilter, table key "meshext:<cluster>") with the
+//     plugin on, native HTTP RBAC with PluginOff.
 //
 // An error skips s on this node only.
-func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv3.Filter, http []*hcmv3.HttpFilter, closed bool, err error) {
-	cfg := AuthzConfig(r.world, nodeMeta(n), SourceIdentity(n.Dataplane, s.Mesh), []*model.Service{s})
+func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv3.Filter, http []*hcmv3.HttpFilter, st staticDecision, err error) {
+	src := SourceIdentity(n.Dataplane, s.Mesh)
+	cfg := AuthzConfig(r.world, nodeMeta(n), src, []*model.Service{s})
 	cfg.DefaultService = s.Name
-	if !isHTTP(s) || !r.opts.pluginOn() {
-		t, err := core.Compile(&cfg)
+	t, err := core.Compile(&cfg)
+	if err != nil {
+		return nil, nil, st, err
+	}
+	e := t.Default()
+	d := e.Decide()
+	st = staticDecision{decision: d, entry: e, source: src.Service}
+	if d.Action != core.AllowWithShadowDeny {
+		return nil, nil, st, nil
+	}
+	if !isHTTP(s) {
+		f, err := networkFilter(rbac.NetworkFilterName, rbac.Network(e, rbac.ByListenerOwner, s.ClusterName()))
 		if err != nil {
-			return nil, nil, false, err
+			return nil, nil, st, err
 		}
-		e := t.Default()
-		if !isHTTP(s) {
-			f, err := networkFilter(rbac.NetworkFilterName, rbac.Network(e, rbac.ByListenerOwner, s.ClusterName()))
-			if err != nil {
-				return nil, nil, false, err
-			}
-			return []*listenerv3.Filter{f}, nil, !e.Decide().Allowed(), nil
-		}
+		return []*listenerv3.Filter{f}, nil, st, nil
+	}
+	if !r.opts.pluginOn() {
 		// By listener owner the rules depend only on the decision: pack each once.
-		d := e.Decide()
 		v, err := r.shared.get("rbac-http:"+string(d.Action)+":"+d.Reason.String()+":"+d.Policy, func() (any, error) {
 			return pack(rbac.HTTP(e, rbac.ByListenerOwner))
 		})
 		if err != nil {
-			return nil, nil, false, err
+			return nil, nil, st, err
 		}
 		a := v.(*anypb.Any)
-		return nil, []*hcmv3.HttpFilter{{Name: rbac.HTTPFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}}, false, nil
+		return nil, []*hcmv3.HttpFilter{{Name: rbac.HTTPFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}}, st, nil
 	}
 	f, err := r.meshextFilter(&egress.FilterConfig{
 		Config:                   cfg,
@@ -258,9 +269,9 @@ func (r *renderer) authzFilters(n *Node, s *model.Service) (network []*listenerv
 		TableKey:                 "meshext:" + s.ClusterName(),
 	})
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, st, err
 	}
-	return nil, []*hcmv3.HttpFilter{f}, false, nil
+	return nil, []*hcmv3.HttpFilter{f}, st, nil
 }
 
 // meshextFilter is the Go filter for the configured flavor. Decision

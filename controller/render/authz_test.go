@@ -11,6 +11,7 @@ import (
 	dmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshext/meshext/controller/model"
@@ -64,6 +65,13 @@ func authzWorld() *model.World {
 	return w
 }
 
+// authzDenyHTTPWorld is authzWorld where web may not reach mes-http either.
+func authzDenyHTTPWorld() *model.World {
+	w := authzWorld()
+	w.Permissions = append(w.Permissions, mtp("deny-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionDeny))
+	return w
+}
+
 // authzGoldenCases show each authorization rendering; they are rendered,
 // compared and validated like goldenCases.
 var authzGoldenCases = []goldenCase{
@@ -76,6 +84,10 @@ var authzGoldenCases = []goldenCase{
 		w.Permissions = append(w.Permissions, mtp("allow-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionAllow))
 		return w
 	}},
+	// meshext run's delivery: the route tables through RDS (ADS, files),
+	// where a revoked permission reaches open connections.
+	{name: "authz-routes-ads", opts: Options{Plugin: PluginOn, RoutesVia: RoutesADS}, world: authzDenyHTTPWorld},
+	{name: "authz-routes-file", opts: Options{Plugin: PluginOff, RoutesVia: RoutesFile, RoutesDir: "/var/run/meshext/xds"}, world: authzDenyHTTPWorld},
 	{name: "authz-default-node-proxy", opts: Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"}, world: func() *model.World {
 		w := authzWorld()
 		w.Dataplanes = nil
@@ -167,8 +179,17 @@ func TestAuthzSourceAndDecisions(t *testing.T) {
 	w := authzWorld()
 	n := onlyNode(t, mustRender(t, w, Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"}))
 
-	// The HTTP outbound carries one service as default, the Dataplane as source.
+	// Allowed, decided at render time: no authorization filter at all.
 	out := listenerByName(t, n, "outbound:127.0.0.1:8080")
+	if fs := hcmOf(t, out.FilterChains[0].Filters[0]).HttpFilters; len(fs) != 1 || fs[0].Name != "envoy.filters.http.router" {
+		t.Errorf("allowed outbound's HTTP filters = %v, want the router only", fs)
+	}
+
+	// A shadow denial keeps the filter (its metadata, counter and log):
+	// one service as default, the Dataplane as source.
+	ws := authzWorld()
+	ws.Permissions = append(ws.Permissions, mtp("shadow-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionAllowWithShadowDeny))
+	out = listenerByName(t, onlyNode(t, mustRender(t, ws, Options{Plugin: PluginOn})), "outbound:127.0.0.1:8080")
 	fc := filterConfigOf(t, hcmOf(t, out.FilterChains[0].Filters[0]))
 	want := core.Identity{Mesh: "default", Service: "web", Tags: map[string]string{"version": "v1"}}
 	if fc.Source.Service != want.Service || fc.Source.Mesh != want.Mesh || fc.Source.Tags["version"] != "v1" || len(fc.Source.Tags) != 1 {
@@ -177,6 +198,29 @@ func TestAuthzSourceAndDecisions(t *testing.T) {
 	cluster := w.Service("default", "mes-http").ClusterName()
 	if fc.DefaultService != "mes-http" || len(fc.Services) != 1 || fc.Services[0].Cluster != cluster || fc.TableKey != "meshext:"+cluster {
 		t.Errorf("outbound filter config = %+v", fc)
+	}
+
+	// Denied at render time: no filter, one route answering 403 with the
+	// filter's body and the decision as route metadata.
+	for _, plugin := range []string{PluginOn, PluginOff} {
+		wd := authzWorld()
+		wd.Permissions = append(wd.Permissions, mtp("deny-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionDeny))
+		h := hcmOf(t, listenerByName(t, onlyNode(t, mustRender(t, wd, Options{Plugin: plugin})), "outbound:127.0.0.1:8080").FilterChains[0].Filters[0])
+		if len(h.HttpFilters) != 1 {
+			t.Errorf("plugin %s: denied outbound's HTTP filters = %v, want the router only", plugin, h.HttpFilters)
+		}
+		routes := h.GetRouteConfig().VirtualHosts[0].Routes
+		if len(routes) != 1 || routes[0].GetDirectResponse().GetStatus() != 403 {
+			t.Fatalf("plugin %s: denied routes = %v", plugin, routes)
+		}
+		body := routes[0].GetDirectResponse().GetBody().GetInlineString()
+		if wantBody := `meshext: access to MeshExternalService "mes-http" in mesh "default" from "web" denied by MeshTrafficPermission "deny-web-http"` + "\n"; body != wantBody {
+			t.Errorf("plugin %s: deny body %q, want %q", plugin, body, wantBody)
+		}
+		md := routes[0].GetMetadata().GetFilterMetadata()[egress.MetadataNamespace].GetFields()
+		if md[egress.MetaAction].GetStringValue() != "Deny" || md[egress.MetaPolicy].GetStringValue() != "deny-web-http" || md[egress.MetaSource].GetStringValue() != "web" {
+			t.Errorf("plugin %s: deny route metadata %v", plugin, md)
+		}
 	}
 
 	// The proxy listener knows every HTTP MES, has no default (404) and routes by header.
@@ -198,14 +242,15 @@ func TestAuthzSourceAndDecisions(t *testing.T) {
 		t.Errorf("proxy route = %v", rt)
 	}
 
-	// TCP denied: network RBAC, and tcp_proxy never reaches the MES.
+	// TCP denied at render time: no RBAC filter, and tcp_proxy never
+	// reaches the MES (the connection is closed).
 	tcp := listenerByName(t, n, "outbound:127.0.0.1:8081")
 	fs := tcp.FilterChains[0].Filters
-	if len(fs) != 2 || fs[0].Name != "envoy.filters.network.rbac" {
+	if len(fs) != 1 || fs[0].Name != "envoy.filters.network.tcp_proxy" {
 		t.Fatalf("tcp filters = %v", fs)
 	}
 	var tp tcpproxyv3.TcpProxy
-	if err := fs[1].GetTypedConfig().UnmarshalTo(&tp); err != nil {
+	if err := fs[0].GetTypedConfig().UnmarshalTo(&tp); err != nil {
 		t.Fatal(err)
 	}
 	if tp.GetCluster() != DeniedCluster {
@@ -257,4 +302,62 @@ func unpackDynamicModule(t *testing.T, f *hcmv3.HttpFilter) *dmhttpv3.DynamicMod
 		t.Fatal(err)
 	}
 	return &dm
+}
+
+// With a policy set that allows some services and denies others, decided at
+// render time, an allowed service's listener is exactly the one rendered
+// without any policy: the data path the benchmark's (c) measures at defaults
+// is the one a permitted caller gets under policies.
+func TestAllowedListenerIsTheUnpolicedOne(t *testing.T) {
+	plain := onlyNode(t, mustRender(t, authzWorld(), Options{Plugin: PluginOn}))
+	w := authzWorld()
+	w.Permissions = nil
+	bare := onlyNode(t, mustRender(t, w, Options{Plugin: PluginOn}))
+	w = authzWorld()
+	w.Meshes["default"] = &resource.Mesh{Meta: resource.Meta{Kind: resource.KindMesh, Name: "default"},
+		Routing: &resource.MeshRouting{DefaultForbidMeshExternalServiceAccess: true}}
+	w.Permissions = append(w.Permissions, mtp("allow-web-http", toMES("mes-http"), resource.RefMeshService, "web", resource.ActionAllow))
+	policed := onlyNode(t, mustRender(t, w, Options{Plugin: PluginOn}))
+	for _, n := range []*Node{plain, policed} {
+		got, want := listenerByName(t, n, "outbound:127.0.0.1:8080"), listenerByName(t, bare, "outbound:127.0.0.1:8080")
+		if !proto.Equal(got, want) {
+			t.Errorf("allowed outbound differs from the one without policies:\n%s\nwant\n%s", rawJSON(t, got), rawJSON(t, want))
+		}
+	}
+	// And the denied tcp service's chain is the one thing that differs.
+	if proto.Equal(listenerByName(t, policed, "outbound:127.0.0.1:8081"), listenerByName(t, bare, "outbound:127.0.0.1:8081")) {
+		t.Error("denied tcp outbound rendered as if allowed")
+	}
+}
+
+// Kuma's rules form is decided when rendering too: a rules policy on the
+// MES that allows another SPIFFE ID only leaves the node's caller denied
+// (rules default), one that allows it leaves no filter at all.
+func TestRulesFormDecidedWhenRendering(t *testing.T) {
+	rules := func(allow string) *resource.MeshTrafficPermission {
+		return &resource.MeshTrafficPermission{
+			Meta: resource.Meta{Kind: resource.KindMeshTrafficPermission, Mesh: "default", Name: "rules-http"},
+			Spec: resource.MeshTrafficPermissionSpec{TargetRef: toMES("mes-http"), Rules: []resource.TrafficPermRule{{
+				Default: resource.TrafficPermRuleConf{Allow: []resource.TrafficPermMatch{{SpiffeID: &resource.StringMatch{Type: resource.MatchExact, Value: allow}}}},
+			}}},
+		}
+	}
+	for _, c := range []struct {
+		allow  string
+		denied bool
+	}{{"spiffe://default/web", false}, {"spiffe://default/other", true}} {
+		w := authzWorld()
+		w.Permissions = []*resource.MeshTrafficPermission{rules(c.allow)}
+		h := hcmOf(t, listenerByName(t, onlyNode(t, mustRender(t, w, Options{Plugin: PluginOn})), "outbound:127.0.0.1:8080").FilterChains[0].Filters[0])
+		if len(h.HttpFilters) != 1 {
+			t.Errorf("rules allowing %s: HTTP filters %v, want the router only", c.allow, h.HttpFilters)
+		}
+		dr := h.GetRouteConfig().VirtualHosts[0].Routes[0].GetDirectResponse()
+		if got := dr.GetStatus() == 403; got != c.denied {
+			t.Errorf("rules allowing %s: denied %v, want %v", c.allow, got, c.denied)
+		}
+		if c.denied && !strings.Contains(dr.GetBody().GetInlineString(), `MeshTrafficPermission rules "rules-http"`) {
+			t.Errorf("rules deny body %q", dr.GetBody().GetInlineString())
+		}
+	}
 }

@@ -299,8 +299,13 @@ func StaticBootstrap(n *Node, o BootstrapOptions) (*bootstrapv3.Bootstrap, error
 	if err != nil {
 		return nil, err
 	}
+	// Static resources have no RDS: the route tables go back inline.
+	ls, err := inlineRoutes(n.Listeners, n.Routes)
+	if err != nil {
+		return nil, err
+	}
 	sr := &bootstrapv3.Bootstrap_StaticResources{
-		Listeners: append([]*listenerv3.Listener(nil), n.Listeners...),
+		Listeners: append([]*listenerv3.Listener(nil), ls...),
 		Secrets:   append([]*tlsv3.Secret(nil), n.Secrets...),
 	}
 	for _, c := range n.Clusters {

@@ -38,8 +38,13 @@ func (r *renderer) serviceCluster(s *model.Service) (*clusterv3.Cluster, []*tlsv
 		Name:           s.ClusterName(),
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
-		// F11: priority failover needs a health signal; Kuma has none by default.
-		OutlierDetection: defaultOutlierDetection(),
+	}
+	if len(s.Endpoints) > 1 {
+		// F11: failover to another endpoint (another priority, or the
+		// others of the same one) needs a health signal; Kuma has none by
+		// default. With one endpoint there is nowhere else to go, so, as
+		// Kuma, none (a MeshCircuitBreaker's outlierDetection still adds it).
+		c.OutlierDetection = defaultOutlierDetection()
 	}
 	var hasDNS, hasUnix bool
 	for _, ep := range s.Endpoints {

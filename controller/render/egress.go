@@ -148,12 +148,12 @@ func egressConnects(tp *tcpproxyv3.TcpProxy) {
 // them first (Kuma's egress routes have timeout 0 too).
 func (r *renderer) egressRoutes(s *model.Service, eff *policy.Effective) ([]*routev3.Route, error) {
 	action := &routev3.RouteAction{
-		ClusterSpecifier:     &routev3.RouteAction_Cluster{Cluster: s.ClusterName()},
-		HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
-		Timeout:              durationpb.New(0),
-		IdleTimeout:          durationpb.New(0),
-		HashPolicy:           hashPolicies(confOf[resource.MeshLoadBalancingStrategyConf](eff, resource.KindMeshLoadBalancingStrategy)),
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: s.ClusterName()},
+		Timeout:          durationpb.New(0),
+		IdleTimeout:      durationpb.New(0),
+		HashPolicy:       hashPolicies(confOf[resource.MeshLoadBalancingStrategyConf](eff, resource.KindMeshLoadBalancingStrategy)),
 	}
+	autoHostRewrite(action, s)
 	rt := &routev3.Route{
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: action},

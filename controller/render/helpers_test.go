@@ -182,7 +182,15 @@ func snapshot(t testing.TB, w *model.World, out *Output) []byte {
 		for _, s := range n.Secrets {
 			ss = append(ss, rawJSON(t, redacted(s)))
 		}
-		nodes[id] = map[string]any{"version": n.Version, "adminPort": n.AdminPort, "clusters": cs, "listeners": ls, "secrets": ss}
+		view := map[string]any{"version": n.Version, "adminPort": n.AdminPort, "clusters": cs, "listeners": ls, "secrets": ss}
+		if len(n.Routes) > 0 {
+			var rs []json.RawMessage
+			for _, rc := range n.Routes {
+				rs = append(rs, rawJSON(t, rc))
+			}
+			view["routes"] = rs
+		}
+		nodes[id] = view
 	}
 	b, err := json.Marshal(map[string]any{"services": svcs, "warnings": out.Warnings, "nodes": nodes})
 	if err != nil {

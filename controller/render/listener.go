@@ -50,6 +50,7 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Fi
 	h := r.hopOf(n, s)
 	var netAuthz []*listenerv3.Filter
 	var httpAuthz []*hcmv3.HttpFilter
+	var static staticDecision
 	switch {
 	case h.viaEgress:
 		// The ZoneEgress decides, from the caller's certificate: a
@@ -57,7 +58,8 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Fi
 	case h.atEgress:
 		netAuthz, httpAuthz, err = r.egressAuthz(n, s)
 	default:
-		netAuthz, httpAuthz, closed, err = r.authzFilters(n, s)
+		netAuthz, httpAuthz, static, err = r.authzFilters(n, s)
+		closed = static.denied() && !isHTTP(s)
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("authorization: %w", err)
@@ -71,15 +73,17 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Fi
 		}
 		upstream := cluster
 		if closed {
-			// Denied: never connect upstream (network RBAC only acts on the
-			// first client bytes; a server-first protocol would talk first).
+			// Denied at render time: never connect upstream, close the
+			// connection (a server-first protocol must not talk first).
+			// A listener change, so it holds for new connections: Envoy
+			// drains the old chain's open ones.
 			upstream = DeniedCluster
 		}
 		var denied bool
 		last, denied, err = r.serviceTCPProxy(n, s, upstream, closed, h)
 		closed = closed || denied
 	case resource.ProtocolHTTP, resource.ProtocolHTTP2, resource.ProtocolGRPC:
-		last, err = r.httpConnectionManager(n, s, httpAuthz, h)
+		last, err = r.httpConnectionManager(n, s, httpAuthz, static, h)
 	default:
 		return nil, false, fmt.Errorf("unknown protocol %q", s.Protocol)
 	}
@@ -96,14 +100,17 @@ func (r *renderer) serviceFilters(n *Node, s *model.Service) (_ []*listenerv3.Fi
 // MeshAccessLog for s. At an egress the table is one route to s's upstream
 // cluster (egressRoutes): routes, retries and request timeouts are the
 // workload's.
-func (r *renderer) httpConnectionManager(n *Node, s *model.Service, authz []*hcmv3.HttpFilter, h hop) (*listenerv3.Filter, error) {
+func (r *renderer) httpConnectionManager(n *Node, s *model.Service, authz []*hcmv3.HttpFilter, static staticDecision, h hop) (*listenerv3.Filter, error) {
 	cluster := s.ClusterName()
 	eff := r.policiesFor(n, s)
 	var routes []*routev3.Route
 	var err error
-	if h.atEgress {
+	switch {
+	case static.denied():
+		routes = []*routev3.Route{staticDenyRoute(static)}
+	case h.atEgress:
 		routes, err = r.egressRoutes(s, eff)
-	} else {
+	default:
 		routes, err = r.routeTable(n, s, eff, h)
 	}
 	if err != nil {
@@ -117,18 +124,21 @@ func (r *renderer) httpConnectionManager(n *Node, s *model.Service, authz []*hcm
 		Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router.(*anypb.Any)},
 	})
 	hcm := &hcmv3.HttpConnectionManager{
-		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		StatPrefix: cluster,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name:             cluster,
-			ValidateClusters: noClusterValidation(),
-			VirtualHosts: []*routev3.VirtualHost{{
-				Name:    cluster,
-				Domains: []string{"*"},
-				Routes:  routes,
-			}},
-		}},
+		CodecType:   hcmv3.HttpConnectionManager_AUTO,
+		StatPrefix:  cluster,
 		HttpFilters: filters,
+	}
+	err = r.setRoutes(n, hcm, &routev3.RouteConfiguration{
+		Name:             cluster,
+		ValidateClusters: noClusterValidation(),
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    cluster,
+			Domains: []string{"*"},
+			Routes:  routes,
+		}},
+	}, h)
+	if err != nil {
+		return nil, err
 	}
 	if t := confOf[resource.MeshTimeoutConf](eff, resource.KindMeshTimeout); t != nil && !h.atEgress {
 		hcmTimeouts(t, hcm)

@@ -312,6 +312,7 @@ func (r *renderer) envoyRoutes(n *Node, s *model.Service, eff *policy.Effective,
 // MeshLoadBalancingStrategy: the egress balances over the endpoints).
 func (r *renderer) routeAction(n *Node, s *model.Service, eff *policy.Effective, e routeEntry, h hop) (*routev3.RouteAction, *routev3.DirectResponseAction, error) {
 	var weighted []*routev3.WeightedCluster_ClusterWeight
+	var reached []*model.Service
 	deniedBody := ""
 	for _, b := range r.backends(n, s, e.origin, e.refs) {
 		if b.denied != "" {
@@ -323,6 +324,7 @@ func (r *renderer) routeAction(n *Node, s *model.Service, eff *policy.Effective,
 			continue
 		}
 		weighted = append(weighted, &routev3.WeightedCluster_ClusterWeight{Name: b.svc.ClusterName(), Weight: wrapperspb.UInt32(b.weight)})
+		reached = append(reached, b.svc)
 	}
 	if len(weighted) == 0 {
 		if deniedBody != "" {
@@ -330,9 +332,11 @@ func (r *renderer) routeAction(n *Node, s *model.Service, eff *policy.Effective,
 		}
 		return nil, directResponse(503, "meshext: no backend of this route is available\n"), nil
 	}
-	a := &routev3.RouteAction{
-		// The backend's own name as Host (DNS endpoints; IP endpoints keep the client's).
-		HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
+	a := &routev3.RouteAction{}
+	if !h.viaEgress {
+		// The backend's own name as Host (DNS endpoints; IP endpoints keep
+		// the client's). Via the egresses their route rewrites it.
+		autoHostRewrite(a, reached...)
 	}
 	if len(weighted) == 1 {
 		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: weighted[0].Name}

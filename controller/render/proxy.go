@@ -12,7 +12,6 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/plugin/core"
@@ -89,10 +88,9 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 			Domains: []string{"*"},
 			Routes: []*routev3.Route{{
 				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-					ClusterSpecifier:     &routev3.RouteAction_ClusterHeader{ClusterHeader: egress.DefaultClusterHeader},
-					HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
-				}},
+				Action: &routev3.Route_Route{Route: rewriteFor(&routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_ClusterHeader{ClusterHeader: egress.DefaultClusterHeader},
+				}, mine...)},
 				RequestHeadersToRemove: []string{egress.DefaultClusterHeader},
 			}},
 		}}
@@ -105,19 +103,25 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 		if vhosts, err = rbac.VirtualHosts(t, rbac.ByListenerOwner); err != nil {
 			return nil, nil, fmt.Errorf("http proxy listener: %w", err)
 		}
+		byCluster := make(map[string]*model.Service, len(mine))
+		for _, s := range mine {
+			byCluster[s.ClusterName()] = s
+		}
 		for _, vh := range vhosts {
 			for _, rt := range vh.Routes {
 				if a := rt.GetRoute(); a != nil {
-					a.HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
+					autoHostRewrite(a, byCluster[a.GetCluster()])
 				}
 			}
 		}
 	}
 	if r.world.MTLS[mesh] != nil {
-		// Every cluster here goes to the zone's egresses (egress.go).
+		// Every cluster here goes to the zone's egresses (egress.go),
+		// whose routes set the Host.
 		for _, vh := range vhosts {
 			for _, rt := range vh.Routes {
 				if a := rt.GetRoute(); a != nil {
+					a.HostRewriteSpecifier = nil
 					a.RetryPolicy = egressRetryPolicy()
 				}
 			}

@@ -3,11 +3,14 @@ package render
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	dnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -16,6 +19,7 @@ import (
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/e2e/testenv"
 )
 
 // Each test here names the Kuma quirk (kuma-mes-reference.md §1) it pins down.
@@ -413,6 +417,71 @@ func TestF11DefaultOutlierDetection(t *testing.T) {
 		}
 	}
 	t.Fatal("cluster missing")
+}
+
+// Outlier detection and host rewrite only where they do something: one
+// endpoint has nowhere to fail over to, and Envoy rewrites the Host only
+// to a DNS-name endpoint's name.
+func TestNothingInTheHotPathNobodyAskedFor(t *testing.T) {
+	routeOf := func(n *Node) *routev3.RouteAction {
+		for _, l := range n.Listeners {
+			for _, fc := range l.FilterChains {
+				for _, f := range fc.Filters {
+					if f.GetTypedConfig().MessageIs(&hcmv3.HttpConnectionManager{}) {
+						return hcmOf(t, f).GetRouteConfig().VirtualHosts[0].Routes[0].GetRoute()
+					}
+				}
+			}
+		}
+		t.Fatal("no HTTP listener")
+		return nil
+	}
+	clusterOf := func(n *Node, s *model.Service) *clusterv3.Cluster {
+		for _, c := range n.Clusters {
+			if c.Name == s.ClusterName() {
+				return c
+			}
+		}
+		t.Fatal("cluster missing")
+		return nil
+	}
+	for _, c := range []struct {
+		name             string
+		svc              *model.Service
+		outlier, rewrite bool
+	}{
+		{"one IP endpoint", svc("ip", "http", 80, ep("10.0.0.1", 80)), false, false},
+		{"one DNS endpoint", svc("dns", "http", 80, ep("httpbin.org", 80)), false, true},
+		{"two IP endpoints", svc("ips", "http", 80, ep("10.0.0.1", 80), ep("10.0.0.2", 80)), true, false},
+		{"IP and DNS endpoints", svc("mixed", "http", 80, ep("10.0.0.1", 80), prio(ep("backup.example.com", 80), 1)), true, true},
+	} {
+		n, s := renderOne(t, c.svc, Options{})
+		if got := clusterOf(n, s).GetOutlierDetection() != nil; got != c.outlier {
+			t.Errorf("%s: outlier detection %v, want %v", c.name, got, c.outlier)
+		}
+		if got := routeOf(n).GetAutoHostRewrite().GetValue(); got != c.rewrite {
+			t.Errorf("%s: auto_host_rewrite %v, want %v", c.name, got, c.rewrite)
+		}
+	}
+}
+
+// Without a MeshAccessLog nothing is logged (Kuma's default), with
+// Kuma's default policies applied: every seed example, every service kind.
+func TestNoAccessLogWithoutMeshAccessLog(t *testing.T) {
+	dir := filepath.Join(testenv.RepoRoot(), "examples")
+	var paths []string
+	for _, f := range []string{"dataplane.yaml", "hostname-generator.yaml", "mes-grpc.yaml", "mes-grpcs.yaml", "mes-http.yaml", "mes-https.yaml", "mes-tcp-mtls.yaml", "mes-tcp-tls.yaml", "mes-tcp.yaml"} {
+		paths = append(paths, filepath.Join(dir, f))
+	}
+	w := buildExamples(t, paths...)
+	out := mustRender(t, w, Options{Plugin: PluginOn, HTTPProxyListen: "127.0.0.1:15080"})
+	for _, id := range out.NodeIDs() {
+		for _, l := range out.Nodes[id].Listeners {
+			if js := string(rawJSON(t, l)); strings.Contains(js, "accessLog") || strings.Contains(js, "access_log") {
+				t.Errorf("node %s: listener %s logs without a MeshAccessLog", id, l.Name)
+			}
+		}
+	}
 }
 
 func TestAllowRenegotiationAndClientCertPairing(t *testing.T) {

@@ -22,10 +22,14 @@
 //
 // Egress authorization plugs in at authzFilters (authz.go): every MES
 // listener is authorized for its node's Dataplane (SourceIdentity) from
-// AuthzConfig, with the meshext Go filter (Options.Plugin on, per
-// Options.Flavor) or native HTTP RBAC on HTTP services and native network
-// RBAC on TCP services. Options.HTTPProxyListen adds a forward-proxy
-// listener (proxy.go) matching requests' hosts against every HTTP MES.
+// AuthzConfig. There the decision is made when rendering: no filter where
+// allowed, a direct 403 / gRPC 7 route or a closed connection where denied
+// (authz_static.go), and the per-request filter (the meshext Go filter with
+// Options.Plugin on, per Options.Flavor, or native RBAC) only for a shadow
+// denial. Options.RoutesVia puts the route tables in RDS (routes.go), so a
+// changed decision reaches open connections. Options.HTTPProxyListen adds a
+// forward-proxy listener (proxy.go) matching requests' hosts against every
+// HTTP MES, decided per request.
 package render
 
 import (
@@ -38,6 +42,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -80,6 +85,12 @@ type Options struct {
 	// HTTPProxyListen ("IP:PORT") adds the HTTP forward-proxy listener to
 	// every node ("" = none).
 	HTTPProxyListen string
+	// RoutesVia is RoutesInline ("" = inline), RoutesADS or RoutesFile: how
+	// a workload's service listeners get their route tables (routes.go).
+	RoutesVia string
+	// RoutesDir is the absolute xds directory of the route files for
+	// RoutesFile (xds.RoutePath).
+	RoutesDir string
 	// AccessLogFIFODir is the absolute directory of the access-log relay's
 	// FIFOs (AccessLogFIFO): MeshAccessLog Tcp backends write there, and
 	// are left out (with a warning) when it is "".
@@ -116,6 +127,9 @@ func (o *Options) check() (dns netip.AddrPort, err error) {
 			return dns, fmt.Errorf("http proxy listen %q: want IP:PORT: %v", o.HTTPProxyListen, err)
 		}
 	}
+	if err := o.checkRoutes(); err != nil {
+		return dns, err
+	}
 	return dns, o.checkAuthz()
 }
 
@@ -144,7 +158,10 @@ type Node struct {
 	ID        string
 	Clusters  []*clusterv3.Cluster
 	Listeners []*listenerv3.Listener
-	Secrets   []*tlsv3.Secret
+	// Routes are the route tables the listeners name through RDS
+	// (Options.RoutesVia; none inline).
+	Routes  []*routev3.RouteConfiguration
+	Secrets []*tlsv3.Secret
 	// Version is a hash of the deterministic encoding of every resource above.
 	Version string
 	// AdminPort is the Dataplane's admin.port (0 = not set; the bootstrap picks).
@@ -455,9 +472,12 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 
 	// Version: the placed clusters' digests (computed once per setting)
 	// plus the node's own resources.
-	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Clusters)-nsvc)
+	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Routes)+len(n.Clusters)-nsvc)
 	for _, l := range n.Listeners {
 		own = append(own, l)
+	}
+	for _, rc := range n.Routes {
+		own = append(own, rc)
 	}
 	for _, c := range n.Clusters[nsvc:] {
 		own = append(own, c)

@@ -367,8 +367,10 @@ func (p *pipeline) renderOptions(secretsVia string) render.Options {
 	o := render.Options{UpstreamDNS: p.cfg.UpstreamDNS, SecretsVia: secretsVia,
 		Flavor: p.cfg.EnvoyFlavor, Plugin: p.cfg.Plugin, HTTPProxyListen: p.cfg.HTTPProxyListen,
 		AccessLogFIFODir: p.cfg.AccessLogFIFODir}
+	o.RoutesVia = render.RoutesADS
 	if secretsVia == render.SecretsFile {
 		o.SecretsDir = xds.SecretDir(p.cfg.XDSDir)
+		o.RoutesVia, o.RoutesDir = render.RoutesFile, p.cfg.XDSDir
 	}
 	return o
 }
@@ -378,7 +380,7 @@ func (p *pipeline) renderOptions(secretsVia string) render.Options {
 func (p *pipeline) sanitize(out *render.Output, prev map[string]*xds.Resources, notes *[]string) map[string]*xds.Resources {
 	nodes := make(map[string]*xds.Resources, len(out.Nodes))
 	for id, n := range out.Nodes {
-		clean, errs := p.validator.Sanitize(prev[id], &xds.Resources{Clusters: n.Clusters, Listeners: n.Listeners, Secrets: n.Secrets})
+		clean, errs := p.validator.Sanitize(prev[id], &xds.Resources{Clusters: n.Clusters, Listeners: n.Listeners, Routes: n.Routes, Secrets: n.Secrets})
 		for _, e := range errs {
 			*notes = append(*notes, fmt.Sprintf("node %s: %v", id, e))
 		}

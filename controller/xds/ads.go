@@ -104,12 +104,17 @@ func Snapshot(res *Resources) (*cachev3.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	rv, err := versionOf(res.Routes)
+	if err != nil {
+		return nil, err
+	}
 	sv, err := versionOf(res.Secrets)
 	if err != nil {
 		return nil, err
 	}
 	snap.Resources[types.Cluster] = cachev3.NewResources(cv, toResources(res.Clusters))
 	snap.Resources[types.Listener] = cachev3.NewResources(lv, toResources(res.Listeners))
+	snap.Resources[types.Route] = cachev3.NewResources(rv, toResources(res.Routes))
 	snap.Resources[types.Secret] = cachev3.NewResources(sv, toResources(res.Secrets))
 	if err := snap.Consistent(); err != nil {
 		return nil, err

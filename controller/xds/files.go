@@ -29,6 +29,7 @@ import (
 //
 //	<Dir>/<node>/cds.json   DiscoveryResponse of the node's Clusters   (0644)
 //	<Dir>/<node>/lds.json   DiscoveryResponse of the node's Listeners  (0644)
+//	<Dir>/<node>/rds/<route>.json  one RouteConfiguration (routes.go)
 //	<Dir>/sds/<secret>.json DiscoveryResponse of one Secret (0600: keys)
 //	<Dir>/.meshext-manifest.json  what meshext wrote (ManifestFile)
 //
@@ -115,6 +116,10 @@ type writtenNode struct {
 	id                     string // node id ("" when adopted from a previous run)
 	cdsVersion, ldsVersion string
 	clusters               []*clusterv3.Cluster
+	routes                 map[string]string // route file name -> content hash, as on disk
+	// routesGone are the route files no listener names any more, removed
+	// once the listeners are on disk.
+	routesGone []string
 }
 
 // Open takes over Dir (see OutDir): it refuses a non-empty directory that
@@ -174,6 +179,9 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		}
 		dirs[d] = node
 		claim = append(claim, relCDS(d), relLDS(d))
+		for _, rc := range res.Routes {
+			claim = append(claim, relRoute(d, routeFileName(rc.GetName())))
+		}
 	}
 	secrets, err := wantedSecrets(nodes)
 	if err != nil {
@@ -255,13 +263,28 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 			if prev == nil {
 				prev = &writtenNode{}
 			}
-			w.nodes[d] = &writtenNode{id: next.id, cdsVersion: "?", ldsVersion: "?", clusters: unionClusters(next.clusters, prev.clusters)}
+			// Route files of either version may be on disk: all are
+			// rewritten next time (unknown content), the unused removed.
+			routes := map[string]string{}
+			for f := range prev.routes {
+				routes[f] = ""
+			}
+			for f := range next.routes {
+				routes[f] = ""
+			}
+			w.nodes[d] = &writtenNode{id: next.id, cdsVersion: "?", ldsVersion: "?", clusters: unionClusters(next.clusters, prev.clusters), routes: routes}
 		}
 		// Some node may still use an old secret: keep them all.
 		return st, errors.Join(errs...)
 	}
 	maps.Copy(w.nodes, plans)
 	var gone []string
+	for _, d := range slices.Sorted(maps.Keys(plans)) {
+		for _, file := range plans[d].routesGone {
+			gone = append(gone, relRoute(d, file))
+		}
+		plans[d].routesGone = nil
+	}
 	for file := range w.secrets {
 		if _, ok := secrets[file]; !ok {
 			gone = append(gone, relSecret(file))
@@ -274,7 +297,11 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 		if w.out.Owns(rel) {
 			continue // not removed: tried again next time
 		}
-		delete(w.secrets, strings.TrimPrefix(rel, secretDirName+"/"))
+		if d, file, ok := isRouteFile(rel); ok {
+			delete(w.nodes[d].routes, file)
+		} else {
+			delete(w.secrets, strings.TrimPrefix(rel, secretDirName+"/"))
+		}
 		st.FilesRemoved++
 		w.note("remove", w.out.Path(rel))
 	}
@@ -296,7 +323,12 @@ func (w *FileWriter) adopt() {
 		case dir != "" && !strings.Contains(dir, "/") && file == "cds.json" && w.out.Owns(relLDS(dir)):
 			// Unknown versions: the first Write rewrites both files, ordered
 			// against the clusters Envoy may hold from the old file.
-			w.nodes[dir] = &writtenNode{cdsVersion: "?", ldsVersion: "?", clusters: readClusters(w.out.Path(rel))}
+			w.nodes[dir] = &writtenNode{cdsVersion: "?", ldsVersion: "?", clusters: readClusters(w.out.Path(rel)), routes: map[string]string{}}
+		default:
+			// Unknown content: rewritten if still used, else removed.
+			if d, f, ok := isRouteFile(rel); ok && w.nodes[d] != nil {
+				w.nodes[d].routes[f] = ""
+			}
 		}
 	}
 }
@@ -402,11 +434,17 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	if prev == nil {
 		prev = &writtenNode{}
 	}
-	next := &writtenNode{id: node, clusters: res.Clusters}
+	next := &writtenNode{id: node, clusters: res.Clusters, routes: maps.Clone(prev.routes)}
+	if next.routes == nil {
+		next.routes = map[string]string{}
+	}
 	if node == "" {
 		node = dir
 	}
-	var err error
+	routes, err := wantedRoutes(res)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: %w", node, err)
+	}
 	if next.cdsVersion, err = versionOf(res.Clusters); err != nil {
 		return nil, err
 	}
@@ -416,27 +454,52 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 
 	cdsChanged := next.cdsVersion != prev.cdsVersion
 	ldsChanged := next.ldsVersion != prev.ldsVersion
+	// Route tables go with the listeners: those a listener names are
+	// written before it (in its step), those none names any more removed
+	// after every batch is renamed.
+	rdsChanged := routesChanged(prev.routes, routes)
 	added, removed := diffNames(prev.clusters, res.Clusters)
 	step := 0
-	add := func(rel, version, typeURL string, items []proto.Message) error {
-		err := stages[step].AddFunc(rel, configFileMode, func(f io.Writer) error {
+	addAt := func(i int, rel, version, typeURL string, items []proto.Message) error {
+		err := stages[i].AddFunc(rel, configFileMode, func(f io.Writer) error {
 			return writeDiscoveryJSON(f, version, typeURL, items)
 		})
-		step++
 		if err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
 		}
 		return nil
 	}
 	cds := func(version string, clusters []*clusterv3.Cluster) error {
-		return add(relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
+		step++
+		return addAt(step-1, relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
 	}
+	// lds stages the listeners' side in one step: new and changed route
+	// tables, then lds.json when it changed.
 	lds := func() error {
-		return add(relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
+		step++
+		for _, file := range slices.Sorted(maps.Keys(routes)) {
+			wr := routes[file]
+			if h, ok := next.routes[file]; ok && h == wr.hash {
+				continue
+			}
+			if err := addAt(step-1, relRoute(dir, file), wr.hash[:16], resourcev3.RouteType, []proto.Message{wr.route}); err != nil {
+				return err
+			}
+			next.routes[file] = wr.hash
+		}
+		for _, file := range slices.Sorted(maps.Keys(next.routes)) {
+			if _, ok := routes[file]; !ok {
+				next.routesGone = append(next.routesGone, file)
+			}
+		}
+		if !ldsChanged {
+			return nil
+		}
+		return addAt(step-1, relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
 	}
 
 	switch {
-	case !ldsChanged:
+	case !ldsChanged && !rdsChanged:
 		if cdsChanged {
 			err = cds(next.cdsVersion, res.Clusters)
 		}

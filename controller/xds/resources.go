@@ -14,6 +14,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -24,7 +25,9 @@ import (
 type Resources struct {
 	Clusters  []*clusterv3.Cluster
 	Listeners []*listenerv3.Listener
-	Secrets   []*tlsv3.Secret
+	// Routes are the route tables listeners name through RDS.
+	Routes  []*routev3.RouteConfiguration
+	Secrets []*tlsv3.Secret
 }
 
 // Count is the number of resources of every type.
@@ -32,7 +35,7 @@ func (r *Resources) Count() int {
 	if r == nil {
 		return 0
 	}
-	return len(r.Clusters) + len(r.Listeners) + len(r.Secrets)
+	return len(r.Clusters) + len(r.Listeners) + len(r.Routes) + len(r.Secrets)
 }
 
 // Validate checks a resource and every message packed inside it. Envoy's
@@ -145,6 +148,7 @@ func (v *Validator) Sanitize(prev, next *Resources) (*Resources, []error) {
 	out := &Resources{
 		Clusters:  sanitizeList(v, "cluster", prev.Clusters, next.Clusters, &problems),
 		Listeners: sanitizeList(v, "listener", prev.Listeners, next.Listeners, &problems),
+		Routes:    sanitizeList(v, "route table", prev.Routes, next.Routes, &problems),
 		Secrets:   sanitizeList(v, "secret", prev.Secrets, next.Secrets, &problems),
 	}
 	return out, problems
@@ -236,6 +240,7 @@ func checkResources(r *Resources) error {
 	return errors.Join(
 		checkNames("cluster", r.Clusters),
 		checkNames("listener", r.Listeners),
+		checkNames("route table", r.Routes),
 		checkNames("secret", r.Secrets),
 	)
 }

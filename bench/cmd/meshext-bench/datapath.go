@@ -129,8 +129,8 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. %s\n\n",
 		cfg.rounds, cfg.durations, cfg.warmup, cpuPlacement(&cfg))
 	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster, no access log); (b+log) %s (b plus the stdout access log with the format (c) renders: a diagnostic variant that attributes the (c)/(b) gap); "+
-		"(c) %s (a generated MES + a Dataplane with an outbound on 127.0.0.1, rendered by `meshext render --plugin off`: egress authorization by native Envoy RBAC, no Go in Envoy; run from its static `bootstrap.json`; Envoy's stdout, hence the access log, goes to a file); "+
-		"(d) %s (`meshext render` with its default `--plugin on`: the meshext Go filter, `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules`, decides every request; no MeshTrafficPermission, so every request is allowed after a table lookup).\n\n",
+		"(c) %s (a generated MES + a Dataplane with an outbound on 127.0.0.1, rendered by `meshext render --plugin off`: access decided when rendering, so the allowed outbound carries no authorization filter; run from its static `bootstrap.json`; Envoy's stdout, hence the access log, goes to a file); "+
+		"(d) %s ((c) with the meshext Go filter, `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules`, before the router, deciding every request as it does where render keeps it (a shadow denial); every request is allowed after a table lookup; inserted by this harness when `meshext render` decided access itself).\n\n",
 		variants[vA].name, variants[vB].name, variants[vBLog].name, variants[vC].name, variants[vD].name)
 	if len(missing) > 0 {
 		fmt.Fprintf(&md, "%s\n\n", notAvailable("data path", "missing "+strings.Join(missing, ", ")))

@@ -19,8 +19,9 @@ import (
 // path, all rendered by the real `meshext render` from one resource set per
 // variant and interleaved round by round like the data path section:
 //
-//	(c)  workload Envoy → upstream (mesh mTLS off, --plugin off: native RBAC)
-//	(d)  the same with --plugin on (the Go filter in the workload Envoy)
+//	(c)  workload Envoy → upstream (mesh mTLS off, --plugin off; access is
+//	     decided when rendering: no authorization filter in the workload Envoy)
+//	(d)  the same with --plugin on (the same workload config: no filter either)
 //	(e)  workload Envoy → mTLS, Kuma SNI → ZoneEgress Envoy → upstream,
 //	     the egress's Go filter deciding each request by the caller's SPIFFE ID
 //	(e') the same with --plugin off: native RBAC on the peer principal
@@ -35,8 +36,8 @@ type egressVariant struct {
 }
 
 var egressVariants = []egressVariant{
-	{"c", "direct: workload Envoy → upstream (mTLS off, native RBAC)", false, "off"},
-	{"d", "direct + Go filter in the workload Envoy", false, "on"},
+	{"c", "direct: workload Envoy → upstream (mTLS off, access decided when rendering: no filter)", false, "off"},
+	{"d", "direct, rendered with the Go filter on (the same workload config: no filter)", false, "on"},
 	{"e", "workload Envoy → egress Envoy (Go filter) → upstream", true, "on"},
 	{"e'", "workload Envoy → egress Envoy (native RBAC) → upstream", true, "off"},
 }
@@ -293,7 +294,7 @@ func runEgress(ctx context.Context, cfg dpConfig) string {
 		"and its Go filter (`bin/libmeshext.so`, stock-Envoy dynamic module) decides every request from the caller's SPIFFE ID against a MeshTrafficPermission (Kuma 2.12 `rules`) allowing exactly `spiffe://default/bench`, then the egress forwards to the upstream; "+
 		"(e') %s (`--plugin off`: the same policy as native HTTP RBAC on the peer principal). TCP services get network RBAC at the egress with either `--plugin`, so TCP runs (c) and (e) only. "+
 		"Envoy CPU is the utime+stime delta of every Envoy of the variant, summed (workload + egress for (e), (e')); CPU/req divides it by completed requests. %s "+
-		"The ratios (e)/(c) (the whole price of the egress hop, mTLS and authorization at the egress, against today's direct path), (e)/(d) (against the direct path with the same Go filter deciding in the workload Envoy) and (e)/(e') (the egress's Go filter against native RBAC) are medians of per-round ratios.\n\n",
+		"The ratios (e)/(c) (the whole price of the egress hop, mTLS and authorization at the egress, against today's direct path), (e)/(d) (the same against (d), whose workload config equals (c)'s since access on the direct path is decided when rendering) and (e)/(e') (the egress's Go filter against native RBAC) are medians of per-round ratios.\n\n",
 		cfg.rounds, cfg.durations, cfg.warmup,
 		egressVariants[evC].name, egressVariants[evD].name, egressVariants[evE].name, egressVariants[evE2].name, egressCPUPlacement(&cfg))
 	var missing []string
