@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,8 +73,12 @@ spec:
 // /config_dump ("" when not there yet).
 func (m *meshEnv) routeTimeout(t *testing.T) string {
 	t.Helper()
-	dump, err := m.envoy.ConfigDump("?resource=dynamic_listeners")
+	// Inline in a listener, or a route table of its own (RDS).
+	listeners, err := m.envoy.ConfigDump("?resource=dynamic_listeners")
 	require.NoError(t, err)
+	routes, err := m.envoy.ConfigDump("?resource=dynamic_route_configs")
+	require.NoError(t, err)
+	dump := listeners + routes
 	i := strings.Index(dump, `"cluster": "default_slow__default_extsvc_80"`)
 	if i < 0 {
 		return ""
@@ -83,6 +88,22 @@ func (m *meshEnv) routeTimeout(t *testing.T) string {
 		return mm[1]
 	}
 	return ""
+}
+
+// routeUpdates is how many listener and route table (RDS) updates Envoy
+// accepted.
+func (m *meshEnv) routeUpdates(t *testing.T) int {
+	t.Helper()
+	body, err := m.envoy.Get("/stats?filter=" + `^(listener_manager\.lds|http\..*\.rds\..*)\.update_success$`)
+	require.NoError(t, err)
+	n := 0
+	for _, line := range strings.Split(body, "\n") {
+		if _, v, ok := strings.Cut(line, ": "); ok {
+			c, _ := strconv.Atoi(strings.TrimSpace(v))
+			n += c
+		}
+	}
+	return n
 }
 
 // TestPolicyChangeReachesRunningEnvoy: `meshext run` feeds a real Envoy; a
@@ -111,7 +132,7 @@ func TestPolicyChangeReachesRunningEnvoy(t *testing.T) {
 	require.Equal(t, 504, code, body)
 	assert.Less(t, took, 1900*time.Millisecond, "504 at the 1 s timeout")
 
-	ldsBefore := m.counter(t, "listener_manager.lds.update_success")
+	updatesBefore := m.routeUpdates(t)
 	writeFile(t, filepath.Join(drop, "timeout.yaml"), meshTimeoutYAML("5s"))
 	eventually(t, 20*time.Second, "route timeout 5s in /config_dump", func() error {
 		if got := m.routeTimeout(t); got != "5s" {
@@ -126,7 +147,7 @@ func TestPolicyChangeReachesRunningEnvoy(t *testing.T) {
 	assert.Equal(t, "slow answer", body)
 	assert.Equal(t, pid, m.envoy.Pid(), "the same Envoy process")
 	assert.True(t, m.envoy.Alive())
-	assert.Greater(t, m.counter(t, "listener_manager.lds.update_success"), ldsBefore, "delivered as an LDS update")
+	assert.Greater(t, m.routeUpdates(t), updatesBefore, "delivered as an LDS or RDS update")
 	t.Logf("requestTimeout 1s: %d after %v; edited to 5s: %d after %v; Envoy pid %d throughout",
 		504, took.Round(time.Millisecond), code, took2.Round(time.Millisecond), pid)
 }
