@@ -289,8 +289,10 @@ func TestKubernetesControlPlane(t *testing.T) {
 
 		// Deleted for longer than the grace: released, and not handed out
 		// again at once (the cursor goes round the CIDR first).
-		c.MustKubectl(t, "delete", "extsvc", "kube-live", "-n", "kuma-system")
+		// Taken before the delete: meshext may see the deletion (and start
+		// the grace) before kubectl returns.
 		deleted := time.Now()
+		c.MustKubectl(t, "delete", "extsvc", "kube-live", "-n", "kuma-system")
 		eventually(t, kubeTimout, "the ledger holds the VIP again", func() error {
 			if e, ok := ipamLedger(t, c)["default/kube-live"]; !ok || e.VIP != vip {
 				return fmt.Errorf("ledger entry %+v (present %v)", e, ok)
