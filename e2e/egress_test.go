@@ -600,7 +600,14 @@ func TestEgressPathLoopbackNativeRBAC(t *testing.T) {
 // identitySerial is the serial meshext run reports for node's certificate.
 func (e *egressEnv) identitySerial(t *testing.T, node string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.state, "status.json"))
+	return identitySerial(t, e.state, node)
+}
+
+// identitySerial is the serial of node's certificate in the status of the
+// meshext run with state directory state.
+func identitySerial(t *testing.T, state, node string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "status.json"))
 	require.NoError(t, err)
 	var st struct {
 		Identities []struct {

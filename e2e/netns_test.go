@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -306,6 +308,33 @@ func TestNetnsEgressAuthorization(t *testing.T) {
 	waitRedirect(t, m, batch, "127.0.0.1:15102")
 
 	t.Run("rules: web passes", func(t *testing.T) { runSeedCommands(t, asWorkload(web)) })
+	t.Run("a sidecar certificate rotated during an open connection does not break it", func(t *testing.T) {
+		out, err := web.Shell(10*time.Second, "getent ahostsv4 mes-tcp.svc.meshext.local")
+		require.NoError(t, err, out)
+		vip := strings.Fields(out)[0]
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn := web.Dial(t, ctx, "tcp4", net.JoinHostPort(vip, "4242"))
+		r := bufio.NewReader(conn)
+		require.NoError(t, echoOnce(conn, r, "before"))
+		before := identitySerial(t, m.state, "default.web")
+		// New tags: meshext run issues web a new certificate at once.
+		writeFile(t, filepath.Join(drop, "web.yaml"), netnsDataplane("web", 15101)+"        version: v2\n")
+		eventually(t, 30*time.Second, "web's certificate re-issued and used by new connections", func() error {
+			if s := identitySerial(t, m.state, "default.web"); s == before {
+				return fmt.Errorf("serial still %s", s)
+			}
+			out, err := web.Shell(20*time.Second, "echo new | nc -N -w 5 mes-tcp.svc.meshext.local 4242")
+			if err != nil || out != "new\n" {
+				return fmt.Errorf("new connection: %q %v", out, err)
+			}
+			if !strings.Contains(egressLogs(), "kuma://version/v2") {
+				return fmt.Errorf("no connection with the new certificate (kuma://version/v2) at the egresses yet")
+			}
+			return nil
+		})
+		require.NoError(t, echoOnce(conn, r, "after"), "the connection opened before the rotation still works")
+	})
 	t.Run("rules: batch is refused at the egress", func(t *testing.T) {
 		checkRefusedAtEgress(t, batch, `from "batch" denied by MeshTrafficPermission rules "allow-web"`, egressLogs)
 	})
