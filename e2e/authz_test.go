@@ -128,15 +128,22 @@ func curlCode(t *testing.T, curl string, args ...string) (int, string) {
 // counter reads one Envoy stat (0 when absent).
 func (m *meshEnv) counter(t *testing.T, name string) int {
 	t.Helper()
-	body, err := m.envoy.Get("/stats?filter=" + regexp.QuoteMeta(name) + "$")
+	return m.counterSum(t, "^"+regexp.QuoteMeta(name)+"$")
+}
+
+// counterSum is the sum of the Envoy counters whose names match filter.
+func (m *meshEnv) counterSum(t *testing.T, filter string) int {
+	t.Helper()
+	body, err := m.envoy.Get("/stats?filter=" + filter)
 	require.NoError(t, err)
+	n := 0
 	for _, line := range strings.Split(body, "\n") {
-		if k, v, ok := strings.Cut(line, ": "); ok && k == name {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
+		if _, v, ok := strings.Cut(line, ": "); ok {
+			c, _ := strconv.Atoi(strings.TrimSpace(v))
+			n += c
 		}
 	}
-	return 0
+	return n
 }
 
 // TestEgressAuthorization drives MeshTrafficPermission and the Mesh's

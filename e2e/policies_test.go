@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,16 +93,7 @@ func (m *meshEnv) routeTimeout(t *testing.T) string {
 // accepted.
 func (m *meshEnv) routeUpdates(t *testing.T) int {
 	t.Helper()
-	body, err := m.envoy.Get("/stats?filter=" + `^(listener_manager\.lds|http\..*\.rds\..*)\.update_success$`)
-	require.NoError(t, err)
-	n := 0
-	for _, line := range strings.Split(body, "\n") {
-		if _, v, ok := strings.Cut(line, ": "); ok {
-			c, _ := strconv.Atoi(strings.TrimSpace(v))
-			n += c
-		}
-	}
-	return n
+	return m.counterSum(t, `^(listener_manager\.lds|http\..*\.rds\..*)\.update_success$`)
 }
 
 // TestPolicyChangeReachesRunningEnvoy: `meshext run` feeds a real Envoy; a

@@ -265,12 +265,14 @@ func TestDecodeHeaders(t *testing.T) {
 	}
 }
 
-func TestFixedClusterOnlyAuthorizes(t *testing.T) {
+// parseTestConfigWith parses configJSONForTest changed by edit.
+func parseTestConfigWith(t *testing.T, edit func(*egress.FilterConfig)) any {
+	t.Helper()
 	var fc egress.FilterConfig
 	if err := json.Unmarshal([]byte(configJSONForTest(t)), &fc); err != nil {
 		t.Fatal(err)
 	}
-	fc.FixedCluster = true
+	edit(&fc)
 	raw, err := json.Marshal(fc)
 	if err != nil {
 		t.Fatal(err)
@@ -279,6 +281,11 @@ func TestFixedClusterOnlyAuthorizes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+func TestFixedClusterOnlyAuthorizes(t *testing.T) {
+	cfg := parseTestConfigWith(t, func(fc *egress.FilterConfig) { fc.FixedCluster = true })
 	cb := newCallbacks(nil)
 	h := &fakeHeaders{m: map[string]string{":authority": "open.ext"}}
 	if st := Factory(cfg, cb).DecodeHeaders(h, true); st != api.Continue || cb.cleared != 0 || h.m[egress.DefaultClusterHeader] != "" {
@@ -294,19 +301,7 @@ func TestFixedClusterOnlyAuthorizes(t *testing.T) {
 // With denyMetadataOnly (the rendered default) an allowed request carries
 // no decision metadata; a denial and a shadow denial do.
 func TestDenyMetadataOnly(t *testing.T) {
-	var fc egress.FilterConfig
-	if err := json.Unmarshal([]byte(configJSONForTest(t)), &fc); err != nil {
-		t.Fatal(err)
-	}
-	fc.DenyMetadataOnly = true
-	raw, err := json.Marshal(fc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := Parser{}.Parse(mustAny(t, wrapperspb.String(string(raw))), &fakeConfigCallbacks{counters: map[string]*fakeCounter{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := parseTestConfigWith(t, func(fc *egress.FilterConfig) { fc.DenyMetadataOnly = true })
 	for host, action := range map[string]any{"open.ext": nil, "closed.ext": "Deny", "shadow.ext": "AllowWithShadowDeny"} {
 		cb := newCallbacks(nil)
 		Factory(cfg, cb).DecodeHeaders(&fakeHeaders{m: map[string]string{":authority": host}}, true)

@@ -120,24 +120,7 @@ func TestStockEnvoyDynamicModule(t *testing.T) {
 		}
 	}()
 
-	client := &http.Client{Timeout: 10 * time.Second}
-	get := func(host, path string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+env.Listener+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Host = host
-		// A client must not be able to pick the cluster itself.
-		req.Header.Set(egress.DefaultClusterHeader, "mes_grpc")
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("GET %s via Host %s: %v", path, host, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := spoofingGet(t, ctx, env.Listener)
 
 	t.Run("allowed", func(t *testing.T) {
 		code, body := get("httpbin.extsvc.mesh.local", "/get")
@@ -301,23 +284,7 @@ func TestStockEnvoyRenderedDefault(t *testing.T) {
 		t.Fatalf("%v\nenvoy log:\n%s", err, logs.String())
 	}
 	defer env.Stop()
-	client := &http.Client{Timeout: 10 * time.Second}
-	get := func(host, path string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+env.Listener+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Host = host
-		req.Header.Set(egress.DefaultClusterHeader, "mes_grpc")
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("GET %s via Host %s: %v", path, host, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := spoofingGet(t, ctx, env.Listener)
 	if code, body := get("HTTPBIN.extsvc.mesh.local:80", "/fast"); code != 200 || !strings.Contains(body, "path=/fast") || !strings.Contains(body, `cluster-header=""`) {
 		t.Fatalf("allowed: got %d %q", code, body)
 	}
@@ -351,6 +318,29 @@ func TestStockEnvoyRenderedDefault(t *testing.T) {
 	}
 	if !env.Alive() {
 		t.Fatalf("Envoy exited:\n%s", logs.String())
+	}
+}
+
+// spoofingGet returns a GET through listener with the given Host that also
+// names the mes_grpc cluster in the cluster header: a client must not be
+// able to pick the cluster itself.
+func spoofingGet(t *testing.T, ctx context.Context, listener string) func(host, path string) (int, string) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	return func(host, path string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+listener+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set(egress.DefaultClusterHeader, "mes_grpc")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s via Host %s: %v", path, host, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
 }
 

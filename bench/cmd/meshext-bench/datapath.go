@@ -101,15 +101,25 @@ func makePKI(dir string) (pki, error) {
 	return p, leaf.WriteFiles(p.certFile, p.keyFile)
 }
 
+// pinLoad, when cfg.pin, moves this process (and what it starts) to the
+// load CPUs and records the Envoy CPU in cfg; the returned func restores
+// the affinity.
+func (cfg *dpConfig) pinLoad() (restore func()) {
+	if !cfg.pin {
+		return func() {}
+	}
+	envoyCPU, loadCPU, ok := envoyproc.CPUSplit()
+	prev, err := envoyproc.Affinity()
+	if !ok || err != nil || envoyproc.Pin(0, loadCPU) != nil {
+		return func() {}
+	}
+	cfg.envoyCPU, cfg.pinned = envoyCPU, true
+	return func() { _ = envoyproc.Pin(0, prev) }
+}
+
 // runDataPath measures every protocol and returns the Markdown section.
 func runDataPath(ctx context.Context, cfg dpConfig) string {
-	if cfg.pin {
-		envoyCPU, loadCPU, ok := envoyproc.CPUSplit()
-		if prev, err := envoyproc.Affinity(); ok && err == nil && envoyproc.Pin(0, loadCPU) == nil {
-			cfg.envoyCPU, cfg.pinned = envoyCPU, true
-			defer func() { _ = envoyproc.Pin(0, prev) }()
-		}
-	}
+	defer cfg.pinLoad()()
 	var md strings.Builder
 	md.WriteString("## 1. Data path\n\n")
 	var missing []string

@@ -279,13 +279,7 @@ func egressSection(ctx context.Context, o options, work string, quick bool) stri
 
 // runEgress measures the egress path and returns the Markdown section.
 func runEgress(ctx context.Context, cfg dpConfig) string {
-	if cfg.pin {
-		envoyCPU, loadCPU, ok := envoyproc.CPUSplit()
-		if prev, err := envoyproc.Affinity(); ok && err == nil && envoyproc.Pin(0, loadCPU) == nil {
-			cfg.envoyCPU, cfg.pinned = envoyCPU, true
-			defer func() { _ = envoyproc.Pin(0, prev) }()
-		}
-	}
+	defer cfg.pinLoad()()
 	var md strings.Builder
 	md.WriteString("## 1c. Egress path: workload → ZoneEgress → upstream\n\n")
 	fmt.Fprintf(&md, "Kuma's egress path next to the direct path, every config rendered by `meshext render` from one resource set per variant (three MeshExternalServices: tcp, http, grpc; a Dataplane `bench` with an outbound to each). "+

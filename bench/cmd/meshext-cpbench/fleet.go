@@ -329,13 +329,8 @@ func fleet(n, nodes, envoys int, dir, envoyBin, meshext string, changes int, deb
 			return r, err
 		}
 		boots[i] = filepath.Join(dir, fmt.Sprintf("bootstrap-%03d.json", i))
-		args := []string{"bootstrap", "--xds", "ads", "--ads-address", ads, "--node", fleetNodeID(i),
-			"--admin-port", fmt.Sprint(admin), "--out", boots[i]}
-		if delta {
-			args = append(args, "--delta")
-		}
-		if out, err := exec.Command(meshext, args...).CombinedOutput(); err != nil {
-			return r, fmt.Errorf("meshext bootstrap: %v: %s", err, out)
+		if err := adsBootstrap(meshext, ads, fleetNodeID(i), admin, boots[i], delta); err != nil {
+			return r, err
 		}
 	}
 

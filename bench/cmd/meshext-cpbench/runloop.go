@@ -161,13 +161,8 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 	}
 	defer logf.Close()
 	bootPath := filepath.Join(dir, "bootstrap.json")
-	bootArgs := []string{"bootstrap", "--xds", "ads", "--ads-address", ads, "--node", render.DefaultNodeID,
-		"--admin-port", fmt.Sprint(admin), "--out", bootPath}
-	if delta {
-		bootArgs = append(bootArgs, "--delta")
-	}
-	if out, err := exec.Command(meshext, bootArgs...).CombinedOutput(); err != nil {
-		return r, fmt.Errorf("meshext bootstrap --xds ads: %v: %s", err, out)
+	if err := adsBootstrap(meshext, ads, render.DefaultNodeID, admin, bootPath, delta); err != nil {
+		return r, err
 	}
 	t0 := time.Now()
 	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "ads", "--ads-listen", ads,
@@ -311,3 +306,17 @@ var runLogLevel = func() string {
 	}
 	return "warn"
 }()
+
+// adsBootstrap writes out, node's Envoy bootstrap for meshext run's ADS at
+// ads (delta xDS when delta), with its admin on port admin.
+func adsBootstrap(meshext, ads, node string, admin int, out string, delta bool) error {
+	args := []string{"bootstrap", "--xds", "ads", "--ads-address", ads, "--node", node,
+		"--admin-port", fmt.Sprint(admin), "--out", out}
+	if delta {
+		args = append(args, "--delta")
+	}
+	if b, err := exec.Command(meshext, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("meshext bootstrap --xds ads: %v: %s", err, b)
+	}
+	return nil
+}
