@@ -42,6 +42,9 @@ type pipeline struct {
 	publishedADS  map[string]*xds.Resources
 	// validator skips re-validating resources whose content passed before.
 	validator xds.Validator
+	// fileMemo and adsMemo carry each delivery's unchanged services'
+	// messages from one render to the next (render.Memo).
+	fileMemo, adsMemo render.Memo
 	// claims keeps each node id and cluster name with the resource that had
 	// it first, across reloads (see model.Options.Claims).
 	claims names.Claims
@@ -264,7 +267,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	res.world, res.set = w, built
 
 	if p.cfg.fileDelivery() {
-		out, err := render.Render(w, p.renderOptions(render.SecretsFile))
+		out, err := p.fileMemo.Render(w, p.renderOptions(render.SecretsFile))
 		if err != nil {
 			return nil, fmt.Errorf("render: %w", err)
 		}
@@ -273,7 +276,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		res.file = p.sanitize(out, p.publishedFile, &res.notes)
 	}
 	if p.cfg.adsDelivery() {
-		out, err := render.Render(w, p.renderOptions(render.SecretsADS))
+		out, err := p.adsMemo.Render(w, p.renderOptions(render.SecretsADS))
 		if err != nil {
 			return nil, fmt.Errorf("render: %w", err)
 		}
