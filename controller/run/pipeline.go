@@ -266,6 +266,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built
 
+	p.validator.Round()
 	if p.cfg.fileDelivery() {
 		out, err := p.fileMemo.Render(w, p.renderOptions(render.SecretsFile))
 		if err != nil {

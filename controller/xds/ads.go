@@ -15,9 +15,11 @@ import (
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 )
 
 // gRPC settings as in go-control-plane's example server: Envoy multiplexes
@@ -42,6 +44,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	nodes map[string]bool
+	// hashes are the resources' hashes from the last Update, by identity.
+	hashes hashMemo
 }
 
 // NewServer makes a server; nodes get configuration once Update names them.
@@ -61,6 +65,7 @@ func NewServer(ctx context.Context, log *slog.Logger) *Server {
 func (s *Server) Update(ctx context.Context, nodes map[string]*Resources) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.hashes.turn()
 	var errs []error
 	for node := range s.nodes {
 		if _, ok := nodes[node]; !ok {
@@ -83,7 +88,7 @@ func (s *Server) Update(ctx context.Context, nodes map[string]*Resources) error 
 }
 
 func (s *Server) set(ctx context.Context, node string, res *Resources) error {
-	snap, err := Snapshot(res)
+	snap, err := snapshotWith(res, s.hashes.hash)
 	if err != nil {
 		return fmt.Errorf("node %q: %w", node, err)
 	}
@@ -92,23 +97,48 @@ func (s *Server) set(ctx context.Context, node string, res *Resources) error {
 
 // Snapshot builds a consistent snapshot of res with per-type content versions.
 func Snapshot(res *Resources) (*cachev3.Snapshot, error) {
+	return snapshotWith(res, hashOf)
+}
+
+// snapshotWith is Snapshot with each resource's hash from hash. The same
+// hashes are the per-resource versions of delta xDS: go-control-plane would
+// otherwise marshal and hash every resource again on each SetSnapshot.
+func snapshotWith(res *Resources, hash func(proto.Message) (string, error)) (*cachev3.Snapshot, error) {
 	if err := checkResources(res); err != nil {
 		return nil, err
 	}
-	snap := &cachev3.Snapshot{}
-	cv, err := versionOf(res.Clusters)
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+	for i := range snap.Resources {
+		typeURL, err := cachev3.GetResponseTypeURL(types.ResponseType(i))
+		if err != nil {
+			return nil, err
+		}
+		snap.VersionMap[typeURL] = map[string]string{}
+	}
+	// hashed records each resource's hash as its delta version.
+	hashed := func(typeURL string) func(proto.Message) (string, error) {
+		vm := snap.VersionMap[typeURL]
+		return func(m proto.Message) (string, error) {
+			h, err := hash(m)
+			if err == nil {
+				vm[m.(named).GetName()] = h
+			}
+			return h, err
+		}
+	}
+	cv, err := versionWith(res.Clusters, hashed(resourcev3.ClusterType))
 	if err != nil {
 		return nil, err
 	}
-	lv, err := versionOf(res.Listeners)
+	lv, err := versionWith(res.Listeners, hashed(resourcev3.ListenerType))
 	if err != nil {
 		return nil, err
 	}
-	rv, err := versionOf(res.Routes)
+	rv, err := versionWith(res.Routes, hashed(resourcev3.RouteType))
 	if err != nil {
 		return nil, err
 	}
-	sv, err := versionOf(res.Secrets)
+	sv, err := versionWith(res.Secrets, hashed(resourcev3.SecretType))
 	if err != nil {
 		return nil, err
 	}

@@ -99,19 +99,47 @@ func Sanitize(prev, next *Resources) (*Resources, []error) {
 
 // Validator is Sanitize with a memory: contents that passed before are not
 // validated again, which is most of a reload's resources. Hashing the wire
-// form costs a fraction of the deep validation it saves. The zero value is
-// ready; a nil *Validator validates everything. Safe for concurrent use.
+// form costs a fraction of the deep validation it saves, and a message that
+// passed in this round or the last (see Round) is not even hashed: render
+// hands the very same message again for a service it did not re-render
+// (render.Memo). The zero value is ready; a nil *Validator validates
+// everything. Safe for concurrent use.
+//
+// Callers never modify a message after handing it to Sanitize (rendered
+// messages are read-only).
 type Validator struct {
 	mu     sync.Mutex
 	passed map[[sha256.Size]byte]struct{}
+	// same and last hold, by identity, the messages that passed in this
+	// round and in the last one.
+	same, last map[proto.Message]struct{}
 }
 
 // validatorMemory bounds the remembered hashes (about 40 B each).
 const validatorMemory = 1 << 18
 
+// Round starts a round of Sanitize calls (one per reload): the messages
+// remembered by identity from before the last round are let go, so the
+// Validator keeps no more than two reloads' messages alive.
+func (v *Validator) Round() {
+	v.mu.Lock()
+	v.last, v.same = v.same, map[proto.Message]struct{}{}
+	v.mu.Unlock()
+}
+
 func (v *Validator) validate(m proto.Message) error {
 	if v == nil {
 		return Validate(m)
+	}
+	v.mu.Lock()
+	_, same := v.same[m]
+	_, last := v.last[m]
+	if last && !same && v.same != nil {
+		v.same[m] = struct{}{}
+	}
+	v.mu.Unlock()
+	if same || last {
+		return nil
 	}
 	b, err := deterministic.Marshal(m)
 	if err != nil {
@@ -121,17 +149,19 @@ func (v *Validator) validate(m proto.Message) error {
 	v.mu.Lock()
 	_, ok := v.passed[sum]
 	v.mu.Unlock()
-	if ok {
-		return nil
-	}
-	if err := Validate(m); err != nil {
-		return err
+	if !ok {
+		if err := Validate(m); err != nil {
+			return err
+		}
 	}
 	v.mu.Lock()
 	if v.passed == nil || len(v.passed) >= validatorMemory {
 		v.passed = map[[sha256.Size]byte]struct{}{}
 	}
 	v.passed[sum] = struct{}{}
+	if v.same != nil {
+		v.same[m] = struct{}{}
+	}
 	v.mu.Unlock()
 	return nil
 }
@@ -200,10 +230,15 @@ func hashOf(m proto.Message) (string, error) {
 // versionOf is the version of a list of resources: a hash of their names and
 // contents in name order, so equal content always has equal versions.
 func versionOf[T named](items []T) (string, error) {
+	return versionWith(items, hashOf)
+}
+
+// versionWith is versionOf with each resource's hash from hash.
+func versionWith[T named](items []T, hash func(proto.Message) (string, error)) (string, error) {
 	type entry struct{ name, hash string }
 	es := make([]entry, 0, len(items))
 	for _, it := range items {
-		h, err := hashOf(it)
+		h, err := hash(it)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", it.GetName(), err)
 		}
@@ -218,6 +253,37 @@ func versionOf[T named](items []T) (string, error) {
 		sum.Write([]byte{0})
 	}
 	return hex.EncodeToString(sum.Sum(nil))[:16], nil
+}
+
+// hashMemo hashes messages (hashOf) and remembers the hashes by message
+// identity for one generation: render hands the same message again for a
+// service it did not re-render, so a reload hashes only what changed.
+// Messages are never modified after they are rendered.
+type hashMemo struct {
+	last, next map[proto.Message]string
+}
+
+func (h *hashMemo) hash(m proto.Message) (string, error) {
+	if v, ok := h.next[m]; ok {
+		return v, nil
+	}
+	v, ok := h.last[m]
+	if !ok {
+		var err error
+		if v, err = hashOf(m); err != nil {
+			return "", err
+		}
+	}
+	if h.next == nil {
+		h.next = map[proto.Message]string{}
+	}
+	h.next[m] = v
+	return v, nil
+}
+
+// turn ends a generation: hashes not asked for since the last turn are let go.
+func (h *hashMemo) turn() {
+	h.last, h.next = h.next, nil
 }
 
 // checkNames refuses empty and duplicate names, which Envoy would reject as a whole update.
