@@ -45,6 +45,10 @@ type pipeline struct {
 	// fileMemo and adsMemo carry each delivery's unchanged services'
 	// messages from one render to the next (render.Memo).
 	fileMemo, adsMemo render.Memo
+	// validations and buildValidations remember resources' violations by
+	// identity from one reload to the next (validate.Memo): this
+	// pipeline's own check, and model.Build's.
+	validations, buildValidations validate.Memo
 	// claims keeps each node id and cluster name with the resource that had
 	// it first, across reloads (see model.Options.Claims).
 	claims names.Claims
@@ -236,7 +240,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	set.ComputeLabels(resource.Options{Zone: p.cfg.Zone})
 
 	// Per resource: one that fails validation keeps its last good version.
-	valid, vproblems := validate.WithOptions(set, validate.Options{Zone: p.cfg.Zone})
+	valid, vproblems := p.validations.WithOptions(set, validate.Options{Zone: p.cfg.Zone})
 	res.problems = append(res.problems, vproblems...)
 	validKeys := map[string]bool{}
 	for _, o := range valid.Objects() {
@@ -261,7 +265,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	p.goodObjects = nextGood
 
 	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims,
-		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies})
+		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies, Validations: &p.buildValidations})
 	res.notes = append(res.notes, p.meshCA.Issue(w)...)
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built
