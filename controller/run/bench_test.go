@@ -97,6 +97,7 @@ func benchReloadWith(b *testing.B, n int, mode string, wl workload) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ads := xds.NewServer(ctx, cfg.Logger)
+	ads.UseHashes(p.validator.Hash) // as Runner does
 	deliver := func(res *result) {
 		if mode == XDSFile {
 			if _, err := files.Write(res.file); err != nil {

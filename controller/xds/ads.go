@@ -59,6 +59,15 @@ func NewServer(ctx context.Context, log *slog.Logger) *Server {
 	return s
 }
 
+// UseHashes gives Update a source of resource hashes it would otherwise
+// compute (hashOf, by identity: for example Validator.Hash of the
+// Validator that sanitized the resources). Call it before the first Update.
+func (s *Server) UseHashes(known func(proto.Message) (string, bool)) {
+	s.mu.Lock()
+	s.hashes.known = known
+	s.mu.Unlock()
+}
+
 // Update installs a snapshot per node. Nodes absent from nodes that had a
 // snapshot get an empty one. Each type has its own content version, so
 // Envoy's cds/lds version_text changes only when that type changed.

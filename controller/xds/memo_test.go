@@ -9,6 +9,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestValidatorRoundsForgetIdentities: a message that passed is taken on
@@ -115,5 +116,43 @@ func TestUpdateVersionsFollowContent(t *testing.T) {
 	}
 	if v4 := version(testCluster("a", 2)); v4 == v1 {
 		t.Errorf("changed content kept version %s", v1)
+	}
+}
+
+// TestUpdateTakesTheValidatorsHashes: the hashes the Validator computed
+// are the ones Update would compute, so a Server using them delivers the
+// same versions.
+func TestUpdateTakesTheValidatorsHashes(t *testing.T) {
+	var v Validator
+	v.Round()
+	res := &Resources{Clusters: []*clusterv3.Cluster{testCluster("a", 1)}, Listeners: []*listenerv3.Listener{testListener("l", "a", "out")}}
+	clean, errs := v.Sanitize(nil, res)
+	if len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	for _, m := range []proto.Message{clean.Clusters[0], clean.Listeners[0]} {
+		got, ok := v.Hash(m)
+		want, _ := hashOf(m)
+		if !ok || got != want {
+			t.Errorf("Validator.Hash %q (%v), want hashOf's %q", got, ok, want)
+		}
+	}
+	if _, ok := v.Hash(testCluster("a", 1)); ok {
+		t.Errorf("a message never validated has a hash")
+	}
+	ctx := context.Background()
+	with, without := NewServer(ctx, nil), NewServer(ctx, nil)
+	with.UseHashes(v.Hash)
+	for _, s := range []*Server{with, without} {
+		if err := s.Update(ctx, map[string]*Resources{"n": clean}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := with.cache.ordered.GetSnapshot("n")
+	b, _ := without.cache.ordered.GetSnapshot("n")
+	for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
+		if a.GetVersion(typ) != b.GetVersion(typ) {
+			t.Errorf("%s version %s with the Validator's hashes, %s without", typ, a.GetVersion(typ), b.GetVersion(typ))
+		}
 	}
 }

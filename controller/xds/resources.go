@@ -111,8 +111,8 @@ type Validator struct {
 	mu     sync.Mutex
 	passed map[[sha256.Size]byte]struct{}
 	// same and last hold, by identity, the messages that passed in this
-	// round and in the last one.
-	same, last map[proto.Message]struct{}
+	// round and in the last one, with their hashes (Hash).
+	same, last map[proto.Message][sha256.Size]byte
 }
 
 // validatorMemory bounds the remembered hashes (about 40 B each).
@@ -123,8 +123,23 @@ const validatorMemory = 1 << 18
 // Validator keeps no more than two reloads' messages alive.
 func (v *Validator) Round() {
 	v.mu.Lock()
-	v.last, v.same = v.same, map[proto.Message]struct{}{}
+	v.last, v.same = v.same, map[proto.Message][sha256.Size]byte{}
 	v.mu.Unlock()
+}
+
+// Hash is hashOf(m) for a message that passed in this round or the last
+// (false otherwise), so delivery need not marshal it again (Server.UseHashes).
+func (v *Validator) Hash(m proto.Message) (string, bool) {
+	v.mu.Lock()
+	sum, ok := v.same[m]
+	if !ok {
+		sum, ok = v.last[m]
+	}
+	v.mu.Unlock()
+	if !ok {
+		return "", false
+	}
+	return hex.EncodeToString(sum[:]), true
 }
 
 func (v *Validator) validate(m proto.Message) error {
@@ -133,9 +148,9 @@ func (v *Validator) validate(m proto.Message) error {
 	}
 	v.mu.Lock()
 	_, same := v.same[m]
-	_, last := v.last[m]
+	sum, last := v.last[m]
 	if last && !same && v.same != nil {
-		v.same[m] = struct{}{}
+		v.same[m] = sum
 	}
 	v.mu.Unlock()
 	if same || last {
@@ -145,7 +160,7 @@ func (v *Validator) validate(m proto.Message) error {
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(b)
+	sum = sha256.Sum256(b)
 	v.mu.Lock()
 	_, ok := v.passed[sum]
 	v.mu.Unlock()
@@ -160,7 +175,7 @@ func (v *Validator) validate(m proto.Message) error {
 	}
 	v.passed[sum] = struct{}{}
 	if v.same != nil {
-		v.same[m] = struct{}{}
+		v.same[m] = sum
 	}
 	v.mu.Unlock()
 	return nil
@@ -261,6 +276,8 @@ func versionWith[T named](items []T, hash func(proto.Message) (string, error)) (
 // Messages are never modified after they are rendered.
 type hashMemo struct {
 	last, next map[proto.Message]string
+	// known, when set, may know a message's hash already (Server.UseHashes).
+	known func(proto.Message) (string, bool)
 }
 
 func (h *hashMemo) hash(m proto.Message) (string, error) {
@@ -268,6 +285,9 @@ func (h *hashMemo) hash(m proto.Message) (string, error) {
 		return v, nil
 	}
 	v, ok := h.last[m]
+	if !ok && h.known != nil {
+		v, ok = h.known(m)
+	}
 	if !ok {
 		var err error
 		if v, err = hashOf(m); err != nil {
