@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/meshext/meshext/controller/inputfile"
+	"github.com/meshext/meshext/controller/parallel"
 	"io"
 	"maps"
 	"os"
@@ -591,29 +592,39 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 	if len(items) == 0 {
 		sep = ""
 	}
-	for _, it := range items {
-		body, err := protojson.Marshal(it)
-		if err != nil {
-			return err
-		}
-		body = bytes.TrimLeft(body, " ")
-		if len(body) < 2 || body[0] != '{' {
-			return fmt.Errorf("protojson of %s is not an object", it.ProtoReflect().Descriptor().FullName())
-		}
-		typ, err := json.Marshal("type.googleapis.com/" + string(it.ProtoReflect().Descriptor().FullName()))
-		if err != nil {
-			return err
-		}
-		rest := bytes.TrimLeft(body[1:], " ")
-		if rest[0] != '}' {
-			typ = append(typ, ',')
-		}
-		for _, part := range [][]byte{[]byte(sep), []byte(`{"@type":`), typ, rest} {
-			if _, err := w.Write(part); err != nil {
+	// protojson is most of a large drop's CPU (10k clusters: 16 MB): each
+	// chunk of items is marshalled on every core, then written in order,
+	// so memory holds one chunk's JSON, not the file's.
+	const chunk = 256
+	bodies := make([][]byte, min(chunk, len(items)))
+	errs := make([]error, len(bodies))
+	for start := 0; start < len(items); start += chunk {
+		part := items[start:min(start+chunk, len(items))]
+		parallel.ForEach(len(part), func(i int) { bodies[i], errs[i] = protojson.Marshal(part[i]) })
+		for i, it := range part {
+			if errs[i] != nil {
+				return errs[i]
+			}
+			body := bytes.TrimLeft(bodies[i], " ")
+			bodies[i] = nil
+			if len(body) < 2 || body[0] != '{' {
+				return fmt.Errorf("protojson of %s is not an object", it.ProtoReflect().Descriptor().FullName())
+			}
+			typ, err := json.Marshal("type.googleapis.com/" + string(it.ProtoReflect().Descriptor().FullName()))
+			if err != nil {
 				return err
 			}
+			rest := bytes.TrimLeft(body[1:], " ")
+			if rest[0] != '}' {
+				typ = append(typ, ',')
+			}
+			for _, part := range [][]byte{[]byte(sep), []byte(`{"@type":`), typ, rest} {
+				if _, err := w.Write(part); err != nil {
+					return err
+				}
+			}
+			sep = ","
 		}
-		sep = ","
 	}
 	if len(items) > 0 {
 		sep = "]"
