@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/meshext/meshext/controller/inputfile"
-	"github.com/meshext/meshext/controller/parallel"
 	"io"
 	"maps"
 	"os"
@@ -17,13 +15,17 @@ import (
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/meshext/meshext/controller/inputfile"
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/parallel"
 )
 
 // File layout under FileWriter.Dir:
@@ -600,7 +602,7 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 	errs := make([]error, len(bodies))
 	for start := 0; start < len(items); start += chunk {
 		part := items[start:min(start+chunk, len(items))]
-		parallel.ForEach(len(part), func(i int) { bodies[i], errs[i] = protojson.Marshal(part[i]) })
+		parallel.ForEach(len(part), func(i int) { bodies[i], errs[i] = marshalJSON(part[i]) })
 		for i, it := range part {
 			if errs[i] != nil {
 				return errs[i]
@@ -632,6 +634,59 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 	_, err = io.WriteString(w, sep+"}")
 	return err
 }
+
+// splitChains is the filter-chain count from which a listener's JSON is
+// made from its chains marshalled apart (on every core): the transparent
+// listener of 10k services is one 12 MB message.
+const splitChains = 512
+
+// marshalJSON is protojson.Marshal, with a large listener's filter chains
+// marshalled in parallel and spliced into the listener's object (after its
+// other fields; JSON field order means nothing to Envoy's parser).
+func marshalJSON(m proto.Message) ([]byte, error) {
+	l, ok := m.(*listenerv3.Listener)
+	if !ok || len(l.FilterChains) < splitChains {
+		return protojson.Marshal(m)
+	}
+	// A shallow copy without the chains: its fields alias l's, read only.
+	shell := &listenerv3.Listener{}
+	dst := shell.ProtoReflect()
+	l.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Number() != filterChainsField {
+			dst.Set(fd, v)
+		}
+		return true
+	})
+	head, err := protojson.Marshal(shell)
+	if err != nil {
+		return nil, err
+	}
+	head = bytes.TrimRight(head, " ")
+	if len(head) < 2 || head[len(head)-1] != '}' {
+		return nil, fmt.Errorf("protojson of listener %s is not an object", l.Name)
+	}
+	chains := make([][]byte, len(l.FilterChains))
+	errs := make([]error, len(chains))
+	parallel.ForEach(len(chains), func(i int) { chains[i], errs[i] = protojson.Marshal(l.FilterChains[i]) })
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := bytes.TrimRight(head[:len(head)-1], " ")
+	if out[len(out)-1] != '{' {
+		out = append(out, ',')
+	}
+	out = append(out, `"filterChains":[`...)
+	for i, c := range chains {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, bytes.TrimSpace(c)...)
+	}
+	return append(out, "]}"...), nil
+}
+
+// filterChainsField is Listener.filter_chains' field number.
+var filterChainsField = (&listenerv3.Listener{}).ProtoReflect().Descriptor().Fields().ByName("filter_chains").Number()
 
 // writeFileAtomic replaces path so that a reader sees the old or the new
 // content, never a torn file: a temp file in the same directory (a rename

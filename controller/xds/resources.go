@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshext/meshext/controller/parallel"
 )
 
 // Resources is the configuration of one Envoy node.
@@ -201,13 +203,17 @@ func hashOf(m proto.Message) (string, error) {
 // contents in name order, so equal content always has equal versions.
 func versionOf[T named](items []T) (string, error) {
 	type entry struct{ name, hash string }
-	es := make([]entry, 0, len(items))
-	for _, it := range items {
-		h, err := hashOf(it)
+	es := make([]entry, len(items))
+	errs := make([]error, len(items))
+	// Marshalling is the cost (10k clusters: a quarter of a drop's write).
+	parallel.ForEach(len(items), func(i int) {
+		es[i].name = items[i].GetName()
+		es[i].hash, errs[i] = hashOf(items[i])
+	})
+	for i, err := range errs {
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", it.GetName(), err)
+			return "", fmt.Errorf("%s: %w", es[i].name, err)
 		}
-		es = append(es, entry{it.GetName(), h})
 	}
 	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
 	sum := sha256.New()
