@@ -31,17 +31,18 @@ if [ -n "$missing" ]; then
 	fi
 fi
 
-# Envoy takes one inotify instance per file-based SDS secret (one per TLS
-# service in the file drop) plus its CDS/LDS watches; the per-user limit
-# (kernel default 128) stops the 1k-service Envoy from starting. As root,
-# raise it for the run (the report says so); otherwise warn.
+# In file mode Envoy takes one inotify instance per SDS file and per route
+# file (one per HTTP service under meshext run) plus its CDS/LDS watches; the
+# per-user limit (kernel default 128) stops the 10k-service file-mode Envoy
+# from starting. As root, raise it for the run (the report says so);
+# otherwise warn.
 inotify_max="$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 0)"
-if [ "$inotify_max" -gt 0 ] && [ "$inotify_max" -lt 4096 ]; then
-	if [ "$(id -u)" = 0 ] && sysctl -q -w fs.inotify.max_user_instances=4096 2>/dev/null; then
-		echo "bench: raised fs.inotify.max_user_instances from $inotify_max to 4096 (Envoy needs one per SDS file)" >&2
+if [ "$inotify_max" -gt 0 ] && [ "$inotify_max" -lt 16384 ]; then
+	if [ "$(id -u)" = 0 ] && sysctl -q -w fs.inotify.max_user_instances=16384 2>/dev/null; then
+		echo "bench: raised fs.inotify.max_user_instances from $inotify_max to 16384 (Envoy needs one per SDS and route file)" >&2
 		export MESHEXT_BENCH_INOTIFY_RAISED_FROM="$inotify_max"
 	else
-		echo "bench: fs.inotify.max_user_instances=$inotify_max; Envoy needs one per SDS file, so the 1k-service runs may fail (sysctl -w fs.inotify.max_user_instances=4096)" >&2
+		echo "bench: fs.inotify.max_user_instances=$inotify_max; Envoy needs one per SDS and route file, so the 10k-service file-mode runs may fail (sysctl -w fs.inotify.max_user_instances=16384)" >&2
 	fi
 fi
 

@@ -48,7 +48,7 @@ func TestIdentityNames(t *testing.T) {
 	all := []string{
 		names.IdentitySecret("a", "b.c"), names.IdentitySecret("a.b", "c"), names.IdentitySecret("a", ".e"),
 		names.IdentitySecret("b", ".e"), names.MeshCASecret("a"), names.MeshCASecret("b"),
-		names.CASecret(cluster), names.ClientSecret(cluster),
+		names.CASecret([]byte(cluster)), names.ClientSecret(cluster),
 	}
 	seen := map[string]bool{}
 	for _, s := range all {

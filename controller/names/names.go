@@ -13,9 +13,12 @@
 //     the mesh, the leftmost part, may hold '_' (Kuma's backward-compatible
 //     mesh names). Reading such a name from the right therefore splits it
 //     back into its parts: different parts, different names.
-//   - Secret names are a cluster name plus "_ca" or "_client". Cluster names
-//     end in a port number, so the suffix is always recognisable, and the
-//     shared system CA secret ("meshext_system_ca_<hex>") ends in neither.
+//   - A client certificate's secret is its cluster name plus "_client"
+//     (cluster names end in a port number and hold no ':'). Trust anchors are
+//     shared: "meshext_ca_<hex>" by content for an inline caCert,
+//     "meshext_ca_secret:<mesh>:<secret>" for a caCert from a Secret (a
+//     Secret name holds no ':'), "meshext_system_ca_<hex>" for a system
+//     bundle. No two of these forms can meet.
 //   - Node ids are Kuma's "<mesh>.<name>". Both parts may hold dots, so two
 //     Dataplanes can fold (mesh "a.b" name "c", mesh "a" name "b.c"); so can
 //     two services whose kuma.io/display-name labels agree. Claims finds
@@ -64,8 +67,20 @@ func MeshExternalServiceCluster(m *resource.Meta, port uint32) string {
 // NodeID is the Envoy node id of a Dataplane, as kuma-dp sets it.
 func NodeID(mesh, name string) string { return mesh + "." + name }
 
-// CASecret names the SDS secret holding a cluster's own trust anchors.
-func CASecret(cluster string) string { return cluster + "_ca" }
+// CASecret names the SDS secret holding a trust-anchor bundle, by its
+// content: every cluster trusting the same bundle shares one secret, so 10k
+// services with one CA are one SDS resource (in file mode one file, and one
+// inotify instance in Envoy) instead of 10k. 128 bits of SHA-256 keep two
+// bundles apart; a rotated bundle is a new name (see render/tls.go).
+func CASecret(bundle []byte) string {
+	sum := sha256.Sum256(bundle)
+	return "meshext_ca_" + hex.EncodeToString(sum[:16])
+}
+
+// SecretCASecret names the SDS secret holding the trust anchors of a caCert
+// taken from the mesh's Secret: one per Secret, so rotating the Secret
+// changes that SDS resource and no cluster (F7).
+func SecretCASecret(mesh, secret string) string { return "meshext_ca_secret:" + mesh + ":" + secret }
 
 // ClientSecret names the SDS secret holding a cluster's client certificate.
 func ClientSecret(cluster string) string { return cluster + "_client" }

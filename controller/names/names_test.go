@@ -252,14 +252,21 @@ func FuzzDestination(f *testing.F) {
 func TestSecretNamesStayApart(t *testing.T) {
 	c1 := names.LegacyDestination("default", "api", "", "z", names.ExtSvcShortName, 443)
 	c2 := names.LegacyDestination("default", "api-ca", "", "z", names.ExtSvcShortName, 443)
-	all := []string{names.CASecret(c1), names.ClientSecret(c1), names.CASecret(c2), names.ClientSecret(c2),
-		names.SystemCASecret("/etc/ssl/certs/ca-certificates.crt"), names.SystemCASecret("/other")}
+	all := []string{names.CASecret([]byte("bundle one")), names.ClientSecret(c1), names.CASecret([]byte("bundle two")), names.ClientSecret(c2),
+		names.SystemCASecret("/etc/ssl/certs/ca-certificates.crt"), names.SystemCASecret("/other"),
+		names.SecretCASecret("default", "api-ca"), names.SecretCASecret("default_x", "y"), names.SecretCASecret("default", "x_y")}
 	seen := map[string]bool{}
 	for _, s := range all {
 		assert.False(t, seen[s], "secret name %q twice", s)
 		seen[s] = true
 		assert.NotEqual(t, c1, s)
 	}
+}
+
+func TestCASecretIsTheBundlesContent(t *testing.T) {
+	one := []byte("-----BEGIN CERTIFICATE-----\none\n-----END CERTIFICATE-----\n")
+	assert.Equal(t, names.CASecret(one), names.CASecret(append([]byte{}, one...)), "the same bundle must share one secret")
+	assert.NotEqual(t, names.CASecret(one), names.CASecret(append(append([]byte{}, one...), '\n')), "a changed bundle must be a new secret")
 }
 
 func TestNodeIDFoldsAndIsKumas(t *testing.T) {

@@ -117,14 +117,21 @@ func writeNodeFiles(t testing.TB, n *Node, dir, secrets string) {
 		if !strings.HasPrefix(p, secrets) {
 			t.Fatalf("secret file %s outside %s", p, secrets)
 		}
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		atomicWrite(t, p, b, 0o600)
 	}
-	if err := os.WriteFile(filepath.Join(dir, CDSFile), cds, 0o644); err != nil {
+	atomicWrite(t, filepath.Join(dir, CDSFile), cds, 0o644)
+	atomicWrite(t, filepath.Join(dir, LDSFile), lds, 0o644)
+}
+
+// atomicWrite replaces path by a rename, as meshext does: Envoy's watched
+// directories react to a file moved in, not to one written in place.
+func atomicWrite(t testing.TB, path string, data []byte, mode os.FileMode) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err := os.WriteFile(tmp, data, mode); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, LDSFile), lds, 0o644); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -110,6 +111,15 @@ func upstreamTLSOf(t testing.TB, n *Node, cluster string) *tlsv3.UpstreamTlsCont
 		return up
 	}
 	t.Fatalf("no cluster %s in node %s", cluster, n.ID)
+	return nil
+}
+
+func clusterByName(n *Node, name string) *clusterv3.Cluster {
+	for _, c := range n.Clusters {
+		if c.Name == name {
+			return c
+		}
+	}
 	return nil
 }
 

@@ -403,8 +403,11 @@ func startEnvoyBootstrap(t *testing.T, envoy string, b proto.Message) *envoyproc
 }
 
 // TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster (F7): with
-// SecretsVia file, replacing only the CA secret file (atomic rename) makes a
-// running Envoy trust the new CA; the cluster is never modified.
+// SecretsVia file, replacing only the client certificate's secret file
+// (atomic rename) makes a running Envoy present the new certificate; the
+// cluster is never modified. Editing the caCert is a new, content-named CA
+// secret (shared by every service with that bundle): the full drop reaches
+// Envoy as one modified cluster, and the new trust anchors apply.
 func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 	envoy := testenv.Envoy(t)
 	goodCA, err := testpki.NewCA()
@@ -419,13 +422,23 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := tlsEchoServer(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}})
+	clientV1, err := goodCA.Issue(testpki.CommonName("client-v1"), testpki.ClientAuth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientV2, err := goodCA.Issue(testpki.CommonName("client-v2"), testpki.ClientAuth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server asks for a client certificate and reports its name.
+	port := tlsEchoServer(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, ClientAuth: tls.RequireAnyClientCert})
 
 	xdsDir := t.TempDir()
 	secrets := filepath.Join(xdsDir, "sds")
 	redirect, outbound, adminPort := testnet.FreePort(t), testnet.FreePort(t), testnet.FreePort(t)
-	renderWith := func(ca []byte) *Node {
-		tl := &model.TLS{Mode: resource.ModeSecured, MinVersion: resource.TLSAuto, MaxVersion: resource.TLSAuto, ServerName: "api.test", CA: ca}
+	renderWith := func(ca []byte, client *testpki.Leaf) *Node {
+		tl := &model.TLS{Mode: resource.ModeSecured, MinVersion: resource.TLSAuto, MaxVersion: resource.TLSAuto, ServerName: "api.test", CA: ca,
+			ClientCert: client.CertPEM, ClientKey: client.KeyPEM}
 		w := world(withTLS(svc("api", "tcp", 443, ep("127.0.0.1", uint32(port))), tl))
 		dp := &resource.Dataplane{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: "default", Name: "live"}}
 		dp.Networking.TransparentProxying = &resource.TransparentProxying{RedirectPortOutbound: int64(redirect)}
@@ -433,7 +446,18 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 		w.Dataplanes = []*resource.Dataplane{dp}
 		return mustRender(t, w, Options{SecretsVia: SecretsFile, SecretsDir: secrets}).Nodes["default.live"]
 	}
-	n1 := renderWith(wrongCA.CertPEM)
+	awaitLine := func(want string) {
+		t.Helper()
+		var got string
+		for i := 0; i < 100 && !strings.Contains(got, want); i++ {
+			time.Sleep(100 * time.Millisecond)
+			got = readLine(t, outbound)
+		}
+		if !strings.Contains(got, want) {
+			t.Fatalf("server said %q, want %q", got, want)
+		}
+	}
+	n1 := renderWith(wrongCA.CertPEM, clientV1)
 	writeNodeFiles(t, n1, xdsDir, secrets)
 	b, err := Bootstrap(BootstrapOptions{XDS: XDSFile, XDSDir: xdsDir, NodeID: n1.ID, AdminPort: uint32(adminPort)})
 	if err != nil {
@@ -451,35 +475,44 @@ func TestFileSDSRotationReachesEnvoyWithoutTouchingTheCluster(t *testing.T) {
 	if got := readLine(t, outbound); got != "" {
 		t.Fatalf("with the wrong CA the handshake must fail, server said %q", got)
 	}
-	modifiedBefore := statValueOrZero(admin, "cluster_manager.cluster_modified")
 	if statValueOrZero(admin, "cluster_manager.cluster_added") == 0 {
 		t.Fatal("cannot read cluster_manager stats from the admin endpoint")
 	}
 
-	// Rotate: only the CA secret file changes.
-	n2 := renderWith(goodCA.CertPEM)
-	files, err := n2.SecretFiles(secrets)
+	// Edit the caCert: a new bundle is a new secret name, so the cluster changes.
+	modifiedBefore := statValueOrZero(admin, "cluster_manager.cluster_modified")
+	n2 := renderWith(goodCA.CertPEM, clientV1)
+	caName := names.CASecret(goodCA.CertPEM)
+	if secretByName(n2, caName) == nil || secretByName(n2, names.CASecret(wrongCA.CertPEM)) != nil {
+		t.Fatalf("after the edit the node must hold the new bundle's secret %s and not the old one", caName)
+	}
+	writeNodeFiles(t, n2, xdsDir, secrets)
+	awaitLine("client=client-v1")
+	modifiedAfterEdit := statValueOrZero(admin, "cluster_manager.cluster_modified")
+	if modifiedAfterEdit != modifiedBefore+1 {
+		t.Errorf("cluster_manager.cluster_modified went %d -> %d, want one cluster modified by the caCert edit", modifiedBefore, modifiedAfterEdit)
+	}
+
+	// Rotate: only the client certificate's secret file changes.
+	n3 := renderWith(goodCA.CertPEM, clientV2)
+	files, err := n3.SecretFiles(secrets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caFile := SecretPath(secrets, names.CASecret(n2.Clusters[0].Name))
+	clientFile := SecretPath(secrets, names.ClientSecret(n3.Clusters[0].Name))
+	if _, ok := files[clientFile]; !ok {
+		t.Fatalf("no client secret file %s among %d", clientFile, len(files))
+	}
 	tmp := filepath.Join(secrets, ".rotate.tmp")
-	if err := os.WriteFile(tmp, files[caFile], 0o600); err != nil {
+	if err := os.WriteFile(tmp, files[clientFile], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(tmp, caFile); err != nil {
+	if err := os.Rename(tmp, clientFile); err != nil {
 		t.Fatal(err)
 	}
-	var got string
-	for i := 0; i < 100 && !strings.Contains(got, "sni=api.test"); i++ {
-		time.Sleep(100 * time.Millisecond)
-		got = readLine(t, outbound)
-	}
-	if !strings.Contains(got, "sni=api.test") {
-		t.Fatalf("after rotating the CA secret the handshake still fails (server said %q)", got)
-	}
-	if after := statValueOrZero(admin, "cluster_manager.cluster_modified"); after != modifiedBefore {
-		t.Errorf("cluster_manager.cluster_modified went %d -> %d: rotation rebuilt the cluster", modifiedBefore, after)
+	awaitLine("client=client-v2")
+	if after := statValueOrZero(admin, "cluster_manager.cluster_modified"); after != modifiedAfterEdit {
+		t.Errorf("cluster_manager.cluster_modified went %d -> %d: rotation rebuilt the cluster", modifiedAfterEdit, after)
 	}
 }
 

@@ -227,15 +227,18 @@ func msgs[T proto.Message](in []T) []proto.Message {
 // services' clusters and secrets are the very messages of the last Render
 // (delivery keys its own memos by identity), and the edited one's are new.
 func TestMemoReusesUnchangedServices(t *testing.T) {
+	// b trusts a CA of its own: a CA secret is shared by content, and the
+	// node lists the first service's message for it.
+	bTLS := func() *model.TLS { t := tlsSecured(); t.CA = fakeClientCert; return t }
 	a := withTLS(svc("a", "http", 80, ep("10.0.0.1", 80)), tlsSecured())
-	b := withTLS(svc("b", "tcp", 81, ep("10.0.0.2", 81)), tlsSecured())
+	b := withTLS(svc("b", "tcp", 81, ep("10.0.0.2", 81)), bTLS())
 	memo := &Memo{}
 	first, err := memo.Render(world(a, b), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a2 := withTLS(svc("a", "http", 80, ep("10.0.0.1", 8080)), tlsSecured())
-	b2 := withTLS(svc("b", "tcp", 81, ep("10.0.0.2", 81)), tlsSecured())
+	b2 := withTLS(svc("b", "tcp", 81, ep("10.0.0.2", 81)), bTLS())
 	second, err := memo.Render(world(a2, b2), Options{})
 	if err != nil {
 		t.Fatal(err)

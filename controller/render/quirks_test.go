@@ -13,6 +13,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/stretchr/testify/assert"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -292,7 +293,7 @@ func TestF7MaterialTravelsBySDSNotInTheCluster(t *testing.T) {
 		refs := []*tlsv3.SdsSecretConfig{up.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0]}
 		_, ca := validationOf(up)
 		refs = append(refs, ca)
-		wantNames := []string{names.ClientSecret(s.ClusterName()), names.CASecret(s.ClusterName())}
+		wantNames := []string{names.ClientSecret(s.ClusterName()), names.CASecret(fakeCA)}
 		for i, r := range refs {
 			if r.GetName() != wantNames[i] || secretByName(n, r.GetName()) == nil {
 				t.Errorf("SDS ref %q, want %q with a matching secret", r.GetName(), wantNames[i])
@@ -314,30 +315,88 @@ func TestF7MaterialTravelsBySDSNotInTheCluster(t *testing.T) {
 	}
 }
 
-func TestF7RotatingACertificateChangesOnlyTheSecret(t *testing.T) {
-	render := func(ca []byte) (*clusterv3.Cluster, *tlsv3.Secret, string) {
+func TestF7RotatingAClientCertificateChangesOnlyTheSecret(t *testing.T) {
+	render := func(cert []byte) (*clusterv3.Cluster, *tlsv3.Secret, string) {
 		tl := tlsSecured()
-		tl.CA = ca
+		tl.ClientCert, tl.ClientKey = cert, fakeClientKey
 		n, s := renderOne(t, withTLS(svc("api", "tcp", 443, ep("api.example.com", 443)), tl), Options{})
 		for _, c := range n.Clusters {
 			if c.Name == s.ClusterName() {
-				return c, secretByName(n, names.CASecret(s.ClusterName())), n.Version
+				return c, secretByName(n, names.ClientSecret(s.ClusterName())), n.Version
 			}
 		}
 		t.Fatal("no cluster")
 		return nil, nil, ""
 	}
-	c1, s1, v1 := render(fakeCA)
+	c1, s1, v1 := render(fakeClientCert)
 	c2, s2, v2 := render([]byte("-----BEGIN CERTIFICATE-----\nrotated\n-----END CERTIFICATE-----\n"))
 	if !proto.Equal(c1, c2) {
-		t.Error("rotating the CA changed the cluster; it must change only the SDS secret")
+		t.Error("rotating the client certificate changed the cluster; it must change only the SDS secret")
 	}
 	if proto.Equal(s1, s2) {
-		t.Error("rotating the CA did not change the secret")
+		t.Error("rotating the client certificate did not change the secret")
 	}
 	if v1 == v2 {
 		t.Error("node version did not change with the secret")
 	}
+}
+
+// A CA bundle is one secret named by its content, shared by every service
+// that trusts it; editing one service's caCert moves only that cluster to
+// the new bundle's secret.
+func TestF7CABundlesAreSharedByContent(t *testing.T) {
+	rotated := []byte("-----BEGIN CERTIFICATE-----\nrotated\n-----END CERTIFICATE-----\n")
+	mk := func(name string, ca []byte) *model.Service {
+		tl := tlsSecured()
+		tl.CA = ca
+		return withTLS(svc(name, "tcp", 443, ep(name+".example.com", 443)), tl)
+	}
+	caRef := func(n *Node, cluster string) string {
+		_, ref := validationOf(upstreamTLSOf(t, n, cluster))
+		return ref.GetName()
+	}
+	before := onlyNode(t, mustRender(t, world(mk("a", fakeCA), mk("b", fakeCA)), Options{}))
+	after := onlyNode(t, mustRender(t, world(mk("a", fakeCA), mk("b", rotated)), Options{}))
+	a, b := mk("a", nil).ClusterName(), mk("b", nil).ClusterName()
+	shared := names.CASecret(fakeCA)
+	assert.Equal(t, shared, caRef(before, a))
+	assert.Equal(t, shared, caRef(before, b))
+	count := 0
+	for _, sec := range before.Secrets {
+		if sec.Name == shared {
+			count++
+		}
+	}
+	assert.Equal(t, 1, count, "a shared bundle is listed once per node")
+	assert.Equal(t, shared, caRef(after, a), "the service whose caCert did not change keeps its secret")
+	assert.Equal(t, names.CASecret(rotated), caRef(after, b))
+	assert.True(t, proto.Equal(clusterByName(before, a), clusterByName(after, a)), "editing b's caCert must not touch a's cluster")
+	assert.Equal(t, rotated, secretByName(after, names.CASecret(rotated)).GetValidationContext().GetTrustedCa().GetInlineBytes())
+}
+
+// A caCert from a Secret is one SDS secret per Secret, whatever its content,
+// so rotating the Secret changes that secret and no cluster.
+func TestF7CAFromASecretIsOneSecretPerSecret(t *testing.T) {
+	mk := func(name string, ca []byte) *model.Service {
+		tl := tlsSecured()
+		tl.CA, tl.CASource = ca, "secret:bank-ca"
+		return withTLS(svc(name, "tcp", 443, ep(name+".example.com", 443)), tl)
+	}
+	rotated := []byte("-----BEGIN CERTIFICATE-----\nrotated\n-----END CERTIFICATE-----\n")
+	before := onlyNode(t, mustRender(t, world(mk("a", fakeCA), mk("b", fakeCA)), Options{}))
+	after := onlyNode(t, mustRender(t, world(mk("a", rotated), mk("b", rotated)), Options{}))
+	name := names.SecretCASecret("default", "bank-ca")
+	for _, n := range []*Node{before, after} {
+		for _, svc := range []string{"a", "b"} {
+			_, ref := validationOf(upstreamTLSOf(t, n, mk(svc, nil).ClusterName()))
+			assert.Equal(t, name, ref.GetName())
+		}
+	}
+	for _, svc := range []string{"a", "b"} {
+		c := mk(svc, nil).ClusterName()
+		assert.True(t, proto.Equal(clusterByName(before, c), clusterByName(after, c)), "rotating the Secret must not touch cluster %s", c)
+	}
+	assert.Equal(t, rotated, secretByName(after, name).GetValidationContext().GetTrustedCa().GetInlineBytes())
 }
 
 func TestF8SkipSANKeepsServerName(t *testing.T) {
@@ -397,7 +456,7 @@ func TestSkipAllKeepsClientCertAndVerifiesNothing(t *testing.T) {
 	if len(up.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()) != 1 {
 		t.Error("SkipAll dropped the client certificate (Kuma does; meshext keeps it)")
 	}
-	if secretByName(n, names.CASecret(s.ClusterName())) != nil {
+	if secretByName(n, names.CASecret(tl.CA)) != nil {
 		t.Error("SkipAll shipped an unused CA secret")
 	}
 }

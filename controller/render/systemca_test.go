@@ -12,8 +12,8 @@ import (
 )
 
 // Services trusting the system bundle share one SDS secret (one file, one
-// Envoy watch), listed once per node; a user CA stays per service so its
-// rotation never touches another cluster.
+// Envoy watch), listed once per node; a user CA is its own secret, named by
+// its content.
 func TestSystemCABundleIsOneSharedSecret(t *testing.T) {
 	system := func() *model.TLS {
 		return &model.TLS{Mode: resource.ModeSecured, MinVersion: resource.TLSAuto, MaxVersion: resource.TLSAuto,
@@ -30,7 +30,7 @@ func TestSystemCABundleIsOneSharedSecret(t *testing.T) {
 		secrets = append(secrets, s.Name)
 	}
 	shared := names.SystemCASecret("/etc/ssl/certs/ca-certificates.crt")
-	assert.ElementsMatch(t, []string{shared, names.CASecret(w.Services[2].ClusterName())}, secrets)
+	assert.ElementsMatch(t, []string{shared, names.CASecret(w.Services[2].TLS.CA)}, secrets)
 	for _, cl := range []string{w.Services[0].ClusterName(), w.Services[1].ClusterName()} {
 		up := upstreamTLSOf(t, n, cl)
 		require.NotNil(t, up)

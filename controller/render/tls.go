@@ -16,9 +16,20 @@ import (
 
 const transportSocketTLS = "envoy.transport_sockets.tls"
 
-// Secret names are stable per service and material, so a rotated CA or client
-// certificate changes one SDS resource and leaves the cluster untouched (F7).
-func caSecretName(s *model.Service) string { return names.CASecret(s.ClusterName()) }
+// A client certificate's secret is named per service, so rotating it changes
+// one SDS resource and leaves the cluster untouched (F7). Trust anchors are
+// shared: a caCert from a Secret is one SDS secret per Secret (rotating the
+// Secret touches no cluster, F7), an inline one is named by its content
+// (names.CASecret). At 10k services with one CA that is one secret instead
+// of 10k: per-service secrets cost 10k files and exceed Envoy's inotify
+// budget in file mode. Editing an inline caCert is an edit of that service:
+// its cluster moves to the new bundle's secret, the others stay.
+func caSecretName(s *model.Service) string {
+	if secret, ok := strings.CutPrefix(s.TLS.CASource, "secret:"); ok {
+		return names.SecretCASecret(s.Mesh, secret)
+	}
+	return names.CASecret(s.TLS.CA)
+}
 
 func clientSecretName(s *model.Service) string { return names.ClientSecret(s.ClusterName()) }
 
@@ -72,7 +83,7 @@ func (r *renderer) upstreamTLS(s *model.Service) (*corev3.TransportSocket, []*tl
 	var ca *tlsv3.Secret
 	switch {
 	case len(t.CA) > 0:
-		ca = caSecret(s, &tlsv3.CertificateValidationContext{TrustedCa: inlineBytes(t.CA)})
+		ca = &tlsv3.Secret{Name: caSecretName(s), Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{TrustedCa: inlineBytes(t.CA)}}}
 	case t.SystemCAPath != "":
 		// One secret per bundle path, shared by every service that trusts it:
 		// in file-drop mode Envoy holds one inotify instance per SDS file, and
@@ -159,10 +170,6 @@ func (r *renderer) upstreamTLS(s *model.Service) (*corev3.TransportSocket, []*tl
 		return nil, nil, err
 	}
 	return &corev3.TransportSocket{Name: transportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, secrets, nil
-}
-
-func caSecret(s *model.Service, vc *tlsv3.CertificateValidationContext) *tlsv3.Secret {
-	return &tlsv3.Secret{Name: caSecretName(s), Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}
 }
 
 func inlineBytes(b []byte) *corev3.DataSource {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/meshext/meshext/controller/inputfile"
+	"github.com/meshext/meshext/controller/parallel"
 )
 
 // Set is every resource read from a set of files, indexed by kind.
@@ -215,22 +216,38 @@ func Load(paths []string, opts Options) (*Set, []*FieldError, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// Read and parse every file in parallel, then add in file order, so
+	// the result (first definition wins, problem order) is the serial one.
+	type parsed struct {
+		readErr *FieldError
+		objs    []Object
+		errs    []*FieldError
+	}
+	results := make([]parsed, len(files))
+	parallel.ForEach(len(files), func(i int) {
+		data, err := inputfile.Read(files[i], opts.MaxFileSize)
+		if err != nil {
+			results[i].readErr = ReadProblem(files[i], err)
+			return
+		}
+		results[i].objs, results[i].errs = ParseBytes(files[i], data)
+	})
 	set := &Set{}
 	var errs []*FieldError
-	for _, f := range files {
-		data, err := inputfile.Read(f, opts.MaxFileSize)
-		if err != nil {
-			errs = append(errs, ReadProblem(f, err))
+	for i, f := range files {
+		r := &results[i]
+		if r.readErr != nil {
+			errs = append(errs, r.readErr)
 			continue
 		}
 		set.Files = append(set.Files, f)
-		objs, perrs := ParseBytes(f, data)
-		errs = append(errs, perrs...)
-		for _, o := range objs {
+		errs = append(errs, r.errs...)
+		for _, o := range r.objs {
 			if e := set.Add(o); e != nil {
 				errs = append(errs, e)
 			}
 		}
+		*r = parsed{} // let the parsed file go as soon as it is in the set
 	}
 	set.ComputeLabels(opts)
 	return set, errs, nil

@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/xds"
 	"github.com/meshext/meshext/controller/xds/envoytest"
@@ -86,15 +87,15 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	}
 
 	cfg := want("initial services with their CA secrets", func(c *envoytest.Config) bool {
-		return has(c, "mes-a", "mes-d", "mes-e") && c.Secrets[cluster("mes-d")+"_ca"] != "" &&
-			c.Secrets[cluster("mes-e")+"_ca"] != "" && len(c.Listeners) > 0
+		return has(c, "mes-a", "mes-d", "mes-e") && c.Secrets[names.SecretCASecret("default", "ca-d")] != "" &&
+			c.Secrets[names.SecretCASecret("default", "ca-e")] != "" && len(c.Listeners) > 0
 	})
 	// The delivered config carries traffic: outbound listener -> mes-a -> echo.
 	outAddr := fmt.Sprintf("127.0.0.1:%d", outPort)
 	testnet.EchoThrough(t, outAddr, "ping through envoy\n", envoyWait)
 	secretEVersion := map[string]string{}
 	for mode, c := range cfg {
-		secretEVersion[mode] = c.Secrets[cluster("mes-e")+"_ca"]
+		secretEVersion[mode] = c.Secrets[names.SecretCASecret("default", "ca-e")]
 	}
 
 	// A change arrives.
@@ -118,7 +119,7 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 		return !d && has(c, "mes-a", "mes-b", "mes-c", "mes-e")
 	})
 	for mode, c := range cfg {
-		if v := c.Secrets[cluster("mes-e")+"_ca"]; v != secretEVersion[mode] {
+		if v := c.Secrets[names.SecretCASecret("default", "ca-e")]; v != secretEVersion[mode] {
 			t.Errorf("%s: mes-e's secret changed (%q -> %q) when only ca-d broke", mode, secretEVersion[mode], v)
 		}
 	}
@@ -141,7 +142,7 @@ func TestEnvoyFollowsDropDir(t *testing.T) {
 	dropWrite(t, dir, "ca-e.yaml", secretYAML("ca-e", newCAPEM(t)))
 	for mode, e := range envoys {
 		c := e.WaitConfig(t, envoyWait, mode+": ca-e rotated", func(c *envoytest.Config) bool {
-			v := c.Secrets[cluster("mes-e")+"_ca"]
+			v := c.Secrets[names.SecretCASecret("default", "ca-e")]
 			return v != "" && v != secretEVersion[mode]
 		})
 		if v := c.Clusters[cluster("mes-e")]; v != clusterEVersion[mode] {

@@ -15,6 +15,7 @@ import (
 	"github.com/meshext/meshext/controller/meshca"
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/parallel"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/source"
@@ -76,6 +77,36 @@ func (p *pipeline) parse(file string, data []byte) ([]resource.Object, []*resour
 	objs, errs := p.parseDoc(file, data)
 	p.parsed[file] = parsedFile{sum: sum, objs: objs, errs: errs}
 	return objs, errs
+}
+
+// parseChanged parses, on every core, each read file whose content is not
+// in the cache (a cold start parses them all), so parse below only hits.
+func (p *pipeline) parseChanged(in *input) {
+	type miss struct {
+		file string
+		data []byte
+		sum  [32]byte
+	}
+	var misses []miss
+	for _, f := range in.files {
+		data, ok := in.data[f]
+		if !ok {
+			continue
+		}
+		sum := sha256.Sum256(data)
+		if c, ok := p.parsed[f]; ok && c.sum == sum {
+			continue
+		}
+		misses = append(misses, miss{f, data, sum})
+	}
+	done := make([]parsedFile, len(misses))
+	parallel.ForEach(len(misses), func(i int) {
+		objs, errs := p.parseDoc(misses[i].file, misses[i].data)
+		done[i] = parsedFile{sum: misses[i].sum, objs: objs, errs: errs}
+	})
+	for i, m := range misses {
+		p.parsed[m.file] = done[i]
+	}
 }
 
 // result is one compile of the drop directory.
@@ -187,6 +218,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		return nil, errUnchanged
 	}
 	res := &result{problems: append([]*resource.FieldError{}, in.problems...)}
+	p.parseChanged(in)
 	set := &resource.Set{}
 	var objs []resource.Object // every file's resources, in file order
 	for _, f := range in.files {

@@ -109,7 +109,8 @@ func Snapshot(res *Resources) (*cachev3.Snapshot, error) {
 	return snapshotWith(res, hashOf)
 }
 
-// snapshotWith is Snapshot with each resource's hash from hash. The same
+// snapshotWith is Snapshot with each resource's hash from hash (safe for
+// concurrent use). The same
 // hashes are the per-resource versions of delta xDS: go-control-plane would
 // otherwise marshal and hash every resource again on each SetSnapshot.
 func snapshotWith(res *Resources, hash func(proto.Message) (string, error)) (*cachev3.Snapshot, error) {
@@ -124,33 +125,32 @@ func snapshotWith(res *Resources, hash func(proto.Message) (string, error)) (*ca
 		}
 		snap.VersionMap[typeURL] = map[string]string{}
 	}
-	// hashed records each resource's hash as its delta version.
-	hashed := func(typeURL string) func(proto.Message) (string, error) {
+	// Each type's version, and each resource's hash as its delta version.
+	version := func(typeURL string, es []namedHash) string {
 		vm := snap.VersionMap[typeURL]
-		return func(m proto.Message) (string, error) {
-			h, err := hash(m)
-			if err == nil {
-				vm[m.(named).GetName()] = h
-			}
-			return h, err
+		for _, e := range es {
+			vm[e.name] = e.hash
 		}
+		return versionFrom(es)
 	}
-	cv, err := versionWith(res.Clusters, hashed(resourcev3.ClusterType))
+	ch, err := hashAll(res.Clusters, hash)
 	if err != nil {
 		return nil, err
 	}
-	lv, err := versionWith(res.Listeners, hashed(resourcev3.ListenerType))
+	lh, err := hashAll(res.Listeners, hash)
 	if err != nil {
 		return nil, err
 	}
-	rv, err := versionWith(res.Routes, hashed(resourcev3.RouteType))
+	rh, err := hashAll(res.Routes, hash)
 	if err != nil {
 		return nil, err
 	}
-	sv, err := versionWith(res.Secrets, hashed(resourcev3.SecretType))
+	sh, err := hashAll(res.Secrets, hash)
 	if err != nil {
 		return nil, err
 	}
+	cv, lv := version(resourcev3.ClusterType, ch), version(resourcev3.ListenerType, lh)
+	rv, sv := version(resourcev3.RouteType, rh), version(resourcev3.SecretType, sh)
 	snap.Resources[types.Cluster] = cachev3.NewResources(cv, toResources(res.Clusters))
 	snap.Resources[types.Listener] = cachev3.NewResources(lv, toResources(res.Listeners))
 	snap.Resources[types.Route] = cachev3.NewResources(rv, toResources(res.Routes))

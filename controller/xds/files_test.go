@@ -12,6 +12,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 type traced struct {
@@ -403,5 +404,39 @@ func TestOutDirRefusesTamperedManifestAndSymlinks(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(target); len(ents) != 0 {
 		t.Fatalf("wrote through a symlink: %v", ents)
+	}
+}
+
+// A listener with many filter chains is marshalled in parts and spliced;
+// the file must read back as the same listener, with and without other
+// fields beside the chains.
+func TestLargeListenerJSONReadsBackEqual(t *testing.T) {
+	for _, named := range []bool{true, false} {
+		l := &listenerv3.Listener{}
+		if named {
+			l.Name, l.StatPrefix = "outbound:transparent", "outbound"
+		}
+		for i := 0; i < splitChains+3; i++ {
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Name: "chain-" + strings.Repeat("x", i%7) + string(rune('a'+i%26)),
+				Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy"}}})
+		}
+		var buf strings.Builder
+		if err := writeDiscoveryJSON(&buf, "v1", "type.googleapis.com/envoy.config.listener.v3.Listener", []proto.Message{l}); err != nil {
+			t.Fatal(err)
+		}
+		var dr discoveryv3.DiscoveryResponse
+		if err := protojson.Unmarshal([]byte(buf.String()), &dr); err != nil {
+			t.Fatalf("named=%v: %v", named, err)
+		}
+		if len(dr.Resources) != 1 {
+			t.Fatalf("named=%v: %d resources", named, len(dr.Resources))
+		}
+		var got listenerv3.Listener
+		if err := dr.Resources[0].UnmarshalTo(&got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&got, l) {
+			t.Errorf("named=%v: the listener read back differs", named)
+		}
 	}
 }

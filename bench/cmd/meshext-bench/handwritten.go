@@ -19,7 +19,7 @@ type handParams struct {
 	CAFile     string // tls only
 	ServerName string // tls only
 	// AccessLogFormat, when set, adds a stdout access log with this format
-	// (the (b+log) variant).
+	// (a diagnostic: the bench's own tests use it).
 	AccessLogFormat string
 }
 

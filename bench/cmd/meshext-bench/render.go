@@ -29,7 +29,10 @@ type renderRequest struct {
 	CAFile     string
 	ServerName string
 	WithFilter bool
-	Dir        string
+	// WithPolicies adds a second service the Dataplane is denied and a
+	// MeshTrafficPermission set allowing the measured one (the (c+p) variant).
+	WithPolicies bool
+	Dir          string
 }
 
 type renderedConfig struct {
@@ -42,6 +45,8 @@ type renderedConfig struct {
 	FilterByHarness bool
 	// AccessLogFormat is the text format of the rendered access log ("" = none).
 	AccessLogFormat string
+	// PolicyNote says what (c+p)'s config shows of the rendered decisions.
+	PolicyNote string
 }
 
 // accessLogFormat finds the first access log's inline text format in a
@@ -126,11 +131,11 @@ func mesProtocol(proto string) string {
 
 // benchPorts are the ports a rendered Dataplane listens on; all ephemeral,
 // so the four protocols' Envoys run side by side.
-type benchPorts struct{ outbound, inbound, service, redirect, admin int }
+type benchPorts struct{ outbound, deniedOutbound, inbound, service, redirect, admin int }
 
 func allocPorts() (benchPorts, error) {
 	var p benchPorts
-	for _, dst := range []*int{&p.outbound, &p.inbound, &p.service, &p.redirect, &p.admin} {
+	for _, dst := range []*int{&p.outbound, &p.deniedOutbound, &p.inbound, &p.service, &p.redirect, &p.admin} {
 		port, err := envoyproc.FreePort()
 		if err != nil {
 			return p, err
@@ -179,6 +184,14 @@ spec:
   - address: %s
     port: %d
 %s`, r.Proto, r.UpPort, mesProtocol(r.Proto), r.UpHost, r.UpPort, tls)
+	deniedOutbound := ""
+	if r.WithPolicies {
+		deniedOutbound = fmt.Sprintf(`  - port: %d
+    backendRef:
+      kind: MeshExternalService
+      name: bench-%s-denied
+`, ports.deniedOutbound, r.Proto)
+	}
 	dp := fmt.Sprintf(`type: Dataplane
 mesh: default
 name: bench
@@ -196,11 +209,48 @@ networking:
     backendRef:
       kind: MeshExternalService
       name: bench-%s
-  transparentProxying:
+%s  transparentProxying:
     redirectPortOutbound: %d
   admin:
     port: %d
-`, ports.inbound, ports.service, ports.outbound, r.Proto, ports.redirect, ports.admin)
+`, ports.inbound, ports.service, ports.outbound, r.Proto, deniedOutbound, ports.redirect, ports.admin)
+	if r.WithPolicies {
+		mes += fmt.Sprintf(`---
+apiVersion: kuma.io/v1alpha1
+kind: MeshExternalService
+metadata:
+  name: bench-%[1]s-denied
+  namespace: kuma-system
+  labels:
+    kuma.io/mesh: default
+spec:
+  match:
+    type: HostnameGenerator
+    port: %[2]d
+    protocol: %[3]s
+  endpoints:
+  - address: %[4]s
+    port: %[5]d
+%[6]s---
+type: MeshTrafficPermission
+name: allow-bench
+mesh: default
+spec:
+  targetRef: {kind: MeshExternalService, name: bench-%[1]s}
+  from:
+    - targetRef: {kind: MeshService, name: bench}
+      default: {action: Allow}
+---
+type: MeshTrafficPermission
+name: deny-bench-other
+mesh: default
+spec:
+  targetRef: {kind: MeshExternalService, name: bench-%[1]s-denied}
+  from:
+    - targetRef: {kind: MeshService, name: bench}
+      default: {action: Deny}
+`, r.Proto, r.UpPort+1, mesProtocol(r.Proto), r.UpHost, r.UpPort, tls)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "mes.yaml"), []byte(mes), 0o644); err != nil {
 		return err
 	}
@@ -259,6 +309,18 @@ func (rd renderer) config(r renderRequest) (renderedConfig, error) {
 			rc.Extras = []string{"the rendered config (c) carries, beyond (b): " + strings.Join(x, ", ")}
 		}
 		rc.AccessLogFormat = accessLogFormat(data)
+		if r.WithPolicies {
+			// The denial of the second service is decided when rendering:
+			// HTTP and gRPC outbounds answer it directly (403 / status 7)
+			// with the policy's name; a TCP outbound has no upstream.
+			denial := "the 403 / status 7 naming `deny-bench-other`"
+			found := strings.Contains(string(data), "deny-bench-other")
+			if r.Proto == "tcp" {
+				denial, found = "the second service's outbound to the endpoint-less `meshext_denied` cluster", strings.Contains(string(data), `"meshext_denied"`)
+			}
+			rc.PolicyNote = fmt.Sprintf("(c+p): the policy set's denial is in the rendered config (%s): %v; authorization filters in the whole config: %d",
+				denial, found, strings.Count(string(data), "envoy.filters.http.rbac")+strings.Count(string(data), "envoy.filters.network.rbac")+strings.Count(string(data), dynamicModuleFilter))
+		}
 	}
 	if r.WithFilter {
 		listener := "outbound:" + rc.Target

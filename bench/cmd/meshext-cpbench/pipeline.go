@@ -163,7 +163,11 @@ func apply(n int, dir, envoyBin string, changes int) (*Result, error) {
 		return r, err
 	}
 	t0 := time.Now()
-	e, err := envoyproc.Start(envoyproc.Pinned(envoyBin, bootPath, dir, "cp-envoy", nil))
+	// At 10k services Envoy is ready only after its first CDS from the
+	// drop (about 20 s on a 2-core VM).
+	eo := envoyproc.Pinned(envoyBin, bootPath, dir, "cp-envoy", nil)
+	eo.ReadyTimeout = 180 * time.Second
+	e, err := envoyproc.Start(eo)
 	if err != nil {
 		return r, err
 	}

@@ -72,7 +72,11 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 		return r, err
 	}
 	t1 := time.Now()
-	e, err := envoyproc.Start(envoyproc.Pinned(envoyBin, bootPath, dir, "run-envoy", pluginEnv(plugin)))
+	// At 10k services Envoy is ready only after its first CDS from the
+	// drop (about 20 s on a 2-core VM).
+	eo := envoyproc.Pinned(envoyBin, bootPath, dir, "run-envoy", pluginEnv(plugin))
+	eo.ReadyTimeout = 180 * time.Second
+	e, err := envoyproc.Start(eo)
 	if err != nil {
 		return r, err
 	}

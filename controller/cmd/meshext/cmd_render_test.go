@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testenv"
 	"github.com/meshext/meshext/e2e/testnet"
@@ -200,7 +201,7 @@ networking:
 
 	// Wait (bounded) until the cluster, its two SDS secrets and the listeners are active.
 	const cluster = "default_api__default_extsvc_443"
-	want := []string{`"` + cluster + `"`, `"` + cluster + `_ca"`, `"` + cluster + `_client"`, fmt.Sprintf(`"outbound:127.0.0.1:%d"`, outbound), `"outbound:transparent"`}
+	want := []string{`"` + cluster + `"`, `"` + names.CASecret(ca.CertPEM) + `"`, `"` + cluster + `_client"`, fmt.Sprintf(`"outbound:127.0.0.1:%d"`, outbound), `"outbound:transparent"`}
 	var dump string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
