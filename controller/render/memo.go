@@ -2,10 +2,14 @@ package render
 
 import (
 	"bytes"
+	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
@@ -26,18 +30,29 @@ import (
 //     source resource by identity;
 //   - a cluster as a node's policies shape it (policyCluster) is a function
 //     of the service's cluster (by identity) and its cluster settings
-//     (clusterSettings, the same key that shares it between nodes).
+//     (clusterSettings, the same key that shares it between nodes);
+//   - a service's network filters and route table on a node
+//     (serviceFilters) are a function of the service, the node, the
+//     Options and everything in the World that is not a service
+//     (worldKey: Dataplanes, ZoneEgresses, Meshes, MeshTrafficPermissions,
+//     policies), as long as nothing leads them to another service or
+//     outside the chain: only outside mTLS meshes and egresses, without
+//     MeshHTTPRoute, MeshTCPRoute or MeshAccessLog for the pair, and when
+//     rendering them left no note (filtersOf).
 //
-// Everything else (listeners, route tables, authorization) is rendered on
-// every Render: it depends on the whole World.
+// Listeners themselves are assembled on every Render.
 type Memo struct {
 	opts     Options
 	services map[string]*memoService
 	variants map[variantKey]*clusterVariant
+	// world is what the filters were rendered in (worldKey).
+	world   worldKey
+	filters map[filterKey]*memoFilters
 	// next* collect what this Render used: the memo keeps no more than one
 	// Render's worth of messages.
 	nextServices map[string]*memoService
 	nextVariants map[variantKey]*clusterVariant
+	nextFilters  map[filterKey]*memoFilters
 }
 
 type memoService struct {
@@ -58,19 +73,107 @@ func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 			m.services, m.variants = nil, nil
 		}
 		m.opts = opts
+		if wk := worldKeyOf(w); !wk.equal(&m.world) {
+			m.world, m.filters = wk, nil
+		}
 		m.nextServices = make(map[string]*memoService, len(m.services))
 		m.nextVariants = make(map[variantKey]*clusterVariant, len(m.variants))
+		m.nextFilters = make(map[filterKey]*memoFilters, len(m.filters))
 	}
 	out, err := render(w, opts, m)
 	if m != nil {
 		if err != nil {
-			m.services, m.variants = nil, nil
+			m.services, m.variants, m.filters = nil, nil, nil
+			m.world = worldKey{}
 		} else {
-			m.services, m.variants = m.nextServices, m.nextVariants
+			m.services, m.variants, m.filters = m.nextServices, m.nextVariants, m.nextFilters
 		}
-		m.nextServices, m.nextVariants = nil, nil
+		m.nextServices, m.nextVariants, m.nextFilters = nil, nil, nil
 	}
 	return out, err
+}
+
+// worldKey is everything in a World but its services that a service's
+// filters may depend on, by identity (parsed resources are never modified),
+// except Kuma's implicit default policies, which Build makes anew each time
+// and are compared by content.
+type worldKey struct {
+	valid        bool
+	dataplanes   []*resource.Dataplane
+	zoneEgresses []*resource.ZoneEgress
+	permissions  []*resource.MeshTrafficPermission
+	meshes       map[string]*resource.Mesh
+	mtls         []string
+	policies     []resource.Policy
+	defaults     []resource.Policy
+}
+
+func worldKeyOf(w *model.World) worldKey {
+	k := worldKey{valid: w != nil}
+	if w == nil {
+		return k
+	}
+	k.dataplanes, k.zoneEgresses, k.permissions, k.meshes = w.Dataplanes, w.ZoneEgresses, w.Permissions, w.Meshes
+	for mesh, mt := range w.MTLS {
+		if mt != nil {
+			k.mtls = append(k.mtls, mesh)
+		}
+	}
+	slices.Sort(k.mtls)
+	if w.Policies != nil {
+		all, defaults := w.Policies.Policies(), w.Policies.Defaults()
+		k.policies, k.defaults = all[:len(all)-len(defaults)], defaults
+	}
+	return k
+}
+
+func (k *worldKey) equal(o *worldKey) bool {
+	return k.valid && o.valid && slices.Equal(k.dataplanes, o.dataplanes) && slices.Equal(k.zoneEgresses, o.zoneEgresses) &&
+		slices.Equal(k.permissions, o.permissions) && maps.Equal(k.meshes, o.meshes) && slices.Equal(k.mtls, o.mtls) &&
+		slices.Equal(k.policies, o.policies) && reflect.DeepEqual(k.defaults, o.defaults)
+}
+
+type filterKey struct{ node, cluster string }
+
+// memoFilters is one service's filters on one node, with the route tables
+// rendering them added to the node.
+type memoFilters struct {
+	in      renderInput
+	filters []*listenerv3.Filter
+	routes  []*routev3.RouteConfiguration
+	closed  bool
+}
+
+// filtersOf is serviceFilters through the memo (see Memo for when).
+func (r *renderer) filtersOf(n *Node, s *model.Service) ([]*listenerv3.Filter, bool, error) {
+	key := filterKey{node: n.ID, cluster: s.ClusterName()}
+	reusable := r.memo != nil && r.reusableFilters(n, s)
+	if reusable {
+		if e := r.memo.filters[key]; e != nil && e.in.equal(s) {
+			r.memo.nextFilters[key] = e
+			n.Routes = append(n.Routes, e.routes...)
+			return e.filters, e.closed, nil
+		}
+	}
+	routes, notes, fifo, otel := len(n.Routes), len(r.pol.notes[n.ID]), r.pol.fifo[n.ID], r.pol.otel[n.ID]
+	f, closed, err := r.serviceFilters(n, s)
+	if err == nil && reusable && len(r.pol.notes[n.ID]) == notes && r.pol.fifo[n.ID] == fifo && r.pol.otel[n.ID] == otel {
+		r.memo.nextFilters[key] = &memoFilters{in: inputOf(s), filters: slices.Clip(f), closed: closed, routes: slices.Clone(n.Routes[routes:])}
+	}
+	return f, closed, err
+}
+
+// reusableFilters reports whether s's filters on n depend on nothing but
+// s, n and the worldKey: no egress hop, and no policy kind that leads to
+// other services (routes) or registers node-wide state (access logs).
+func (r *renderer) reusableFilters(n *Node, s *model.Service) bool {
+	if n.ZoneEgress != nil || r.world.MTLS[s.Mesh] != nil {
+		return false
+	}
+	eff := r.policiesFor(n, s)
+	return eff == nil || (len(eff.HTTPRules) == 0 && len(eff.RouteConfs) == 0 &&
+		eff.Confs[resource.KindMeshTCPRoute] == nil && eff.Confs[resource.KindMeshHTTPRoute] == nil &&
+		eff.Confs[resource.KindMeshAccessLog] == nil)
 }
 
 // service returns the rendering of s kept from the last Render when s's

@@ -148,6 +148,30 @@ networking:
 		}},
 		{name: "policy removed", edit: func(*Options) { delete(f.files, "pol-cb.yaml") }},
 		{name: "HostnameGenerator", edit: func(*Options) { f.files["gen.yaml"] = gen("other.local") }},
+		{name: "MeshTrafficPermission deny", edit: func(*Options) {
+			f.files["mtp.yaml"] = "type: MeshTrafficPermission\nname: no-db\nmesh: default\nspec:\n  targetRef: {kind: MeshExternalService, name: db}\n  from:\n    - targetRef: {kind: Mesh}\n      default: {action: Deny}\n"
+		}},
+		{name: "denied service's endpoint", edit: func(*Options) {
+			f.files["db.yaml"] = memoMES("db", "tcp", 5433, memoTLS("      caCert: {secret: ca}\n"))
+		}},
+		{name: "MeshTrafficPermission allow", edit: func(*Options) {
+			f.files["mtp.yaml"] = strings.Replace(f.files["mtp.yaml"], "Deny", "Allow", 1)
+		}},
+		{name: "MeshHTTPRoute to another service", edit: func(*Options) {
+			f.files["route.yaml"] = "type: MeshHTTPRoute\nname: r\nmesh: default\nspec:\n  to:\n    - targetRef: {kind: MeshExternalService, name: api}\n      rules:\n        - matches: [{path: {type: PathPrefix, value: /rpc}}]\n          default:\n            backendRefs: [{kind: MeshExternalService, name: rpc}]\n"
+		}},
+		{name: "route backend's port", edit: func(*Options) { f.files["rpc.yaml"] = memoMES("rpc", "grpc", 9001, "") }},
+		{name: "route backend removed", edit: func(*Options) { delete(f.files, "rpc.yaml") }},
+		{name: "route backend back", edit: func(*Options) { f.files["rpc.yaml"] = memoMES("rpc", "grpc", 9001, "") }},
+		{name: "route backend denied", edit: func(*Options) {
+			f.files["mtp-rpc.yaml"] = "type: MeshTrafficPermission\nname: no-rpc\nmesh: default\nspec:\n  targetRef: {kind: MeshExternalService, name: rpc}\n  from:\n    - targetRef: {kind: Mesh}\n      default: {action: Deny}\n"
+		}},
+		{name: "MeshHTTPRoute removed", edit: func(*Options) { delete(f.files, "route.yaml"); delete(f.files, "mtp-rpc.yaml") }},
+		{name: "MeshAccessLog", edit: func(*Options) {
+			f.files["log.yaml"] = policy("MeshAccessLog", "        backends: [{type: File, file: {path: /var/log/mesh.log}}]\n")
+		}},
+		{name: "endpoint under MeshAccessLog", edit: func(*Options) { f.files["api.yaml"] = memoMES("api", "http", 9444, inlineCA(ca2.CertPEM)) }},
+		{name: "MeshAccessLog removed", edit: func(*Options) { delete(f.files, "log.yaml") }},
 		{name: "Options.UpstreamDNS", edit: func(o *Options) { o.UpstreamDNS = "127.0.0.1:5353" }},
 		{name: "Options.SecretsVia", edit: func(o *Options) { o.SecretsVia, o.SecretsDir = SecretsFile, "/var/run/meshext/xds/secrets" }},
 		{name: "Dataplane", edit: func(*Options) { f.files["dp.yaml"] = dataplane }},
@@ -224,7 +248,7 @@ func msgs[T proto.Message](in []T) []proto.Message {
 }
 
 // TestMemoReusesUnchangedServices: after a one-service edit, the other
-// services' clusters and secrets are the very messages of the last Render
+// services' clusters, secrets and route tables are the very messages of the last Render
 // (delivery keys its own memos by identity), and the edited one's are new.
 func TestMemoReusesUnchangedServices(t *testing.T) {
 	// b trusts a CA of its own: a CA secret is shared by content, and the
@@ -232,14 +256,17 @@ func TestMemoReusesUnchangedServices(t *testing.T) {
 	bTLS := func() *model.TLS { t := tlsSecured(); t.CA = fakeClientCert; return t }
 	a := withTLS(svc("a", "http", 80, ep("10.0.0.1", 80)), tlsSecured())
 	b := withTLS(svc("b", "tcp", 81, ep("10.0.0.2", 81)), bTLS())
+	c := svc("c", "http", 82, ep("10.0.0.3", 82))
 	memo := &Memo{}
-	first, err := memo.Render(world(a, b), Options{})
+	opts := Options{RoutesVia: RoutesADS}
+	first, err := memo.Render(world(a, b, c), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a2 := withTLS(svc("a", "http", 80, ep("10.0.0.1", 8080)), tlsSecured())
 	b2 := withTLS(svc("b", "tcp", 81, ep("10.0.0.2", 81)), bTLS())
-	second, err := memo.Render(world(a2, b2), Options{})
+	c2 := svc("c", "http", 82, ep("10.0.0.3", 82))
+	second, err := memo.Render(world(a2, b2, c2), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,10 +279,13 @@ func TestMemoReusesUnchangedServices(t *testing.T) {
 		for _, s := range n.Secrets {
 			m["secret "+s.Name] = s
 		}
+		for _, rc := range n.Routes {
+			m["route table "+rc.Name] = rc
+		}
 		return m
 	}
 	old, cur := byName(n1), byName(n2)
-	for _, name := range []string{"cluster " + b.ClusterName(), "secret " + caSecretName(b)} {
+	for _, name := range []string{"cluster " + b.ClusterName(), "secret " + caSecretName(b), "route table " + c.ClusterName()} {
 		if old[name] == nil || old[name] != cur[name] {
 			t.Errorf("%s: rendered again, want the last Render's message", name)
 		}

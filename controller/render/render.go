@@ -393,7 +393,7 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	}
 	r.onNode = placed
 	for _, rs := range placed {
-		f, closed, err := r.serviceFilters(n, rs.svc)
+		f, closed, err := r.filtersOf(n, rs.svc)
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
 			continue
