@@ -46,6 +46,9 @@ type BootstrapOptions struct {
 	XDS string
 	// XDSDir is the absolute directory holding cds.json and lds.json (XDSFile).
 	XDSDir string
+	// FileFormat is the drop's encoding (XDSFile; "" = JSON, xds.FormatProto
+	// reads cds.pb and lds.pb).
+	FileFormat xds.Format
 	// ADSAddress is the ADS server (XDSADS): unix:PATH for meshext run's
 	// unix socket (an Envoy pipe address), or HOST:PORT.
 	ADSAddress string
@@ -136,7 +139,14 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 				}},
 			}
 		}
-		b.DynamicResources = &bootstrapv3.Bootstrap_DynamicResources{CdsConfig: src(CDSFile), LdsConfig: src(LDSFile)}
+		ext := xds.FormatJSON.Ext()
+		if o.FileFormat != "" {
+			if _, err := xds.ParseFormat(string(o.FileFormat)); err != nil {
+				return nil, err
+			}
+			ext = o.FileFormat.Ext()
+		}
+		b.DynamicResources = &bootstrapv3.Bootstrap_DynamicResources{CdsConfig: src("cds" + ext), LdsConfig: src("lds" + ext)}
 	case XDSADS:
 		c, err := adsCluster(o)
 		if err != nil {

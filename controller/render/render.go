@@ -49,6 +49,7 @@ import (
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/xds"
 )
 
 // How clusters reference their SDS secrets.
@@ -91,6 +92,9 @@ type Options struct {
 	// RoutesDir is the absolute xds directory of the route files for
 	// RoutesFile (xds.RoutePath).
 	RoutesDir string
+	// FileFormat is how the secret and route files named by SecretsFile and
+	// RoutesFile are encoded ("" = JSON): the paths carry its extension.
+	FileFormat xds.Format
 	// AccessLogFIFODir is the absolute directory of the access-log relay's
 	// FIFOs (AccessLogFIFO): MeshAccessLog Tcp backends write there, and
 	// are left out (with a warning) when it is "".

@@ -9,8 +9,6 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/meshext/meshext/controller/xds"
 )
 
 // How a workload's service listeners get their route tables (Options.RoutesVia).
@@ -61,7 +59,7 @@ func (r *renderer) setRoutes(n *Node, hcm *hcmv3.HttpConnectionManager, rc *rout
 		src = &corev3.ConfigSource{
 			ResourceApiVersion: corev3.ApiVersion_V3,
 			ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{
-				Path: xds.RoutePath(r.opts.RoutesDir, n.ID, rc.Name),
+				Path: r.fileFormat().RoutePath(r.opts.RoutesDir, n.ID, rc.Name),
 			}},
 		}
 	}

@@ -1,7 +1,10 @@
 package render
 
 import (
+	"strings"
 	"testing"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -9,6 +12,7 @@ import (
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/xds"
 )
 
 // Services trusting the system bundle share one SDS secret (one file, one
@@ -35,5 +39,24 @@ func TestSystemCABundleIsOneSharedSecret(t *testing.T) {
 		up := upstreamTLSOf(t, n, cl)
 		require.NotNil(t, up)
 		assert.Equal(t, shared, up.CommonTlsContext.GetCombinedValidationContext().GetValidationContextSdsSecretConfig().GetName(), cl)
+	}
+}
+
+// With FileFormat pb the SDS files clusters name end in .pb, as the writer
+// writes them (xds.Format).
+func TestSecretFilesFollowTheFileFormat(t *testing.T) {
+	tl := tlsSecured()
+	tl.ClientCert, tl.ClientKey = fakeClientCert, fakeClientKey
+	s := withTLS(svc("api", "tcp", 443, ep("api.example.com", 443)), tl)
+	for _, f := range []xds.Format{"", xds.FormatJSON, xds.FormatProto} {
+		n := onlyNode(t, mustRender(t, world(s), Options{SecretsVia: SecretsFile, SecretsDir: "/d", FileFormat: f}))
+		up := upstreamTLSOf(t, n, s.ClusterName())
+		_, ca := validationOf(up)
+		for _, ref := range []*tlsv3.SdsSecretConfig{ca, up.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0]} {
+			want := f.SecretFile("/d", ref.GetName())
+			if got := ref.GetSdsConfig().GetPathConfigSource().GetPath(); got != want || !strings.HasSuffix(got, f.Ext()) {
+				t.Errorf("format %q: secret %s read from %q, want %q", f, ref.GetName(), got, want)
+			}
+		}
 	}
 }

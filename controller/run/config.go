@@ -19,6 +19,7 @@ import (
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/source"
 	"github.com/meshext/meshext/controller/validate"
+	"github.com/meshext/meshext/controller/xds"
 )
 
 // Delivery modes for Config.XDS.
@@ -50,6 +51,9 @@ type Config struct {
 	XDS string
 	// XDSDir receives the file drops (XDSFile, XDSBoth).
 	XDSDir string
+	// XDSFormat is the file drops' encoding: "json" (default) or "pb"
+	// (binary protobuf, xds.FormatProto).
+	XDSFormat string
 	// ADSListen is where the ADS gRPC server listens (XDSADS, XDSBoth):
 	// unix:PATH, or HOST:PORT (port 0 picks one). "" is the default unix
 	// socket (DefaultADSSocket). A TCP address serves mTLS with the xDS CA
@@ -122,6 +126,9 @@ func (c *Config) check() error {
 	default:
 		errs = append(errs, fmt.Errorf("--xds %q: want file, ads or both", c.XDS))
 	}
+	if _, err := xds.ParseFormat(c.XDSFormat); err != nil {
+		errs = append(errs, fmt.Errorf("--xds-format: %w", err))
+	}
 	if c.fileDelivery() {
 		if c.XDSDir == "" {
 			errs = append(errs, fmt.Errorf("--xds %s needs --xds-dir", c.XDS))
@@ -190,4 +197,10 @@ func (c *Config) sourceName() string {
 }
 
 func (c *Config) fileDelivery() bool { return c.XDS == XDSFile || c.XDS == XDSBoth }
-func (c *Config) adsDelivery() bool  { return c.XDS == XDSADS || c.XDS == XDSBoth }
+
+// fileFormat is the file drops' encoding (check has validated it).
+func (c *Config) fileFormat() xds.Format {
+	f, _ := xds.ParseFormat(c.XDSFormat)
+	return f
+}
+func (c *Config) adsDelivery() bool { return c.XDS == XDSADS || c.XDS == XDSBoth }

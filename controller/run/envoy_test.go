@@ -2,6 +2,7 @@ package run
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -173,4 +174,65 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestEnvoyReadsProtoDrops: with --xds-format pb every file of the drop is
+// binary protobuf (.pb), and a real Envoy bootstrapped for it loads the
+// clusters, the listeners, a Secret's CA by SDS and an HTTP service's route
+// table by RDS, carries traffic, and follows an edit.
+func TestEnvoyReadsProtoDrops(t *testing.T) {
+	t.Parallel()
+	dir, state, out := t.TempDir(), t.TempDir(), t.TempDir()
+	dropWrite(t, dir, "gen.yaml", generatorYAML)
+	outPort, echoPort := testnet.FreePort(t), testnet.EchoServer(t)
+	const node = "default.dp-pb"
+	dropWrite(t, dir, "dp.yaml", dataplaneWithOutbound("dp-pb", testnet.FreePort(t), outPort, "mes-a"))
+	dropWrite(t, dir, "a.yaml", tcpMES("mes-a", 4000, echoPort))
+	dropWrite(t, dir, "d.yaml", tlsMES("mes-d", 4003, 9004, "ca-d"))
+	dropWrite(t, dir, "ca-d.yaml", secretYAML("ca-d", newCAPEM(t)))
+	dropWrite(t, dir, "h.yaml", strings.Replace(tcpMES("mes-h", 4005, 9006), "protocol: tcp", "protocol: http", 1))
+	startRunner(t, Config{Dir: dir, StateDir: state, XDS: XDSFile, XDSDir: out, XDSFormat: "pb"})
+	e := envoytest.Start(t, bootstrap(t, render.BootstrapOptions{
+		NodeID: node, XDS: render.XDSFile, XDSDir: xds.NodeDir(out, node), FileFormat: xds.FormatProto}))
+
+	cluster := func(name string, port int) string { return fmt.Sprintf("default_%s__default_extsvc_%d", name, port) }
+	e.WaitConfig(t, envoyWait, "services, the Secret's CA and listeners from .pb files", func(c *envoytest.Config) bool {
+		_, a := c.Clusters[cluster("mes-a", 4000)]
+		_, d := c.Clusters[cluster("mes-d", 4003)]
+		_, h := c.Clusters[cluster("mes-h", 4005)]
+		return a && d && h && c.Secrets[names.SecretCASecret("default", "ca-d")] != "" && len(c.Listeners) > 0
+	})
+	testnet.EchoThrough(t, fmt.Sprintf("127.0.0.1:%d", outPort), "ping through envoy\n", envoyWait)
+	// The HTTP service's route table came by RDS from its .pb file.
+	route := xds.FormatProto.RoutePath(out, node, cluster("mes-h", 4005))
+	if _, err := os.Stat(route); err != nil {
+		t.Fatalf("no route file %s: %v", route, err)
+	}
+	deadline := time.Now().Add(envoyWait)
+	for !strings.Contains(e.Text("/config_dump?resource=dynamic_route_configs"), cluster("mes-h", 4005)) {
+		if time.Now().After(deadline) {
+			t.Fatal("the HTTP service's route table never reached Envoy from its .pb file")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, p := range []string{xds.FormatProto.CDSPath(out, node), xds.FormatProto.LDSPath(out, node),
+		xds.FormatProto.SecretFile(xds.SecretDir(out), names.SecretCASecret("default", "ca-d"))} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(xds.CDSPath(out, node)); !os.IsNotExist(err) {
+		t.Errorf("a JSON cds file was written in pb mode: %v", err)
+	}
+
+	dropWrite(t, dir, "b.yaml", tcpMES("mes-b", 4001, 9002))
+	e.WaitConfig(t, envoyWait, "mes-b added", func(c *envoytest.Config) bool {
+		_, ok := c.Clusters[cluster("mes-b", 4001)]
+		return ok
+	})
+	for _, stat := range []string{"cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected"} {
+		if v, err := e.Stat(stat); err != nil || v != "0" {
+			t.Errorf("%s = %q (%v)", stat, v, err)
+		}
+	}
 }

@@ -411,6 +411,7 @@ func (p *pipeline) renderOptions(secretsVia string) render.Options {
 	if secretsVia == render.SecretsFile {
 		o.SecretsDir = xds.SecretDir(p.cfg.XDSDir)
 		o.RoutesVia, o.RoutesDir = render.RoutesFile, p.cfg.XDSDir
+		o.FileFormat = p.cfg.fileFormat()
 	}
 	return o
 }

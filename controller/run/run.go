@@ -76,7 +76,7 @@ func New(cfg Config) (*Runner, error) {
 	}
 	r.pipe = newPipeline(&r.cfg, alloc)
 	if cfg.fileDelivery() {
-		r.files = &xds.FileWriter{Dir: cfg.XDSDir}
+		r.files = &xds.FileWriter{Dir: cfg.XDSDir, Format: cfg.fileFormat()}
 		// Refuse a --xds-dir holding files meshext did not write, at start.
 		if err := r.files.Open(); err != nil {
 			return nil, fmt.Errorf("--xds-dir: %w", err)
@@ -419,7 +419,7 @@ func (r *Runner) reload(ctx context.Context, force bool) {
 	for _, e := range deliveryErrs {
 		st.RenderErrors = append(st.RenderErrors, e.Error())
 	}
-	st.Nodes = nodesStatus(res.file, res.ads, r.cfg.XDSDir)
+	st.Nodes = nodesStatus(res.file, res.ads, r.cfg.XDSDir, r.cfg.fileFormat())
 	st.Resources = resourceCounts(res.set)
 	st.Identities = res.world.IdentityViews()
 	if len(deliveryErrs) == 0 {

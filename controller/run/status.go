@@ -131,7 +131,7 @@ func servicesStatus(w *model.World) []ServiceStatus {
 	return out
 }
 
-func nodesStatus(file, ads map[string]*xds.Resources, xdsDir string) []NodeStatus {
+func nodesStatus(file, ads map[string]*xds.Resources, xdsDir string, format xds.Format) []NodeStatus {
 	src := file
 	if src == nil {
 		src = ads
@@ -140,7 +140,7 @@ func nodesStatus(file, ads map[string]*xds.Resources, xdsDir string) []NodeStatu
 	for id, r := range src {
 		ns := NodeStatus{ID: id, Clusters: len(r.Clusters), Listeners: len(r.Listeners), Secrets: len(r.Secrets)}
 		if file != nil {
-			ns.CDSPath, ns.LDSPath = xds.CDSPath(xdsDir, id), xds.LDSPath(xdsDir, id)
+			ns.CDSPath, ns.LDSPath = format.CDSPath(xdsDir, id), format.LDSPath(xdsDir, id)
 		}
 		out = append(out, ns)
 	}

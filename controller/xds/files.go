@@ -36,6 +36,9 @@ import (
 //	<Dir>/sds/<secret>.json DiscoveryResponse of one Secret (0600: keys)
 //	<Dir>/.meshext-manifest.json  what meshext wrote (ManifestFile)
 //
+// With FileWriter.Format FormatProto every ".json" above but the manifest is
+// ".pb" (binary protobuf; see Format).
+//
 // <node> and <secret> are names.PathElement of the node id and secret name:
 // injective, so two nodes never share a directory nor two secrets a file,
 // and never ".", "..", a dot-file or a path with '/'. Secrets are shared by
@@ -60,11 +63,11 @@ func nodeDirName(node string) string {
 // NodeDir is the directory holding one node's files.
 func NodeDir(dir, node string) string { return filepath.Join(dir, nodeDirName(node)) }
 
-// CDSPath is the clusters file of a node.
-func CDSPath(dir, node string) string { return filepath.Join(NodeDir(dir, node), "cds.json") }
+// CDSPath is the clusters file of a node (JSON; Format.CDSPath for others).
+func CDSPath(dir, node string) string { return FormatJSON.CDSPath(dir, node) }
 
-// LDSPath is the listeners file of a node.
-func LDSPath(dir, node string) string { return filepath.Join(NodeDir(dir, node), "lds.json") }
+// LDSPath is the listeners file of a node (JSON; Format.LDSPath for others).
+func LDSPath(dir, node string) string { return FormatJSON.LDSPath(dir, node) }
 
 // SecretDir is the directory of the SDS files.
 func SecretDir(dir string) string { return filepath.Join(dir, secretDirName) }
@@ -72,17 +75,14 @@ func SecretDir(dir string) string { return filepath.Join(dir, secretDirName) }
 // SecretPath is the SDS file of one secret.
 func SecretPath(dir, secret string) string { return SecretFile(SecretDir(dir), secret) }
 
-// SecretFile is the file of one secret in the SDS directory sdsDir.
-func SecretFile(sdsDir, secret string) string {
-	return filepath.Join(sdsDir, secretFileName(secret))
-}
-
-func secretFileName(secret string) string { return names.PathElement(secret) + ".json" }
+// SecretFile is the JSON file of one secret in the SDS directory sdsDir
+// (Format.SecretFile for others).
+func SecretFile(sdsDir, secret string) string { return FormatJSON.SecretFile(sdsDir, secret) }
 
 // Paths relative to the output directory, as its manifest lists them.
-func relCDS(nodeDir string) string     { return nodeDir + "/cds.json" }
-func relLDS(nodeDir string) string     { return nodeDir + "/lds.json" }
-func relSecret(fileName string) string { return secretDirName + "/" + fileName }
+func (f Format) relCDS(nodeDir string) string { return nodeDir + "/cds" + f.Ext() }
+func (f Format) relLDS(nodeDir string) string { return nodeDir + "/lds" + f.Ext() }
+func relSecret(fileName string) string        { return secretDirName + "/" + fileName }
 
 // File modes: Envoy only needs to read; SDS files hold private keys.
 const (
@@ -99,13 +99,24 @@ const (
 // before. Safe for concurrent use.
 type FileWriter struct {
 	Dir string
+	// Format is how the files are encoded ("" is FormatJSON).
+	Format Format
 
 	mu      sync.Mutex
 	out     *OutDir
 	nodes   map[string]*writtenNode // by node directory name
 	secrets map[string]string       // secret file name -> content hash, as on disk
+	// stale are node files of another format, removed by the next Write.
+	stale []string
 	// trace, when set (tests), sees each file written or removed, in order.
 	trace func(op, path string)
+}
+
+func (w *FileWriter) format() Format {
+	if w.Format == "" {
+		return FormatJSON
+	}
+	return w.Format
 }
 
 func (w *FileWriter) note(op, path string) {
@@ -181,12 +192,12 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 			return st, fmt.Errorf("nodes %q and %q would share directory %s", other, node, filepath.Join(w.Dir, d))
 		}
 		dirs[d] = node
-		claim = append(claim, relCDS(d), relLDS(d))
+		claim = append(claim, w.format().relCDS(d), w.format().relLDS(d))
 		for _, rc := range res.Routes {
-			claim = append(claim, relRoute(d, routeFileName(rc.GetName())))
+			claim = append(claim, relRoute(d, w.format().fileName(rc.GetName())))
 		}
 	}
-	secrets, err := wantedSecrets(nodes)
+	secrets, err := wantedSecrets(nodes, w.format())
 	if err != nil {
 		return st, err
 	}
@@ -293,6 +304,8 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 			gone = append(gone, relSecret(file))
 		}
 	}
+	gone = append(gone, w.stale...)
+	w.stale = nil
 	slices.Sort(gone)
 	// One manifest save for all of them.
 	err = w.out.Remove(gone...)
@@ -301,7 +314,9 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 			continue // not removed: tried again next time
 		}
 		if d, file, ok := isRouteFile(rel); ok {
-			delete(w.nodes[d].routes, file)
+			if n := w.nodes[d]; n != nil {
+				delete(n.routes, file)
+			}
 		} else {
 			delete(w.secrets, strings.TrimPrefix(rel, secretDirName+"/"))
 		}
@@ -320,13 +335,20 @@ func (w *FileWriter) adopt() {
 	for _, rel := range w.out.Files() {
 		dir, file := path.Split(rel)
 		dir = strings.TrimSuffix(dir, "/")
+		f := w.format()
 		switch {
-		case dir == secretDirName && strings.HasSuffix(file, ".json"):
-			w.secrets[file] = "" // unknown content: rewritten if still used
-		case dir != "" && !strings.Contains(dir, "/") && file == "cds.json" && w.out.Owns(relLDS(dir)):
+		case dir == secretDirName && (strings.HasSuffix(file, ".json") || strings.HasSuffix(file, ".pb")):
+			// Unknown content: rewritten if still used. A file of the
+			// other format is never used, so it is removed.
+			w.secrets[file] = ""
+		case dir != "" && !strings.Contains(dir, "/") && file == path.Base(f.relCDS(dir)) && w.out.Owns(f.relLDS(dir)):
 			// Unknown versions: the first Write rewrites both files, ordered
 			// against the clusters Envoy may hold from the old file.
-			w.nodes[dir] = &writtenNode{cdsVersion: "?", ldsVersion: "?", clusters: readClusters(w.out.Path(rel)), routes: map[string]string{}}
+			w.nodes[dir] = &writtenNode{cdsVersion: "?", ldsVersion: "?", clusters: readClusters(w.out.Path(rel), f), routes: map[string]string{}}
+		case dir != "" && !strings.Contains(dir, "/") && (file == "cds.json" || file == "lds.json" || file == "cds.pb" || file == "lds.pb"):
+			// A node file of the other format (--xds-format changed): its
+			// Envoy is told by a new bootstrap where to read; removed.
+			w.stale = append(w.stale, rel)
 		default:
 			// Unknown content: rewritten if still used, else removed.
 			if d, f, ok := isRouteFile(rel); ok && w.nodes[d] != nil {
@@ -340,15 +362,15 @@ func (w *FileWriter) adopt() {
 // services is some tens of MB).
 const maxOwnFile = 1 << 30
 
-// readClusters reads a cds.json written before; nil when it cannot.
-func readClusters(path string) []*clusterv3.Cluster {
+// readClusters reads a clusters file written before; nil when it cannot.
+func readClusters(path string, f Format) []*clusterv3.Cluster {
 	// A special file planted in the output directory must not block start-up.
 	b, err := inputfile.Read(path, maxOwnFile)
 	if err != nil {
 		return nil
 	}
 	var resp discoveryv3.DiscoveryResponse
-	if err := protojson.Unmarshal(b, &resp); err != nil {
+	if err := readDiscovery(b, f, &resp); err != nil {
 		return nil
 	}
 	var out []*clusterv3.Cluster
@@ -370,7 +392,7 @@ type wantedSecret struct {
 
 // wantedSecrets collects every secret in use by file name. One name must
 // mean one content on all nodes, and one file one name.
-func wantedSecrets(nodes map[string]*Resources) (map[string]wantedSecret, error) {
+func wantedSecrets(nodes map[string]*Resources, f Format) (map[string]wantedSecret, error) {
 	want := map[string]wantedSecret{}
 	for node, res := range nodes {
 		if res == nil {
@@ -381,7 +403,7 @@ func wantedSecrets(nodes map[string]*Resources) (map[string]wantedSecret, error)
 			if err != nil {
 				return nil, err
 			}
-			file := secretFileName(s.GetName())
+			file := f.fileName(s.GetName())
 			if old, ok := want[file]; ok {
 				switch {
 				case old.secret.GetName() != s.GetName():
@@ -413,7 +435,7 @@ func (w *FileWriter) stageSecrets(want map[string]wantedSecret, b *Batch) staged
 			continue
 		}
 		err := b.AddFunc(relSecret(file), secretFileMode, func(f io.Writer) error {
-			return writeDiscoveryJSON(f, ws.hash[:16], resourcev3.SecretType, []proto.Message{ws.secret})
+			return writeDiscovery(f, w.format(), ws.hash[:16], resourcev3.SecretType, []proto.Message{ws.secret})
 		})
 		if err != nil {
 			out.err = fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
@@ -444,7 +466,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	if node == "" {
 		node = dir
 	}
-	routes, err := wantedRoutes(res)
+	routes, err := wantedRoutes(res, w.format())
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %w", node, err)
 	}
@@ -465,7 +487,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	step := 0
 	addAt := func(i int, rel, version, typeURL string, items []proto.Message) error {
 		err := stages[i].AddFunc(rel, configFileMode, func(f io.Writer) error {
-			return writeDiscoveryJSON(f, version, typeURL, items)
+			return writeDiscovery(f, w.format(), version, typeURL, items)
 		})
 		if err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
@@ -474,7 +496,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	}
 	cds := func(version string, clusters []*clusterv3.Cluster) error {
 		step++
-		return addAt(step-1, relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
+		return addAt(step-1, w.format().relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
 	}
 	// lds stages the listeners' side in one step: new and changed route
 	// tables, then lds.json when it changed.
@@ -498,7 +520,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 		if !ldsChanged {
 			return nil
 		}
-		return addAt(step-1, relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
+		return addAt(step-1, w.format().relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
 	}
 
 	switch {

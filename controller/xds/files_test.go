@@ -440,3 +440,77 @@ func TestLargeListenerJSONReadsBackEqual(t *testing.T) {
 		}
 	}
 }
+
+// In FormatProto every file is binary protobuf with a .pb name, in the same
+// order, reading back as the same resources; a later JSON writer on the
+// same directory removes the .pb files it does not write.
+func TestFileWriterProtoFormat(t *testing.T) {
+	dir := t.TempDir()
+	ca := []byte("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+	res := &Resources{
+		Clusters:  []*clusterv3.Cluster{testCluster("a", 1)},
+		Listeners: []*listenerv3.Listener{testListener("la", "a", "a")},
+		Secrets:   []*tlsv3.Secret{caSecret("ca-a", ca)},
+	}
+	tr := &traced{w: &FileWriter{Dir: dir, Format: FormatProto}}
+	tr.w.trace = func(op, path string) {
+		rel, _ := filepath.Rel(dir, path)
+		tr.ops = append(tr.ops, op+" "+rel)
+	}
+	if got, want := tr.write(t, res), []string{"write sds/ca-a.pb", "write n1/cds.pb", "write n1/lds.pb"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("wrote %q, want %q", got, want)
+	}
+	read := func(path string) *discoveryv3.DiscoveryResponse {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dr discoveryv3.DiscoveryResponse
+		if err := proto.Unmarshal(b, &dr); err != nil {
+			t.Fatalf("%s is not a binary DiscoveryResponse: %v", path, err)
+		}
+		return &dr
+	}
+	cds := read(FormatProto.CDSPath(dir, "n1"))
+	var c clusterv3.Cluster
+	if len(cds.Resources) != 1 || cds.Resources[0].UnmarshalTo(&c) != nil || !proto.Equal(&c, res.Clusters[0]) {
+		t.Fatalf("cds.pb does not hold the cluster: %v", cds)
+	}
+	if want, _ := versionOf(res.Clusters); cds.VersionInfo != want {
+		t.Errorf("version_info %q, want %q", cds.VersionInfo, want)
+	}
+	var l listenerv3.Listener
+	if lds := read(FormatProto.LDSPath(dir, "n1")); len(lds.Resources) != 1 || lds.Resources[0].UnmarshalTo(&l) != nil || !proto.Equal(&l, res.Listeners[0]) {
+		t.Fatalf("lds.pb does not hold the listener: %v", lds)
+	}
+	var s tlsv3.Secret
+	if sds := read(FormatProto.SecretFile(SecretDir(dir), "ca-a")); len(sds.Resources) != 1 || sds.Resources[0].UnmarshalTo(&s) != nil || !proto.Equal(&s, res.Secrets[0]) {
+		t.Fatalf("secret file does not hold the secret: %v", sds)
+	}
+	if st, err := os.Stat(FormatProto.SecretFile(SecretDir(dir), "ca-a")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("secret file mode %v (%v), want 0600", st.Mode().Perm(), err)
+	}
+	// Unchanged: nothing written.
+	if got := tr.write(t, res); len(got) != 0 {
+		t.Errorf("unchanged resources rewrote %q", got)
+	}
+
+	// A fresh JSON writer takes the directory over: .json files appear,
+	// the .pb ones go.
+	j := &FileWriter{Dir: dir}
+	if _, err := j.Write(map[string]*Resources{"n1": res}); err != nil {
+		t.Fatal(err)
+	}
+	got := snapshot(t, dir)
+	for _, rel := range []string{"n1/cds.json", "n1/lds.json", "sds/ca-a.json"} {
+		if _, ok := got[rel]; !ok {
+			t.Errorf("after switching to JSON, %s missing", rel)
+		}
+	}
+	for rel := range got {
+		if strings.HasSuffix(rel, ".pb") {
+			t.Errorf("after switching to JSON, %s still there", rel)
+		}
+	}
+}

@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-
-	"github.com/meshext/meshext/controller/names"
 )
 
 // Route tables (RDS) in files:
@@ -23,33 +21,30 @@ const routeDirName = "rds"
 // RouteDir is the directory of a node's route files.
 func RouteDir(dir, node string) string { return filepath.Join(NodeDir(dir, node), routeDirName) }
 
-// RoutePath is the file of one route table of a node.
-func RoutePath(dir, node, route string) string {
-	return filepath.Join(RouteDir(dir, node), routeFileName(route))
-}
-
-func routeFileName(route string) string { return names.PathElement(route) + ".json" }
+// RoutePath is the JSON file of one route table of a node (Format.RoutePath
+// for others).
+func RoutePath(dir, node, route string) string { return FormatJSON.RoutePath(dir, node, route) }
 
 func relRoute(nodeDir, file string) string { return nodeDir + "/" + routeDirName + "/" + file }
 
 // isRouteFile reports whether a manifest path is a route file, and of which node directory.
 func isRouteFile(rel string) (nodeDir, file string, ok bool) {
 	parts := strings.Split(rel, "/")
-	if len(parts) != 3 || parts[1] != routeDirName || !strings.HasSuffix(parts[2], ".json") {
+	if len(parts) != 3 || parts[1] != routeDirName || !(strings.HasSuffix(parts[2], ".json") || strings.HasSuffix(parts[2], ".pb")) {
 		return "", "", false
 	}
 	return parts[0], parts[2], true
 }
 
 // wantedRoutes are a node's route files by file name, with their content hash.
-func wantedRoutes(res *Resources) (map[string]wantedRoute, error) {
+func wantedRoutes(res *Resources, f Format) (map[string]wantedRoute, error) {
 	want := make(map[string]wantedRoute, len(res.Routes))
 	for _, rc := range res.Routes {
 		h, err := hashOf(rc)
 		if err != nil {
 			return nil, err
 		}
-		file := routeFileName(rc.GetName())
+		file := f.fileName(rc.GetName())
 		if old, ok := want[file]; ok {
 			return nil, fmt.Errorf("route tables %q and %q would share file %s", old.route.GetName(), rc.GetName(), file)
 		}

@@ -70,26 +70,27 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 		"(100 per file; TLS with an inline CA, server name and exact SAN; two HostnameGenerators, so two hostnames each; loopback IP endpoints), then runs the " +
 		"controller pipeline in-process exactly as `meshext run` does: `resource.Load` → `model.Build` (validation, VIPs, hostnames, TLS) → " +
 		"`render.Render` → `xds.FileWriter.Write` (atomic file drop as one batch: temp files, one syncfs, renames in order, one fsync per directory; CDS/LDS per node plus one SDS file per secret, trust anchors shared by content: one CA, one secret). " +
-		"Rewrite = the same config written again (unchanged files are skipped by content hash).\n\n")
-	b.WriteString("| N MES | clusters / listeners / secrets | load | build | render | write files | rewrite (no change) | total | CDS + LDS size | live heap | allocated | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		"Rewrite = the same config written again (unchanged files are skipped by content hash). Drop format: json (protojson, `meshext run`'s default) or pb (binary protobuf, `meshext run --xds-format pb`; Envoy reads either by the file extension).\n\n")
+	b.WriteString("| N MES | drop format | clusters / listeners / secrets | load | build | render | write files | rewrite (no change) | total | CDS + LDS size | live heap | allocated | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var cmds []string
 	for _, n := range sizes {
-		if ctx.Err() != nil {
-			break
+		for _, format := range []string{"json", "pb"} {
+			if ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(os.Stderr, "bench: control plane stages N=%d (%s)\n", n, format)
+			dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-stages-%d-%s", n, format))
+			argv := []string{cfg.cpbench, "stages", "-n", strconv.Itoa(n), "-dir", dir, "-format", format}
+			cmds = append(cmds, shellJoin(relArgv(argv)))
+			r, _, err := runCP(ctx, argv, limit)
+			if err != nil {
+				fmt.Fprintf(&b, "| %d | %s | %s | | | | | | | | | | |\n", n, format, failed(fmt.Sprintf("control plane stages N=%d (%s)", n, format), err))
+				continue
+			}
+			fmt.Fprintf(&b, "| %d | %s | %d / %d / %d | %s | %s | %s | %s | %s | %s | %.1f MB | %.0f MB | %.0f MB | %.0f MB |\n",
+				n, format, r.Clusters, r.Listeners, r.Secrets, msCell(r.LoadMS), msCell(r.BuildMS), msCell(r.RenderMS), msCell(r.WriteMS), msCell(r.RewriteMS),
+				msCell(r.TotalMS), float64(r.CDSBytes+r.LDSBytes)/1e6, r.HeapLiveMB, r.TotalAllocMB, r.MaxRSSMB)
 		}
-		fmt.Fprintf(os.Stderr, "bench: control plane stages N=%d\n", n)
-		dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-stages-%d", n))
-		argv := []string{cfg.cpbench, "stages", "-n", strconv.Itoa(n), "-dir", dir}
-		cmds = append(cmds, shellJoin(relArgv(argv)))
-		r, wall, err := runCP(ctx, argv, limit)
-		if err != nil {
-			fmt.Fprintf(&b, "| %d | %s | | | | | | | | | | |\n", n, failed(fmt.Sprintf("control plane stages N=%d", n), err))
-			continue
-		}
-		fmt.Fprintf(&b, "| %d | %d / %d / %d | %s | %s | %s | %s | %s | %s | %.1f MB | %.0f MB | %.0f MB | %.0f MB |\n",
-			n, r.Clusters, r.Listeners, r.Secrets, msCell(r.LoadMS), msCell(r.BuildMS), msCell(r.RenderMS), msCell(r.WriteMS), msCell(r.RewriteMS),
-			msCell(r.TotalMS), float64(r.CDSBytes+r.LDSBytes)/1e6, r.HeapLiveMB, r.TotalAllocMB, r.MaxRSSMB)
-		_ = wall
 	}
 	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
 
@@ -101,22 +102,34 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 	fmt.Fprintf(&b, "A real Envoy (`--concurrency 1`) reads the file drop through `render.Bootstrap` (path_config_source + watched_directory). After its initial config is applied, "+
 		"one MES's endpoint port is edited in its resource file %d times; pipeline = edit + load → build → render → write; apply = from the renamed cds.json to Envoy's "+
 		"`cluster_manager.cds.version_text` stat equal to the file's `version_info` (admin polled every 2 ms); total = edit → Envoy reports the version. Median and max over the changes.\n\n", changes)
-	b.WriteString("| N MES | Envoy initial load | Envoy RSS | Envoy inotify instances | pipeline p50 / max | Envoy apply p50 / max | edit → Envoy p50 / max | rejected updates (CDS/LDS) |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| N MES | drop format | Envoy initial load | Envoy RSS | Envoy inotify instances | pipeline p50 / max | Envoy apply p50 / max | edit → Envoy p50 / max | rejected updates (CDS/LDS) |\n|---|---|---|---|---|---|---|---|---|\n")
 	cmds = nil
+	type applyRun struct {
+		n      int
+		format string
+	}
+	var applyRuns []applyRun
 	for _, n := range applySizes {
+		applyRuns = append(applyRuns, applyRun{n, "json"})
+		if n >= 10000 {
+			applyRuns = append(applyRuns, applyRun{n, "pb"})
+		}
+	}
+	for _, ar := range applyRuns {
 		if ctx.Err() != nil {
 			break
 		}
-		fmt.Fprintf(os.Stderr, "bench: control plane change→Envoy N=%d\n", n)
-		dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-apply-%d", n))
-		argv := []string{cfg.cpbench, "apply", "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-changes", strconv.Itoa(changes)}
+		n := ar.n
+		fmt.Fprintf(os.Stderr, "bench: control plane change→Envoy N=%d (%s)\n", n, ar.format)
+		dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-apply-%d-%s", n, ar.format))
+		argv := []string{cfg.cpbench, "apply", "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-changes", strconv.Itoa(changes), "-format", ar.format}
 		cmds = append(cmds, shellJoin(relArgv(argv)))
 		r, _, err := runCP(ctx, argv, limit)
 		if err != nil {
-			fmt.Fprintf(&b, "| %d | %s | | | | | | |\n", n, failed(fmt.Sprintf("control plane change→Envoy N=%d", n), err))
+			fmt.Fprintf(&b, "| %d | %s | %s | | | | | | |\n", n, ar.format, failed(fmt.Sprintf("control plane change→Envoy N=%d (%s)", n, ar.format), err))
 			continue
 		}
-		fmt.Fprintf(&b, "| %d | %s | %.0f MB | %d | %s | %s | %s | %s |\n", n, msCell(r.EnvoyInitialMS), r.EnvoyRSSMB, r.EnvoyInotify,
+		fmt.Fprintf(&b, "| %d | %s | %s | %.0f MB | %d | %s | %s | %s | %s |\n", n, ar.format, msCell(r.EnvoyInitialMS), r.EnvoyRSSMB, r.EnvoyInotify,
 			medMax(r.ChangePipeMS), medMax(r.ChangeApplyMS), medMax(r.ChangeTotalMS), orNA(r.EnvoyRejected))
 	}
 	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")
@@ -223,23 +236,29 @@ func runMeshextRun(ctx context.Context, cfg cpConfig, sizes []int, changes int, 
 	fmt.Fprintf(&b, "`meshext run` (default debounce 200 ms) watches the generated resource directory and serves a real Envoy (`--concurrency 1`, bootstrap from `meshext bootstrap`), "+
 		"by file drop (`--xds file`) or over ADS (`--xds ads`; state of the world, or delta with `meshext bootstrap --delta`: Envoy's ads_config api_type DELTA_GRPC, so an edit "+
 		"sends only the changed cluster and secret). A MES's endpoint port is edited %d times. file: drop = edit → `meshext run` renamed a cds.json with a new version "+
-		"(includes the debounce), edit → Envoy = until Envoy's `cluster_manager.cds.version_text` equals it; start = `meshext run` start → first drop, initial load = Envoy start → that version. "+
+		"(includes the debounce), edit → Envoy = until Envoy's `cluster_manager.cds.version_text` equals it; start = `meshext run` start → first drop, initial load = Envoy start → that version; file-pb is the same with `--xds-format pb` (binary drops). "+
 		"ads: initial load = `meshext run` and Envoy start → every cluster active; edit → Envoy = until Envoy's CDS version_text moves. "+
 		"In file mode Envoy holds one inotify instance per SDS file and per route file (`meshext run` gives each HTTP service's route table its own file), so 10k HTTP services need over 10,000 (see the limit above).\n\n", changes)
 	b.WriteString("| N MES | xds | run start → first drop | Envoy initial load | edit → drop p50 / max | edit → Envoy p50 / max | meshext run RSS | Envoy RSS | Envoy inotify instances | rejected updates (CDS/LDS) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	var cmds []string
 	envoyRSS := map[int]float64{} // N -> Envoy RSS over ADS (state of the world)
 	for _, n := range sizes {
-		for _, mode := range []string{"file", "ads", "ads-delta"} {
+		for _, mode := range []string{"file", "file-pb", "ads", "ads-delta"} {
 			if ctx.Err() != nil {
 				break
 			}
+			if mode == "file-pb" && n < 1000 {
+				continue
+			}
 			fmt.Fprintf(os.Stderr, "bench: control plane meshext run --xds %s N=%d\n", mode, n)
 			dir := filepath.Join(cfg.workDir, fmt.Sprintf("cp-run-%s-%d", mode, n))
-			xdsMode, _, delta := strings.Cut(mode, "-")
+			xdsMode, variant, _ := strings.Cut(mode, "-")
 			argv := []string{cfg.cpbench, "run", "-xds", xdsMode, "-n", strconv.Itoa(n), "-dir", dir, "-envoy", cfg.envoy, "-meshext", cfg.meshext, "-changes", strconv.Itoa(changes)}
-			if delta {
+			switch variant {
+			case "delta":
 				argv = append(argv, "-delta")
+			case "pb":
+				argv = append(argv, "-format", "pb")
 			}
 			if cfg.plugin != "" {
 				argv = append(argv, "-plugin", cfg.plugin)

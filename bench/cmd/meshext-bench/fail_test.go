@@ -57,7 +57,7 @@ func TestQuickRunFailsWhenAHarnessBinaryFails(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit code %d, want 1", code)
 	}
-	if !strings.Contains(report, "| 100 | failed: ") {
+	if !strings.Contains(report, "| 100 | json | failed: ") {
 		t.Errorf("report does not show the failed stage run:\n%s", report)
 	}
 

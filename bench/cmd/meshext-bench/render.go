@@ -168,10 +168,11 @@ func writeResources(dir string, r renderRequest, ports benchPorts) error {
         inline: %s
 `, r.ServerName, r.ServerName, base64.StdEncoding.EncodeToString(ca))
 	}
-	mes := fmt.Sprintf(`apiVersion: kuma.io/v1alpha1
+	mesDoc := func(name string, matchPort int) string {
+		return fmt.Sprintf(`apiVersion: kuma.io/v1alpha1
 kind: MeshExternalService
 metadata:
-  name: bench-%s
+  name: %s
   namespace: kuma-system
   labels:
     kuma.io/mesh: default
@@ -183,7 +184,9 @@ spec:
   endpoints:
   - address: %s
     port: %d
-%s`, r.Proto, r.UpPort, mesProtocol(r.Proto), r.UpHost, r.UpPort, tls)
+%s`, name, matchPort, mesProtocol(r.Proto), r.UpHost, r.UpPort, tls)
+	}
+	mes := mesDoc("bench-"+r.Proto, r.UpPort)
 	deniedOutbound := ""
 	if r.WithPolicies {
 		deniedOutbound = fmt.Sprintf(`  - port: %d
@@ -215,23 +218,7 @@ networking:
     port: %d
 `, ports.inbound, ports.service, ports.outbound, r.Proto, deniedOutbound, ports.redirect, ports.admin)
 	if r.WithPolicies {
-		mes += fmt.Sprintf(`---
-apiVersion: kuma.io/v1alpha1
-kind: MeshExternalService
-metadata:
-  name: bench-%[1]s-denied
-  namespace: kuma-system
-  labels:
-    kuma.io/mesh: default
-spec:
-  match:
-    type: HostnameGenerator
-    port: %[2]d
-    protocol: %[3]s
-  endpoints:
-  - address: %[4]s
-    port: %[5]d
-%[6]s---
+		mes += "---\n" + mesDoc("bench-"+r.Proto+"-denied", r.UpPort+1) + fmt.Sprintf(`---
 type: MeshTrafficPermission
 name: allow-bench
 mesh: default
@@ -249,7 +236,7 @@ spec:
   from:
     - targetRef: {kind: MeshService, name: bench}
       default: {action: Deny}
-`, r.Proto, r.UpPort+1, mesProtocol(r.Proto), r.UpHost, r.UpPort, tls)
+`, r.Proto)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "mes.yaml"), []byte(mes), 0o644); err != nil {
 		return err

@@ -34,6 +34,8 @@ import (
 	"runtime/pprof"
 	"syscall"
 	"time"
+
+	"github.com/meshext/meshext/controller/xds"
 )
 
 // Result is what the parent harness reads (one JSON object on stdout).
@@ -93,6 +95,7 @@ func main() {
 	delta := fs.Bool("delta", false, "Envoy uses incremental (delta) ADS: meshext bootstrap --delta (run -xds ads)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file (stages, apply)")
 	memProfile := fs.String("memprofile", "", "write a heap profile (allocations since start) of this process to the file at the end (stages, apply)")
+	format := fs.String("format", "json", "file drops' encoding: json or pb, as meshext run --xds-format (stages, apply, run -xds file)")
 	nodes := fs.Int("nodes", 100, "xDS nodes (Dataplanes) served (fleet)")
 	envoys := fs.Int("envoys", 5, "of the nodes, real Envoy processes; the rest are gRPC clients that ACK like Envoy (fleet)")
 	fs.Usage = usage
@@ -103,6 +106,12 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	f, ferr := xds.ParseFormat(*format)
+	if ferr != nil {
+		fmt.Fprintln(os.Stderr, "meshext-cpbench:", ferr)
+		os.Exit(2)
+	}
+	dropFormat = f
 	var (
 		res *Result
 		err error
@@ -172,6 +181,9 @@ func main() {
 	_ = json.NewEncoder(os.Stdout).Encode(res)
 }
 
+// dropFormat is the file drops' encoding (-format).
+var dropFormat = xds.FormatJSON
+
 // exit lets deferred work (the CPU profile) finish first.
 func exit(code int) {
 	pprof.StopCPUProfile()
@@ -179,9 +191,9 @@ func exit(code int) {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: meshext-cpbench stages -n N -dir DIR
-       meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K]
-       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-xds file|ads [-delta]] [-plugin libmeshext.so] [-changes K] [-debounce D]
+	fmt.Fprintln(os.Stderr, `usage: meshext-cpbench stages -n N -dir DIR [-format json|pb]
+       meshext-cpbench apply  -n N -dir DIR -envoy ENVOY [-changes K] [-format json|pb]
+       meshext-cpbench run    -n N -dir DIR -envoy ENVOY -meshext MESHEXT [-xds file|ads [-delta]] [-format json|pb] [-plugin libmeshext.so] [-changes K] [-debounce D]
        meshext-cpbench fleet  -n N -nodes M -envoys E -dir DIR -envoy ENVOY -meshext MESHEXT [-delta] [-changes K]
        meshext-cpbench static -res DIR -node MESH.DATAPLANE -out FILE`)
 }

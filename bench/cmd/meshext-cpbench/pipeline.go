@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/render"
@@ -32,7 +34,7 @@ type timings struct {
 
 func newPipeline(dir string) *pipeline {
 	x := abs(filepath.Join(dir, "xds"))
-	return &pipeline{resDir: filepath.Join(dir, "resources"), xdsDir: x, writer: &xds.FileWriter{Dir: x}}
+	return &pipeline{resDir: filepath.Join(dir, "resources"), xdsDir: x, writer: &xds.FileWriter{Dir: x, Format: dropFormat}}
 }
 
 func (p *pipeline) run() (timings, error) {
@@ -48,7 +50,7 @@ func (p *pipeline) run() (timings, error) {
 	t.build = time.Since(t0)
 	t.problems = len(lerrs) + len(w.Problems)
 	t0 = time.Now()
-	out, err := render.Render(w, render.Options{SecretsVia: render.SecretsFile, SecretsDir: xds.SecretDir(p.xdsDir)})
+	out, err := render.Render(w, render.Options{SecretsVia: render.SecretsFile, SecretsDir: xds.SecretDir(p.xdsDir), FileFormat: dropFormat})
 	if err != nil {
 		return t, err
 	}
@@ -93,8 +95,8 @@ func firstRun(n int, dir string) (*Result, *pipeline, timings, error) {
 		r.Listeners += len(node.Listeners)
 		r.Secrets += len(node.Secrets)
 	}
-	r.CDSBytes = fileSize(xds.CDSPath(p.xdsDir, render.DefaultNodeID))
-	r.LDSBytes = fileSize(xds.LDSPath(p.xdsDir, render.DefaultNodeID))
+	r.CDSBytes = fileSize(dropFormat.CDSPath(p.xdsDir, render.DefaultNodeID))
+	r.LDSBytes = fileSize(dropFormat.LDSPath(p.xdsDir, render.DefaultNodeID))
 	r.HeapLiveMB, r.TotalAllocMB = heapMB()
 	// The same config again: what meshext run pays on a no-op change.
 	t2, err := p.run()
@@ -113,6 +115,13 @@ func fileVersion(path string) (string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
+	}
+	if strings.HasSuffix(path, xds.FormatProto.Ext()) {
+		var dr discoveryv3.DiscoveryResponse
+		if err := proto.Unmarshal(data, &dr); err != nil {
+			return "", err
+		}
+		return dr.VersionInfo, nil
 	}
 	var dr struct {
 		VersionInfo string `json:"versionInfo"`
@@ -146,7 +155,7 @@ func apply(n int, dir, envoyBin string, changes int) (*Result, error) {
 	if err != nil {
 		return r, err
 	}
-	b, err := render.Bootstrap(render.BootstrapOptions{XDS: render.XDSFile, XDSDir: nodeDir, AdminPort: uint32(admin)})
+	b, err := render.Bootstrap(render.BootstrapOptions{XDS: render.XDSFile, XDSDir: nodeDir, AdminPort: uint32(admin), FileFormat: dropFormat})
 	if err != nil {
 		return r, err
 	}
@@ -158,7 +167,7 @@ func apply(n int, dir, envoyBin string, changes int) (*Result, error) {
 	if err := os.WriteFile(bootPath, bj, 0o644); err != nil {
 		return r, err
 	}
-	want, err := fileVersion(xds.CDSPath(p.xdsDir, render.DefaultNodeID))
+	want, err := fileVersion(dropFormat.CDSPath(p.xdsDir, render.DefaultNodeID))
 	if err != nil {
 		return r, err
 	}
@@ -188,7 +197,7 @@ func apply(n int, dir, envoyBin string, changes int) (*Result, error) {
 			return r, err
 		}
 		pipe := time.Since(t0)
-		want, err := fileVersion(xds.CDSPath(p.xdsDir, render.DefaultNodeID))
+		want, err := fileVersion(dropFormat.CDSPath(p.xdsDir, render.DefaultNodeID))
 		if err != nil {
 			return r, err
 		}

@@ -37,15 +37,18 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 	}
 	defer logf.Close()
 	t0 := time.Now()
-	cmd := exec.Command(meshext, append([]string{"run", "--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
-		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", runLogLevel},
-		pluginArgs(meshext, plugin)...)...)
+	args := []string{"run", "--dir", resDir, "--xds", "file", "--xds-dir", xdsDir,
+		"--status-listen", fmt.Sprintf("127.0.0.1:%d", status), "--debounce", debounce.String(), "--log-level", runLogLevel}
+	if dropFormat != xds.FormatJSON {
+		args = append(args, "--xds-format", string(dropFormat))
+	}
+	cmd := exec.Command(meshext, append(args, pluginArgs(meshext, plugin)...)...)
 	exited, stop, err := startProcess(cmd, logf)
 	if err != nil {
 		return r, err
 	}
 	defer stop()
-	cds := xds.CDSPath(xdsDir, render.DefaultNodeID)
+	cds := dropFormat.CDSPath(xdsDir, render.DefaultNodeID)
 	// The first drop: bounded wait for meshext run to write cds.json.
 	var want string
 	for deadline := time.Now().Add(120 * time.Second); ; {
@@ -122,14 +125,18 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 // `meshext bootstrap --xds file`; trees without that command get the same
 // render.Bootstrap call directly.
 func userBootstrap(meshext, xdsDir string, admin int, out, nodeDir string) error {
-	cmd := exec.Command(meshext, "bootstrap", "--xds", "file", "--xds-dir", xdsDir, "--node", render.DefaultNodeID,
-		"--admin-port", fmt.Sprint(admin), "--out", out)
+	args := []string{"bootstrap", "--xds", "file", "--xds-dir", xdsDir, "--node", render.DefaultNodeID,
+		"--admin-port", fmt.Sprint(admin), "--out", out}
+	if dropFormat != xds.FormatJSON {
+		args = append(args, "--xds-format", string(dropFormat))
+	}
+	cmd := exec.Command(meshext, args...)
 	if b, err := cmd.CombinedOutput(); err == nil {
 		return nil
 	} else if !strings.Contains(string(b), "Usage: meshext COMMAND") {
 		return fmt.Errorf("meshext bootstrap: %v: %s", err, b)
 	}
-	b, err := render.Bootstrap(render.BootstrapOptions{XDS: render.XDSFile, XDSDir: nodeDir, AdminPort: uint32(admin)})
+	b, err := render.Bootstrap(render.BootstrapOptions{XDS: render.XDSFile, XDSDir: nodeDir, AdminPort: uint32(admin), FileFormat: dropFormat})
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ func bootstrapMain(args []string, stdout, stderr io.Writer) int {
 	var o render.BootstrapOptions
 	fs.StringVar(&o.XDS, "xds", "", "how Envoy gets config: file or ads (required)")
 	xdsDir := fs.String("xds-dir", "", "meshext run's --xds-dir (--xds file); Envoy reads <dir>/<node>/cds.json and lds.json")
+	xdsFormat := fs.String("xds-format", "json", "meshext run's --xds-format (--xds file): json, or pb for cds.pb and lds.pb")
 	fs.StringVar(&o.ADSAddress, "ads-address", "", "ADS server, meshext run's --ads-listen (--xds ads): unix:PATH, or HOST:PORT (mTLS)")
 	stateDir := fs.String("state-dir", "", "meshext run's --state-dir: its xDS CA issues this node's client certificate (--ads-address HOST:PORT)")
 	certDir := fs.String("cert-dir", "", "where the node's xDS client certificate and key (0600) and the xDS CA go (default: the directory of --out)")
@@ -95,6 +96,12 @@ Flags:`)
 			return 2
 		}
 		o.XDSDir = xds.NodeDir(abs, o.NodeID)
+		f, err := xds.ParseFormat(*xdsFormat)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshext bootstrap: --xds-format: %v\n", err)
+			return 2
+		}
+		o.FileFormat = f
 	case render.XDSADS:
 		if *xdsDir != "" {
 			fmt.Fprintln(stderr, "meshext bootstrap: --xds-dir is for --xds file")

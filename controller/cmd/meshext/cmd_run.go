@@ -44,6 +44,7 @@ func runMain(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory for VIP leases and status.json (\"\" = leases in memory, no status file)")
 	fs.StringVar(&cfg.XDS, "xds", run.XDSFile, "how Envoy gets config: file, ads or both")
 	fs.StringVar(&cfg.XDSDir, "xds-dir", "", "directory for file drops: <dir>/<node-id>/{cds,lds}.json and <dir>/sds/<secret>.json")
+	fs.StringVar(&cfg.XDSFormat, "xds-format", "json", "file drops' encoding: json, or pb (binary protobuf: .pb files, much cheaper at thousands of services; bootstrap with the same --xds-format)")
 	fs.StringVar(&cfg.ADSListen, "ads-listen", "", "ADS gRPC listen address (--xds ads|both): unix:PATH (owner-only socket), or HOST:PORT served with mTLS (client certificates from 'meshext bootstrap --state-dir'), plain TCP only with --ads-insecure (default unix:<state-dir>/ads/ads.sock, or unix:$TMPDIR/meshext-<uid>/ads.sock)")
 	fs.BoolVar(&cfg.ADSInsecure, "ads-insecure", false, "serve a TCP --ads-listen as plain gRPC without authentication: anyone who can connect gets every node's config and private keys")
 	adsNames := fs.String("ads-server-names", "", "comma-separated DNS names and IPs Envoys dial to reach a TCP --ads-listen; the mTLS server certificate covers them and the --ads-listen host")
