@@ -38,6 +38,9 @@ type Options struct {
 	// Validations remembers resources' violations from one Build to the
 	// next (validate.Memo); nil = every resource is checked.
 	Validations *validate.Memo
+	// Hostnames remembers rendered hostnames from one Build to the next
+	// (hostname.Memo); nil = every template is rendered for every service.
+	Hostnames *hostname.Memo
 }
 
 // Condition types Build sets on services. Hostname conditions use Kuma's
@@ -109,6 +112,7 @@ func Build(set *resource.Set, opts Options) *World {
 		Services:   mess,
 		Zone:       opts.Zone,
 		ServiceAge: serviceAge,
+		Memo:       opts.Hostnames,
 	})
 
 	sysCA := resolveSystemCA(opts.SystemCAPath)

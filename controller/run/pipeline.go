@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/meshext/meshext/controller/hostname"
 	"github.com/meshext/meshext/controller/inputfile"
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/meshca"
@@ -50,6 +51,8 @@ type pipeline struct {
 	// identity from one reload to the next (validate.Memo): this
 	// pipeline's own check, and model.Build's.
 	validations, buildValidations validate.Memo
+	// hostnames remembers rendered hostnames by service identity (hostname.Memo).
+	hostnames hostname.Memo
 	// claims keeps each node id and cluster name with the resource that had
 	// it first, across reloads (see model.Options.Claims).
 	claims names.Claims
@@ -297,7 +300,8 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	p.goodObjects = nextGood
 
 	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims,
-		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies, Validations: &p.buildValidations})
+		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies, Validations: &p.buildValidations,
+		Hostnames: &p.hostnames})
 	res.notes = append(res.notes, p.meshCA.Issue(w)...)
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built
