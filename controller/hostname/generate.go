@@ -86,6 +86,57 @@ type Input struct {
 	ServiceAge func(*resource.MeshExternalService) Age
 	// Zone is the local zone name (.Zone when a resource has no kuma.io/zone label).
 	Zone string
+	// Memo keeps rendered hostnames from one Generate to the next; nil = none.
+	Memo *Memo
+}
+
+// Memo remembers each template's rendering for each service, by the
+// service's identity (parsed resources are never modified), from one
+// Generate to the next: a reload renders only for services parsed anew.
+// It holds the last call's renderings only. Not safe for concurrent use.
+type Memo struct {
+	zone       string
+	last, next map[renderKey]rendering
+}
+
+type renderKey struct {
+	template string
+	service  *resource.MeshExternalService
+}
+
+type rendering struct {
+	hostname string
+	err      error
+}
+
+func (m *Memo) start(zone string) {
+	if m == nil {
+		return
+	}
+	if m.zone != zone {
+		m.last = nil
+	}
+	m.zone, m.next = zone, make(map[renderKey]rendering, len(m.last))
+}
+
+func (m *Memo) done() {
+	if m != nil {
+		m.last, m.next = m.next, nil
+	}
+}
+
+// render is tmpl.render(DataFor(&s.Meta, zone)) through the memo.
+func (m *Memo) render(text string, tmpl *compiled, s *resource.MeshExternalService, zone string) (string, error) {
+	if m == nil {
+		return tmpl.render(DataFor(&s.Meta, zone))
+	}
+	k := renderKey{template: text, service: s}
+	r, ok := m.last[k]
+	if !ok {
+		r.hostname, r.err = tmpl.render(DataFor(&s.Meta, zone))
+	}
+	m.next[k] = r
+	return r.hostname, r.err
 }
 
 // Key identifies a service in Generate's result: "<mesh>/<name>".
@@ -100,6 +151,8 @@ func Key(m *resource.Meta) string { return m.Mesh + "/" + m.Name }
 // each kuma-dp and answers only its own mesh's names, while meshext's
 // embedded DNS answers the whole zone, so one name must mean one VIP.
 func Generate(in Input) map[string]*Result {
+	in.Memo.start(in.Zone)
+	defer in.Memo.done()
 	gens := append([]*resource.HostnameGenerator(nil), in.Generators...)
 	sort.SliceStable(gens, func(i, j int) bool {
 		a, b := gens[i], gens[j]
@@ -152,7 +205,7 @@ func Generate(in Input) map[string]*Result {
 			st := Status{Generator: g.Name}
 			h, err := "", compileErr
 			if err == nil {
-				h, err = tmpl.render(DataFor(&s.Meta, in.Zone))
+				h, err = in.Memo.render(g.Spec.Template, tmpl, s, in.Zone)
 			}
 			switch {
 			case err != nil:

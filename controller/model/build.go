@@ -12,6 +12,7 @@ import (
 	"github.com/meshext/meshext/controller/names"
 	"github.com/meshext/meshext/controller/policy"
 	"github.com/meshext/meshext/controller/resource"
+	"github.com/meshext/meshext/controller/validate"
 )
 
 // Options tune Build.
@@ -34,6 +35,12 @@ type Options struct {
 	// SkipDefaultPolicies lists Kuma default policy kinds not to add in any
 	// mesh ("*" = all), on top of each Mesh's skipCreatingInitialPolicies.
 	SkipDefaultPolicies []string
+	// Validations remembers resources' violations from one Build to the
+	// next (validate.Memo); nil = every resource is checked.
+	Validations *validate.Memo
+	// Hostnames remembers rendered hostnames from one Build to the next
+	// (hostname.Memo); nil = every template is rendered for every service.
+	Hostnames *hostname.Memo
 }
 
 // Condition types Build sets on services. Hostname conditions use Kuma's
@@ -55,7 +62,7 @@ const (
 // and conditions) and affects only that resource. The output is deterministic
 // for a given set and allocator state.
 func Build(set *resource.Set, opts Options) *World {
-	valid, problems := validateSet(set, opts.Zone)
+	valid, problems := validateSet(set, opts)
 	if opts.Zone == "" {
 		opts.Zone = "default"
 	}
@@ -105,6 +112,7 @@ func Build(set *resource.Set, opts Options) *World {
 		Services:   mess,
 		Zone:       opts.Zone,
 		ServiceAge: serviceAge,
+		Memo:       opts.Hostnames,
 	})
 
 	sysCA := resolveSystemCA(opts.SystemCAPath)

@@ -1,11 +1,13 @@
 package model
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/meshext/meshext/controller/inputfile"
 	capki "github.com/meshext/meshext/controller/pki" // named so: model's tests declare a type pki
@@ -122,7 +124,7 @@ func resolveTLS(m *resource.MeshExternalService, valid, all *resource.Set, sys s
 		if fe != nil {
 			return nil, reason, fe
 		}
-		if _, err := tls.X509KeyPair(cert, key); err != nil {
+		if err := checkKeyPair(cert, key); err != nil {
 			return nil, ReasonInvalidData, m.Errorf(base+"clientCert", "clientCert and clientKey are not a usable PEM certificate and matching key: %v", err)
 		}
 		t.ClientCert, t.ClientKey, t.ClientCertSource = cert, key, certSrc
@@ -178,9 +180,54 @@ func readSource(m *resource.Meta, field string, ds *resource.DataSource, valid, 
 }
 
 // checkCertificates requires at least one PEM certificate and that every
-// CERTIFICATE block parses.
+// CERTIFICATE block parses. Services often trust the same CA, and every
+// build checks every service again: the verdict is remembered by content.
 func checkCertificates(data []byte) error {
-	_, err := capki.ParseCertsPEM(data)
+	return certChecks.check(data, func() error {
+		_, err := capki.ParseCertsPEM(data)
+		return err
+	})
+}
+
+// checkKeyPair requires a usable PEM certificate and matching key,
+// remembered by content like checkCertificates.
+func checkKeyPair(cert, key []byte) error {
+	both := make([]byte, 0, len(cert)+len(key)+1)
+	both = append(append(append(both, cert...), 0), key...)
+	sum := sha256.Sum256(both) // a digest, so the memo holds no private key
+	return keyPairChecks.check(sum[:], func() error {
+		_, err := tls.X509KeyPair(cert, key)
+		return err
+	})
+}
+
+var certChecks, keyPairChecks contentChecks
+
+// contentChecks remembers a pure check's verdict by its input's content,
+// up to contentChecksMax bytes of inputs (then it starts over).
+type contentChecks struct {
+	mu      sync.Mutex
+	verdict map[string]error
+	size    int
+}
+
+const contentChecksMax = 32 << 20
+
+func (c *contentChecks) check(data []byte, run func() error) error {
+	c.mu.Lock()
+	err, ok := c.verdict[string(data)]
+	c.mu.Unlock()
+	if ok {
+		return err
+	}
+	err = run()
+	c.mu.Lock()
+	if c.verdict == nil || c.size+len(data) > contentChecksMax {
+		c.verdict, c.size = map[string]error{}, 0
+	}
+	c.verdict[string(data)] = err
+	c.size += len(data)
+	c.mu.Unlock()
 	return err
 }
 

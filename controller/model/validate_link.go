@@ -7,6 +7,6 @@ import (
 
 // validateSet runs controller/validate; with a zone it also applies Kuma's
 // admission rule that a zone-origin resource may not name another zone.
-func validateSet(set *resource.Set, zone string) (*resource.Set, []*resource.FieldError) {
-	return validate.WithOptions(set, validate.Options{Zone: zone})
+func validateSet(set *resource.Set, opts Options) (*resource.Set, []*resource.FieldError) {
+	return opts.Validations.WithOptions(set, validate.Options{Zone: opts.Zone})
 }

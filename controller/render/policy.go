@@ -185,6 +185,11 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, []b
 	if v, ok := r.pol.clusters[key]; ok {
 		return v.cluster, v.digest, nil
 	}
+	vkey := variantKey{base: rs.cluster, settings: string(settings)}
+	if v := r.memo.variant(vkey); v != nil {
+		r.pol.clusters[key] = v
+		return v.cluster, v.digest, nil
+	}
 	c := proto.Clone(rs.cluster).(*clusterv3.Cluster)
 	if err := applyClusterPolicies(eff, rs.svc.Protocol, c); err != nil {
 		return nil, nil, err
@@ -200,7 +205,9 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, []b
 	if err != nil {
 		return nil, nil, err
 	}
-	r.pol.clusters[key] = &clusterVariant{cluster: c, digest: d}
+	v := &clusterVariant{cluster: c, digest: d}
+	r.pol.clusters[key] = v
+	r.memo.keepVariant(vkey, v)
 	return c, d, nil
 }
 

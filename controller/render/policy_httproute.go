@@ -270,7 +270,8 @@ func (r *renderer) envoyRoutes(n *Node, s *model.Service, eff *policy.Effective,
 		}
 	}
 	var out []*routev3.Route
-	for _, em := range envoyMatches(e.match) {
+	ems := envoyMatches(e.match)
+	for i, em := range ems {
 		rt := &routev3.Route{Name: e.name, Match: em.m}
 		switch {
 		case redirect != nil:
@@ -278,7 +279,11 @@ func (r *renderer) envoyRoutes(n *Node, s *model.Service, eff *policy.Effective,
 		case direct != nil:
 			rt.Action = &routev3.Route_DirectResponse{DirectResponse: direct}
 		default:
-			action := proto.Clone(base).(*routev3.RouteAction)
+			// The last match takes base itself, unless a rewrite changes it.
+			action := base
+			if i < len(ems)-1 || rewrite != nil {
+				action = proto.Clone(base).(*routev3.RouteAction)
+			}
 			if rewrite != nil {
 				urlRewrite(rewrite, em, action)
 			}

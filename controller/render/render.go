@@ -201,6 +201,10 @@ type rendered struct {
 // unaffected. Render records conditions on w's services, so callers must not
 // render one World concurrently. The error is only for bad Options.
 func Render(w *model.World, opts Options) (*Output, error) {
+	return (*Memo)(nil).Render(w, opts)
+}
+
+func render(w *model.World, opts Options, memo *Memo) (*Output, error) {
 	if w == nil {
 		return nil, fmt.Errorf("render: nil world")
 	}
@@ -208,7 +212,7 @@ func Render(w *model.World, opts Options) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &renderer{opts: opts, dns: dns, world: w, shared: memo{}, pol: newPolicyState()}
+	r := &renderer{opts: opts, dns: dns, world: w, shared: sharedMemo{}, pol: newPolicyState(), memo: memo}
 	var services []*rendered
 	// clusters backs up model.Build's check that cluster names are unique
 	// (a World built by hand skips it): Envoy rejects a duplicate cluster
@@ -223,7 +227,13 @@ func Render(w *model.World, opts Options) (*Output, error) {
 			}
 			continue
 		}
-		rs, err := r.service(s)
+		rs := memo.service(s)
+		var err error
+		if rs == nil {
+			if rs, err = r.service(s); err == nil {
+				memo.keepService(s, rs)
+			}
+		}
 		if err == nil {
 			if o := clusters[rs.cluster.Name]; o != nil {
 				err = fmt.Errorf("Envoy cluster name %q is already used by MeshExternalService %s/%s", rs.cluster.Name, o.Mesh, o.Name)
@@ -311,18 +321,20 @@ type renderer struct {
 	world *model.World
 	// shared holds messages that are identical everywhere (the router),
 	// packed once per Render and referenced by every filter.
-	shared memo
+	shared sharedMemo
 	// pol is the policy memo (policy.go).
 	pol policyState
+	// memo holds the last Render's messages (nil = none; memo.go).
+	memo *Memo
 	// onNode are the services whose clusters the node being built holds:
 	// the destinations its routes may lead to.
 	onNode []*rendered
 }
 
-// memo builds each named value once.
-type memo map[string]any
+// sharedMemo builds each named value once.
+type sharedMemo map[string]any
 
-func (m memo) get(key string, build func() (any, error)) (any, error) {
+func (m sharedMemo) get(key string, build func() (any, error)) (any, error) {
 	if v, ok := m[key]; ok {
 		return v, nil
 	}
@@ -385,7 +397,7 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	}
 	r.onNode = placed
 	for _, rs := range placed {
-		f, closed, err := r.serviceFilters(n, rs.svc)
+		f, closed, err := r.filtersOf(n, rs.svc)
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
 			continue

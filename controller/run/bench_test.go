@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/meshext/meshext/controller/ipam"
+	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/xds"
 )
 
@@ -28,18 +30,61 @@ func BenchmarkReload(b *testing.B) {
 	}
 }
 
+// BenchmarkReloadHTTP is BenchmarkReload on meshext-cpbench's workload
+// (bench/cmd/meshext-cpbench generate.go): every service HTTP with TLS (an
+// inline base64 CA, a server name, an exact SAN), two HostnameGenerators,
+// and the Go filter on, as cpbench's `run -xds ads -plugin` renders it.
+func BenchmarkReloadHTTP(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		for _, mode := range []string{XDSFile, XDSADS} {
+			b.Run(fmt.Sprintf("mes=%d/%s", n, mode), func(b *testing.B) { benchReloadWith(b, n, mode, httpWorkload) })
+		}
+	}
+}
+
 const benchPerFile = 100
 
-func benchReload(b *testing.B, n int, mode string) {
+// workload writes a benchmark's drop directory (edit 0) and rewrites the
+// file of service 0 with edit > 0, a real change to that one service.
+type workload struct {
+	writeAll func(b *testing.B, dir string, n int, caPEM []byte)
+	editOne  func(b *testing.B, dir string, n int, caPEM []byte, edit int)
+	plugin   string
+}
+
+var tcpWorkload = workload{
+	writeAll: func(b *testing.B, dir string, n int, caPEM []byte) { writeBenchFiles(b, dir, n, caPEM, 0) },
+	editOne: func(b *testing.B, dir string, n int, caPEM []byte, edit int) {
+		writeBenchFile(b, dir, 0, min(n, benchPerFile), caPEM, edit)
+	},
+}
+
+var httpWorkload = workload{
+	writeAll: func(b *testing.B, dir string, n int, caPEM []byte) {
+		for f := 0; f*benchPerFile < n; f++ {
+			writeHTTPBenchFile(b, dir, f, min(n-f*benchPerFile, benchPerFile), caPEM, 0)
+		}
+		gens := fmt.Sprintf(httpGeneratorYAML, "svc", "svc.meshext.local") + "---\n" + fmt.Sprintf(httpGeneratorYAML, "ext", "ext.bench.local")
+		dropWrite(b, dir, "00-hostnamegenerators.yaml", gens)
+	},
+	editOne: func(b *testing.B, dir string, n int, caPEM []byte, edit int) {
+		writeHTTPBenchFile(b, dir, 0, min(n, benchPerFile), caPEM, edit)
+	},
+	plugin: render.PluginOn,
+}
+
+func benchReload(b *testing.B, n int, mode string) { benchReloadWith(b, n, mode, tcpWorkload) }
+
+func benchReloadWith(b *testing.B, n int, mode string, wl workload) {
 	unchanged := mode == "unchanged"
 	if unchanged {
 		mode = XDSFile
 	}
 	dir, out := b.TempDir(), b.TempDir()
 	caPEM := newCAPEM(b)
-	writeBenchFiles(b, dir, n, caPEM, 0)
+	wl.writeAll(b, dir, n, caPEM)
 	cfg := &Config{Dir: dir, XDS: mode, XDSDir: out, ADSListen: "unix:" + filepath.Join(b.TempDir(), "ads.sock"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Plugin: wl.plugin}
 	if err := cfg.check(); err != nil {
 		b.Fatal(err)
 	}
@@ -52,6 +97,7 @@ func benchReload(b *testing.B, n int, mode string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ads := xds.NewServer(ctx, cfg.Logger)
+	ads.UseHashes(p.validator.Hash) // as Runner does
 	deliver := func(res *result) {
 		if mode == XDSFile {
 			if _, err := files.Write(res.file); err != nil {
@@ -92,7 +138,7 @@ func benchReload(b *testing.B, n int, mode string) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		writeBenchFile(b, dir, 0, min(n, benchPerFile), caPEM, i+1) // edit: new endpoint port for service 0
+		wl.editOne(b, dir, n, caPEM, i+1) // edit: new endpoint port for service 0
 		b.StartTimer()
 		res, err := p.compile(false)
 		if err != nil {
@@ -136,4 +182,61 @@ func writeBenchFile(b *testing.B, dir string, f, count int, caPEM []byte, edit i
 		}
 	}
 	dropWrite(b, dir, fmt.Sprintf("mes-%04d.yaml", f), sb.String())
+}
+
+const httpGeneratorYAML = `apiVersion: kuma.io/v1alpha1
+kind: HostnameGenerator
+metadata:
+  name: %s
+  namespace: kuma-system
+  labels:
+    kuma.io/mesh: default
+spec:
+  selector:
+    meshExternalService:
+      matchLabels:
+        kuma.io/origin: zone
+  template: "{{ .DisplayName }}.%s"
+`
+
+// writeHTTPBenchFile writes file f of the HTTP workload; edit changes the
+// first service's endpoint port.
+func writeHTTPBenchFile(b *testing.B, dir string, f, count int, caPEM []byte, edit int) {
+	caB64 := base64.StdEncoding.EncodeToString(caPEM)
+	var sb strings.Builder
+	for i := 0; i < count; i++ {
+		k := f*benchPerFile + i
+		port := 10000 + k%50000
+		if i == 0 {
+			port = 1000 + edit%1000
+		}
+		name := fmt.Sprintf("ext-%05d", k)
+		fmt.Fprintf(&sb, `---
+apiVersion: kuma.io/v1alpha1
+kind: MeshExternalService
+metadata:
+  name: %s
+  namespace: kuma-system
+  labels:
+    kuma.io/mesh: default
+spec:
+  match:
+    type: HostnameGenerator
+    port: 443
+    protocol: http
+  endpoints:
+  - address: 127.0.%d.%d
+    port: %d
+  tls:
+    enabled: true
+    verification:
+      serverName: %s.example.com
+      subjectAltNames:
+      - type: Exact
+        value: %s.example.com
+      caCert:
+        inline: %s
+`, name, 1+(k/250)%250, 1+k%250, port, name, name, caB64)
+	}
+	dropWrite(b, dir, fmt.Sprintf("mes-%06d.yaml", f), sb.String())
 }

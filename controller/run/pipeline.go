@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/meshext/meshext/controller/hostname"
 	"github.com/meshext/meshext/controller/inputfile"
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/meshca"
@@ -43,6 +44,15 @@ type pipeline struct {
 	publishedADS  map[string]*xds.Resources
 	// validator skips re-validating resources whose content passed before.
 	validator xds.Validator
+	// fileMemo and adsMemo carry each delivery's unchanged services'
+	// messages from one render to the next (render.Memo).
+	fileMemo, adsMemo render.Memo
+	// validations and buildValidations remember resources' violations by
+	// identity from one reload to the next (validate.Memo): this
+	// pipeline's own check, and model.Build's.
+	validations, buildValidations validate.Memo
+	// hostnames remembers rendered hostnames by service identity (hostname.Memo).
+	hostnames hostname.Memo
 	// claims keeps each node id and cluster name with the resource that had
 	// it first, across reloads (see model.Options.Claims).
 	claims names.Claims
@@ -265,7 +275,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	set.ComputeLabels(resource.Options{Zone: p.cfg.Zone})
 
 	// Per resource: one that fails validation keeps its last good version.
-	valid, vproblems := validate.WithOptions(set, validate.Options{Zone: p.cfg.Zone})
+	valid, vproblems := p.validations.WithOptions(set, validate.Options{Zone: p.cfg.Zone})
 	res.problems = append(res.problems, vproblems...)
 	validKeys := map[string]bool{}
 	for _, o := range valid.Objects() {
@@ -290,13 +300,15 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	p.goodObjects = nextGood
 
 	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims,
-		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies})
+		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies, Validations: &p.buildValidations,
+		Hostnames: &p.hostnames})
 	res.notes = append(res.notes, p.meshCA.Issue(w)...)
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built
 
+	p.validator.Round()
 	if p.cfg.fileDelivery() {
-		out, err := render.Render(w, p.renderOptions(render.SecretsFile))
+		out, err := p.fileMemo.Render(w, p.renderOptions(render.SecretsFile))
 		if err != nil {
 			return nil, fmt.Errorf("render: %w", err)
 		}
@@ -305,7 +317,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 		res.file = p.sanitize(out, p.publishedFile, &res.notes)
 	}
 	if p.cfg.adsDelivery() {
-		out, err := render.Render(w, p.renderOptions(render.SecretsADS))
+		out, err := p.adsMemo.Render(w, p.renderOptions(render.SecretsADS))
 		if err != nil {
 			return nil, fmt.Errorf("render: %w", err)
 		}

@@ -112,6 +112,9 @@ func (r *Runner) Start(ctx context.Context) error {
 		}
 		r.adsLis = r.adsEP.Listener()
 		r.ads = xds.NewServer(ctx, r.log)
+		// Every resource delivered went through the pipeline's Validator,
+		// which hashed it already.
+		r.ads.UseHashes(r.pipe.validator.Hash)
 	}
 	if r.cfg.StatusListen != "" {
 		if r.statusLis, err = net.Listen("tcp", r.cfg.StatusListen); err != nil {

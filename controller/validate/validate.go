@@ -37,13 +37,44 @@ func Validate(set *resource.Set) (valid *resource.Set, problems []*resource.Fiel
 
 // WithOptions is Validate with options (the zone-label check).
 func WithOptions(set *resource.Set, opts Options) (valid *resource.Set, problems []*resource.FieldError) {
+	return (*Memo)(nil).WithOptions(set, opts)
+}
+
+// Memo remembers each resource's violations, by the resource's identity,
+// from one WithOptions to the next: a resource's violations are its own
+// (see the package comment) and parsed resources are never modified, so a
+// reload checks only the resources parsed anew. It holds the resources of
+// the last call only. Not safe for concurrent use; a nil *Memo remembers
+// nothing. The FieldErrors returned are shared between calls: read-only.
+type Memo struct {
+	opts Options
+	last map[resource.Object][]*resource.FieldError
+}
+
+// WithOptions is the package-level WithOptions, through the memo.
+func (m *Memo) WithOptions(set *resource.Set, opts Options) (valid *resource.Set, problems []*resource.FieldError) {
 	valid = &resource.Set{}
 	if set == nil {
 		return valid, nil
 	}
+	var next map[resource.Object][]*resource.FieldError
+	if m != nil {
+		if m.opts != opts {
+			m.last = nil
+		}
+		m.opts = opts
+		next = make(map[resource.Object][]*resource.FieldError, len(m.last))
+		defer func() { m.last = next }()
+	}
 	valid.Files = append(valid.Files, set.Files...)
 	for _, o := range set.Objects() {
-		errs := ObjectWithOptions(o, set, opts)
+		errs, ok := m.lookup(o)
+		if !ok {
+			errs = ObjectWithOptions(o, set, opts)
+		}
+		if next != nil {
+			next[o] = errs
+		}
 		problems = append(problems, errs...)
 		if len(errs) > 0 || o.GetMeta().Malformed {
 			continue
@@ -51,6 +82,14 @@ func WithOptions(set *resource.Set, opts Options) (valid *resource.Set, problems
 		_ = valid.Add(o) // set holds no duplicates, so neither does valid
 	}
 	return valid, problems
+}
+
+func (m *Memo) lookup(o resource.Object) ([]*resource.FieldError, bool) {
+	if m == nil {
+		return nil, false
+	}
+	errs, ok := m.last[o]
+	return errs, ok
 }
 
 // Object returns every violation of one resource. set may be nil; no rule

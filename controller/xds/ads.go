@@ -15,9 +15,11 @@ import (
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 )
 
 // gRPC settings as in go-control-plane's example server: Envoy multiplexes
@@ -42,6 +44,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	nodes map[string]bool
+	// hashes are the resources' hashes from the last Update, by identity.
+	hashes hashMemo
 }
 
 // NewServer makes a server; nodes get configuration once Update names them.
@@ -55,12 +59,22 @@ func NewServer(ctx context.Context, log *slog.Logger) *Server {
 	return s
 }
 
+// UseHashes gives Update a source of resource hashes it would otherwise
+// compute (hashOf, by identity: for example Validator.Hash of the
+// Validator that sanitized the resources). Call it before the first Update.
+func (s *Server) UseHashes(known func(proto.Message) (string, bool)) {
+	s.mu.Lock()
+	s.hashes.known = known
+	s.mu.Unlock()
+}
+
 // Update installs a snapshot per node. Nodes absent from nodes that had a
 // snapshot get an empty one. Each type has its own content version, so
 // Envoy's cds/lds version_text changes only when that type changed.
 func (s *Server) Update(ctx context.Context, nodes map[string]*Resources) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.hashes.turn()
 	var errs []error
 	for node := range s.nodes {
 		if _, ok := nodes[node]; !ok {
@@ -83,7 +97,7 @@ func (s *Server) Update(ctx context.Context, nodes map[string]*Resources) error 
 }
 
 func (s *Server) set(ctx context.Context, node string, res *Resources) error {
-	snap, err := Snapshot(res)
+	snap, err := snapshotWith(res, s.hashes.hash)
 	if err != nil {
 		return fmt.Errorf("node %q: %w", node, err)
 	}
@@ -92,26 +106,51 @@ func (s *Server) set(ctx context.Context, node string, res *Resources) error {
 
 // Snapshot builds a consistent snapshot of res with per-type content versions.
 func Snapshot(res *Resources) (*cachev3.Snapshot, error) {
+	return snapshotWith(res, hashOf)
+}
+
+// snapshotWith is Snapshot with each resource's hash from hash (safe for
+// concurrent use). The same
+// hashes are the per-resource versions of delta xDS: go-control-plane would
+// otherwise marshal and hash every resource again on each SetSnapshot.
+func snapshotWith(res *Resources, hash func(proto.Message) (string, error)) (*cachev3.Snapshot, error) {
 	if err := checkResources(res); err != nil {
 		return nil, err
 	}
-	snap := &cachev3.Snapshot{}
-	cv, err := versionOf(res.Clusters)
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+	for i := range snap.Resources {
+		typeURL, err := cachev3.GetResponseTypeURL(types.ResponseType(i))
+		if err != nil {
+			return nil, err
+		}
+		snap.VersionMap[typeURL] = map[string]string{}
+	}
+	// Each type's version, and each resource's hash as its delta version.
+	version := func(typeURL string, es []namedHash) string {
+		vm := snap.VersionMap[typeURL]
+		for _, e := range es {
+			vm[e.name] = e.hash
+		}
+		return versionFrom(es)
+	}
+	ch, err := hashAll(res.Clusters, hash)
 	if err != nil {
 		return nil, err
 	}
-	lv, err := versionOf(res.Listeners)
+	lh, err := hashAll(res.Listeners, hash)
 	if err != nil {
 		return nil, err
 	}
-	rv, err := versionOf(res.Routes)
+	rh, err := hashAll(res.Routes, hash)
 	if err != nil {
 		return nil, err
 	}
-	sv, err := versionOf(res.Secrets)
+	sh, err := hashAll(res.Secrets, hash)
 	if err != nil {
 		return nil, err
 	}
+	cv, lv := version(resourcev3.ClusterType, ch), version(resourcev3.ListenerType, lh)
+	rv, sv := version(resourcev3.RouteType, rh), version(resourcev3.SecretType, sh)
 	snap.Resources[types.Cluster] = cachev3.NewResources(cv, toResources(res.Clusters))
 	snap.Resources[types.Listener] = cachev3.NewResources(lv, toResources(res.Listeners))
 	snap.Resources[types.Route] = cachev3.NewResources(rv, toResources(res.Routes))

@@ -101,39 +101,84 @@ func Sanitize(prev, next *Resources) (*Resources, []error) {
 
 // Validator is Sanitize with a memory: contents that passed before are not
 // validated again, which is most of a reload's resources. Hashing the wire
-// form costs a fraction of the deep validation it saves. The zero value is
-// ready; a nil *Validator validates everything. Safe for concurrent use.
+// form costs a fraction of the deep validation it saves, and a message that
+// passed in this round or the last (see Round) is not even hashed: render
+// hands the very same message again for a service it did not re-render
+// (render.Memo). The zero value is ready; a nil *Validator validates
+// everything. Safe for concurrent use.
+//
+// Callers never modify a message after handing it to Sanitize (rendered
+// messages are read-only).
 type Validator struct {
 	mu     sync.Mutex
 	passed map[[sha256.Size]byte]struct{}
+	// same and last hold, by identity, the messages that passed in this
+	// round and in the last one, with their hashes (Hash).
+	same, last map[proto.Message][sha256.Size]byte
 }
 
 // validatorMemory bounds the remembered hashes (about 40 B each).
 const validatorMemory = 1 << 18
 
+// Round starts a round of Sanitize calls (one per reload): the messages
+// remembered by identity from before the last round are let go, so the
+// Validator keeps no more than two reloads' messages alive.
+func (v *Validator) Round() {
+	v.mu.Lock()
+	v.last, v.same = v.same, map[proto.Message][sha256.Size]byte{}
+	v.mu.Unlock()
+}
+
+// Hash is hashOf(m) for a message that passed in this round or the last
+// (false otherwise), so delivery need not marshal it again (Server.UseHashes).
+func (v *Validator) Hash(m proto.Message) (string, bool) {
+	v.mu.Lock()
+	sum, ok := v.same[m]
+	if !ok {
+		sum, ok = v.last[m]
+	}
+	v.mu.Unlock()
+	if !ok {
+		return "", false
+	}
+	return hex.EncodeToString(sum[:]), true
+}
+
 func (v *Validator) validate(m proto.Message) error {
 	if v == nil {
 		return Validate(m)
+	}
+	v.mu.Lock()
+	_, same := v.same[m]
+	sum, last := v.last[m]
+	if last && !same && v.same != nil {
+		v.same[m] = sum
+	}
+	v.mu.Unlock()
+	if same || last {
+		return nil
 	}
 	b, err := deterministic.Marshal(m)
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(b)
+	sum = sha256.Sum256(b)
 	v.mu.Lock()
 	_, ok := v.passed[sum]
 	v.mu.Unlock()
-	if ok {
-		return nil
-	}
-	if err := Validate(m); err != nil {
-		return err
+	if !ok {
+		if err := Validate(m); err != nil {
+			return err
+		}
 	}
 	v.mu.Lock()
 	if v.passed == nil || len(v.passed) >= validatorMemory {
 		v.passed = map[[sha256.Size]byte]struct{}{}
 	}
 	v.passed[sum] = struct{}{}
+	if v.same != nil {
+		v.same[m] = sum
+	}
 	v.mu.Unlock()
 	return nil
 }
@@ -202,19 +247,35 @@ func hashOf(m proto.Message) (string, error) {
 // versionOf is the version of a list of resources: a hash of their names and
 // contents in name order, so equal content always has equal versions.
 func versionOf[T named](items []T) (string, error) {
-	type entry struct{ name, hash string }
-	es := make([]entry, len(items))
+	es, err := hashAll(items, hashOf)
+	if err != nil {
+		return "", err
+	}
+	return versionFrom(es), nil
+}
+
+// namedHash is one resource's name and hash.
+type namedHash struct{ name, hash string }
+
+// hashAll hashes every item with hash (safe for concurrent use), on every
+// core: marshalling is the cost (10k clusters: a quarter of a drop's write).
+func hashAll[T named](items []T, hash func(proto.Message) (string, error)) ([]namedHash, error) {
+	es := make([]namedHash, len(items))
 	errs := make([]error, len(items))
-	// Marshalling is the cost (10k clusters: a quarter of a drop's write).
 	parallel.ForEach(len(items), func(i int) {
 		es[i].name = items[i].GetName()
-		es[i].hash, errs[i] = hashOf(items[i])
+		es[i].hash, errs[i] = hash(items[i])
 	})
 	for i, err := range errs {
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", es[i].name, err)
+			return nil, fmt.Errorf("%s: %w", es[i].name, err)
 		}
 	}
+	return es, nil
+}
+
+// versionFrom is versionOf of hashed resources (es is sorted by name).
+func versionFrom(es []namedHash) string {
 	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
 	sum := sha256.New()
 	for _, e := range es {
@@ -223,7 +284,52 @@ func versionOf[T named](items []T) (string, error) {
 		sum.Write([]byte(e.hash))
 		sum.Write([]byte{0})
 	}
-	return hex.EncodeToString(sum.Sum(nil))[:16], nil
+	return hex.EncodeToString(sum.Sum(nil))[:16]
+}
+
+// hashMemo hashes messages (hashOf) and remembers the hashes by message
+// identity for one generation: render hands the same message again for a
+// service it did not re-render, so a reload hashes only what changed.
+// Messages are never modified after they are rendered.
+// hash is safe for concurrent use.
+type hashMemo struct {
+	mu         sync.Mutex
+	last, next map[proto.Message]string
+	// known, when set, may know a message's hash already (Server.UseHashes).
+	known func(proto.Message) (string, bool)
+}
+
+func (h *hashMemo) hash(m proto.Message) (string, error) {
+	h.mu.Lock()
+	v, ok := h.next[m]
+	if !ok {
+		v, ok = h.last[m]
+	}
+	known := h.known
+	h.mu.Unlock()
+	if !ok && known != nil {
+		v, ok = known(m)
+	}
+	if !ok {
+		var err error
+		if v, err = hashOf(m); err != nil {
+			return "", err
+		}
+	}
+	h.mu.Lock()
+	if h.next == nil {
+		h.next = map[proto.Message]string{}
+	}
+	h.next[m] = v
+	h.mu.Unlock()
+	return v, nil
+}
+
+// turn ends a generation: hashes not asked for since the last turn are let go.
+func (h *hashMemo) turn() {
+	h.mu.Lock()
+	h.last, h.next = h.next, nil
+	h.mu.Unlock()
 }
 
 // checkNames refuses empty and duplicate names, which Envoy would reject as a whole update.

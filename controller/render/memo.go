@@ -1,0 +1,261 @@
+package render
+
+import (
+	"bytes"
+	"maps"
+	"net/netip"
+	"reflect"
+	"slices"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/meshext/meshext/controller/model"
+	"github.com/meshext/meshext/controller/resource"
+)
+
+// Memo carries each service's rendered messages from one Render to the
+// next, so a reload after a one-service edit renders, validates and hashes
+// that service again and reuses the others' messages as they are. Reused
+// messages are the same pointers as before, which lets delivery skip its
+// own per-resource work for them (controller/xds keys its memos by
+// identity). Not safe for concurrent use; the zero value is ready, and a
+// nil *Memo renders everything.
+//
+// What a reused message may depend on is spelled out here, so a change to
+// any of it renders afresh:
+//   - a service's cluster and secrets (renderer.service) are a function of
+//     the Options and of the service's own fields (renderInput), its
+//     source resource by identity;
+//   - a cluster as a node's policies shape it (policyCluster) is a function
+//     of the service's cluster (by identity) and its cluster settings
+//     (clusterSettings, the same key that shares it between nodes);
+//   - a service's network filters and route table on a node
+//     (serviceFilters) are a function of the service, the node, the
+//     Options and everything in the World that is not a service
+//     (worldKey: Dataplanes, ZoneEgresses, Meshes, MeshTrafficPermissions,
+//     policies), as long as nothing leads them to another service or
+//     outside the chain: only outside mTLS meshes and egresses, without
+//     MeshHTTPRoute, MeshTCPRoute or MeshAccessLog for the pair, and when
+//     rendering them left no note (filtersOf).
+//
+// Listeners themselves are assembled on every Render.
+type Memo struct {
+	opts     Options
+	services map[string]*memoService
+	variants map[variantKey]*clusterVariant
+	// world is what the filters were rendered in (worldKey).
+	world   worldKey
+	filters map[filterKey]*memoFilters
+	// next* collect what this Render used: the memo keeps no more than one
+	// Render's worth of messages.
+	nextServices map[string]*memoService
+	nextVariants map[variantKey]*clusterVariant
+	nextFilters  map[filterKey]*memoFilters
+}
+
+type memoService struct {
+	in  renderInput
+	out *rendered
+}
+
+type variantKey struct {
+	base     *clusterv3.Cluster
+	settings string
+}
+
+// Render is the package-level Render, reusing m's messages where their
+// inputs are unchanged, then remembering this Render's.
+func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
+	if m != nil {
+		if m.opts != opts {
+			m.services, m.variants = nil, nil
+		}
+		m.opts = opts
+		if wk := worldKeyOf(w); !wk.equal(&m.world) {
+			m.world, m.filters = wk, nil
+		}
+		m.nextServices = make(map[string]*memoService, len(m.services))
+		m.nextVariants = make(map[variantKey]*clusterVariant, len(m.variants))
+		m.nextFilters = make(map[filterKey]*memoFilters, len(m.filters))
+	}
+	out, err := render(w, opts, m)
+	if m != nil {
+		if err != nil {
+			m.services, m.variants, m.filters = nil, nil, nil
+			m.world = worldKey{}
+		} else {
+			m.services, m.variants, m.filters = m.nextServices, m.nextVariants, m.nextFilters
+		}
+		m.nextServices, m.nextVariants, m.nextFilters = nil, nil, nil
+	}
+	return out, err
+}
+
+// worldKey is everything in a World but its services that a service's
+// filters may depend on, by identity (parsed resources are never modified),
+// except Kuma's implicit default policies, which Build makes anew each time
+// and are compared by content.
+type worldKey struct {
+	valid        bool
+	dataplanes   []*resource.Dataplane
+	zoneEgresses []*resource.ZoneEgress
+	permissions  []*resource.MeshTrafficPermission
+	meshes       map[string]*resource.Mesh
+	mtls         []string
+	policies     []resource.Policy
+	defaults     []resource.Policy
+}
+
+func worldKeyOf(w *model.World) worldKey {
+	k := worldKey{valid: w != nil}
+	if w == nil {
+		return k
+	}
+	k.dataplanes, k.zoneEgresses, k.permissions, k.meshes = w.Dataplanes, w.ZoneEgresses, w.Permissions, w.Meshes
+	for mesh, mt := range w.MTLS {
+		if mt != nil {
+			k.mtls = append(k.mtls, mesh)
+		}
+	}
+	slices.Sort(k.mtls)
+	if w.Policies != nil {
+		all, defaults := w.Policies.Policies(), w.Policies.Defaults()
+		k.policies, k.defaults = all[:len(all)-len(defaults)], defaults
+	}
+	return k
+}
+
+func (k *worldKey) equal(o *worldKey) bool {
+	return k.valid && o.valid && slices.Equal(k.dataplanes, o.dataplanes) && slices.Equal(k.zoneEgresses, o.zoneEgresses) &&
+		slices.Equal(k.permissions, o.permissions) && maps.Equal(k.meshes, o.meshes) && slices.Equal(k.mtls, o.mtls) &&
+		slices.Equal(k.policies, o.policies) && reflect.DeepEqual(k.defaults, o.defaults)
+}
+
+type filterKey struct{ node, cluster string }
+
+// memoFilters is one service's filters on one node, with the route tables
+// rendering them added to the node.
+type memoFilters struct {
+	in      renderInput
+	filters []*listenerv3.Filter
+	routes  []*routev3.RouteConfiguration
+	closed  bool
+}
+
+// filtersOf is serviceFilters through the memo (see Memo for when).
+func (r *renderer) filtersOf(n *Node, s *model.Service) ([]*listenerv3.Filter, bool, error) {
+	key := filterKey{node: n.ID, cluster: s.ClusterName()}
+	reusable := r.memo != nil && r.reusableFilters(n, s)
+	if reusable {
+		if e := r.memo.filters[key]; e != nil && e.in.equal(s) {
+			r.memo.nextFilters[key] = e
+			n.Routes = append(n.Routes, e.routes...)
+			return e.filters, e.closed, nil
+		}
+	}
+	routes, notes, fifo, otel := len(n.Routes), len(r.pol.notes[n.ID]), r.pol.fifo[n.ID], r.pol.otel[n.ID]
+	f, closed, err := r.serviceFilters(n, s)
+	if err == nil && reusable && len(r.pol.notes[n.ID]) == notes && r.pol.fifo[n.ID] == fifo && r.pol.otel[n.ID] == otel {
+		r.memo.nextFilters[key] = &memoFilters{in: inputOf(s), filters: slices.Clip(f), closed: closed, routes: slices.Clone(n.Routes[routes:])}
+	}
+	return f, closed, err
+}
+
+// reusableFilters reports whether s's filters on n depend on nothing but
+// s, n and the worldKey: no egress hop, and no policy kind that leads to
+// other services (routes) or registers node-wide state (access logs).
+func (r *renderer) reusableFilters(n *Node, s *model.Service) bool {
+	if n.ZoneEgress != nil || r.world.MTLS[s.Mesh] != nil {
+		return false
+	}
+	eff := r.policiesFor(n, s)
+	return eff == nil || (len(eff.HTTPRules) == 0 && len(eff.RouteConfs) == 0 &&
+		eff.Confs[resource.KindMeshTCPRoute] == nil && eff.Confs[resource.KindMeshHTTPRoute] == nil &&
+		eff.Confs[resource.KindMeshAccessLog] == nil)
+}
+
+// service returns the rendering of s kept from the last Render when s's
+// render input is unchanged, for s itself.
+func (m *Memo) service(s *model.Service) *rendered {
+	if m == nil {
+		return nil
+	}
+	e := m.services[s.ClusterName()]
+	if e == nil || !e.in.equal(s) {
+		return nil
+	}
+	m.nextServices[s.ClusterName()] = e
+	return &rendered{svc: s, cluster: e.out.cluster, secrets: e.out.secrets, digest: e.out.digest}
+}
+
+func (m *Memo) keepService(s *model.Service, rs *rendered) {
+	if m == nil {
+		return
+	}
+	m.nextServices[s.ClusterName()] = &memoService{in: inputOf(s), out: rs}
+}
+
+func (m *Memo) variant(k variantKey) *clusterVariant {
+	if m == nil {
+		return nil
+	}
+	v := m.variants[k]
+	if v != nil {
+		m.nextVariants[k] = v
+	}
+	return v
+}
+
+func (m *Memo) keepVariant(k variantKey, v *clusterVariant) {
+	if m != nil {
+		m.nextVariants[k] = v
+	}
+}
+
+// renderInput is every field of a model.Service that its cluster and
+// secrets are rendered from: all of them except the status Render and
+// Build write (Conditions, Broken; a Broken service is not rendered).
+// TestRenderInputCoversService fails when a field is added to
+// model.Service, so the new one is considered here.
+type renderInput struct {
+	mesh, name, protocol string
+	port                 uint32
+	vip                  netip.Addr
+	hostnames            []string
+	addresses            []model.Address
+	endpoints            []model.Endpoint
+	tls                  *model.TLS
+	resource             *resource.MeshExternalService // by identity
+	cluster, sni         string
+}
+
+func inputOf(s *model.Service) renderInput {
+	in := renderInput{mesh: s.Mesh, name: s.Name, protocol: s.Protocol, port: s.Port, vip: s.VIP,
+		hostnames: s.Hostnames, addresses: s.Addresses, endpoints: s.Endpoints, resource: s.Resource,
+		cluster: s.Cluster, sni: s.SNI}
+	if s.TLS != nil {
+		t := *s.TLS
+		in.tls = &t
+	}
+	return in
+}
+
+func (in *renderInput) equal(s *model.Service) bool {
+	return in.mesh == s.Mesh && in.name == s.Name && in.protocol == s.Protocol && in.port == s.Port &&
+		in.vip == s.VIP && in.cluster == s.Cluster && in.sni == s.SNI && in.resource == s.Resource &&
+		slices.Equal(in.hostnames, s.Hostnames) && slices.Equal(in.addresses, s.Addresses) &&
+		slices.Equal(in.endpoints, s.Endpoints) && sameTLS(in.tls, s.TLS)
+}
+
+func sameTLS(a, b *model.TLS) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Mode == b.Mode && a.MinVersion == b.MinVersion && a.MaxVersion == b.MaxVersion &&
+		a.AllowRenegotiation == b.AllowRenegotiation && a.ServerName == b.ServerName &&
+		slices.Equal(a.SANs, b.SANs) && bytes.Equal(a.CA, b.CA) && a.CASource == b.CASource &&
+		a.SystemCAPath == b.SystemCAPath && bytes.Equal(a.ClientCert, b.ClientCert) &&
+		bytes.Equal(a.ClientKey, b.ClientKey) && a.ClientCertSource == b.ClientCertSource
+}
