@@ -179,7 +179,8 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, []b
 		return nil, nil, err
 	}
 	if settings == nil {
-		return rs.cluster, rs.digest, nil
+		d, err := rs.baseDigest()
+		return rs.cluster, d, err
 	}
 	key := rs.cluster.Name + "\x00" + string(settings)
 	if v, ok := r.pol.clusters[key]; ok {

@@ -193,7 +193,7 @@ type rendered struct {
 	svc     *model.Service
 	cluster *clusterv3.Cluster
 	secrets []*tlsv3.Secret
-	digest  []byte
+	digest  []byte // baseDigest, once computed
 }
 
 // Render builds every node's config. A service that cannot be rendered is
@@ -352,15 +352,25 @@ func (r *renderer) service(s *model.Service) (*rendered, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs := []proto.Message{c}
-	for _, sec := range secrets {
-		msgs = append(msgs, sec)
+	return &rendered{svc: s, cluster: c, secrets: secrets}, nil
+}
+
+// baseDigest is the digest of rs's own cluster and secrets, computed when
+// first asked for: a node whose policies shape the cluster (Kuma's default
+// policies shape every one) digests its shaped copy instead.
+func (rs *rendered) baseDigest() ([]byte, error) {
+	if rs.digest == nil {
+		msgs := []proto.Message{rs.cluster}
+		for _, sec := range rs.secrets {
+			msgs = append(msgs, sec)
+		}
+		d, err := digest(msgs...)
+		if err != nil {
+			return nil, err
+		}
+		rs.digest = d
 	}
-	d, err := digest(msgs...)
-	if err != nil {
-		return nil, err
-	}
-	return &rendered{svc: s, cluster: c, secrets: secrets, digest: d}, nil
+	return rs.digest, nil
 }
 
 // node assembles one Envoy's resources. dp is nil for the default node.
