@@ -48,13 +48,17 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 		return r, err
 	}
 	defer stop()
-	cds := dropFormat.CDSPath(xdsDir, render.DefaultNodeID)
-	// The first drop: bounded wait for meshext run to write cds.json.
+	cds, lds := dropFormat.CDSPath(xdsDir, render.DefaultNodeID), dropFormat.LDSPath(xdsDir, render.DefaultNodeID)
+	// The first drop: bounded wait for meshext run to write the clusters
+	// and then the listeners file (renamed just after; Envoy refuses to
+	// start on a bootstrap naming a missing file).
 	var want string
 	for deadline := time.Now().Add(120 * time.Second); ; {
 		if v, err := fileVersion(cds); err == nil && v != "" {
-			want = v
-			break
+			if _, err := os.Stat(lds); err == nil {
+				want = v
+				break
+			}
 		}
 		select {
 		case <-exited:
@@ -62,7 +66,7 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return r, fmt.Errorf("meshext run wrote no %s within 120s", cds)
+			return r, fmt.Errorf("meshext run wrote no %s and %s within 120s", cds, lds)
 		}
 	}
 	r.TotalMS = ms(time.Since(t0)) // start → first file drop
