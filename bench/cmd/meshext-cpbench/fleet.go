@@ -345,18 +345,12 @@ func fleet(n, nodes, envoys int, dir, envoyBin, meshext string, changes int, deb
 	defer stop()
 	pid := cmd.Process.Pid
 	cpu0 := procCPU(pid)
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		select {
-		case <-exited:
-			return r, fmt.Errorf("meshext run exited: %s", envoyproc.Tail(logf.Name(), 400))
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return r, fmt.Errorf("meshext run made no ADS socket within 60s")
-		}
+	err = whileRunning(exited, logf.Name(), 10*time.Millisecond, 60*time.Second, func() bool {
+		_, err := os.Stat(sock)
+		return err == nil
+	}, "meshext run made no ADS socket")
+	if err != nil {
+		return r, err
 	}
 
 	// The gRPC clients share one connection each, like one Envoy each.

@@ -53,21 +53,17 @@ func viaRun(n int, dir, envoyBin, meshext, plugin string, changes int, debounce 
 	// and then the listeners file (renamed just after; Envoy refuses to
 	// start on a bootstrap naming a missing file).
 	var want string
-	for deadline := time.Now().Add(120 * time.Second); ; {
-		if v, err := fileVersion(cds); err == nil && v != "" {
-			if _, err := os.Stat(lds); err == nil {
-				want = v
-				break
-			}
+	err = whileRunning(exited, logf.Name(), 20*time.Millisecond, 120*time.Second, func() bool {
+		v, err := fileVersion(cds)
+		if err != nil || v == "" {
+			return false
 		}
-		select {
-		case <-exited:
-			return r, fmt.Errorf("meshext run exited: %s", envoyproc.Tail(logf.Name(), 400))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return r, fmt.Errorf("meshext run wrote no %s and %s within 120s", cds, lds)
-		}
+		_, err = os.Stat(lds)
+		want = v
+		return err == nil
+	}, fmt.Sprintf("meshext run wrote no %s and %s", cds, lds))
+	if err != nil {
+		return r, err
 	}
 	r.TotalMS = ms(time.Since(t0)) // start → first file drop
 	admin, err := envoyproc.FreePort()
@@ -199,18 +195,12 @@ func viaRunADS(n int, dir, envoyBin, meshext, plugin string, changes int, deboun
 	}
 	defer e.Stop()
 	// Initial config: every cluster (N services + meshext's own) is active.
-	for deadline := time.Now().Add(120 * time.Second); ; {
-		if v, _ := strconv.Atoi(typedStat(e, "Gauges", "cluster_manager.active_clusters")); v >= n && cdsVersion(e) != "" {
-			break
-		}
-		select {
-		case <-exited:
-			return r, fmt.Errorf("meshext run exited: %s", envoyproc.Tail(logf.Name(), 400))
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return r, fmt.Errorf("Envoy did not get %d clusters over ADS within 120s", n)
-		}
+	err = whileRunning(exited, logf.Name(), 10*time.Millisecond, 120*time.Second, func() bool {
+		v, _ := strconv.Atoi(typedStat(e, "Gauges", "cluster_manager.active_clusters"))
+		return v >= n && cdsVersion(e) != ""
+	}, fmt.Sprintf("Envoy did not get %d clusters over ADS", n))
+	if err != nil {
+		return r, err
 	}
 	r.EnvoyInitialMS = ms(time.Since(t0)) // run + Envoy start → all clusters active
 	r.EnvoyRSSMB = envoyproc.RSSMB(e.Pid())
@@ -295,6 +285,23 @@ func orZero(s string) string {
 
 // startProcess starts cmd with its output in logf. exited closes when it
 // ends; stop interrupts it and waits (killing it after 5 s) until it has exited.
+// whileRunning polls done every interval until it holds, the meshext run
+// process exits (an error with its log's tail), or limit passes (an error
+// saying what did not happen).
+func whileRunning(exited <-chan struct{}, logPath string, every, limit time.Duration, done func() bool, what string) error {
+	for deadline := time.Now().Add(limit); !done(); {
+		select {
+		case <-exited:
+			return fmt.Errorf("meshext run exited: %s", envoyproc.Tail(logPath, 400))
+		case <-time.After(every):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s within %s", what, limit)
+		}
+	}
+	return nil
+}
+
 func startProcess(cmd *exec.Cmd, logf *os.File) (exited <-chan struct{}, stop func(), err error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
