@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	cpworkload "github.com/meshext/meshext/bench/workload" // meshext-cpbench's resource set
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/render"
 	"github.com/meshext/meshext/controller/xds"
@@ -64,7 +65,7 @@ var httpWorkload = workload{
 		for f := 0; f*benchPerFile < n; f++ {
 			writeHTTPBenchFile(b, dir, f, min(n-f*benchPerFile, benchPerFile), caPEM, 0)
 		}
-		gens := fmt.Sprintf(httpGeneratorYAML, "svc", "svc.meshext.local") + "---\n" + fmt.Sprintf(httpGeneratorYAML, "ext", "ext.bench.local")
+		gens := cpworkload.HostnameGenerators()
 		dropWrite(b, dir, "00-hostnamegenerators.yaml", gens)
 	},
 	editOne: func(b *testing.B, dir string, n int, caPEM []byte, edit int) {
@@ -184,21 +185,6 @@ func writeBenchFile(b *testing.B, dir string, f, count int, caPEM []byte, edit i
 	dropWrite(b, dir, fmt.Sprintf("mes-%04d.yaml", f), sb.String())
 }
 
-const httpGeneratorYAML = `apiVersion: kuma.io/v1alpha1
-kind: HostnameGenerator
-metadata:
-  name: %s
-  namespace: kuma-system
-  labels:
-    kuma.io/mesh: default
-spec:
-  selector:
-    meshExternalService:
-      matchLabels:
-        kuma.io/origin: zone
-  template: "{{ .DisplayName }}.%s"
-`
-
 // writeHTTPBenchFile writes file f of the HTTP workload; edit changes the
 // first service's endpoint port.
 func writeHTTPBenchFile(b *testing.B, dir string, f, count int, caPEM []byte, edit int) {
@@ -210,33 +196,7 @@ func writeHTTPBenchFile(b *testing.B, dir string, f, count int, caPEM []byte, ed
 		if i == 0 {
 			port = 1000 + edit%1000
 		}
-		name := fmt.Sprintf("ext-%05d", k)
-		fmt.Fprintf(&sb, `---
-apiVersion: kuma.io/v1alpha1
-kind: MeshExternalService
-metadata:
-  name: %s
-  namespace: kuma-system
-  labels:
-    kuma.io/mesh: default
-spec:
-  match:
-    type: HostnameGenerator
-    port: 443
-    protocol: http
-  endpoints:
-  - address: 127.0.%d.%d
-    port: %d
-  tls:
-    enabled: true
-    verification:
-      serverName: %s.example.com
-      subjectAltNames:
-      - type: Exact
-        value: %s.example.com
-      caCert:
-        inline: %s
-`, name, 1+(k/250)%250, 1+k%250, port, name, name, caB64)
+		sb.WriteString("---\n" + cpworkload.MES(k, port, caB64))
 	}
 	dropWrite(b, dir, fmt.Sprintf("mes-%06d.yaml", f), sb.String())
 }

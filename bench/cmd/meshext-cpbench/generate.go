@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/meshext/meshext/bench/workload"
 	"github.com/meshext/meshext/e2e/testpki"
 )
 
@@ -26,21 +27,7 @@ func generate(dir string, n int) (files int, err error) {
 		return 0, err
 	}
 	caB64 := base64.StdEncoding.EncodeToString(ca.CertPEM)
-	hg := `apiVersion: kuma.io/v1alpha1
-kind: HostnameGenerator
-metadata:
-  name: %s
-  namespace: kuma-system
-  labels:
-    kuma.io/mesh: default
-spec:
-  selector:
-    meshExternalService:
-      matchLabels:
-        kuma.io/origin: zone
-  template: "{{ .DisplayName }}.%s"
-`
-	gens := fmt.Sprintf(hg, "svc", "svc.meshext.local") + "---\n" + fmt.Sprintf(hg, "ext", "ext.bench.local")
+	gens := workload.HostnameGenerators()
 	if err := os.WriteFile(filepath.Join(dir, "00-hostnamegenerators.yaml"), []byte(gens), 0o644); err != nil {
 		return 0, err
 	}
@@ -65,40 +52,9 @@ spec:
 		if b.Len() > 0 {
 			b.WriteString("---\n")
 		}
-		b.WriteString(mesYAML(i, 10000+i%50000, caB64))
+		b.WriteString(workload.MES(i, 10000+i%50000, caB64))
 	}
 	return files, flush(n - 1)
-}
-
-func mesName(i int) string { return fmt.Sprintf("ext-%05d", i) }
-
-func mesYAML(i, port int, caB64 string) string {
-	name := mesName(i)
-	return fmt.Sprintf(`apiVersion: kuma.io/v1alpha1
-kind: MeshExternalService
-metadata:
-  name: %s
-  namespace: kuma-system
-  labels:
-    kuma.io/mesh: default
-spec:
-  match:
-    type: HostnameGenerator
-    port: 443
-    protocol: http
-  endpoints:
-  - address: 127.0.%d.%d
-    port: %d
-  tls:
-    enabled: true
-    verification:
-      serverName: %s.example.com
-      subjectAltNames:
-      - type: Exact
-        value: %s.example.com
-      caCert:
-        inline: %s
-`, name, 1+(i/250)%250, 1+i%250, port, name, name, caB64)
 }
 
 // editOne changes the endpoint port of MES i in place (one resource file
@@ -111,8 +67,8 @@ func editOne(dir string, i, newPort int) (string, error) {
 	}
 	docs := strings.Split(string(data), "---\n")
 	k := i % perFile
-	if k >= len(docs) || !strings.Contains(docs[k], "name: "+mesName(i)+"\n") {
-		return "", fmt.Errorf("MES %s not found in %s", mesName(i), p)
+	if k >= len(docs) || !strings.Contains(docs[k], "name: "+workload.Name(i)+"\n") {
+		return "", fmt.Errorf("MES %s not found in %s", workload.Name(i), p)
 	}
 	lines := strings.Split(docs[k], "\n")
 	done := false
@@ -123,7 +79,7 @@ func editOne(dir string, i, newPort int) (string, error) {
 		}
 	}
 	if !done {
-		return "", fmt.Errorf("no endpoint port in %s", mesName(i))
+		return "", fmt.Errorf("no endpoint port in %s", workload.Name(i))
 	}
 	docs[k] = strings.Join(lines, "\n")
 	tmp := p + ".tmp"
