@@ -71,19 +71,9 @@ type parsedFile struct {
 	errs []*resource.FieldError
 }
 
-// parse returns the resources of one file, from the cache when its content is unchanged.
-func (p *pipeline) parse(file string, data []byte) ([]resource.Object, []*resource.FieldError) {
-	sum := sha256.Sum256(data)
-	if c, ok := p.parsed[file]; ok && c.sum == sum {
-		return c.objs, c.errs
-	}
-	objs, errs := p.parseDoc(file, data)
-	p.parsed[file] = parsedFile{sum: sum, objs: objs, errs: errs}
-	return objs, errs
-}
-
 // parseChanged parses, on every core, each read file whose content is not
-// in the cache (a cold start parses them all), so parse below only hits.
+// in the cache (a cold start parses them all): afterwards p.parsed holds
+// every read file's current parse.
 func (p *pipeline) parseChanged(in *input) {
 	type miss struct {
 		file string
@@ -226,13 +216,13 @@ func (p *pipeline) compile(force bool) (*result, error) {
 	var objs []resource.Object // every file's resources, in file order
 	for _, f := range in.files {
 		var fobjs []resource.Object
-		data, read := in.data[f]
+		_, read := in.data[f]
 		whole := !read // reported by readInput
 		if read {
-			var errs []*resource.FieldError
-			fobjs, errs = p.parse(f, data)
-			res.problems = append(res.problems, errs...)
-			whole = wholeFile(fobjs, errs)
+			c := p.parsed[f] // filled by parseChanged
+			fobjs = c.objs
+			res.problems = append(res.problems, c.errs...)
+			whole = wholeFile(fobjs, c.errs)
 		}
 		// Errors that are each a resource's own leave the file's other
 		// resources current (a resource in error keeps its last good
