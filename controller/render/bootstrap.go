@@ -139,13 +139,10 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 				}},
 			}
 		}
-		ext := xds.FormatJSON.Ext()
-		if o.FileFormat != "" {
-			if _, err := xds.ParseFormat(string(o.FileFormat)); err != nil {
-				return nil, err
-			}
-			ext = o.FileFormat.Ext()
+		if _, err := xds.ParseFormat(string(o.FileFormat)); err != nil {
+			return nil, err
 		}
+		ext := o.FileFormat.Ext()
 		b.DynamicResources = &bootstrapv3.Bootstrap_DynamicResources{CdsConfig: src("cds" + ext), LdsConfig: src("lds" + ext)}
 	case XDSADS:
 		c, err := adsCluster(o)

@@ -59,7 +59,7 @@ func (r *renderer) setRoutes(n *Node, hcm *hcmv3.HttpConnectionManager, rc *rout
 		src = &corev3.ConfigSource{
 			ResourceApiVersion: corev3.ApiVersion_V3,
 			ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{
-				Path: r.fileFormat().RoutePath(r.opts.RoutesDir, n.ID, rc.Name),
+				Path: r.opts.FileFormat.RoutePath(r.opts.RoutesDir, n.ID, rc.Name),
 			}},
 		}
 	}

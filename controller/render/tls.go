@@ -176,19 +176,12 @@ func inlineBytes(b []byte) *corev3.DataSource {
 	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
 }
 
-func (r *renderer) fileFormat() xds.Format {
-	if r.opts.FileFormat == "" {
-		return xds.FormatJSON
-	}
-	return r.opts.FileFormat
-}
-
 // sdsRef points at a secret by name, over ADS or in its own file.
 func (r *renderer) sdsRef(name string) *tlsv3.SdsSecretConfig {
 	src := &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3}
 	if r.opts.SecretsVia == SecretsFile {
 		src.ConfigSourceSpecifier = &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{
-			Path:             r.fileFormat().SecretFile(r.opts.SecretsDir, name),
+			Path:             r.opts.FileFormat.SecretFile(r.opts.SecretsDir, name),
 			WatchedDirectory: &corev3.WatchedDirectory{Path: r.opts.SecretsDir},
 		}}
 	} else {

@@ -99,7 +99,8 @@ const (
 // before. Safe for concurrent use.
 type FileWriter struct {
 	Dir string
-	// Format is how the files are encoded ("" is FormatJSON).
+	// Format is how the files are encoded ("" is FormatJSON: every Format
+	// method treats it so).
 	Format Format
 
 	mu      sync.Mutex
@@ -110,13 +111,6 @@ type FileWriter struct {
 	stale []string
 	// trace, when set (tests), sees each file written or removed, in order.
 	trace func(op, path string)
-}
-
-func (w *FileWriter) format() Format {
-	if w.Format == "" {
-		return FormatJSON
-	}
-	return w.Format
 }
 
 func (w *FileWriter) note(op, path string) {
@@ -192,12 +186,12 @@ func (w *FileWriter) Write(nodes map[string]*Resources) (WriteStats, error) {
 			return st, fmt.Errorf("nodes %q and %q would share directory %s", other, node, filepath.Join(w.Dir, d))
 		}
 		dirs[d] = node
-		claim = append(claim, w.format().relCDS(d), w.format().relLDS(d))
+		claim = append(claim, w.Format.relCDS(d), w.Format.relLDS(d))
 		for _, rc := range res.Routes {
-			claim = append(claim, relRoute(d, w.format().fileName(rc.GetName())))
+			claim = append(claim, relRoute(d, w.Format.fileName(rc.GetName())))
 		}
 	}
-	secrets, err := wantedSecrets(nodes, w.format())
+	secrets, err := wantedSecrets(nodes, w.Format)
 	if err != nil {
 		return st, err
 	}
@@ -335,7 +329,7 @@ func (w *FileWriter) adopt() {
 	for _, rel := range w.out.Files() {
 		dir, file := path.Split(rel)
 		dir = strings.TrimSuffix(dir, "/")
-		f := w.format()
+		f := w.Format
 		switch {
 		case dir == secretDirName && (strings.HasSuffix(file, ".json") || strings.HasSuffix(file, ".pb")):
 			// Unknown content: rewritten if still used. A file of the
@@ -435,7 +429,7 @@ func (w *FileWriter) stageSecrets(want map[string]wantedSecret, b *Batch) staged
 			continue
 		}
 		err := b.AddFunc(relSecret(file), secretFileMode, func(f io.Writer) error {
-			return writeDiscovery(f, w.format(), ws.hash[:16], resourcev3.SecretType, []proto.Message{ws.secret})
+			return writeDiscovery(f, w.Format, ws.hash[:16], resourcev3.SecretType, []proto.Message{ws.secret})
 		})
 		if err != nil {
 			out.err = fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
@@ -466,7 +460,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	if node == "" {
 		node = dir
 	}
-	routes, err := wantedRoutes(res, w.format())
+	routes, err := wantedRoutes(res, w.Format)
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %w", node, err)
 	}
@@ -487,7 +481,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	step := 0
 	addAt := func(i int, rel, version, typeURL string, items []proto.Message) error {
 		err := stages[i].AddFunc(rel, configFileMode, func(f io.Writer) error {
-			return writeDiscovery(f, w.format(), version, typeURL, items)
+			return writeDiscovery(f, w.Format, version, typeURL, items)
 		})
 		if err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
@@ -496,7 +490,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	}
 	cds := func(version string, clusters []*clusterv3.Cluster) error {
 		step++
-		return addAt(step-1, w.format().relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
+		return addAt(step-1, w.Format.relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
 	}
 	// lds stages the listeners' side in one step: new and changed route
 	// tables, then lds.json when it changed.
@@ -520,7 +514,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 		if !ldsChanged {
 			return nil
 		}
-		return addAt(step-1, w.format().relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
+		return addAt(step-1, w.Format.relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
 	}
 
 	switch {
