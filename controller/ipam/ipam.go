@@ -292,7 +292,13 @@ func (a *Allocator) trackAbsence(present []string) bool {
 	if a.releaseAfter == 0 {
 		return false
 	}
-	now := a.now().UTC().Truncate(time.Second)
+	// Whole seconds keep the ledger tidy; rounding the mark up (and the
+	// clock down) means truncation can only lengthen the grace, never cut it.
+	t := a.now().UTC()
+	now, mark := t.Truncate(time.Second), t.Truncate(time.Second)
+	if !mark.Equal(t) {
+		mark = mark.Add(time.Second)
+	}
 	changed := false
 	for k, e := range a.st.Entries {
 		_, found := slices.BinarySearch(present, k)
@@ -302,7 +308,7 @@ func (a *Allocator) trackAbsence(present []string) bool {
 		case found:
 			e.AbsentSince = time.Time{}
 		case e.AbsentSince.IsZero():
-			e.AbsentSince = now
+			e.AbsentSince = mark
 		case now.Sub(e.AbsentSince) >= a.releaseAfter:
 			delete(a.st.Entries, k)
 			changed = true

@@ -401,6 +401,29 @@ func TestReleasedVIPIsReusedLast(t *testing.T) {
 	}
 }
 
+// The ledger keeps whole seconds, but the grace is never shorter than
+// configured: a service removed at 00:00:00.5 keeps its VIP until 00:00:06.5
+// at least (rounded up to 00:00:07) with a 6 s grace, not until 00:00:06.
+func TestGraceIsNeverShortenedBySecondTruncation(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 500*int(time.Millisecond), time.UTC)}
+	a := withClock(open(t, "", "10.0.0.0/29"), c)
+	a.SetReleaseAfter(6 * time.Second)
+	assign(t, a, "m/a", "m/b")
+	assign(t, a, "m/b") // m/a removed at .5
+	for _, step := range []time.Duration{5 * time.Second, 500 * time.Millisecond, 400 * time.Millisecond} {
+		c.advance(step) // 5.5 s, 6.0 s, 6.4 s: 6.0 s is already due by truncated clocks
+		assign(t, a, "m/b")
+		if _, held := a.st.Entries["m/a"]; !held {
+			t.Fatalf("m/a released %v after its removal, before its 6s grace", c.t.Sub(time.Date(2026, 1, 1, 0, 0, 0, 500*int(time.Millisecond), time.UTC)))
+		}
+	}
+	c.advance(600 * time.Millisecond) // 7.0 s
+	assign(t, a, "m/b")
+	if e, held := a.st.Entries["m/a"]; held {
+		t.Fatalf("m/a still held 6.5s after its removal: %+v", e)
+	}
+}
+
 // Within the grace period a removed service's VIP stays held, also under
 // pressure: a stale DNS answer must not reach another service. The error
 // says when the next VIP frees up.
