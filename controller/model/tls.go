@@ -159,13 +159,16 @@ func readSource(m *resource.Meta, field string, ds *resource.DataSource, valid, 
 	what := field[strings.LastIndexByte(field, '.')+1:]
 	switch {
 	case ds.Inline != nil:
-		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*ds.Inline))
+		b, err := inlineData.decode(*ds.Inline, what == "clientKey", func(s string) ([]byte, error) {
+			return base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+		})
 		if err != nil {
 			return nil, "", ReasonInvalidData, m.Errorf(field+".inline", "could not load %s: not valid base64: %v", what, err)
 		}
 		return b, "inline", "", nil
 	case ds.InlineString != nil:
-		return []byte(*ds.InlineString), "inline", "", nil
+		b, _ := inlineStringData.decode(*ds.InlineString, what == "clientKey", func(s string) ([]byte, error) { return []byte(s), nil })
+		return b, "inline", "", nil
 	case ds.Secret != nil:
 		name := *ds.Secret
 		if sec := valid.Secret(m.Mesh, name); sec != nil {
@@ -212,6 +215,44 @@ type contentChecks struct {
 }
 
 const contentChecksMax = 32 << 20
+
+// inlineData and inlineStringData hold the bytes of inline data by their
+// text, so services with the same inline CA share one read-only copy (as
+// services naming one Secret share its Data).
+var inlineData, inlineStringData contentBytes
+
+// contentBytes remembers what decode made of a text, up to contentChecksMax
+// bytes of texts (then it starts over). Errors are not remembered, nor
+// private keys (secret: decoded every time, held by their service only).
+type contentBytes struct {
+	mu   sync.Mutex
+	data map[string][]byte
+	size int
+}
+
+func (c *contentBytes) decode(text string, secret bool, decode func(string) ([]byte, error)) ([]byte, error) {
+	if secret {
+		return decode(text)
+	}
+	c.mu.Lock()
+	b, ok := c.data[text]
+	c.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	b, err := decode(text)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.data == nil || c.size+len(text) > contentChecksMax {
+		c.data, c.size = map[string][]byte{}, 0
+	}
+	c.data[text] = b
+	c.size += len(text)
+	c.mu.Unlock()
+	return b, nil
+}
 
 func (c *contentChecks) check(data []byte, run func() error) error {
 	c.mu.Lock()

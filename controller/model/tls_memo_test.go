@@ -2,7 +2,9 @@ package model
 
 import (
 	"bytes"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/meshext/meshext/e2e/testpki"
 )
@@ -43,5 +45,45 @@ func TestCertificateChecksFollowContent(t *testing.T) {
 		if bytes.Contains([]byte(k), leaf.KeyPEM) {
 			t.Errorf("the key pair memo holds a private key")
 		}
+	}
+}
+
+// TestInlineCertificatesAreSharedKeysAreNot: services with the same inline
+// CA and client certificate hold one copy of their bytes (10k services
+// trusting one CA carry it once), and each service's client key is its
+// own copy that no process-wide memo holds.
+func TestInlineCertificatesAreSharedKeysAreNot(t *testing.T) {
+	noSystemCA(t)
+	p := newPKI(t)
+	tls := "  tls:\n    enabled: true\n    verification:\n      caCert: {inline: " + p.caB64 + "}\n" +
+		"      clientCert: {inline: " + p.certB64 + "}\n      clientKey: {inline: " + p.keyB64 + "}\n"
+	file := writeYAML(t, t.TempDir(), "mes.yaml", mes("one", tls)+mes("two", tls))
+	w := Build(loadPaths(t, file), Options{})
+	one, two := w.Service("default", "one"), w.Service("default", "two")
+	if one.Broken != "" || two.Broken != "" {
+		t.Fatalf("broken: %q %q", one.Broken, two.Broken)
+	}
+	if string(one.TLS.CA) != p.caPEM || &one.TLS.CA[0] != &two.TLS.CA[0] {
+		t.Errorf("the CA is not one shared copy")
+	}
+	if &one.TLS.ClientCert[0] != &two.TLS.ClientCert[0] {
+		t.Errorf("the client certificate is not one shared copy")
+	}
+	if !bytes.Equal(one.TLS.ClientKey, two.TLS.ClientKey) || &one.TLS.ClientKey[0] == &two.TLS.ClientKey[0] {
+		t.Errorf("the client keys are not equal, separate copies")
+	}
+	for _, m := range []*contentBytes{&inlineData, &inlineStringData} {
+		m.mu.Lock()
+		for text, b := range m.data {
+			if strings.Contains(text, p.keyB64) || bytes.Contains(b, one.TLS.ClientKey) {
+				t.Errorf("an inline data memo holds the private key")
+			}
+		}
+		m.mu.Unlock()
+	}
+	// The resources too: one text for both CAs.
+	a, b := one.Resource.Spec.TLS.Verification.CACert.Inline, two.Resource.Spec.TLS.Verification.CACert.Inline
+	if unsafe.StringData(*a) != unsafe.StringData(*b) {
+		t.Errorf("the parsed inline CA texts are two copies")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unique"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -304,6 +305,7 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 			}
 		}
 		r.Spec.applyDefaults()
+		r.Spec.shareInlineData()
 		obj = r
 	case KindHostnameGenerator:
 		r := &HostnameGenerator{Meta: *meta}
@@ -600,6 +602,27 @@ func joinPath(path, key string) string {
 		return fmt.Sprintf("%s[%q]", path, key)
 	}
 	return path + "." + key
+}
+
+// shareInlineData keeps one copy of each inline certificate text in the
+// process: many services trust the same CA, and 10k copies of one PEM are
+// megabytes that live as long as the resources. Keys are not shared: a
+// private key is nobody else's.
+func (s *MeshExternalServiceSpec) shareInlineData() {
+	if s.TLS == nil || s.TLS.Verification == nil {
+		return
+	}
+	v := s.TLS.Verification
+	for _, d := range []*DataSource{v.CACert, v.ClientCert} {
+		if d == nil {
+			continue
+		}
+		for _, t := range []*string{d.Inline, d.InlineString} {
+			if t != nil {
+				*t = unique.Make(*t).Value()
+			}
+		}
+	}
 }
 
 // applyDefaults fills in Kuma's schema defaults, as Kuma does before validation.

@@ -39,6 +39,7 @@ type cpResult struct {
 	HeapLiveMB     float64   `json:"heap_live_mb"`
 	TotalAllocMB   float64   `json:"total_alloc_mb"`
 	MaxRSSMB       float64   `json:"max_rss_mb"`
+	DropRSSMB      float64   `json:"drop_rss_mb"`
 	EnvoyInitialMS float64   `json:"envoy_initial_ms"`
 	EnvoyRSSMB     float64   `json:"envoy_rss_mb"`
 	ChangePipeMS   []float64 `json:"change_pipeline_ms"`
@@ -70,8 +71,8 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 		"(100 per file; TLS with an inline CA, server name and exact SAN; two HostnameGenerators, so two hostnames each; loopback IP endpoints), then runs the " +
 		"controller pipeline in-process exactly as `meshext run` does: `resource.Load` → `model.Build` (validation, VIPs, hostnames, TLS) → " +
 		"`render.Render` → `xds.FileWriter.Write` (atomic file drop as one batch: temp files, one syncfs, renames in order, one fsync per directory; CDS/LDS per node plus one SDS file per secret, trust anchors shared by content: one CA, one secret). " +
-		"Rewrite = the same config written again (unchanged files are skipped by content hash). Drop format: json (protojson, `meshext run`'s default) or pb (binary protobuf, `meshext run --xds-format pb`; Envoy reads either by the file extension).\n\n")
-	b.WriteString("| N MES | drop format | clusters / listeners / secrets | load | build | render | write files | rewrite (no change) | total | CDS + LDS size | live heap | allocated | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		"Rewrite = the same config written again (unchanged files are skipped by content hash). Peak RSS: files → drops = the process's peak when the first drop is written (the target's measure); with rewrite = its peak at the end, the first run's output still held while the second run renders. Drop format: json (protojson, `meshext run`'s default) or pb (binary protobuf, `meshext run --xds-format pb`; Envoy reads either by the file extension).\n\n")
+	b.WriteString("| N MES | drop format | clusters / listeners / secrets | load | build | render | write files | rewrite (no change) | total | CDS + LDS size | live heap | allocated | peak RSS files → drops | peak RSS with rewrite |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var cmds []string
 	for _, n := range sizes {
 		for _, format := range []string{"json", "pb"} {
@@ -84,12 +85,12 @@ func runControlPlane(ctx context.Context, cfg cpConfig) string {
 			cmds = append(cmds, shellJoin(relArgv(argv)))
 			r, _, err := runCP(ctx, argv, limit)
 			if err != nil {
-				fmt.Fprintf(&b, "| %d | %s | %s | | | | | | | | | | |\n", n, format, failed(fmt.Sprintf("control plane stages N=%d (%s)", n, format), err))
+				fmt.Fprintf(&b, "| %d | %s | %s | | | | | | | | | | | |\n", n, format, failed(fmt.Sprintf("control plane stages N=%d (%s)", n, format), err))
 				continue
 			}
-			fmt.Fprintf(&b, "| %d | %s | %d / %d / %d | %s | %s | %s | %s | %s | %s | %.1f MB | %.0f MB | %.0f MB | %.0f MB |\n",
+			fmt.Fprintf(&b, "| %d | %s | %d / %d / %d | %s | %s | %s | %s | %s | %s | %.1f MB | %.0f MB | %.0f MB | %.0f MB | %.0f MB |\n",
 				n, format, r.Clusters, r.Listeners, r.Secrets, msCell(r.LoadMS), msCell(r.BuildMS), msCell(r.RenderMS), msCell(r.WriteMS), msCell(r.RewriteMS),
-				msCell(r.TotalMS), float64(r.CDSBytes+r.LDSBytes)/1e6, r.HeapLiveMB, r.TotalAllocMB, r.MaxRSSMB)
+				msCell(r.TotalMS), float64(r.CDSBytes+r.LDSBytes)/1e6, r.HeapLiveMB, r.TotalAllocMB, r.DropRSSMB, r.MaxRSSMB)
 		}
 	}
 	b.WriteString("\nReproduce:\n\n```\n" + strings.Join(cmds, "\n") + "\n```\n\n")

@@ -58,6 +58,9 @@ type Result struct {
 	HeapLiveMB   float64 `json:"heap_live_mb"`   // live heap after render, after GC
 	TotalAllocMB float64 `json:"total_alloc_mb"` // bytes allocated by the whole pipeline
 	MaxRSSMB     float64 `json:"max_rss_mb"`     // getrusage peak RSS of this process
+	// DropRSSMB is the peak RSS when the first drop is written (files →
+	// drops), before the rewrite and anything after it.
+	DropRSSMB float64 `json:"drop_rss_mb,omitempty"`
 
 	// apply only
 	EnvoyInitialMS float64   `json:"envoy_initial_ms,omitempty"` // Envoy start → first version applied

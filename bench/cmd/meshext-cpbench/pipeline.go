@@ -88,7 +88,7 @@ func firstRun(n int, dir string) (*Result, *pipeline, timings, error) {
 	if err != nil {
 		return nil, nil, t, err
 	}
-	r := &Result{N: n, Files: files, LoadMS: ms(t.load), BuildMS: ms(t.build), RenderMS: ms(t.render), WriteMS: ms(t.write),
+	r := &Result{N: n, Files: files, DropRSSMB: maxRSSMB(), LoadMS: ms(t.load), BuildMS: ms(t.build), RenderMS: ms(t.render), WriteMS: ms(t.write),
 		TotalMS: ms(t.load + t.build + t.render + t.write), Problems: t.problems, Broken: t.broken}
 	for _, node := range t.out.Nodes {
 		r.Clusters += len(node.Clusters)
