@@ -191,7 +191,7 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, []b
 		r.pol.clusters[key] = v
 		return v.cluster, v.digest, nil
 	}
-	c := proto.Clone(rs.cluster).(*clusterv3.Cluster)
+	c := policyClone(rs.cluster)
 	if err := applyClusterPolicies(eff, rs.svc.Protocol, c); err != nil {
 		return nil, nil, err
 	}

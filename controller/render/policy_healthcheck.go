@@ -12,6 +12,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	hcfilev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/health_check/event_sinks/file/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -173,8 +174,19 @@ func healthCheckType(protocol string, conf *resource.MeshHealthCheckConf) string
 }
 
 // healthCheckHostnames makes L7 checks of a DNS endpoint carry its name as
-// Host (Envoy's default is the cluster name).
+// Host (Envoy's default is the cluster name). It edits a copy of the load
+// assignment: c's is shared with its base cluster (policyClone).
 func healthCheckHostnames(c *clusterv3.Cluster) {
+	named := false
+	for _, loc := range c.GetLoadAssignment().GetEndpoints() {
+		for _, lbe := range loc.LbEndpoints {
+			named = named || lbe.GetEndpoint().GetHostname() != ""
+		}
+	}
+	if !named {
+		return
+	}
+	c.LoadAssignment = proto.Clone(c.LoadAssignment).(*endpointv3.ClusterLoadAssignment)
 	for _, loc := range c.GetLoadAssignment().GetEndpoints() {
 		for _, lbe := range loc.LbEndpoints {
 			ep := lbe.GetEndpoint()
