@@ -46,6 +46,8 @@ type Server struct {
 	nodes map[string]bool
 	// hashes are the resources' hashes from the last Update, by identity.
 	hashes hashMemo
+	// rds are the route tables the listeners' HCMs name, by identity.
+	rds rdsMemo
 }
 
 // NewServer makes a server; nodes get configuration once Update names them.
@@ -75,6 +77,7 @@ func (s *Server) Update(ctx context.Context, nodes map[string]*Resources) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.hashes.turn()
+	defer s.rds.turn()
 	var errs []error
 	for node := range s.nodes {
 		if _, ok := nodes[node]; !ok {
@@ -97,7 +100,7 @@ func (s *Server) Update(ctx context.Context, nodes map[string]*Resources) error 
 }
 
 func (s *Server) set(ctx context.Context, node string, res *Resources) error {
-	snap, err := snapshotWith(res, s.hashes.hash)
+	snap, err := snapshotWith(res, s.hashes.hash, &s.rds)
 	if err != nil {
 		return fmt.Errorf("node %q: %w", node, err)
 	}
@@ -106,14 +109,14 @@ func (s *Server) set(ctx context.Context, node string, res *Resources) error {
 
 // Snapshot builds a consistent snapshot of res with per-type content versions.
 func Snapshot(res *Resources) (*cachev3.Snapshot, error) {
-	return snapshotWith(res, hashOf)
+	return snapshotWith(res, hashOf, nil)
 }
 
 // snapshotWith is Snapshot with each resource's hash from hash (safe for
 // concurrent use). The same
 // hashes are the per-resource versions of delta xDS: go-control-plane would
 // otherwise marshal and hash every resource again on each SetSnapshot.
-func snapshotWith(res *Resources, hash func(proto.Message) (string, error)) (*cachev3.Snapshot, error) {
+func snapshotWith(res *Resources, hash func(proto.Message) (string, error), rds *rdsMemo) (*cachev3.Snapshot, error) {
 	if err := checkResources(res); err != nil {
 		return nil, err
 	}
@@ -155,7 +158,7 @@ func snapshotWith(res *Resources, hash func(proto.Message) (string, error)) (*ca
 	snap.Resources[types.Listener] = cachev3.NewResources(lv, toResources(res.Listeners))
 	snap.Resources[types.Route] = cachev3.NewResources(rv, toResources(res.Routes))
 	snap.Resources[types.Secret] = cachev3.NewResources(sv, toResources(res.Secrets))
-	if err := snap.Consistent(); err != nil {
+	if err := consistent(res, rds); err != nil {
 		return nil, err
 	}
 	return snap, nil

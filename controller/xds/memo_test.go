@@ -54,7 +54,7 @@ func TestSnapshotVersionsAreDeltaVersions(t *testing.T) {
 	var memo hashMemo
 	snap := func(cs ...*clusterv3.Cluster) *cachev3.Snapshot {
 		t.Helper()
-		s, err := snapshotWith(&Resources{Clusters: cs, Listeners: []*listenerv3.Listener{testListener("l", "a", "out")}}, memo.hash)
+		s, err := snapshotWith(&Resources{Clusters: cs, Listeners: []*listenerv3.Listener{testListener("l", "a", "out")}}, memo.hash, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
