@@ -168,28 +168,38 @@ func Generate(in Input) map[string]*Result {
 		}
 		return a.Mesh < b.Mesh
 	})
-	age := func(s *resource.MeshExternalService) Age {
-		if in.ServiceAge != nil {
-			return in.ServiceAge(s)
-		}
-		return Age{Time: CreationTime(&s.Meta)}
+	// Each service's age and result once, not per comparison or generator:
+	// at 10k services this runs on every reload.
+	type aged struct {
+		s   *resource.MeshExternalService
+		age Age
+		r   *Result
 	}
-	svcs := append([]*resource.MeshExternalService(nil), in.Services...)
+	svcs := make([]aged, len(in.Services))
+	out := make(map[string]*Result, len(svcs))
+	for i, s := range in.Services {
+		a := aged{s: s, r: &Result{}}
+		if in.ServiceAge != nil {
+			a.age = in.ServiceAge(s)
+		} else {
+			a.age = Age{Time: CreationTime(&s.Meta)}
+		}
+		if r, dup := out[Key(&s.Meta)]; dup {
+			a.r = r // one result per mesh/name, as a map gives
+		}
+		svcs[i] = a
+		out[Key(&s.Meta)] = a.r
+	}
 	sort.SliceStable(svcs, func(i, j int) bool {
 		a, b := svcs[i], svcs[j]
-		if l, ok := age(a).less(age(b)); ok {
+		if l, ok := a.age.less(b.age); ok {
 			return l
 		}
-		if a.Mesh != b.Mesh {
-			return a.Mesh < b.Mesh
+		if a.s.Mesh != b.s.Mesh {
+			return a.s.Mesh < b.s.Mesh
 		}
-		return a.Name < b.Name
+		return a.s.Name < b.s.Name
 	})
-
-	out := make(map[string]*Result, len(svcs))
-	for _, s := range svcs {
-		out[Key(&s.Meta)] = &Result{}
-	}
 	owner := map[string]*resource.MeshExternalService{}
 	for _, g := range gens {
 		sel := g.Spec.Selector.MeshExternalService
@@ -197,11 +207,11 @@ func Generate(in Input) map[string]*Result {
 			continue
 		}
 		tmpl, compileErr := compile(g.Spec.Template)
-		for _, s := range svcs {
+		for _, a := range svcs {
+			s, r := a.s, a.r
 			if !sel.Matches(s.Labels) {
 				continue
 			}
-			r := out[Key(&s.Meta)]
 			st := Status{Generator: g.Name}
 			h, err := "", compileErr
 			if err == nil {
