@@ -45,6 +45,44 @@ func TestValidatorRoundsForgetIdentities(t *testing.T) {
 	}
 }
 
+// TestValidatorTakesPackedConfigsOnIdentity: in a new listener, a packed
+// filter config (Any) that passed in this round or the last is not unpacked
+// again, while a new one is, and after two rounds without it the Any is
+// unpacked again. The Any is corrupted in place to see whether it was
+// unpacked (render never changes a message it handed over).
+func TestValidatorTakesPackedConfigsOnIdentity(t *testing.T) {
+	var v Validator
+	l1 := testListener("l", "c", "out")
+	shared := l1.FilterChains[0].Filters[0].GetTypedConfig()
+	v.Round()
+	if _, errs := v.Sanitize(nil, &Resources{Listeners: []*listenerv3.Listener{l1}}); len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	good := shared.Value
+	shared.Value = []byte{0xff} // not a TcpProxy any more
+	v.Round()
+	// A new listener (new identity, new content) around the same Any.
+	l2 := &listenerv3.Listener{Name: "l", Address: sockAddr("127.0.0.2", 0), FilterChains: l1.FilterChains}
+	if _, errs := v.Sanitize(nil, &Resources{Listeners: []*listenerv3.Listener{l2}}); len(errs) != 0 {
+		t.Fatalf("the Any that passed last round was unpacked again: %v", errs)
+	}
+	if err := Validate(l2); err == nil {
+		t.Fatal("the corrupted Any passes without a Validator: the test checks nothing")
+	}
+	// A new Any with a bad config in a new listener is caught.
+	bad := testListener("l", "c", "")
+	if _, errs := v.Sanitize(nil, &Resources{Listeners: []*listenerv3.Listener{bad}}); len(errs) != 1 {
+		t.Fatalf("a new bad Any passed: %v", errs)
+	}
+	v.Round()
+	v.Round()
+	l3 := &listenerv3.Listener{Name: "l", Address: sockAddr("127.0.0.3", 0), FilterChains: l1.FilterChains}
+	if _, errs := v.Sanitize(nil, &Resources{Listeners: []*listenerv3.Listener{l3}}); len(errs) != 1 {
+		t.Fatalf("two rounds later the Any is still taken on identity: %v", errs)
+	}
+	shared.Value = good
+}
+
 // TestSnapshotVersionsAreDeltaVersions: the per-resource hashes Update
 // computes (once per message, remembered by identity for one Update) are
 // the snapshot's delta versions, equal to what go-control-plane would

@@ -45,12 +45,16 @@ func (r *Resources) Count() int {
 // tcp_proxy lacks stat_prefix would pass Listener.ValidateAll; here each Any
 // is unpacked and validated too.
 func Validate(m proto.Message) error {
-	return validateDeep(m.ProtoReflect(), true)
+	return (*Validator)(nil).validateDeep(m.ProtoReflect(), true)
 }
 
 type allValidator interface{ ValidateAll() error }
 
-func validateDeep(m protoreflect.Message, self bool) error {
+// validateDeep is Validate below m; with a Validator, an Any that passed in
+// this round or the last is not unpacked again: render hands the same packed
+// filter configs again for services it did not re-render, inside a listener
+// that is new (the transparent listener has one chain per service).
+func (v *Validator) validateDeep(m protoreflect.Message, self bool) error {
 	if self {
 		if v, ok := m.Interface().(allValidator); ok {
 			if err := v.ValidateAll(); err != nil {
@@ -59,32 +63,36 @@ func validateDeep(m protoreflect.Message, self bool) error {
 		}
 	}
 	if a, ok := m.Interface().(*anypb.Any); ok {
+		if v.anyPassed(a) {
+			return nil
+		}
 		inner, err := a.UnmarshalNew()
 		if err != nil {
 			return fmt.Errorf("cannot unpack %s: %w", a.GetTypeUrl(), err)
 		}
-		if err := validateDeep(inner.ProtoReflect(), true); err != nil {
+		if err := v.validateDeep(inner.ProtoReflect(), true); err != nil {
 			return fmt.Errorf("%s: %w", a.GetTypeUrl(), err)
 		}
+		v.anyPass(a)
 		return nil
 	}
 	// ValidateAll above already covered this message's nested (non-Any)
 	// messages structurally; descend only to reach the Anys below.
 	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	m.Range(func(fd protoreflect.FieldDescriptor, fv protoreflect.Value) bool {
 		switch {
 		case fd.IsList() && fd.Message() != nil:
-			l := v.List()
+			l := fv.List()
 			for i := 0; i < l.Len() && err == nil; i++ {
-				err = validateDeep(l.Get(i).Message(), false)
+				err = v.validateDeep(l.Get(i).Message(), false)
 			}
 		case fd.IsMap() && fd.MapValue().Message() != nil:
-			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-				err = validateDeep(mv.Message(), false)
+			fv.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				err = v.validateDeep(mv.Message(), false)
 				return err == nil
 			})
 		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
-			err = validateDeep(v.Message(), false)
+			err = v.validateDeep(fv.Message(), false)
 		}
 		return err == nil
 	})
@@ -115,6 +123,36 @@ type Validator struct {
 	// same and last hold, by identity, the messages that passed in this
 	// round and in the last one, with their hashes (Hash).
 	same, last map[proto.Message][sha256.Size]byte
+	// anySame and anyLast hold, by identity, the Anys that passed in this
+	// round and in the last one (validateDeep).
+	anySame, anyLast map[*anypb.Any]struct{}
+}
+
+func (v *Validator) anyPassed(a *anypb.Any) bool {
+	if v == nil {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.anySame[a]; ok {
+		return true
+	}
+	if _, ok := v.anyLast[a]; ok && v.anySame != nil {
+		v.anySame[a] = struct{}{}
+		return true
+	}
+	return false
+}
+
+func (v *Validator) anyPass(a *anypb.Any) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	if v.anySame != nil {
+		v.anySame[a] = struct{}{}
+	}
+	v.mu.Unlock()
 }
 
 // validatorMemory bounds the remembered hashes (about 40 B each).
@@ -126,6 +164,7 @@ const validatorMemory = 1 << 18
 func (v *Validator) Round() {
 	v.mu.Lock()
 	v.last, v.same = v.same, map[proto.Message][sha256.Size]byte{}
+	v.anyLast, v.anySame = v.anySame, map[*anypb.Any]struct{}{}
 	v.mu.Unlock()
 }
 
@@ -167,7 +206,7 @@ func (v *Validator) validate(m proto.Message) error {
 	_, ok := v.passed[sum]
 	v.mu.Unlock()
 	if !ok {
-		if err := Validate(m); err != nil {
+		if err := v.validateDeep(m.ProtoReflect(), true); err != nil {
 			return err
 		}
 	}
