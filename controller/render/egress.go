@@ -349,21 +349,19 @@ func (r *renderer) egressNode(z *resource.ZoneEgress, services []*rendered) (*No
 	warnings = append(warnings, prefixAll("node "+n.ID+": ", r.pol.notes[n.ID])...)
 	// Version: the upstream clusters' digests (with their TLS secrets)
 	// plus the node's own resources.
-	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Secrets)+len(n.Clusters)-nsvc)
-	for _, l := range n.Listeners {
-		own = append(own, l)
-	}
-	for _, sec := range n.Secrets {
-		own = append(own, sec)
-	}
-	for _, c := range n.Clusters[nsvc:] {
-		own = append(own, c)
-	}
-	d, err := digest(own...)
-	if err != nil {
-		return nil, nil, err
-	}
-	n.Version = hexDigest(append(digests, d)...)
+	n.setVersion(digests, func() []proto.Message {
+		own := make([]proto.Message, 0, len(n.Listeners)+len(n.Secrets)+len(n.Clusters)-nsvc)
+		for _, l := range n.Listeners {
+			own = append(own, l)
+		}
+		for _, sec := range n.Secrets {
+			own = append(own, sec)
+		}
+		for _, c := range n.Clusters[nsvc:] {
+			own = append(own, c)
+		}
+		return own
+	})
 	return n, warnings, nil
 }
 

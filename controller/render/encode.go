@@ -74,7 +74,11 @@ func (n *Node) CDS() ([]byte, error) {
 	for i, c := range n.Clusters {
 		msgs[i] = c
 	}
-	return DiscoveryResponseJSON(ClusterType, n.Version, msgs)
+	v, err := n.Version()
+	if err != nil {
+		return nil, err
+	}
+	return DiscoveryResponseJSON(ClusterType, v, msgs)
 }
 
 // LDS is the node's lds.json.
@@ -83,16 +87,24 @@ func (n *Node) LDS() ([]byte, error) {
 	for i, l := range n.Listeners {
 		msgs[i] = l
 	}
-	return DiscoveryResponseJSON(ListenerType, n.Version, msgs)
+	v, err := n.Version()
+	if err != nil {
+		return nil, err
+	}
+	return DiscoveryResponseJSON(ListenerType, v, msgs)
 }
 
 // SecretFiles returns, per secret, the file SecretsFile mode reads: a
 // DiscoveryResponse holding that one secret, keyed by the path under dir.
 // The bytes hold private keys: write them with mode 0600, never log them.
 func (n *Node) SecretFiles(dir string) (map[string][]byte, error) {
+	v, err := n.Version()
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[string][]byte, len(n.Secrets))
 	for _, s := range n.Secrets {
-		b, err := DiscoveryResponseJSON(SecretType, n.Version, []proto.Message{s})
+		b, err := DiscoveryResponseJSON(SecretType, v, []proto.Message{s})
 		if err != nil {
 			return nil, err
 		}

@@ -192,7 +192,7 @@ func snapshot(t testing.TB, w *model.World, out *Output) []byte {
 		for _, s := range n.Secrets {
 			ss = append(ss, rawJSON(t, redacted(s)))
 		}
-		view := map[string]any{"version": n.Version, "adminPort": n.AdminPort, "clusters": cs, "listeners": ls, "secrets": ss}
+		view := map[string]any{"version": version(t, n), "adminPort": n.AdminPort, "clusters": cs, "listeners": ls, "secrets": ss}
 		if len(n.Routes) > 0 {
 			var rs []json.RawMessage
 			for _, rc := range n.Routes {
@@ -250,4 +250,14 @@ func firstDiff(want, got []byte) string {
 		}
 	}
 	return "(identical lines, different bytes)"
+}
+
+// version is n.Version(), failing the test on an error.
+func version(t testing.TB, n *Node) string {
+	t.Helper()
+	v, err := n.Version()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -219,8 +219,10 @@ func outputDiff(a, b *Output) string {
 	}
 	for _, id := range a.NodeIDs() {
 		x, y := a.Nodes[id], b.Nodes[id]
-		if x.Version != y.Version {
-			return fmt.Sprintf("node %s: version %s, want %s", id, y.Version, x.Version)
+		xv, xerr := x.Version()
+		yv, yerr := y.Version()
+		if xv != yv || xerr != nil || yerr != nil {
+			return fmt.Sprintf("node %s: version %s (%v), want %s (%v)", id, yv, yerr, xv, xerr)
 		}
 		for _, l := range [][2][]proto.Message{
 			{msgs(x.Clusters), msgs(y.Clusters)}, {msgs(x.Listeners), msgs(y.Listeners)},
@@ -293,7 +295,7 @@ func TestMemoReusesUnchangedServices(t *testing.T) {
 	if old["cluster "+a.ClusterName()] == cur["cluster "+a.ClusterName()] {
 		t.Errorf("edited service's cluster is the old message")
 	}
-	if n1.Version == n2.Version {
+	if version(t, n1) == version(t, n2) {
 		t.Errorf("node version unchanged after an edit")
 	}
 }

@@ -322,7 +322,7 @@ func TestF7RotatingAClientCertificateChangesOnlyTheSecret(t *testing.T) {
 		n, s := renderOne(t, withTLS(svc("api", "tcp", 443, ep("api.example.com", 443)), tl), Options{})
 		for _, c := range n.Clusters {
 			if c.Name == s.ClusterName() {
-				return c, secretByName(n, names.ClientSecret(s.ClusterName())), n.Version
+				return c, secretByName(n, names.ClientSecret(s.ClusterName())), version(t, n)
 			}
 		}
 		t.Fatal("no cluster")
@@ -595,7 +595,7 @@ func TestRenderIsDeterministicAndIdempotent(t *testing.T) {
 	o1 := mustRender(t, w, Options{})
 	o2 := mustRender(t, w, Options{}) // same world again: no stacked conditions
 	o3 := mustRender(t, mk(), Options{})
-	if o1.Nodes["default"].Version != o2.Nodes["default"].Version || o1.Nodes["default"].Version != o3.Nodes["default"].Version {
+	if version(t, o1.Nodes["default"]) != version(t, o2.Nodes["default"]) || version(t, o1.Nodes["default"]) != version(t, o3.Nodes["default"]) {
 		t.Error("versions differ between identical renders")
 	}
 	n := 0
@@ -608,7 +608,7 @@ func TestRenderIsDeterministicAndIdempotent(t *testing.T) {
 		t.Errorf("%d Rendered conditions after two renders, want 1", n)
 	}
 	o4 := mustRender(t, world(withTLS(svc("a", "http", 443, ep("a.example.com", 443)), tlsSecured()), svc("b", "tcp", 23, ep("10.0.0.1", 22))), Options{})
-	if o4.Nodes["default"].Version == o1.Nodes["default"].Version {
+	if version(t, o4.Nodes["default"]) == version(t, o1.Nodes["default"]) {
 		t.Error("version did not change when a port changed")
 	}
 }
@@ -673,8 +673,8 @@ func TestDiscoveryResponseJSONRoundTrips(t *testing.T) {
 		if err := protojson.Unmarshal(b, dr); err != nil {
 			t.Fatalf("%s: not a DiscoveryResponse: %v\n%s", name, err, b)
 		}
-		if dr.VersionInfo != n.Version {
-			t.Errorf("%s: version %q, want %q", name, dr.VersionInfo, n.Version)
+		if dr.VersionInfo != version(t, n) {
+			t.Errorf("%s: version %q, want %q", name, dr.VersionInfo, version(t, n))
 		}
 		var want []proto.Message
 		if name == "cds" {

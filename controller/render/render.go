@@ -36,9 +36,11 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -146,6 +148,28 @@ type Output struct {
 	Warnings []string
 }
 
+// Version is a hash of the deterministic encoding of every resource of the
+// node: two nodes with the same resources have the same version.
+func (n *Node) Version() (string, error) {
+	if n.version == nil {
+		return "", fmt.Errorf("node %s: no version (not from Render)", n.ID)
+	}
+	return n.version()
+}
+
+// setVersion makes n's Version from the digests of its placed clusters (with
+// their secrets; computed once per cluster and setting) and own, the rest of
+// its resources, digested when Version is first called.
+func (n *Node) setVersion(placed [][]byte, own func() []proto.Message) {
+	n.version = sync.OnceValues(func() (string, error) {
+		d, err := digest(own()...)
+		if err != nil {
+			return "", fmt.Errorf("node %s: %w", n.ID, err)
+		}
+		return hexDigest(append(slices.Clip(placed), d)...), nil
+	})
+}
+
 // NodeIDs returns the node ids in sorted order.
 func (o *Output) NodeIDs() []string {
 	ids := make([]string, 0, len(o.Nodes))
@@ -166,8 +190,10 @@ type Node struct {
 	// (Options.RoutesVia; none inline).
 	Routes  []*routev3.RouteConfiguration
 	Secrets []*tlsv3.Secret
-	// Version is a hash of the deterministic encoding of every resource above.
-	Version string
+	// version is Version's work, done on the first call: meshext run never
+	// asks (its versions come from the xds package's hashes), and at 10k
+	// HTTP services the node's own part alone marshals megabytes per reload.
+	version func() (string, error)
 	// AdminPort is the Dataplane's admin.port (0 = not set; the bootstrap picks).
 	AdminPort uint32
 	// Dataplane is the source Dataplane (nil for the default node).
@@ -496,24 +522,19 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
 	warnings = append(warnings, prefixAll("node "+id+": ", r.pol.notes[id])...)
 
-	// Version: the placed clusters' digests (computed once per setting)
-	// plus the node's own resources.
-	own := make([]proto.Message, 0, len(n.Listeners)+len(n.Routes)+len(n.Clusters)-nsvc)
-	for _, l := range n.Listeners {
-		own = append(own, l)
-	}
-	for _, rc := range n.Routes {
-		own = append(own, rc)
-	}
-	for _, c := range n.Clusters[nsvc:] {
-		own = append(own, c)
-	}
-	d, err := digest(own...)
-	if err != nil {
-		return nil, nil, err
-	}
-	parts = append(parts, d)
-	n.Version = hexDigest(parts...)
+	n.setVersion(parts, func() []proto.Message {
+		own := make([]proto.Message, 0, len(n.Listeners)+len(n.Routes)+len(n.Clusters)-nsvc)
+		for _, l := range n.Listeners {
+			own = append(own, l)
+		}
+		for _, rc := range n.Routes {
+			own = append(own, rc)
+		}
+		for _, c := range n.Clusters[nsvc:] {
+			own = append(own, c)
+		}
+		return own
+	})
 	return n, warnings, nil
 }
 

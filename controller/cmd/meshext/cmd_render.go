@@ -230,8 +230,12 @@ func writeRendered(dir string, res *render.Output, stdout io.Writer) error {
 	}
 	for _, id := range res.NodeIDs() {
 		n := res.Nodes[id]
+		version, err := n.Version()
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "node %s: %d clusters, %d listeners, %d secrets, version %s -> %s\n",
-			id, len(n.Clusters), len(n.Listeners), len(n.Secrets), n.Version, out.Path(rel(xds.NodeDir(dir, id))))
+			id, len(n.Clusters), len(n.Listeners), len(n.Secrets), version, out.Path(rel(xds.NodeDir(dir, id))))
 	}
 	var stale []string
 	for _, p := range out.Files() {
