@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -53,6 +54,9 @@ type Memo struct {
 	nextServices map[string]*memoService
 	nextVariants map[variantKey]*clusterVariant
 	nextFilters  map[filterKey]*memoFilters
+	// mu guards the next* maps against a Render's own goroutines
+	// (renderer.each); the others are only read during a Render.
+	mu sync.Mutex
 }
 
 type memoService struct {
@@ -150,17 +154,36 @@ func (r *renderer) filtersOf(n *Node, s *model.Service) ([]*listenerv3.Filter, b
 	reusable := r.memo != nil && r.reusableFilters(n, s)
 	if reusable {
 		if e := r.memo.filters[key]; e != nil && e.in.equal(s) {
-			r.memo.nextFilters[key] = e
+			r.memo.keepFilters(key, e)
 			n.Routes = append(n.Routes, e.routes...)
 			return e.filters, e.closed, nil
 		}
 	}
-	routes, notes, fifo, otel := len(n.Routes), len(r.pol.notes[n.ID]), r.pol.fifo[n.ID], r.pol.otel[n.ID]
+	routes, before := len(n.Routes), r.nodeState(n)
 	f, closed, err := r.serviceFilters(n, s)
-	if err == nil && reusable && len(r.pol.notes[n.ID]) == notes && r.pol.fifo[n.ID] == fifo && r.pol.otel[n.ID] == otel {
-		r.memo.nextFilters[key] = &memoFilters{in: inputOf(s), filters: slices.Clip(f), closed: closed, routes: slices.Clone(n.Routes[routes:])}
+	if err == nil && reusable && r.nodeState(n) == before {
+		r.memo.keepFilters(key, &memoFilters{in: inputOf(s), filters: slices.Clip(f), closed: closed, routes: slices.Clone(n.Routes[routes:])})
 	}
 	return f, closed, err
+}
+
+// nodeStamp is what building filters may add to a node besides them.
+type nodeStamp struct {
+	notes int
+	fifo  string
+	otel  *otelClusters
+}
+
+func (r *renderer) nodeState(n *Node) nodeStamp {
+	r.pol.mu.Lock()
+	defer r.pol.mu.Unlock()
+	return nodeStamp{notes: len(r.pol.notes[n.ID]), fifo: r.pol.fifo[n.ID], otel: r.pol.otel[n.ID]}
+}
+
+func (m *Memo) keepFilters(k filterKey, e *memoFilters) {
+	m.mu.Lock()
+	m.nextFilters[k] = e
+	m.mu.Unlock()
 }
 
 // reusableFilters reports whether s's filters on n depend on nothing but
@@ -203,14 +226,18 @@ func (m *Memo) variant(k variantKey) *clusterVariant {
 	}
 	v := m.variants[k]
 	if v != nil {
+		m.mu.Lock()
 		m.nextVariants[k] = v
+		m.mu.Unlock()
 	}
 	return v
 }
 
 func (m *Memo) keepVariant(k variantKey, v *clusterVariant) {
 	if m != nil {
+		m.mu.Lock()
 		m.nextVariants[k] = v
+		m.mu.Unlock()
 	}
 }
 

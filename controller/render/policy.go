@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/proto"
@@ -38,8 +39,12 @@ import (
 //
 // A World built by hand (no Resolver) renders as if no policy applied.
 
-// policyState is a Render's policy memo.
+// policyState is a Render's policy memo. mu guards effective, clusters,
+// reach and notes, which services rendering on several goroutines share
+// (renderer.each); otel and fifo are only touched by the filters built in
+// order (see node).
 type policyState struct {
+	mu sync.Mutex
 	// effective: node id + cluster name -> the service's effective confs.
 	effective map[string]*policy.Effective
 	// clusters: cluster name + cluster-side confs -> the cluster for them,
@@ -66,8 +71,8 @@ type reachability struct {
 	body    string // the 403 body when denied
 }
 
-func newPolicyState() policyState {
-	return policyState{
+func newPolicyState() *policyState {
+	return &policyState{
 		effective: map[string]*policy.Effective{}, clusters: map[string]*clusterVariant{},
 		reach: map[string]reachability{}, notes: map[string][]string{}, otel: map[string]*otelClusters{},
 		fifo: map[string]string{},
@@ -82,10 +87,18 @@ func (r *renderer) policiesFor(n *Node, s *model.Service) *policy.Effective {
 		return nil
 	}
 	key := n.ID + "\x00" + s.ClusterName()
-	if eff, ok := r.pol.effective[key]; ok {
+	r.pol.mu.Lock()
+	eff, ok := r.pol.effective[key]
+	r.pol.mu.Unlock()
+	if ok {
 		return eff
 	}
-	eff := r.world.Policies.For(policy.Proxy{ID: n.ID, Dataplane: n.Dataplane, ZoneEgress: n.ZoneEgress, ViaEgress: r.hopOf(n, s).viaEgress}, s.Resource)
+	eff = r.world.Policies.For(policy.Proxy{ID: n.ID, Dataplane: n.Dataplane, ZoneEgress: n.ZoneEgress, ViaEgress: r.hopOf(n, s).viaEgress}, s.Resource)
+	r.pol.mu.Lock()
+	defer r.pol.mu.Unlock()
+	if old, ok := r.pol.effective[key]; ok {
+		return old
+	}
 	r.pol.effective[key] = eff
 	return eff
 }
@@ -183,12 +196,8 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, []b
 		return rs.cluster, d, err
 	}
 	key := rs.cluster.Name + "\x00" + string(settings)
-	if v, ok := r.pol.clusters[key]; ok {
-		return v.cluster, v.digest, nil
-	}
 	vkey := variantKey{base: rs.cluster, settings: string(settings)}
-	if v := r.memo.variant(vkey); v != nil {
-		r.pol.clusters[key] = v
+	if v := r.variant(key, vkey); v != nil {
 		return v.cluster, v.digest, nil
 	}
 	c := policyClone(rs.cluster)
@@ -206,10 +215,36 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, []b
 	if err != nil {
 		return nil, nil, err
 	}
-	v := &clusterVariant{cluster: c, digest: d}
+	v := r.keepVariant(key, vkey, &clusterVariant{cluster: c, digest: d})
+	return v.cluster, v.digest, nil
+}
+
+// variant is the cluster variant key already has in this Render, or that
+// the memo kept as vkey.
+func (r *renderer) variant(key string, vkey variantKey) *clusterVariant {
+	r.pol.mu.Lock()
+	defer r.pol.mu.Unlock()
+	if v, ok := r.pol.clusters[key]; ok {
+		return v
+	}
+	v := r.memo.variant(vkey)
+	if v != nil {
+		r.pol.clusters[key] = v
+	}
+	return v
+}
+
+// keepVariant records v as key's variant, unless another goroutine came
+// first: then that one is key's, so every node shares one message.
+func (r *renderer) keepVariant(key string, vkey variantKey, v *clusterVariant) *clusterVariant {
+	r.pol.mu.Lock()
+	defer r.pol.mu.Unlock()
+	if old, ok := r.pol.clusters[key]; ok {
+		return old
+	}
 	r.pol.clusters[key] = v
 	r.memo.keepVariant(vkey, v)
-	return c, d, nil
+	return v
 }
 
 // reaches reports whether node n's source may call s (the decision its own
@@ -223,13 +258,16 @@ func (r *renderer) reaches(n *Node, s *model.Service) reachability {
 		return reachability{allowed: true}
 	}
 	key := n.ID + "\x00" + s.ClusterName()
-	if v, ok := r.pol.reach[key]; ok {
+	r.pol.mu.Lock()
+	v, ok := r.pol.reach[key]
+	r.pol.mu.Unlock()
+	if ok {
 		return v
 	}
 	src := SourceIdentity(n.Dataplane, s.Mesh)
 	cfg := AuthzConfig(r.world, nodeMeta(n), src, []*model.Service{s})
 	cfg.DefaultService = s.Name
-	v := reachability{}
+	v = reachability{}
 	if t, err := core.Compile(&cfg); err != nil {
 		v.body = fmt.Sprintf("meshext: access to MeshExternalService %q cannot be decided: %v\n", s.Name, err)
 	} else if e := t.Default(); e.Decide().Allowed() {
@@ -238,13 +276,17 @@ func (r *renderer) reaches(n *Node, s *model.Service) reachability {
 		res := egress.Result{Entry: e, Decision: e.Decide(), Source: src.Service}
 		v.body = res.DenyBody()
 	}
+	r.pol.mu.Lock()
 	r.pol.reach[key] = v
+	r.pol.mu.Unlock()
 	return v
 }
 
 // note records a warning for node n.
 func (r *renderer) note(n *Node, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	r.pol.mu.Lock()
+	defer r.pol.mu.Unlock()
 	if !slices.Contains(r.pol.notes[n.ID], msg) {
 		r.pol.notes[n.ID] = append(r.pol.notes[n.ID], msg)
 	}

@@ -28,7 +28,7 @@ func TestPolicyClonesLeaveTheBase(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(input), ".input.yaml")
 		t.Run(name, func(t *testing.T) {
 			w := buildPolicyCase(t, input)
-			r := &renderer{opts: Options{AccessLogFIFODir: policyFIFODir}, world: w, shared: sharedMemo{}, pol: newPolicyState()}
+			r := &renderer{opts: Options{AccessLogFIFODir: policyFIFODir}, world: w, shared: &sharedMemo{}, pol: newPolicyState()}
 			nodes := []*Node{{ID: DefaultNodeID}}
 			for _, dp := range w.Dataplanes {
 				nodes = append(nodes, &Node{ID: NodeID(dp), Dataplane: dp})

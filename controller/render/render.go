@@ -50,6 +50,7 @@ import (
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/parallel"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/xds"
 )
@@ -238,12 +239,12 @@ func render(w *model.World, opts Options, memo *Memo) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &renderer{opts: opts, dns: dns, world: w, shared: sharedMemo{}, pol: newPolicyState(), memo: memo}
+	r := &renderer{opts: opts, dns: dns, world: w, shared: &sharedMemo{}, pol: newPolicyState(), memo: memo}
 	var services []*rendered
-	// clusters backs up model.Build's check that cluster names are unique
-	// (a World built by hand skips it): Envoy rejects a duplicate cluster
-	// with the whole update.
-	clusters := map[string]*model.Service{}
+	// Each service renders on its own (r.each); the memo and the checks
+	// below run serially in World order, so warnings, conditions and the
+	// memo come out as from one goroutine.
+	var live []*model.Service
 	for _, s := range w.Services {
 		if s.Broken != "" {
 			if msg, ok := strings.CutPrefix(s.Broken, renderBrokenPrefix); ok {
@@ -253,12 +254,28 @@ func render(w *model.World, opts Options, memo *Memo) (*Output, error) {
 			}
 			continue
 		}
-		rs := memo.service(s)
-		var err error
-		if rs == nil {
-			if rs, err = r.service(s); err == nil {
-				memo.keepService(s, rs)
-			}
+		live = append(live, s)
+	}
+	kept := make([]*rendered, len(live))
+	fresh := make([]bool, len(live))
+	for i, s := range live {
+		kept[i] = memo.service(s)
+		fresh[i] = kept[i] == nil
+	}
+	errs := make([]error, len(live))
+	r.each(len(live), func(i int) {
+		if fresh[i] {
+			kept[i], errs[i] = r.service(live[i])
+		}
+	})
+	// clusters backs up model.Build's check that cluster names are unique
+	// (a World built by hand skips it): Envoy rejects a duplicate cluster
+	// with the whole update.
+	clusters := map[string]*model.Service{}
+	for i, s := range live {
+		rs, err := kept[i], errs[i]
+		if err == nil && fresh[i] {
+			memo.keepService(s, rs)
 		}
 		if err == nil {
 			if o := clusters[rs.cluster.Name]; o != nil {
@@ -347,9 +364,9 @@ type renderer struct {
 	world *model.World
 	// shared holds messages that are identical everywhere (the router),
 	// packed once per Render and referenced by every filter.
-	shared sharedMemo
+	shared *sharedMemo
 	// pol is the policy memo (policy.go).
-	pol policyState
+	pol *policyState
 	// memo holds the last Render's messages (nil = none; memo.go).
 	memo *Memo
 	// onNode are the services whose clusters the node being built holds:
@@ -357,19 +374,52 @@ type renderer struct {
 	onNode []*rendered
 }
 
-// sharedMemo builds each named value once.
-type sharedMemo map[string]any
+// sharedMemo builds each named value once. Services render on several
+// goroutines (r.each): a value two of them build at once is kept once, and
+// both get the kept one. build runs unlocked, as it may get other values.
+type sharedMemo struct {
+	mu sync.Mutex
+	m  map[string]any
+}
 
-func (m sharedMemo) get(key string, build func() (any, error)) (any, error) {
-	if v, ok := m[key]; ok {
+func (m *sharedMemo) get(key string, build func() (any, error)) (any, error) {
+	m.mu.Lock()
+	v, ok := m.m[key]
+	m.mu.Unlock()
+	if ok {
 		return v, nil
 	}
 	v, err := build()
 	if err != nil {
 		return nil, err
 	}
-	m[key] = v
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.m[key]; ok {
+		return old, nil
+	}
+	if m.m == nil {
+		m.m = map[string]any{}
+	}
+	m.m[key] = v
 	return v, nil
+}
+
+// parallelMin is the fewest services whose per-service work r.each spreads
+// over the cores: below it, starting goroutines costs more than it saves.
+// A variable for the test that renders small worlds both ways.
+var parallelMin = 64
+
+// each runs f(i) for i in [0, n), on every core when n is large enough.
+// f writes only its own slot; the renderer's caches it fills are locked.
+func (r *renderer) each(n int, f func(i int)) {
+	if n < parallelMin {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	parallel.ForEach(n, f)
 }
 
 // service renders the node-independent part of one service: its cluster and secrets.
@@ -414,8 +464,19 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	// parts are the digests of the placed clusters and their secrets, in
 	// n.Clusters order (see Version below).
 	var parts [][]byte
-	for _, rs := range services {
-		cluster, secrets, d, err := r.serviceOnNode(n, rs)
+	type onNode struct {
+		cluster *clusterv3.Cluster
+		secrets []*tlsv3.Secret
+		digest  []byte
+		err     error
+	}
+	shaped := make([]onNode, len(services))
+	r.each(len(services), func(i int) {
+		s := &shaped[i]
+		s.cluster, s.secrets, s.digest, s.err = r.serviceOnNode(n, services[i])
+	})
+	for i, rs := range services {
+		cluster, secrets, d, err := shaped[i].cluster, shaped[i].secrets, shaped[i].digest, shaped[i].err
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
 			continue
@@ -432,14 +493,42 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 		}
 	}
 	r.onNode = placed
-	for _, rs := range placed {
-		f, closed, err := r.filtersOf(n, rs.svc)
-		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, err))
+	// A service whose filters depend on nothing but itself and the node
+	// (reusableFilters) gets them on any goroutine, its route tables on a
+	// scratch node; the others may note warnings, register access-log
+	// clusters or look at other services, so they are built here in order.
+	type chain struct {
+		filters []*listenerv3.Filter
+		routes  []*routev3.RouteConfiguration
+		closed  bool
+		err     error
+		done    bool
+	}
+	chains := make([]chain, len(placed))
+	if len(placed) >= parallelMin {
+		r.each(len(placed), func(i int) {
+			if !r.reusableFilters(n, placed[i].svc) {
+				return
+			}
+			scratch := &Node{ID: n.ID, Dataplane: n.Dataplane, ZoneEgress: n.ZoneEgress}
+			c := &chains[i]
+			c.filters, c.closed, c.err = r.filtersOf(scratch, placed[i].svc)
+			c.routes, c.done = scratch.Routes, true
+		})
+	}
+	for i, rs := range placed {
+		c := chains[i]
+		if c.done {
+			n.Routes = append(n.Routes, c.routes...)
+		} else {
+			c.filters, c.closed, c.err = r.filtersOf(n, rs.svc)
+		}
+		if c.err != nil {
+			warnings = append(warnings, fmt.Sprintf("node %s: %s/%s: %v (service skipped on this node)", id, rs.svc.Mesh, rs.svc.Name, c.err))
 			continue
 		}
-		filters[rs.svc] = f
-		denied = denied || closed
+		filters[rs.svc] = c.filters
+		denied = denied || c.closed
 		ready = append(ready, rs)
 	}
 	nsvc := len(n.Clusters)
