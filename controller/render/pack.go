@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -62,20 +64,36 @@ func flattenValidation(err error) string {
 // (protojson is deliberately not), used for versions.
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-// digest hashes the deterministic encoding of msgs, in order.
+// digest hashes the deterministic encoding of msgs, in order. The
+// encodings are garbage at once; at 10k services on every core their
+// buffers would raise the peak heap, so they are reused.
 func digest(msgs ...proto.Message) ([]byte, error) {
 	h := sha256.New()
+	bp := digestBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxDigestBuf {
+			digestBufs.Put(bp)
+		}
+	}()
+	var prefix [24]byte
 	for _, m := range msgs {
-		b, err := deterministic.Marshal(m)
+		b, err := deterministic.MarshalAppend((*bp)[:0], m)
 		if err != nil {
 			return nil, err
 		}
+		*bp = b
 		// The length prefix keeps ("ab","c") apart from ("a","bc").
-		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(append(strconv.AppendInt(prefix[:0], int64(len(b)), 10), ':'))
 		h.Write(b)
 	}
 	return h.Sum(nil), nil
 }
+
+// digestBufs are digest's encoding buffers; one bigger than maxDigestBuf
+// (a node's listener with every service) is not kept.
+var digestBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxDigestBuf = 64 << 10
 
 func hexDigest(parts ...[]byte) string {
 	h := sha256.New()
