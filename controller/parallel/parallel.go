@@ -13,7 +13,7 @@ import (
 
 // ForEach runs f(i) for every i in [0, n) on up to GOMAXPROCS goroutines
 // and returns when all are done. f must touch no shared state except its
-// own index's slot.
+// own index's slot and what it locks (controller/render's caches).
 func ForEach(n int, f func(i int)) {
 	workers := min(runtime.GOMAXPROCS(0), n)
 	if workers <= 1 {
