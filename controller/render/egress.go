@@ -290,7 +290,7 @@ func (r *renderer) egressNode(z *resource.ZoneEgress, services []*rendered) (*No
 		}
 	}
 	var chains []*listenerv3.FilterChain
-	var digests [][]byte
+	var digests []lazyDigest
 	for _, rs := range services {
 		s := rs.svc
 		if r.world.MTLS[s.Mesh] == nil {
@@ -298,7 +298,7 @@ func (r *renderer) egressNode(z *resource.ZoneEgress, services []*rendered) (*No
 		}
 		_, secrets, err := r.meshSecrets(s, n.ID)
 		var cluster *clusterv3.Cluster
-		var d []byte
+		var d lazyDigest
 		if err == nil {
 			cluster, d, err = r.policyCluster(n, rs)
 		}

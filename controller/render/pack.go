@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -94,6 +96,24 @@ func digest(msgs ...proto.Message) ([]byte, error) {
 var digestBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 const maxDigestBuf = 64 << 10
+
+// lazyDigest is the digest of a cluster and its secrets, computed on the
+// first call and then kept: only Node.Version needs it, and meshext run never
+// asks (its versions are the xds package's hashes), so a cold render at 10k
+// services marshals no cluster for it. The messages are read-only, so later
+// is the same as now.
+type lazyDigest func() ([]byte, error)
+
+func digestLater(c *clusterv3.Cluster, secrets []*tlsv3.Secret) lazyDigest {
+	return sync.OnceValues(func() ([]byte, error) {
+		msgs := make([]proto.Message, 0, 1+len(secrets))
+		msgs = append(msgs, c)
+		for _, s := range secrets {
+			msgs = append(msgs, s)
+		}
+		return digest(msgs...)
+	})
+}
 
 func hexDigest(parts ...[]byte) string {
 	h := sha256.New()

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/policy"
@@ -63,7 +62,7 @@ type policyState struct {
 
 type clusterVariant struct {
 	cluster *clusterv3.Cluster
-	digest  []byte
+	digest  lazyDigest
 }
 
 type reachability struct {
@@ -185,15 +184,14 @@ func clusterSettings(eff *policy.Effective) ([]byte, error) {
 // policyCluster is rs's cluster as node n's policies shape it: rs's own
 // cluster when none applies, else a copy with the configurers applied,
 // built once per distinct cluster setting.
-func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, []byte, error) {
+func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, lazyDigest, error) {
 	eff := r.policiesFor(n, rs.svc)
 	settings, err := clusterSettings(eff)
 	if err != nil {
 		return nil, nil, err
 	}
 	if settings == nil {
-		d, err := rs.baseDigest()
-		return rs.cluster, d, err
+		return rs.cluster, rs.digest, nil
 	}
 	key := rs.cluster.Name + "\x00" + string(settings)
 	vkey := variantKey{base: rs.cluster, settings: string(settings)}
@@ -207,15 +205,7 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, []b
 	if err := validate(c); err != nil {
 		return nil, nil, fmt.Errorf("cluster %s: %w", c.Name, err)
 	}
-	msgs := []proto.Message{c}
-	for _, s := range rs.secrets {
-		msgs = append(msgs, s)
-	}
-	d, err := digest(msgs...)
-	if err != nil {
-		return nil, nil, err
-	}
-	v := r.keepVariant(key, vkey, &clusterVariant{cluster: c, digest: d})
+	v := r.keepVariant(key, vkey, &clusterVariant{cluster: c, digest: digestLater(c, rs.secrets)})
 	return v.cluster, v.digest, nil
 }
 

@@ -36,7 +36,6 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,15 +158,23 @@ func (n *Node) Version() (string, error) {
 }
 
 // setVersion makes n's Version from the digests of its placed clusters (with
-// their secrets; computed once per cluster and setting) and own, the rest of
-// its resources, digested when Version is first called.
-func (n *Node) setVersion(placed [][]byte, own func() []proto.Message) {
+// their secrets; each computed once per cluster and setting) and own, the
+// rest of its resources, digested when Version is first called.
+func (n *Node) setVersion(placed []lazyDigest, own func() []proto.Message) {
 	n.version = sync.OnceValues(func() (string, error) {
+		parts := make([][]byte, 0, len(placed)+1)
+		for _, p := range placed {
+			d, err := p()
+			if err != nil {
+				return "", fmt.Errorf("node %s: %w", n.ID, err)
+			}
+			parts = append(parts, d)
+		}
 		d, err := digest(own()...)
 		if err != nil {
 			return "", fmt.Errorf("node %s: %w", n.ID, err)
 		}
-		return hexDigest(append(slices.Clip(placed), d)...), nil
+		return hexDigest(append(parts, d)...), nil
 	})
 }
 
@@ -220,7 +227,8 @@ type rendered struct {
 	svc     *model.Service
 	cluster *clusterv3.Cluster
 	secrets []*tlsv3.Secret
-	digest  []byte // baseDigest, once computed
+	// digest is the cluster's and secrets' (Node.Version; see lazyDigest).
+	digest lazyDigest
 }
 
 // Render builds every node's config. A service that cannot be rendered is
@@ -428,25 +436,7 @@ func (r *renderer) service(s *model.Service) (*rendered, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rendered{svc: s, cluster: c, secrets: secrets}, nil
-}
-
-// baseDigest is the digest of rs's own cluster and secrets, computed when
-// first asked for: a node whose policies shape the cluster (Kuma's default
-// policies shape every one) digests its shaped copy instead.
-func (rs *rendered) baseDigest() ([]byte, error) {
-	if rs.digest == nil {
-		msgs := []proto.Message{rs.cluster}
-		for _, sec := range rs.secrets {
-			msgs = append(msgs, sec)
-		}
-		d, err := digest(msgs...)
-		if err != nil {
-			return nil, err
-		}
-		rs.digest = d
-	}
-	return rs.digest, nil
+	return &rendered{svc: s, cluster: c, secrets: secrets, digest: digestLater(c, secrets)}, nil
 }
 
 // node assembles one Envoy's resources. dp is nil for the default node.
@@ -463,11 +453,11 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	var placed []*rendered
 	// parts are the digests of the placed clusters and their secrets, in
 	// n.Clusters order (see Version below).
-	var parts [][]byte
+	var parts []lazyDigest
 	type onNode struct {
 		cluster *clusterv3.Cluster
 		secrets []*tlsv3.Secret
-		digest  []byte
+		digest  lazyDigest
 		err     error
 	}
 	shaped := make([]onNode, len(services))
@@ -633,7 +623,7 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 // node's identity, which keeps its egress-failover settings: the
 // cluster-side policies shape the egress's upstream cluster instead. The
 // default node has no identity, so it serves no service of an mTLS mesh.
-func (r *renderer) serviceOnNode(n *Node, rs *rendered) (*clusterv3.Cluster, []*tlsv3.Secret, []byte, error) {
+func (r *renderer) serviceOnNode(n *Node, rs *rendered) (*clusterv3.Cluster, []*tlsv3.Secret, lazyDigest, error) {
 	if r.world.MTLS[rs.svc.Mesh] == nil {
 		c, d, err := r.policyCluster(n, rs)
 		return c, rs.secrets, d, err
@@ -645,15 +635,7 @@ func (r *renderer) serviceOnNode(n *Node, rs *rendered) (*clusterv3.Cluster, []*
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	msgs := []proto.Message{c}
-	for _, sec := range secrets {
-		msgs = append(msgs, sec)
-	}
-	d, err := digest(msgs...)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return c, secrets, d, nil
+	return c, secrets, digestLater(c, secrets), nil
 }
 
 // byRefName indexes services by the names a Dataplane backendRef may use: the

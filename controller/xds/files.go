@@ -618,10 +618,21 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 	errs := make([]error, len(bodies))
 	for start := 0; start < len(items); start += chunk {
 		part := items[start:min(start+chunk, len(items))]
-		parallel.ForEach(len(part), func(i int) { bodies[i], errs[i] = marshalJSON(part[i]) })
+		parallel.ForEach(len(part), func(i int) {
+			if largeListener(part[i]) == nil {
+				bodies[i], errs[i] = protojson.Marshal(part[i])
+			}
+		})
 		for i, it := range part {
 			if errs[i] != nil {
 				return errs[i]
+			}
+			if l := largeListener(it); l != nil {
+				if err := writeLargeListenerJSON(w, sep, l); err != nil {
+					return err
+				}
+				sep = ","
+				continue
 			}
 			body := bytes.TrimLeft(bodies[i], " ")
 			bodies[i] = nil
@@ -652,18 +663,23 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 }
 
 // splitChains is the filter-chain count from which a listener's JSON is
-// made from its chains marshalled apart (on every core): the transparent
-// listener of 10k services is one 12 MB message.
+// written chain by chain, each chunk of chains marshalled on every core: the
+// transparent listener of 10k services is one 12 MB message, which as one
+// buffer (and the chains' parts besides) was the peak of a 10k-service drop.
 const splitChains = 512
 
-// marshalJSON is protojson.Marshal, with a large listener's filter chains
-// marshalled in parallel and spliced into the listener's object (after its
-// other fields; JSON field order means nothing to Envoy's parser).
-func marshalJSON(m proto.Message) ([]byte, error) {
-	l, ok := m.(*listenerv3.Listener)
-	if !ok || len(l.FilterChains) < splitChains {
-		return protojson.Marshal(m)
+// largeListener is m as a listener of at least splitChains filter chains, or nil.
+func largeListener(m proto.Message) *listenerv3.Listener {
+	if l, ok := m.(*listenerv3.Listener); ok && len(l.FilterChains) >= splitChains {
+		return l
 	}
+	return nil
+}
+
+// writeLargeListenerJSON writes sep and l as an Any's JSON object: "@type",
+// l's fields other than the chains, then the chains, marshalled a chunk at
+// a time on every core (JSON field order means nothing to Envoy's parser).
+func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) error {
 	// A shallow copy without the chains: its fields alias l's, read only.
 	shell := &listenerv3.Listener{}
 	dst := shell.ProtoReflect()
@@ -675,30 +691,42 @@ func marshalJSON(m proto.Message) ([]byte, error) {
 	})
 	head, err := protojson.Marshal(shell)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	head = bytes.TrimRight(head, " ")
-	if len(head) < 2 || head[len(head)-1] != '}' {
-		return nil, fmt.Errorf("protojson of listener %s is not an object", l.Name)
+	head = bytes.TrimSpace(head)
+	if len(head) < 2 || head[0] != '{' || head[len(head)-1] != '}' {
+		return fmt.Errorf("protojson of listener %s is not an object", l.Name)
 	}
-	chains := make([][]byte, len(l.FilterChains))
+	open := sep + `{"@type":"type.googleapis.com/` + string(l.ProtoReflect().Descriptor().FullName()) + `"`
+	if inner := bytes.TrimSpace(head[1 : len(head)-1]); len(inner) > 0 {
+		open += "," + string(inner)
+	}
+	if _, err := io.WriteString(w, open+`,"filterChains":[`); err != nil {
+		return err
+	}
+	const chunk = 256
+	chains := make([][]byte, min(chunk, len(l.FilterChains)))
 	errs := make([]error, len(chains))
-	parallel.ForEach(len(chains), func(i int) { chains[i], errs[i] = protojson.Marshal(l.FilterChains[i]) })
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	out := bytes.TrimRight(head[:len(head)-1], " ")
-	if out[len(out)-1] != '{' {
-		out = append(out, ',')
-	}
-	out = append(out, `"filterChains":[`...)
-	for i, c := range chains {
-		if i > 0 {
-			out = append(out, ',')
+	for start := 0; start < len(l.FilterChains); start += chunk {
+		part := l.FilterChains[start:min(start+chunk, len(l.FilterChains))]
+		parallel.ForEach(len(part), func(i int) { chains[i], errs[i] = protojson.Marshal(part[i]) })
+		for i := range part {
+			if errs[i] != nil {
+				return errs[i]
+			}
+			if start+i > 0 {
+				if _, err := io.WriteString(w, ","); err != nil {
+					return err
+				}
+			}
+			if _, err := w.Write(bytes.TrimSpace(chains[i])); err != nil {
+				return err
+			}
+			chains[i] = nil
 		}
-		out = append(out, bytes.TrimSpace(c)...)
 	}
-	return append(out, "]}"...), nil
+	_, err = io.WriteString(w, "]}")
+	return err
 }
 
 // filterChainsField is Listener.filter_chains' field number.

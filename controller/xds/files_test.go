@@ -407,9 +407,10 @@ func TestOutDirRefusesTamperedManifestAndSymlinks(t *testing.T) {
 	}
 }
 
-// A listener with many filter chains is marshalled in parts and spliced;
-// the file must read back as the same listener, with and without other
-// fields beside the chains.
+// A listener with many filter chains is written chain by chain; the file
+// must read back as the same listeners, with and without other fields
+// beside the chains, alone and between small listeners, with more chains
+// than one chunk.
 func TestLargeListenerJSONReadsBackEqual(t *testing.T) {
 	for _, named := range []bool{true, false} {
 		l := &listenerv3.Listener{}
@@ -420,23 +421,27 @@ func TestLargeListenerJSONReadsBackEqual(t *testing.T) {
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Name: "chain-" + strings.Repeat("x", i%7) + string(rune('a'+i%26)),
 				Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy"}}})
 		}
-		var buf strings.Builder
-		if err := writeDiscoveryJSON(&buf, "v1", "type.googleapis.com/envoy.config.listener.v3.Listener", []proto.Message{l}); err != nil {
-			t.Fatal(err)
-		}
-		var dr discoveryv3.DiscoveryResponse
-		if err := protojson.Unmarshal([]byte(buf.String()), &dr); err != nil {
-			t.Fatalf("named=%v: %v", named, err)
-		}
-		if len(dr.Resources) != 1 {
-			t.Fatalf("named=%v: %d resources", named, len(dr.Resources))
-		}
-		var got listenerv3.Listener
-		if err := dr.Resources[0].UnmarshalTo(&got); err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(&got, l) {
-			t.Errorf("named=%v: the listener read back differs", named)
+		for _, items := range [][]proto.Message{{l}, {testListener("a", "c", "a"), l, testListener("b", "c", "b")}} {
+			var buf strings.Builder
+			if err := writeDiscoveryJSON(&buf, "v1", "type.googleapis.com/envoy.config.listener.v3.Listener", items); err != nil {
+				t.Fatal(err)
+			}
+			var dr discoveryv3.DiscoveryResponse
+			if err := protojson.Unmarshal([]byte(buf.String()), &dr); err != nil {
+				t.Fatalf("named=%v: %v", named, err)
+			}
+			if len(dr.Resources) != len(items) {
+				t.Fatalf("named=%v: %d resources, want %d", named, len(dr.Resources), len(items))
+			}
+			for i, want := range items {
+				var got listenerv3.Listener
+				if err := dr.Resources[i].UnmarshalTo(&got); err != nil {
+					t.Fatal(err)
+				}
+				if !proto.Equal(&got, want) {
+					t.Errorf("named=%v: listener %d of %d read back differs", named, i, len(items))
+				}
+			}
 		}
 	}
 }
