@@ -31,7 +31,11 @@ import (
 //     source resource by identity;
 //   - a cluster as a node's policies shape it (policyCluster) is a function
 //     of the service's cluster (by identity) and its cluster settings
-//     (clusterSettings, the same key that shares it between nodes);
+//     (clusterSettings, the same key that shares it between nodes); the
+//     settings are a function of the node, the service's resource (by
+//     identity, so of its cluster's identity) and the worldKey, so a node
+//     whose service and world are unchanged takes its shaped cluster
+//     without resolving its policies again (shaped);
 //   - a service's network filters and route table on a node
 //     (serviceFilters) are a function of the service, the node, the
 //     Options and everything in the World that is not a service
@@ -49,11 +53,15 @@ type Memo struct {
 	// world is what the filters were rendered in (worldKey).
 	world   worldKey
 	filters map[filterKey]*memoFilters
+	// shaped is each node's cluster of a service (policyCluster), rendered
+	// in world.
+	shaped map[filterKey]*memoShaped
 	// next* collect what this Render used: the memo keeps no more than one
 	// Render's worth of messages.
 	nextServices map[string]*memoService
 	nextVariants map[variantKey]*clusterVariant
 	nextFilters  map[filterKey]*memoFilters
+	nextShaped   map[filterKey]*memoShaped
 	// mu guards the next* maps against a Render's own goroutines
 	// (renderer.each); the others are only read during a Render.
 	mu sync.Mutex
@@ -69,30 +77,40 @@ type variantKey struct {
 	settings string
 }
 
+// memoShaped is the cluster a node uses for a service: base itself when no
+// policy shapes it (vkey zero), else the variant vkey names.
+type memoShaped struct {
+	base    *clusterv3.Cluster
+	cluster *clusterv3.Cluster
+	digest  lazyDigest
+	vkey    variantKey
+}
+
 // Render is the package-level Render, reusing m's messages where their
 // inputs are unchanged, then remembering this Render's.
 func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 	if m != nil {
 		if m.opts != opts {
-			m.services, m.variants = nil, nil
+			m.services, m.variants, m.shaped = nil, nil, nil
 		}
 		m.opts = opts
 		if wk := worldKeyOf(w); !wk.equal(&m.world) {
-			m.world, m.filters = wk, nil
+			m.world, m.filters, m.shaped = wk, nil, nil
 		}
 		m.nextServices = make(map[string]*memoService, len(m.services))
 		m.nextVariants = make(map[variantKey]*clusterVariant, len(m.variants))
 		m.nextFilters = make(map[filterKey]*memoFilters, len(m.filters))
+		m.nextShaped = make(map[filterKey]*memoShaped, len(m.shaped))
 	}
 	out, err := render(w, opts, m)
 	if m != nil {
 		if err != nil {
-			m.services, m.variants, m.filters = nil, nil, nil
+			m.services, m.variants, m.filters, m.shaped = nil, nil, nil, nil
 			m.world = worldKey{}
 		} else {
-			m.services, m.variants, m.filters = m.nextServices, m.nextVariants, m.nextFilters
+			m.services, m.variants, m.filters, m.shaped = m.nextServices, m.nextVariants, m.nextFilters, m.nextShaped
 		}
-		m.nextServices, m.nextVariants, m.nextFilters = nil, nil, nil
+		m.nextServices, m.nextVariants, m.nextFilters, m.nextShaped = nil, nil, nil, nil
 	}
 	return out, err
 }
@@ -231,6 +249,36 @@ func (m *Memo) variant(k variantKey) *clusterVariant {
 		m.mu.Unlock()
 	}
 	return v
+}
+
+// shapedCluster is the cluster node k.node used for service k.cluster last
+// time, if it was shaped from base (the same service) in the same world;
+// its variant stays remembered for the nodes that resolve their policies.
+func (m *Memo) shapedCluster(k filterKey, base *clusterv3.Cluster) *memoShaped {
+	if m == nil {
+		return nil
+	}
+	e := m.shaped[k]
+	if e == nil || e.base != base {
+		return nil
+	}
+	m.mu.Lock()
+	m.nextShaped[k] = e
+	if e.vkey.base != nil {
+		if v := m.variants[e.vkey]; v != nil {
+			m.nextVariants[e.vkey] = v
+		}
+	}
+	m.mu.Unlock()
+	return e
+}
+
+func (m *Memo) keepShaped(k filterKey, e *memoShaped) {
+	if m != nil {
+		m.mu.Lock()
+		m.nextShaped[k] = e
+		m.mu.Unlock()
+	}
 }
 
 func (m *Memo) keepVariant(k variantKey, v *clusterVariant) {

@@ -3,6 +3,8 @@ package render
 import (
 	"encoding/base64"
 	"fmt"
+	"maps"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -317,5 +319,55 @@ func TestRenderInputCoversService(t *testing.T) {
 	tlsFields := reflect.TypeOf(model.TLS{}).NumField()
 	if tlsFields != 12 {
 		t.Errorf("model.TLS has %d fields, sameTLS compares 12: compare the new one", tlsFields)
+	}
+}
+
+// TestMemoKeepsShapedClustersInTheSameWorld: with Kuma's default policies
+// shaping every cluster, a second Render of the same World takes each node's
+// shaped cluster from the memo without resolving its policies again (the
+// same memo entry, the same message), and a World with other policies
+// resolves them afresh.
+func TestMemoKeepsShapedClustersInTheSameWorld(t *testing.T) {
+	w := buildPolicyCase(t, filepath.Join("testdata", "policies", "defaults.input.yaml"))
+	memo := &Memo{}
+	first, err := memo.Render(w, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := maps.Clone(memo.shaped)
+	shapedOnes := 0
+	for _, e := range before {
+		if e.vkey.base != nil {
+			shapedOnes++
+		}
+	}
+	if shapedOnes == 0 {
+		t.Fatal("no cluster shaped by a policy: the test checks nothing")
+	}
+	second, err := memo.Render(w, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := outputDiff(first, second); d != "" {
+		t.Fatal(d)
+	}
+	for k, e := range before {
+		if memo.shaped[k] != e {
+			t.Errorf("%v: shaped again in the same world", k)
+		}
+	}
+	// Another World (its policies parsed anew): resolved again, same output.
+	third, err := memo.Render(buildPolicyCase(t, filepath.Join("testdata", "policies", "defaults.input.yaml")), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, e := range before {
+		if memo.shaped[k] == e {
+			t.Errorf("%v: taken from the memo in another world", k)
+		}
+	}
+	fresh := mustRender(t, buildPolicyCase(t, filepath.Join("testdata", "policies", "defaults.input.yaml")), Options{})
+	if d := outputDiff(fresh, third); d != "" {
+		t.Error(d)
 	}
 }

@@ -185,17 +185,23 @@ func clusterSettings(eff *policy.Effective) ([]byte, error) {
 // cluster when none applies, else a copy with the configurers applied,
 // built once per distinct cluster setting.
 func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, lazyDigest, error) {
+	fk := filterKey{node: n.ID, cluster: rs.cluster.Name}
+	if e := r.memo.shapedCluster(fk, rs.cluster); e != nil {
+		return e.cluster, e.digest, nil
+	}
 	eff := r.policiesFor(n, rs.svc)
 	settings, err := clusterSettings(eff)
 	if err != nil {
 		return nil, nil, err
 	}
 	if settings == nil {
+		r.memo.keepShaped(fk, &memoShaped{base: rs.cluster, cluster: rs.cluster, digest: rs.digest})
 		return rs.cluster, rs.digest, nil
 	}
 	key := rs.cluster.Name + "\x00" + string(settings)
 	vkey := variantKey{base: rs.cluster, settings: string(settings)}
 	if v := r.variant(key, vkey); v != nil {
+		r.memo.keepShaped(fk, &memoShaped{base: rs.cluster, cluster: v.cluster, digest: v.digest, vkey: vkey})
 		return v.cluster, v.digest, nil
 	}
 	c := policyClone(rs.cluster)
@@ -206,6 +212,7 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, laz
 		return nil, nil, fmt.Errorf("cluster %s: %w", c.Name, err)
 	}
 	v := r.keepVariant(key, vkey, &clusterVariant{cluster: c, digest: digestLater(c, rs.secrets)})
+	r.memo.keepShaped(fk, &memoShaped{base: rs.cluster, cluster: v.cluster, digest: v.digest, vkey: vkey})
 	return v.cluster, v.digest, nil
 }
 
