@@ -211,6 +211,13 @@ func (r *renderer) reusableFilters(n *Node, s *model.Service) bool {
 	if n.ZoneEgress != nil || r.world.MTLS[s.Mesh] != nil {
 		return false
 	}
+	// Kept last time for the same service in the same world: reusable then,
+	// so now (no policy to resolve again).
+	if r.memo != nil {
+		if e := r.memo.filters[filterKey{node: n.ID, cluster: s.ClusterName()}]; e != nil && e.in.equal(s) {
+			return true
+		}
+	}
 	eff := r.policiesFor(n, s)
 	return eff == nil || (len(eff.HTTPRules) == 0 && len(eff.RouteConfs) == 0 &&
 		eff.Confs[resource.KindMeshTCPRoute] == nil && eff.Confs[resource.KindMeshHTTPRoute] == nil &&
