@@ -18,7 +18,6 @@ import (
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -349,19 +348,7 @@ func (r *renderer) egressNode(z *resource.ZoneEgress, services []*rendered) (*No
 	warnings = append(warnings, prefixAll("node "+n.ID+": ", r.pol.notes[n.ID])...)
 	// Version: the upstream clusters' digests (with their TLS secrets)
 	// plus the node's own resources.
-	n.setVersion(digests, func() []proto.Message {
-		own := make([]proto.Message, 0, len(n.Listeners)+len(n.Secrets)+len(n.Clusters)-nsvc)
-		for _, l := range n.Listeners {
-			own = append(own, l)
-		}
-		for _, sec := range n.Secrets {
-			own = append(own, sec)
-		}
-		for _, c := range n.Clusters[nsvc:] {
-			own = append(own, c)
-		}
-		return own
-	})
+	n.setVersion(digests, nsvc, true)
 	return n, warnings, nil
 }
 

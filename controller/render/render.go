@@ -157,10 +157,12 @@ func (n *Node) Version() (string, error) {
 	return n.version()
 }
 
-// setVersion makes n's Version from the digests of its placed clusters (with
-// their secrets; each computed once per cluster and setting) and own, the
-// rest of its resources, digested when Version is first called.
-func (n *Node) setVersion(placed []lazyDigest, own func() []proto.Message) {
+// setVersion makes n's Version from the digests of its placed clusters (its
+// first nsvc; with their secrets, each computed once per cluster and
+// setting) and of the rest of its resources: listeners, route tables, the
+// secrets too when withSecrets (an egress's: its mesh CA and identity), and
+// the other clusters, digested when Version is first called.
+func (n *Node) setVersion(placed []lazyDigest, nsvc int, withSecrets bool) {
 	n.version = sync.OnceValues(func() (string, error) {
 		parts := make([][]byte, 0, len(placed)+1)
 		for _, p := range placed {
@@ -170,7 +172,22 @@ func (n *Node) setVersion(placed []lazyDigest, own func() []proto.Message) {
 			}
 			parts = append(parts, d)
 		}
-		d, err := digest(own()...)
+		own := make([]proto.Message, 0, len(n.Listeners)+len(n.Routes)+len(n.Secrets)+len(n.Clusters)-nsvc)
+		for _, l := range n.Listeners {
+			own = append(own, l)
+		}
+		for _, rc := range n.Routes {
+			own = append(own, rc)
+		}
+		if withSecrets {
+			for _, sec := range n.Secrets {
+				own = append(own, sec)
+			}
+		}
+		for _, c := range n.Clusters[nsvc:] {
+			own = append(own, c)
+		}
+		d, err := digest(own...)
 		if err != nil {
 			return "", fmt.Errorf("node %s: %w", n.ID, err)
 		}
@@ -601,19 +618,7 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 	warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
 	warnings = append(warnings, prefixAll("node "+id+": ", r.pol.notes[id])...)
 
-	n.setVersion(parts, func() []proto.Message {
-		own := make([]proto.Message, 0, len(n.Listeners)+len(n.Routes)+len(n.Clusters)-nsvc)
-		for _, l := range n.Listeners {
-			own = append(own, l)
-		}
-		for _, rc := range n.Routes {
-			own = append(own, rc)
-		}
-		for _, c := range n.Clusters[nsvc:] {
-			own = append(own, c)
-		}
-		return own
-	})
+	n.setVersion(parts, nsvc, false)
 	return n, warnings, nil
 }
 
