@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -73,11 +72,10 @@ func listenerRoutes(l *listenerv3.Listener, rds *rdsMemo, named map[string]bool)
 }
 
 // rdsMemo remembers the route table an HttpConnectionManager Any names over
-// RDS ("" for none, and for other filters), by identity, for one generation
-// as hashMemo does. A nil *rdsMemo remembers nothing. Safe for concurrent use.
+// RDS ("" for none), by identity, for one generation as hashMemo does. A nil
+// *rdsMemo remembers nothing. Safe for concurrent use.
 type rdsMemo struct {
-	mu         sync.Mutex
-	last, next map[*anypb.Any]string
+	names generations[*anypb.Any, string]
 }
 
 var hcmTypeURL = "type.googleapis.com/" + string((&hcmv3.HttpConnectionManager{}).ProtoReflect().Descriptor().FullName())
@@ -87,14 +85,7 @@ func (m *rdsMemo) routeOf(a *anypb.Any) (string, error) {
 		return "", nil
 	}
 	if m != nil {
-		m.mu.Lock()
-		name, ok := m.next[a]
-		if !ok {
-			name, ok = m.last[a]
-		}
-		m.mu.Unlock()
-		if ok {
-			m.keep(a, name)
+		if name, ok := m.names.get(a); ok {
 			return name, nil
 		}
 	}
@@ -104,23 +95,10 @@ func (m *rdsMemo) routeOf(a *anypb.Any) (string, error) {
 	}
 	name := hcm.GetRds().GetRouteConfigName()
 	if m != nil {
-		m.keep(a, name)
+		m.names.put(a, name)
 	}
 	return name, nil
 }
 
-func (m *rdsMemo) keep(a *anypb.Any, name string) {
-	m.mu.Lock()
-	if m.next == nil {
-		m.next = map[*anypb.Any]string{}
-	}
-	m.next[a] = name
-	m.mu.Unlock()
-}
-
 // turn ends a generation: names not asked for since the last turn are let go.
-func (m *rdsMemo) turn() {
-	m.mu.Lock()
-	m.last, m.next = m.next, nil
-	m.mu.Unlock()
-}
+func (m *rdsMemo) turn() { m.names.turn() }

@@ -81,7 +81,7 @@ func TestConsistentAgreesWithGoControlPlane(t *testing.T) {
 		}
 		memo.turn()
 	}
-	if len(memo.last) == 0 {
+	if len(memo.names.last) == 0 {
 		t.Error("the memo remembered nothing")
 	}
 }

@@ -120,10 +120,10 @@ func TestSnapshotVersionsAreDeltaVersions(t *testing.T) {
 	if s1.GetVersion(resourcev3.ListenerType) != s2.GetVersion(resourcev3.ListenerType) {
 		t.Errorf("LDS version moved though no listener changed")
 	}
-	if _, ok := memo.last[b]; ok {
+	if _, ok := memo.hashes.last[b]; ok {
 		t.Errorf("the hash of a message no longer delivered is still held")
 	}
-	if _, ok := memo.last[a]; !ok {
+	if _, ok := memo.hashes.last[a]; !ok {
 		t.Errorf("the hash of a message delivered again is not remembered")
 	}
 }

@@ -123,25 +123,17 @@ type Validator struct {
 	// same and last hold, by identity, the messages that passed in this
 	// round and in the last one, with their hashes (Hash).
 	same, last map[proto.Message][sha256.Size]byte
-	// anySame and anyLast hold, by identity, the Anys that passed in this
-	// round and in the last one (validateDeep).
-	anySame, anyLast map[*anypb.Any]struct{}
+	// anys holds, by identity, the Anys that passed in this round and in
+	// the last one (validateDeep), once rounds have started.
+	anys generations[*anypb.Any, struct{}]
 }
 
 func (v *Validator) anyPassed(a *anypb.Any) bool {
 	if v == nil {
 		return false
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.anySame[a]; ok {
-		return true
-	}
-	if _, ok := v.anyLast[a]; ok && v.anySame != nil {
-		v.anySame[a] = struct{}{}
-		return true
-	}
-	return false
+	_, ok := v.anys.get(a)
+	return ok
 }
 
 func (v *Validator) anyPass(a *anypb.Any) {
@@ -149,10 +141,11 @@ func (v *Validator) anyPass(a *anypb.Any) {
 		return
 	}
 	v.mu.Lock()
-	if v.anySame != nil {
-		v.anySame[a] = struct{}{}
-	}
+	rounds := v.same != nil
 	v.mu.Unlock()
+	if rounds {
+		v.anys.put(a, struct{}{})
+	}
 }
 
 // validatorMemory bounds the remembered hashes (about 40 B each).
@@ -164,8 +157,8 @@ const validatorMemory = 1 << 18
 func (v *Validator) Round() {
 	v.mu.Lock()
 	v.last, v.same = v.same, map[proto.Message][sha256.Size]byte{}
-	v.anyLast, v.anySame = v.anySame, map[*anypb.Any]struct{}{}
 	v.mu.Unlock()
+	v.anys.turn()
 }
 
 // Hash is hashOf(m) for a message that passed in this round or the last
@@ -329,25 +322,21 @@ func versionFrom(es []namedHash) string {
 // hashMemo hashes messages (hashOf) and remembers the hashes by message
 // identity for one generation: render hands the same message again for a
 // service it did not re-render, so a reload hashes only what changed.
-// Messages are never modified after they are rendered.
 // hash is safe for concurrent use.
 type hashMemo struct {
-	mu         sync.Mutex
-	last, next map[proto.Message]string
-	// known, when set, may know a message's hash already (Server.UseHashes).
+	hashes generations[proto.Message, string]
+	// known, when set, may know a message's hash already (Server.UseHashes,
+	// which sets it under Server.mu before the first Update).
 	known func(proto.Message) (string, bool)
 }
 
 func (h *hashMemo) hash(m proto.Message) (string, error) {
-	h.mu.Lock()
-	v, ok := h.next[m]
-	if !ok {
-		v, ok = h.last[m]
+	if v, ok := h.hashes.get(m); ok {
+		return v, nil
 	}
-	known := h.known
-	h.mu.Unlock()
-	if !ok && known != nil {
-		v, ok = known(m)
+	v, ok := "", false
+	if h.known != nil {
+		v, ok = h.known(m)
 	}
 	if !ok {
 		var err error
@@ -355,21 +344,12 @@ func (h *hashMemo) hash(m proto.Message) (string, error) {
 			return "", err
 		}
 	}
-	h.mu.Lock()
-	if h.next == nil {
-		h.next = map[proto.Message]string{}
-	}
-	h.next[m] = v
-	h.mu.Unlock()
+	h.hashes.put(m, v)
 	return v, nil
 }
 
 // turn ends a generation: hashes not asked for since the last turn are let go.
-func (h *hashMemo) turn() {
-	h.mu.Lock()
-	h.last, h.next = h.next, nil
-	h.mu.Unlock()
-}
+func (h *hashMemo) turn() { h.hashes.turn() }
 
 // checkNames refuses empty and duplicate names, which Envoy would reject as a whole update.
 func checkNames[T named](kind string, items []T) error {
