@@ -610,50 +610,40 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 	if len(items) == 0 {
 		sep = ""
 	}
-	// protojson is most of a large drop's CPU (10k clusters: 16 MB): each
-	// chunk of items is marshalled on every core, then written in order,
-	// so memory holds one chunk's JSON, not the file's.
-	const chunk = 256
-	bodies := make([][]byte, min(chunk, len(items)))
-	errs := make([]error, len(bodies))
-	for start := 0; start < len(items); start += chunk {
-		part := items[start:min(start+chunk, len(items))]
-		parallel.ForEach(len(part), func(i int) {
-			if largeListener(part[i]) == nil {
-				bodies[i], errs[i] = protojson.Marshal(part[i])
-			}
-		})
-		for i, it := range part {
-			if errs[i] != nil {
-				return errs[i]
-			}
-			if l := largeListener(it); l != nil {
-				if err := writeLargeListenerJSON(w, sep, l); err != nil {
-					return err
-				}
-				sep = ","
-				continue
-			}
-			body := bytes.TrimLeft(bodies[i], " ")
-			bodies[i] = nil
-			if len(body) < 2 || body[0] != '{' {
-				return fmt.Errorf("protojson of %s is not an object", it.ProtoReflect().Descriptor().FullName())
-			}
-			typ, err := json.Marshal("type.googleapis.com/" + string(it.ProtoReflect().Descriptor().FullName()))
-			if err != nil {
+	err = marshalInChunks(len(items), func(i int) ([]byte, error) {
+		if largeListener(items[i]) != nil {
+			return nil, nil // written chain by chain below
+		}
+		return protojson.Marshal(items[i])
+	}, func(i int, body []byte) error {
+		it := items[i]
+		if l := largeListener(it); l != nil {
+			err := writeLargeListenerJSON(w, sep, l)
+			sep = ","
+			return err
+		}
+		body = bytes.TrimLeft(body, " ")
+		if len(body) < 2 || body[0] != '{' {
+			return fmt.Errorf("protojson of %s is not an object", it.ProtoReflect().Descriptor().FullName())
+		}
+		typ, err := json.Marshal("type.googleapis.com/" + string(it.ProtoReflect().Descriptor().FullName()))
+		if err != nil {
+			return err
+		}
+		rest := bytes.TrimLeft(body[1:], " ")
+		if rest[0] != '}' {
+			typ = append(typ, ',')
+		}
+		for _, part := range [][]byte{[]byte(sep), []byte(`{"@type":`), typ, rest} {
+			if _, err := w.Write(part); err != nil {
 				return err
 			}
-			rest := bytes.TrimLeft(body[1:], " ")
-			if rest[0] != '}' {
-				typ = append(typ, ',')
-			}
-			for _, part := range [][]byte{[]byte(sep), []byte(`{"@type":`), typ, rest} {
-				if _, err := w.Write(part); err != nil {
-					return err
-				}
-			}
-			sep = ","
 		}
+		sep = ","
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(items) > 0 {
 		sep = "]"
@@ -704,29 +694,45 @@ func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) err
 	if _, err := io.WriteString(w, open+`,"filterChains":[`); err != nil {
 		return err
 	}
-	const chunk = 256
-	chains := make([][]byte, min(chunk, len(l.FilterChains)))
-	errs := make([]error, len(chains))
-	for start := 0; start < len(l.FilterChains); start += chunk {
-		part := l.FilterChains[start:min(start+chunk, len(l.FilterChains))]
-		parallel.ForEach(len(part), func(i int) { chains[i], errs[i] = protojson.Marshal(part[i]) })
-		for i := range part {
-			if errs[i] != nil {
-				return errs[i]
-			}
-			if start+i > 0 {
-				if _, err := io.WriteString(w, ","); err != nil {
-					return err
-				}
-			}
-			if _, err := w.Write(bytes.TrimSpace(chains[i])); err != nil {
+	err = marshalInChunks(len(l.FilterChains), func(i int) ([]byte, error) {
+		return protojson.Marshal(l.FilterChains[i])
+	}, func(i int, chain []byte) error {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
 				return err
 			}
-			chains[i] = nil
 		}
+		_, err := w.Write(bytes.TrimSpace(chain))
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	_, err = io.WriteString(w, "]}")
 	return err
+}
+
+// marshalInChunks marshals items 0..n-1 a chunk at a time on every core
+// and hands each to write in order: protojson is most of a large drop's CPU
+// (10k clusters: 16 MB), and memory holds one chunk's JSON, not the file's.
+func marshalInChunks(n int, marshal func(i int) ([]byte, error), write func(i int, b []byte) error) error {
+	const chunk = 256
+	bodies := make([][]byte, min(chunk, n))
+	errs := make([]error, len(bodies))
+	for start := 0; start < n; start += chunk {
+		size := min(chunk, n-start)
+		parallel.ForEach(size, func(i int) { bodies[i], errs[i] = marshal(start + i) })
+		for i := range size {
+			if errs[i] != nil {
+				return errs[i]
+			}
+			if err := write(start+i, bodies[i]); err != nil {
+				return err
+			}
+			bodies[i] = nil
+		}
+	}
+	return nil
 }
 
 // filterChainsField is Listener.filter_chains' field number.
