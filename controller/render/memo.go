@@ -171,7 +171,7 @@ func (r *renderer) filtersOf(n *Node, s *model.Service) ([]*listenerv3.Filter, b
 	key := filterKey{node: n.ID, cluster: s.ClusterName()}
 	reusable := r.memo != nil && r.reusableFilters(n, s)
 	if reusable {
-		if e := r.memo.filters[key]; e != nil && e.in.equal(s) {
+		if e := r.memo.keptFilters(key, s); e != nil {
 			r.memo.keepFilters(key, e)
 			n.Routes = append(n.Routes, e.routes...)
 			return e.filters, e.closed, nil
@@ -198,6 +198,18 @@ func (r *renderer) nodeState(n *Node) nodeStamp {
 	return nodeStamp{notes: len(r.pol.notes[n.ID]), fifo: r.pol.fifo[n.ID], otel: r.pol.otel[n.ID]}
 }
 
+// keptFilters is the last Render's filters of service s on node k.node in
+// this world, if s is unchanged.
+func (m *Memo) keptFilters(k filterKey, s *model.Service) *memoFilters {
+	if m == nil {
+		return nil
+	}
+	if e := m.filters[k]; e != nil && e.in.equal(s) {
+		return e
+	}
+	return nil
+}
+
 func (m *Memo) keepFilters(k filterKey, e *memoFilters) {
 	m.mu.Lock()
 	m.nextFilters[k] = e
@@ -213,10 +225,8 @@ func (r *renderer) reusableFilters(n *Node, s *model.Service) bool {
 	}
 	// Kept last time for the same service in the same world: reusable then,
 	// so now (no policy to resolve again).
-	if r.memo != nil {
-		if e := r.memo.filters[filterKey{node: n.ID, cluster: s.ClusterName()}]; e != nil && e.in.equal(s) {
-			return true
-		}
+	if r.memo.keptFilters(filterKey{node: n.ID, cluster: s.ClusterName()}, s) != nil {
+		return true
 	}
 	eff := r.policiesFor(n, s)
 	return eff == nil || (len(eff.HTTPRules) == 0 && len(eff.RouteConfs) == 0 &&
