@@ -184,11 +184,12 @@ func Generate(in Input) map[string]*Result {
 		} else {
 			a.age = Age{Time: CreationTime(&s.Meta)}
 		}
-		if r, dup := out[Key(&s.Meta)]; dup {
+		k := Key(&s.Meta)
+		if r, dup := out[k]; dup {
 			a.r = r // one result per mesh/name, as a map gives
 		}
 		svcs[i] = a
-		out[Key(&s.Meta)] = a.r
+		out[k] = a.r
 	}
 	sort.SliceStable(svcs, func(i, j int) bool {
 		a, b := svcs[i], svcs[j]

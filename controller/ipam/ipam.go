@@ -295,9 +295,10 @@ func (a *Allocator) trackAbsence(present []string) bool {
 	// Whole seconds keep the ledger tidy; rounding the mark up (and the
 	// clock down) means truncation can only lengthen the grace, never cut it.
 	t := a.now().UTC()
-	now, mark := t.Truncate(time.Second), t.Truncate(time.Second)
-	if !mark.Equal(t) {
-		mark = mark.Add(time.Second)
+	now := t.Truncate(time.Second)
+	mark := now
+	if !now.Equal(t) {
+		mark = now.Add(time.Second)
 	}
 	changed := false
 	for k, e := range a.st.Entries {
