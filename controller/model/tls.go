@@ -206,70 +206,77 @@ func checkKeyPair(cert, key []byte) error {
 
 var certChecks, keyPairChecks contentChecks
 
-// contentChecks remembers a pure check's verdict by its input's content,
-// up to contentChecksMax bytes of inputs (then it starts over).
-type contentChecks struct {
-	mu      sync.Mutex
-	verdict map[string]error
-	size    int
-}
+// contentChecks remembers a pure check's verdict by its input's content.
+type contentChecks struct{ contentMemo[error] }
 
-const contentChecksMax = 32 << 20
+func (c *contentChecks) check(data []byte, run func() error) error {
+	if err, ok := c.getBytes(data); ok {
+		return err
+	}
+	err := run()
+	c.put(string(data), err)
+	return err
+}
 
 // inlineData and inlineStringData hold the bytes of inline data by their
 // text, so services with the same inline CA share one read-only copy (as
 // services naming one Secret share its Data).
 var inlineData, inlineStringData contentBytes
 
-// contentBytes remembers what decode made of a text, up to contentChecksMax
-// bytes of texts (then it starts over). Errors are not remembered, nor
-// private keys (secret: decoded every time, held by their service only).
-type contentBytes struct {
-	mu   sync.Mutex
-	data map[string][]byte
-	size int
-}
+// contentBytes remembers what decode made of a text. Errors are not
+// remembered, nor private keys (secret: decoded every time, held by their
+// service only).
+type contentBytes struct{ contentMemo[[]byte] }
 
 func (c *contentBytes) decode(text string, secret bool, decode func(string) ([]byte, error)) ([]byte, error) {
 	if secret {
 		return decode(text)
 	}
-	c.mu.Lock()
-	b, ok := c.data[text]
-	c.mu.Unlock()
-	if ok {
+	if b, ok := c.get(text); ok {
 		return b, nil
 	}
 	b, err := decode(text)
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	if c.data == nil || c.size+len(text) > contentChecksMax {
-		c.data, c.size = map[string][]byte{}, 0
-	}
-	c.data[text] = b
-	c.size += len(text)
-	c.mu.Unlock()
+	c.put(text, b)
 	return b, nil
 }
 
-func (c *contentChecks) check(data []byte, run func() error) error {
+const contentChecksMax = 32 << 20
+
+// contentMemo remembers a value by its input's content, up to
+// contentChecksMax bytes of inputs (then it starts over). Safe for
+// concurrent use.
+type contentMemo[V any] struct {
+	mu   sync.Mutex
+	m    map[string]V
+	size int
+}
+
+func (c *contentMemo[V]) get(k string) (V, bool) {
 	c.mu.Lock()
-	err, ok := c.verdict[string(data)]
+	v, ok := c.m[k]
 	c.mu.Unlock()
-	if ok {
-		return err
-	}
-	err = run()
+	return v, ok
+}
+
+// getBytes is get for a key held as bytes, without copying it.
+func (c *contentMemo[V]) getBytes(k []byte) (V, bool) {
 	c.mu.Lock()
-	if c.verdict == nil || c.size+len(data) > contentChecksMax {
-		c.verdict, c.size = map[string]error{}, 0
-	}
-	c.verdict[string(data)] = err
-	c.size += len(data)
+	v, ok := c.m[string(k)]
 	c.mu.Unlock()
-	return err
+	return v, ok
+}
+
+func (c *contentMemo[V]) put(k string, v V) {
+	c.mu.Lock()
+	if c.m == nil || c.size+len(k) > contentChecksMax {
+		c.m, c.size = map[string]V{}, 0
+	}
+	c.m[k] = v
+	c.size += len(k)
+	c.mu.Unlock()
 }
 
 // tlsSummary is the TLSReady message: mode, versions and trust source.

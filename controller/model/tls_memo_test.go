@@ -41,7 +41,7 @@ func TestCertificateChecksFollowContent(t *testing.T) {
 			t.Errorf("round %d: certificate with another's key accepted", i)
 		}
 	}
-	for k := range keyPairChecks.verdict {
+	for k := range keyPairChecks.m {
 		if bytes.Contains([]byte(k), leaf.KeyPEM) {
 			t.Errorf("the key pair memo holds a private key")
 		}
@@ -74,7 +74,7 @@ func TestInlineCertificatesAreSharedKeysAreNot(t *testing.T) {
 	}
 	for _, m := range []*contentBytes{&inlineData, &inlineStringData} {
 		m.mu.Lock()
-		for text, b := range m.data {
+		for text, b := range m.m {
 			if strings.Contains(text, p.keyB64) || bytes.Contains(b, one.TLS.ClientKey) {
 				t.Errorf("an inline data memo holds the private key")
 			}
