@@ -101,11 +101,12 @@ func (s *Set) Add(obj Object) *FieldError {
 			s.index[o.GetMeta().Key()] = o.GetMeta()
 		}
 	}
-	if om, dup := s.index[m.Key()]; dup {
+	key := m.Key()
+	if om, dup := s.index[key]; dup {
 		return m.Errorf("name", "duplicate %s %s/%s: already defined at %s; the first definition in file order is used, this one is ignored",
 			m.Kind, m.Mesh, m.Name, om.Source.Where())
 	}
-	s.index[m.Key()] = m
+	s.index[key] = m
 	switch r := obj.(type) {
 	case *MeshExternalService:
 		s.MeshExternalServices = append(s.MeshExternalServices, r)

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"crypto/sha256"
 	"net"
 	"os"
 	"path/filepath"
@@ -283,5 +284,55 @@ func TestDNSHostsDirRecreated(t *testing.T) {
 			t.Fatalf("the recreated hosts file was not read within 10s")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestReadInputHashesEachFileOnce: readInput's per-file sums are the files'
+// content hashes (parseChanged trusts them instead of hashing again), and
+// the directory's sum moves with any content, name or read problem, even an
+// edit that keeps a file's length.
+func TestReadInputHashesEachFileOnce(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.yaml", "a: 1\n")
+	write("b.yaml", "b: 2\n")
+	read := func() *input {
+		t.Helper()
+		in, err := readInput(dir, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	first := read()
+	if len(first.files) != 2 || len(first.sums) != 2 {
+		t.Fatalf("files %v, sums for %d", first.files, len(first.sums))
+	}
+	for _, f := range first.files {
+		if first.sums[f] != sha256.Sum256(first.data[f]) {
+			t.Errorf("%s: sum is not the content's hash", f)
+		}
+	}
+	if again := read(); again.sum != first.sum {
+		t.Error("the same directory read twice has two sums")
+	}
+	write("b.yaml", "b: 3\n") // same length
+	edited := read()
+	if edited.sum == first.sum {
+		t.Error("an edit of the same length left the directory's sum")
+	}
+	if edited.sums[filepath.Join(dir, "a.yaml")] != first.sums[filepath.Join(dir, "a.yaml")] {
+		t.Error("an untouched file's sum moved")
+	}
+	if err := os.Rename(filepath.Join(dir, "b.yaml"), filepath.Join(dir, "c.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if renamed := read(); renamed.sum == edited.sum {
+		t.Error("a rename left the directory's sum")
 	}
 }

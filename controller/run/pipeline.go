@@ -86,7 +86,10 @@ func (p *pipeline) parseChanged(in *input) {
 		if !ok {
 			continue
 		}
-		sum := sha256.Sum256(data)
+		sum, ok := in.sums[f]
+		if !ok {
+			sum = sha256.Sum256(data)
+		}
 		if c, ok := p.parsed[f]; ok && c.sum == sum {
 			continue
 		}
@@ -165,35 +168,51 @@ type input struct {
 	// problems says why each other file was not read (not a regular file,
 	// over the size limit, unreadable).
 	problems []*resource.FieldError
+	// sums holds each read file's content hash, when the reader took it
+	// (readInput); parseChanged hashes the others.
+	sums map[string][32]byte
 	// sum hashes names, contents and read errors: any change to them changes it.
 	sum [32]byte
 }
 
 // readInput lists and reads the drop directory. Every read is bounded and
 // non-blocking (see inputfile.Read); a file that cannot be read is reported
-// and the others are read.
+// and the others are read. Files are read and hashed on every core, each
+// hashed once: parseChanged takes the same per-file sums.
 func readInput(dir string, maxFileSize int64) (*input, error) {
 	files, err := resource.ExpandPaths([]string{dir})
 	if err != nil {
 		return nil, err
 	}
-	in := &input{data: make(map[string][]byte, len(files))}
+	type read struct {
+		data []byte
+		sum  [32]byte
+		err  error
+	}
+	reads := make([]read, len(files))
+	parallel.ForEach(len(files), func(i int) {
+		r := &reads[i]
+		if r.data, r.err = inputfile.Read(files[i], maxFileSize); r.err == nil {
+			r.sum = sha256.Sum256(r.data)
+		}
+	})
+	in := &input{data: make(map[string][]byte, len(files)), sums: make(map[string][32]byte, len(files))}
 	h := sha256.New()
-	for _, f := range files {
-		b, err := inputfile.Read(f, maxFileSize)
-		if errors.Is(err, os.ErrNotExist) {
+	for i, f := range files {
+		r := &reads[i]
+		if errors.Is(r.err, os.ErrNotExist) {
 			continue // removed between listing and reading; the next event reloads
 		}
 		in.files = append(in.files, f)
-		if err != nil {
-			fe := resource.ReadProblem(f, err)
+		if r.err != nil {
+			fe := resource.ReadProblem(f, r.err)
 			in.problems = append(in.problems, fe)
 			fmt.Fprintf(h, "%s\x00!%s\x00", f, fe.Message)
 			continue
 		}
-		in.data[f] = b
-		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
-		h.Write(b)
+		in.data[f], in.sums[f] = r.data, r.sum
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(r.data))
+		h.Write(r.sum[:])
 	}
 	copy(in.sum[:], h.Sum(nil))
 	return in, nil
