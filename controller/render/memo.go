@@ -91,7 +91,8 @@ type memoShaped struct {
 func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 	if m != nil {
 		if m.opts != opts {
-			m.services, m.variants, m.shaped = nil, nil, nil
+			// Filters depend on the Options too (RoutesVia, Plugin, ...).
+			m.services, m.variants, m.filters, m.shaped = nil, nil, nil, nil
 		}
 		m.opts = opts
 		if wk := worldKeyOf(w); !wk.equal(&m.world) {

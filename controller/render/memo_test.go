@@ -176,6 +176,8 @@ networking:
 		{name: "MeshAccessLog removed", edit: func(*Options) { delete(f.files, "log.yaml") }},
 		{name: "Options.UpstreamDNS", edit: func(o *Options) { o.UpstreamDNS = "127.0.0.1:5353" }},
 		{name: "Options.SecretsVia", edit: func(o *Options) { o.SecretsVia, o.SecretsDir = SecretsFile, "/var/run/meshext/xds/secrets" }},
+		{name: "Options.RoutesVia", edit: func(o *Options) { o.RoutesVia = RoutesADS }},
+		{name: "Options.Plugin", edit: func(o *Options) { o.Plugin = PluginOn }},
 		{name: "Dataplane", edit: func(*Options) { f.files["dp.yaml"] = dataplane }},
 		{name: "mesh mTLS", mtls: true, edit: func(*Options) {
 			f.files["mesh.yaml"] = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends: [{name: ca-1, type: builtin}]\nrouting: {zoneEgress: true}\n"
