@@ -44,10 +44,10 @@ import (
 //     policies), as long as nothing leads them to another service or
 //     outside the chain: only outside mTLS meshes and egresses, without
 //     MeshHTTPRoute, MeshTCPRoute or MeshAccessLog for the pair, and when
-//     rendering them left no note (filtersOf). Fresh filters equal by
-//     content to the last Render's for the same node and service (an
-//     endpoint edit: they name the cluster, not its endpoints) take the
-//     last Render's messages, in any world;
+//     rendering them left no note (filtersOf). Any service's fresh filters
+//     and route tables equal by content to the last Render's for the same
+//     node and service (an endpoint edit: they name the cluster, not its
+//     endpoints) take the last Render's messages, in any world;
 //   - a node's transparent listener (transparentOf) is a function of the
 //     redirect port and, per service in order, its mesh, name, cluster
 //     name, VIP, port and filters slice (by identity), all under the same
@@ -64,10 +64,10 @@ type Memo struct {
 	// world is what the filters were rendered in (worldKey).
 	world   worldKey
 	filters map[filterKey]*memoFilters
-	// lastFilters are the last Render's filters whatever their world and
-	// Options, during a Render: fresh filters equal to them by content take
-	// their messages (filtersOf).
-	lastFilters map[filterKey]*memoFilters
+	// seen are the last Render's filters of every node and service,
+	// whatever their world, Options or policies: fresh filters equal to
+	// them by content take their messages (filtersOf).
+	seen map[filterKey]*memoFilters
 	// listeners is each node's transparent listener (transparentOf).
 	listeners map[string]*memoListener
 	// proxies is each node's HTTP proxy listener (proxyOf).
@@ -81,6 +81,7 @@ type Memo struct {
 	nextVariants map[variantKey]*clusterVariant
 	nextFilters  map[filterKey]*memoFilters
 	nextShaped   map[filterKey]*memoShaped
+	nextSeen     map[filterKey]*memoFilters
 	// nextListeners and nextProxies are only written by node, which runs
 	// on one goroutine at a time.
 	nextListeners map[string]*memoListener
@@ -113,7 +114,6 @@ type memoShaped struct {
 // inputs are unchanged, then remembering this Render's.
 func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 	if m != nil {
-		m.lastFilters = m.filters
 		if m.opts != opts {
 			// Filters depend on the Options too (RoutesVia, Plugin, ...).
 			m.services, m.variants, m.filters, m.shaped = nil, nil, nil, nil
@@ -127,6 +127,7 @@ func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 		m.nextVariants = make(map[variantKey]*clusterVariant, len(m.variants))
 		m.nextFilters = make(map[filterKey]*memoFilters, len(m.filters))
 		m.nextShaped = make(map[filterKey]*memoShaped, len(m.shaped))
+		m.nextSeen = make(map[filterKey]*memoFilters, len(m.seen))
 		m.nextListeners = make(map[string]*memoListener, len(m.listeners))
 		m.nextProxies = make(map[string]*listenerv3.Listener, len(m.proxies))
 	}
@@ -134,14 +135,14 @@ func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 	if m != nil {
 		if err != nil {
 			m.services, m.variants, m.filters, m.shaped = nil, nil, nil, nil
-			m.listeners, m.proxies = nil, nil
+			m.listeners, m.proxies, m.seen = nil, nil, nil
 			m.world = worldKey{}
 		} else {
 			m.services, m.variants, m.filters, m.shaped = m.nextServices, m.nextVariants, m.nextFilters, m.nextShaped
-			m.listeners, m.proxies = m.nextListeners, m.nextProxies
+			m.listeners, m.proxies, m.seen = m.nextListeners, m.nextProxies, m.nextSeen
 		}
 		m.nextServices, m.nextVariants, m.nextFilters, m.nextShaped = nil, nil, nil, nil
-		m.nextListeners, m.nextProxies, m.lastFilters = nil, nil, nil
+		m.nextListeners, m.nextProxies, m.nextSeen = nil, nil, nil
 	}
 	return out, err
 }
@@ -210,17 +211,24 @@ func (r *renderer) filtersOf(n *Node, s *model.Service) ([]*listenerv3.Filter, b
 	}
 	routes, before := len(n.Routes), r.nodeState(n)
 	f, closed, err := r.serviceFilters(n, s)
-	if err == nil && reusable && r.nodeState(n) == before {
-		e := &memoFilters{in: inputOf(s), filters: slices.Clip(f), closed: closed, routes: slices.Clone(n.Routes[routes:])}
-		// An edit that does not show in the filters (an endpoint's port:
-		// they name the cluster) keeps the last Render's messages, so the
-		// listeners holding them are reused as well (transparentOf).
-		if old := r.memo.lastFilters[key]; old != nil && old.sameContent(e) {
-			e.filters, e.routes = old.filters, old.routes
-			f = old.filters
-			copy(n.Routes[routes:], old.routes)
-		}
+	if err != nil || r.memo == nil {
+		return f, closed, err
+	}
+	e := &memoFilters{in: inputOf(s), filters: slices.Clip(f), closed: closed, routes: slices.Clone(n.Routes[routes:])}
+	// An edit that does not show in the filters (an endpoint's port: they
+	// name the cluster) keeps the last Render's messages, so the listeners
+	// holding them are reused as well (transparentOf).
+	if old := r.memo.seen[key]; old != nil && old.sameContent(e) {
+		e.filters, e.routes = old.filters, old.routes
+		f = old.filters
+		copy(n.Routes[routes:], old.routes)
+	}
+	if reusable && r.nodeState(n) == before {
 		r.memo.keepFilters(key, e)
+	} else {
+		r.memo.mu.Lock()
+		r.memo.nextSeen[key] = e
+		r.memo.mu.Unlock()
 	}
 	return f, closed, err
 }
@@ -260,9 +268,11 @@ func (m *Memo) keptFilters(k filterKey, s *model.Service) *memoFilters {
 	return nil
 }
 
+// keepFilters keeps e for reuse by its inputs, and by content.
 func (m *Memo) keepFilters(k filterKey, e *memoFilters) {
 	m.mu.Lock()
 	m.nextFilters[k] = e
+	m.nextSeen[k] = e
 	m.mu.Unlock()
 }
 

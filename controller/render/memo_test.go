@@ -409,65 +409,87 @@ func chainNamed(l *listenerv3.Listener, name string) *listenerv3.FilterChain {
 // TestMemoKeepsTheListenerThroughAnEndpointEdit: an edit of one service's
 // endpoint does not show in its filters (they name its cluster), so the
 // next Render hands out the very same transparent and HTTP proxy listener,
-// the same filters slice for the service, and its route table, while its
-// cluster is new.
+// the same filters slice for the service, and its route table, while the
+// config changed elsewhere (the service's cluster). Also where the filters
+// are not reused by their inputs (an access log, an mTLS mesh).
 func TestMemoKeepsTheListenerThroughAnEndpointEdit(t *testing.T) {
-	for _, pm := range []int{math.MaxInt, 1} {
-		t.Run(fmt.Sprintf("parallelMin=%d", pm), func(t *testing.T) {
-			withParallelMin(t, pm, func(t *testing.T) {
-				f := listenerFiles()
-				opts := Options{RoutesVia: RoutesADS, HTTPProxyListen: "127.0.0.1:15080"}
-				memo := &Memo{}
-				first, err := memo.Render(f.world(t, false), opts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				f.files["api.yaml"] = memoMES("api", "http", 9443, "")
-				w := f.world(t, false)
-				second, err := memo.Render(w, opts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if d := outputDiff(mustRender(t, f.world(t, false), opts), second); d != "" {
-					t.Fatalf("with the memo: %s", d)
-				}
-				n1, n2 := onlyNode(t, first), onlyNode(t, second)
-				api := w.Services[0]
-				if api.Name != "api" {
-					t.Fatalf("first service is %s, want api", api.Name)
-				}
-				cluster := api.ClusterName()
-				if clusterByName(n1, cluster) == clusterByName(n2, cluster) {
-					t.Fatal("the edited service's cluster is the old message: the edit tests nothing")
-				}
-				for _, name := range []string{TransparentListenerName, HTTPProxyListenerName} {
-					if l1, l2 := listenerByName(t, n1, name), listenerByName(t, n2, name); l1 != l2 {
-						t.Errorf("%s: a new listener, want the last Render's", name)
+	cases := []struct {
+		name  string
+		files map[string]string
+		mtls  bool
+		node  string
+	}{
+		{name: "plain", node: DefaultNodeID},
+		{name: "MeshAccessLog", node: DefaultNodeID, files: map[string]string{
+			"log.yaml": "type: MeshAccessLog\nname: log\nmesh: default\nspec:\n  targetRef: {kind: Mesh}\n  to:\n    - targetRef: {kind: Mesh}\n      default:\n        backends: [{type: File, file: {path: /var/log/mesh.log}}]\n",
+		}},
+		{name: "mesh mTLS", mtls: true, node: "default.web", files: map[string]string{
+			"mesh.yaml":   "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends: [{name: ca-1, type: builtin}]\nrouting: {zoneEgress: true}\n",
+			"egress.yaml": "type: ZoneEgress\nname: egress-1\nnetworking: {address: 127.0.0.2, port: 10002}\n",
+			"dp.yaml":     "type: Dataplane\nmesh: default\nname: web\nnetworking:\n  address: 127.0.0.1\n",
+		}},
+	}
+	for _, tc := range cases {
+		for _, pm := range []int{math.MaxInt, 1} {
+			t.Run(fmt.Sprintf("%s/parallelMin=%d", tc.name, pm), func(t *testing.T) {
+				withParallelMin(t, pm, func(t *testing.T) {
+					f := listenerFiles()
+					maps.Copy(f.files, tc.files)
+					opts := Options{RoutesVia: RoutesADS, HTTPProxyListen: "127.0.0.1:15080"}
+					memo := &Memo{}
+					first, err := memo.Render(f.world(t, tc.mtls), opts)
+					if err != nil {
+						t.Fatal(err)
 					}
-				}
-				c1 := chainNamed(listenerByName(t, n1, TransparentListenerName), cluster)
-				c2 := chainNamed(listenerByName(t, n2, TransparentListenerName), cluster)
-				if c1 == nil || c2 == nil || len(c2.Filters) == 0 {
-					t.Fatalf("no chain %s", cluster)
-				}
-				kept := memo.filters[filterKey{node: n2.ID, cluster: cluster}]
-				if kept == nil || len(kept.filters) == 0 || &kept.filters[0] != &c1.Filters[0] {
-					t.Errorf("the memo's filters of %s are not the last Render's slice", cluster)
-				}
-				routes := func(n *Node) proto.Message {
-					for _, rc := range n.Routes {
-						if rc.Name == cluster {
-							return rc
+					f.files["api.yaml"] = memoMES("api", "http", 9443, "")
+					w := f.world(t, tc.mtls)
+					second, err := memo.Render(w, opts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if d := outputDiff(mustRender(t, f.world(t, tc.mtls), opts), second); d != "" {
+						t.Fatalf("with the memo: %s", d)
+					}
+					if outputDiff(first, second) == "" {
+						t.Fatal("the edit changed nothing in the config (the test tests nothing)")
+					}
+					n1, n2 := first.Nodes[tc.node], second.Nodes[tc.node]
+					if n1 == nil || n2 == nil {
+						t.Fatalf("no node %s in %v", tc.node, second.NodeIDs())
+					}
+					api := w.Services[0]
+					if api.Name != "api" {
+						t.Fatalf("first service is %s, want api", api.Name)
+					}
+					cluster := api.ClusterName()
+					for _, name := range []string{TransparentListenerName, HTTPProxyListenerName} {
+						if l1, l2 := listenerByName(t, n1, name), listenerByName(t, n2, name); l1 != l2 {
+							t.Errorf("%s: a new listener, want the last Render's", name)
 						}
 					}
-					t.Fatalf("no route table %s", cluster)
-					return nil
-				}
-				if routes(n1) != routes(n2) {
-					t.Errorf("route table %s: rendered again, want the last Render's", cluster)
-				}
+					c1 := chainNamed(listenerByName(t, n1, TransparentListenerName), cluster)
+					if c1 == nil || len(c1.Filters) == 0 {
+						t.Fatalf("no chain %s", cluster)
+					}
+					kept := memo.seen[filterKey{node: n2.ID, cluster: cluster}]
+					if kept == nil || len(kept.filters) == 0 || &kept.filters[0] != &c1.Filters[0] {
+						t.Errorf("the memo's filters of %s are not the last Render's slice", cluster)
+					}
+					routes := func(n *Node) proto.Message {
+						for _, rc := range n.Routes {
+							if rc.Name == cluster {
+								return rc
+							}
+						}
+						t.Fatalf("no route table %s", cluster)
+						return nil
+					}
+					if routes(n1) != routes(n2) {
+						t.Errorf("route table %s: rendered again, want the last Render's", cluster)
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
