@@ -61,13 +61,15 @@ type Memo struct {
 	opts     Options
 	services map[string]*memoService
 	variants map[variantKey]*clusterVariant
-	// world is what the filters were rendered in (worldKey).
-	world   worldKey
+	// world is what the filters of this epoch were rendered in
+	// (worldKey); a change of world or Options starts another epoch.
+	world worldKey
+	epoch uint64
+	// filters are the last Render's filters of every node and service:
+	// fresh filters equal to them by content take their messages, and the
+	// ones reusable by their inputs in this epoch are taken without
+	// rendering them (filtersOf).
 	filters map[filterKey]*memoFilters
-	// seen are the last Render's filters of every node and service,
-	// whatever their world, Options or policies: fresh filters equal to
-	// them by content take their messages (filtersOf).
-	seen map[filterKey]*memoFilters
 	// listeners is each node's transparent listener (transparentOf).
 	listeners map[string]*memoListener
 	// proxies is each node's HTTP proxy listener (proxyOf).
@@ -81,7 +83,6 @@ type Memo struct {
 	nextVariants map[variantKey]*clusterVariant
 	nextFilters  map[filterKey]*memoFilters
 	nextShaped   map[filterKey]*memoShaped
-	nextSeen     map[filterKey]*memoFilters
 	// nextListeners and nextProxies are only written by node, which runs
 	// on one goroutine at a time.
 	nextListeners map[string]*memoListener
@@ -116,18 +117,19 @@ func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 	if m != nil {
 		if m.opts != opts {
 			// Filters depend on the Options too (RoutesVia, Plugin, ...).
-			m.services, m.variants, m.filters, m.shaped = nil, nil, nil, nil
+			m.services, m.variants, m.shaped = nil, nil, nil
 			m.listeners, m.proxies = nil, nil
+			m.epoch++
 		}
 		m.opts = opts
 		if wk := worldKeyOf(w); !wk.equal(&m.world) {
-			m.world, m.filters, m.shaped = wk, nil, nil
+			m.world, m.shaped = wk, nil
+			m.epoch++
 		}
 		m.nextServices = make(map[string]*memoService, len(m.services))
 		m.nextVariants = make(map[variantKey]*clusterVariant, len(m.variants))
 		m.nextFilters = make(map[filterKey]*memoFilters, len(m.filters))
 		m.nextShaped = make(map[filterKey]*memoShaped, len(m.shaped))
-		m.nextSeen = make(map[filterKey]*memoFilters, len(m.seen))
 		m.nextListeners = make(map[string]*memoListener, len(m.listeners))
 		m.nextProxies = make(map[string]*listenerv3.Listener, len(m.proxies))
 	}
@@ -135,14 +137,14 @@ func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 	if m != nil {
 		if err != nil {
 			m.services, m.variants, m.filters, m.shaped = nil, nil, nil, nil
-			m.listeners, m.proxies, m.seen = nil, nil, nil
+			m.listeners, m.proxies = nil, nil
 			m.world = worldKey{}
 		} else {
 			m.services, m.variants, m.filters, m.shaped = m.nextServices, m.nextVariants, m.nextFilters, m.nextShaped
-			m.listeners, m.proxies, m.seen = m.nextListeners, m.nextProxies, m.nextSeen
+			m.listeners, m.proxies = m.nextListeners, m.nextProxies
 		}
 		m.nextServices, m.nextVariants, m.nextFilters, m.nextShaped = nil, nil, nil, nil
-		m.nextListeners, m.nextProxies, m.nextSeen = nil, nil, nil
+		m.nextListeners, m.nextProxies = nil, nil
 	}
 	return out, err
 }
@@ -196,6 +198,9 @@ type memoFilters struct {
 	filters []*listenerv3.Filter
 	routes  []*routev3.RouteConfiguration
 	closed  bool
+	// byInput: reusable by in, in epoch (filtersOf).
+	byInput bool
+	epoch   uint64
 }
 
 // filtersOf is serviceFilters through the memo (see Memo for when).
@@ -204,7 +209,7 @@ func (r *renderer) filtersOf(n *Node, s *model.Service) ([]*listenerv3.Filter, b
 	reusable := r.memo != nil && r.reusableFilters(n, s)
 	if reusable {
 		if e := r.memo.keptFilters(key, s); e != nil {
-			r.memo.keepFilters(key, e)
+			r.memo.keepFilters(key, e, true)
 			n.Routes = append(n.Routes, e.routes...)
 			return e.filters, e.closed, nil
 		}
@@ -218,18 +223,12 @@ func (r *renderer) filtersOf(n *Node, s *model.Service) ([]*listenerv3.Filter, b
 	// An edit that does not show in the filters (an endpoint's port: they
 	// name the cluster) keeps the last Render's messages, so the listeners
 	// holding them are reused as well (transparentOf).
-	if old := r.memo.seen[key]; old != nil && old.sameContent(e) {
+	if old := r.memo.filters[key]; old != nil && old.sameContent(e) {
 		e.filters, e.routes = old.filters, old.routes
 		f = old.filters
 		copy(n.Routes[routes:], old.routes)
 	}
-	if reusable && r.nodeState(n) == before {
-		r.memo.keepFilters(key, e)
-	} else {
-		r.memo.mu.Lock()
-		r.memo.nextSeen[key] = e
-		r.memo.mu.Unlock()
-	}
+	r.memo.keepFilters(key, e, reusable && r.nodeState(n) == before)
 	return f, closed, err
 }
 
@@ -262,17 +261,20 @@ func (m *Memo) keptFilters(k filterKey, s *model.Service) *memoFilters {
 	if m == nil {
 		return nil
 	}
-	if e := m.filters[k]; e != nil && e.in.equal(s) {
+	if e := m.filters[k]; e != nil && e.byInput && e.epoch == m.epoch && e.in.equal(s) {
 		return e
 	}
 	return nil
 }
 
-// keepFilters keeps e for reuse by its inputs, and by content.
-func (m *Memo) keepFilters(k filterKey, e *memoFilters) {
+// keepFilters keeps e for the next Render: by content, and by its inputs
+// if byInput (then e is from this epoch, or is set to it).
+func (m *Memo) keepFilters(k filterKey, e *memoFilters, byInput bool) {
+	if byInput && !e.byInput {
+		e.byInput, e.epoch = true, m.epoch
+	}
 	m.mu.Lock()
 	m.nextFilters[k] = e
-	m.nextSeen[k] = e
 	m.mu.Unlock()
 }
 

@@ -471,7 +471,7 @@ func TestMemoKeepsTheListenerThroughAnEndpointEdit(t *testing.T) {
 					if c1 == nil || len(c1.Filters) == 0 {
 						t.Fatalf("no chain %s", cluster)
 					}
-					kept := memo.seen[filterKey{node: n2.ID, cluster: cluster}]
+					kept := memo.filters[filterKey{node: n2.ID, cluster: cluster}]
 					if kept == nil || len(kept.filters) == 0 || &kept.filters[0] != &c1.Filters[0] {
 						t.Errorf("the memo's filters of %s are not the last Render's slice", cluster)
 					}
