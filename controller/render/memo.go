@@ -11,6 +11,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/resource"
@@ -43,16 +44,36 @@ import (
 //     policies), as long as nothing leads them to another service or
 //     outside the chain: only outside mTLS meshes and egresses, without
 //     MeshHTTPRoute, MeshTCPRoute or MeshAccessLog for the pair, and when
-//     rendering them left no note (filtersOf).
+//     rendering them left no note (filtersOf). Any service's fresh filters
+//     and route tables equal by content to the last Render's for the same
+//     node and service (an endpoint edit: they name the cluster, not its
+//     endpoints) take the last Render's messages, in any world;
+//   - a node's transparent listener (transparentOf) is a function of the
+//     redirect port and, per service in order, its mesh, name, cluster
+//     name, VIP, port and filters slice (by identity), all under the same
+//     Options;
+//   - a node's HTTP proxy listener is built on every Render and replaced
+//     by the last Render's when equal by content (proxyOf).
 //
-// Listeners themselves are assembled on every Render.
+// The other listeners (a Dataplane's inbounds and outbounds, a
+// ZoneEgress's) are assembled on every Render.
 type Memo struct {
 	opts     Options
 	services map[string]*memoService
 	variants map[variantKey]*clusterVariant
-	// world is what the filters were rendered in (worldKey).
-	world   worldKey
+	// world is what the filters of this epoch were rendered in
+	// (worldKey); a change of world or Options starts another epoch.
+	world worldKey
+	epoch uint64
+	// filters are the last Render's filters of every node and service:
+	// fresh filters equal to them by content take their messages, and the
+	// ones reusable by their inputs in this epoch are taken without
+	// rendering them (filtersOf).
 	filters map[filterKey]*memoFilters
+	// listeners is each node's transparent listener (transparentOf).
+	listeners map[string]*memoListener
+	// proxies is each node's HTTP proxy listener (proxyOf).
+	proxies map[string]*listenerv3.Listener
 	// shaped is each node's cluster of a service (policyCluster), rendered
 	// in world.
 	shaped map[filterKey]*memoShaped
@@ -62,6 +83,10 @@ type Memo struct {
 	nextVariants map[variantKey]*clusterVariant
 	nextFilters  map[filterKey]*memoFilters
 	nextShaped   map[filterKey]*memoShaped
+	// nextListeners and nextProxies are only written by node, which runs
+	// on one goroutine at a time.
+	nextListeners map[string]*memoListener
+	nextProxies   map[string]*listenerv3.Listener
 	// mu guards the next* maps against a Render's own goroutines
 	// (renderer.each); the others are only read during a Render.
 	mu sync.Mutex
@@ -91,26 +116,35 @@ type memoShaped struct {
 func (m *Memo) Render(w *model.World, opts Options) (*Output, error) {
 	if m != nil {
 		if m.opts != opts {
+			// Filters depend on the Options too (RoutesVia, Plugin, ...).
 			m.services, m.variants, m.shaped = nil, nil, nil
+			m.listeners, m.proxies = nil, nil
+			m.epoch++
 		}
 		m.opts = opts
 		if wk := worldKeyOf(w); !wk.equal(&m.world) {
-			m.world, m.filters, m.shaped = wk, nil, nil
+			m.world, m.shaped = wk, nil
+			m.epoch++
 		}
 		m.nextServices = make(map[string]*memoService, len(m.services))
 		m.nextVariants = make(map[variantKey]*clusterVariant, len(m.variants))
 		m.nextFilters = make(map[filterKey]*memoFilters, len(m.filters))
 		m.nextShaped = make(map[filterKey]*memoShaped, len(m.shaped))
+		m.nextListeners = make(map[string]*memoListener, len(m.listeners))
+		m.nextProxies = make(map[string]*listenerv3.Listener, len(m.proxies))
 	}
 	out, err := render(w, opts, m)
 	if m != nil {
 		if err != nil {
 			m.services, m.variants, m.filters, m.shaped = nil, nil, nil, nil
+			m.listeners, m.proxies = nil, nil
 			m.world = worldKey{}
 		} else {
 			m.services, m.variants, m.filters, m.shaped = m.nextServices, m.nextVariants, m.nextFilters, m.nextShaped
+			m.listeners, m.proxies = m.nextListeners, m.nextProxies
 		}
 		m.nextServices, m.nextVariants, m.nextFilters, m.nextShaped = nil, nil, nil, nil
+		m.nextListeners, m.nextProxies = nil, nil
 	}
 	return out, err
 }
@@ -164,6 +198,9 @@ type memoFilters struct {
 	filters []*listenerv3.Filter
 	routes  []*routev3.RouteConfiguration
 	closed  bool
+	// byInput: reusable by in, in epoch (filtersOf).
+	byInput bool
+	epoch   uint64
 }
 
 // filtersOf is serviceFilters through the memo (see Memo for when).
@@ -172,17 +209,37 @@ func (r *renderer) filtersOf(n *Node, s *model.Service) ([]*listenerv3.Filter, b
 	reusable := r.memo != nil && r.reusableFilters(n, s)
 	if reusable {
 		if e := r.memo.keptFilters(key, s); e != nil {
-			r.memo.keepFilters(key, e)
+			r.memo.keepFilters(key, e, true)
 			n.Routes = append(n.Routes, e.routes...)
 			return e.filters, e.closed, nil
 		}
 	}
 	routes, before := len(n.Routes), r.nodeState(n)
 	f, closed, err := r.serviceFilters(n, s)
-	if err == nil && reusable && r.nodeState(n) == before {
-		r.memo.keepFilters(key, &memoFilters{in: inputOf(s), filters: slices.Clip(f), closed: closed, routes: slices.Clone(n.Routes[routes:])})
+	if err != nil || r.memo == nil {
+		return f, closed, err
 	}
+	e := &memoFilters{in: inputOf(s), filters: slices.Clip(f), closed: closed, routes: slices.Clone(n.Routes[routes:])}
+	// An edit that does not show in the filters (an endpoint's port: they
+	// name the cluster) keeps the last Render's messages, so the listeners
+	// holding them are reused as well (transparentOf).
+	if old := r.memo.filters[key]; old != nil && old.sameContent(e) {
+		e.filters, e.routes = old.filters, old.routes
+		f = old.filters
+		copy(n.Routes[routes:], old.routes)
+	}
+	r.memo.keepFilters(key, e, reusable && r.nodeState(n) == before)
 	return f, closed, err
+}
+
+// sameContent reports whether e and o are the same filters and route
+// tables by content.
+func (e *memoFilters) sameContent(o *memoFilters) bool {
+	return e.closed == o.closed && protoSlicesEqual(e.filters, o.filters) && protoSlicesEqual(e.routes, o.routes)
+}
+
+func protoSlicesEqual[T proto.Message](a, b []T) bool {
+	return slices.EqualFunc(a, b, func(x, y T) bool { return proto.Equal(x, y) })
 }
 
 // nodeStamp is what building filters may add to a node besides them.
@@ -204,13 +261,18 @@ func (m *Memo) keptFilters(k filterKey, s *model.Service) *memoFilters {
 	if m == nil {
 		return nil
 	}
-	if e := m.filters[k]; e != nil && e.in.equal(s) {
+	if e := m.filters[k]; e != nil && e.byInput && e.epoch == m.epoch && e.in.equal(s) {
 		return e
 	}
 	return nil
 }
 
-func (m *Memo) keepFilters(k filterKey, e *memoFilters) {
+// keepFilters keeps e for the next Render: by content, and by its inputs
+// if byInput (then e is from this epoch, or is set to it).
+func (m *Memo) keepFilters(k filterKey, e *memoFilters, byInput bool) {
+	if byInput && !e.byInput {
+		e.byInput, e.epoch = true, m.epoch
+	}
 	m.mu.Lock()
 	m.nextFilters[k] = e
 	m.mu.Unlock()
@@ -350,4 +412,72 @@ func sameTLS(a, b *model.TLS) bool {
 		slices.Equal(a.SANs, b.SANs) && bytes.Equal(a.CA, b.CA) && a.CASource == b.CASource &&
 		a.SystemCAPath == b.SystemCAPath && bytes.Equal(a.ClientCert, b.ClientCert) &&
 		bytes.Equal(a.ClientKey, b.ClientKey) && a.ClientCertSource == b.ClientCertSource
+}
+
+// memoListener is a node's transparent listener and what it was assembled
+// from.
+type memoListener struct {
+	port     uint32
+	chains   []chainInput
+	listener *listenerv3.Listener
+	warnings []string
+}
+
+// chainInput is everything transparent reads of one service: the filters
+// by identity (filters are never modified once rendered, and the memo
+// holding the slice keeps its array from being reused).
+type chainInput struct {
+	mesh, name, cluster string
+	vip                 netip.Addr
+	port                uint32
+	filters             **listenerv3.Filter // the slice's first element
+	nfilters            int
+}
+
+func chainInputOf(s *model.Service, f []*listenerv3.Filter) chainInput {
+	in := chainInput{mesh: s.Mesh, name: s.Name, cluster: s.ClusterName(), vip: s.VIP, port: s.Port, nfilters: len(f)}
+	if len(f) > 0 {
+		in.filters = &f[0]
+	}
+	return in
+}
+
+// transparentOf is transparent through the memo: the last Render's
+// listener of the node when it was assembled from the same services, ports
+// and filter slices, so nothing of its size is built, validated or hashed
+// again after an edit that does not show in it.
+func (r *renderer) transparentOf(node string, port uint32, ready []*rendered, filters map[*model.Service][]*listenerv3.Filter) (*listenerv3.Listener, []string, error) {
+	if r.memo == nil {
+		return r.transparent(port, ready, filters)
+	}
+	e := &memoListener{port: port, chains: make([]chainInput, len(ready))}
+	for i, rs := range ready {
+		e.chains[i] = chainInputOf(rs.svc, filters[rs.svc])
+	}
+	if old := r.memo.listeners[node]; old != nil && old.port == e.port && slices.Equal(old.chains, e.chains) {
+		// Keep the slices of the entry whose listener holds them.
+		r.memo.nextListeners[node] = old
+		return old.listener, old.warnings, nil
+	}
+	l, warnings, err := r.transparent(port, ready, filters)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.listener, e.warnings = l, warnings
+	r.memo.nextListeners[node] = e
+	return l, warnings, nil
+}
+
+// proxyOf keeps the last Render's HTTP proxy listener of node in place of
+// l when they are equal by content (its filter is one packed Any, cheap to
+// compare), so the validator and delivery take it by identity.
+func (m *Memo) proxyOf(node string, l *listenerv3.Listener) *listenerv3.Listener {
+	if m == nil {
+		return l
+	}
+	if old := m.proxies[node]; old != nil && proto.Equal(old, l) {
+		l = old
+	}
+	m.nextProxies[node] = l
+	return l
 }

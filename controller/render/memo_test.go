@@ -4,12 +4,15 @@ import (
 	"encoding/base64"
 	"fmt"
 	"maps"
+	"math"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshext/meshext/controller/model"
@@ -176,6 +179,8 @@ networking:
 		{name: "MeshAccessLog removed", edit: func(*Options) { delete(f.files, "log.yaml") }},
 		{name: "Options.UpstreamDNS", edit: func(o *Options) { o.UpstreamDNS = "127.0.0.1:5353" }},
 		{name: "Options.SecretsVia", edit: func(o *Options) { o.SecretsVia, o.SecretsDir = SecretsFile, "/var/run/meshext/xds/secrets" }},
+		{name: "Options.RoutesVia", edit: func(o *Options) { o.RoutesVia = RoutesADS }},
+		{name: "Options.Plugin", edit: func(o *Options) { o.Plugin = PluginOn }},
 		{name: "Dataplane", edit: func(*Options) { f.files["dp.yaml"] = dataplane }},
 		{name: "mesh mTLS", mtls: true, edit: func(*Options) {
 			f.files["mesh.yaml"] = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends: [{name: ca-1, type: builtin}]\nrouting: {zoneEgress: true}\n"
@@ -370,4 +375,195 @@ func TestMemoKeepsShapedClustersInTheSameWorld(t *testing.T) {
 	if d := outputDiff(fresh, third); d != "" {
 		t.Error(d)
 	}
+}
+
+// listenerFiles is a drop directory of three services (http, tcp,
+// grpc) for the listener reuse tests.
+func listenerFiles() *memoFiles {
+	return &memoFiles{files: map[string]string{
+		"api.yaml":  memoMES("api", "http", 8443, ""),
+		"db.yaml":   memoMES("db", "tcp", 5432, ""),
+		"rpc.yaml":  memoMES("rpc", "grpc", 9000, ""),
+		"mesh.yaml": "type: Mesh\nname: default\n",
+	}, parsed: map[string][]resource.Object{}, by: map[string]string{}}
+}
+
+// withParallelMin runs f with parallelMin at min, so filters are built on
+// the node (serial) or on scratch nodes (parallel).
+func withParallelMin(t *testing.T, min int, f func(t *testing.T)) {
+	old := parallelMin
+	parallelMin = min
+	defer func() { parallelMin = old }()
+	f(t)
+}
+
+func chainNamed(l *listenerv3.Listener, name string) *listenerv3.FilterChain {
+	for _, c := range l.FilterChains {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// TestMemoKeepsTheListenerThroughAnEndpointEdit: an edit of one service's
+// endpoint does not show in its filters (they name its cluster), so the
+// next Render hands out the very same transparent and HTTP proxy listener,
+// the same filters slice for the service, and its route table, while the
+// config changed elsewhere (the service's cluster). Also where the filters
+// are not reused by their inputs (an access log, an mTLS mesh).
+func TestMemoKeepsTheListenerThroughAnEndpointEdit(t *testing.T) {
+	cases := []struct {
+		name  string
+		files map[string]string
+		mtls  bool
+		node  string
+	}{
+		{name: "plain", node: DefaultNodeID},
+		{name: "MeshAccessLog", node: DefaultNodeID, files: map[string]string{
+			"log.yaml": "type: MeshAccessLog\nname: log\nmesh: default\nspec:\n  targetRef: {kind: Mesh}\n  to:\n    - targetRef: {kind: Mesh}\n      default:\n        backends: [{type: File, file: {path: /var/log/mesh.log}}]\n",
+		}},
+		{name: "mesh mTLS", mtls: true, node: "default.web", files: map[string]string{
+			"mesh.yaml":   "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends: [{name: ca-1, type: builtin}]\nrouting: {zoneEgress: true}\n",
+			"egress.yaml": "type: ZoneEgress\nname: egress-1\nnetworking: {address: 127.0.0.2, port: 10002}\n",
+			"dp.yaml":     "type: Dataplane\nmesh: default\nname: web\nnetworking:\n  address: 127.0.0.1\n",
+		}},
+	}
+	for _, tc := range cases {
+		for _, pm := range []int{math.MaxInt, 1} {
+			t.Run(fmt.Sprintf("%s/parallelMin=%d", tc.name, pm), func(t *testing.T) {
+				withParallelMin(t, pm, func(t *testing.T) {
+					f := listenerFiles()
+					maps.Copy(f.files, tc.files)
+					opts := Options{RoutesVia: RoutesADS, HTTPProxyListen: "127.0.0.1:15080"}
+					memo := &Memo{}
+					first, err := memo.Render(f.world(t, tc.mtls), opts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					f.files["api.yaml"] = memoMES("api", "http", 9443, "")
+					w := f.world(t, tc.mtls)
+					second, err := memo.Render(w, opts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if d := outputDiff(mustRender(t, f.world(t, tc.mtls), opts), second); d != "" {
+						t.Fatalf("with the memo: %s", d)
+					}
+					if outputDiff(first, second) == "" {
+						t.Fatal("the edit changed nothing in the config (the test tests nothing)")
+					}
+					n1, n2 := first.Nodes[tc.node], second.Nodes[tc.node]
+					if n1 == nil || n2 == nil {
+						t.Fatalf("no node %s in %v", tc.node, second.NodeIDs())
+					}
+					api := w.Services[0]
+					if api.Name != "api" {
+						t.Fatalf("first service is %s, want api", api.Name)
+					}
+					cluster := api.ClusterName()
+					for _, name := range []string{TransparentListenerName, HTTPProxyListenerName} {
+						if l1, l2 := listenerByName(t, n1, name), listenerByName(t, n2, name); l1 != l2 {
+							t.Errorf("%s: a new listener, want the last Render's", name)
+						}
+					}
+					c1 := chainNamed(listenerByName(t, n1, TransparentListenerName), cluster)
+					if c1 == nil || len(c1.Filters) == 0 {
+						t.Fatalf("no chain %s", cluster)
+					}
+					kept := memo.filters[filterKey{node: n2.ID, cluster: cluster}]
+					if kept == nil || len(kept.filters) == 0 || &kept.filters[0] != &c1.Filters[0] {
+						t.Errorf("the memo's filters of %s are not the last Render's slice", cluster)
+					}
+					routes := func(n *Node) proto.Message {
+						for _, rc := range n.Routes {
+							if rc.Name == cluster {
+								return rc
+							}
+						}
+						t.Fatalf("no route table %s", cluster)
+						return nil
+					}
+					if routes(n1) != routes(n2) {
+						t.Errorf("route table %s: rendered again, want the last Render's", cluster)
+					}
+				})
+			})
+		}
+	}
+}
+
+// TestMemoRebuildsAChangedListener edits what the transparent listener is
+// assembled from, one at a time, each followed by an endpoint edit (which
+// keeps the listener): every change gives a new listener, equal to a fresh
+// Render's and different from the last one.
+func TestMemoRebuildsAChangedListener(t *testing.T) {
+	withParallelMin(t, 1, func(t *testing.T) {
+		f := listenerFiles()
+		vips := map[string]netip.Addr{} // set over the allocator's
+		build := func() *model.World {
+			w := f.world(t, false)
+			for _, s := range w.Services {
+				if a, ok := vips[s.Name]; ok {
+					s.VIP = a
+				}
+			}
+			return w
+		}
+		port := 9000
+		endpoint := func(*Options) {
+			port++
+			f.files["api.yaml"] = memoMES("api", "http", port, "")
+		}
+		steps := []struct {
+			name string
+			edit func(*Options)
+		}{
+			{name: "start", edit: func(*Options) {}},
+			{name: "VIP", edit: func(*Options) { vips["db"] = netip.MustParseAddr("241.0.0.9") }},
+			{name: "service added", edit: func(*Options) { f.files["web.yaml"] = memoMES("web", "http", 80, "") }},
+			{name: "service removed", edit: func(*Options) { delete(f.files, "web.yaml") }},
+			{name: "match port", edit: func(*Options) {
+				f.files["db.yaml"] = strings.Replace(memoMES("db", "tcp", 5432, ""), "port: 443,", "port: 5432,", 1)
+			}},
+			{name: "MeshTrafficPermission deny", edit: func(*Options) {
+				f.files["mtp.yaml"] = "type: MeshTrafficPermission\nname: no-db\nmesh: default\nspec:\n  targetRef: {kind: MeshExternalService, name: db}\n  from:\n    - targetRef: {kind: Mesh}\n      default: {action: Deny}\n"
+			}},
+			{name: "Options.RoutesVia", edit: func(o *Options) { o.RoutesVia = RoutesADS }},
+			{name: "Options.RoutesVia back", edit: func(o *Options) { o.RoutesVia = RoutesInline }},
+		}
+		memo := &Memo{}
+		var opts Options
+		var last *listenerv3.Listener
+		render := func(name string, edit func(*Options), kept bool) {
+			t.Helper()
+			edit(&opts)
+			fresh, err := Render(build(), opts)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			got, err := memo.Render(build(), opts)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if d := outputDiff(fresh, got); d != "" {
+				t.Fatalf("%s: with the memo: %s", name, d)
+			}
+			l := listenerByName(t, onlyNode(t, got), TransparentListenerName)
+			switch {
+			case last == nil:
+			case kept && l != last:
+				t.Errorf("%s: a new listener, want the last Render's", name)
+			case !kept && l == last:
+				t.Errorf("%s: the last Render's listener, want a new one", name)
+			case !kept && proto.Equal(l, last):
+				t.Errorf("%s: the listener did not change (the step tests nothing)", name)
+			}
+			last = l
+		}
+		for _, st := range steps {
+			render(st.name, st.edit, false)
+			render(st.name+", then an endpoint", endpoint, true)
+		}
+	})
 }

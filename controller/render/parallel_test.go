@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"path/filepath"
 	"runtime"
@@ -63,8 +64,8 @@ func memoKeys(m *Memo) []string {
 	for k := range m.variants {
 		out = append(out, "variant "+k.base.Name+" "+k.settings)
 	}
-	for k := range m.filters {
-		out = append(out, "filters "+k.node+" "+k.cluster)
+	for k, e := range m.filters {
+		out = append(out, fmt.Sprintf("filters %s %s by input %t", k.node, k.cluster, e.byInput))
 	}
 	slices.Sort(out)
 	return out

@@ -581,7 +581,7 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 			n.Listeners = append(n.Listeners, l)
 		}
 	}
-	tl, warn, err := r.transparent(redirect, ready, filters)
+	tl, warn, err := r.transparentOf(id, redirect, ready, filters)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -592,7 +592,7 @@ func (r *renderer) node(id string, dp *resource.Dataplane, services []*rendered)
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("node %s: %v (no HTTP proxy listener)", id, err))
 		} else {
-			n.Listeners = append(n.Listeners, pl)
+			n.Listeners = append(n.Listeners, r.memo.proxyOf(id, pl))
 			warnings = append(warnings, prefixAll("node "+id+": ", warn)...)
 		}
 	}

@@ -16,7 +16,9 @@ import (
 // checks). Snapshot.Consistent unpacks every filter chain's
 // HttpConnectionManager on every Update, 10k of them at 10k services; here
 // the name each HCM names is remembered by the Any's identity (rds), and
-// render hands the same Any again for a service it did not re-render.
+// render hands the same Any again for a service it did not re-render; the
+// names a whole listener names by the listener's identity, which render
+// keeps while none of its chains changed.
 func consistent(res *Resources, rds *rdsMemo) error {
 	named := map[string]bool{}
 	for _, l := range res.Listeners {
@@ -49,6 +51,18 @@ func consistent(res *Resources, rds *rdsMemo) error {
 }
 
 func listenerRoutes(l *listenerv3.Listener, rds *rdsMemo, named map[string]bool) error {
+	if rds != nil {
+		// 10k chains at 10k services, not walked again.
+		if names, ok := rds.listeners.get(l); ok {
+			for _, n := range names {
+				named[n] = true
+			}
+			return nil
+		}
+	}
+	// mine are l's own names (named holds the other listeners' too).
+	var mine []string
+	seen := map[string]bool{}
 	chains := l.GetFilterChains()
 	if d := l.GetDefaultFilterChain(); d != nil {
 		chains = append(slices.Clip(chains), d)
@@ -63,10 +77,17 @@ func listenerRoutes(l *listenerv3.Listener, rds *rdsMemo, named map[string]bool)
 			if err != nil {
 				return fmt.Errorf("filter %s: %w", f.GetName(), err)
 			}
-			if name != "" {
-				named[name] = true
+			if name != "" && !seen[name] {
+				seen[name] = true
+				mine = append(mine, name)
 			}
 		}
+	}
+	if rds != nil {
+		rds.listeners.put(l, mine)
+	}
+	for _, n := range mine {
+		named[n] = true
 	}
 	return nil
 }
@@ -76,6 +97,8 @@ func listenerRoutes(l *listenerv3.Listener, rds *rdsMemo, named map[string]bool)
 // *rdsMemo remembers nothing. Safe for concurrent use.
 type rdsMemo struct {
 	names generations[*anypb.Any, string]
+	// listeners are the tables each listener names, by identity.
+	listeners generations[*listenerv3.Listener, []string]
 }
 
 var hcmTypeURL = "type.googleapis.com/" + string((&hcmv3.HttpConnectionManager{}).ProtoReflect().Descriptor().FullName())
@@ -101,4 +124,4 @@ func (m *rdsMemo) routeOf(a *anypb.Any) (string, error) {
 }
 
 // turn ends a generation: names not asked for since the last turn are let go.
-func (m *rdsMemo) turn() { m.names.turn() }
+func (m *rdsMemo) turn() { m.names.turn(); m.listeners.turn() }

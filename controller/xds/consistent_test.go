@@ -51,6 +51,8 @@ func TestConsistentAgreesWithGoControlPlane(t *testing.T) {
 		return out
 	}
 	two := rdsListener(t, "l", "ra", "rb")
+	// l2 names ra as l1 does: remembered by itself, it still names ra.
+	l1, l2 := rdsListener(t, "l1", "ra"), rdsListener(t, "l2", "ra")
 	cases := []struct {
 		name string
 		res  *Resources
@@ -60,6 +62,8 @@ func TestConsistentAgreesWithGoControlPlane(t *testing.T) {
 		{"no routes at all", &Resources{Listeners: []*listenerv3.Listener{testListener("tcp", "a", "tcp")}}, ""},
 		{"a named table missing", &Resources{Listeners: []*listenerv3.Listener{two}, Routes: routes("ra")}, "named by a listener but not served: [rb]"},
 		{"a table nobody names", &Resources{Listeners: []*listenerv3.Listener{rdsListener(t, "l1", "ra")}, Routes: routes("ra", "rc")}, "named by no listener: [rc]"},
+		{"two listeners name one table", &Resources{Listeners: []*listenerv3.Listener{l1, l2}, Routes: routes("ra")}, ""},
+		{"the second one alone", &Resources{Listeners: []*listenerv3.Listener{l2}, Routes: routes("ra")}, ""},
 		{"as many, other names", &Resources{Listeners: []*listenerv3.Listener{rdsListener(t, "l1", "ra")}, Routes: routes("rc")}, "not served: [ra]; served but named by no listener: [rc]"},
 	}
 	var memo rdsMemo
@@ -80,8 +84,13 @@ func TestConsistentAgreesWithGoControlPlane(t *testing.T) {
 			}
 		}
 		memo.turn()
-	}
-	if len(memo.names.last) == 0 {
-		t.Error("the memo remembered nothing")
+		// Round 1 takes every listener's names by identity: its HCMs are
+		// not looked up, so only round 0 remembers them.
+		if round == 0 && len(memo.names.last) == 0 || len(memo.listeners.last) == 0 {
+			t.Errorf("round %d: the memo remembered nothing", round)
+		}
+		if round == 1 && len(memo.names.last) != 0 {
+			t.Errorf("round 1 looked at the HCMs of listeners it had seen")
+		}
 	}
 }
