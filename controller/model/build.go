@@ -245,16 +245,17 @@ func (w *World) settleNodeIDs(claims *names.Claims, dps []*resource.Dataplane, z
 	type node struct {
 		meta *resource.Meta
 		id   string
+		age  hostname.Age // parsed once, not per comparison
 	}
 	byAge := make([]node, 0, len(dps)+len(zes))
 	for _, dp := range dps {
-		byAge = append(byAge, node{&dp.Meta, names.NodeID(dp.Mesh, dp.Name)})
+		byAge = append(byAge, node{&dp.Meta, names.NodeID(dp.Mesh, dp.Name), hostname.Age{Time: hostname.CreationTime(&dp.Meta)}})
 	}
 	for _, z := range zes {
-		byAge = append(byAge, node{&z.Meta, names.ZoneEgressNodeID(z.Name)})
+		byAge = append(byAge, node{&z.Meta, names.ZoneEgressNodeID(z.Name), hostname.Age{Time: hostname.CreationTime(&z.Meta)}})
 	}
 	slices.SortStableFunc(byAge, func(a, b node) int {
-		if less, ok := (hostname.Age{Time: hostname.CreationTime(a.meta)}).Less(hostname.Age{Time: hostname.CreationTime(b.meta)}); ok {
+		if less, ok := a.age.Less(b.age); ok {
 			if less {
 				return -1
 			}
@@ -304,10 +305,13 @@ func (w *World) fail(s *Service, fe *resource.FieldError) {
 
 func sortedByMeshName[T resource.Object](in []T) []T {
 	out := slices.Clone(in)
-	slices.SortStableFunc(out, func(a, b T) int {
+	byMeshName := func(a, b T) int {
 		am, bm := a.GetMeta(), b.GetMeta()
 		return cmp.Or(strings.Compare(am.Mesh, bm.Mesh), strings.Compare(am.Name, bm.Name))
-	})
+	}
+	if !slices.IsSortedFunc(out, byMeshName) { // a drop directory's files mostly list them in order
+		slices.SortStableFunc(out, byMeshName)
+	}
 	return out
 }
 
