@@ -2,7 +2,9 @@ package hostname
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/meshext/meshext/controller/resource"
@@ -84,59 +86,86 @@ type Input struct {
 	Services   []*resource.MeshExternalService
 	// ServiceAge gives each service's age (see Age); nil = creation time only.
 	ServiceAge func(*resource.MeshExternalService) Age
+	// Ages, when not nil, is each service's age (Ages[i] of Services[i]),
+	// and ServiceAge is not called.
+	Ages []Age
 	// Zone is the local zone name (.Zone when a resource has no kuma.io/zone label).
 	Zone string
 	// Memo keeps rendered hostnames from one Generate to the next; nil = none.
 	Memo *Memo
 }
 
-// Memo remembers each template's rendering for each service, by the
-// service's identity (parsed resources are never modified), from one
-// Generate to the next: a reload renders only for services parsed anew.
-// It holds the last call's renderings only. Not safe for concurrent use.
+// Memo remembers, by the service's identity (parsed resources are never
+// modified), what Generate derived from each service alone: its key, which
+// generators select it and each template's rendering, and the Result it
+// got. A reload then renders and matches only for services parsed anew,
+// and a service whose statuses did not change gets the same *Result as the
+// last call (callers may key their own reuse on it). It holds what the
+// last call used only. Not safe for concurrent use.
 type Memo struct {
-	zone       string
-	last, next map[renderKey]rendering
+	zone     string
+	stamp    uint64 // counts calls; an entry holds the stamp of the last call that used it
+	gens     []*resource.HostnameGenerator
+	services map[*resource.MeshExternalService]*memoService
 }
 
-type renderKey struct {
+// memoService is what one service's identity gives.
+type memoService struct {
+	stamp  uint64
+	key    string
+	slots  []slot  // one per generator of the last call that used it, in Generate's order
+	result *Result // what its key got at that call
+}
+
+// slot is one generator's verdict on one service.
+type slot struct {
+	gen      *resource.HostnameGenerator // matched is this generator's selector's verdict
+	matched  bool
 	template string
-	service  *resource.MeshExternalService
-}
-
-type rendering struct {
+	rendered bool // hostname and err hold template's rendering
 	hostname string
 	err      error
 }
 
-func (m *Memo) start(zone string) {
-	if m == nil {
-		return
+// entry returns s's memo entry for a call over gens (Generate's order)
+// whose stamp is stamp, making or refitting it. sameGens says the last
+// call had the same generators: an entry it used fits as it is.
+func (m *Memo) entry(s *resource.MeshExternalService, gens []*resource.HostnameGenerator, stamp uint64, sameGens bool) *memoService {
+	e := m.services[s]
+	if e == nil {
+		e = &memoService{key: Key(&s.Meta)}
+		m.services[s] = e
+	} else if e.stamp == stamp || sameGens {
+		e.stamp = stamp
+		return e
 	}
-	if m.zone != zone {
-		m.last = nil
-	}
-	m.zone, m.next = zone, make(map[renderKey]rendering, len(m.last))
+	e.stamp = stamp
+	e.slots = fitSlots(e.slots, s, gens)
+	return e
 }
 
-func (m *Memo) done() {
-	if m != nil {
-		m.last, m.next = m.next, nil
+// fitSlots makes one slot per generator of gens, keeping old's verdicts of
+// the same generator and renderings of the same template.
+func fitSlots(old []slot, s *resource.MeshExternalService, gens []*resource.HostnameGenerator) []slot {
+	slots := make([]slot, len(gens))
+	for j, g := range gens {
+		sl := slot{gen: g, template: g.Spec.Template}
+		found := false
+		for _, o := range old {
+			if o.gen == g {
+				sl.matched, found = o.matched, true
+			}
+			if !sl.rendered && o.rendered && o.template == sl.template {
+				sl.rendered, sl.hostname, sl.err = true, o.hostname, o.err
+			}
+		}
+		if !found {
+			sel := g.Spec.Selector.MeshExternalService
+			sl.matched = sel != nil && sel.Matches(s.Labels)
+		}
+		slots[j] = sl
 	}
-}
-
-// render is tmpl.render(DataFor(&s.Meta, zone)) through the memo.
-func (m *Memo) render(text string, tmpl *compiled, s *resource.MeshExternalService, zone string) (string, error) {
-	if m == nil {
-		return tmpl.render(DataFor(&s.Meta, zone))
-	}
-	k := renderKey{template: text, service: s}
-	r, ok := m.last[k]
-	if !ok {
-		r.hostname, r.err = tmpl.render(DataFor(&s.Meta, zone))
-	}
-	m.next[k] = r
-	return r.hostname, r.err
+	return slots
 }
 
 // Key identifies a service in Generate's result: "<mesh>/<name>".
@@ -150,9 +179,25 @@ func Key(m *resource.Meta) string { return m.Mesh + "/" + m.Name }
 // a hostname is claimed across meshes, not per mesh: Kuma's DNS runs in
 // each kuma-dp and answers only its own mesh's names, while meshext's
 // embedded DNS answers the whole zone, so one name must mean one VIP.
+// The result maps Key to the service's Result.
 func Generate(in Input) map[string]*Result {
-	in.Memo.start(in.Zone)
-	defer in.Memo.done()
+	each, keys := generate(in)
+	out := make(map[string]*Result, len(each))
+	for i, r := range each {
+		out[keys[i]] = r
+	}
+	return out
+}
+
+// GenerateEach is Generate's Result of each service: GenerateEach(in)[i] is
+// in.Services[i]'s (services of one Key share one Result).
+func GenerateEach(in Input) []*Result {
+	each, _ := generate(in)
+	return each
+}
+
+// generate returns each service's Result and Key.
+func generate(in Input) ([]*Result, []string) {
 	gens := append([]*resource.HostnameGenerator(nil), in.Generators...)
 	sort.SliceStable(gens, func(i, j int) bool {
 		a, b := gens[i], gens[j]
@@ -168,56 +213,126 @@ func Generate(in Input) map[string]*Result {
 		}
 		return a.Mesh < b.Mesh
 	})
-	// Each service's age and result once, not per comparison or generator:
-	// at 10k services this runs on every reload.
-	type aged struct {
-		s   *resource.MeshExternalService
-		age Age
-		r   *Result
+	n := len(in.Services)
+	// Each service's memo entry (or a one-call one), age and result slot
+	// once, not per comparison or generator: at 10k services this runs on
+	// every reload.
+	m := in.Memo
+	var stamp uint64
+	sameGens := false
+	if m != nil {
+		if m.services == nil || m.zone != in.Zone {
+			m.services = map[*resource.MeshExternalService]*memoService{}
+		}
+		m.stamp++
+		stamp = m.stamp
+		sameGens = slices.Equal(m.gens, gens)
+		m.zone, m.gens = in.Zone, gens
 	}
-	svcs := make([]aged, len(in.Services))
-	out := make(map[string]*Result, len(svcs))
+	entries := make([]*memoService, n)
+	var scratch []memoService // entries of a call without a memo
+	if m == nil {
+		scratch = make([]memoService, n)
+	}
+	ages := in.Ages
+	if ages == nil {
+		ages = make([]Age, n)
+	}
+	keys := make([]string, n)
+	increasing := true // then no two services share a Key
 	for i, s := range in.Services {
-		a := aged{s: s, r: &Result{}}
-		if in.ServiceAge != nil {
-			a.age = in.ServiceAge(s)
+		var e *memoService
+		if m != nil {
+			e = m.entry(s, gens, stamp, sameGens)
 		} else {
-			a.age = Age{Time: CreationTime(&s.Meta)}
+			e = &scratch[i]
+			e.key, e.slots = Key(&s.Meta), fitSlots(nil, s, gens)
 		}
-		k := Key(&s.Meta)
-		if r, dup := out[k]; dup {
-			a.r = r // one result per mesh/name, as a map gives
+		entries[i], keys[i] = e, e.key
+		increasing = increasing && (i == 0 || keys[i-1] < e.key)
+		if in.Ages == nil {
+			if in.ServiceAge != nil {
+				ages[i] = in.ServiceAge(s)
+			} else {
+				ages[i] = Age{Time: CreationTime(&s.Meta)}
+			}
 		}
-		svcs[i] = a
-		out[k] = a.r
 	}
-	sort.SliceStable(svcs, func(i, j int) bool {
-		a, b := svcs[i], svcs[j]
-		if l, ok := a.age.less(b.age); ok {
-			return l
-		}
-		if a.s.Mesh != b.s.Mesh {
-			return a.s.Mesh < b.s.Mesh
-		}
-		return a.s.Name < b.s.Name
-	})
-	owner := map[string]*resource.MeshExternalService{}
-	for _, g := range gens {
-		sel := g.Spec.Selector.MeshExternalService
-		if sel == nil {
-			continue
-		}
-		tmpl, compileErr := compile(g.Spec.Template)
-		for _, a := range svcs {
-			s, r := a.s, a.r
-			if !sel.Matches(s.Labels) {
+	// One result per Key, as a map gives: slotOf[i] is service i's, and
+	// first[r] the first service of slot r.
+	slotOf := make([]int, n)
+	first := make([]int, 0, n)
+	var slotByKey map[string]int
+	if !increasing {
+		slotByKey = make(map[string]int, n)
+	}
+	for i, k := range keys {
+		if slotByKey != nil {
+			if r, dup := slotByKey[k]; dup {
+				slotOf[i] = r
 				continue
 			}
-			st := Status{Generator: g.Name}
-			h, err := "", compileErr
-			if err == nil {
-				h, err = in.Memo.render(g.Spec.Template, tmpl, s, in.Zone)
+			slotByKey[k] = len(first)
+		}
+		slotOf[i] = len(first)
+		first = append(first, i)
+	}
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	byAge := func(a, b int) int {
+		if l, ok := ages[a].less(ages[b]); ok {
+			if l {
+				return -1
 			}
+			return 1
+		}
+		sa, sb := in.Services[a], in.Services[b]
+		if c := strings.Compare(sa.Mesh, sb.Mesh); c != 0 {
+			return c
+		}
+		return strings.Compare(sa.Name, sb.Name)
+	}
+	if !slices.IsSortedFunc(order, byAge) { // callers mostly pass services in age order
+		slices.SortStableFunc(order, byAge)
+	}
+	// Statuses go to one buffer, a window of len(gens) per service of a
+	// result slot, in the order Generate claims hostnames.
+	start := make([]int, len(first)+1)
+	for i := range in.Services {
+		start[slotOf[i]+1] += len(gens)
+	}
+	for r := range first {
+		start[r+1] += start[r]
+	}
+	buf := make([]Status, start[len(first)])
+	count := make([]int, len(first))
+	owner := make(map[string]*resource.MeshExternalService, n)
+	for j, g := range gens {
+		if g.Spec.Selector.MeshExternalService == nil {
+			continue
+		}
+		var tmpl *compiled
+		var compileErr error
+		compiledOnce := false
+		for _, i := range order {
+			s, sl := in.Services[i], &entries[i].slots[j]
+			if !sl.matched {
+				continue
+			}
+			if !sl.rendered {
+				if !compiledOnce {
+					tmpl, compileErr = compile(g.Spec.Template)
+					compiledOnce = true
+				}
+				sl.rendered, sl.err = true, compileErr
+				if compileErr == nil {
+					sl.hostname, sl.err = tmpl.render(DataFor(&s.Meta, in.Zone))
+				}
+			}
+			st := Status{Generator: g.Name}
+			h, err := sl.hostname, sl.err
 			switch {
 			case err != nil:
 				st.Reason, st.Message = ReasonTemplateError, err.Error()
@@ -233,18 +348,60 @@ func Generate(in Input) map[string]*Result {
 				owner[h] = s
 				st.Generated, st.Reason, st.Hostname = true, ReasonGenerated, h
 			}
-			r.Statuses = append(r.Statuses, st)
+			r := slotOf[i]
+			buf[start[r]+count[r]] = st
+			count[r]++
 		}
 	}
-	for _, r := range out {
-		sort.SliceStable(r.Statuses, func(i, j int) bool { return r.Statuses[i].Generator < r.Statuses[j].Generator })
-		seen := map[string]bool{}
-		for _, st := range r.Statuses {
-			if st.Generated && !seen[st.Hostname] {
+	results := make([]*Result, len(first))
+	for r, i := range first {
+		sts := buf[start[r] : start[r]+count[r]]
+		if !slices.IsSortedFunc(sts, byGenerator) {
+			slices.SortStableFunc(sts, byGenerator)
+		}
+		if last := entries[i].result; last != nil && slices.Equal(last.Statuses, sts) {
+			results[r] = last // unchanged: the same Result
+			continue
+		}
+		res := &Result{}
+		if len(sts) > 0 {
+			res.Statuses = slices.Clone(sts) // not buf: a kept Result would hold all of it
+		}
+		var seen map[string]bool // for many generators; few are searched
+		for _, st := range res.Statuses {
+			if !st.Generated {
+				continue
+			}
+			if len(res.Statuses) > 8 {
+				if seen == nil {
+					seen = map[string]bool{}
+				}
+				if seen[st.Hostname] {
+					continue
+				}
 				seen[st.Hostname] = true
-				r.Hostnames = append(r.Hostnames, st.Hostname)
+			} else if slices.Contains(res.Hostnames, st.Hostname) {
+				continue
+			}
+			res.Hostnames = append(res.Hostnames, st.Hostname)
+		}
+		results[r] = res
+	}
+	each := make([]*Result, n)
+	for i := range each {
+		each[i] = results[slotOf[i]]
+		if m != nil {
+			entries[i].result = each[i]
+		}
+	}
+	if m != nil {
+		for s, e := range m.services {
+			if e.stamp != stamp {
+				delete(m.services, s)
 			}
 		}
 	}
-	return out
+	return each, keys
 }
+
+func byGenerator(a, b Status) int { return strings.Compare(a.Generator, b.Generator) }

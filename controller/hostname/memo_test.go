@@ -1,6 +1,7 @@
 package hostname
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/meshext/meshext/controller/resource"
@@ -54,14 +55,46 @@ func TestMemoGeneratesWhatAFreshGenerateDoes(t *testing.T) {
 		if got != want {
 			t.Errorf("step %d: with the memo\n%s\nwant\n%s", i, got, want)
 		}
-		for k := range m.last {
+		for k := range m.services {
 			found := false
 			for _, s := range step.svcs {
-				found = found || s == k.service
+				found = found || s == k
 			}
 			if !found {
 				t.Errorf("step %d: memo holds a service of an earlier call", i)
 			}
 		}
+	}
+}
+
+// TestMemoKeepsUnchangedResults: through a Memo, a service whose statuses
+// did not change gets the same *Result (model.Memo keys its reuse on it),
+// and one whose statuses changed a new one.
+func TestMemoKeepsUnchangedResults(t *testing.T) {
+	set := load(t, "testdata/collisions.yaml")
+	gens, svcs := set.HostnameGenerators, set.MeshExternalServices
+	var m Memo
+	in := Input{Generators: gens, Services: svcs, ServiceAge: age, Zone: "zone-1", Memo: &m}
+	first, again := GenerateEach(in), GenerateEach(in)
+	for i := range svcs {
+		if first[i] != again[i] {
+			t.Errorf("%s: a new Result for the same statuses", svcs[i].Name)
+		}
+	}
+	retemplated := *gens[0]
+	retemplated.Spec.Template = "{{ .Name }}.other.{{ .Zone }}"
+	in.Generators = append([]*resource.HostnameGenerator{&retemplated}, gens[1:]...)
+	changed := GenerateEach(in)
+	n := 0
+	for i := range svcs {
+		if !slices.Equal(changed[i].Statuses, again[i].Statuses) {
+			n++
+			if changed[i] == again[i] {
+				t.Errorf("%s: the same Result for other statuses", svcs[i].Name)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("the template change changed no status")
 	}
 }

@@ -41,6 +41,9 @@ type Options struct {
 	// Hostnames remembers rendered hostnames from one Build to the next
 	// (hostname.Memo); nil = every template is rendered for every service.
 	Hostnames *hostname.Memo
+	// Memo remembers what Build derives from each service from one Build
+	// to the next (see Memo); nil = everything is derived anew.
+	Memo *Memo
 }
 
 // Condition types Build sets on services. Hostname conditions use Kuma's
@@ -83,51 +86,69 @@ func Build(set *resource.Set, opts Options) *World {
 	w.Permissions = sortedByMeshName(valid.MeshTrafficPermissions)
 	mess := sortedByMeshName(valid.MeshExternalServices)
 
+	memo := opts.Memo
+	stamp := memo.begin()
+	defer memo.end(stamp)
+	ds := make([]*derived, len(mess))
+	keys := make([]string, len(mess))
+	for i, m := range mess {
+		ds[i] = memo.derive(m, stamp)
+		keys[i] = ds[i].key
+	}
+
 	// VIPs.
 	alloc := opts.IPAM
 	var ipamErr error
 	if alloc == nil {
 		alloc, ipamErr = ipam.Open("", "")
 	}
-	keys := make([]string, len(mess))
-	for i, m := range mess {
-		keys[i] = hostname.Key(&m.Meta)
-	}
 	leases := map[string]ipam.Lease{}
 	if ipamErr == nil {
 		leases, ipamErr = alloc.Assign(keys)
 	}
 
-	serviceAge := func(m *resource.MeshExternalService) hostname.Age {
-		if t := hostname.CreationTime(&m.Meta); !t.IsZero() {
-			return hostname.Age{Time: t}
+	// Each service's lease and age once: hostname generation and
+	// settleClusters order services by age.
+	held := make([]ipam.Lease, len(mess))
+	leased := make([]bool, len(mess))
+	ages := make([]hostname.Age, len(mess))
+	for i, d := range ds {
+		held[i], leased[i] = leases[d.key]
+		if !d.created.IsZero() {
+			ages[i] = hostname.Age{Time: d.created}
+		} else {
+			ages[i] = hostname.Age{Time: held[i].FirstSeen, Serial: held[i].Serial}
 		}
-		l := leases[hostname.Key(&m.Meta)]
-		return hostname.Age{Time: l.FirstSeen, Serial: l.Serial}
 	}
 
 	// Hostnames.
-	gen := hostname.Generate(hostname.Input{
+	gen := hostname.GenerateEach(hostname.Input{
 		Generators: valid.HostnameGenerators,
 		Services:   mess,
 		Zone:       opts.Zone,
-		ServiceAge: serviceAge,
+		Ages:       ages,
 		Memo:       opts.Hostnames,
 	})
 
 	sysCA := resolveSystemCA(opts.SystemCAPath)
-	for _, m := range mess {
-		key := hostname.Key(&m.Meta)
+	var secrets secretIndex
+	w.Services = make([]*Service, 0, len(mess))
+	for i, m := range mess {
+		d := ds[i]
 		s := &Service{
 			Mesh: m.Mesh, Name: m.Name, Resource: m,
 			Protocol:  m.Spec.Match.Protocol,
-			Port:      matchPort(m.Spec.Match.Port),
-			Endpoints: endpoints(m),
+			Port:      d.port,
+			Endpoints: d.endpoints,
+			Cluster:   d.cluster,
+			SNI:       d.sni,
 		}
-		s.Cluster = names.MeshExternalServiceCluster(&m.Meta, s.Port)
-		s.SNI = names.MeshExternalServiceSNI(&m.Meta, s.Port)
+		if r := gen[i]; r != nil {
+			// VIP, one per generator, TLS, ZoneEgress, Ready.
+			s.Conditions = make([]Condition, 0, len(r.Statuses)+4)
+		}
 		// VIP.
-		if l, ok := leases[key]; ok && l.VIP.IsValid() {
+		if l := held[i]; leased[i] && l.VIP.IsValid() {
 			s.VIP = l.VIP
 			if l.Moved.IsValid() {
 				s.cond(ConditionVIPAllocated, StatusTrue, "Reallocated", fmt.Sprintf("VIP moved from %s to %s: the old VIP is outside MeshExternalServiceCIDR %s", l.Moved, l.VIP, alloc.CIDR()))
@@ -143,34 +164,26 @@ func Build(set *resource.Set, opts Options) *World {
 			w.fail(s, m.Errorf("name", "%s", msg))
 		}
 		// Hostnames.
-		if r := gen[key]; r != nil {
-			s.Hostnames = r.Hostnames
-			for _, st := range r.Statuses {
-				status := StatusFalse
-				if st.Generated {
-					status = StatusTrue
-					s.Addresses = append(s.Addresses, Address{Hostname: st.Hostname, Generator: st.Generator})
-				}
-				s.Conditions = append(s.Conditions, Condition{Type: ConditionGenerated, Status: status, Reason: st.Reason, Message: st.Message, Generator: st.Generator})
-				if !st.Generated {
-					w.Problems = append(w.Problems, m.Errorf("name", "HostnameGenerator %s: %s", st.Generator, st.Message))
-				}
-			}
+		if r := gen[i]; r != nil {
+			d.hostnames(m, r)
+			s.Hostnames, s.Addresses = r.Hostnames, d.addresses
+			s.Conditions = append(s.Conditions, d.genConds...)
+			w.Problems = append(w.Problems, d.genProblems...)
 		}
 		// TLS.
 		if m.Spec.TLS != nil && m.Spec.TLS.Enabled {
-			t, reason, fe := resolveTLS(m, valid, set, sysCA)
+			t, reason, fe, summary := d.resolveTLS(m, valid, set, sysCA, &secrets)
 			if fe != nil {
 				s.cond(ConditionTLSReady, StatusFalse, reason, fe.Message)
 				w.fail(s, fe)
 			} else {
 				s.TLS = t
-				s.cond(ConditionTLSReady, StatusTrue, "Resolved", tlsSummary(t))
+				s.cond(ConditionTLSReady, StatusTrue, "Resolved", summary)
 			}
 		}
 		w.Services = append(w.Services, s)
 	}
-	w.settleClusters(opts.Claims, serviceAge)
+	w.settleClusters(opts.Claims, ages, ds)
 	w.settleSNIs()
 	w.checkEgressPath(opts.Zone)
 	for _, s := range w.Services {
@@ -189,26 +202,33 @@ func Build(set *resource.Set, opts Options) *World {
 // at the last build keeps it, else the older service (Kuma's order: creation
 // time, then first seen, then mesh and name); the other is Broken, so Envoy
 // never sees two clusters of one name.
-func (w *World) settleClusters(claims *names.Claims, age func(*resource.MeshExternalService) hostname.Age) {
-	byAge := slices.Clone(w.Services)
-	slices.SortStableFunc(byAge, func(a, b *Service) int {
-		if less, ok := age(a.Resource).Less(age(b.Resource)); ok {
+// ages and ds are each service's age and derived values.
+func (w *World) settleClusters(claims *names.Claims, ages []hostname.Age, ds []*derived) {
+	byAge := make([]int, len(w.Services)) // indexes of w.Services, oldest first
+	for i := range byAge {
+		byAge[i] = i
+	}
+	older := func(a, b int) int {
+		if less, ok := ages[a].Less(ages[b]); ok {
 			if less {
 				return -1
 			}
 			return 1
 		}
 		return 0 // w.Services is already in mesh, name order
-	})
+	}
+	if !slices.IsSortedFunc(byAge, older) { // services are mostly first seen in name order
+		slices.SortStableFunc(byAge, older)
+	}
 	cs := make([]names.Claimant, len(byAge))
-	for i, s := range byAge {
-		cs[i] = names.Claimant{ID: s.Cluster, Owner: s.Resource.Key()}
+	for i, j := range byAge {
+		cs[i] = names.Claimant{ID: w.Services[j].Cluster, Owner: ds[j].owner}
 	}
 	for i, winner := range claims.Settle("cluster", cs) {
 		if winner == i {
 			continue
 		}
-		s, o := byAge[i], byAge[winner].Resource
+		s, o := w.Services[byAge[i]], w.Services[byAge[winner]].Resource
 		w.fail(s, s.Resource.Errorf("name", "Envoy cluster name %q is already used by MeshExternalService %s/%s (%s), which claimed it first; this service is not rendered",
 			s.Cluster, o.Mesh, o.Name, o.Where("name")))
 	}
@@ -225,16 +245,17 @@ func (w *World) settleNodeIDs(claims *names.Claims, dps []*resource.Dataplane, z
 	type node struct {
 		meta *resource.Meta
 		id   string
+		age  hostname.Age // parsed once, not per comparison
 	}
 	byAge := make([]node, 0, len(dps)+len(zes))
 	for _, dp := range dps {
-		byAge = append(byAge, node{&dp.Meta, names.NodeID(dp.Mesh, dp.Name)})
+		byAge = append(byAge, node{&dp.Meta, names.NodeID(dp.Mesh, dp.Name), hostname.Age{Time: hostname.CreationTime(&dp.Meta)}})
 	}
 	for _, z := range zes {
-		byAge = append(byAge, node{&z.Meta, names.ZoneEgressNodeID(z.Name)})
+		byAge = append(byAge, node{&z.Meta, names.ZoneEgressNodeID(z.Name), hostname.Age{Time: hostname.CreationTime(&z.Meta)}})
 	}
 	slices.SortStableFunc(byAge, func(a, b node) int {
-		if less, ok := (hostname.Age{Time: hostname.CreationTime(a.meta)}).Less(hostname.Age{Time: hostname.CreationTime(b.meta)}); ok {
+		if less, ok := a.age.Less(b.age); ok {
 			if less {
 				return -1
 			}
@@ -284,10 +305,13 @@ func (w *World) fail(s *Service, fe *resource.FieldError) {
 
 func sortedByMeshName[T resource.Object](in []T) []T {
 	out := slices.Clone(in)
-	slices.SortStableFunc(out, func(a, b T) int {
+	byMeshName := func(a, b T) int {
 		am, bm := a.GetMeta(), b.GetMeta()
 		return cmp.Or(strings.Compare(am.Mesh, bm.Mesh), strings.Compare(am.Name, bm.Name))
-	})
+	}
+	if !slices.IsSortedFunc(out, byMeshName) { // a drop directory's files mostly list them in order
+		slices.SortStableFunc(out, byMeshName)
+	}
 	return out
 }
 

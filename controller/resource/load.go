@@ -107,6 +107,12 @@ func (s *Set) Add(obj Object) *FieldError {
 			m.Kind, m.Mesh, m.Name, om.Source.Where())
 	}
 	s.index[key] = m
+	s.put(obj)
+	return nil
+}
+
+// put appends obj to the slice of its kind.
+func (s *Set) put(obj Object) {
 	switch r := obj.(type) {
 	case *MeshExternalService:
 		s.MeshExternalServices = append(s.MeshExternalServices, r)
@@ -125,7 +131,28 @@ func (s *Set) Add(obj Object) *FieldError {
 	case Policy:
 		s.Policies = append(s.Policies, r)
 	}
-	return nil
+}
+
+// Subset returns a set (without Files) of the resources of s that keep
+// accepts, called on each in Objects order, as Adding them would. When
+// every resource of s came through Add (so none is a duplicate) it skips
+// Add's duplicate check and index, which a 10k-resource subset would
+// otherwise rebuild on every reload; a later Add builds the index.
+func (s *Set) Subset(keep func(Object) bool) *Set {
+	out := &Set{}
+	objs := s.Objects()
+	unique := s.index != nil && len(s.index) == len(objs)
+	for _, o := range objs {
+		if !keep(o) {
+			continue
+		}
+		if unique {
+			out.put(o)
+		} else {
+			_ = out.Add(o) // the first of a name stays, as Add keeps it
+		}
+	}
+	return out
 }
 
 // Options tune how resources are read.

@@ -53,6 +53,9 @@ type pipeline struct {
 	validations, buildValidations validate.Memo
 	// hostnames remembers rendered hostnames by service identity (hostname.Memo).
 	hostnames hostname.Memo
+	// derived remembers what model.Build derives from each service by its
+	// identity (model.Memo).
+	derived model.Memo
 	// claims keeps each node id and cluster name with the resource that had
 	// it first, across reloads (see model.Options.Claims).
 	claims names.Claims
@@ -310,7 +313,7 @@ func (p *pipeline) compile(force bool) (*result, error) {
 
 	w := model.Build(built, model.Options{Zone: p.cfg.Zone, IPAM: p.ipam, SystemCAPath: p.cfg.SystemCAPath, Claims: &p.claims,
 		SkipDefaultPolicies: p.cfg.SkipDefaultPolicies, Validations: &p.buildValidations,
-		Hostnames: &p.hostnames})
+		Hostnames: &p.hostnames, Memo: &p.derived})
 	res.notes = append(res.notes, p.meshCA.Issue(w)...)
 	res.problems = dedupe(append(res.problems, w.Problems...))
 	res.world, res.set = w, built

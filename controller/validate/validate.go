@@ -66,8 +66,7 @@ func (m *Memo) WithOptions(set *resource.Set, opts Options) (valid *resource.Set
 		next = make(map[resource.Object][]*resource.FieldError, len(m.last))
 		defer func() { m.last = next }()
 	}
-	valid.Files = append(valid.Files, set.Files...)
-	for _, o := range set.Objects() {
+	valid = set.Subset(func(o resource.Object) bool {
 		errs, ok := m.lookup(o)
 		if !ok {
 			errs = ObjectWithOptions(o, set, opts)
@@ -76,11 +75,9 @@ func (m *Memo) WithOptions(set *resource.Set, opts Options) (valid *resource.Set
 			next[o] = errs
 		}
 		problems = append(problems, errs...)
-		if len(errs) > 0 || o.GetMeta().Malformed {
-			continue
-		}
-		_ = valid.Add(o) // set holds no duplicates, so neither does valid
-	}
+		return len(errs) == 0 && !o.GetMeta().Malformed
+	})
+	valid.Files = append(valid.Files, set.Files...)
 	return valid, problems
 }
 
