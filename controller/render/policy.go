@@ -187,6 +187,29 @@ func clusterSettings(eff *policy.Effective) ([]byte, error) {
 	return json.Marshal(v)
 }
 
+// clusterSettingsOf is clusterSettings(eff), encoded once per set of
+// confs: the policy Resolver hands the same *Conf to every service the
+// same policies select, so at 10k services the encoding is not 10k times.
+func (r *renderer) clusterSettingsOf(eff *policy.Effective) ([]byte, error) {
+	if eff == nil {
+		return nil, nil
+	}
+	var key settingsKey
+	for i, k := range settingsKinds {
+		key[i] = eff.Confs[k]
+	}
+	s, err := r.settings.get(key, func() (string, error) {
+		b, err := clusterSettings(eff)
+		return string(b), err
+	})
+	return []byte(s), err
+}
+
+// settingsKinds are the kinds clusterSettings reads; settingsKey their confs.
+var settingsKinds = [...]resource.Kind{resource.KindMeshLoadBalancingStrategy, resource.KindMeshHealthCheck, resource.KindMeshCircuitBreaker, resource.KindMeshTimeout}
+
+type settingsKey [len(settingsKinds)]*policy.Conf
+
 // policyCluster is rs's cluster as node n's policies shape it: rs's own
 // cluster when none applies, else a copy with the configurers applied,
 // built once per distinct cluster setting.
@@ -196,7 +219,7 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, laz
 		return e.cluster, e.digest, nil
 	}
 	eff := r.policiesFor(n, rs.svc)
-	settings, err := clusterSettings(eff)
+	settings, err := r.clusterSettingsOf(eff)
 	if err != nil {
 		return nil, nil, err
 	}

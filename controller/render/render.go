@@ -401,6 +401,8 @@ type renderer struct {
 	// (policy_timeout.go). Clusters share them read-only.
 	caSecrets      keyed[caKey, caShared]
 	timeoutOptions keyed[timeoutKey, *anypb.Any]
+	// settings are clusterSettings by the confs they encode (policy.go).
+	settings keyed[settingsKey, string]
 	// onNode are the services whose clusters the node being built holds:
 	// the destinations its routes may lead to.
 	onNode []*rendered
