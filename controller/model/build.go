@@ -10,6 +10,7 @@ import (
 	"github.com/meshext/meshext/controller/hostname"
 	"github.com/meshext/meshext/controller/ipam"
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/parallel"
 	"github.com/meshext/meshext/controller/policy"
 	"github.com/meshext/meshext/controller/resource"
 	"github.com/meshext/meshext/controller/validate"
@@ -89,11 +90,10 @@ func Build(set *resource.Set, opts Options) *World {
 	memo := opts.Memo
 	stamp := memo.begin()
 	defer memo.end(stamp)
-	ds := make([]*derived, len(mess))
+	ds := memo.deriveAll(mess, stamp)
 	keys := make([]string, len(mess))
-	for i, m := range mess {
-		ds[i] = memo.derive(m, stamp)
-		keys[i] = ds[i].key
+	for i, d := range ds {
+		keys[i] = d.key
 	}
 
 	// VIPs.
@@ -132,6 +132,16 @@ func Build(set *resource.Set, opts Options) *World {
 
 	sysCA := resolveSystemCA(opts.SystemCAPath)
 	var secrets secretIndex
+	// Each service's TLS is resolved on its own: on every core first, so
+	// the ordered loop below finds it remembered in its derived values.
+	// Indexed here, the secrets are only read there.
+	secrets.index(valid, set)
+	parallel.ForEach(len(mess), func(i int) {
+		// A service listed twice shares its derived values: resolved once.
+		if m := mess[i]; m.Spec.TLS != nil && m.Spec.TLS.Enabled && (i == 0 || ds[i] != ds[i-1]) {
+			ds[i].resolveTLS(m, valid, set, sysCA, &secrets)
+		}
+	})
 	w.Services = make([]*Service, 0, len(mess))
 	for i, m := range mess {
 		d := ds[i]

@@ -6,6 +6,7 @@ import (
 
 	"github.com/meshext/meshext/controller/hostname"
 	"github.com/meshext/meshext/controller/names"
+	"github.com/meshext/meshext/controller/parallel"
 	"github.com/meshext/meshext/controller/resource"
 )
 
@@ -91,14 +92,49 @@ func (m *Memo) derive(s *resource.MeshExternalService, stamp uint64) *derived {
 			return d
 		}
 	}
+	d := newDerived(s, stamp)
+	if m != nil {
+		m.services[s] = d
+	}
+	return d
+}
+
+// deriveAll is derive of each service, in order: those not remembered are
+// derived on every core (each from its service alone), then remembered in
+// order, so a service listed twice gets one derived value as from derive.
+func (m *Memo) deriveAll(mess []*resource.MeshExternalService, stamp uint64) []*derived {
+	ds := make([]*derived, len(mess))
+	if m != nil {
+		for i, s := range mess {
+			if d := m.services[s]; d != nil {
+				d.stamp = stamp
+				ds[i] = d
+			}
+		}
+	}
+	parallel.ForEach(len(mess), func(i int) {
+		if ds[i] == nil {
+			ds[i] = newDerived(mess[i], stamp)
+		}
+	})
+	if m != nil {
+		for i, s := range mess {
+			if d := m.services[s]; d != nil && d.stamp == stamp {
+				ds[i] = d // the first of a service listed twice
+				continue
+			}
+			m.services[s] = ds[i]
+		}
+	}
+	return ds
+}
+
+func newDerived(s *resource.MeshExternalService, stamp uint64) *derived {
 	d := &derived{stamp: stamp, key: hostname.Key(&s.Meta), owner: s.Key(), created: hostname.CreationTime(&s.Meta),
 		port: matchPort(s.Spec.Match.Port)}
 	d.endpoints = slices.Clip(endpoints(s))
 	d.cluster = names.MeshExternalServiceCluster(&s.Meta, d.port)
 	d.sni = names.MeshExternalServiceSNI(&s.Meta, d.port)
-	if m != nil {
-		m.services[s] = d
-	}
 	return d
 }
 
@@ -152,10 +188,16 @@ type secretIndex struct {
 	valid, all map[[2]string]*resource.Secret
 }
 
-func (x *secretIndex) lookup(mesh, name string, valid, all *resource.Set) [2]*resource.Secret {
+// index builds the index now (lookup would on first use), so that
+// lookups on several goroutines only read it.
+func (x *secretIndex) index(valid, all *resource.Set) {
 	if x.valid == nil {
 		x.valid, x.all = indexSecrets(valid), indexSecrets(all)
 	}
+}
+
+func (x *secretIndex) lookup(mesh, name string, valid, all *resource.Set) [2]*resource.Secret {
+	x.index(valid, all)
 	k := [2]string{mesh, name}
 	return [2]*resource.Secret{x.valid[k], x.all[k]}
 }

@@ -83,11 +83,12 @@ func (r *renderer) serviceCluster(s *model.Service) (*clusterv3.Cluster, []*tlsv
 	c.LoadAssignment = la
 
 	if opts := protocolOptions(s.Protocol); opts != nil {
-		a, err := pack(opts)
+		// The same for every service of a protocol: packed once, shared.
+		a, err := r.shared.get("protocol-options/"+s.Protocol, func() (any, error) { return pack(opts) })
 		if err != nil {
 			return nil, nil, err
 		}
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: a}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: a.(*anypb.Any)}
 	}
 
 	var secrets []*tlsv3.Secret

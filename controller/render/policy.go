@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/policy"
@@ -127,6 +128,11 @@ func routeConfOf[T any](eff *policy.Effective, key *policy.RouteKey, k resource.
 // Kuma's plugin order. It is the one hook for any Envoy that holds the
 // upstream cluster of a MeshExternalService of this protocol.
 func applyClusterPolicies(eff *policy.Effective, protocol string, c *clusterv3.Cluster) error {
+	return applyClusterPoliciesWith(eff, protocol, c, nil)
+}
+
+// applyClusterPoliciesWith is applyClusterPolicies with configureClusterTimeouts' packs.
+func applyClusterPoliciesWith(eff *policy.Effective, protocol string, c *clusterv3.Cluster, packs *keyed[timeoutKey, *anypb.Any]) error {
 	if eff == nil {
 		return nil
 	}
@@ -140,7 +146,7 @@ func applyClusterPolicies(eff *policy.Effective, protocol string, c *clusterv3.C
 		case *resource.MeshLoadBalancingStrategyConf:
 			err = configureLoadBalancer(v, c)
 		case *resource.MeshTimeoutConf:
-			err = configureClusterTimeouts(v, protocol, c)
+			err = configureClusterTimeouts(v, protocol, c, packs)
 		case *resource.MeshHealthCheckConf:
 			err = configureHealthCheck(v, protocol, c)
 		case *resource.MeshCircuitBreakerConf:
@@ -181,6 +187,29 @@ func clusterSettings(eff *policy.Effective) ([]byte, error) {
 	return json.Marshal(v)
 }
 
+// clusterSettingsOf is clusterSettings(eff), encoded once per set of
+// confs: the policy Resolver hands the same *Conf to every service the
+// same policies select, so at 10k services the encoding is not 10k times.
+func (r *renderer) clusterSettingsOf(eff *policy.Effective) ([]byte, error) {
+	if eff == nil {
+		return nil, nil
+	}
+	var key settingsKey
+	for i, k := range settingsKinds {
+		key[i] = eff.Confs[k]
+	}
+	s, err := r.settings.get(key, func() (string, error) {
+		b, err := clusterSettings(eff)
+		return string(b), err
+	})
+	return []byte(s), err
+}
+
+// settingsKinds are the kinds clusterSettings reads; settingsKey their confs.
+var settingsKinds = [...]resource.Kind{resource.KindMeshLoadBalancingStrategy, resource.KindMeshHealthCheck, resource.KindMeshCircuitBreaker, resource.KindMeshTimeout}
+
+type settingsKey [len(settingsKinds)]*policy.Conf
+
 // policyCluster is rs's cluster as node n's policies shape it: rs's own
 // cluster when none applies, else a copy with the configurers applied,
 // built once per distinct cluster setting.
@@ -190,7 +219,7 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, laz
 		return e.cluster, e.digest, nil
 	}
 	eff := r.policiesFor(n, rs.svc)
-	settings, err := clusterSettings(eff)
+	settings, err := r.clusterSettingsOf(eff)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -205,7 +234,7 @@ func (r *renderer) policyCluster(n *Node, rs *rendered) (*clusterv3.Cluster, laz
 		return v.cluster, v.digest, nil
 	}
 	c := policyClone(rs.cluster)
-	if err := applyClusterPolicies(eff, rs.svc.Protocol, c); err != nil {
+	if err := applyClusterPoliciesWith(eff, rs.svc.Protocol, c, &r.timeoutOptions); err != nil {
 		return nil, nil, err
 	}
 	if err := validate(c); err != nil {

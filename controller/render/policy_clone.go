@@ -2,11 +2,12 @@ package render
 
 import (
 	"maps"
+	"reflect"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // policyClone is the cluster the policy configurers change for one set of
@@ -19,11 +20,13 @@ import (
 // memory while rendering, and in meshext run's memo for good.
 func policyClone(base *clusterv3.Cluster) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{}
-	dst := c.ProtoReflect()
-	base.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		dst.Set(fd, v)
-		return true
-	})
+	// Field by field of the Go struct: protoreflect's Range and Set cost
+	// several times as much, at 10k services a tenth of a render. Unset
+	// fields copy as unset; the oneof wrappers are shared like the rest.
+	dst, src := reflect.ValueOf(c).Elem(), reflect.ValueOf(base).Elem()
+	for _, i := range clusterFields() {
+		dst.Field(i).Set(src.Field(i))
+	}
 	// Changed in place: the circuit breakers' thresholds, outlier detection,
 	// the common LB config (health checks' panic threshold), and the health
 	// check list (appended to).
@@ -41,6 +44,20 @@ func policyClone(base *clusterv3.Cluster) *clusterv3.Cluster {
 	}
 	return c
 }
+
+// clusterFields are the indexes of Cluster's exported Go fields: its
+// message fields and oneofs, without the protobuf runtime's own state
+// (unexported), which a new message must not share.
+var clusterFields = sync.OnceValue(func() []int {
+	t := reflect.TypeFor[clusterv3.Cluster]()
+	var out []int
+	for i := range t.NumField() {
+		if t.Field(i).IsExported() {
+			out = append(out, i)
+		}
+	}
+	return out
+})
 
 func cloneOrNil[T proto.Message](m T) T {
 	var zero T

@@ -103,3 +103,22 @@ func everyEditedField(base *clusterv3.Cluster) *clusterv3.Cluster {
 	c.HealthChecks = hcs
 	return c
 }
+
+// A clone is its base, field for field (the oneofs and maps too), without
+// sharing the protobuf runtime's own state.
+func TestPolicyCloneEqualsItsBase(t *testing.T) {
+	base := everyEditedField(&clusterv3.Cluster{
+		Name:                          "c",
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
+		LbConfig:                      &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{}},
+		ConnectTimeout:                durationpb.New(3),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(7),
+	})
+	c := policyClone(base)
+	if !proto.Equal(c, base) {
+		t.Fatalf("clone %v\nbase  %v", c, base)
+	}
+	if c.ProtoReflect() == base.ProtoReflect() || proto.Size(c) != proto.Size(base) {
+		t.Fatal("the clone is not a message of its own")
+	}
+}

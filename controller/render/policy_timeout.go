@@ -30,32 +30,52 @@ const (
 // upstream connections' idle timeout and the stream and connection
 // lifetimes. Kuma leaves gRPC clusters out of the HTTP part; meshext's gRPC
 // upstreams are HTTP/2 connections like http2's and get it too.
-func configureClusterTimeouts(conf *resource.MeshTimeoutConf, protocol string, c *clusterv3.Cluster) error {
+// packs, when not nil, keeps the repacked protocol options by base and
+// timeouts, so clusters sharing their base options share the result too.
+func configureClusterTimeouts(conf *resource.MeshTimeoutConf, protocol string, c *clusterv3.Cluster, packs *keyed[timeoutKey, *anypb.Any]) error {
 	c.ConnectTimeout = durationpb.New(durationOr(conf.ConnectionTimeout, defaultConnectTimeout))
 	a := c.TypedExtensionProtocolOptions[httpProtocolOptionsKey]
 	if a == nil {
 		return nil // tcp
 	}
-	opts := &upstreamhttpv3.HttpProtocolOptions{}
-	if err := a.UnmarshalTo(opts); err != nil {
-		return fmt.Errorf("cluster %s: %w", c.Name, err)
-	}
 	var http resource.MeshTimeoutHTTP
 	if conf.HTTP != nil {
 		http = *conf.HTTP
 	}
-	opts.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{
-		IdleTimeout:           durationpb.New(durationOr(conf.IdleTimeout, defaultIdleTimeout)),
-		MaxStreamDuration:     durationpb.New(durationOr(http.MaxStreamDuration, 0)),
-		MaxConnectionDuration: durationpb.New(durationOr(http.MaxConnectionDuration, 0)),
+	key := timeoutKey{base: a, idle: durationOr(conf.IdleTimeout, defaultIdleTimeout),
+		stream: durationOr(http.MaxStreamDuration, 0), conn: durationOr(http.MaxConnectionDuration, 0)}
+	repack := func() (*anypb.Any, error) {
+		opts := &upstreamhttpv3.HttpProtocolOptions{}
+		if err := a.UnmarshalTo(opts); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", c.Name, err)
+		}
+		opts.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{
+			IdleTimeout:           durationpb.New(key.idle),
+			MaxStreamDuration:     durationpb.New(key.stream),
+			MaxConnectionDuration: durationpb.New(key.conn),
+		}
+		return pack(opts)
 	}
-	packed, err := pack(opts)
+	var packed *anypb.Any
+	var err error
+	if packs != nil {
+		packed, err = packs.get(key, repack)
+	} else {
+		packed, err = repack()
+	}
 	if err != nil {
 		return err
 	}
 	// The map may be shared with the base cluster: replace it, not an entry.
 	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: packed}
 	return nil
+}
+
+// timeoutKey is what configureClusterTimeouts makes of a cluster's
+// protocol options (base, read only) and a MeshTimeout.
+type timeoutKey struct {
+	base               *anypb.Any
+	idle, stream, conn time.Duration
 }
 
 // tcpProxyTimeouts is MeshTimeout on a tcp_proxy: idleTimeout (default 1 h).

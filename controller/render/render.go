@@ -46,6 +46,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshext/meshext/controller/model"
 	"github.com/meshext/meshext/controller/names"
@@ -394,6 +395,14 @@ type renderer struct {
 	pol *policyState
 	// memo holds the last Render's messages (nil = none; memo.go).
 	memo *Memo
+	// caSecrets are the trust-anchor secrets and their SDS references,
+	// validated once per CA (tls.go); timeoutOptions the upstream protocol
+	// options MeshTimeout repacks, once per base and timeouts
+	// (policy_timeout.go). Clusters share them read-only.
+	caSecrets      keyed[caKey, caShared]
+	timeoutOptions keyed[timeoutKey, *anypb.Any]
+	// settings are clusterSettings by the confs they encode (policy.go).
+	settings keyed[settingsKey, string]
 	// onNode are the services whose clusters the node being built holds:
 	// the destinations its routes may lead to.
 	onNode []*rendered
@@ -427,6 +436,38 @@ func (m *sharedMemo) get(key string, build func() (any, error)) (any, error) {
 		m.m = map[string]any{}
 	}
 	m.m[key] = v
+	return v, nil
+}
+
+// keyed builds each value once per key, as sharedMemo does by name, for
+// keys that are identities (a shared input's address) rather than names.
+// An error is not remembered: its message may name the caller's resource.
+// The zero value is ready.
+type keyed[K comparable, V any] struct {
+	mu sync.Mutex
+	m  map[K]V
+}
+
+func (k *keyed[K, V]) get(key K, build func() (V, error)) (V, error) {
+	k.mu.Lock()
+	v, ok := k.m[key]
+	k.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := build()
+	if err != nil {
+		return v, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if old, ok := k.m[key]; ok {
+		return old, nil // another goroutine's: every user shares one message
+	}
+	if k.m == nil {
+		k.m = map[K]V{}
+	}
+	k.m[key] = v
 	return v, nil
 }
 

@@ -429,7 +429,7 @@ func (w *FileWriter) stageSecrets(want map[string]wantedSecret, b *Batch) staged
 			continue
 		}
 		err := b.AddFunc(relSecret(file), secretFileMode, func(f io.Writer) error {
-			return writeDiscovery(f, w.Format, ws.hash[:16], resourcev3.SecretType, []proto.Message{ws.secret})
+			return writeDiscovery(f, w.Format, ws.hash[:16], resourcev3.SecretType, []proto.Message{ws.secret}, nil)
 		})
 		if err != nil {
 			out.err = fmt.Errorf("secret %q: %w", ws.secret.GetName(), err)
@@ -464,10 +464,13 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %w", node, err)
 	}
-	if next.cdsVersion, err = versionOf(res.Clusters); err != nil {
+	// The binary format writes the encodings the versions are hashed from.
+	keep := w.Format == FormatProto
+	var cdsWires, ldsWires [][]byte
+	if next.cdsVersion, cdsWires, err = encodeList(res.Clusters, keep); err != nil {
 		return nil, err
 	}
-	if next.ldsVersion, err = versionOf(res.Listeners); err != nil {
+	if next.ldsVersion, ldsWires, err = encodeList(res.Listeners, keep); err != nil {
 		return nil, err
 	}
 
@@ -479,18 +482,19 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	rdsChanged := routesChanged(prev.routes, routes)
 	added, removed := diffNames(prev.clusters, res.Clusters)
 	step := 0
-	addAt := func(i int, rel, version, typeURL string, items []proto.Message) error {
+	addAt := func(i int, rel, version, typeURL string, items []proto.Message, wires [][]byte) error {
 		err := stages[i].AddFunc(rel, configFileMode, func(f io.Writer) error {
-			return writeDiscovery(f, w.Format, version, typeURL, items)
+			return writeDiscovery(f, w.Format, version, typeURL, items, wires)
 		})
 		if err != nil {
 			return fmt.Errorf("node %q: %w", node, err)
 		}
 		return nil
 	}
-	cds := func(version string, clusters []*clusterv3.Cluster) error {
+	// wires are the clusters' encodings, or nil (marshalled as written).
+	cds := func(version string, clusters []*clusterv3.Cluster, wires [][]byte) error {
 		step++
-		return addAt(step-1, w.Format.relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters))
+		return addAt(step-1, w.Format.relCDS(dir), version, resourcev3.ClusterType, toMessages(clusters), wires)
 	}
 	// lds stages the listeners' side in one step: new and changed route
 	// tables, then lds.json when it changed.
@@ -501,7 +505,7 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 			if h, ok := next.routes[file]; ok && h == wr.hash {
 				continue
 			}
-			if err := addAt(step-1, relRoute(dir, file), wr.hash[:16], resourcev3.RouteType, []proto.Message{wr.route}); err != nil {
+			if err := addAt(step-1, relRoute(dir, file), wr.hash[:16], resourcev3.RouteType, []proto.Message{wr.route}, nil); err != nil {
 				return err
 			}
 			next.routes[file] = wr.hash
@@ -514,13 +518,13 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 		if !ldsChanged {
 			return nil
 		}
-		return addAt(step-1, w.Format.relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners))
+		return addAt(step-1, w.Format.relLDS(dir), next.ldsVersion, resourcev3.ListenerType, toMessages(res.Listeners), ldsWires)
 	}
 
 	switch {
 	case !ldsChanged && !rdsChanged:
 		if cdsChanged {
-			err = cds(next.cdsVersion, res.Clusters)
+			err = cds(next.cdsVersion, res.Clusters, cdsWires)
 		}
 	case removed && added:
 		// Make before break: clusters old and new, then the listeners, then
@@ -530,14 +534,14 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 		if verr != nil {
 			return nil, verr
 		}
-		err = errors.Join(cds(uv, union), lds(), cds(next.cdsVersion, res.Clusters))
+		err = errors.Join(cds(uv, union, nil), lds(), cds(next.cdsVersion, res.Clusters, cdsWires))
 	case removed:
 		// Listeners stop referencing the clusters before they go.
-		err = errors.Join(lds(), cds(next.cdsVersion, res.Clusters))
+		err = errors.Join(lds(), cds(next.cdsVersion, res.Clusters, cdsWires))
 	default:
 		// Clusters first, so new listeners find them.
 		if cdsChanged {
-			err = cds(next.cdsVersion, res.Clusters)
+			err = cds(next.cdsVersion, res.Clusters, cdsWires)
 		}
 		err = errors.Join(err, lds())
 	}

@@ -7,8 +7,8 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshext/meshext/controller/names"
 )
@@ -69,26 +69,80 @@ func (f Format) RoutePath(dir, node, route string) string {
 // fileName is the file of a named resource (a secret, a route table).
 func (f Format) fileName(name string) string { return names.PathElement(name) + f.Ext() }
 
-// writeDiscovery writes one DiscoveryResponse file in format f.
-func writeDiscovery(w io.Writer, f Format, version, typeURL string, items []proto.Message) error {
+// writeDiscovery writes one DiscoveryResponse file in format f. wires, when
+// not nil, are the items' deterministic wire forms (encodeList), which the
+// binary format packs as they are.
+func writeDiscovery(w io.Writer, f Format, version, typeURL string, items []proto.Message, wires [][]byte) error {
 	if f != FormatProto {
 		return writeDiscoveryJSON(w, version, typeURL, items)
 	}
-	dr := &discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL, Resources: make([]*anypb.Any, len(items))}
-	for i, it := range items {
-		a, err := anypb.New(it)
-		if err != nil {
-			return err
-		}
-		dr.Resources[i] = a
+	return writeDiscoveryProto(w, version, typeURL, items, wires)
+}
+
+// DiscoveryResponse's and Any's field numbers, for writeDiscoveryProto.
+const (
+	drVersionInfo protowire.Number = 1
+	drResources   protowire.Number = 2
+	drTypeURL     protowire.Number = 4
+	anyTypeURL    protowire.Number = 1
+	anyValue      protowire.Number = 2
+)
+
+// writeDiscoveryProto writes the bytes the deterministic marshalling of a
+// DiscoveryResponse of the items packed as Anys gives (fields in number
+// order, empty ones left out), one resource at a time: building that
+// message cost a copy of every resource in its Any and another of the whole
+// file in one buffer. An item without its wire form is marshalled here.
+func writeDiscoveryProto(w io.Writer, version, typeURL string, items []proto.Message, wires [][]byte) error {
+	var head []byte
+	if version != "" {
+		head = protowire.AppendTag(head, drVersionInfo, protowire.BytesType)
+		head = protowire.AppendString(head, version)
 	}
-	b, err := deterministic.Marshal(dr)
-	if err != nil {
+	if _, err := w.Write(head); err != nil {
 		return err
 	}
-	_, err = w.Write(b)
+	for i, it := range items {
+		var b []byte
+		if wires != nil {
+			b = wires[i]
+		} else {
+			var err error
+			if b, err = deterministic.Marshal(it); err != nil {
+				return err
+			}
+		}
+		url := anyTypePrefix + string(it.ProtoReflect().Descriptor().FullName())
+		size := protowire.SizeTag(anyTypeURL) + protowire.SizeBytes(len(url))
+		if len(b) > 0 {
+			size += protowire.SizeTag(anyValue) + protowire.SizeBytes(len(b))
+		}
+		head = protowire.AppendTag(head[:0], drResources, protowire.BytesType)
+		head = protowire.AppendVarint(head, uint64(size))
+		head = protowire.AppendTag(head, anyTypeURL, protowire.BytesType)
+		head = protowire.AppendString(head, url)
+		if len(b) > 0 {
+			head = protowire.AppendTag(head, anyValue, protowire.BytesType)
+			head = protowire.AppendVarint(head, uint64(len(b)))
+		}
+		if _, err := w.Write(head); err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	if typeURL == "" {
+		return nil
+	}
+	head = protowire.AppendTag(head[:0], drTypeURL, protowire.BytesType)
+	head = protowire.AppendString(head, typeURL)
+	_, err := w.Write(head)
 	return err
 }
+
+// anyTypePrefix is what anypb.New puts before a message's full name.
+const anyTypePrefix = "type.googleapis.com/"
 
 // readDiscovery reads a DiscoveryResponse file written in format f.
 func readDiscovery(data []byte, f Format, dr *discoveryv3.DiscoveryResponse) error {

@@ -40,14 +40,19 @@ import (
 
 // Result is what the parent harness reads (one JSON object on stdout).
 type Result struct {
-	N            int     `json:"n"`
-	Files        int     `json:"files"`
-	LoadMS       float64 `json:"load_ms"`
-	BuildMS      float64 `json:"build_ms"`
-	RenderMS     float64 `json:"render_ms"`
-	WriteMS      float64 `json:"write_ms"`       // first write of every file
-	RewriteMS    float64 `json:"rewrite_ms"`     // write of an unchanged config (skipped by hash)
-	TotalMS      float64 `json:"total_ms"`       // load+build+render+write
+	N         int     `json:"n"`
+	Files     int     `json:"files"`
+	LoadMS    float64 `json:"load_ms"`
+	BuildMS   float64 `json:"build_ms"`
+	RenderMS  float64 `json:"render_ms"`
+	WriteMS   float64 `json:"write_ms"`   // first write of every file
+	RewriteMS float64 `json:"rewrite_ms"` // write of an unchanged config (skipped by hash)
+	TotalMS   float64 `json:"total_ms"`   // load+build+render+write
+	// CPU time of the process (all cores, GC included) in each stage.
+	LoadCPUMS    float64 `json:"load_cpu_ms"`
+	BuildCPUMS   float64 `json:"build_cpu_ms"`
+	RenderCPUMS  float64 `json:"render_cpu_ms"`
+	WriteCPUMS   float64 `json:"write_cpu_ms"`
 	Clusters     int     `json:"clusters"`       // all nodes
 	Listeners    int     `json:"listeners"`      // all nodes
 	Secrets      int     `json:"secrets"`        // all nodes
