@@ -31,21 +31,16 @@ var lineRE = regexp.MustCompile(`line (\d+)`)
 // a small multiple of the input, and a tree is rebuilt from the document's
 // text only when an error needs a line.
 func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
-	var objs []Object
-	var errs []*FieldError
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	keepTrees := utf16(data)
-	lines := newLineCursor(data)
-	var aliases aliasBudget
-	// A document's text runs from its first line to the next document's.
-	var open *docSource
-	openAt := 0
-	closeAt := func(line int) {
-		if open != nil {
-			open.text = data[openAt:lines.offset(line)]
-			open = nil
-		}
+	if objs, errs, ok := parseFast(file, data); ok {
+		return objs, errs
 	}
+	return parseDecoder(file, data)
+}
+
+// parseDecoder is ParseBytes through the YAML decoder, for any input.
+func parseDecoder(file string, data []byte) ([]Object, []*FieldError) {
+	r := newDocReader(file, data)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for idx := 0; ; idx++ {
 		doc := new(yaml.Node)
 		err := dec.Decode(doc)
@@ -53,33 +48,85 @@ func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
 			break
 		}
 		if err != nil {
-			errs = append(errs, &FieldError{File: file, Line: lineFromYAMLError(err.Error(), 1), Message: "invalid YAML: " + trimYAMLError(err.Error())})
+			r.errs = append(r.errs, &FieldError{File: file, Line: lineFromYAMLError(err.Error(), 1), Message: "invalid YAML: " + trimYAMLError(err.Error())})
 			break // the decoder cannot resynchronise after a syntax error
 		}
-		closeAt(doc.Line)
-		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
-			continue // empty document, e.g. a trailing ---
+		r.add(idx, doc, r.lines.offset(doc.Line), true)
+	}
+	return r.finish()
+}
+
+// parseFast is ParseBytes for files fastYAML reads whole; ok is false
+// (and what it read is dropped) when it gives up anywhere in the file.
+func parseFast(file string, data []byte) ([]Object, []*FieldError, bool) {
+	p := newFastYAML(data)
+	r := newDocReader(file, data)
+	for idx := 0; ; idx++ {
+		doc, offset, ok := p.document()
+		if !ok {
+			return nil, nil, false
 		}
-		if why := aliases.spend(doc); why != "" {
-			errs = append(errs, &FieldError{File: file, Line: doc.Content[0].Line, Message: why})
-			continue
+		if doc == nil {
+			break
 		}
-		obj, derrs := parseDocument(file, idx, doc)
-		errs = append(errs, derrs...)
-		if obj == nil {
-			continue
-		}
-		objs = append(objs, obj)
-		if !keepTrees {
-			m := obj.GetMeta()
-			open, openAt = &docSource{line: doc.Line}, lines.offset(doc.Line)
-			m.src, m.root = open, nil
+		// Such trees have no aliases: the alias budget has nothing to count.
+		r.add(idx, doc, offset, false)
+	}
+	objs, errs := r.finish()
+	return objs, errs, true
+}
+
+// docReader turns a file's documents, in order, into resources and problems.
+type docReader struct {
+	file      string
+	data      []byte
+	keepTrees bool
+	lines     *lineCursor
+	aliases   aliasBudget
+	objs      []Object
+	errs      []*FieldError
+	// A document's text runs from its first line to the next document's.
+	open   *docSource
+	openAt int
+}
+
+func newDocReader(file string, data []byte) *docReader {
+	return &docReader{file: file, data: data, keepTrees: utf16(data), lines: newLineCursor(data)}
+}
+
+// add reads document idx, whose first line starts at offset in the file.
+func (r *docReader) add(idx int, doc *yaml.Node, offset int, checkAliases bool) {
+	if r.open != nil {
+		r.open.text = r.data[r.openAt:offset]
+		r.open = nil
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
+		return // empty document, e.g. a trailing ---
+	}
+	if checkAliases {
+		if why := r.aliases.spend(doc); why != "" {
+			r.errs = append(r.errs, &FieldError{File: r.file, Line: doc.Content[0].Line, Message: why})
+			return
 		}
 	}
-	if open != nil {
-		open.text = data[openAt:]
+	obj, derrs := parseDocument(r.file, idx, doc)
+	r.errs = append(r.errs, derrs...)
+	if obj == nil {
+		return
 	}
-	return objs, errs
+	r.objs = append(r.objs, obj)
+	if !r.keepTrees {
+		m := obj.GetMeta()
+		r.open, r.openAt = &docSource{line: doc.Line}, offset
+		m.src, m.root = r.open, nil
+	}
+}
+
+func (r *docReader) finish() ([]Object, []*FieldError) {
+	if r.open != nil {
+		r.open.text = r.data[r.openAt:]
+	}
+	return r.objs, r.errs
 }
 
 func trimYAMLError(s string) string {
