@@ -33,12 +33,12 @@ type fastYAML struct {
 	eof, sep              bool // past the last line; the line is "---"
 	bad                   bool // the input left the subset
 
-	keys  map[string]string // interned keys and short values
-	nodes []yaml.Node       // allocated in chunks: a document has dozens
+	words map[string]word // interned keys and short values
+	nodes []yaml.Node     // allocated in chunks: a document has dozens
 }
 
 func newFastYAML(data []byte) *fastYAML {
-	p := &fastYAML{data: data, keys: map[string]string{}}
+	p := &fastYAML{data: data, words: map[string]word{}}
 	p.load(0, 1)
 	return p
 }
@@ -131,8 +131,8 @@ func (p *fastYAML) mapping(col int) *yaml.Node {
 			p.bad = true
 			return m
 		}
-		k := p.node(yaml.ScalarNode, "", p.intern(p.data[p.cs:colon]), p.line, col+1)
-		k.Tag = plainTag(k.Value)
+		kw := p.intern(p.data[p.cs:colon])
+		k := p.node(yaml.ScalarNode, kw.tag, kw.s, p.line, col+1)
 		v := colon + 1
 		for v < p.le && p.data[v] == ' ' {
 			v++
@@ -253,7 +253,11 @@ func (p *fastYAML) scalar(i int) *yaml.Node {
 			p.bad = true // no closing quote on the line, or more after it
 			return nil
 		}
-		n := p.node(yaml.ScalarNode, "!!str", p.value(d[i+1:j]), line, col)
+		v := string(d[i+1 : j])
+		if j-i-1 <= maxInterned {
+			v = p.intern(d[i+1 : j]).s
+		}
+		n := p.node(yaml.ScalarNode, "!!str", v, line, col)
 		n.Style = yaml.DoubleQuotedStyle
 		if q == '\'' {
 			n.Style = yaml.SingleQuotedStyle
@@ -280,26 +284,29 @@ func (p *fastYAML) scalar(i int) *yaml.Node {
 		}
 		end = j + 1
 	}
-	v := p.value(d[i:end])
+	if end-i <= maxInterned {
+		w := p.intern(d[i:end])
+		return p.node(yaml.ScalarNode, w.tag, w.s, line, col)
+	}
+	v := string(d[i:end])
 	return p.node(yaml.ScalarNode, plainTag(v), v, line, col)
 }
 
-// value returns b as a string, interning short ones (kinds, versions,
-// meshes, ports repeat in every document).
-func (p *fastYAML) value(b []byte) string {
-	if len(b) > 24 {
-		return string(b)
-	}
-	return p.intern(b)
-}
+// maxInterned bounds the values interned: kinds, versions, meshes, ports
+// and keys repeat in every document; certificates do not.
+const maxInterned = 24
 
-func (p *fastYAML) intern(b []byte) string {
-	if s, ok := p.keys[string(b)]; ok {
-		return s
+// word is an interned string and the tag it resolves to as a plain scalar.
+type word struct{ s, tag string }
+
+func (p *fastYAML) intern(b []byte) word {
+	if w, ok := p.words[string(b)]; ok {
+		return w
 	}
 	s := string(b)
-	p.keys[s] = s
-	return s
+	w := word{s, plainTag(s)}
+	p.words[s] = w
+	return w
 }
 
 // plainTag is the tag the decoder resolves a plain scalar to (its own

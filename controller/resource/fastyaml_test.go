@@ -101,6 +101,7 @@ func TestFastYAMLOnEveryInput(t *testing.T) {
 		if compareFast(t, data) {
 			fast++
 		}
+		checkDecodeNode(t, data)
 		fo, fe, fok := parseFast(name, data)
 		so, se := parseDecoder(name, data)
 		if !fok {

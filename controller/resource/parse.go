@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unique"
 
 	"go.yaml.in/yaml/v3"
@@ -166,7 +167,10 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 	// YAML keys must be unique; decoders disagree on which one wins, so a
 	// duplicate is an error wherever it is. One in the resource's identity
 	// (kind, name, mesh) leaves no resource to attach it to.
-	dups := duplicateKeys(root, "", nil)
+	var dups []duplicateKey
+	if hasDuplicateKeys(root) { // cheap: duplicateKeys builds every key's path
+		dups = duplicateKeys(root, "", nil)
+	}
 	for _, d := range dups {
 		if d.identity() {
 			return nil, fail(d.line, "%s: mapping key %q already defined at line %d", joinPath(d.path, d.key), d.key, d.first)
@@ -188,7 +192,7 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 		meta.Namespace, _ = scalar(md, "namespace")
 		meta.CreationTime, _ = scalar(md, "creationTimestamp")
 		if ln, _ := child(md, pathStep{key: "labels", index: -1}); ln != nil {
-			if err := ln.Decode(&meta.Labels); err != nil {
+			if err := decodeNode(ln, &meta.Labels); err != nil {
 				return nil, fail(ln.Line, "%s %s: metadata.labels: %s", kind, meta.Name, trimYAMLError(err.Error()))
 			}
 			labels = ln
@@ -229,7 +233,7 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 		meta.Mesh, _ = scalar(root, "mesh")
 		meta.CreationTime, _ = scalar(root, "creationTime")
 		if ln, _ := child(root, pathStep{key: "labels", index: -1}); ln != nil {
-			if err := ln.Decode(&meta.Labels); err != nil {
+			if err := decodeNode(ln, &meta.Labels); err != nil {
 				return nil, fail(ln.Line, "%s %s: labels: %s", typ, meta.Name, trimYAMLError(err.Error()))
 			}
 			labels = ln
@@ -298,11 +302,14 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 		}
 		strict := checkFields(meta, node, reflect.TypeOf(into).Elem(), field)
 		errs = append(errs, strict...)
-		reported := map[int]bool{}
+		var reported map[int]bool
+		if len(strict) > 0 {
+			reported = map[int]bool{}
+		}
 		for _, e := range strict {
 			reported[e.Line] = true
 		}
-		if err := node.Decode(into); err != nil {
+		if err := decodeNode(node, into); err != nil {
 			var te *yaml.TypeError
 			if errors.As(err, &te) {
 				for _, e := range te.Errors {
@@ -478,6 +485,100 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 // checkFields reports mapping keys that have no field in t, so that a typo
 // such as `protocl` is an error instead of a silently ignored line.
 func checkFields(meta *Meta, node *yaml.Node, t reflect.Type, path string) []*FieldError {
+	if fieldsOK(node, t) {
+		return nil // the usual case, without building every field's path
+	}
+	return checkFieldsAt(meta, node, t, path)
+}
+
+// fieldsOK reports whether checkFieldsAt finds nothing to report.
+func fieldsOK(node *yaml.Node, t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if node.Kind == yaml.AliasNode {
+		node = node.Alias
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if node.Kind != yaml.MappingNode {
+			return true
+		}
+		sf := fieldsOf(t)
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			ft, ok := sf.fields[node.Content[i].Value]
+			if !ok {
+				if !sf.inline {
+					return false
+				}
+				continue
+			}
+			if !fieldsOK(node.Content[i+1], ft) {
+				return false
+			}
+		}
+	case reflect.Slice:
+		if node.Kind != yaml.SequenceNode {
+			return true
+		}
+		for _, item := range node.Content {
+			if !fieldsOK(item, t.Elem()) {
+				return false
+			}
+		}
+	case reflect.Map:
+		if node.Kind != yaml.MappingNode {
+			return true
+		}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			if !fieldsOK(node.Content[i+1], t.Elem()) {
+				return false
+			}
+		}
+	default:
+		if want, _ := scalarMismatch(node, t); want != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// structFields is a struct type's YAML keys and their field types.
+type structFields struct {
+	fields map[string]reflect.Type
+	inline bool // a field takes the other keys
+}
+
+var structFieldsCache sync.Map // reflect.Type → *structFields
+
+// fieldsOf returns t's keys, computed once per type.
+func fieldsOf(t reflect.Type) *structFields {
+	if sf, ok := structFieldsCache.Load(t); ok {
+		return sf.(*structFields)
+	}
+	sf := &structFields{fields: map[string]reflect.Type{}}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			sf.inline = true
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		sf.fields[name] = f.Type
+	}
+	structFieldsCache.Store(t, sf)
+	return sf
+}
+
+// checkFieldsAt is checkFields, with each problem's line and path.
+func checkFieldsAt(meta *Meta, node *yaml.Node, t reflect.Type, path string) []*FieldError {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -490,50 +591,33 @@ func checkFields(meta *Meta, node *yaml.Node, t reflect.Type, path string) []*Fi
 		if node.Kind != yaml.MappingNode {
 			return nil // the decoder reports the type mismatch
 		}
-		fields := map[string]reflect.Type{}
-		inline := false
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			tag := f.Tag.Get("yaml")
-			name, opts, _ := strings.Cut(tag, ",")
-			if name == "-" {
-				continue
-			}
-			if strings.Contains(opts, "inline") {
-				inline = true
-				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
-			}
-			fields[name] = f.Type
-		}
+		sf := fieldsOf(t)
 		for i := 0; i+1 < len(node.Content); i += 2 {
 			k, v := node.Content[i], node.Content[i+1]
 			sub := joinPath(path, k.Value)
-			ft, ok := fields[k.Value]
+			ft, ok := sf.fields[k.Value]
 			if !ok {
-				if !inline {
+				if !sf.inline {
 					errs = append(errs, &FieldError{File: meta.Source.File, Line: k.Line, Kind: meta.Kind, Mesh: meta.Mesh, Name: meta.Name,
 						Field: sub, Message: "unknown field"})
 				}
 				continue
 			}
-			errs = append(errs, checkFields(meta, v, ft, sub)...)
+			errs = append(errs, checkFieldsAt(meta, v, ft, sub)...)
 		}
 	case reflect.Slice:
 		if node.Kind != yaml.SequenceNode {
 			return nil
 		}
 		for i, item := range node.Content {
-			errs = append(errs, checkFields(meta, item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			errs = append(errs, checkFieldsAt(meta, item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
 		}
 	case reflect.Map:
 		if node.Kind != yaml.MappingNode {
 			return nil
 		}
 		for i := 0; i+1 < len(node.Content); i += 2 {
-			errs = append(errs, checkFields(meta, node.Content[i+1], t.Elem(), joinPath(path, node.Content[i].Value))...)
+			errs = append(errs, checkFieldsAt(meta, node.Content[i+1], t.Elem(), joinPath(path, node.Content[i].Value))...)
 		}
 	default:
 		if want, got := scalarMismatch(node, t); want != "" {
@@ -603,6 +687,44 @@ func (d duplicateKey) identity() bool {
 		return d.key == "name" || d.key == "namespace" || d.key == "labels"
 	case "labels", "metadata.labels":
 		return d.key == LabelMesh
+	}
+	return false
+}
+
+// hasDuplicateKeys reports whether duplicateKeys would find a repeated key.
+func hasDuplicateKeys(node *yaml.Node) bool {
+	switch node.Kind {
+	case yaml.MappingNode:
+		c := node.Content
+		var seen map[string]bool // only for big mappings: small ones compare pairs
+		for i := 0; i+1 < len(c); i += 2 {
+			if k := c[i]; k.Kind == yaml.ScalarNode {
+				if len(c) > 32 {
+					if seen == nil {
+						seen = make(map[string]bool, len(c)/2)
+					}
+					if seen[k.Value] {
+						return true
+					}
+					seen[k.Value] = true
+				} else {
+					for j := 0; j < i; j += 2 {
+						if c[j].Kind == yaml.ScalarNode && c[j].Value == k.Value {
+							return true
+						}
+					}
+				}
+			}
+			if hasDuplicateKeys(c[i+1]) {
+				return true
+			}
+		}
+	case yaml.SequenceNode:
+		for _, item := range node.Content {
+			if hasDuplicateKeys(item) {
+				return true
+			}
+		}
 	}
 	return false
 }
