@@ -17,15 +17,17 @@ import (
 // node.Decode, so the result and errors are always the decoder's.
 func decodeNode(node *yaml.Node, into any) error {
 	v := reflect.ValueOf(into).Elem()
-	if p := planOf(v.Type()); p != nil && fastDecode(node, v, p) {
+	if fastDecode(node, v, planOf(v.Type())) {
 		return nil
 	}
 	v.SetZero()
 	return node.Decode(into)
 }
 
-// decodePlan is how fastDecode fills a type; nil for a type it leaves to
-// the decoder.
+// decodePlan is how fastDecode fills a type. Its kind is reflect.Invalid
+// for a type left to the decoder: a value of it sends the whole decode
+// there, while values without one (a spec without its rarely used
+// extension, say) are still decoded by hand.
 type decodePlan struct {
 	kind   reflect.Kind
 	elem   *decodePlan          // pointer, slice, map
@@ -38,7 +40,7 @@ type fieldPlan struct {
 }
 
 var (
-	decodePlans sync.Map // reflect.Type → *decodePlan (nil: not supported)
+	decodePlans sync.Map // reflect.Type → *decodePlan
 	plansMu     sync.Mutex
 	nodeType    = reflect.TypeOf(yaml.Node{})
 )
@@ -52,62 +54,55 @@ func planOf(t reflect.Type) *decodePlan {
 	building := map[reflect.Type]*decodePlan{}
 	p := buildPlan(t, building)
 	for bt, bp := range building {
-		if p == nil {
-			bp = nil // a type that refers to an unsupported one is not supported
-		}
 		decodePlans.LoadOrStore(bt, bp)
 	}
-	decodePlans.LoadOrStore(t, p)
 	return p
 }
 
-// buildPlan returns t's plan, or nil when t or a type it holds is not one
-// fastDecode knows the decoder's behaviour for.
+// buildPlan returns t's plan; building holds the plans being built, which
+// recursive types refer to.
 func buildPlan(t reflect.Type, building map[reflect.Type]*decodePlan) *decodePlan {
 	if p, ok := building[t]; ok {
-		return p // a recursive type: filled in below
+		return p
 	}
 	if p, ok := decodePlans.Load(t); ok {
 		return p.(*decodePlan)
 	}
+	p := &decodePlan{kind: t.Kind()}
+	building[t] = p
+	unsupported := func() *decodePlan {
+		p.kind, p.elem, p.fields = reflect.Invalid, nil, nil
+		return p
+	}
 	if t == nodeType || t.Name() == "Duration" && t.PkgPath() == "time" {
-		return nil // the decoder treats these specially
+		return unsupported() // the decoder treats these specially
 	}
 	pt := reflect.PointerTo(t)
 	for _, m := range []string{"UnmarshalYAML", "UnmarshalText"} {
 		if _, ok := pt.MethodByName(m); ok {
-			return nil
+			return unsupported()
 		}
 	}
-	p := &decodePlan{kind: t.Kind()}
-	building[t] = p
 	switch t.Kind() {
 	case reflect.String, reflect.Bool,
 		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 	case reflect.Pointer, reflect.Slice:
 		if t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 {
-			return nil // []byte: the decoder reads base64 and strings into it
+			return unsupported() // []byte: the decoder reads base64 and strings into it
 		}
-		if p.elem = buildPlan(t.Elem(), building); p.elem == nil {
-			return nil
-		}
+		p.elem = buildPlan(t.Elem(), building)
 	case reflect.Map:
 		if t.Key().Kind() != reflect.String {
-			return nil
+			return unsupported()
 		}
-		if p.elem = buildPlan(t.Elem(), building); p.elem == nil {
-			return nil
-		}
+		p.elem = buildPlan(t.Elem(), building)
 	case reflect.Struct:
-		if t.NumField() > 64 {
-			return nil // fastDecode's set of fields seen is a uint64
-		}
 		p.fields = map[string]fieldPlan{}
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
 			if f.Anonymous {
-				return nil
+				return unsupported()
 			}
 			if !f.IsExported() {
 				continue // the decoder skips them too
@@ -117,19 +112,18 @@ func buildPlan(t reflect.Type, building map[reflect.Type]*decodePlan) *decodePla
 				continue
 			}
 			if opts != "" && opts != "omitempty" {
-				return nil // inline, flow: the decoder's business
+				return unsupported() // inline, flow: the decoder's business
 			}
 			if name == "" {
 				name = lowerASCII(f.Name)
 			}
-			fp := buildPlan(f.Type, building)
-			if fp == nil {
-				return nil
+			if _, dup := p.fields[name]; dup || name == "" {
+				return unsupported()
 			}
-			p.fields[name] = fieldPlan{index: i, plan: fp}
+			p.fields[name] = fieldPlan{index: i, plan: buildPlan(f.Type, building)}
 		}
 	default:
-		return nil // interfaces, floats, arrays...
+		return unsupported() // interfaces, floats, arrays...
 	}
 	return p
 }
@@ -149,7 +143,7 @@ func lowerASCII(s string) string {
 		if c >= 'A' && c <= 'Z' {
 			b[i] = c + 'a' - 'A'
 		} else if c >= 0x80 {
-			return "" // not a name fastDecode can be sure of: never matches
+			return "" // not a name fastDecode can be sure of: the type is left to the decoder
 		}
 	}
 	return string(b)
@@ -158,6 +152,8 @@ func lowerASCII(s string) string {
 // fastDecode fills v from n as the decoder would, or returns false.
 func fastDecode(n *yaml.Node, v reflect.Value, p *decodePlan) bool {
 	switch p.kind {
+	case reflect.Invalid:
+		return false
 	case reflect.Pointer:
 		if n.Kind == yaml.AliasNode || n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 			return false
@@ -167,10 +163,9 @@ func fastDecode(n *yaml.Node, v reflect.Value, p *decodePlan) bool {
 		}
 		return fastDecode(n, v.Elem(), p.elem)
 	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
+		if n.Kind != yaml.MappingNode || !uniqueKeys(n) {
 			return false
 		}
-		var seen uint64
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i]
 			if k.Kind != yaml.ScalarNode || k.Tag != "!!str" {
@@ -180,10 +175,6 @@ func fastDecode(n *yaml.Node, v reflect.Value, p *decodePlan) bool {
 			if !ok {
 				continue // the decoder ignores it too; checkFields reports it
 			}
-			if seen&(1<<f.index) != 0 {
-				return false
-			}
-			seen |= 1 << f.index
 			if !fastDecode(n.Content[i+1], v.Field(f.index), f.plan) {
 				return false
 			}
@@ -202,7 +193,7 @@ func fastDecode(n *yaml.Node, v reflect.Value, p *decodePlan) bool {
 		v.Set(s)
 		return true
 	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
+		if n.Kind != yaml.MappingNode || !uniqueKeys(n) {
 			return false
 		}
 		if v.IsNil() {
@@ -215,9 +206,6 @@ func fastDecode(n *yaml.Node, v reflect.Value, p *decodePlan) bool {
 				return false
 			}
 			kv := reflect.ValueOf(k.Value).Convert(kt)
-			if v.MapIndex(kv).IsValid() {
-				return false
-			}
 			e := reflect.New(et).Elem()
 			if !fastDecode(n.Content[i+1], e, p.elem) {
 				return false
@@ -252,6 +240,30 @@ func fastDecode(n *yaml.Node, v reflect.Value, p *decodePlan) bool {
 			return false
 		}
 		v.SetUint(uint64(i))
+	}
+	return true
+}
+
+// uniqueKeys reports that no two keys of the mapping n are the same, which
+// the decoder reports as an error (parseDocument has taken such repeats out).
+func uniqueKeys(n *yaml.Node) bool {
+	c := n.Content
+	if len(c) > 32 {
+		seen := make(map[string]bool, len(c)/2)
+		for i := 0; i < len(c); i += 2 {
+			if seen[c[i].Value] {
+				return false
+			}
+			seen[c[i].Value] = true
+		}
+		return true
+	}
+	for i := 2; i < len(c); i += 2 {
+		for j := 0; j < i; j += 2 {
+			if c[i].Value == c[j].Value {
+				return false
+			}
+		}
 	}
 	return true
 }

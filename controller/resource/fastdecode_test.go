@@ -53,7 +53,7 @@ func checkDecodeNode(t *testing.T, data []byte) (fast int) {
 				if !reflect.DeepEqual(got.Interface(), want.Interface()) || (gerr == nil) != (werr == nil) || gerr != nil && gerr.Error() != werr.Error() {
 					t.Fatalf("%q: decoding line %d into %v: got %#v, %v; the decoder %#v, %v", data, n.Line, typ, got.Elem(), gerr, want.Elem(), werr)
 				}
-				if p := planOf(typ); p != nil && fastDecode(n, reflect.New(typ).Elem(), p) {
+				if fastDecode(n, reflect.New(typ).Elem(), planOf(typ)) {
 					fast++
 				}
 			}

@@ -34,7 +34,13 @@ type fastYAML struct {
 	bad                   bool // the input left the subset
 
 	words map[string]word // interned keys and short values
-	nodes []yaml.Node     // allocated in chunks: a document has dozens
+	// Nodes and their Content are allocated in chunks (a document has
+	// dozens); with reuse, each document takes the previous one's.
+	reuse  bool
+	nodes  [][]yaml.Node
+	ptrs   [][]*yaml.Node
+	ni, nj int // the next node: nodes[ni][nj]
+	pi, pj int // the next Content room: ptrs[pi][pj:]
 }
 
 func newFastYAML(data []byte) *fastYAML {
@@ -79,13 +85,29 @@ func (p *fastYAML) advance() { p.load(p.le+1, p.line+1) }
 func (p *fastYAML) ended() bool { return p.bad || p.eof || p.sep }
 
 func (p *fastYAML) node(kind yaml.Kind, tag, value string, line, col int) *yaml.Node {
-	if len(p.nodes) == 0 {
-		p.nodes = make([]yaml.Node, 32)
+	if p.ni < len(p.nodes) && p.nj == len(p.nodes[p.ni]) {
+		p.ni, p.nj = p.ni+1, 0
 	}
-	n := &p.nodes[0]
-	p.nodes = p.nodes[1:]
-	n.Kind, n.Tag, n.Value, n.Line, n.Column = kind, tag, value, line, col
+	if p.ni == len(p.nodes) {
+		p.nodes = append(p.nodes, make([]yaml.Node, 64))
+	}
+	n := &p.nodes[p.ni][p.nj]
+	p.nj++
+	*n = yaml.Node{Kind: kind, Tag: tag, Value: value, Line: line, Column: col}
 	return n
+}
+
+// content returns an empty Content for a node, with room for size.
+func (p *fastYAML) content(size int) []*yaml.Node {
+	if p.pi < len(p.ptrs) && len(p.ptrs[p.pi])-p.pj < size {
+		p.pi, p.pj = p.pi+1, 0
+	}
+	if p.pi == len(p.ptrs) {
+		p.ptrs = append(p.ptrs, make([]*yaml.Node, 256))
+	}
+	c := p.ptrs[p.pi][p.pj : p.pj : p.pj+size]
+	p.pj += size
+	return c
 }
 
 // document returns the next document, nil at the end of the input.
@@ -93,6 +115,10 @@ func (p *fastYAML) document() (doc *yaml.Node, offset int, ok bool) {
 	if p.eof {
 		return nil, 0, true
 	}
+	if !p.reuse {
+		p.nodes, p.ptrs = nil, nil
+	}
+	p.ni, p.nj, p.pi, p.pj = 0, 0, 0, 0
 	doc = p.node(yaml.DocumentNode, "", "", p.line, 1)
 	offset = p.ls
 	if p.sep {
@@ -124,7 +150,7 @@ func (p *fastYAML) block() *yaml.Node {
 // line on.
 func (p *fastYAML) mapping(col int) *yaml.Node {
 	m := p.node(yaml.MappingNode, "!!map", "", p.line, col+1)
-	m.Content = make([]*yaml.Node, 0, 8)
+	m.Content = p.content(8)
 	for {
 		colon := p.keyEnd(p.cs)
 		if colon < 0 {
@@ -174,6 +200,7 @@ func (p *fastYAML) mapping(col int) *yaml.Node {
 // sequence reads the list whose "-" are at column col, from the current line on.
 func (p *fastYAML) sequence(col int) *yaml.Node {
 	s := p.node(yaml.SequenceNode, "!!seq", "", p.line, col+1)
+	s.Content = p.content(2)
 	for {
 		j := p.cs + 1
 		for j < p.le && p.data[j] == ' ' {
@@ -309,9 +336,22 @@ func (p *fastYAML) intern(b []byte) word {
 	return w
 }
 
-// plainTag is the tag the decoder resolves a plain scalar to (its own
-// resolution, through ShortTag).
+// plainTag is the tag the decoder resolves a plain scalar to: its own
+// resolution (through ShortTag), except for what starts with none of the
+// bytes its resolver takes as a hint of another type: those are strings.
 func plainTag(v string) string {
+	if v != "" && !resolveHint[v[0]] {
+		return "!!str"
+	}
 	n := yaml.Node{Kind: yaml.ScalarNode, Value: v}
 	return n.ShortTag()
 }
+
+// resolveHint holds the first bytes for which the decoder's resolver
+// (resolve.go's resolveTable) looks further than "a string".
+var resolveHint = func() (t [256]bool) {
+	for _, c := range []byte("+-0123456789yYnNtTfFoO~<.") {
+		t[c] = true
+	}
+	return t
+}()

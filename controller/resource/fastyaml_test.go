@@ -222,3 +222,16 @@ func benchDocs(n int) string {
 	}
 	return b.String()
 }
+
+// TestPlainTagIsTheDecoders checks plainTag's shortcut on every first byte.
+func TestPlainTagIsTheDecoders(t *testing.T) {
+	for b := 0; b < 256; b++ {
+		for _, rest := range []string{"", "x", "1", "0", "rue", "ull", "ALSE", "o", "es", ".5", "e3", "x10", "<", "inf", "001-12-14", ":1"} {
+			v := string([]byte{byte(b)}) + rest
+			n := yaml.Node{Kind: yaml.ScalarNode, Value: v}
+			if got, want := plainTag(v), n.ShortTag(); got != want {
+				t.Errorf("plainTag(%q) = %s, the decoder's %s", v, got, want)
+			}
+		}
+	}
+}

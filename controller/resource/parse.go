@@ -62,6 +62,9 @@ func parseDecoder(file string, data []byte) ([]Object, []*FieldError) {
 func parseFast(file string, data []byte) ([]Object, []*FieldError, bool) {
 	p := newFastYAML(data)
 	r := newDocReader(file, data)
+	// Resources keep their document's text, not its tree (see docSource),
+	// so a document's nodes can be the next one's.
+	p.reuse = !r.keepTrees
 	for idx := 0; ; idx++ {
 		doc, offset, ok := p.document()
 		if !ok {
