@@ -39,6 +39,7 @@ type fastYAML struct {
 	reuse  bool
 	nodes  [][]yaml.Node
 	ptrs   [][]*yaml.Node
+	depth  int // of the block being read: deep nesting is left to the decoder, which limits it
 	ni, nj int // the next node: nodes[ni][nj]
 	pi, pj int // the next Content room: ptrs[pi][pj:]
 }
@@ -146,10 +147,19 @@ func (p *fastYAML) block() *yaml.Node {
 	return p.mapping(p.ind)
 }
 
+// maxDepth bounds the nesting fastYAML reads, well below the decoder's
+// limit (10,000), so that the decoder reports a document nested too deep.
+const maxDepth = 100
+
 // mapping reads the mapping whose keys are at column col, from the current
 // line on.
 func (p *fastYAML) mapping(col int) *yaml.Node {
 	m := p.node(yaml.MappingNode, "!!map", "", p.line, col+1)
+	if p.depth++; p.depth > maxDepth {
+		p.bad = true
+		return m
+	}
+	defer func() { p.depth-- }()
 	m.Content = p.content(8)
 	for {
 		colon := p.keyEnd(p.cs)
@@ -200,6 +210,11 @@ func (p *fastYAML) mapping(col int) *yaml.Node {
 // sequence reads the list whose "-" are at column col, from the current line on.
 func (p *fastYAML) sequence(col int) *yaml.Node {
 	s := p.node(yaml.SequenceNode, "!!seq", "", p.line, col+1)
+	if p.depth++; p.depth > maxDepth {
+		p.bad = true
+		return s
+	}
+	defer func() { p.depth-- }()
 	s.Content = p.content(2)
 	for {
 		j := p.cs + 1
