@@ -37,8 +37,8 @@ func checkDecodeNode(t *testing.T, data []byte) (fast int) {
 		if errors.Is(err, io.EOF) || err != nil {
 			return fast
 		}
-		if why := new(aliasBudget).spend(doc); why != "" {
-			continue
+		if _, expanded, cyclic := countNodes(doc); cyclic || expanded > 2000 {
+			continue // aliases: decoding every node into every type would take long
 		}
 		var walk func(n *yaml.Node)
 		walk = func(n *yaml.Node) {
