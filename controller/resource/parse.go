@@ -60,6 +60,9 @@ func parseDecoder(file string, data []byte) ([]Object, []*FieldError) {
 // parseFast is ParseBytes for files fastYAML reads whole; ok is false
 // (and what it read is dropped) when it gives up anywhere in the file.
 func parseFast(file string, data []byte) ([]Object, []*FieldError, bool) {
+	if bytes.IndexByte(data, '#') >= 0 {
+		return nil, nil, false // a comment, most likely: fastYAML would give up there, after reading up to it
+	}
 	p := newFastYAML(data)
 	r := newDocReader(file, data)
 	// Resources keep their document's text, not its tree (see docSource),
