@@ -257,18 +257,23 @@ func (p *fastYAML) keyEnd(i int) int {
 	if i >= p.le || !isWordByte(d[i]) {
 		return -1
 	}
+	start := i
 	for i++; i < p.le; i++ {
 		c := d[i]
 		if isWordByte(c) || c == '.' || c == '/' || c == '-' {
 			continue
 		}
-		if c == ':' && (i+1 == p.le || d[i+1] == ' ') {
+		if c == ':' && (i+1 == p.le || d[i+1] == ' ') && i-start <= maxKey {
 			return i
 		}
 		return -1
 	}
 	return -1
 }
+
+// maxKey bounds a key's length: the YAML scanner refuses a key of over
+// 1024 characters.
+const maxKey = 1000
 
 func isWordByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'

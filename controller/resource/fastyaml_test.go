@@ -36,7 +36,7 @@ var fastCases = []string{
 	"a: .x\nb: /x\nc: _x\nd: -a\n",
 	"a:\n  -   b: 1\n      c: 2\n",
 	"spec:\n  match:\n    port: 80\n  endpoints:\n  - address: a\n    port: 80\n",
-	deepYAML(99),
+	deepYAML(99), strings.Repeat("a", 1000) + ": b\n",
 }
 
 // slowCases are inputs fastYAML leaves to the decoder.
@@ -49,7 +49,7 @@ var slowCases = []string{
 	"a:\n-b\n", "? a\n: b\n", "\"a\": b\n", "a :b\n", "%YAML 1.2\n---\na: b\n", "--- a: b\n", "---  \na: b\n",
 	"a: b\n  ---\n", "a: @b\n", "a: `b\n", "a: 'x' y\n", "a: -\n", "<<: x\n", "a:\n  - b\n    c: d\n",
 	"a: x\n---\n- y\n", "a: b\x00c\n", "a: b\x7f\n", "a: b\u2028c: d\n", "a: x\n---\n  b: y\n",
-	deepYAML(101),
+	deepYAML(101), strings.Repeat("a", 1025) + ": b\n",
 }
 
 // deepYAML is a document of mappings nested depth deep.
