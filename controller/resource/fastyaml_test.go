@@ -141,7 +141,10 @@ func FuzzFastYAML(f *testing.F) {
 		if !compareFast(t, data) {
 			return
 		}
-		fo, fe, _ := parseFast("f.yaml", data)
+		fo, fe, ok := parseFast("f.yaml", data)
+		if !ok {
+			return // a '#' in a quoted string: parseFast does not try
+		}
 		so, se := parseDecoder("f.yaml", data)
 		if !reflect.DeepEqual(fo, so) || !reflect.DeepEqual(fe, se) {
 			t.Fatalf("ParseBytes differs from the decoder's:\n%v\n%v", fe, se)
