@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unique"
 
 	"go.yaml.in/yaml/v3"
@@ -31,21 +32,16 @@ var lineRE = regexp.MustCompile(`line (\d+)`)
 // a small multiple of the input, and a tree is rebuilt from the document's
 // text only when an error needs a line.
 func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
-	var objs []Object
-	var errs []*FieldError
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	keepTrees := utf16(data)
-	lines := newLineCursor(data)
-	var aliases aliasBudget
-	// A document's text runs from its first line to the next document's.
-	var open *docSource
-	openAt := 0
-	closeAt := func(line int) {
-		if open != nil {
-			open.text = data[openAt:lines.offset(line)]
-			open = nil
-		}
+	if objs, errs, ok := parseFast(file, data); ok {
+		return objs, errs
 	}
+	return parseDecoder(file, data)
+}
+
+// parseDecoder is ParseBytes through the YAML decoder, for any input.
+func parseDecoder(file string, data []byte) ([]Object, []*FieldError) {
+	r := newDocReader(file, data)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for idx := 0; ; idx++ {
 		doc := new(yaml.Node)
 		err := dec.Decode(doc)
@@ -53,33 +49,91 @@ func ParseBytes(file string, data []byte) ([]Object, []*FieldError) {
 			break
 		}
 		if err != nil {
-			errs = append(errs, &FieldError{File: file, Line: lineFromYAMLError(err.Error(), 1), Message: "invalid YAML: " + trimYAMLError(err.Error())})
+			r.errs = append(r.errs, &FieldError{File: file, Line: lineFromYAMLError(err.Error(), 1), Message: "invalid YAML: " + trimYAMLError(err.Error())})
 			break // the decoder cannot resynchronise after a syntax error
 		}
-		closeAt(doc.Line)
-		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
-			continue // empty document, e.g. a trailing ---
+		r.add(idx, doc, r.lines.offset(doc.Line), true)
+	}
+	return r.finish()
+}
+
+// parseFast is ParseBytes for files fastYAML reads whole; ok is false
+// (and what it read is dropped) when it gives up anywhere in the file.
+func parseFast(file string, data []byte) ([]Object, []*FieldError, bool) {
+	if bytes.IndexByte(data, '#') >= 0 {
+		return nil, nil, false // a comment, most likely: fastYAML would give up there, after reading up to it
+	}
+	p := newFastYAML(data)
+	r := newDocReader(file, data)
+	// Resources keep their document's text, not its tree (see docSource),
+	// so a document's nodes can be the next one's.
+	p.reuse = !r.keepTrees
+	for idx := 0; ; idx++ {
+		doc, offset, ok := p.document()
+		if !ok {
+			return nil, nil, false
 		}
-		if why := aliases.spend(doc); why != "" {
-			errs = append(errs, &FieldError{File: file, Line: doc.Content[0].Line, Message: why})
-			continue
+		if doc == nil {
+			break
 		}
-		obj, derrs := parseDocument(file, idx, doc)
-		errs = append(errs, derrs...)
-		if obj == nil {
-			continue
-		}
-		objs = append(objs, obj)
-		if !keepTrees {
-			m := obj.GetMeta()
-			open, openAt = &docSource{line: doc.Line}, lines.offset(doc.Line)
-			m.src, m.root = open, nil
+		// Such trees have no aliases: the alias budget has nothing to count.
+		r.add(idx, doc, offset, false)
+	}
+	objs, errs := r.finish()
+	return objs, errs, true
+}
+
+// docReader turns a file's documents, in order, into resources and problems.
+type docReader struct {
+	file      string
+	data      []byte
+	keepTrees bool
+	lines     *lineCursor
+	aliases   aliasBudget
+	objs      []Object
+	errs      []*FieldError
+	// A document's text runs from its first line to the next document's.
+	open   *docSource
+	openAt int
+}
+
+func newDocReader(file string, data []byte) *docReader {
+	return &docReader{file: file, data: data, keepTrees: utf16(data), lines: newLineCursor(data)}
+}
+
+// add reads document idx, whose first line starts at offset in the file.
+func (r *docReader) add(idx int, doc *yaml.Node, offset int, checkAliases bool) {
+	if r.open != nil {
+		r.open.text = r.data[r.openAt:offset]
+		r.open = nil
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
+		return // empty document, e.g. a trailing ---
+	}
+	if checkAliases {
+		if why := r.aliases.spend(doc); why != "" {
+			r.errs = append(r.errs, &FieldError{File: r.file, Line: doc.Content[0].Line, Message: why})
+			return
 		}
 	}
-	if open != nil {
-		open.text = data[openAt:]
+	obj, derrs := parseDocument(r.file, idx, doc)
+	r.errs = append(r.errs, derrs...)
+	if obj == nil {
+		return
 	}
-	return objs, errs
+	r.objs = append(r.objs, obj)
+	if !r.keepTrees {
+		m := obj.GetMeta()
+		r.open, r.openAt = &docSource{line: doc.Line}, offset
+		m.src, m.root = r.open, nil
+	}
+}
+
+func (r *docReader) finish() ([]Object, []*FieldError) {
+	if r.open != nil {
+		r.open.text = r.data[r.openAt:]
+	}
+	return r.objs, r.errs
 }
 
 func trimYAMLError(s string) string {
@@ -119,7 +173,10 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 	// YAML keys must be unique; decoders disagree on which one wins, so a
 	// duplicate is an error wherever it is. One in the resource's identity
 	// (kind, name, mesh) leaves no resource to attach it to.
-	dups := duplicateKeys(root, "", nil)
+	var dups []duplicateKey
+	if hasDuplicateKeys(root) { // cheap: duplicateKeys builds every key's path
+		dups = duplicateKeys(root, "", nil)
+	}
 	for _, d := range dups {
 		if d.identity() {
 			return nil, fail(d.line, "%s: mapping key %q already defined at line %d", joinPath(d.path, d.key), d.key, d.first)
@@ -141,7 +198,7 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 		meta.Namespace, _ = scalar(md, "namespace")
 		meta.CreationTime, _ = scalar(md, "creationTimestamp")
 		if ln, _ := child(md, pathStep{key: "labels", index: -1}); ln != nil {
-			if err := ln.Decode(&meta.Labels); err != nil {
+			if err := decodeNode(ln, &meta.Labels); err != nil {
 				return nil, fail(ln.Line, "%s %s: metadata.labels: %s", kind, meta.Name, trimYAMLError(err.Error()))
 			}
 			labels = ln
@@ -182,7 +239,7 @@ func parseDocument(file string, idx int, doc *yaml.Node) (Object, []*FieldError)
 		meta.Mesh, _ = scalar(root, "mesh")
 		meta.CreationTime, _ = scalar(root, "creationTime")
 		if ln, _ := child(root, pathStep{key: "labels", index: -1}); ln != nil {
-			if err := ln.Decode(&meta.Labels); err != nil {
+			if err := decodeNode(ln, &meta.Labels); err != nil {
 				return nil, fail(ln.Line, "%s %s: labels: %s", typ, meta.Name, trimYAMLError(err.Error()))
 			}
 			labels = ln
@@ -251,11 +308,14 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 		}
 		strict := checkFields(meta, node, reflect.TypeOf(into).Elem(), field)
 		errs = append(errs, strict...)
-		reported := map[int]bool{}
+		var reported map[int]bool
+		if len(strict) > 0 {
+			reported = map[int]bool{}
+		}
 		for _, e := range strict {
 			reported[e.Line] = true
 		}
-		if err := node.Decode(into); err != nil {
+		if err := decodeNode(node, into); err != nil {
 			var te *yaml.TypeError
 			if errors.As(err, &te) {
 				for _, e := range te.Errors {
@@ -431,6 +491,100 @@ func decodeBody(meta *Meta, root, body *yaml.Node) (Object, []*FieldError) {
 // checkFields reports mapping keys that have no field in t, so that a typo
 // such as `protocl` is an error instead of a silently ignored line.
 func checkFields(meta *Meta, node *yaml.Node, t reflect.Type, path string) []*FieldError {
+	if fieldsOK(node, t) {
+		return nil // the usual case, without building every field's path
+	}
+	return checkFieldsAt(meta, node, t, path)
+}
+
+// fieldsOK reports whether checkFieldsAt finds nothing to report.
+func fieldsOK(node *yaml.Node, t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if node.Kind == yaml.AliasNode {
+		node = node.Alias
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if node.Kind != yaml.MappingNode {
+			return true
+		}
+		sf := fieldsOf(t)
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			ft, ok := sf.fields[node.Content[i].Value]
+			if !ok {
+				if !sf.inline {
+					return false
+				}
+				continue
+			}
+			if !fieldsOK(node.Content[i+1], ft) {
+				return false
+			}
+		}
+	case reflect.Slice:
+		if node.Kind != yaml.SequenceNode {
+			return true
+		}
+		for _, item := range node.Content {
+			if !fieldsOK(item, t.Elem()) {
+				return false
+			}
+		}
+	case reflect.Map:
+		if node.Kind != yaml.MappingNode {
+			return true
+		}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			if !fieldsOK(node.Content[i+1], t.Elem()) {
+				return false
+			}
+		}
+	default:
+		if want, _ := scalarMismatch(node, t); want != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// structFields is a struct type's YAML keys and their field types.
+type structFields struct {
+	fields map[string]reflect.Type
+	inline bool // a field takes the other keys
+}
+
+var structFieldsCache sync.Map // reflect.Type → *structFields
+
+// fieldsOf returns t's keys, computed once per type.
+func fieldsOf(t reflect.Type) *structFields {
+	if sf, ok := structFieldsCache.Load(t); ok {
+		return sf.(*structFields)
+	}
+	sf := &structFields{fields: map[string]reflect.Type{}}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			sf.inline = true
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		sf.fields[name] = f.Type
+	}
+	structFieldsCache.Store(t, sf)
+	return sf
+}
+
+// checkFieldsAt is checkFields, with each problem's line and path.
+func checkFieldsAt(meta *Meta, node *yaml.Node, t reflect.Type, path string) []*FieldError {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -443,50 +597,33 @@ func checkFields(meta *Meta, node *yaml.Node, t reflect.Type, path string) []*Fi
 		if node.Kind != yaml.MappingNode {
 			return nil // the decoder reports the type mismatch
 		}
-		fields := map[string]reflect.Type{}
-		inline := false
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			tag := f.Tag.Get("yaml")
-			name, opts, _ := strings.Cut(tag, ",")
-			if name == "-" {
-				continue
-			}
-			if strings.Contains(opts, "inline") {
-				inline = true
-				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
-			}
-			fields[name] = f.Type
-		}
+		sf := fieldsOf(t)
 		for i := 0; i+1 < len(node.Content); i += 2 {
 			k, v := node.Content[i], node.Content[i+1]
 			sub := joinPath(path, k.Value)
-			ft, ok := fields[k.Value]
+			ft, ok := sf.fields[k.Value]
 			if !ok {
-				if !inline {
+				if !sf.inline {
 					errs = append(errs, &FieldError{File: meta.Source.File, Line: k.Line, Kind: meta.Kind, Mesh: meta.Mesh, Name: meta.Name,
 						Field: sub, Message: "unknown field"})
 				}
 				continue
 			}
-			errs = append(errs, checkFields(meta, v, ft, sub)...)
+			errs = append(errs, checkFieldsAt(meta, v, ft, sub)...)
 		}
 	case reflect.Slice:
 		if node.Kind != yaml.SequenceNode {
 			return nil
 		}
 		for i, item := range node.Content {
-			errs = append(errs, checkFields(meta, item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			errs = append(errs, checkFieldsAt(meta, item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
 		}
 	case reflect.Map:
 		if node.Kind != yaml.MappingNode {
 			return nil
 		}
 		for i := 0; i+1 < len(node.Content); i += 2 {
-			errs = append(errs, checkFields(meta, node.Content[i+1], t.Elem(), joinPath(path, node.Content[i].Value))...)
+			errs = append(errs, checkFieldsAt(meta, node.Content[i+1], t.Elem(), joinPath(path, node.Content[i].Value))...)
 		}
 	default:
 		if want, got := scalarMismatch(node, t); want != "" {
@@ -556,6 +693,44 @@ func (d duplicateKey) identity() bool {
 		return d.key == "name" || d.key == "namespace" || d.key == "labels"
 	case "labels", "metadata.labels":
 		return d.key == LabelMesh
+	}
+	return false
+}
+
+// hasDuplicateKeys reports whether duplicateKeys would find a repeated key.
+func hasDuplicateKeys(node *yaml.Node) bool {
+	switch node.Kind {
+	case yaml.MappingNode:
+		c := node.Content
+		var seen map[string]bool // only for big mappings: small ones compare pairs
+		for i := 0; i+1 < len(c); i += 2 {
+			if k := c[i]; k.Kind == yaml.ScalarNode {
+				if len(c) > 32 {
+					if seen == nil {
+						seen = make(map[string]bool, len(c)/2)
+					}
+					if seen[k.Value] {
+						return true
+					}
+					seen[k.Value] = true
+				} else {
+					for j := 0; j < i; j += 2 {
+						if c[j].Kind == yaml.ScalarNode && c[j].Value == k.Value {
+							return true
+						}
+					}
+				}
+			}
+			if hasDuplicateKeys(c[i+1]) {
+				return true
+			}
+		}
+	case yaml.SequenceNode:
+		for _, item := range node.Content {
+			if hasDuplicateKeys(item) {
+				return true
+			}
+		}
 	}
 	return false
 }
