@@ -11,23 +11,13 @@ import (
 // Rendering ahead on every core gives what rendering in claim order gives:
 // the same hostnames, collisions and template errors, with or without a memo.
 func TestRenderAheadSameAsInOrder(t *testing.T) {
-	var svcs []*resource.MeshExternalService
-	for i := 0; i < 1500; i++ {
-		s := &resource.MeshExternalService{}
-		s.Kind, s.Name, s.Mesh = resource.KindMeshExternalService, fmt.Sprintf("svc-%04d", i), "default"
-		s.Labels = map[string]string{resource.LabelOrigin: "zone", resource.LabelDisplayName: fmt.Sprintf("d%d", i/2)}
+	svcs := zoneServices(1500)
+	for i, s := range svcs {
 		if i%7 == 0 {
 			s.Labels["team"] = "t" + fmt.Sprint(i%3)
 		}
-		svcs = append(svcs, s)
 	}
-	gen := func(name, tmpl string) *resource.HostnameGenerator {
-		g := &resource.HostnameGenerator{}
-		g.Name = name
-		g.Spec.Template = tmpl
-		g.Spec.Selector.MeshExternalService = &resource.LabelSelector{MatchLabels: map[string]string{resource.LabelOrigin: "zone"}}
-		return g
-	}
+	gen := zoneGenerator
 	gens := []*resource.HostnameGenerator{
 		gen("a", "{{ .DisplayName }}.a.local"), // every second one collides
 		gen("b", "{{ .Name }}.b.local"),        // all distinct
