@@ -24,6 +24,9 @@ var variants = []struct{ key, name string }{
 	{"c+p", "rendered with a policy set"},
 	{"c", "meshext-rendered Envoy"},
 	{"d", "rendered + Go filter"},
+	// A second process of (b)'s config: (b')/(b) is what two identical
+	// Envoys read on this host, the noise floor the ratios above sit on.
+	{"b'", "hand-written Envoy again"},
 }
 
 // Indexes into variants.
@@ -33,6 +36,7 @@ const (
 	vCP
 	vC
 	vD
+	vB2
 )
 
 var protos = []struct{ key, name, upstream string }{
@@ -132,7 +136,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 	if cfg.h2load == "" {
 		missing = append(missing, "h2load (apt-get install nghttp2-client)")
 	}
-	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, c+p, c, d in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds (throughput: median, then the lowest–highest round in brackets). The summary ratios are medians of per-round ratios (x and y from the same round share the host's background load); "+
+	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, c+p, c, d, b' in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds (throughput: median, then the lowest–highest round in brackets). The summary ratios are medians of per-round ratios (x and y from the same round share the host's background load); "+
 		"throughput ratios are the targets' measure, Envoy CPU per request ratios (lower is cheaper) are the steadier signal on a busy host. "+
 		"Envoy runs with `--concurrency 1` (one worker); clients use the same connection count for every variant of a protocol. "+
 		"Load is closed-loop, so latencies are at saturation, not at a fixed rate. Envoy CPU = utime+stime delta of the Envoy process from /proc/<pid>/stat during the run "+
@@ -140,8 +144,9 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		cfg.rounds, cfg.durations, cfg.warmup, cpuPlacement(&cfg))
 	fmt.Fprintf(&md, "Variants: (a) %s; (b) %s (static config, STATIC cluster, no access log); (c+p) %s ((c)'s resources plus a second MeshExternalService with its own outbound and two MeshTrafficPermissions: one allows the bench Dataplane to the measured service, one denies it the second; access decided when rendering, so the allowed outbound must cost what (c)'s does); "+
 		"(c) %s (a generated MES + a Dataplane with an outbound on 127.0.0.1, rendered by `meshext render --plugin off`: access decided when rendering, so the allowed outbound carries no authorization filter; run from its static `bootstrap.json`; Envoy's stdout, hence the access log, goes to a file); "+
-		"(d) %s ((c) with the meshext Go filter, `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules`, before the router, deciding every request as it does where render keeps it (a shadow denial); every request is allowed after a table lookup; inserted by this harness when `meshext render` decided access itself).\n\n",
-		variants[vA].name, variants[vB].name, variants[vCP].name, variants[vC].name, variants[vD].name)
+		"(d) %s ((c) with the meshext Go filter, `bin/libmeshext.so` in stock Envoy's `envoy.filters.http.dynamic_modules`, before the router, deciding every request as it does where render keeps it (a shadow denial); every request is allowed after a table lookup; inserted by this harness when `meshext render` decided access itself); "+
+		"(b') %s ((b)'s config in a second Envoy process: (b')/(b) would be 1.00 on a quiet host, so its distance from 1 is this run's noise floor for every ratio beside it).\n\n",
+		variants[vA].name, variants[vB].name, variants[vCP].name, variants[vC].name, variants[vD].name, variants[vB2].name)
 	if len(missing) > 0 {
 		fmt.Fprintf(&md, "%s\n\n", notAvailable("data path", "missing "+strings.Join(missing, ", ")))
 		return md.String()
@@ -152,7 +157,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		return md.String()
 	}
 	var summary strings.Builder
-	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (c+p)/(b) throughput | target ≥ 0.97 | (d)/(c) throughput | target ≥ 0.95 | Envoy CPU/req (c)/(b) | (c+p)/(b) | (d)/(c) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (c+p)/(b) throughput | target ≥ 0.97 | (d)/(c) throughput | target ≥ 0.95 | Envoy CPU/req (c)/(b) | (c+p)/(b) | (d)/(c) | noise floor: (b')/(b) throughput | Envoy CPU/req (b')/(b) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var detail strings.Builder
 	for _, p := range protos {
 		if ctx.Err() != nil {
@@ -163,7 +168,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		fmt.Fprintf(&detail, "### %s\n\n", p.name)
 		if why != "" {
 			fmt.Fprintf(&detail, "not available: %s\n\n", why)
-			fmt.Fprintf(&summary, "| %s | n/a | | n/a | | n/a | | n/a | n/a | n/a |\n", p.name)
+			fmt.Fprintf(&summary, "| %s | n/a | | n/a | | n/a | | n/a | n/a | n/a | n/a | n/a |\n", p.name)
 			continue
 		}
 		tcp := p.key == "tcp"
@@ -216,11 +221,12 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			}
 		}
 		detail.WriteString("```\n\n")
-		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.name,
+		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.name,
 			ratio(paired(byKey["c"], byKey["b"], tcp)), verdict(paired(byKey["c"], byKey["b"], tcp), 0.97),
 			ratio(paired(byKey["c+p"], byKey["b"], tcp)), verdict(paired(byKey["c+p"], byKey["b"], tcp), 0.97),
 			ratio(paired(byKey["d"], byKey["c"], tcp)), verdict(paired(byKey["d"], byKey["c"], tcp), 0.95),
-			ratio(pairedCPU(byKey["c"], byKey["b"])), ratio(pairedCPU(byKey["c+p"], byKey["b"])), ratio(pairedCPU(byKey["d"], byKey["c"])))
+			ratio(pairedCPU(byKey["c"], byKey["b"])), ratio(pairedCPU(byKey["c+p"], byKey["b"])), ratio(pairedCPU(byKey["d"], byKey["c"])),
+			ratio(paired(byKey["b'"], byKey["b"], tcp)), ratio(pairedCPU(byKey["b'"], byKey["b"])))
 	}
 	md.WriteString(summary.String())
 	md.WriteString("\n")
@@ -251,6 +257,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 	// (b) hand-written.
 	hand := handParams{Proto: proto, UpHost: upHost, UpPort: upPort, CAFile: certs.caFile, ServerName: upstreamServerName}
 	startHand(cfg, runs[vB], &cmds[vB], hand, proto+"-b")
+	startHand(cfg, runs[vB2], &cmds[vB2], hand, proto+"-b2")
 	// (c) rendered, (c+p) rendered with a policy set, (d) rendered + filter.
 	var extras []string
 	for _, vi := range []int{vC, vCP, vD} {
