@@ -408,45 +408,19 @@ type renderer struct {
 	onNode []*rendered
 }
 
-// sharedMemo builds each named value once. Services render on several
+// keyed builds each value once per key. Services render on several
 // goroutines (r.each): a value two of them build at once is kept once, and
 // both get the kept one. build runs unlocked, as it may get other values.
-type sharedMemo struct {
-	mu sync.Mutex
-	m  map[string]any
-}
-
-func (m *sharedMemo) get(key string, build func() (any, error)) (any, error) {
-	m.mu.Lock()
-	v, ok := m.m[key]
-	m.mu.Unlock()
-	if ok {
-		return v, nil
-	}
-	v, err := build()
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old, ok := m.m[key]; ok {
-		return old, nil
-	}
-	if m.m == nil {
-		m.m = map[string]any{}
-	}
-	m.m[key] = v
-	return v, nil
-}
-
-// keyed builds each value once per key, as sharedMemo does by name, for
-// keys that are identities (a shared input's address) rather than names.
 // An error is not remembered: its message may name the caller's resource.
+// Keys are names (sharedMemo) or identities (a shared input's address).
 // The zero value is ready.
 type keyed[K comparable, V any] struct {
 	mu sync.Mutex
 	m  map[K]V
 }
+
+// sharedMemo is keyed by name, for values of any type.
+type sharedMemo = keyed[string, any]
 
 func (k *keyed[K, V]) get(key K, build func() (V, error)) (V, error) {
 	k.mu.Lock()
@@ -457,7 +431,8 @@ func (k *keyed[K, V]) get(key K, build func() (V, error)) (V, error) {
 	}
 	v, err := build()
 	if err != nil {
-		return v, err
+		var zero V
+		return zero, err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
