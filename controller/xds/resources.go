@@ -272,8 +272,13 @@ func hashOf(m proto.Message) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return hashBytes(b), nil
+}
+
+// hashBytes is a resource's hash from its deterministic encoding.
+func hashBytes(b []byte) string {
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
+	return hex.EncodeToString(sum[:])
 }
 
 // versionOf is the version of a list of resources: a hash of their names and
@@ -291,28 +296,21 @@ func versionOf[T named](items []T) (string, error) {
 // are, instead of marshalling every resource a second time (10k clusters and
 // a 6 MB listener).
 func encodeList[T named](items []T, keep bool) (version string, wires [][]byte, err error) {
-	es := make([]namedHash, len(items))
-	errs := make([]error, len(items))
 	if keep {
 		wires = make([][]byte, len(items))
 	}
-	parallel.ForEach(len(items), func(i int) {
-		es[i].name = items[i].GetName()
+	es, err := hashEach(items, func(i int) (string, error) {
 		b, err := deterministic.Marshal(items[i])
 		if err != nil {
-			errs[i] = err
-			return
+			return "", err
 		}
-		sum := sha256.Sum256(b)
-		es[i].hash = hex.EncodeToString(sum[:])
 		if keep {
 			wires[i] = b
 		}
+		return hashBytes(b), nil
 	})
-	for i, err := range errs {
-		if err != nil {
-			return "", nil, fmt.Errorf("%s: %w", es[i].name, err)
-		}
+	if err != nil {
+		return "", nil, err
 	}
 	return versionFrom(es), wires, nil
 }
@@ -323,11 +321,16 @@ type namedHash struct{ name, hash string }
 // hashAll hashes every item with hash (safe for concurrent use), on every
 // core: marshalling is the cost (10k clusters: a quarter of a drop's write).
 func hashAll[T named](items []T, hash func(proto.Message) (string, error)) ([]namedHash, error) {
+	return hashEach(items, func(i int) (string, error) { return hash(items[i]) })
+}
+
+// hashEach is hashAll with the hash of items[i] from hash(i), on every core.
+func hashEach[T named](items []T, hash func(i int) (string, error)) ([]namedHash, error) {
 	es := make([]namedHash, len(items))
 	errs := make([]error, len(items))
 	parallel.ForEach(len(items), func(i int) {
 		es[i].name = items[i].GetName()
-		es[i].hash, errs[i] = hash(items[i])
+		es[i].hash, errs[i] = hash(i)
 	})
 	for i, err := range errs {
 		if err != nil {
