@@ -3,6 +3,7 @@ package resource
 import (
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 
 	"go.yaml.in/yaml/v3"
@@ -107,7 +108,7 @@ func buildPlan(t reflect.Type, building map[reflect.Type]*decodePlan) *decodePla
 			if !f.IsExported() {
 				continue // the decoder skips them too
 			}
-			name, opts, _ := cutTag(f.Tag.Get("yaml"))
+			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 			if name == "-" {
 				continue
 			}
@@ -126,15 +127,6 @@ func buildPlan(t reflect.Type, building map[reflect.Type]*decodePlan) *decodePla
 		return unsupported() // interfaces, floats, arrays...
 	}
 	return p
-}
-
-func cutTag(tag string) (name, opts string, ok bool) {
-	for i := 0; i < len(tag); i++ {
-		if tag[i] == ',' {
-			return tag[:i], tag[i+1:], true
-		}
-	}
-	return tag, "", false
 }
 
 func lowerASCII(s string) string {
