@@ -13,8 +13,9 @@ GO="${GO:-go}"
 
 # What the comparisons measure with, from Debian; installed when missing and
 # we are root (as `make test` / .ci/run do): the load generators, iptables
-# and ip (the eBPF redirect against an iptables REDIRECT rule) and a C
-# compiler (the forward proxy's C reference module). A comparison whose
+# and ip (the eBPF redirect against an iptables REDIRECT rule), a C
+# compiler (the forward proxy's C reference module) and valgrind (the data
+# path's instruction counts). A comparison whose
 # piece is still missing says "not available: <why>" (and fails under CI=true).
 missing=""
 command -v wrk >/dev/null || missing="$missing wrk"
@@ -22,6 +23,7 @@ command -v h2load >/dev/null || missing="$missing nghttp2-client"
 command -v iptables >/dev/null || missing="$missing iptables"
 command -v ip >/dev/null || missing="$missing iproute2"
 command -v cc >/dev/null || missing="$missing gcc"
+command -v valgrind >/dev/null || missing="$missing valgrind"
 if [ -n "$missing" ]; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 		echo "bench: installing:$missing" >&2

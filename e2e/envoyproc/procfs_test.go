@@ -5,6 +5,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseStatTicks(t *testing.T) {
@@ -32,5 +33,41 @@ func TestInotifyInstancesCountsOwn(t *testing.T) {
 	}
 	if InotifyInstances(-1) != -1 {
 		t.Error("a missing process did not report -1")
+	}
+}
+
+func TestParseSchedstat(t *testing.T) {
+	got, err := ParseSchedstat("123456789 2000 17\n")
+	if err != nil || got != 123456789 {
+		t.Errorf("ns = %d, %v; want 123456789", got, err)
+	}
+	for _, bad := range []string{"", "x 1 2"} {
+		if _, err := ParseSchedstat(bad); err == nil {
+			t.Errorf("%q parsed without error", bad)
+		}
+	}
+}
+
+func TestCPUNanosGrowsWithOwnWork(t *testing.T) {
+	_, err := os.Stat("/proc/self/task")
+	testenv.Require(t, err == nil, "/proc/<pid>/task (procfs)")
+	before, err := CPUNanos(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spin for 50 ms of wall time: at least some of it is on CPU.
+	x := 0
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+		x++
+	}
+	after, err := CPUNanos(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < int64(10*time.Millisecond) {
+		t.Errorf("CPU ns grew by %d over a 50 ms spin (x=%d), want ≥ 10 ms", after-before, x)
+	}
+	if _, err := CPUNanos(-1); err == nil {
+		t.Error("a missing process gave no error")
 	}
 }

@@ -63,6 +63,9 @@ type dpConfig struct {
 	pin      bool
 	envoyCPU unix.CPUSet // set by runDataPath when pinning applies
 	pinned   bool
+	// instructions: whether and how to count Envoy's instructions per
+	// request under callgrind, after the timed runs.
+	instructions irConfig
 }
 
 // pinEnvoy moves a started Envoy onto its CPU when pinning applies.
@@ -78,11 +81,14 @@ type variantRun struct {
 	target  string
 	https   bool
 	envoy   *envoyproc.Proc
-	why     string // non-empty: no figures (failed: ..., else not available)
+	opts    envoyproc.Options // how envoy was started
+	why     string            // non-empty: no figures (failed: ..., else not available)
 	results []loadResult
 	round   []int     // the round of each result, to pair variants
 	cpu     []float64 // Envoy CPU seconds per run
 	errs    []string
+	ir      float64 // instructions per request under callgrind, 0: not counted
+	irWhy   string  // why ir is missing (failed: ..., else not available)
 }
 
 type pki struct {
@@ -158,18 +164,24 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 	}
 	var summary strings.Builder
 	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (c+p)/(b) throughput | target ≥ 0.97 | (d)/(c) throughput | target ≥ 0.95 | Envoy CPU/req (c)/(b) | (c+p)/(b) | (d)/(c) | noise floor: (b')/(b) throughput | Envoy CPU/req (b')/(b) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	var detail strings.Builder
+	var detail, sideBySide strings.Builder
+	var irRows []string
 	for _, p := range protos {
 		if ctx.Err() != nil {
 			break
 		}
 		fmt.Fprintf(os.Stderr, "bench: data path %s\n", p.key)
-		runs, cmds, extras, why := measureProto(ctx, cfg, p.key, p.upstream, certs)
+		runs, cmds, extras, sbs, why := measureProto(ctx, cfg, p.key, p.upstream, certs)
 		fmt.Fprintf(&detail, "### %s\n\n", p.name)
 		if why != "" {
 			fmt.Fprintf(&detail, "not available: %s\n\n", why)
 			fmt.Fprintf(&summary, "| %s | n/a | | n/a | | n/a | | n/a | n/a | n/a | n/a | n/a |\n", p.name)
+			fmt.Fprintf(&sideBySide, "| %s | n/a | | n/a | | n/a | | n/a | n/a | n/a | n/a | n/a | not available |\n", p.name)
 			continue
+		}
+		sideBySide.WriteString(sbsRow(p.name, sbs))
+		if ic := cfg.instructions; ic.valgrind != "" && (ic.protos == nil || ic.protos[p.key]) {
+			irRows = append(irRows, irRow(p.name, runs))
 		}
 		tcp := p.key == "tcp"
 		unit := "req/s"
@@ -229,19 +241,26 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			ratio(paired(byKey["b'"], byKey["b"], tcp)), ratio(pairedCPU(byKey["b'"], byKey["b"])))
 	}
 	md.WriteString(summary.String())
+	fmt.Fprintf(&md, "\n**Side by side.** The same Envoys again, two at a time: the two of a pair are loaded at once, each by its own client, both on the Envoy CPU, in %d round(s) of %s (the pairs' order rotating each round). "+
+		"Whatever the host does in those seconds it does to both, and the scheduler gives each half of the CPU, so each one's throughput is its half over its own cost per request: "+
+		"the ratio no longer carries the drift between runs that the table above does. Each cell is the median of per-round ratios, then the lowest–highest round; "+
+		"Envoy CPU/req is from the scheduler's per-thread clock (/proc/<pid>/task/*/schedstat, ns). (b')/(b) is this method's noise floor.\n\n", cfg.rounds, cfg.durations)
+	md.WriteString(sbsHeader)
+	md.WriteString(sideBySide.String())
 	md.WriteString("\n")
+	md.WriteString(irSection(cfg, irRows))
 	md.WriteString(detail.String())
 	return md.String()
 }
 
-func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs pki) ([]*variantRun, []string, []string, string) {
+func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs pki) ([]*variantRun, []string, []string, []sbsResult, string) {
 	cert, key := "", ""
 	if upKind == "https" {
 		cert, key = certs.certFile, certs.keyFile
 	}
 	up, err := startUpstream(upKind, cert, key)
 	if err != nil {
-		return nil, nil, nil, err.Error()
+		return nil, nil, nil, nil, err.Error()
 	}
 	defer up.stop()
 	upHost, upPortS, _ := net.SplitHostPort(up.addr)
@@ -276,7 +295,8 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 		if vi == vD && rc.FilterByHarness {
 			extras = append(extras, "this meshext render does not emit the Go filter, so meshext-bench inserted it into (d) before the router")
 		}
-		runs[vi].envoy, err = envoyproc.Start(envoyproc.Pinned(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env))
+		runs[vi].opts = envoyproc.Pinned(cfg.envoy, rc.ConfigPath, cfg.workDir, proto+"-"+variants[vi].key, rc.Env)
+		runs[vi].envoy, err = envoyproc.Start(runs[vi].opts)
 		if err == nil {
 			err = cfg.pinEnvoy(runs[vi].envoy)
 		}
@@ -333,10 +353,24 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			r.round = append(r.round, round)
 		}
 	}
+	sbs := measureSideBySide(ctx, cfg, proto, runs)
 	if d := runs[vD]; d.envoy != nil && len(d.results) > 0 {
 		extras = append(extras, "(d) filter decisions counted by Envoy: "+filterDecisions(d.envoy))
 	}
-	return runs, cmds, extras, ""
+	if ic := cfg.instructions; ic.valgrind != "" && (ic.protos == nil || ic.protos[proto]) {
+		for _, vi := range irVariants {
+			r := runs[vi]
+			if r.why != "" || r.envoy == nil || ctx.Err() != nil {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "bench: data path %s (%s) under callgrind\n", proto, variants[vi].key)
+			var err error
+			if r.ir, err = countInstructions(ctx, cfg, proto, r); err != nil {
+				r.irWhy = failed(fmt.Sprintf("data path %s (%s) under callgrind", proto, variants[vi].key), err)
+			}
+		}
+	}
+	return runs, cmds, extras, sbs, ""
 }
 
 // filterDecisions sums the plugin's counters, proof that (d) ran the filter.
@@ -386,7 +420,8 @@ func startHand(cfg dpConfig, r *variantRun, cmd *string, p handParams, name stri
 		r.why = err.Error()
 		return
 	}
-	if r.envoy, err = envoyproc.Start(envoyproc.Pinned(cfg.envoy, path, cfg.workDir, name, nil)); err == nil {
+	r.opts = envoyproc.Pinned(cfg.envoy, path, cfg.workDir, name, nil)
+	if r.envoy, err = envoyproc.Start(r.opts); err == nil {
 		err = cfg.pinEnvoy(r.envoy)
 	}
 	if err != nil {

@@ -151,8 +151,9 @@ func run(args []string) int {
 			envoy: o.envoy, wrk: lookPath("wrk"), h2load: lookPath("h2load"),
 			durations: o.durations, rounds: dataPathRounds(o.rounds, explicitRounds, quick), warmup: map[bool]time.Duration{false: time.Second, true: 0}[quick],
 			workDir: work, conns: conns, streams: 8,
-			render: renderer{meshext: o.meshext, cpbench: o.cpbench, plugin: o.plugin},
-			pin:    o.pin,
+			render:       renderer{meshext: o.meshext, cpbench: o.cpbench, plugin: o.plugin},
+			pin:          o.pin,
+			instructions: instructionsConfig(quick),
 		}))
 	}
 	if want["forwardproxy"] {
@@ -293,6 +294,19 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// instructionsConfig: full mode counts every protocol; quick mode, for CI,
+// only HTTP/1.1 with few requests (valgrind runs Envoy ~50x slower).
+func instructionsConfig(quick bool) irConfig {
+	ic := irConfig{valgrind: lookPath("valgrind"), control: lookPath("callgrind_control"), requests: 2000, warmup: 500}
+	if quick {
+		ic.requests, ic.warmup, ic.protos = 300, 100, map[string]bool{"http": true}
+	}
+	if ic.valgrind == "" || ic.control == "" {
+		ic.valgrind, ic.missing = "", "valgrind (apt-get install valgrind)"
+	}
+	return ic
 }
 
 // dataPathRounds is the data path's round count: what -rounds says, else 9

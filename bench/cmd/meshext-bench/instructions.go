@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshext/meshext/e2e/envoyproc"
+)
+
+// Throughput on a shared VM moves with the host; the instructions Envoy
+// executes per request do not. Under callgrind (valgrind's instruction
+// counter; this VM exposes no hardware counters to perf) each variant's
+// Envoy serves a fixed number of requests with counting switched on only
+// around them, so (c)/(b) in instructions is the configs' cost difference
+// alone, repeatable to a fraction of a percent. It leaves out the kernel's
+// share (the syscalls per request, equal between variants with the same
+// connection handling) and cache effects.
+
+// irConfig says whether and how to count; zero valgrind: not counted.
+type irConfig struct {
+	valgrind, control string // valgrind and callgrind_control
+	requests, warmup  int
+	protos            map[string]bool // nil: every protocol
+	missing           string          // why not counted, when valgrind is empty
+}
+
+// irVariants are the variants counted, in order.
+var irVariants = []int{vB, vC, vCP, vD}
+
+// countInstructions restarts r's Envoy (stopped first: the config binds
+// fixed ports) under callgrind and returns its instructions per request.
+func countInstructions(ctx context.Context, cfg dpConfig, proto string, r *variantRun) (float64, error) {
+	ic := cfg.instructions
+	r.envoy.Stop()
+	r.envoy = nil
+	o := r.opts
+	out := filepath.Join(cfg.workDir, o.Name+".callgrind")
+	o.Name += "-callgrind"
+	o.ReadyTimeout = 3 * time.Minute // Envoy starts ~50x slower under valgrind
+	o.StopTimeout = 30 * time.Second
+	bin := o.Bin
+	o.Cmd = func(c *exec.Cmd) {
+		c.Args = append([]string{ic.valgrind, "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=" + out, bin}, c.Args[1:]...)
+		c.Path = ic.valgrind
+	}
+	for _, f := range []string{out, out + ".1"} {
+		_ = os.Remove(f)
+	}
+	e, err := envoyproc.Start(o)
+	if err != nil {
+		return 0, err
+	}
+	defer e.Stop()
+	if err := cfg.pinEnvoy(e); err != nil {
+		return 0, err
+	}
+	spec := loadSpec{Proto: proto, Target: r.target, Conns: cfg.conns[proto], Streams: cfg.streams, WorkDir: cfg.workDir}
+	if err := fixedLoad(ctx, spec, cfg.h2load, ic.warmup); err != nil {
+		return 0, fmt.Errorf("warm-up: %w", err)
+	}
+	pid := strconv.Itoa(e.Pid())
+	control := func(args ...string) error {
+		c, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if b, err := exec.CommandContext(c, ic.control, append(args, pid)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("callgrind_control %s: %v: %s", strings.Join(args, " "), err, lastLines(string(b), 3))
+		}
+		return nil
+	}
+	if err := control("-i", "on"); err != nil {
+		return 0, err
+	}
+	if err := fixedLoad(ctx, spec, cfg.h2load, ic.requests); err != nil {
+		return 0, err
+	}
+	if err := control("-i", "off"); err != nil {
+		return 0, err
+	}
+	if err := control("-d"); err != nil {
+		return 0, err
+	}
+	ir, err := callgrindTotal(out + ".1")
+	if err != nil {
+		return 0, err
+	}
+	return float64(ir) / float64(ic.requests), nil
+}
+
+// callgrindTotal reads the "totals:" line of a callgrind dump (Ir only).
+func callgrindTotal(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return parseCallgrindTotals(f)
+}
+
+func parseCallgrindTotals(r io.Reader) (int64, error) {
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 64<<10), 1<<20)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "totals:"); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 {
+				break
+			}
+			return strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("callgrind dump without a totals line")
+}
+
+// fixedLoad sends exactly n requests (tcp: n echo round trips), all of
+// which must succeed.
+func fixedLoad(ctx context.Context, s loadSpec, h2load string, n int) error {
+	if s.Proto == "tcp" {
+		return tcpEchoCount(ctx, s.Target, s.Conns, tcpMessage, n)
+	}
+	args := []string{"-t1", fmt.Sprintf("-c%d", s.Conns), "-n", strconv.Itoa(n)}
+	url := "http://" + s.Target + "/"
+	switch s.Proto {
+	case "grpc":
+		body := filepath.Join(s.WorkDir, "grpc-health-check.bin")
+		if err := os.WriteFile(body, []byte{0, 0, 0, 0, 0}, 0o644); err != nil {
+			return err
+		}
+		args = append(args, fmt.Sprintf("-m%d", s.Streams), "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers")
+		url += "grpc.health.v1.Health/Check"
+	default:
+		args = append(args, "--h1")
+	}
+	c, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	b, err := exec.CommandContext(c, h2load, append(args, url)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("h2load: %v: %s", err, lastLines(string(b), 5))
+	}
+	res, err := parseH2load(string(b))
+	if err != nil {
+		return err
+	}
+	if res.Requests != int64(n) || res.Errors > 0 {
+		return fmt.Errorf("h2load: %d of %d requests succeeded, %d errors", res.Requests, n, res.Errors)
+	}
+	return nil
+}
+
+// tcpEchoCount makes exactly n echo round trips of size bytes over conns
+// connections.
+func tcpEchoCount(ctx context.Context, target string, conns, size, n int) error {
+	if conns > n {
+		conns = n
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i := 0; i < conns; i++ {
+		trips := n / conns
+		if i < n%conns {
+			trips++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", target, 30*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
+			out, in := make([]byte, size), make([]byte, size)
+			for k := 0; k < trips && ctx.Err() == nil; k++ {
+				if _, err := c.Write(out); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := io.ReadFull(c, in); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return fmt.Errorf("tcp echo: %w", err)
+	}
+	return ctx.Err()
+}
+
+// irSection is the Markdown of the instruction counts, one row per protocol.
+func irSection(cfg dpConfig, rows []string) string {
+	var b strings.Builder
+	b.WriteString("**Instructions per request (callgrind).** ")
+	if cfg.instructions.valgrind == "" {
+		fmt.Fprintf(&b, "%s\n\n", notAvailable("instruction counts", cfg.instructions.missing))
+		return b.String()
+	}
+	fmt.Fprintf(&b, "Each counted variant's Envoy again, alone, under `valgrind --tool=callgrind --instr-atstart=no` (the same config and pinning; this VM exposes no hardware counters): "+
+		"%d requests of warm-up, then counting switched on (`callgrind_control -i on`) for exactly %d requests (tcp: echo round trips) from h2load (`--h1` for HTTP/1.1) or the built-in echo client, then off and dumped. "+
+		"Instructions are those of every Envoy thread in user space (not the kernel's); they do not depend on the host's speed, so these ratios are the configs' own cost difference, repeatable to a fraction of a percent.\n\n",
+		cfg.instructions.warmup, cfg.instructions.requests)
+	b.WriteString("| protocol | (b) | (c) | (c+p) | (d) | (c)/(b) | (c+p)/(b) | (d)/(c) |\n|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		b.WriteString(r)
+	}
+	return b.String() + "\n"
+}
+
+// irRow is one protocol's row: instructions per request and the ratios.
+func irRow(name string, runs []*variantRun) string {
+	cell := func(vi int) string {
+		r := runs[vi]
+		switch {
+		case r.irWhy != "":
+			return whyCell(r.irWhy)
+		case r.ir == 0:
+			return "n/a"
+		}
+		return fmt.Sprintf("%.0f", r.ir)
+	}
+	rat := func(x, y int) string {
+		if runs[x].ir == 0 || runs[y].ir == 0 || runs[x].irWhy != "" || runs[y].irWhy != "" {
+			return "n/a"
+		}
+		return ratio(runs[x].ir / runs[y].ir)
+	}
+	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, cell(vB), cell(vC), cell(vCP), cell(vD), rat(vC, vB), rat(vCP, vB), rat(vD, vC))
+}
