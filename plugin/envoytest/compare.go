@@ -61,7 +61,12 @@ type CompareOptions struct {
 	// Wrk, when set, is the wrk binary generating load (one thread, one
 	// connection per Connections); otherwise a Go client does.
 	Wrk string
-	Log io.Writer // Envoy logs; nil = discard
+	// SideBySide adds, after the interleaved rounds, Rounds rounds in which
+	// the Go filter runs at the same time as the C reference (and as native
+	// RBAC): the two Envoys share the CPU, each driven by its own client, so
+	// the host's drift between rounds hits both alike (see Pairs).
+	SideBySide bool
+	Log        io.Writer // Envoy logs; nil = discard
 }
 
 // FlavorResult is one Envoy's share of a CompareRPS run.
@@ -100,6 +105,17 @@ type CompareResult struct {
 	// Pinned says Envoy had a CPU of its own (Options.Pin on 2+ CPUs).
 	Pinned  bool
 	Options CompareOptions
+	// Pairs are the side-by-side measurements (SideBySide only).
+	Pairs []PairResult
+}
+
+// PairResult is X against Y loaded at the same time on the same CPU, one
+// ratio X/Y per round.
+type PairResult struct {
+	X, Y     string
+	RPSRatio []float64 // X's throughput / Y's
+	CPURatio []float64 // X's Envoy CPU per request / Y's (scheduler ns)
+	Errors   int64     // failed or non-200 requests of both
 }
 
 // CompareRPS starts one HTTP upstream and two Envoys with the same
@@ -225,6 +241,13 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 			elapsed[i] += took
 		}
 	}
+	var pairs []PairResult
+	if o.SideBySide {
+		var err error
+		if pairs, err = sideBySide(ctx, envs, names, drive, o, nativeAt(o), crefAt(o)); err != nil {
+			return nil, err
+		}
+	}
 	for i := range rows {
 		rows[i].Name = names[i]
 		rows[i].RPS = float64(rows[i].Requests) / elapsed[i].Seconds()
@@ -232,7 +255,7 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 			rows[i].CPUPerRequest = cpu[i] / time.Duration(rows[i].Requests)
 		}
 	}
-	res := &CompareResult{Baseline: rows[0], Filter: rows[1], Options: o, Pinned: pinned}
+	res := &CompareResult{Baseline: rows[0], Filter: rows[1], Options: o, Pinned: pinned, Pairs: pairs}
 	res.MedianRatio = medianRatio(rows[1].RoundRPS, rows[0].RoundRPS)
 	next := 2
 	if o.WithNoop {
@@ -255,6 +278,83 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		res.CPUOverheadPct = float64(res.Filter.CPUPerRequest-res.Baseline.CPUPerRequest) / float64(res.Baseline.CPUPerRequest) * 100
 	}
 	return res, nil
+}
+
+// nativeAt and crefAt are the indexes CompareRPS gives those Envoys (-1:
+// not run): no filter, the Go filter, then the optional ones in order.
+func nativeAt(o CompareOptions) int {
+	if !o.WithNative {
+		return -1
+	}
+	if o.WithNoop {
+		return 3
+	}
+	return 2
+}
+
+func crefAt(o CompareOptions) int {
+	if o.CReferenceDir == "" {
+		return -1
+	}
+	i := 2
+	if o.WithNoop {
+		i++
+	}
+	if o.WithNative {
+		i++
+	}
+	return i
+}
+
+// sideBySide drives the Go filter (envs[1]) and each other Envoy given at
+// the same time for o.Round, o.Rounds times, alternating which pair goes
+// first.
+func sideBySide(ctx context.Context, envs []*Instance, names []string, drive func(string, time.Duration) (int64, int64, error), o CompareOptions, others ...int) ([]PairResult, error) {
+	var pairs []PairResult
+	var ys []int
+	for _, y := range others {
+		if y >= 0 {
+			ys = append(ys, y)
+			pairs = append(pairs, PairResult{X: names[1], Y: names[y]})
+		}
+	}
+	for r := 0; r < o.Rounds && ctx.Err() == nil; r++ {
+		for k := range ys {
+			p := (k + r) % len(ys)
+			xy := [2]*Instance{envs[1], envs[ys[p]]}
+			var ok, bad [2]int64
+			var errs [2]error
+			var ns0, ns1 [2]int64
+			for i, e := range xy {
+				ns0[i], _ = envoyproc.CPUNanos(e.PID())
+			}
+			var wg sync.WaitGroup
+			for i, e := range xy {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ok[i], bad[i], errs[i] = drive(e.Listener, o.Round)
+				}()
+			}
+			wg.Wait()
+			for i, e := range xy {
+				ns1[i], _ = envoyproc.CPUNanos(e.PID())
+				if errs[i] != nil {
+					return nil, errs[i]
+				}
+				if ok[i] == 0 {
+					return nil, fmt.Errorf("side by side: an Envoy completed no requests (%s and %s)", names[1], names[ys[p]])
+				}
+			}
+			pairs[p].Errors += bad[0] + bad[1]
+			// Both ran for the same o.Round, so requests compare as rates.
+			pairs[p].RPSRatio = append(pairs[p].RPSRatio, float64(ok[0])/float64(ok[1]))
+			if c0, c1 := ns1[0]-ns0[0], ns1[1]-ns0[1]; c0 > 0 && c1 > 0 {
+				pairs[p].CPURatio = append(pairs[p].CPURatio, (float64(c0)/float64(ok[0]))/(float64(c1)/float64(ok[1])))
+			}
+		}
+	}
+	return pairs, nil
 }
 
 // processCPU is a process's user+system CPU time (0 when unreadable).

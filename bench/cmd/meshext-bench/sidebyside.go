@@ -20,14 +20,17 @@ import (
 // request. Their ratio is then a throughput ratio from the same seconds.
 
 // sbsPairs are the ratios measured side by side, x/y, with their targets
-// (0: no target; (b')/(b) is the method's own noise floor).
+// (0: no target). (b')/(b) is the method's own noise floor. (d)/(c) has no
+// target here: a Go runtime in an Envoy that shares its CPU fares worse
+// than alone (its threads wake thousands of times a second on that CPU),
+// so side by side overstates (d)'s cost next to the interleaved table's.
 var sbsPairs = []struct {
 	x, y   int
 	target float64
 }{
 	{vC, vB, 0.97},
 	{vCP, vB, 0.97},
-	{vD, vC, 0.95},
+	{vD, vC, 0},
 	{vB2, vB, 0},
 }
 
@@ -129,27 +132,18 @@ func sbsCell(v []float64) string {
 	return fmt.Sprintf("%s (%.3f–%.3f)", ratio(medianF(v)), lo, hi)
 }
 
-// sbsRow is one protocol's row of the side-by-side table.
+// sbsRow is one protocol's row of the side-by-side table: throughput and
+// Envoy CPU/req of each pair, with a verdict where the pair has a target.
 func sbsRow(name string, res []sbsResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| %s |", name)
-	for i, p := range sbsPairs {
-		if p.target == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, " %s | %s |", sbsCell(res[i].thr), verdict(medianF(res[i].thr), p.target))
-	}
-	for i, p := range sbsPairs {
-		if p.target == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, " %s |", sbsCell(res[i].cpuReq))
-	}
 	var errs []string
 	for i, p := range sbsPairs {
-		if p.target == 0 {
-			fmt.Fprintf(&b, " %s | %s |", sbsCell(res[i].thr), sbsCell(res[i].cpuReq))
+		fmt.Fprintf(&b, " %s |", sbsCell(res[i].thr))
+		if p.target > 0 {
+			fmt.Fprintf(&b, " %s |", verdict(medianF(res[i].thr), p.target))
 		}
+		fmt.Fprintf(&b, " %s |", sbsCell(res[i].cpuReq))
 		for _, e := range res[i].errs {
 			errs = append(errs, fmt.Sprintf("(%s)/(%s): %s", variants[p.x].key, variants[p.y].key, oneLine(e)))
 		}
@@ -162,4 +156,4 @@ func sbsRow(name string, res []sbsResult) string {
 	return b.String() + "\n"
 }
 
-const sbsHeader = "| protocol | (c)/(b) throughput | target ≥ 0.97 | (c+p)/(b) throughput | target ≥ 0.97 | (d)/(c) throughput | target ≥ 0.95 | Envoy CPU/req (c)/(b) | (c+p)/(b) | (d)/(c) | noise floor: (b')/(b) throughput | Envoy CPU/req (b')/(b) | failed rounds |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+const sbsHeader = "| protocol | (c)/(b) throughput | target ≥ 0.97 | Envoy CPU/req (c)/(b) | (c+p)/(b) throughput | target ≥ 0.97 | Envoy CPU/req (c+p)/(b) | (d)/(c) throughput (Go runtime sharing the CPU) | Envoy CPU/req (d)/(c) | noise floor: (b')/(b) throughput | Envoy CPU/req (b')/(b) | failed rounds |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"

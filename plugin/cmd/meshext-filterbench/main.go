@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/meshext/meshext/e2e/testenv"
@@ -39,6 +40,7 @@ func main() {
 	flag.BoolVar(&o.WithNoop, "noop", false, "also measure the module's empty filter (cost of any Go module)")
 	flag.BoolVar(&o.Pin, "pin", true, "give Envoy the last CPU to itself and the load generator the others")
 	flag.StringVar(&o.Wrk, "wrk", defaultWrk(), "wrk binary for the load (empty: a Go client)")
+	flag.BoolVar(&o.SideBySide, "side-by-side", false, "also run the Go filter at the same time as the C reference and native RBAC (each pair sharing the CPU), -rounds rounds")
 	cref := flag.Bool("cref", false, "also measure a C module making the filter's calls into Envoy and nothing else (Envoy's own price for the behaviour; needs cc)")
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	flag.Parse()
@@ -65,7 +67,7 @@ func run(o envoytest.CompareOptions, cref, asJSON bool) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	budget := time.Duration(2*o.Rounds+1)*o.Round + 2*time.Minute
+	budget := time.Duration(4*o.Rounds+1)*o.Round + 2*time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	if cref {
@@ -120,7 +122,25 @@ func run(o envoytest.CompareOptions, cref, asJSON bool) error {
 		load = "wrk"
 	}
 	fmt.Printf("\nload: %s; Envoy on a CPU of its own: %v\n", load, res.Pinned)
+	for _, p := range res.Pairs {
+		fmt.Printf("side by side, %s / %s: req/s %s, Envoy CPU per request %s (median of %d rounds), %d errors\n",
+			p.X, p.Y, medianOf(p.RPSRatio), medianOf(p.CPURatio), len(p.RPSRatio), p.Errors)
+	}
 	return nil
+}
+
+// medianOf formats the median of v to three places ("n/a" when empty).
+func medianOf(v []float64) string {
+	if len(v) == 0 {
+		return "n/a"
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + m) / 2
+	}
+	return fmt.Sprintf("%.3f", m)
 }
 
 // defaultWrk is wrk from PATH, if installed.
