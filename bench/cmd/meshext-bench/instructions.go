@@ -182,16 +182,8 @@ func tcpEchoCount(ctx context.Context, target string, conns, size, n int) error 
 			}
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
-			out, in := make([]byte, size), make([]byte, size)
-			for k := 0; k < trips && ctx.Err() == nil; k++ {
-				if _, err := c.Write(out); err != nil {
-					errs <- err
-					return
-				}
-				if _, err := io.ReadFull(c, in); err != nil {
-					errs <- err
-					return
-				}
+			if _, err := echoTrips(ctx, c, size, func(k int64) bool { return k < int64(trips) }, nil); err != nil {
+				errs <- err
 			}
 		}()
 	}

@@ -257,30 +257,15 @@ func tcpEcho(ctx context.Context, target string, conns, size int, d time.Duratio
 			}
 			defer c.Close()
 			_ = c.SetDeadline(end.Add(10 * time.Second))
-			out := make([]byte, size)
-			in := make([]byte, size)
 			var mine []time.Duration
-			var n int64
-			for time.Now().Before(end) && ctx.Err() == nil {
-				t0 := time.Now()
-				if _, err := c.Write(out); err != nil {
-					firstErr <- err
-					mu.Lock()
-					errs++
-					mu.Unlock()
-					break
-				}
-				if _, err := io.ReadFull(c, in); err != nil {
-					firstErr <- err
-					mu.Lock()
-					errs++
-					mu.Unlock()
-					break
-				}
-				mine = append(mine, time.Since(t0))
-				n++
+			n, err := echoTrips(ctx, c, size, func(int64) bool { return time.Now().Before(end) }, &mine)
+			if err != nil {
+				firstErr <- err
 			}
 			mu.Lock()
+			if err != nil {
+				errs++
+			}
 			lat = append(lat, mine...)
 			total += n
 			mu.Unlock()
@@ -301,6 +286,27 @@ func tcpEcho(ctx context.Context, target string, conns, size int, d time.Duratio
 	r.MBps = float64(total) * float64(size) / elapsed.Seconds() / 1e6
 	r.P50, r.P99 = percentile(lat, 50), percentile(lat, 99)
 	return r, nil
+}
+
+// echoTrips sends size bytes on c and reads the echo back while more(trips
+// so far) holds, appending each round trip's latency to lat when non-nil.
+func echoTrips(ctx context.Context, c net.Conn, size int, more func(int64) bool, lat *[]time.Duration) (int64, error) {
+	out, in := make([]byte, size), make([]byte, size)
+	var n int64
+	for more(n) && ctx.Err() == nil {
+		t0 := time.Now()
+		if _, err := c.Write(out); err != nil {
+			return n, err
+		}
+		if _, err := io.ReadFull(c, in); err != nil {
+			return n, err
+		}
+		if lat != nil {
+			*lat = append(*lat, time.Since(t0))
+		}
+		n++
+	}
+	return n, nil
 }
 
 func lastLines(s string, n int) string {
