@@ -2,7 +2,6 @@ package xds
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -596,8 +595,8 @@ func toMessages[T proto.Message](items []T) []proto.Message {
 // one DiscoveryResponse with the resources packed as Any, one resource at a
 // time: a 10k-cluster CDS file is tens of MB, and building it as one
 // DiscoveryResponse of Anys costs a binary copy of every resource plus a
-// JSON buffer of the whole file. Each resource's JSON object gets its Any
-// "@type" first, which is how protojson prints an Any.
+// JSON buffer of the whole file. Each resource is printed by appendJSON
+// (jsonwire.go) as protojson prints an Any of it: "@type" first.
 func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Message) error {
 	head, err := protojson.Marshal(&discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL})
 	if err != nil {
@@ -618,33 +617,20 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 		if largeListener(items[i]) != nil {
 			return nil, nil // written chain by chain below
 		}
-		return protojson.Marshal(items[i])
+		return appendJSON(getJSONBuf(), items[i], anyTypePrefix+string(items[i].ProtoReflect().Descriptor().FullName()))
 	}, func(i int, body []byte) error {
-		it := items[i]
-		if l := largeListener(it); l != nil {
+		if l := largeListener(items[i]); l != nil {
 			err := writeLargeListenerJSON(w, sep, l)
 			sep = ","
 			return err
 		}
-		body = bytes.TrimLeft(body, " ")
-		if len(body) < 2 || body[0] != '{' {
-			return fmt.Errorf("protojson of %s is not an object", it.ProtoReflect().Descriptor().FullName())
-		}
-		typ, err := json.Marshal("type.googleapis.com/" + string(it.ProtoReflect().Descriptor().FullName()))
-		if err != nil {
+		if _, err := io.WriteString(w, sep); err != nil {
 			return err
 		}
-		rest := bytes.TrimLeft(body[1:], " ")
-		if rest[0] != '}' {
-			typ = append(typ, ',')
-		}
-		for _, part := range [][]byte{[]byte(sep), []byte(`{"@type":`), typ, rest} {
-			if _, err := w.Write(part); err != nil {
-				return err
-			}
-		}
+		_, err := w.Write(body)
+		putJSONBuf(body)
 		sep = ","
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
@@ -683,30 +669,29 @@ func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) err
 		}
 		return true
 	})
-	head, err := protojson.Marshal(shell)
+	head, err := appendJSON(nil, shell, anyTypePrefix+string(l.ProtoReflect().Descriptor().FullName()))
 	if err != nil {
 		return err
 	}
 	head = bytes.TrimSpace(head)
 	if len(head) < 2 || head[0] != '{' || head[len(head)-1] != '}' {
-		return fmt.Errorf("protojson of listener %s is not an object", l.Name)
+		return fmt.Errorf("JSON of listener %s is not an object", l.Name)
 	}
-	open := sep + `{"@type":"type.googleapis.com/` + string(l.ProtoReflect().Descriptor().FullName()) + `"`
-	if inner := bytes.TrimSpace(head[1 : len(head)-1]); len(inner) > 0 {
-		open += "," + string(inner)
-	}
+	// The object has "@type" at least: the chains follow a comma.
+	open := sep + string(head[:len(head)-1])
 	if _, err := io.WriteString(w, open+`,"filterChains":[`); err != nil {
 		return err
 	}
 	err = marshalInChunks(len(l.FilterChains), func(i int) ([]byte, error) {
-		return protojson.Marshal(l.FilterChains[i])
+		return appendJSON(getJSONBuf(), l.FilterChains[i], "")
 	}, func(i int, chain []byte) error {
 		if i > 0 {
 			if _, err := io.WriteString(w, ","); err != nil {
 				return err
 			}
 		}
-		_, err := w.Write(bytes.TrimSpace(chain))
+		_, err := w.Write(chain)
+		putJSONBuf(chain)
 		return err
 	})
 	if err != nil {
@@ -717,7 +702,7 @@ func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) err
 }
 
 // marshalInChunks marshals items 0..n-1 a chunk at a time on every core
-// and hands each to write in order: protojson is most of a large drop's CPU
+// and hands each to write in order: JSON is most of a large drop's CPU
 // (10k clusters: 16 MB), and memory holds one chunk's JSON, not the file's.
 func marshalInChunks(n int, marshal func(i int) ([]byte, error), write func(i int, b []byte) error) error {
 	const chunk = 256
@@ -737,6 +722,18 @@ func marshalInChunks(n int, marshal func(i int) ([]byte, error), write func(i in
 		}
 	}
 	return nil
+}
+
+// jsonBufs are the items' JSON buffers, reused from one item to the next.
+var jsonBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+func getJSONBuf() []byte { return (*jsonBufs.Get().(*[]byte))[:0] }
+
+func putJSONBuf(b []byte) {
+	if cap(b) > 1<<20 {
+		return // a rare huge item: let it go rather than pin it
+	}
+	jsonBufs.Put(&b)
 }
 
 // filterChainsField is Listener.filter_chains' field number.
