@@ -8,6 +8,9 @@ import "google.golang.org/protobuf/proto"
 // AppendJSON is appendJSON.
 var AppendJSON = appendJSON
 
+// AppendJSONWire is appendJSONWire.
+var AppendJSONWire = appendJSONWire
+
 // JSONFallbacks is how many items appendJSON left to protojson so far.
 func JSONFallbacks() int64 { return jsonFallbacks.Load() }
 
@@ -17,3 +20,6 @@ func JSONFixtures() []proto.Message {
 	return []proto.Message{c, testCluster("svc-b", 10), withCASecret(testCluster("svc-c", 11), "ca-c", nil),
 		testListener("out-a", "svc-a", "a"), caSecret("ca-a", []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))}
 }
+
+// WriteDiscoveryJSON is writeDiscoveryJSON.
+var WriteDiscoveryJSON = writeDiscoveryJSON

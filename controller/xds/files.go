@@ -19,6 +19,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -463,13 +464,12 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %w", node, err)
 	}
-	// The binary format writes the encodings the versions are hashed from.
-	keep := w.Format == FormatProto
+	// Both formats write from the encodings the versions are hashed from.
 	var cdsWires, ldsWires [][]byte
-	if next.cdsVersion, cdsWires, err = encodeList(res.Clusters, keep); err != nil {
+	if next.cdsVersion, cdsWires, err = encodeList(res.Clusters); err != nil {
 		return nil, err
 	}
-	if next.ldsVersion, ldsWires, err = encodeList(res.Listeners, keep); err != nil {
+	if next.ldsVersion, ldsWires, err = encodeList(res.Listeners); err != nil {
 		return nil, err
 	}
 
@@ -596,8 +596,10 @@ func toMessages[T proto.Message](items []T) []proto.Message {
 // time: a 10k-cluster CDS file is tens of MB, and building it as one
 // DiscoveryResponse of Anys costs a binary copy of every resource plus a
 // JSON buffer of the whole file. Each resource is printed by appendJSON
-// (jsonwire.go) as protojson prints an Any of it: "@type" first.
-func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Message) error {
+// (jsonwire.go) as protojson prints an Any of it: "@type" first; wires,
+// when not nil, are the items' deterministic wire forms (encodeList),
+// which it reads instead of marshalling again.
+func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Message, wires [][]byte) error {
 	head, err := protojson.Marshal(&discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL})
 	if err != nil {
 		return err
@@ -617,10 +619,18 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 		if largeListener(items[i]) != nil {
 			return nil, nil // written chain by chain below
 		}
-		return appendJSON(getJSONBuf(), items[i], anyTypePrefix+string(items[i].ProtoReflect().Descriptor().FullName()))
+		url := anyTypePrefix + string(items[i].ProtoReflect().Descriptor().FullName())
+		if wires != nil {
+			return appendJSONWire(getJSONBuf(), items[i], wires[i], url)
+		}
+		return appendJSON(getJSONBuf(), items[i], url)
 	}, func(i int, body []byte) error {
 		if l := largeListener(items[i]); l != nil {
-			err := writeLargeListenerJSON(w, sep, l)
+			var wire []byte
+			if wires != nil {
+				wire = wires[i]
+			}
+			err := writeLargeListenerJSON(w, sep, l, wire)
 			sep = ","
 			return err
 		}
@@ -657,9 +667,10 @@ func largeListener(m proto.Message) *listenerv3.Listener {
 }
 
 // writeLargeListenerJSON writes sep and l as an Any's JSON object: "@type",
-// l's fields other than the chains, then the chains, marshalled a chunk at
-// a time on every core (JSON field order means nothing to Envoy's parser).
-func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) error {
+// l's fields other than the chains, then the chains, printed a chunk at a
+// time on every core (JSON field order means nothing to Envoy's parser).
+// wire is l's deterministic wire form, or nil.
+func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener, wire []byte) error {
 	// A shallow copy without the chains: its fields alias l's, read only.
 	shell := &listenerv3.Listener{}
 	dst := shell.ProtoReflect()
@@ -669,7 +680,33 @@ func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) err
 		}
 		return true
 	})
-	head, err := appendJSON(nil, shell, anyTypePrefix+string(l.ProtoReflect().Descriptor().FullName()))
+	// The chains' encodings are the filter_chains records of l's, in order;
+	// the shell's are the other records.
+	var shellWire []byte
+	var chainWires [][]byte
+	for b := wire; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		m := protowire.ConsumeFieldValue(num, typ, b[max(n, 0):])
+		if n < 0 || m < 0 {
+			return fmt.Errorf("listener %s: %v", l.Name, protowire.ParseError(min(n, m)))
+		}
+		if num == filterChainsField && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[n:])
+			chainWires = append(chainWires, v)
+		} else {
+			shellWire = append(shellWire, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	var head []byte
+	var err error
+	url := anyTypePrefix + string(l.ProtoReflect().Descriptor().FullName())
+	if wire == nil || len(chainWires) != len(l.FilterChains) {
+		chainWires = nil
+		head, err = appendJSON(nil, shell, url)
+	} else {
+		head, err = appendJSONWire(nil, shell, shellWire, url)
+	}
 	if err != nil {
 		return err
 	}
@@ -683,6 +720,9 @@ func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) err
 		return err
 	}
 	err = marshalInChunks(len(l.FilterChains), func(i int) ([]byte, error) {
+		if chainWires != nil {
+			return appendJSONWire(getJSONBuf(), l.FilterChains[i], chainWires[i], "")
+		}
 		return appendJSON(getJSONBuf(), l.FilterChains[i], "")
 	}, func(i int, chain []byte) error {
 		if i > 0 {

@@ -74,7 +74,7 @@ func (f Format) fileName(name string) string { return names.PathElement(name) + 
 // binary format packs as they are.
 func writeDiscovery(w io.Writer, f Format, version, typeURL string, items []proto.Message, wires [][]byte) error {
 	if f != FormatProto {
-		return writeDiscoveryJSON(w, version, typeURL, items)
+		return writeDiscoveryJSON(w, version, typeURL, items, wires)
 	}
 	return writeDiscoveryProto(w, version, typeURL, items, wires)
 }

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -9,12 +10,12 @@ import (
 	"math/bits"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -22,58 +23,72 @@ import (
 
 // A JSON encoder for the drop files that prints what protojson prints
 // (same names, same well-known-type forms, same omitted defaults), compact
-// and deterministic (map keys sorted). protojson is most of a 10k-service
-// JSON drop's cost: per field it goes through a generic encoder with
-// sorting and a closure per value. Here each message type gets a plan once
-// (its fields' quoted JSON names), and values go straight into one buffer.
+// and deterministic (map keys sorted). protojson was most of a 10k-service
+// JSON drop's cost: it walks every field through protoreflect and a generic
+// encoder, and decodes each Any's bytes into a new message first. This one
+// reads the deterministic binary form the version hashes are made of, with
+// a plan per message type made once (field number -> quoted JSON name and
+// kind), so an Any's payload is printed straight from its bytes.
 //
-// Safety net: anything outside what this file handles (a proto2 or editions
-// message, an extension, invalid UTF-8, an out-of-range Duration, an Any it
-// cannot resolve...) makes the whole item go through protojson instead, so
-// the output is protojson's or an equivalent of it, never something else;
-// jsonwire_test.go checks the equivalence on the rendered configs and by
-// fuzzing. The rare well-known types (Timestamp, Struct, Value, ListValue,
-// FieldMask) are printed by protojson itself, one sub-message at a time.
+// Safety net: anything outside what this file handles makes the whole item
+// go through protojson instead, so the output is protojson's or the same
+// JSON value, never another: a proto2 or editions message or one with
+// extensions, invalid UTF-8, an out-of-range Duration, an Any it cannot
+// resolve, and the binary forms a marshaller never writes but Any bytes
+// could hold (a field twice, two members of a oneof, a list in two runs,
+// a known field of the wrong wire type). The rare well-known types
+// (Timestamp, Struct, Value, ListValue, FieldMask) are decoded and printed
+// by protojson itself. jsonwire_test.go checks the equivalence on the
+// rendered configs and by fuzzing.
 
 // errJSONFallback says an item needs protojson.
 var errJSONFallback = errors.New("message needs protojson")
 
+// jsonFallbacks counts the items printed by protojson (tests: the rendered
+// configs need none).
+var jsonFallbacks atomic.Int64
+
 // appendJSON appends protojson's form of m to b, or, with typeURL set, that
-// of an Any of m with that type URL ("@type" first, then m's fields, or
-// "value" for a well-known type, as protojson prints an Any).
+// of an Any of m with that type URL ("@type" first, then m's fields, as
+// protojson prints an Any).
 func appendJSON(b []byte, m proto.Message, typeURL string) ([]byte, error) {
-	start := len(b)
+	wire, err := deterministic.Marshal(m)
+	if err != nil {
+		return appendProtojson(b, m, typeURL)
+	}
+	return appendJSONWire(b, m, wire, typeURL)
+}
+
+// appendJSONWire is appendJSON given wire, m's deterministic binary form.
+func appendJSONWire(b []byte, m proto.Message, wire []byte, typeURL string) ([]byte, error) {
 	e := jsonEnc{b: b}
-	err := e.message(planOf(m.ProtoReflect().Descriptor()), m.ProtoReflect(), typeURL)
-	if err == nil {
+	if err := e.message(planOf(m.ProtoReflect().Descriptor()), wire, typeURL); err == nil {
 		return e.b, nil
 	}
-	b = e.b[:start]
+	return appendProtojson(b, m, typeURL)
+}
+
+// appendProtojson is the fallback: protojson's output, made an Any's as
+// this writer did before it had its own encoder (same output and errors).
+func appendProtojson(b []byte, m proto.Message, typeURL string) ([]byte, error) {
 	jsonFallbacks.Add(1)
 	body, err := protojson.Marshal(m)
 	if err != nil || typeURL == "" {
 		return append(b, body...), err
 	}
-	// The item as an Any, the way this writer always spliced it: its
-	// object with "@type" first (same output and errors as before).
 	body = bytes.TrimLeft(body, " ")
 	if len(body) < 2 || body[0] != '{' {
 		return b, fmt.Errorf("protojson of %s is not an object", m.ProtoReflect().Descriptor().FullName())
 	}
-	e = jsonEnc{b: append(b, `{"@type":`...)}
+	e := jsonEnc{b: append(b, `{"@type":`...)}
 	if err := e.str(typeURL); err != nil {
 		return b, err
 	}
-	b = e.b
 	if rest := bytes.TrimLeft(body[1:], " "); rest[0] != '}' {
-		b = append(b, ',')
+		e.b = append(e.b, ',')
 	}
-	return append(b, body[1:]...), nil
+	return append(e.b, body[1:]...), nil
 }
-
-// jsonFallbacks counts the items printed by protojson (tests: the rendered
-// configs need none).
-var jsonFallbacks atomic.Int64
 
 // wktKind is how a message type is printed.
 type wktKind uint8
@@ -83,17 +98,38 @@ const (
 	anyMessage
 	durationMessage
 	wrapperMessage // BoolValue, UInt32Value...: the bare value
-	// byProtojson: Timestamp, Struct, Value, ListValue, FieldMask (rare in
-	// our configs), and any message not of proto3 syntax (proto2 required
-	// fields, groups, editions features: none in Envoy's API).
+	// byProtojson: decoded and printed by protojson. Timestamp, Struct,
+	// Value, ListValue, FieldMask (rare in our configs), and any message
+	// not of proto3 syntax or with extensions (proto2 required fields,
+	// groups, editions features: none in Envoy's API).
 	byProtojson
 )
 
 // msgPlan is what is known of a message type before printing one.
 type msgPlan struct {
-	kind wktKind
-	// names are the fields' `"jsonName":`, by field index.
-	names [][]byte
+	kind   wktKind
+	wkt    bool // a google.protobuf well-known type ("value" in an Any)
+	md     protoreflect.MessageDescriptor
+	fields []fieldPlan
+	// byNum[n] is 1 + the index in fields of field number n (0: unknown);
+	// numbers past it are looked up in the descriptor.
+	byNum   []int32
+	oneofs  int
+	mapLike bool // a map entry: every field may repeat (last wins)
+}
+
+// fieldPlan is one field's part of a plan.
+type fieldPlan struct {
+	name  []byte // `"jsonName":`
+	fd    protoreflect.FieldDescriptor
+	kind  protoreflect.Kind
+	wire  protowire.Type // of one element
+	index int
+	oneof int // 1 + index of its (non-synthetic) oneof, or 0
+	// implicit: proto3 presence, a zero value is not printed.
+	list, isMap, implicit, packable bool
+	key, val                        *fieldPlan // a map's entry fields
+	sub                             atomic.Pointer[msgPlan]
 }
 
 var plans sync.Map // protoreflect.MessageDescriptor -> *msgPlan
@@ -102,8 +138,9 @@ func planOf(md protoreflect.MessageDescriptor) *msgPlan {
 	if p, ok := plans.Load(md); ok {
 		return p.(*msgPlan)
 	}
-	p := &msgPlan{}
+	p := &msgPlan{md: md}
 	if md.FullName().Parent() == "google.protobuf" {
+		p.wkt = true
 		switch md.Name() {
 		case "Any":
 			p.kind = anyMessage
@@ -114,58 +151,147 @@ func planOf(md protoreflect.MessageDescriptor) *msgPlan {
 			p.kind = wrapperMessage
 		case "Timestamp", "Struct", "Value", "ListValue", "FieldMask":
 			p.kind = byProtojson
+		default:
+			p.wkt = false // Empty and the descriptor types print as messages
 		}
 	}
-	if md.ParentFile().Syntax() != protoreflect.Proto3 {
+	if md.ParentFile().Syntax() != protoreflect.Proto3 || md.ExtensionRanges().Len() > 0 {
 		p.kind = byProtojson
 	}
+	p.mapLike = md.IsMapEntry()
+	p.oneofs = md.Oneofs().Len()
 	fields := md.Fields()
-	p.names = make([][]byte, fields.Len())
-	for i := range p.names {
+	p.fields = make([]fieldPlan, fields.Len())
+	for i := range p.fields {
+		fd := fields.Get(i)
+		fp := &p.fields[i]
+		fp.fd, fp.kind, fp.index = fd, fd.Kind(), i
 		e := jsonEnc{}
-		if e.str(fields.Get(i).JSONName()) != nil {
+		if e.str(fd.JSONName()) != nil {
 			p.kind = byProtojson // not UTF-8: protojson's error
 		}
-		p.names[i] = append(e.b, ':')
+		fp.name = append(e.b, ':')
+		fp.wire = wireType(fd.Kind())
+		fp.list, fp.isMap = fd.IsList(), fd.IsMap()
+		fp.implicit = !fd.HasPresence() && !fp.list && !fp.isMap
+		fp.packable = fp.list && fp.wire != protowire.BytesType
+		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
+			fp.oneof = od.Index() + 1
+		}
+		if fp.isMap {
+			// The entry's fields, printed by the entry's own plan.
+			entry := planOf(fd.Message())
+			fp.key, fp.val = &entry.fields[0], &entry.fields[1]
+		}
+		if fp.kind == protoreflect.GroupKind {
+			p.kind = byProtojson
+		}
+		if n := int(fd.Number()); n < 1024 {
+			if n >= len(p.byNum) {
+				p.byNum = append(p.byNum, make([]int32, n+1-len(p.byNum))...)
+			}
+			p.byNum[n] = int32(i + 1)
+		}
 	}
 	got, _ := plans.LoadOrStore(md, p)
 	return got.(*msgPlan)
 }
 
-type jsonEnc struct{ b []byte }
-
-// message prints m; typeURL, when set, makes it an Any's content.
-func (e *jsonEnc) message(p *msgPlan, m protoreflect.Message, typeURL string) error {
-	if typeURL != "" && p.kind != plainMessage {
-		if p.kind == byProtojson && m.Descriptor().FullName().Parent() != "google.protobuf" {
-			return errJSONFallback // a proto2 message inside an Any: its fields go inline
+// field is the plan of field number n, or nil for an unknown field.
+func (p *msgPlan) field(n protowire.Number) *fieldPlan {
+	if int(n) < len(p.byNum) {
+		if i := p.byNum[n]; i > 0 {
+			return &p.fields[i-1]
 		}
-		e.b = append(e.b, `{"@type":`...)
-		if err := e.str(typeURL); err != nil {
-			return err
-		}
-		e.b = append(e.b, `,"value":`...)
-		if err := e.message(p, m, ""); err != nil {
-			return err
-		}
-		e.b = append(e.b, '}')
 		return nil
 	}
-	switch p.kind {
-	case anyMessage:
-		return e.anyMsg(m)
-	case durationMessage:
-		return e.duration(m)
-	case wrapperMessage:
-		fd := m.Descriptor().Fields().ByNumber(1)
-		return e.singular(fd, m.Get(fd))
-	case byProtojson:
-		var err error
-		e.b, err = protojson.MarshalOptions{}.MarshalAppend(e.b, m.Interface())
-		if err != nil {
-			return errJSONFallback
+	if fd := p.md.Fields().ByNumber(n); fd != nil {
+		return &p.fields[fd.Index()]
+	}
+	return nil
+}
+
+// msg is the plan of a message-kind field's type.
+func (fp *fieldPlan) msg() *msgPlan {
+	if p := fp.sub.Load(); p != nil {
+		return p
+	}
+	p := planOf(fp.fd.Message())
+	fp.sub.Store(p)
+	return p
+}
+
+func wireType(k protoreflect.Kind) protowire.Type {
+	switch k {
+	case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
+		return protowire.Fixed32Type
+	case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
+		return protowire.Fixed64Type
+	case protoreflect.StringKind, protoreflect.BytesKind, protoreflect.MessageKind:
+		return protowire.BytesType
+	case protoreflect.GroupKind:
+		return protowire.StartGroupType
+	}
+	return protowire.VarintType
+}
+
+type jsonEnc struct{ b []byte }
+
+// seenSet marks the fields (or oneofs) of one message met so far.
+type seenSet struct {
+	small [2]uint64
+	big   []bool
+}
+
+func newSeen(n int) seenSet {
+	if n > 128 {
+		return seenSet{big: make([]bool, n)}
+	}
+	return seenSet{}
+}
+
+// add marks i and says whether it was marked already.
+func (s *seenSet) add(i int) bool {
+	if s.big != nil {
+		was := s.big[i]
+		s.big[i] = true
+		return was
+	}
+	w, bit := &s.small[i/64], uint64(1)<<(i%64)
+	was := *w&bit != 0
+	*w |= bit
+	return was
+}
+
+// message prints the message of plan p encoded in b; typeURL, when set,
+// makes it an Any's content.
+func (e *jsonEnc) message(p *msgPlan, b []byte, typeURL string) error {
+	if p.kind != plainMessage {
+		if typeURL != "" {
+			if !p.wkt {
+				return errJSONFallback // a proto2 message in an Any: its fields go inline
+			}
+			e.b = append(e.b, `{"@type":`...)
+			if err := e.str(typeURL); err != nil {
+				return err
+			}
+			e.b = append(e.b, `,"value":`...)
+			if err := e.message(p, b, ""); err != nil {
+				return err
+			}
+			e.b = append(e.b, '}')
+			return nil
 		}
-		return nil
+		switch p.kind {
+		case anyMessage:
+			return e.anyMsg(p, b)
+		case durationMessage:
+			return e.duration(p, b)
+		case wrapperMessage:
+			return e.wrapper(p, b)
+		default:
+			return e.byProtojson(p, b)
+		}
 	}
 	e.b = append(e.b, '{')
 	first := true
@@ -176,146 +302,391 @@ func (e *jsonEnc) message(p *msgPlan, m protoreflect.Message, typeURL string) er
 		}
 		first = false
 	}
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.IsExtension() {
-			err = errJSONFallback
-			return false
+	seen, oneofs := newSeen(len(p.fields)), newSeen(p.oneofs)
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errJSONFallback
+		}
+		b = b[n:]
+		fp := p.field(num)
+		if fp == nil {
+			// Unknown: protojson leaves it out.
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return errJSONFallback
+			}
+			b = b[n:]
+			continue
+		}
+		if seen.add(fp.index) || (fp.oneof > 0 && oneofs.add(fp.oneof-1)) {
+			return errJSONFallback // last-wins or merge: protojson decides
+		}
+		mark := len(e.b)
+		if !first {
+			e.b = append(e.b, ',')
+		}
+		e.b = append(e.b, fp.name...)
+		var wrote bool
+		var err error
+		switch {
+		case fp.isMap:
+			b, err = e.mapRun(fp, num, typ, b)
+			wrote = true
+		case fp.list:
+			b, wrote, err = e.listRun(fp, num, typ, b)
+		case typ != fp.wire:
+			return errJSONFallback
+		default:
+			b, wrote, err = e.value(fp, typ, b, fp.implicit)
+		}
+		if err != nil {
+			return err
+		}
+		if wrote {
+			first = false
+		} else {
+			e.b = e.b[:mark]
+		}
+	}
+	e.b = append(e.b, '}')
+	return nil
+}
+
+// nextSame consumes the tag at the start of b if it is field num's.
+func nextSame(b []byte, num protowire.Number) ([]byte, protowire.Type, bool) {
+	if len(b) == 0 {
+		return b, 0, false
+	}
+	n2, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || n2 != num {
+		return b, 0, false
+	}
+	return b[n:], typ, true
+}
+
+// listRun prints a repeated field's run of elements (packed or not) that
+// starts with a value of type typ at b; wrote is false for no element.
+func (e *jsonEnc) listRun(fp *fieldPlan, num protowire.Number, typ protowire.Type, b []byte) (rest []byte, wrote bool, err error) {
+	e.b = append(e.b, '[')
+	count := 0
+	for {
+		switch {
+		case typ == protowire.BytesType && fp.packable:
+			payload, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return b, false, errJSONFallback
+			}
+			b = b[n:]
+			for len(payload) > 0 {
+				if count > 0 {
+					e.b = append(e.b, ',')
+				}
+				if payload, _, err = e.value(fp, fp.wire, payload, false); err != nil {
+					return b, false, err
+				}
+				count++
+			}
+		case typ == fp.wire:
+			if count > 0 {
+				e.b = append(e.b, ',')
+			}
+			if b, _, err = e.value(fp, typ, b, false); err != nil {
+				return b, false, err
+			}
+			count++
+		default:
+			return b, false, errJSONFallback
+		}
+		var more bool
+		if b, typ, more = nextSame(b, num); !more {
+			break
+		}
+	}
+	e.b = append(e.b, ']')
+	return b, count > 0, nil
+}
+
+// mapEntry is one map entry met: its key and its value's encoding.
+type mapEntry struct {
+	s      string
+	i      int64
+	u      uint64
+	valTyp protowire.Type
+	val    []byte // nil: absent (the zero value)
+}
+
+// mapRun prints a map field's run of entries, sorted by key as protojson
+// does (false before true, numbers by value, strings by bytes), the last
+// of equal keys winning as in decoding.
+func (e *jsonEnc) mapRun(fp *fieldPlan, num protowire.Number, typ protowire.Type, b []byte) ([]byte, error) {
+	var entries []mapEntry
+	for {
+		if typ != protowire.BytesType {
+			return b, errJSONFallback
+		}
+		entry, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return b, errJSONFallback
+		}
+		b = b[n:]
+		me, err := e.mapEntry(fp, entry)
+		if err != nil {
+			return b, err
+		}
+		entries = append(entries, me)
+		var more bool
+		if b, typ, more = nextSame(b, num); !more {
+			break
+		}
+	}
+	var compare func(a, b mapEntry) int
+	switch fp.key.kind {
+	case protoreflect.StringKind:
+		compare = func(a, b mapEntry) int { return cmp.Compare(a.s, b.s) }
+	case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind,
+		protoreflect.Sfixed32Kind, protoreflect.Sfixed64Kind:
+		compare = func(a, b mapEntry) int { return cmp.Compare(a.i, b.i) }
+	default: // unsigned, and bool as 0 or 1
+		compare = func(a, b mapEntry) int { return cmp.Compare(a.u, b.u) }
+	}
+	slices.SortStableFunc(entries, compare)
+	e.b = append(e.b, '{')
+	first := true
+	for i, me := range entries {
+		if i+1 < len(entries) && compare(me, entries[i+1]) == 0 {
+			continue // a later entry of the key replaces it
 		}
 		if !first {
 			e.b = append(e.b, ',')
 		}
 		first = false
-		e.b = append(e.b, p.names[fd.Index()]...)
-		switch {
-		case fd.IsList():
-			err = e.list(fd, v.List())
-		case fd.IsMap():
-			err = e.mapping(fd, v.Map())
+		switch fp.key.kind {
+		case protoreflect.StringKind:
+			if err := e.str(me.s); err != nil {
+				return b, err
+			}
+		case protoreflect.BoolKind:
+			e.b = append(strconv.AppendBool(append(e.b, '"'), me.u != 0), '"')
+		case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind,
+			protoreflect.Sfixed32Kind, protoreflect.Sfixed64Kind:
+			e.b = append(strconv.AppendInt(append(e.b, '"'), me.i, 10), '"')
 		default:
-			err = e.singular(fd, v)
-		}
-		return err == nil
-	})
-	if err != nil {
-		return err
-	}
-	e.b = append(e.b, '}')
-	return nil
-}
-
-func (e *jsonEnc) list(fd protoreflect.FieldDescriptor, l protoreflect.List) error {
-	e.b = append(e.b, '[')
-	for i := range l.Len() {
-		if i > 0 {
-			e.b = append(e.b, ',')
-		}
-		if err := e.singular(fd, l.Get(i)); err != nil {
-			return err
-		}
-	}
-	e.b = append(e.b, ']')
-	return nil
-}
-
-// mapping prints a map with its keys in protojson's order: false before
-// true, integers by value, strings by bytes.
-func (e *jsonEnc) mapping(fd protoreflect.FieldDescriptor, mp protoreflect.Map) error {
-	keys := make([]protoreflect.MapKey, 0, mp.Len())
-	mp.Range(func(k protoreflect.MapKey, _ protoreflect.Value) bool {
-		keys = append(keys, k)
-		return true
-	})
-	switch fd.MapKey().Kind() {
-	case protoreflect.StringKind:
-		slices.SortFunc(keys, func(a, b protoreflect.MapKey) int { return strings.Compare(a.String(), b.String()) })
-	case protoreflect.BoolKind:
-		slices.SortFunc(keys, func(a, b protoreflect.MapKey) int {
-			if a.Bool() == b.Bool() {
-				return 0
-			}
-			if !a.Bool() {
-				return -1
-			}
-			return 1
-		})
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		slices.SortFunc(keys, func(a, b protoreflect.MapKey) int { return cmpOrdered(a.Uint(), b.Uint()) })
-	default:
-		slices.SortFunc(keys, func(a, b protoreflect.MapKey) int { return cmpOrdered(a.Int(), b.Int()) })
-	}
-	vfd := fd.MapValue()
-	e.b = append(e.b, '{')
-	for i, k := range keys {
-		if i > 0 {
-			e.b = append(e.b, ',')
-		}
-		if err := e.str(k.String()); err != nil {
-			return err
+			e.b = append(strconv.AppendUint(append(e.b, '"'), me.u, 10), '"')
 		}
 		e.b = append(e.b, ':')
-		if err := e.singular(vfd, mp.Get(k)); err != nil {
-			return err
+		val, typ := me.val, me.valTyp
+		if val == nil {
+			val, typ = zeroWire[fp.val.wire], fp.val.wire
+		}
+		if _, _, err := e.value(fp.val, typ, val, false); err != nil {
+			return b, err
 		}
 	}
 	e.b = append(e.b, '}')
-	return nil
+	return b, nil
 }
 
-func cmpOrdered[T int64 | uint64](a, b T) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// zeroWire is each wire type's encoding of a zero value.
+var zeroWire = map[protowire.Type][]byte{
+	protowire.VarintType:  {0},
+	protowire.Fixed32Type: {0, 0, 0, 0},
+	protowire.Fixed64Type: {0, 0, 0, 0, 0, 0, 0, 0},
+	protowire.BytesType:   {0},
+}
+
+// mapEntry reads one entry message.
+func (e *jsonEnc) mapEntry(fp *fieldPlan, b []byte) (mapEntry, error) {
+	var me mapEntry
+	var seenKey, seenVal bool
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return me, errJSONFallback
+		}
+		b = b[n:]
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return me, errJSONFallback
+		}
+		v := b[:n]
+		b = b[n:]
+		switch num {
+		case 1:
+			if seenKey || typ != fp.key.wire {
+				return me, errJSONFallback
+			}
+			seenKey = true
+			switch typ {
+			case protowire.BytesType:
+				s, _ := protowire.ConsumeString(v)
+				if !utf8.ValidString(s) {
+					return me, errJSONFallback
+				}
+				me.s = s
+			case protowire.VarintType:
+				x, _ := protowire.ConsumeVarint(v)
+				me.i, me.u = varintKey(fp.key.kind, x)
+			case protowire.Fixed32Type:
+				x, _ := protowire.ConsumeFixed32(v)
+				me.i, me.u = int64(int32(x)), uint64(x)
+			case protowire.Fixed64Type:
+				x, _ := protowire.ConsumeFixed64(v)
+				me.i, me.u = int64(x), x
+			default:
+				return me, errJSONFallback
+			}
+		case 2:
+			if seenVal || typ != fp.val.wire {
+				return me, errJSONFallback
+			}
+			seenVal = true
+			me.valTyp, me.val = typ, v
+		}
 	}
-	return 0
+	return me, nil
 }
 
-func (e *jsonEnc) singular(fd protoreflect.FieldDescriptor, v protoreflect.Value) error {
-	switch fd.Kind() {
+// varintKey is a varint map key as decoding makes it, signed and unsigned.
+func varintKey(k protoreflect.Kind, x uint64) (int64, uint64) {
+	switch k {
+	case protoreflect.Int32Kind:
+		return int64(int32(x)), 0
+	case protoreflect.Sint32Kind:
+		return int64(protowire.DecodeZigZag(x & math.MaxUint32)), 0
+	case protoreflect.Sint64Kind:
+		return protowire.DecodeZigZag(x), 0
+	case protoreflect.Uint32Kind:
+		return 0, uint64(uint32(x))
 	case protoreflect.BoolKind:
-		e.b = strconv.AppendBool(e.b, v.Bool())
-	case protoreflect.StringKind:
-		return e.str(v.String())
-	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		e.b = strconv.AppendInt(e.b, v.Int(), 10)
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		e.b = strconv.AppendUint(e.b, v.Uint(), 10)
-	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		if x != 0 {
+			return 0, 1
+		}
+		return 0, 0
+	}
+	return int64(x), x
+}
+
+// value prints one value of field fp encoded with wire type typ at the
+// start of b (typ is fp's); omitZero leaves out a zero value (wrote false).
+func (e *jsonEnc) value(fp *fieldPlan, typ protowire.Type, b []byte, omitZero bool) (rest []byte, wrote bool, err error) {
+	switch typ {
+	case protowire.VarintType:
+		x, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return b, false, errJSONFallback
+		}
+		return b[n:], e.varint(fp, x, omitZero), nil
+	case protowire.Fixed32Type:
+		x, n := protowire.ConsumeFixed32(b)
+		if n < 0 {
+			return b, false, errJSONFallback
+		}
+		if omitZero && x == 0 {
+			return b[n:], false, nil
+		}
+		switch fp.kind {
+		case protoreflect.FloatKind:
+			e.float(float64(math.Float32frombits(x)), 32)
+		case protoreflect.Sfixed32Kind:
+			e.b = strconv.AppendInt(e.b, int64(int32(x)), 10)
+		default:
+			e.b = strconv.AppendUint(e.b, uint64(x), 10)
+		}
+		return b[n:], true, nil
+	case protowire.Fixed64Type:
+		x, n := protowire.ConsumeFixed64(b)
+		if n < 0 {
+			return b, false, errJSONFallback
+		}
+		if omitZero && x == 0 {
+			return b[n:], false, nil
+		}
+		switch fp.kind {
+		case protoreflect.DoubleKind:
+			e.float(math.Float64frombits(x), 64)
+		case protoreflect.Sfixed64Kind:
+			e.b = append(strconv.AppendInt(append(e.b, '"'), int64(x), 10), '"')
+		default:
+			e.b = append(strconv.AppendUint(append(e.b, '"'), x, 10), '"')
+		}
+		return b[n:], true, nil
+	case protowire.BytesType:
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return b, false, errJSONFallback
+		}
+		b = b[n:]
+		switch fp.kind {
+		case protoreflect.MessageKind:
+			return b, true, e.message(fp.msg(), v, "")
+		case protoreflect.StringKind:
+			if omitZero && len(v) == 0 {
+				return b, false, nil
+			}
+			return b, true, e.str(string(v))
+		default:
+			if omitZero && len(v) == 0 {
+				return b, false, nil
+			}
+			e.b = append(e.b, '"')
+			e.b = base64.StdEncoding.AppendEncode(e.b, v)
+			e.b = append(e.b, '"')
+			return b, true, nil
+		}
+	}
+	return b, false, errJSONFallback
+}
+
+// varint prints a varint-encoded value as decoding would make it (int32
+// truncated, zigzag undone); false when it is zero and omitZero.
+func (e *jsonEnc) varint(fp *fieldPlan, x uint64, omitZero bool) bool {
+	switch fp.kind {
+	case protoreflect.BoolKind:
+		if omitZero && x == 0 {
+			return false
+		}
+		e.b = strconv.AppendBool(e.b, x != 0)
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind:
+		v, _ := varintKey(fp.kind, x)
+		if omitZero && v == 0 {
+			return false
+		}
+		e.b = strconv.AppendInt(e.b, v, 10)
+	case protoreflect.Uint32Kind:
+		if omitZero && uint32(x) == 0 {
+			return false
+		}
+		e.b = strconv.AppendUint(e.b, uint64(uint32(x)), 10)
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind:
 		// 64-bit integers are JSON strings: a double cannot hold them all.
-		e.b = append(strconv.AppendInt(append(e.b, '"'), v.Int(), 10), '"')
-	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		e.b = append(strconv.AppendUint(append(e.b, '"'), v.Uint(), 10), '"')
-	case protoreflect.FloatKind:
-		e.float(v.Float(), 32)
-	case protoreflect.DoubleKind:
-		e.float(v.Float(), 64)
-	case protoreflect.BytesKind:
-		raw := v.Bytes()
-		e.b = append(e.b, '"')
-		e.b = base64.StdEncoding.AppendEncode(e.b, raw)
-		e.b = append(e.b, '"')
-	case protoreflect.EnumKind:
-		ed := fd.Enum()
+		v, _ := varintKey(fp.kind, x)
+		if omitZero && v == 0 {
+			return false
+		}
+		e.b = append(strconv.AppendInt(append(e.b, '"'), v, 10), '"')
+	case protoreflect.Uint64Kind:
+		if omitZero && x == 0 {
+			return false
+		}
+		e.b = append(strconv.AppendUint(append(e.b, '"'), x, 10), '"')
+	default: // enum
+		v := protoreflect.EnumNumber(int32(x))
+		if omitZero && v == 0 {
+			return false
+		}
+		ed := fp.fd.Enum()
 		if ed.FullName() == "google.protobuf.NullValue" {
 			e.b = append(e.b, "null"...)
-			return nil
-		}
-		if vd := ed.Values().ByNumber(v.Enum()); vd != nil {
+		} else if vd := ed.Values().ByNumber(v); vd != nil {
 			// Enum value names are identifiers: nothing to escape.
 			e.b = append(e.b, '"')
 			e.b = append(e.b, vd.Name()...)
 			e.b = append(e.b, '"')
 		} else {
-			e.b = strconv.AppendInt(e.b, int64(v.Enum()), 10)
+			e.b = strconv.AppendInt(e.b, int64(v), 10)
 		}
-	case protoreflect.MessageKind:
-		return e.message(planOf(fd.Message()), v.Message(), "")
-	default: // groups: proto2 only
-		return errJSONFallback
 	}
-	return nil
+	return true
 }
 
 // float prints as protojson does: NaN and the infinities as strings, other
@@ -403,33 +774,80 @@ func (e *jsonEnc) str(s string) error {
 }
 
 // anyMsg prints an Any as protojson does: {} when empty, else its message
-// resolved from the global registry, with "@type" first.
-func (e *jsonEnc) anyMsg(m protoreflect.Message) error {
-	fds := m.Descriptor().Fields()
-	url, value := m.Get(fds.ByNumber(1)).String(), m.Get(fds.ByNumber(2)).Bytes()
-	if url == "" {
+// (resolved in the global registry) with "@type" first.
+func (e *jsonEnc) anyMsg(p *msgPlan, b []byte) error {
+	var url, value []byte
+	var seenURL, seenValue bool
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errJSONFallback
+		}
+		b = b[n:]
+		if num != 1 && num != 2 {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return errJSONFallback
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if typ != protowire.BytesType || n < 0 || (num == 1 && seenURL) || (num == 2 && seenValue) {
+			return errJSONFallback
+		}
+		b = b[n:]
+		if num == 1 {
+			url, seenURL = v, true
+		} else {
+			value, seenValue = v, true
+		}
+	}
+	if len(url) == 0 {
 		if len(value) > 0 {
 			return errJSONFallback // protojson's error: type_url not set
 		}
 		e.b = append(e.b, "{}"...)
 		return nil
 	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
+	if !utf8.Valid(url) {
+		return errJSONFallback
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(string(url))
 	if err != nil {
 		return errJSONFallback
 	}
-	em := mt.New()
-	if err := (proto.UnmarshalOptions{AllowPartial: true}).Unmarshal(value, em.Interface()); err != nil {
-		return errJSONFallback
-	}
-	return e.message(planOf(em.Descriptor()), em, url)
+	return e.message(planOf(mt.Descriptor()), value, string(url))
 }
 
-// duration prints "1.5s": 0, 3, 6 or 9 fractional digits; out of range is
-// protojson's error.
-func (e *jsonEnc) duration(m protoreflect.Message) error {
-	fds := m.Descriptor().Fields()
-	secs, nanos := m.Get(fds.ByNumber(1)).Int(), m.Get(fds.ByNumber(2)).Int()
+// duration prints "1.5s" as protojson does: 0, 3, 6 or 9 fractional
+// digits; out of range is protojson's error.
+func (e *jsonEnc) duration(p *msgPlan, b []byte) error {
+	var secs, nanos int64
+	var seen [3]bool
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errJSONFallback
+		}
+		b = b[n:]
+		if num != 1 && num != 2 {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return errJSONFallback
+			}
+			b = b[n:]
+			continue
+		}
+		x, n := protowire.ConsumeVarint(b)
+		if typ != protowire.VarintType || n < 0 || seen[num] {
+			return errJSONFallback
+		}
+		b, seen[num] = b[n:], true
+		if num == 1 {
+			secs = int64(x)
+		} else {
+			nanos = int64(int32(x))
+		}
+	}
 	const maxSecs, maxNanos = 315576000000, 999999999
 	if secs < -maxSecs || secs > maxSecs || nanos < -maxNanos || nanos > maxNanos ||
 		(secs > 0 && nanos < 0) || (secs < 0 && nanos > 0) {
@@ -442,13 +860,58 @@ func (e *jsonEnc) duration(m protoreflect.Message) error {
 	}
 	e.b = strconv.AppendInt(e.b, secs, 10)
 	if nanos != 0 {
-		frac := strconv.AppendInt([]byte(".000000000")[:1], nanos+1e9, 10)
-		frac = append(frac[:1], frac[2:]...) // drop the leading 1 of nanos+1e9
+		// Nine digits (nanos+1e9 without its leading 1), less trailing "000"s.
+		frac := strconv.AppendInt(append(make([]byte, 0, 11), '.'), nanos+1e9, 10)
+		frac = append(frac[:1], frac[2:]...)
 		for len(frac) > 4 && string(frac[len(frac)-3:]) == "000" {
 			frac = frac[:len(frac)-3]
 		}
 		e.b = append(e.b, frac...)
 	}
 	e.b = append(e.b, `s"`...)
+	return nil
+}
+
+// wrapper prints a wrapper's value bare (its zero when absent).
+func (e *jsonEnc) wrapper(p *msgPlan, b []byte) error {
+	fp := &p.fields[0]
+	val, typ := zeroWire[fp.wire], fp.wire
+	seen := false
+	for len(b) > 0 {
+		num, t, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errJSONFallback
+		}
+		b = b[n:]
+		if n = protowire.ConsumeFieldValue(num, t, b); n < 0 {
+			return errJSONFallback
+		}
+		if num == 1 {
+			if t != fp.wire || seen {
+				return errJSONFallback
+			}
+			val, typ, seen = b[:n], t, true
+		}
+		b = b[n:]
+	}
+	_, _, err := e.value(fp, typ, val, false)
+	return err
+}
+
+// byProtojson decodes the message and prints it with protojson.
+func (e *jsonEnc) byProtojson(p *msgPlan, b []byte) error {
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(p.md.FullName())
+	if err != nil {
+		return errJSONFallback
+	}
+	m := mt.New().Interface()
+	if err := (proto.UnmarshalOptions{AllowPartial: true}).Unmarshal(b, m); err != nil {
+		return errJSONFallback
+	}
+	out, err := protojson.MarshalOptions{}.MarshalAppend(e.b, m)
+	if err != nil {
+		return errJSONFallback
+	}
+	e.b = out
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -20,6 +21,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -39,13 +41,23 @@ import (
 )
 
 // The JSON writer must print what protojson prints. For each message two
-// checks, plain and as an Any's content (how the drop files hold it):
+// checks, plain and as an Any's content (how the drop files hold it),
+// printed from its deterministic encoding, or from wire when not nil (any
+// encoding of it, canonical or not):
 // protojson reads our output back to the message protojson's own output
 // reads back to (the input itself when it has no unknown fields and its
 // Anys are packed deterministically: strict says so), and both outputs
 // are the same JSON value (numbers compared as numbers).
-func checkJSON(t testing.TB, m proto.Message, strict bool) {
+func checkJSON(t testing.TB, m proto.Message, strict bool) { checkJSONWire(t, m, nil, strict) }
+
+func checkJSONWire(t testing.TB, m proto.Message, wire []byte, strict bool) {
 	t.Helper()
+	appendJSON := func(b []byte, m proto.Message, url string) ([]byte, error) {
+		if wire == nil {
+			return xds.AppendJSON(b, m, url)
+		}
+		return xds.AppendJSONWire(b, m, wire, url)
+	}
 	url := "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
 	cases := []struct {
 		url  string
@@ -56,11 +68,11 @@ func checkJSON(t testing.TB, m proto.Message, strict bool) {
 			url  string
 			want proto.Message
 		}{url, a})
-	} else if _, err := xds.AppendJSON(nil, m, url); err == nil {
+	} else if _, err := appendJSON(nil, m, url); err == nil {
 		t.Fatalf("%s: no Any of it (%v), but an Any's JSON", name(m), err)
 	}
 	for _, c := range cases {
-		got, gerr := xds.AppendJSON([]byte("prefix"), m, c.url)
+		got, gerr := appendJSON([]byte("prefix"), m, c.url)
 		want, werr := protojson.Marshal(c.want)
 		if werr != nil || gerr != nil {
 			if werr == nil || gerr == nil {
@@ -433,6 +445,59 @@ func TestJSONWellKnownTypes(t *testing.T) {
 	}
 }
 
+// TestJSONOddWire: encodings a marshaller does not write but that decode
+// (Any bytes may hold them) print as protojson prints what they decode to;
+// those the encoder takes as they are must not go to protojson.
+func TestJSONOddWire(t *testing.T) {
+	tag := protowire.AppendTag
+	str := func(b []byte, num protowire.Number, s string) []byte {
+		return protowire.AppendString(tag(b, num, protowire.BytesType), s)
+	}
+	msg := func(b []byte, num protowire.Number, m []byte) []byte {
+		return protowire.AppendBytes(tag(b, num, protowire.BytesType), m)
+	}
+	varint := func(b []byte, num protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(tag(b, num, protowire.VarintType), v)
+	}
+	entry := func(k string, v []byte) []byte { return msg(str(nil, 1, k), 2, v) }
+	// Cluster: name 1, metadata 25 (filter_metadata 1: map<string, Struct>),
+	// load_assignment 33 (cluster_name 1, endpoints 2); RetryPolicy:
+	// retriable_status_codes 7 (repeated uint32); Int32Range: start 1, end
+	// 2; Struct: fields 1 (map<string, Value>); Value: null_value 1.
+	packed := protowire.AppendVarint(protowire.AppendVarint(nil, 503), 0)
+	cases := []struct {
+		name     string
+		m        proto.Message
+		wire     []byte
+		fallback bool
+	}{
+		{"zero string written", &clusterv3.Cluster{}, str(nil, 1, ""), false},
+		{"zero enum written", &clusterv3.Cluster{}, varint(nil, 2, 0), false},
+		{"int32 truncated to zero", &typev3.Int32Range{}, varint(varint(nil, 1, 1<<32), 2, 1<<32+7), false},
+		{"unknown field", &clusterv3.Cluster{}, str(varint(nil, 9999, 7), 1, "a"), false},
+		{"map key twice", &corev3.Metadata{}, msg(msg(nil, 1, entry("k", nil)), 1, entry("k", msg(nil, 1, entry("f", varint(nil, 1, 0))))), false},
+		{"map entry without key or value", &corev3.Metadata{}, msg(nil, 1, nil), false},
+		{"packed and unpacked", &routev3.RetryPolicy{}, varint(msg(nil, 7, packed), 7, 404), false},
+		{"empty packed run", &routev3.RetryPolicy{}, msg(nil, 7, nil), false},
+		{"name twice", &clusterv3.Cluster{}, str(str(nil, 1, "a"), 1, "b"), true},
+		{"message twice (merged)", &clusterv3.Cluster{}, msg(msg(nil, 33, str(nil, 1, "a")), 33, msg(nil, 2, nil)), true},
+		{"list in two runs", &endpointv3.ClusterLoadAssignment{}, msg(str(msg(nil, 2, nil), 1, "c"), 2, nil), true},
+		{"wrong wire type", &clusterv3.Cluster{}, varint(nil, 1, 5), true},
+		{"two oneof members", &corev3.DataSource{}, str(str(nil, 1, "/f"), 3, "inline"), true},
+	}
+	for _, c := range cases {
+		m := c.m.ProtoReflect().New().Interface()
+		if err := proto.Unmarshal(c.wire, m); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		before := xds.JSONFallbacks()
+		checkJSONWire(t, m, c.wire, false)
+		if fell := xds.JSONFallbacks() > before; fell != c.fallback {
+			t.Errorf("%s: went to protojson %v, want %v", c.name, fell, c.fallback)
+		}
+	}
+}
+
 // fuzzTypes are the resources the drops hold; a fuzz input's first byte
 // picks one, the rest is its binary encoding.
 var fuzzTypes = []func() proto.Message{
@@ -484,7 +549,11 @@ func FuzzJSON(f *testing.F) {
 		if err := proto.Unmarshal(data[1:], m); err != nil {
 			return
 		}
-		checkJSON(t, m, !hasUnknown(m.ProtoReflect()))
+		strict := !hasUnknown(m.ProtoReflect())
+		checkJSON(t, m, strict)
+		// The same from the fuzz bytes themselves: fields twice, lists in
+		// runs, zero values written out, unknown fields.
+		checkJSONWire(t, m, data[1:], strict)
 	})
 }
 
@@ -512,4 +581,82 @@ func hasUnknown(m protoreflect.Message) bool {
 		return !found
 	})
 	return found
+}
+
+// bench10k renders 10k TLS services as meshext-cpbench generates them.
+func bench10k(b *testing.B) *render.Node {
+	res := b.TempDir()
+	ca, err := testpki.NewCA()
+	if err != nil {
+		b.Fatal(err)
+	}
+	caB64 := base64.StdEncoding.EncodeToString(ca.CertPEM)
+	docs := []string{workload.HostnameGenerators()}
+	for i := range 10000 {
+		docs = append(docs, workload.MES(i, 10000+i%50000, caB64))
+	}
+	if err := os.WriteFile(filepath.Join(res, "mes.yaml"), []byte(strings.Join(docs, "---\n")), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	o := renderDir(b, b.TempDir(), "", res)
+	return o.Nodes[render.DefaultNodeID]
+}
+
+// BenchmarkWriteDiscoveryJSON10k is the JSON of a 10k-service node's CDS
+// and LDS files (written to io.Discard), wall time and the process's CPU:
+// from the wire forms the writer has from hashing the versions (as Write
+// does), and marshalling each resource itself.
+func BenchmarkWriteDiscoveryJSON10k(b *testing.B) {
+	n := bench10k(b)
+	clusters := make([]proto.Message, len(n.Clusters))
+	for i, c := range n.Clusters {
+		clusters[i] = c
+	}
+	listeners := make([]proto.Message, len(n.Listeners))
+	for i, l := range n.Listeners {
+		listeners[i] = l
+	}
+	wires := func(items []proto.Message) [][]byte {
+		out := make([][]byte, len(items))
+		for i, m := range items {
+			var err error
+			if out[i], err = (proto.MarshalOptions{Deterministic: true}).Marshal(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return out
+	}
+	cw, lw := wires(clusters), wires(listeners)
+	for _, c := range []struct {
+		name   string
+		cw, lw [][]byte
+	}{{"wires", cw, lw}, {"marshal", nil, nil}} {
+		b.Run(c.name, func(b *testing.B) {
+			var bytes countWriter
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				bytes = 0
+				if err := xds.WriteDiscoveryJSON(&bytes, "v1", "type.googleapis.com/envoy.config.cluster.v3.Cluster", clusters, c.cw); err != nil {
+					b.Fatal(err)
+				}
+				if err := xds.WriteDiscoveryJSON(&bytes, "v1", "type.googleapis.com/envoy.config.listener.v3.Listener", listeners, c.lw); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+			b.ReportMetric(float64(bytes)/1e6, "MB")
+		})
+	}
+}
+
+type countWriter int
+
+func (w *countWriter) Write(p []byte) (int, error) { *w += countWriter(len(p)); return len(p), nil }
+
+// cpuTime is the process's user+system CPU time in ns.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
