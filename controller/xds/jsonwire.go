@@ -113,9 +113,8 @@ type msgPlan struct {
 	fields []fieldPlan
 	// byNum[n] is 1 + the index in fields of field number n (0: unknown);
 	// numbers past it are looked up in the descriptor.
-	byNum   []int32
-	oneofs  int
-	mapLike bool // a map entry: every field may repeat (last wins)
+	byNum  []int32
+	oneofs int
 }
 
 // fieldPlan is one field's part of a plan.
@@ -158,7 +157,6 @@ func planOf(md protoreflect.MessageDescriptor) *msgPlan {
 	if md.ParentFile().Syntax() != protoreflect.Proto3 || md.ExtensionRanges().Len() > 0 {
 		p.kind = byProtojson
 	}
-	p.mapLike = md.IsMapEntry()
 	p.oneofs = md.Oneofs().Len()
 	fields := md.Fields()
 	p.fields = make([]fieldPlan, fields.Len())
