@@ -286,7 +286,7 @@ func TestWriteDiscoveryJSONMatchesAnyPacking(t *testing.T) {
 	} {
 		for _, version := range []string{"", "v1"} {
 			var buf bytes.Buffer
-			if err := writeDiscoveryJSON(&buf, version, resourcev3.ClusterType, items); err != nil {
+			if err := writeDiscoveryJSON(&buf, version, resourcev3.ClusterType, items, nil); err != nil {
 				t.Fatal(err)
 			}
 			var got discoveryv3.DiscoveryResponse

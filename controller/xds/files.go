@@ -2,7 +2,6 @@ package xds
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -464,13 +464,12 @@ func (w *FileWriter) stageNode(dir, node string, res *Resources, stages *[nodeSt
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %w", node, err)
 	}
-	// The binary format writes the encodings the versions are hashed from.
-	keep := w.Format == FormatProto
+	// Both formats write from the encodings the versions are hashed from.
 	var cdsWires, ldsWires [][]byte
-	if next.cdsVersion, cdsWires, err = encodeList(res.Clusters, keep); err != nil {
+	if next.cdsVersion, cdsWires, err = encodeList(res.Clusters); err != nil {
 		return nil, err
 	}
-	if next.ldsVersion, ldsWires, err = encodeList(res.Listeners, keep); err != nil {
+	if next.ldsVersion, ldsWires, err = encodeList(res.Listeners); err != nil {
 		return nil, err
 	}
 
@@ -596,9 +595,11 @@ func toMessages[T proto.Message](items []T) []proto.Message {
 // one DiscoveryResponse with the resources packed as Any, one resource at a
 // time: a 10k-cluster CDS file is tens of MB, and building it as one
 // DiscoveryResponse of Anys costs a binary copy of every resource plus a
-// JSON buffer of the whole file. Each resource's JSON object gets its Any
-// "@type" first, which is how protojson prints an Any.
-func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Message) error {
+// JSON buffer of the whole file. Each resource is printed by appendJSON
+// (jsonwire.go) as protojson prints an Any of it: "@type" first; wires,
+// when not nil, are the items' deterministic wire forms (encodeList),
+// which it reads instead of marshalling again.
+func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Message, wires [][]byte) error {
 	head, err := protojson.Marshal(&discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL})
 	if err != nil {
 		return err
@@ -618,33 +619,28 @@ func writeDiscoveryJSON(w io.Writer, version, typeURL string, items []proto.Mess
 		if largeListener(items[i]) != nil {
 			return nil, nil // written chain by chain below
 		}
-		return protojson.Marshal(items[i])
+		url := anyTypePrefix + string(items[i].ProtoReflect().Descriptor().FullName())
+		if wires != nil {
+			return appendJSONWire(getJSONBuf(), items[i], wires[i], url)
+		}
+		return appendJSON(getJSONBuf(), items[i], url)
 	}, func(i int, body []byte) error {
-		it := items[i]
-		if l := largeListener(it); l != nil {
-			err := writeLargeListenerJSON(w, sep, l)
+		if l := largeListener(items[i]); l != nil {
+			var wire []byte
+			if wires != nil {
+				wire = wires[i]
+			}
+			err := writeLargeListenerJSON(w, sep, l, wire)
 			sep = ","
 			return err
 		}
-		body = bytes.TrimLeft(body, " ")
-		if len(body) < 2 || body[0] != '{' {
-			return fmt.Errorf("protojson of %s is not an object", it.ProtoReflect().Descriptor().FullName())
-		}
-		typ, err := json.Marshal("type.googleapis.com/" + string(it.ProtoReflect().Descriptor().FullName()))
-		if err != nil {
+		if _, err := io.WriteString(w, sep); err != nil {
 			return err
 		}
-		rest := bytes.TrimLeft(body[1:], " ")
-		if rest[0] != '}' {
-			typ = append(typ, ',')
-		}
-		for _, part := range [][]byte{[]byte(sep), []byte(`{"@type":`), typ, rest} {
-			if _, err := w.Write(part); err != nil {
-				return err
-			}
-		}
+		_, err := w.Write(body)
+		putJSONBuf(body)
 		sep = ","
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
@@ -671,9 +667,10 @@ func largeListener(m proto.Message) *listenerv3.Listener {
 }
 
 // writeLargeListenerJSON writes sep and l as an Any's JSON object: "@type",
-// l's fields other than the chains, then the chains, marshalled a chunk at
-// a time on every core (JSON field order means nothing to Envoy's parser).
-func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) error {
+// l's fields other than the chains, then the chains, printed a chunk at a
+// time on every core (JSON field order means nothing to Envoy's parser).
+// wire is l's deterministic wire form, or nil.
+func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener, wire []byte) error {
 	// A shallow copy without the chains: its fields alias l's, read only.
 	shell := &listenerv3.Listener{}
 	dst := shell.ProtoReflect()
@@ -683,30 +680,58 @@ func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) err
 		}
 		return true
 	})
-	head, err := protojson.Marshal(shell)
+	// The chains' encodings are the filter_chains records of l's, in order;
+	// the shell's are the other records.
+	var shellWire []byte
+	var chainWires [][]byte
+	for b := wire; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		m := protowire.ConsumeFieldValue(num, typ, b[max(n, 0):])
+		if n < 0 || m < 0 {
+			return fmt.Errorf("listener %s: %v", l.Name, protowire.ParseError(min(n, m)))
+		}
+		if num == filterChainsField && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[n:])
+			chainWires = append(chainWires, v)
+		} else {
+			shellWire = append(shellWire, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	var head []byte
+	var err error
+	url := anyTypePrefix + string(l.ProtoReflect().Descriptor().FullName())
+	if wire == nil || len(chainWires) != len(l.FilterChains) {
+		chainWires = nil
+		head, err = appendJSON(nil, shell, url)
+	} else {
+		head, err = appendJSONWire(nil, shell, shellWire, url)
+	}
 	if err != nil {
 		return err
 	}
 	head = bytes.TrimSpace(head)
 	if len(head) < 2 || head[0] != '{' || head[len(head)-1] != '}' {
-		return fmt.Errorf("protojson of listener %s is not an object", l.Name)
+		return fmt.Errorf("JSON of listener %s is not an object", l.Name)
 	}
-	open := sep + `{"@type":"type.googleapis.com/` + string(l.ProtoReflect().Descriptor().FullName()) + `"`
-	if inner := bytes.TrimSpace(head[1 : len(head)-1]); len(inner) > 0 {
-		open += "," + string(inner)
-	}
+	// The object has "@type" at least: the chains follow a comma.
+	open := sep + string(head[:len(head)-1])
 	if _, err := io.WriteString(w, open+`,"filterChains":[`); err != nil {
 		return err
 	}
 	err = marshalInChunks(len(l.FilterChains), func(i int) ([]byte, error) {
-		return protojson.Marshal(l.FilterChains[i])
+		if chainWires != nil {
+			return appendJSONWire(getJSONBuf(), l.FilterChains[i], chainWires[i], "")
+		}
+		return appendJSON(getJSONBuf(), l.FilterChains[i], "")
 	}, func(i int, chain []byte) error {
 		if i > 0 {
 			if _, err := io.WriteString(w, ","); err != nil {
 				return err
 			}
 		}
-		_, err := w.Write(bytes.TrimSpace(chain))
+		_, err := w.Write(chain)
+		putJSONBuf(chain)
 		return err
 	})
 	if err != nil {
@@ -717,7 +742,7 @@ func writeLargeListenerJSON(w io.Writer, sep string, l *listenerv3.Listener) err
 }
 
 // marshalInChunks marshals items 0..n-1 a chunk at a time on every core
-// and hands each to write in order: protojson is most of a large drop's CPU
+// and hands each to write in order: JSON is most of a large drop's CPU
 // (10k clusters: 16 MB), and memory holds one chunk's JSON, not the file's.
 func marshalInChunks(n int, marshal func(i int) ([]byte, error), write func(i int, b []byte) error) error {
 	const chunk = 256
@@ -737,6 +762,18 @@ func marshalInChunks(n int, marshal func(i int) ([]byte, error), write func(i in
 		}
 	}
 	return nil
+}
+
+// jsonBufs are the items' JSON buffers, reused from one item to the next.
+var jsonBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+func getJSONBuf() []byte { return (*jsonBufs.Get().(*[]byte))[:0] }
+
+func putJSONBuf(b []byte) {
+	if cap(b) > 1<<20 {
+		return // a rare huge item: let it go rather than pin it
+	}
+	jsonBufs.Put(&b)
 }
 
 // filterChainsField is Listener.filter_chains' field number.

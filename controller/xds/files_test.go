@@ -423,7 +423,7 @@ func TestLargeListenerJSONReadsBackEqual(t *testing.T) {
 		}
 		for _, items := range [][]proto.Message{{l}, {testListener("a", "c", "a"), l, testListener("b", "c", "b")}} {
 			var buf strings.Builder
-			if err := writeDiscoveryJSON(&buf, "v1", "type.googleapis.com/envoy.config.listener.v3.Listener", items); err != nil {
+			if err := writeDiscoveryJSON(&buf, "v1", "type.googleapis.com/envoy.config.listener.v3.Listener", items, nil); err != nil {
 				t.Fatal(err)
 			}
 			var dr discoveryv3.DiscoveryResponse

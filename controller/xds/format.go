@@ -19,11 +19,12 @@ import (
 type Format string
 
 const (
-	// FormatJSON (the default) is protojson: readable with cat and jq.
+	// FormatJSON (the default) is protojson's JSON form (printed by
+	// jsonwire.go): readable with cat and jq.
 	FormatJSON Format = "json"
-	// FormatProto is binary protobuf. At 10k services protojson is most of
-	// the cost of a drop (it decodes and re-encodes every Any): the binary
-	// form is some 50 times cheaper to write, and cheaper for Envoy to read.
+	// FormatProto is binary protobuf: smaller than JSON, cheaper to write
+	// (the encodings the versions are hashed from, as they are) and
+	// cheaper for Envoy to read.
 	FormatProto Format = "pb"
 )
 
@@ -74,7 +75,7 @@ func (f Format) fileName(name string) string { return names.PathElement(name) + 
 // binary format packs as they are.
 func writeDiscovery(w io.Writer, f Format, version, typeURL string, items []proto.Message, wires [][]byte) error {
 	if f != FormatProto {
-		return writeDiscoveryJSON(w, version, typeURL, items)
+		return writeDiscoveryJSON(w, version, typeURL, items, wires)
 	}
 	return writeDiscoveryProto(w, version, typeURL, items, wires)
 }

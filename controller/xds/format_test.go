@@ -46,7 +46,7 @@ func TestWriteDiscoveryProtoIsTheMarshalledResponse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, wires, err := encodeList(named2(c.items), true)
+		_, wires, err := encodeList(named2(c.items))
 		if err != nil {
 			t.Fatal(err)
 		}

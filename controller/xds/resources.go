@@ -292,21 +292,17 @@ func versionOf[T named](items []T) (string, error) {
 }
 
 // encodeList is versionOf that also returns each item's deterministic wire
-// form when keep is set: the binary file writer packs those bytes as they
-// are, instead of marshalling every resource a second time (10k clusters and
-// a 6 MB listener).
-func encodeList[T named](items []T, keep bool) (version string, wires [][]byte, err error) {
-	if keep {
-		wires = make([][]byte, len(items))
-	}
+// form: the file writers print those bytes (JSON) or pack them as they are
+// (binary), instead of marshalling every resource a second time (10k
+// clusters and a 6 MB listener).
+func encodeList[T named](items []T) (version string, wires [][]byte, err error) {
+	wires = make([][]byte, len(items))
 	es, err := hashEach(items, func(i int) (string, error) {
 		b, err := deterministic.Marshal(items[i])
 		if err != nil {
 			return "", err
 		}
-		if keep {
-			wires[i] = b
-		}
+		wires[i] = b
 		return hashBytes(b), nil
 	})
 	if err != nil {
