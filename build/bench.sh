@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark harness: ./build/bench.sh full|quick
-# full  → bench/results/<date>-<host>.md + latest.md (the published report, < 10 min on 2 cores)
+# full  → bench/results/<date>-<host>.md + latest.md (the published report, about 30 min on 2 cores)
 # quick → bench/results/<date>-<host>-quick.md + latest-quick.md (CI smoke, < 2 min)
 # `make bench` / `make bench-quick` build bin/meshext, Envoy, tools and the plugin first;
 # sections whose pieces are missing report "not available: <why>"; a failing
