@@ -496,52 +496,63 @@ var zeroWire = map[protowire.Type][]byte{
 func (e *jsonEnc) mapEntry(fp *fieldPlan, b []byte) (mapEntry, error) {
 	var me mapEntry
 	var seenKey, seenVal bool
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return me, errJSONFallback
-		}
-		b = b[n:]
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return me, errJSONFallback
-		}
-		v := b[:n]
-		b = b[n:]
-		switch num {
-		case 1:
-			if seenKey || typ != fp.key.wire {
-				return me, errJSONFallback
-			}
-			seenKey = true
-			switch typ {
-			case protowire.BytesType:
-				s, _ := protowire.ConsumeString(v)
-				if !utf8.ValidString(s) {
-					return me, errJSONFallback
-				}
-				me.s = s
-			case protowire.VarintType:
-				x, _ := protowire.ConsumeVarint(v)
-				me.i, me.u = varintKey(fp.key.kind, x)
-			case protowire.Fixed32Type:
-				x, _ := protowire.ConsumeFixed32(v)
-				me.i, me.u = int64(int32(x)), uint64(x)
-			case protowire.Fixed64Type:
-				x, _ := protowire.ConsumeFixed64(v)
-				me.i, me.u = int64(x), x
-			default:
-				return me, errJSONFallback
-			}
-		case 2:
+	err := fieldsOneTwo(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		if num == 2 {
 			if seenVal || typ != fp.val.wire {
-				return me, errJSONFallback
+				return false
 			}
 			seenVal = true
 			me.valTyp, me.val = typ, v
+			return true
 		}
+		if seenKey || typ != fp.key.wire {
+			return false
+		}
+		seenKey = true
+		switch typ {
+		case protowire.BytesType:
+			s, _ := protowire.ConsumeString(v)
+			if !utf8.ValidString(s) {
+				return false
+			}
+			me.s = s
+		case protowire.VarintType:
+			x, _ := protowire.ConsumeVarint(v)
+			me.i, me.u = varintKey(fp.key.kind, x)
+		case protowire.Fixed32Type:
+			x, _ := protowire.ConsumeFixed32(v)
+			me.i, me.u = int64(int32(x)), uint64(x)
+		case protowire.Fixed64Type:
+			x, _ := protowire.ConsumeFixed64(v)
+			me.i, me.u = int64(x), x
+		default:
+			return false
+		}
+		return true
+	})
+	return me, err
+}
+
+// fieldsOneTwo walks the encoded message b, handing f the number, wire type
+// and whole value encoding of each field numbered 1 or 2 (the fields of a
+// map entry and of the small well-known types) and skipping the others. A
+// malformed encoding, or f saying false, falls back.
+func fieldsOneTwo(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte) bool) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errJSONFallback
+		}
+		b = b[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return errJSONFallback
+		}
+		if (num == 1 || num == 2) && !f(num, typ, b[:n]) {
+			return errJSONFallback
+		}
+		b = b[n:]
 	}
-	return me, nil
+	return nil
 }
 
 // varintKey is a varint map key as decoding makes it, signed and unsigned.
@@ -776,29 +787,20 @@ func (e *jsonEnc) str(s string) error {
 func (e *jsonEnc) anyMsg(p *msgPlan, b []byte) error {
 	var url, value []byte
 	var seenURL, seenValue bool
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errJSONFallback
-		}
-		b = b[n:]
-		if num != 1 && num != 2 {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return errJSONFallback
-			}
-			b = b[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b)
+	err := fieldsOneTwo(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		x, n := protowire.ConsumeBytes(v)
 		if typ != protowire.BytesType || n < 0 || (num == 1 && seenURL) || (num == 2 && seenValue) {
-			return errJSONFallback
+			return false
 		}
-		b = b[n:]
 		if num == 1 {
-			url, seenURL = v, true
+			url, seenURL = x, true
 		} else {
-			value, seenValue = v, true
+			value, seenValue = x, true
 		}
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	if len(url) == 0 {
 		if len(value) > 0 {
@@ -822,29 +824,21 @@ func (e *jsonEnc) anyMsg(p *msgPlan, b []byte) error {
 func (e *jsonEnc) duration(p *msgPlan, b []byte) error {
 	var secs, nanos int64
 	var seen [3]bool
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errJSONFallback
-		}
-		b = b[n:]
-		if num != 1 && num != 2 {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return errJSONFallback
-			}
-			b = b[n:]
-			continue
-		}
-		x, n := protowire.ConsumeVarint(b)
+	err := fieldsOneTwo(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		x, n := protowire.ConsumeVarint(v)
 		if typ != protowire.VarintType || n < 0 || seen[num] {
-			return errJSONFallback
+			return false
 		}
-		b, seen[num] = b[n:], true
+		seen[num] = true
 		if num == 1 {
 			secs = int64(x)
 		} else {
 			nanos = int64(int32(x))
 		}
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	const maxSecs, maxNanos = 315576000000, 999999999
 	if secs < -maxSecs || secs > maxSecs || nanos < -maxNanos || nanos > maxNanos ||
@@ -875,24 +869,20 @@ func (e *jsonEnc) wrapper(p *msgPlan, b []byte) error {
 	fp := &p.fields[0]
 	val, typ := zeroWire[fp.wire], fp.wire
 	seen := false
-	for len(b) > 0 {
-		num, t, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errJSONFallback
+	err := fieldsOneTwo(b, func(num protowire.Number, t protowire.Type, v []byte) bool {
+		if num != 1 {
+			return true // a wrapper has field 1 only; others are unknown fields
 		}
-		b = b[n:]
-		if n = protowire.ConsumeFieldValue(num, t, b); n < 0 {
-			return errJSONFallback
+		if t != fp.wire || seen {
+			return false
 		}
-		if num == 1 {
-			if t != fp.wire || seen {
-				return errJSONFallback
-			}
-			val, typ, seen = b[:n], t, true
-		}
-		b = b[n:]
+		val, typ, seen = v, t, true
+		return true
+	})
+	if err != nil {
+		return err
 	}
-	_, _, err := e.value(fp, typ, val, false)
+	_, _, err = e.value(fp, typ, val, false)
 	return err
 }
 
