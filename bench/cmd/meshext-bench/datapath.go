@@ -78,17 +78,18 @@ func (cfg *dpConfig) pinEnvoy(p *envoyproc.Proc) error {
 
 // variantRun is one variant's set-up for one protocol.
 type variantRun struct {
-	target  string
-	https   bool
-	envoy   *envoyproc.Proc
-	opts    envoyproc.Options // how envoy was started
-	why     string            // non-empty: no figures (failed: ..., else not available)
-	results []loadResult
-	round   []int     // the round of each result, to pair variants
-	cpu     []float64 // Envoy CPU seconds per run
-	errs    []string
-	ir      float64 // instructions per request under callgrind, 0: not counted
-	irWhy   string  // why ir is missing (failed: ..., else not available)
+	target   string
+	https    bool
+	envoy    *envoyproc.Proc
+	opts     envoyproc.Options // how envoy was started
+	why      string            // non-empty: no figures (failed: ..., else not available)
+	results  []loadResult
+	round    []int     // the round of each result, to pair variants
+	cpu      []float64 // Envoy CPU seconds per run
+	errs     []string
+	ir       float64 // instructions per request under callgrind, 0: not counted
+	irWorker float64 // the same, the busiest thread (the worker) only
+	irWhy    string  // why ir is missing (failed: ..., else not available)
 }
 
 type pki struct {
@@ -366,7 +367,7 @@ func measureProto(ctx context.Context, cfg dpConfig, proto, upKind string, certs
 			}
 			fmt.Fprintf(os.Stderr, "bench: data path %s (%s) under callgrind\n", proto, variants[vi].key)
 			var err error
-			if r.ir, err = countInstructions(ctx, cfg, proto, r); err != nil {
+			if r.ir, r.irWorker, err = countInstructions(ctx, cfg, proto, r); err != nil {
 				r.irWhy = failed(fmt.Sprintf("data path %s (%s) under callgrind", proto, variants[vi].key), err)
 			}
 		}

@@ -38,8 +38,12 @@ type irConfig struct {
 var irVariants = []int{vB, vC, vCP, vD}
 
 // countInstructions restarts r's Envoy (stopped first: the config binds
-// fixed ports) under callgrind and returns its instructions per request.
-func countInstructions(ctx context.Context, cfg dpConfig, proto string, r *variantRun) (float64, error) {
+// fixed ports) under callgrind and returns its instructions per request:
+// all threads', and the busiest thread's (the worker's). The main thread's
+// timed work (the stats flush every 5 s) grows with the wall time valgrind
+// takes, so on a busy host the all-threads figure carries some of the
+// host's speed; the worker's does not.
+func countInstructions(ctx context.Context, cfg dpConfig, proto string, r *variantRun) (all, worker float64, err error) {
 	ic := cfg.instructions
 	r.envoy.Stop()
 	r.envoy = nil
@@ -50,23 +54,24 @@ func countInstructions(ctx context.Context, cfg dpConfig, proto string, r *varia
 	o.StopTimeout = 30 * time.Second
 	bin := o.Bin
 	o.Cmd = func(c *exec.Cmd) {
-		c.Args = append([]string{ic.valgrind, "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=" + out, bin}, c.Args[1:]...)
+		c.Args = append([]string{ic.valgrind, "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes", "--callgrind-out-file=" + out, bin}, c.Args[1:]...)
 		c.Path = ic.valgrind
 	}
-	for _, f := range []string{out, out + ".1"} {
+	old, _ := filepath.Glob(out + "*")
+	for _, f := range old {
 		_ = os.Remove(f)
 	}
 	e, err := envoyproc.Start(o)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer e.Stop()
 	if err := cfg.pinEnvoy(e); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	spec := loadSpec{Proto: proto, Target: r.target, Conns: cfg.conns[proto], Streams: cfg.streams, WorkDir: cfg.workDir}
 	if err := fixedLoad(ctx, spec, cfg.h2load, ic.warmup); err != nil {
-		return 0, fmt.Errorf("warm-up: %w", err)
+		return 0, 0, fmt.Errorf("warm-up: %w", err)
 	}
 	pid := strconv.Itoa(e.Pid())
 	control := func(args ...string) error {
@@ -77,23 +82,31 @@ func countInstructions(ctx context.Context, cfg dpConfig, proto string, r *varia
 		}
 		return nil
 	}
-	if err := control("-i", "on"); err != nil {
-		return 0, err
+	for _, step := range [][]string{{"-i", "on"}, nil, {"-i", "off"}, {"-d"}} {
+		if step == nil {
+			err = fixedLoad(ctx, spec, cfg.h2load, ic.requests)
+		} else {
+			err = control(step...)
+		}
+		if err != nil {
+			return 0, 0, err
+		}
 	}
-	if err := fixedLoad(ctx, spec, cfg.h2load, ic.requests); err != nil {
-		return 0, err
+	// One dump file per thread: <out>.1-01, <out>.1-02, ...
+	dumps, _ := filepath.Glob(out + ".1-*")
+	if len(dumps) == 0 {
+		return 0, 0, fmt.Errorf("callgrind wrote no dump %s.1-*", out)
 	}
-	if err := control("-i", "off"); err != nil {
-		return 0, err
+	var sum, most int64
+	for _, d := range dumps {
+		ir, err := callgrindTotal(d)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", filepath.Base(d), err)
+		}
+		sum, most = sum+ir, max(most, ir)
 	}
-	if err := control("-d"); err != nil {
-		return 0, err
-	}
-	ir, err := callgrindTotal(out + ".1")
-	if err != nil {
-		return 0, err
-	}
-	return float64(ir) / float64(ic.requests), nil
+	n := float64(ic.requests)
+	return float64(sum) / n, float64(most) / n, nil
 }
 
 // callgrindTotal reads the "totals:" line of a callgrind dump (Ir only).
@@ -205,7 +218,8 @@ func irSection(cfg dpConfig, rows []string) string {
 	}
 	fmt.Fprintf(&b, "Each counted variant's Envoy again, alone, under `valgrind --tool=callgrind --instr-atstart=no` (the same config and pinning; this VM exposes no hardware counters): "+
 		"%d requests of warm-up, then counting switched on (`callgrind_control -i on`) for exactly %d requests (tcp: echo round trips) from h2load (`--h1` for HTTP/1.1) or the built-in echo client, then off and dumped. "+
-		"Instructions are those of every Envoy thread in user space (not the kernel's); they do not depend on the host's speed, so these ratios are the configs' own cost difference, repeatable to a fraction of a percent.\n\n",
+		"Each cell: instructions of every Envoy thread in user space (not the kernel's), then in brackets the busiest thread's, Envoy's worker (`--separate-threads=yes`). "+
+		"The worker's figure does not depend on the host's speed, so its ratios are the configs' own cost difference; the main thread's timed work (the stats flush every 5 s) grows with the wall time valgrind takes, so the all-threads figure carries a little of the host.\n\n",
 		cfg.instructions.warmup, cfg.instructions.requests)
 	b.WriteString("| protocol | (b) | (c) | (c+p) | (d) | (c)/(b) | (c+p)/(b) | (d)/(c) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
@@ -214,7 +228,8 @@ func irSection(cfg dpConfig, rows []string) string {
 	return b.String() + "\n"
 }
 
-// irRow is one protocol's row: instructions per request and the ratios.
+// irRow is one protocol's row: instructions per request and the ratios,
+// all threads first, the worker thread's in brackets.
 func irRow(name string, runs []*variantRun) string {
 	cell := func(vi int) string {
 		r := runs[vi]
@@ -224,13 +239,13 @@ func irRow(name string, runs []*variantRun) string {
 		case r.ir == 0:
 			return "n/a"
 		}
-		return fmt.Sprintf("%.0f", r.ir)
+		return fmt.Sprintf("%.0f (%.0f)", r.ir, r.irWorker)
 	}
 	rat := func(x, y int) string {
 		if runs[x].ir == 0 || runs[y].ir == 0 || runs[x].irWhy != "" || runs[y].irWhy != "" {
 			return "n/a"
 		}
-		return ratio(runs[x].ir / runs[y].ir)
+		return fmt.Sprintf("%s (%s)", ratio(runs[x].ir/runs[y].ir), ratio(runs[x].irWorker/runs[y].irWorker))
 	}
 	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, cell(vB), cell(vC), cell(vCP), cell(vD), rat(vC, vB), rat(vCP, vB), rat(vD, vC))
 }

@@ -92,7 +92,7 @@ func TestRowsMatchHeaders(t *testing.T) {
 	}
 	runs := make([]*variantRun, len(variants))
 	for i := range runs {
-		runs[i] = &variantRun{ir: float64(1000 + i)}
+		runs[i] = &variantRun{ir: float64(1000 + i), irWorker: float64(500 + i)}
 	}
 	runs[vD].irWhy = "failed: no"
 	row := irRow("TCP", runs)
@@ -102,7 +102,7 @@ func TestRowsMatchHeaders(t *testing.T) {
 		t.Errorf("instructions: header has %d bars, row %d", h, r)
 	}
 	// (b) is vB = 1001, (c) vC = 1003, (c+p) vCP = 1002; (d) failed.
-	if !strings.Contains(row, "| TCP | 1001 | 1003 | 1002 | failed: no | 1.002 | 1.001 | n/a |") {
+	if !strings.Contains(row, "| TCP | 1001 (501) | 1003 (503) | 1002 (502) | failed: no | 1.002 (1.004) | 1.001 (1.002) | n/a |") {
 		t.Errorf("instructions row: %s", row)
 	}
 }
