@@ -206,7 +206,8 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			med[v.key] = thr
 			byKey[v.key] = r
 			cpuCell, reqCell := "n/a (no Envoy)", "n/a"
-			if r.envoy != nil {
+			// r.cpu, not r.envoy: the instruction counts replace the Envoy.
+			if len(r.cpu) > 0 {
 				cpuCell = fmt.Sprintf("%.0f %%", cpu*100)
 				reqCell = fmt.Sprintf("%.1f µs", cpuReq*1e6)
 			}
