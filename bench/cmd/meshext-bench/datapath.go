@@ -247,7 +247,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		"Whatever the host does in those seconds it does to both, and the scheduler gives each half of the CPU, so each one's throughput is its half over its own cost per request: "+
 		"the ratio no longer carries the drift between runs that the table above does. Each cell is the median of per-round ratios, then the lowest–highest round; "+
 		"Envoy CPU/req is from the scheduler's per-thread clock (/proc/<pid>/task/*/schedstat, ns). (b')/(b) is this method's noise floor. "+
-		"(d)/(c) has no target here: a Go runtime in an Envoy that shares its CPU fares worse than alone (its threads wake thousands of times a second on that CPU), so this table overstates (d)'s cost; the interleaved table is (d)'s measure.\n\n", cfg.rounds, cfg.durations)
+		"(d)/(c) has no target here: a Go runtime in an Envoy that shares its CPU fares worse than alone (its threads wake hundreds of times a second on that CPU), so this table overstates (d)'s cost; the interleaved table is (d)'s measure.\n\n", cfg.rounds, cfg.durations)
 	md.WriteString(sbsHeader)
 	md.WriteString(sideBySide.String())
 	md.WriteString("\n")

@@ -96,7 +96,7 @@ func forwardProxyReport(res *envoytest.CompareResult, cfg fpConfig) string {
 	if len(res.Pairs) > 0 {
 		fmt.Fprintf(&b, "\n**Side by side (diagnostic)**: the Go filter's Envoy and the other one loaded at the same time, each by its own client, sharing the Envoy CPU, %d round(s) of %s after the rounds above (the pairs alternating which goes first). "+
 			"Without Go on either side this cancels the host's drift (the data path's (b')/(b) reads 1.00 this way); with Go on one side it also measures how a Go runtime fares on a shared CPU "+
-			"(its threads wake thousands of times a second on Envoy's CPU; in one run on 2026-12-03 the Go filter's Envoy CPU per request against the C module's read 1.03 alone and 1.09 side by side). "+
+			"(its threads wake hundreds of times a second on Envoy's CPU; in one run on 2026-12-03 the Go filter's Envoy CPU per request against the C module's read 1.03 alone and 1.09 side by side). "+
 			"So this is the Go filter's cost on a shared CPU, not the targets' measure (Envoy on a CPU of its own, the table above). "+
 			"Median of per-round ratios (lowest–highest round); Envoy CPU/req from /proc/<pid>/task/*/schedstat.\n\n", cfg.rounds, cfg.round)
 		b.WriteString("| ratio, side by side | throughput | Envoy CPU/req | errors |\n|---|---|---|---|\n")

@@ -22,7 +22,7 @@ import (
 // sbsPairs are the ratios measured side by side, x/y, with their targets
 // (0: no target). (b')/(b) is the method's own noise floor. (d)/(c) has no
 // target here: a Go runtime in an Envoy that shares its CPU fares worse
-// than alone (its threads wake thousands of times a second on that CPU),
+// than alone (its threads wake hundreds of times a second on that CPU),
 // so side by side overstates (d)'s cost next to the interleaved table's.
 var sbsPairs = []struct {
 	x, y   int
