@@ -171,6 +171,8 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		flavors = append(flavors, NoopModule)
 		names = append(names, "with an empty Go dynamic module")
 	}
+	// Where the optional Envoys land in opts (-1: not run).
+	nativeAt, crefAt := -1, -1
 	opts := make([]Options, len(flavors))
 	for i, flavor := range flavors {
 		opts[i] = Options{Envoy: o.Envoy, ModuleDir: o.ModuleDir, Flavor: flavor, FilterConfig: cfg,
@@ -182,10 +184,12 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 			return nil, err
 		}
 		nat.Envoy, nat.Clusters, nat.Concurrency, nat.Log = o.Envoy, clusters, o.Concurrency, o.Log
+		nativeAt = len(opts)
 		opts = append(opts, nat)
 		names = append(names, "native routes + RBAC (--plugin=off)")
 	}
 	if o.CReferenceDir != "" {
+		crefAt = len(opts)
 		opts = append(opts, Options{Envoy: o.Envoy, ModuleDir: o.CReferenceDir, Flavor: DynamicModule, FilterConfig: cfg,
 			Clusters: clusters, Concurrency: o.Concurrency, Log: o.Log})
 		names = append(names, "C reference module: meshext's Envoy calls, no Go")
@@ -244,7 +248,7 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	var pairs []PairResult
 	if o.SideBySide {
 		var err error
-		if pairs, err = sideBySide(ctx, envs, names, drive, o, nativeAt(o), crefAt(o)); err != nil {
+		if pairs, err = sideBySide(ctx, envs, names, drive, o, nativeAt, crefAt); err != nil {
 			return nil, err
 		}
 	}
@@ -257,19 +261,16 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 	}
 	res := &CompareResult{Baseline: rows[0], Filter: rows[1], Options: o, Pinned: pinned, Pairs: pairs}
 	res.MedianRatio = medianRatio(rows[1].RoundRPS, rows[0].RoundRPS)
-	next := 2
 	if o.WithNoop {
-		res.Noop = &rows[next]
-		res.NoopMedianRatio = medianRatio(rows[next].RoundRPS, rows[0].RoundRPS)
-		next++
+		res.Noop = &rows[2]
+		res.NoopMedianRatio = medianRatio(rows[2].RoundRPS, rows[0].RoundRPS)
 	}
-	if o.WithNative {
-		res.Native = &rows[next]
-		next++
+	if nativeAt >= 0 {
+		res.Native = &rows[nativeAt]
 	}
-	if o.CReferenceDir != "" {
-		res.CRef = &rows[next]
-		res.CRefMedianRatio = medianRatio(rows[next].RoundRPS, rows[0].RoundRPS)
+	if crefAt >= 0 {
+		res.CRef = &rows[crefAt]
+		res.CRefMedianRatio = medianRatio(rows[crefAt].RoundRPS, rows[0].RoundRPS)
 	}
 	if res.Baseline.RPS > 0 {
 		res.OverheadPct = (res.Baseline.RPS - res.Filter.RPS) / res.Baseline.RPS * 100
@@ -278,32 +279,6 @@ func CompareRPS(ctx context.Context, dir string, o CompareOptions) (*CompareResu
 		res.CPUOverheadPct = float64(res.Filter.CPUPerRequest-res.Baseline.CPUPerRequest) / float64(res.Baseline.CPUPerRequest) * 100
 	}
 	return res, nil
-}
-
-// nativeAt and crefAt are the indexes CompareRPS gives those Envoys (-1:
-// not run): no filter, the Go filter, then the optional ones in order.
-func nativeAt(o CompareOptions) int {
-	if !o.WithNative {
-		return -1
-	}
-	if o.WithNoop {
-		return 3
-	}
-	return 2
-}
-
-func crefAt(o CompareOptions) int {
-	if o.CReferenceDir == "" {
-		return -1
-	}
-	i := 2
-	if o.WithNoop {
-		i++
-	}
-	if o.WithNative {
-		i++
-	}
-	return i
 }
 
 // sideBySide drives the Go filter (envs[1]) and each other Envoy given at
@@ -461,14 +436,20 @@ func medianRatio(a, b []float64) float64 {
 			rs = append(rs, a[r]/b[r])
 		}
 	}
-	if len(rs) == 0 {
+	return Median(rs)
+}
+
+// Median is the median of v (0 when empty); v is not modified.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
 		return 0
 	}
-	sort.Float64s(rs)
-	if len(rs)%2 == 1 {
-		return rs[len(rs)/2]
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
 	}
-	return (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 var (

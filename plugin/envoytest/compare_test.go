@@ -38,3 +38,19 @@ func TestMedianRatio(t *testing.T) {
 		t.Fatalf("empty: %v", got)
 	}
 }
+
+func TestMedian(t *testing.T) {
+	in := []float64{3, 1, 2, 10}
+	if m := Median(in); m != 2.5 {
+		t.Errorf("median = %v, want 2.5", m)
+	}
+	if in[0] != 3 || in[3] != 10 {
+		t.Errorf("Median reordered its input: %v", in)
+	}
+	if m := Median([]float64{5, 1, 3}); m != 3 {
+		t.Errorf("odd median = %v, want 3", m)
+	}
+	if m := Median(nil); m != 0 {
+		t.Errorf("empty median = %v, want 0", m)
+	}
+}

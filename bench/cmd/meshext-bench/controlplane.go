@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshext/meshext/plugin/envoytest"
 )
 
 type cpConfig struct {
@@ -201,7 +203,7 @@ func medMax(v []float64) string {
 	}
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
-	return msCell(medianF(s)) + " / " + msCell(s[len(s)-1])
+	return msCell(envoytest.Median(s)) + " / " + msCell(s[len(s)-1])
 }
 
 // relArgv shows repository-relative paths for the binaries in commands.
@@ -365,7 +367,7 @@ func medianCell(v []float64) string {
 	}
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
-	return msCell(medianF(s))
+	return msCell(envoytest.Median(s))
 }
 
 // runFleetCP runs one meshext-cpbench fleet child, bounded, in a fresh work directory.

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/e2e/testpki"
+	"github.com/meshext/meshext/plugin/envoytest"
 )
 
 // Variants, in the order they are interleaved in every round.
@@ -456,7 +456,7 @@ func summarize(r *variantRun, mbps bool) (thr float64, p50, p99 time.Duration, c
 			}
 		}
 	}
-	return medianF(thrs), medianD(p50s), medianD(p99s), medianF(cpus), medianF(perReq), errs
+	return envoytest.Median(thrs), medianD(p50s), medianD(p99s), envoytest.Median(cpus), envoytest.Median(perReq), errs
 }
 
 // spread is the lowest and highest throughput over rounds.
@@ -476,24 +476,12 @@ func spread(r *variantRun, mbps bool) (lo, hi float64) {
 	return lo, hi
 }
 
-func medianF(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func medianD(v []time.Duration) time.Duration {
 	f := make([]float64, len(v))
 	for i, d := range v {
 		f[i] = float64(d)
 	}
-	return time.Duration(medianF(f))
+	return time.Duration(envoytest.Median(f))
 }
 
 func upstreamCommand(kind, dir string) string {
@@ -525,7 +513,7 @@ func paired(x, y *variantRun, mbps bool) float64 {
 			}
 		}
 	}
-	return medianF(ratios)
+	return envoytest.Median(ratios)
 }
 
 // pairedCPU is the median over rounds of x's Envoy CPU time per request
@@ -549,7 +537,7 @@ func pairedCPU(x, y *variantRun) float64 {
 			}
 		}
 	}
-	return medianF(ratios)
+	return envoytest.Median(ratios)
 }
 
 func ratio(r float64) string {

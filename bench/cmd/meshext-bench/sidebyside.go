@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/meshext/meshext/e2e/envoyproc"
+	"github.com/meshext/meshext/plugin/envoytest"
 )
 
 // The data path's ratios compare two Envoys measured one after the other,
@@ -127,9 +128,9 @@ func sbsCell(v []float64) string {
 	}
 	lo, _, hi := roundSpread(v)
 	if len(v) == 1 {
-		return ratio(medianF(v))
+		return ratio(envoytest.Median(v))
 	}
-	return fmt.Sprintf("%s (%.3f–%.3f)", ratio(medianF(v)), lo, hi)
+	return fmt.Sprintf("%s (%.3f–%.3f)", ratio(envoytest.Median(v)), lo, hi)
 }
 
 // sbsRow is one protocol's row of the side-by-side table: throughput and
@@ -141,7 +142,7 @@ func sbsRow(name string, res []sbsResult) string {
 	for i, p := range sbsPairs {
 		fmt.Fprintf(&b, " %s |", sbsCell(res[i].thr))
 		if p.target > 0 {
-			fmt.Fprintf(&b, " %s |", verdict(medianF(res[i].thr), p.target))
+			fmt.Fprintf(&b, " %s |", verdict(envoytest.Median(res[i].thr), p.target))
 		}
 		fmt.Fprintf(&b, " %s |", sbsCell(res[i].cpuReq))
 		for _, e := range res[i].errs {

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/meshext/meshext/e2e/testenv"
@@ -134,13 +133,7 @@ func medianOf(v []float64) string {
 	if len(v) == 0 {
 		return "n/a"
 	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	m := s[len(s)/2]
-	if len(s)%2 == 0 {
-		m = (s[len(s)/2-1] + m) / 2
-	}
-	return fmt.Sprintf("%.3f", m)
+	return fmt.Sprintf("%.3f", envoytest.Median(v))
 }
 
 // defaultWrk is wrk from PATH, if installed.
