@@ -1,11 +1,13 @@
 package envoyproc
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // CPUTicks reads utime+stime (clock ticks) of a process from /proc/<pid>/stat.
@@ -120,4 +122,34 @@ func ParseSchedstat(line string) (int64, error) {
 		return 0, fmt.Errorf("malformed schedstat line %q", line)
 	}
 	return ns, nil
+}
+
+// Together runs load(0) and load(1) at the same time and returns the CPU
+// time (ns, every thread) processes pids[0] and pids[1] used meanwhile: one
+// round of a side-by-side comparison, where both share whatever the host
+// does in those seconds. The loads run even when the CPU times cannot be
+// read; the error says so.
+func Together(pids [2]int, load func(i int)) (cpu [2]int64, err error) {
+	var before [2]int64
+	var errs [2]error
+	for i, pid := range pids {
+		before[i], errs[i] = CPUNanos(pid)
+	}
+	var wg sync.WaitGroup
+	for i := range pids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			load(i)
+		}()
+	}
+	wg.Wait()
+	for i, pid := range pids {
+		after, err := CPUNanos(pid)
+		if errs[i] == nil {
+			errs[i] = err
+		}
+		cpu[i] = after - before[i]
+	}
+	return cpu, errors.Join(errs[0], errs[1])
 }

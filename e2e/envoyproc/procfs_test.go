@@ -71,3 +71,37 @@ func TestCPUNanosGrowsWithOwnWork(t *testing.T) {
 		t.Error("a missing process gave no error")
 	}
 }
+
+func TestTogetherRunsBothLoadsAndCountsTheirCPU(t *testing.T) {
+	_, err := os.Stat("/proc/self/task")
+	testenv.Require(t, err == nil, "/proc/<pid>/task (procfs)")
+	var ran [2]bool
+	spin := func(i int) {
+		ran[i] = true
+		x := 0
+		for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+			x++
+		}
+		_ = x
+	}
+	// Both "processes" are this one, so each sees both loads' CPU.
+	cpu, err := Together([2]int{os.Getpid(), os.Getpid()}, spin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ran[0] || !ran[1] {
+		t.Errorf("loads run: %v, want both", ran)
+	}
+	for i, ns := range cpu {
+		if ns < int64(10*time.Millisecond) {
+			t.Errorf("cpu[%d] = %d ns over two 50 ms spins, want ≥ 10 ms", i, ns)
+		}
+	}
+	ran = [2]bool{}
+	if _, err := Together([2]int{-1, os.Getpid()}, spin); err == nil {
+		t.Error("a missing process gave no error")
+	}
+	if !ran[0] || !ran[1] {
+		t.Errorf("loads run with an unreadable process: %v, want both", ran)
+	}
+}

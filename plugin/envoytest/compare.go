@@ -299,21 +299,10 @@ func sideBySide(ctx context.Context, envs []*Instance, names []string, drive fun
 			xy := [2]*Instance{envs[1], envs[ys[p]]}
 			var ok, bad [2]int64
 			var errs [2]error
-			var ns0, ns1 [2]int64
-			for i, e := range xy {
-				ns0[i], _ = envoyproc.CPUNanos(e.PID())
-			}
-			var wg sync.WaitGroup
-			for i, e := range xy {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					ok[i], bad[i], errs[i] = drive(e.Listener, o.Round)
-				}()
-			}
-			wg.Wait()
-			for i, e := range xy {
-				ns1[i], _ = envoyproc.CPUNanos(e.PID())
+			cpu, cpuErr := envoyproc.Together([2]int{xy[0].PID(), xy[1].PID()}, func(i int) {
+				ok[i], bad[i], errs[i] = drive(xy[i].Listener, o.Round)
+			})
+			for i := range xy {
 				if errs[i] != nil {
 					return nil, errs[i]
 				}
@@ -324,7 +313,8 @@ func sideBySide(ctx context.Context, envs []*Instance, names []string, drive fun
 			pairs[p].Errors += bad[0] + bad[1]
 			// Both ran for the same o.Round, so requests compare as rates.
 			pairs[p].RPSRatio = append(pairs[p].RPSRatio, float64(ok[0])/float64(ok[1]))
-			if c0, c1 := ns1[0]-ns0[0], ns1[1]-ns0[1]; c0 > 0 && c1 > 0 {
+			// Without /proc the pair still has its throughput ratio.
+			if c0, c1 := cpu[0], cpu[1]; cpuErr == nil && c0 > 0 && c1 > 0 {
 				pairs[p].CPURatio = append(pairs[p].CPURatio, (float64(c0)/float64(ok[0]))/(float64(c1)/float64(ok[1])))
 			}
 		}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/meshext/meshext/e2e/envoyproc"
 	"github.com/meshext/meshext/plugin/envoytest"
@@ -80,26 +79,12 @@ func measureSideBySide(ctx context.Context, cfg dpConfig, proto string, runs []*
 func sideBySideRound(ctx context.Context, cfg dpConfig, proto string, xy [2]*variantRun, dirs [2]string) (thr, cpuReq float64, err error) {
 	var res [2]loadResult
 	var errs [2]error
-	var ns0, ns1 [2]int64
-	for i, r := range xy {
-		if ns0[i], err = envoyproc.CPUNanos(r.envoy.Pid()); err != nil {
-			return 0, 0, err
-		}
-	}
-	var wg sync.WaitGroup
-	for i, r := range xy {
-		spec := loadSpec{Proto: proto, Target: r.target, HTTPS: r.https, Conns: cfg.conns[proto], Streams: cfg.streams, Duration: cfg.durations, WorkDir: dirs[i]}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res[i], errs[i] = runLoad(ctx, spec, cfg.wrk, cfg.h2load)
-		}()
-	}
-	wg.Wait()
-	for i, r := range xy {
-		if ns1[i], err = envoyproc.CPUNanos(r.envoy.Pid()); err != nil {
-			return 0, 0, err
-		}
+	cpu, err := envoyproc.Together([2]int{xy[0].envoy.Pid(), xy[1].envoy.Pid()}, func(i int) {
+		spec := loadSpec{Proto: proto, Target: xy[i].target, HTTPS: xy[i].https, Conns: cfg.conns[proto], Streams: cfg.streams, Duration: cfg.durations, WorkDir: dirs[i]}
+		res[i], errs[i] = runLoad(ctx, spec, cfg.wrk, cfg.h2load)
+	})
+	if err != nil {
+		return 0, 0, err
 	}
 	var rate, perReq [2]float64
 	for i := range xy {
@@ -113,7 +98,7 @@ func sideBySideRound(ctx context.Context, cfg dpConfig, proto string, xy [2]*var
 		if proto == "tcp" {
 			rate[i] = res[i].MBps
 		}
-		perReq[i] = float64(ns1[i]-ns0[i]) / float64(res[i].Requests)
+		perReq[i] = float64(cpu[i]) / float64(res[i].Requests)
 	}
 	if rate[1] == 0 || perReq[1] == 0 {
 		return 0, 0, fmt.Errorf("side by side: nothing measured for the second variant")
