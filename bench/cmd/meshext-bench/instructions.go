@@ -140,34 +140,13 @@ func parseCallgrindTotals(r io.Reader) (int64, error) {
 // fixedLoad sends exactly n requests (tcp: n echo round trips), all of
 // which must succeed.
 func fixedLoad(ctx context.Context, s loadSpec, h2load string, n int) error {
-	if s.Proto == "tcp" {
-		return tcpEchoCount(ctx, s.Target, s.Conns, tcpMessage, n)
-	}
-	args := []string{"-t1", fmt.Sprintf("-c%d", s.Conns), "-n", strconv.Itoa(n)}
-	url := "http://" + s.Target + "/"
-	switch s.Proto {
-	case "grpc":
-		body := filepath.Join(s.WorkDir, "grpc-health-check.bin")
-		if err := os.WriteFile(body, []byte{0, 0, 0, 0, 0}, 0o644); err != nil {
-			return err
-		}
-		args = append(args, fmt.Sprintf("-m%d", s.Streams), "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers")
-		url += "grpc.health.v1.Health/Check"
-	default:
-		args = append(args, "--h1")
-	}
-	c, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	b, err := exec.CommandContext(c, h2load, append(args, url)...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("h2load: %v: %s", err, lastLines(string(b), 5))
-	}
-	res, err := parseH2load(string(b))
+	s.Requests = n
+	res, err := runLoad(ctx, s, "", h2load)
 	if err != nil {
 		return err
 	}
 	if res.Requests != int64(n) || res.Errors > 0 {
-		return fmt.Errorf("h2load: %d of %d requests succeeded, %d errors", res.Requests, n, res.Errors)
+		return fmt.Errorf("%d of %d requests succeeded, %d errors", res.Requests, n, res.Errors)
 	}
 	return nil
 }

@@ -106,3 +106,27 @@ func TestRowsMatchHeaders(t *testing.T) {
 		t.Errorf("instructions row: %s", row)
 	}
 }
+
+// A counted load is h2load -n for every HTTP protocol (wrk cannot count);
+// a timed one keeps wrk and h2load -D.
+func TestCountedLoadCommand(t *testing.T) {
+	timed := loadSpec{Proto: "http", Target: "127.0.0.1:1", Conns: 4, Duration: 2 * time.Second, WorkDir: "/w"}
+	if got := shellJoin(timed.command("wrk", "h2load")); got != "wrk -t1 -c4 -d2s --latency http://127.0.0.1:1/" {
+		t.Errorf("timed http: %s", got)
+	}
+	counted := timed
+	counted.Requests = 300
+	if got := shellJoin(counted.command("wrk", "h2load")); got != "h2load --h1 -t1 -c4 -n 300 http://127.0.0.1:1/" {
+		t.Errorf("counted http: %s", got)
+	}
+	grpc := loadSpec{Proto: "grpc", Target: "127.0.0.1:1", Conns: 4, Streams: 8, Duration: 2 * time.Second, WorkDir: "/w"}
+	g := shellJoin(grpc.command("wrk", "h2load"))
+	grpc.Requests = 300
+	gc := shellJoin(grpc.command("wrk", "h2load"))
+	if !strings.Contains(g, " -D 2 ") || strings.Contains(g, " -n ") {
+		t.Errorf("timed grpc: %s", g)
+	}
+	if gc != strings.Replace(g, " -D 2 ", " -n 300 ", 1) {
+		t.Errorf("counted grpc differs from timed grpc other than in its length:\n%s\n%s", gc, g)
+	}
+}

@@ -36,26 +36,37 @@ type loadSpec struct {
 	Conns    int
 	Streams  int // h2load -m
 	Duration time.Duration
+	// Requests, when set, is an exact count instead of Duration: h2load -n
+	// (HTTP/1.1 through h2load --h1, as wrk cannot count), tcp round trips.
+	Requests int
 	WorkDir  string
 }
 
 // command returns the exact command line for the report (tcp is built in).
 func (s loadSpec) command(wrk, h2load string) []string {
 	secs := fmt.Sprintf("%ds", int(s.Duration.Seconds()))
+	// h2load's run length: a count, or seconds.
+	length := []string{"-D", strconv.Itoa(int(s.Duration.Seconds()))}
+	if s.Requests > 0 {
+		length = []string{"-n", strconv.Itoa(s.Requests)}
+	}
 	switch s.Proto {
 	case "http", "tls":
 		scheme := "http"
 		if s.HTTPS {
 			scheme = "https"
 		}
-		return []string{wrk, "-t1", fmt.Sprintf("-c%d", s.Conns), "-d" + secs, "--latency", scheme + "://" + s.Target + "/"}
+		url := scheme + "://" + s.Target + "/"
+		if s.Requests > 0 {
+			return append(append([]string{h2load, "--h1", "-t1", fmt.Sprintf("-c%d", s.Conns)}, length...), url)
+		}
+		return []string{wrk, "-t1", fmt.Sprintf("-c%d", s.Conns), "-d" + secs, "--latency", url}
 	case "grpc":
-		return []string{h2load, "-t1", fmt.Sprintf("-c%d", s.Conns), fmt.Sprintf("-m%d", s.Streams),
-			"-D", strconv.Itoa(int(s.Duration.Seconds())),
+		return append(append([]string{h2load, "-t1", fmt.Sprintf("-c%d", s.Conns), fmt.Sprintf("-m%d", s.Streams)}, length...),
 			"-d", filepath.Join(s.WorkDir, "grpc-health-check.bin"),
 			"-H", "content-type: application/grpc", "-H", "te: trailers",
 			"--log-file", filepath.Join(s.WorkDir, "h2load.log"),
-			"http://" + s.Target + "/grpc.health.v1.Health/Check"}
+			"http://"+s.Target+"/grpc.health.v1.Health/Check")
 	}
 	return []string{"bin/meshext-bench", "tcp-echo", "-c", strconv.Itoa(s.Conns), "-d", secs, "-size", strconv.Itoa(tcpMessage), s.Target}
 }
@@ -63,6 +74,9 @@ func (s loadSpec) command(wrk, h2load string) []string {
 func runLoad(ctx context.Context, s loadSpec, wrk, h2load string) (loadResult, error) {
 	switch s.Proto {
 	case "tcp":
+		if s.Requests > 0 {
+			return loadResult{Requests: int64(s.Requests)}, tcpEchoCount(ctx, s.Target, s.Conns, tcpMessage, s.Requests)
+		}
 		return tcpEcho(ctx, s.Target, s.Conns, tcpMessage, s.Duration)
 	case "grpc":
 		// An empty grpc.health.v1.HealthCheckRequest: flag 0, length 0.
@@ -72,11 +86,18 @@ func runLoad(ctx context.Context, s loadSpec, wrk, h2load string) (loadResult, e
 		_ = os.Remove(filepath.Join(s.WorkDir, "h2load.log"))
 	}
 	argv := s.command(wrk, h2load)
-	ctx, cancel := context.WithTimeout(ctx, s.Duration+30*time.Second)
+	limit := s.Duration + 30*time.Second
+	if s.Requests > 0 {
+		limit = 10 * time.Minute // counted runs serve Envoys under valgrind
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return loadResult{}, fmt.Errorf("%s: %v: %s", filepath.Base(argv[0]), err, lastLines(string(out), 5))
+	}
+	if s.Proto != "grpc" && s.Requests > 0 {
+		return parseH2load(string(out))
 	}
 	if s.Proto == "grpc" {
 		r, err := parseH2load(string(out))
