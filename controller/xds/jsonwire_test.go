@@ -220,16 +220,7 @@ func checkDrop(t testing.TB, out string, o *render.Output, each bool) {
 	for id, n := range o.Nodes {
 		nodes[id] = &xds.Resources{Clusters: n.Clusters, Listeners: n.Listeners, Routes: n.Routes, Secrets: n.Secrets}
 		if each {
-			for _, m := range n.Clusters {
-				checkJSON(t, m, true)
-			}
-			for _, m := range n.Listeners {
-				checkJSON(t, m, true)
-			}
-			for _, m := range n.Routes {
-				checkJSON(t, m, true)
-			}
-			for _, m := range n.Secrets {
+			for _, m := range nodeMessages(n) {
 				checkJSON(t, m, true)
 			}
 		}
@@ -336,21 +327,8 @@ func TestJSONGenerated1k(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	res := t.TempDir()
-	ca, err := testpki.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	caB64 := base64.StdEncoding.EncodeToString(ca.CertPEM)
-	docs := []string{workload.HostnameGenerators()}
-	for i := range 1000 {
-		docs = append(docs, workload.MES(i, 10000+i, caB64))
-	}
-	if err := os.WriteFile(filepath.Join(res, "mes.yaml"), []byte(strings.Join(docs, "---\n")), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
-	o := renderDir(t, out, "", res)
+	o := renderDir(t, out, "", generatedServices(t, 1000))
 	chains := 0
 	for _, n := range o.Nodes {
 		for _, l := range n.Listeners {
@@ -515,18 +493,7 @@ func FuzzJSON(f *testing.F) {
 	for _, dirs := range [][]string{{"../../examples"}, {"../../examples", "../../examples-egress"}} {
 		o := renderDir(f, f.TempDir(), render.RoutesFile, dirs...)
 		for _, n := range o.Nodes {
-			for _, m := range n.Clusters {
-				seeds = append(seeds, m)
-			}
-			for _, m := range n.Listeners {
-				seeds = append(seeds, m)
-			}
-			for _, m := range n.Routes {
-				seeds = append(seeds, m)
-			}
-			for _, m := range n.Secrets {
-				seeds = append(seeds, m)
-			}
+			seeds = append(seeds, nodeMessages(n)...)
 		}
 	}
 	f.Logf("%d seeds", len(seeds))
@@ -585,21 +552,48 @@ func hasUnknown(m protoreflect.Message) bool {
 
 // bench10k renders 10k TLS services as meshext-cpbench generates them.
 func bench10k(b *testing.B) *render.Node {
-	res := b.TempDir()
+	o := renderDir(b, b.TempDir(), "", generatedServices(b, 10000))
+	return o.Nodes[render.DefaultNodeID]
+}
+
+// generatedServices is a directory with n TLS services as the benchmark
+// generates them (bench/workload: one CA, two hostnames each, port
+// 10000+i).
+func generatedServices(tb testing.TB, n int) string {
+	tb.Helper()
+	res := tb.TempDir()
 	ca, err := testpki.NewCA()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	caB64 := base64.StdEncoding.EncodeToString(ca.CertPEM)
 	docs := []string{workload.HostnameGenerators()}
-	for i := range 10000 {
-		docs = append(docs, workload.MES(i, 10000+i%50000, caB64))
+	for i := range n {
+		docs = append(docs, workload.MES(i, 10000+i, caB64))
 	}
 	if err := os.WriteFile(filepath.Join(res, "mes.yaml"), []byte(strings.Join(docs, "---\n")), 0o644); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	o := renderDir(b, b.TempDir(), "", res)
-	return o.Nodes[render.DefaultNodeID]
+	return res
+}
+
+// nodeMessages is every resource a node renders: clusters, listeners,
+// routes, secrets.
+func nodeMessages(n *render.Node) []proto.Message {
+	var out []proto.Message
+	for _, m := range n.Clusters {
+		out = append(out, m)
+	}
+	for _, m := range n.Listeners {
+		out = append(out, m)
+	}
+	for _, m := range n.Routes {
+		out = append(out, m)
+	}
+	for _, m := range n.Secrets {
+		out = append(out, m)
+	}
+	return out
 }
 
 // BenchmarkWriteDiscoveryJSON10k is the JSON of a 10k-service node's CDS
