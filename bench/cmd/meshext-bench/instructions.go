@@ -82,15 +82,18 @@ func countInstructions(ctx context.Context, cfg dpConfig, proto string, r *varia
 		}
 		return nil
 	}
-	for _, step := range [][]string{{"-i", "on"}, nil, {"-i", "off"}, {"-d"}} {
-		if step == nil {
-			err = fixedLoad(ctx, spec, cfg.h2load, ic.requests)
-		} else {
-			err = control(step...)
-		}
-		if err != nil {
-			return 0, 0, err
-		}
+	// Count exactly the measured requests, then dump.
+	if err := control("-i", "on"); err != nil {
+		return 0, 0, err
+	}
+	if err := fixedLoad(ctx, spec, cfg.h2load, ic.requests); err != nil {
+		return 0, 0, err
+	}
+	if err := control("-i", "off"); err != nil {
+		return 0, 0, err
+	}
+	if err := control("-d"); err != nil {
+		return 0, 0, err
 	}
 	// One dump file per thread: <out>.1-01, <out>.1-02, ...
 	dumps, _ := filepath.Glob(out + ".1-*")
