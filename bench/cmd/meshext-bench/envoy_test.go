@@ -53,14 +53,14 @@ func TestTCPEchoMeasures(t *testing.T) {
 	}
 	defer ln.Close()
 	go serveEcho(ln)
-	r, err := tcpEcho(context.Background(), ln.Addr().String(), 2, 1024, 200*time.Millisecond)
+	r, err := tcpEcho(context.Background(), ln.Addr().String(), 2, 1024, 200*time.Millisecond, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Requests == 0 || r.Errors != 0 || r.MBps <= 0 || r.P50 <= 0 || r.P99 < r.P50 {
 		t.Errorf("implausible result %+v", r)
 	}
-	if _, err := tcpEcho(context.Background(), "127.0.0.1:1", 1, 1024, 100*time.Millisecond); err == nil {
+	if _, err := tcpEcho(context.Background(), "127.0.0.1:1", 1, 1024, 100*time.Millisecond, 0); err == nil {
 		t.Error("echo against a closed port reported success")
 	}
 }

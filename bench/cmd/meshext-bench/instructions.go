@@ -5,13 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/meshext/meshext/e2e/envoyproc"
@@ -152,42 +150,6 @@ func fixedLoad(ctx context.Context, s loadSpec, h2load string, n int) error {
 		return fmt.Errorf("%d of %d requests succeeded, %d errors", res.Requests, n, res.Errors)
 	}
 	return nil
-}
-
-// tcpEchoCount makes exactly n echo round trips of size bytes over conns
-// connections.
-func tcpEchoCount(ctx context.Context, target string, conns, size, n int) error {
-	if conns > n {
-		conns = n
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	for i := 0; i < conns; i++ {
-		trips := n / conns
-		if i < n%conns {
-			trips++
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.DialTimeout("tcp", target, 30*time.Second)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
-			if _, err := echoTrips(ctx, c, size, func(k int64) bool { return k < int64(trips) }, nil); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return fmt.Errorf("tcp echo: %w", err)
-	}
-	return ctx.Err()
 }
 
 // irSection is the Markdown of the instruction counts, one row per protocol.

@@ -43,7 +43,7 @@ func TestParseCallgrindTotals(t *testing.T) {
 	}
 }
 
-// tcpEchoCount must make exactly n round trips, however n splits over the
+// tcpEcho with a count must make exactly n round trips, however n splits over the
 // connections.
 func TestTCPEchoCountMakesExactlyN(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -68,8 +68,12 @@ func TestTCPEchoCountMakesExactlyN(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const size, n = 1000, 23
-	if err := tcpEchoCount(ctx, ln.Addr().String(), 4, size, n); err != nil {
+	r, err := tcpEcho(ctx, ln.Addr().String(), 4, size, 0, n)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if r.Requests != n || r.Errors != 0 {
+		t.Errorf("%d round trips, %d errors; want %d, 0", r.Requests, r.Errors, n)
 	}
 	// The server counts a connection's bytes when the client closes it.
 	for end := time.Now().Add(5 * time.Second); bytes.Load() < size*n && time.Now().Before(end); {

@@ -74,10 +74,7 @@ func (s loadSpec) command(wrk, h2load string) []string {
 func runLoad(ctx context.Context, s loadSpec, wrk, h2load string) (loadResult, error) {
 	switch s.Proto {
 	case "tcp":
-		if s.Requests > 0 {
-			return loadResult{Requests: int64(s.Requests)}, tcpEchoCount(ctx, s.Target, s.Conns, tcpMessage, s.Requests)
-		}
-		return tcpEcho(ctx, s.Target, s.Conns, tcpMessage, s.Duration)
+		return tcpEcho(ctx, s.Target, s.Conns, tcpMessage, s.Duration, s.Requests)
 	case "grpc":
 		// An empty grpc.health.v1.HealthCheckRequest: flag 0, length 0.
 		if err := os.WriteFile(filepath.Join(s.WorkDir, "grpc-health-check.bin"), []byte{0, 0, 0, 0, 0}, 0o644); err != nil {
@@ -252,8 +249,9 @@ func percentile(s []time.Duration, p float64) time.Duration {
 const tcpMessage = 16 << 10
 
 // tcpEcho keeps conns connections each sending size bytes and reading the
-// echo back, for d. MB/s counts payload one way.
-func tcpEcho(ctx context.Context, target string, conns, size int, d time.Duration) (loadResult, error) {
+// echo back, for d, or, when trips > 0, for exactly trips round trips in
+// all (split over the connections). MB/s counts payload one way.
+func tcpEcho(ctx context.Context, target string, conns, size int, d time.Duration, trips int) (loadResult, error) {
 	var (
 		mu    sync.Mutex
 		lat   []time.Duration
@@ -263,12 +261,28 @@ func tcpEcho(ctx context.Context, target string, conns, size int, d time.Duratio
 	)
 	start := time.Now()
 	end := start.Add(d)
+	dial := 5 * time.Second
+	if trips > 0 {
+		// Counted: an Envoy under valgrind is slow, so bound only the whole.
+		conns, end, dial = min(conns, trips), start.Add(10*time.Minute), 30*time.Second
+	}
 	firstErr := make(chan error, conns)
 	for i := 0; i < conns; i++ {
+		// Counted: this connection's share of trips.
+		share := int64(trips / conns)
+		if i < trips%max(conns, 1) {
+			share++
+		}
+		more := func(k int64) bool {
+			if trips > 0 {
+				return k < share
+			}
+			return time.Now().Before(end)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := net.DialTimeout("tcp", target, 5*time.Second)
+			c, err := net.DialTimeout("tcp", target, dial)
 			if err != nil {
 				firstErr <- err
 				mu.Lock()
@@ -279,7 +293,7 @@ func tcpEcho(ctx context.Context, target string, conns, size int, d time.Duratio
 			defer c.Close()
 			_ = c.SetDeadline(end.Add(10 * time.Second))
 			var mine []time.Duration
-			n, err := echoTrips(ctx, c, size, func(int64) bool { return time.Now().Before(end) }, &mine)
+			n, err := echoTrips(ctx, c, size, more, &mine)
 			if err != nil {
 				firstErr <- err
 			}
@@ -356,7 +370,7 @@ func runTCPEcho(args []string) int {
 		fs.Usage()
 		return 2
 	}
-	r, err := tcpEcho(context.Background(), fs.Arg(0), *conns, *size, *d)
+	r, err := tcpEcho(context.Background(), fs.Arg(0), *conns, *size, *d, 0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tcp-echo:", err)
 		return 1
