@@ -3,6 +3,7 @@ package envoyproc
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -75,14 +76,68 @@ func InotifyInstances(pid int) int {
 	return n
 }
 
-// FreePort is an ephemeral loopback port that was free a moment ago.
+// FreePort is a loopback port that was free a moment ago, for an Envoy to
+// bind shortly after. It is chosen below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), where no client connection's source port
+// can take it in between: a bench run opens thousands of connections, and
+// an ephemeral port picked by bind(0) was once taken by one before Envoy's
+// admin bound it (CI, 2026-12-03: "cannot bind ... Address already in
+// use"). No port is handed out twice by one process. Without a range to
+// read, it falls back to an ephemeral port.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	lo := ephemeralLow()
+	if lo < 2048 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	// Up to 12000 ports under the range, from a random start so that
+	// concurrent processes rarely probe the same ones.
+	base := max(1024, lo-12000)
+	span := lo - base
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	start := rand.IntN(span)
+	for i := 0; i < span; i++ {
+		p := base + (start+i)%span
+		if handedOut[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue // in use
+		}
+		l.Close()
+		handedOut[p] = true
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free loopback port in [%d, %d)", base, lo)
+}
+
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// ephemeralLow is the low end of the kernel's ephemeral port range, 0 when
+// unknown.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return lo
 }
 
 // CPUNanos is the CPU time in nanoseconds that every thread of a process

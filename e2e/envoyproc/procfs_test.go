@@ -1,11 +1,14 @@
 package envoyproc
 
 import (
-	"github.com/meshext/meshext/e2e/testenv"
+	"fmt"
+	"net"
 	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshext/meshext/e2e/testenv"
 )
 
 func TestParseStatTicks(t *testing.T) {
@@ -103,5 +106,31 @@ func TestTogetherRunsBothLoadsAndCountsTheirCPU(t *testing.T) {
 	}
 	if !ran[0] || !ran[1] {
 		t.Errorf("loads run with an unreadable process: %v, want both", ran)
+	}
+}
+
+// FreePort's ports lie below the ephemeral range (client connections'
+// source ports cannot take them), bind, and are not handed out twice.
+func TestFreePortBelowEphemeralRangeAndUnique(t *testing.T) {
+	lo := ephemeralLow()
+	testenv.Require(t, lo >= 2048, "/proc/sys/net/ipv4/ip_local_port_range")
+	seen := map[int]bool{}
+	for range 200 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p >= lo || p < 1024 {
+			t.Fatalf("port %d outside [1024, %d)", p, lo)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Fatalf("port %d does not bind: %v", p, err)
+		}
+		l.Close()
 	}
 }
