@@ -146,6 +146,7 @@ func (r *renderer) httpConnectionManager(n *Node, s *model.Service, authz []*hcm
 	if hcm.AccessLog, err = r.httpAccessLogs(n, s, eff); err != nil {
 		return nil, err
 	}
+	hcm.GenerateRequestId = generateRequestID(hcm.AccessLog)
 	return networkFilter("envoy.filters.network.http_connection_manager", hcm)
 }
 

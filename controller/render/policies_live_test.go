@@ -777,3 +777,64 @@ spec:
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestEnvoyRequestIDOnlyWithAMeshAccessLog: without a MeshAccessLog the
+// outbound makes up no x-request-id (the upstream sees none), and a
+// caller's own passes through; with one, Envoy gives each request an ID,
+// and the upstream and the log line see the same one.
+func TestEnvoyRequestIDOnlyWithAMeshAccessLog(t *testing.T) {
+	web := httpServer(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.Header.Get("X-Request-Id")) })
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	world := func(withLog bool) (string, int) {
+		out := testnet.FreePort(t)
+		y := liveDataplane(t, "*", map[string]int{"web": out}) + mesYAML("web", "http", 80, web)
+		if withLog {
+			y += fmt.Sprintf(`---
+type: MeshAccessLog
+name: ids
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: Mesh}
+      default:
+        backends:
+          - type: File
+            file:
+              path: %s
+              format: {type: Plain, plain: 'id=%%REQ(X-REQUEST-ID)%%'}
+`, logFile)
+		}
+		return y, out
+	}
+
+	t.Run("without a MeshAccessLog", func(t *testing.T) {
+		y, out := world(false)
+		startPolicyEnvoy(t, y, Options{})
+		if code, id := get(t, out, "/"); code != 200 || id != "" {
+			t.Fatalf("upstream saw x-request-id %q (status %d), want none", id, code)
+		}
+		if code, id := get(t, out, "/", "X-Request-Id", "caller-chosen-1"); code != 200 || id != "caller-chosen-1" {
+			t.Fatalf("upstream saw x-request-id %q (status %d), want the caller's", id, code)
+		}
+	})
+
+	t.Run("with a MeshAccessLog", func(t *testing.T) {
+		y, out := world(true)
+		startPolicyEnvoy(t, y, Options{})
+		code, id := get(t, out, "/")
+		if code != 200 || len(id) != 36 || strings.Count(id, "-") != 4 {
+			t.Fatalf("upstream saw x-request-id %q (status %d), want a UUID", id, code)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			b, _ := os.ReadFile(logFile)
+			if strings.Contains(string(b), "id="+id) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("log lacks id=%s:\n%s", id, b)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}

@@ -145,8 +145,9 @@ func (r *renderer) httpProxy(n *Node, ready []*rendered) (*listenerv3.Listener, 
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: "meshext:http-proxy", VirtualHosts: vhosts, ValidateClusters: noClusterValidation(),
 		}},
-		HttpFilters: filters,
-		AccessLog:   logs,
+		HttpFilters:       filters,
+		AccessLog:         logs,
+		GenerateRequestId: generateRequestID(logs),
 	})
 	if err != nil {
 		return nil, nil, err
