@@ -312,6 +312,8 @@ func (in *Instance) writeLDS(filterConfig []byte) error {
 				"request_headers_to_remove": []any{in.opts.ClusterHeader}}},
 		}}},
 		"http_filters": filters,
+		// As meshext renders it: an x-request-id only where a log writes it.
+		"generate_request_id": in.opts.AccessLog != "",
 	}
 	if in.opts.VirtualHosts != nil {
 		hcm["route_config"] = obj{"name": "meshext", "virtual_hosts": in.opts.VirtualHosts}
