@@ -144,7 +144,9 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		missing = append(missing, "h2load (apt-get install nghttp2-client)")
 	}
 	fmt.Fprintf(&md, "Every variant of a protocol runs in the same invocation, interleaved a, b, c+p, c, d, b' in each of %d round(s) of %s (after a %s warm-up per variant); each cell is the median over rounds (throughput: median, then the lowest–highest round in brackets). The summary ratios are medians of per-round ratios (x and y from the same round share the host's background load); "+
-		"throughput ratios are the targets' measure, Envoy CPU per request ratios (lower is cheaper) are the steadier signal on a busy host. "+
+		"Envoy CPU per request ratios (lower is cheaper) are the steadier signal on a busy host. "+
+		"This table carries no targets: its noise floor (b')/(b), two Envoys with the same config, moves with the host's drift between runs seconds apart, often by more than the 3 %% the data-path targets allow. "+
+		"The targets (c)/(b) and (c+p)/(b) ≥ 0.97 are read side by side (the next table), and the Go filter's from section 1b (against the C reference module and native RBAC); (d)/(c) here is a Go module's whole price against no filter at all. "+
 		"Envoy runs with `--concurrency 1` (one worker); clients use the same connection count for every variant of a protocol. "+
 		"Load is closed-loop, so latencies are at saturation, not at a fixed rate. Envoy CPU = utime+stime delta of the Envoy process from /proc/<pid>/stat during the run "+
 		"(100 %% = one core); CPU/req = Envoy CPU time divided by completed requests. %s\n\n",
@@ -164,7 +166,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		return md.String()
 	}
 	var summary strings.Builder
-	summary.WriteString("| protocol | (c)/(b) throughput | target ≥ 0.97 | (c+p)/(b) throughput | target ≥ 0.97 | (d)/(c) throughput | target ≥ 0.95 | Envoy CPU/req (c)/(b) | (c+p)/(b) | (d)/(c) | noise floor: (b')/(b) throughput | Envoy CPU/req (b')/(b) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	summary.WriteString("| protocol | (c)/(b) throughput | (c+p)/(b) throughput | (d)/(c) throughput | Envoy CPU/req (c)/(b) | (c+p)/(b) | (d)/(c) | noise floor: (b')/(b) throughput | Envoy CPU/req (b')/(b) |\n|---|---|---|---|---|---|---|---|---|\n")
 	var detail, sideBySide strings.Builder
 	var irRows []string
 	for _, p := range protos {
@@ -176,7 +178,7 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 		fmt.Fprintf(&detail, "### %s\n\n", p.name)
 		if why != "" {
 			fmt.Fprintf(&detail, "not available: %s\n\n", why)
-			fmt.Fprintf(&summary, "| %s | n/a | | n/a | | n/a | | n/a | n/a | n/a | n/a | n/a |\n", p.name)
+			fmt.Fprintf(&summary, "| %s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |\n", p.name)
 			fmt.Fprintf(&sideBySide, "| %s | n/a | | n/a | n/a | | n/a | n/a | n/a | n/a | n/a | not available |\n", p.name)
 			continue
 		}
@@ -235,10 +237,8 @@ func runDataPath(ctx context.Context, cfg dpConfig) string {
 			}
 		}
 		detail.WriteString("```\n\n")
-		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.name,
-			ratio(paired(byKey["c"], byKey["b"], tcp)), verdict(paired(byKey["c"], byKey["b"], tcp), 0.97),
-			ratio(paired(byKey["c+p"], byKey["b"], tcp)), verdict(paired(byKey["c+p"], byKey["b"], tcp), 0.97),
-			ratio(paired(byKey["d"], byKey["c"], tcp)), verdict(paired(byKey["d"], byKey["c"], tcp), 0.95),
+		fmt.Fprintf(&summary, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.name,
+			ratio(paired(byKey["c"], byKey["b"], tcp)), ratio(paired(byKey["c+p"], byKey["b"], tcp)), ratio(paired(byKey["d"], byKey["c"], tcp)),
 			ratio(pairedCPU(byKey["c"], byKey["b"])), ratio(pairedCPU(byKey["c+p"], byKey["b"])), ratio(pairedCPU(byKey["d"], byKey["c"])),
 			ratio(paired(byKey["b'"], byKey["b"], tcp)), ratio(pairedCPU(byKey["b'"], byKey["b"])))
 	}

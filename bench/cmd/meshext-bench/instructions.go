@@ -164,7 +164,8 @@ func irSection(cfg dpConfig, rows []string) string {
 	fmt.Fprintf(&b, "Each counted variant's Envoy again, alone, under `valgrind --tool=callgrind --instr-atstart=no` (the same config and pinning; this VM exposes no hardware counters): "+
 		"%d requests of warm-up, then counting switched on (`callgrind_control -i on`) for exactly %d requests (tcp: echo round trips) from h2load (`--h1` for HTTP/1.1) or the built-in echo client, then off and dumped. "+
 		"Each cell: instructions of every Envoy thread in user space (not the kernel's), then in brackets the busiest thread's, Envoy's worker (`--separate-threads=yes`). "+
-		"The worker's figure barely depends on the host's speed, so its ratios are the configs' own cost difference (over runs it moves by about 0.4 %%, gRPC's by about 1 %%: how many HTTP/2 frames Envoy handles per wake-up depends on timing); the main thread's timed work (the stats flush every 5 s) grows with the wall time valgrind takes, so the all-threads figure carries a little of the host.\n\n",
+		"The worker's figure barely depends on the host's speed, so its ratios are the configs' own cost difference (over runs it moves by about 0.4 %%, gRPC's by about 1 %%: how many HTTP/2 frames Envoy handles per wake-up depends on timing); the main thread's timed work (the stats flush every 5 s) grows with the wall time valgrind takes, so the all-threads figure carries a little of the host. "+
+		"What separates (c) from (b) in these counts (the retry policy of Kuma's default MeshRetry, which (c) carries, and the x-request-id (b) makes up and (c) does not without a MeshAccessLog): `bench/callgrind-defaults.sh <this run's work directory>`.\n\n",
 		cfg.instructions.warmup, cfg.instructions.requests)
 	b.WriteString("| protocol | (b) | (c) | (c+p) | (d) | (c)/(b) | (c+p)/(b) | (d)/(c) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
