@@ -76,43 +76,46 @@ func InotifyInstances(pid int) int {
 	return n
 }
 
-// FreePort is a loopback port that was free a moment ago, for an Envoy to
-// bind shortly after. It is chosen below the kernel's ephemeral range
+// FreePort is a loopback port that was free for TCP and UDP a moment ago
+// (a DNS server binds both), for an Envoy or a test server to bind shortly
+// after. It is chosen below the kernel's ephemeral range
 // (net.ipv4.ip_local_port_range), where no client connection's source port
 // can take it in between: a bench run opens thousands of connections, and
 // an ephemeral port picked by bind(0) was once taken by one before Envoy's
 // admin bound it (CI, 2026-12-03: "cannot bind ... Address already in
 // use"). No port is handed out twice by one process. Without a range to
-// read, it falls back to an ephemeral port.
+// read, it falls back to ephemeral ports. The tests' testnet.FreePort is
+// this one too.
 func FreePort() (int, error) {
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	lo := ephemeralLow()
 	if lo < 2048 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
+		for range 50 {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return 0, err
+			}
+			p := l.Addr().(*net.TCPAddr).Port
+			l.Close()
+			if !handedOut[p] && portFree(p) {
+				handedOut[p] = true
+				return p, nil
+			}
 		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port, nil
+		return 0, errors.New("no free ephemeral loopback port in 50 tries")
 	}
 	// Up to 12000 ports under the range, from a random start so that
 	// concurrent processes rarely probe the same ones.
 	base := max(1024, lo-12000)
 	span := lo - base
-	portsMu.Lock()
-	defer portsMu.Unlock()
 	start := rand.IntN(span)
 	for i := 0; i < span; i++ {
 		p := base + (start+i)%span
-		if handedOut[p] {
-			continue
+		if !handedOut[p] && portFree(p) {
+			handedOut[p] = true
+			return p, nil
 		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue // in use
-		}
-		l.Close()
-		handedOut[p] = true
-		return p, nil
 	}
 	return 0, fmt.Errorf("no free loopback port in [%d, %d)", base, lo)
 }
@@ -121,6 +124,22 @@ var (
 	portsMu   sync.Mutex
 	handedOut = map[int]bool{}
 )
+
+// portFree says whether p binds on loopback for TCP and for UDP now.
+func portFree(p int) bool {
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	u.Close()
+	return true
+}
 
 // ephemeralLow is the low end of the kernel's ephemeral port range, 0 when
 // unknown.

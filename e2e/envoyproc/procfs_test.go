@@ -110,7 +110,8 @@ func TestTogetherRunsBothLoadsAndCountsTheirCPU(t *testing.T) {
 }
 
 // FreePort's ports lie below the ephemeral range (client connections'
-// source ports cannot take them), bind, and are not handed out twice.
+// source ports cannot take them), bind for TCP and UDP, and are not handed
+// out twice.
 func TestFreePortBelowEphemeralRangeAndUnique(t *testing.T) {
 	lo := ephemeralLow()
 	testenv.Require(t, lo >= 2048, "/proc/sys/net/ipv4/ip_local_port_range")
@@ -132,5 +133,10 @@ func TestFreePortBelowEphemeralRangeAndUnique(t *testing.T) {
 			t.Fatalf("port %d does not bind: %v", p, err)
 		}
 		l.Close()
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Fatalf("port %d does not bind for UDP: %v", p, err)
+		}
+		u.Close()
 	}
 }

@@ -6,41 +6,23 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
-)
 
-var (
-	portsMu   sync.Mutex
-	handedOut = map[int]bool{}
+	"github.com/meshext/meshext/e2e/envoyproc"
 )
 
 // FreePort returns a loopback port that is free for TCP and UDP at the
-// moment and was not returned before in this test binary (Envoy binds it
-// shortly after; a collision only fails that test, loudly).
+// moment, below the kernel's ephemeral range, and was not returned before
+// in this test binary (Envoy binds it shortly after; a collision only fails
+// that test, loudly): envoyproc.FreePort, failing t when there is none.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			if !handedOut[port] {
-				handedOut[port] = true
-				return port
-			}
-		}
+	p, err := envoyproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return 0
+	return p
 }
 
 // EchoServer accepts loopback TCP connections and echoes what it reads
