@@ -7,7 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -201,9 +201,7 @@ func medMax(v []float64) string {
 	if len(v) == 0 {
 		return "n/a"
 	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return msCell(envoytest.Median(s)) + " / " + msCell(s[len(s)-1])
+	return msCell(envoytest.Median(v)) + " / " + msCell(slices.Max(v))
 }
 
 // relArgv shows repository-relative paths for the binaries in commands.
@@ -365,9 +363,7 @@ func medianCell(v []float64) string {
 	if len(v) == 0 {
 		return "n/a"
 	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return msCell(envoytest.Median(s))
+	return msCell(envoytest.Median(v))
 }
 
 // runFleetCP runs one meshext-cpbench fleet child, bounded, in a fresh work directory.

@@ -131,3 +131,20 @@ func TestPairedCPU(t *testing.T) {
 		t.Errorf("pairedCPU without Envoy CPU = %v", got)
 	}
 }
+
+// medMax and medianCell read their input without reordering it.
+func TestMedMaxAndMedianCell(t *testing.T) {
+	v := []float64{300, 100, 200, 1000}
+	if got := medMax(v); got != "250 ms / 1000 ms" {
+		t.Errorf("medMax = %q", got)
+	}
+	if got := medianCell(v); got != "250 ms" {
+		t.Errorf("medianCell = %q", got)
+	}
+	if v[0] != 300 || v[3] != 1000 {
+		t.Errorf("input reordered: %v", v)
+	}
+	if medMax(nil) != "n/a" || medianCell(nil) != "n/a" {
+		t.Error("empty input is not n/a")
+	}
+}
