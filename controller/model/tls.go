@@ -239,8 +239,9 @@ func (c *contentBytes) decode(text string, secret bool, decode func(string) ([]b
 	if err != nil {
 		return nil, err
 	}
-	c.put(text, b)
-	return b, nil
+	// Two services with the same text may both have missed: keep the
+	// first one's copy, so they still share it.
+	return c.put(text, b), nil
 }
 
 const contentChecksMax = 32 << 20
@@ -269,14 +270,20 @@ func (c *contentMemo[V]) getBytes(k []byte) (V, bool) {
 	return v, ok
 }
 
-func (c *contentMemo[V]) put(k string, v V) {
+// put remembers v for k unless a value is there already, and returns the
+// value it holds for k.
+func (c *contentMemo[V]) put(k string, v V) V {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if held, ok := c.m[k]; ok {
+		return held
+	}
 	if c.m == nil || c.size+len(k) > contentChecksMax {
 		c.m, c.size = map[string]V{}, 0
 	}
 	c.m[k] = v
 	c.size += len(k)
-	c.mu.Unlock()
+	return v
 }
 
 // tlsSummary is the TLSReady message: mode, versions and trust source.
